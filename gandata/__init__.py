@@ -1,0 +1,4 @@
+"""gandata: build clean GAN training sets of cartoon faces (fetch, crop, dedupe, shard) and train on them."""
+
+__version__ = "0.1.0"
+HOMEPAGE = "https://github.com/gandata/gandata"

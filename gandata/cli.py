@@ -1,0 +1,179 @@
+"""The ``gandata`` command line: parses options, calls the library, prints results. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+from .errors import UserError
+
+app = typer.Typer(
+    name="gandata",
+    help="Build clean GAN training sets of cartoon faces: fetch, crop, dedupe, shard, inspect.",
+    epilog="\b\nExample:\n  gandata shard ~/anime-faces --name anime\n  gandata inspect data/anime/shards --grid anime.png",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+DataDir = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", envvar="GANDATA_DATA", help="Workspace holding DATA/<dataset>/<stage> (default ./data)."),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")]
+
+
+def _data_dir(value: Optional[Path]) -> Path:
+    return value if value is not None else Path("data")
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+@app.callback(invoke_without_command=False)
+def _main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    if version:
+        print(f"gandata {__version__}")
+        raise typer.Exit()
+
+
+def _print_shard_summary(s: dict) -> None:
+    c = s["counts"]
+    print(
+        f"sharded {s['name']}: {c['train']} train + {c['val']} val samples"
+        + (f" at {s['resolution']} px" if s["resolution"] else "")
+        + f" → {s['shards']['train']} + {s['shards']['val']} shards in {s['out']}"
+    )
+    r = s["removed"]
+    removed = [f"{r['exact_duplicates']} exact duplicates", f"{r['corrupt']} unreadable"]
+    if r.get("missing_label"):
+        removed.append(f"{r['missing_label']} without a label")
+    print(f"  removed: {', '.join(removed)}" + (f" (all listed in {s['report']})" if any(r.values()) else ""))
+    for row in s["rejected"][:5]:
+        print(f"    {row['origin']}: {row['reason']}")
+    if s["labels"]:
+        print(f"  labels from {s['labels']['field']!r}: {len(s['labels']['names'])} classes")
+    print(f"  train shards: --shards {s['patterns']['train']}")
+    if s["patterns"]["val"]:
+        print(f"  val shards:   {s['patterns']['val']}")
+    print(f"  {s['seconds']} s, {s['processed']} images processed, {s['reused']} reused from an earlier run")
+    for w in s["warnings"]:
+        print(f"  warning: {w}")
+
+
+@app.command(
+    epilog="\b\nExamples:\n"
+    "  gandata shard                      # every dataset under ./data, each into DATA/<dataset>/shards\n"
+    "  gandata shard ~/anime-faces --name anime --size 64\n"
+    "  gandata shard data/bricklink/raw --label-field category --size 128 --resize pad",
+)
+def shard(
+    src: Annotated[Optional[list[str]], typer.Argument(help="Dataset folders, image folders or .tar shards (default: every dataset under the data dir).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default DATA/<name>/shards).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Shard name prefix (default: the dataset's name).")] = None,
+    size: Annotated[int, typer.Option(min=1, help="Output side in pixels.")] = 64,
+    resize: Annotated[str, typer.Option(help="center-crop, pad or keep-ratio (smallest side = size).")] = "center-crop",
+    image_format: Annotated[str, typer.Option("--format", help="png, jpg or webp.")] = "png",
+    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
+    background: Annotated[str, typer.Option(help="Colour that transparency is composited onto.")] = "white",
+    pad_color: Annotated[str, typer.Option(help="Padding colour for --resize pad.")] = "white",
+    val_fraction: Annotated[float, typer.Option(help="Share of samples in the val split (fixed per key).")] = 0.02,
+    seed: Annotated[int, typer.Option(help="Seed of the shuffle.")] = 0,
+    maxcount: Annotated[int, typer.Option(min=1, help="At most this many samples per shard.")] = 10000,
+    min_shards: Annotated[int, typer.Option(min=1, help="Train shards to aim for when data allows (64+ per shard).")] = 8,
+    dedupe: Annotated[str, typer.Option(help="exact (identical pixels) or none.")] = "exact",
+    label_field: Annotated[Optional[str], typer.Option(help="Record field whose values become class labels (.cls).")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Processes for decoding (0: one per core).")] = 0,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Dedupe, resize, split and write WebDataset shards plus dataset.json."""
+    from .shard import ShardOptions, default_name, shard as run_shard, shard_all
+
+    opts = ShardOptions(
+        size=size, resize=resize, image_format=image_format, quality=quality, background=background,
+        pad_color=pad_color, val_fraction=val_fraction, seed=seed, maxcount=maxcount, min_shards=min_shards,
+        dedupe=dedupe, label_field=label_field, workers=workers,
+    )
+    ddir = _data_dir(data_dir)
+    progress = not as_json
+    if not src:
+        if out is not None or name is not None:
+            raise UserError("--out and --name need SRC; without SRC every dataset goes to DATA/<dataset>/shards")
+        summaries = shard_all(ddir, opts, progress=progress)
+    else:
+        nm = name or default_name(src[0], ddir)
+        summaries = [run_shard(src, out or ddir / nm / "shards", nm, opts, progress=progress)]
+    if as_json:
+        print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, ensure_ascii=False))
+    else:
+        for s in summaries:
+            _print_shard_summary(s)
+
+
+@app.command(
+    epilog="\b\nExamples:\n"
+    "  gandata inspect data/bitmoji/raw\n"
+    "  gandata inspect data/anime/shards --grid anime.png\n"
+    "  gandata inspect ~/anime-faces --grid sheet.png --grid-n 100",
+)
+def inspect(
+    path: Annotated[str, typer.Argument(help="A dataset folder, a folder of images, or shards (folder, .tar, brace pattern).")],
+    grid: Annotated[Optional[Path], typer.Option(help="Write a contact sheet PNG of samples drawn at random.")] = None,
+    grid_n: Annotated[int, typer.Option(min=1, help="Samples on the contact sheet.")] = 64,
+    cell: Annotated[int, typer.Option(min=16, help="Contact sheet cell size in pixels.")] = 128,
+    label_field: Annotated[Optional[str], typer.Option(help="Count the values of this record field as labels.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for picking the contact sheet's samples.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Counts, image sizes, labels and failures of a dataset, with an optional contact sheet."""
+    from .inspection import inspect_path
+
+    r = inspect_path(path, grid=grid, grid_n=grid_n, cell=cell, label_field=label_field, seed=seed, progress=not as_json)
+    if as_json:
+        print(json.dumps(r, ensure_ascii=False))
+        return
+    print(f"{r['path']}: {r['samples']} samples ({r['kind']})" + (f", {r['unreadable']} unreadable" if r["unreadable"] else ""))
+    if r["sizes"]:
+        sizes = ", ".join(f"{s['width']}x{s['height']}: {s['count']}" for s in r["sizes"])
+        more = f" (+{r['distinct_sizes'] - len(r['sizes'])} more sizes)" if r["distinct_sizes"] > len(r["sizes"]) else ""
+        print(f"  sizes: {sizes}{more}")
+        print(f"  width {r['width_range'][0]}-{r['width_range'][1]}, height {r['height_range'][0]}-{r['height_range'][1]}")
+    if "splits" in r:
+        print("  splits: " + ", ".join(f"{k} {v}" for k, v in r["splits"].items()))
+    if "labels" in r:
+        print(f"  labels ({len(r['labels'])}): " + ", ".join(f"{k}: {v}" for k, v in list(r["labels"].items())[:20]))
+    if r.get("failures"):
+        print("  failures: " + ", ".join(f"{k}: {v}" for k, v in r["failures"].items()))
+    for b in r.get("bad", []):
+        print(f"  unreadable: {b['origin']}: {b['reason']}")
+    if "warning" in r:
+        print(f"  warning: {r['warning']}")
+    if "grid" in r:
+        print(f"  contact sheet: {r['grid']}")
+
+
+def main() -> None:
+    """Console entry point: a user's mistake ends in one line on stderr and exit status 1, never a traceback."""
+    try:
+        app()
+    except UserError as e:
+        _err(f"gandata: error: {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _err("gandata: interrupted; run the same command again to continue where it stopped")
+        sys.exit(130)
+    except BrokenPipeError:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,523 @@
+"""Dataset folders and every other place samples are read from.
+
+This module is the only one that knows how a dataset folder is laid out::
+
+    ROOT/
+      manifest.jsonl     one JSON object per accepted sample, appended and flushed as it is written
+      failures.jsonl     one JSON object per sample given up on
+      stats.json         what the last run did (counts, bytes, seconds, rate, stage, options, inputs)
+      images/ab/KEY.EXT  the files, fanned out by a hash of the key
+      .lock              held by the one process writing to the folder
+
+It also reads the other kinds of input every stage accepts — a plain folder of images (recursive) and
+WebDataset tars (ours, img2dataset's, anyone's) — as one iterator of :class:`Sample`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import braceexpand
+
+from .errors import UserError
+from .fileio import FolderLock, JsonlLog, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
+
+MANIFEST = "manifest.jsonl"
+FAILURES = "failures.jsonl"
+STATS = "stats.json"
+IMAGES = "images"
+SHARDS_INFO = "dataset.json"  # written beside WebDataset shards by `gandata shard`
+
+MAX_KEY_LEN = 96  # keeps `<key>.json` inside a plain USTAR name (100 bytes)
+KEY_RE = re.compile(r"^[a-z0-9_-]{1,%d}$" % MAX_KEY_LEN)
+IMAGE_EXTS = {"png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"}
+REQUIRED_FIELDS = ("width", "height", "source")
+
+# --------------------------------------------------------------------------------------------- keys
+
+
+def is_key(key: str) -> bool:
+    return isinstance(key, str) and bool(KEY_RE.match(key))
+
+
+def check_key(key: str) -> str:
+    if not is_key(key):
+        raise ValueError(f"bad key {key!r}: keys are 1-{MAX_KEY_LEN} characters of a-z, 0-9, '_' and '-'")
+    return key
+
+
+def _short_hash(text: str, n: int = 8) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:n]
+
+
+def make_key(*parts: object) -> str:
+    """A readable key from source fields, e.g. ``make_key("bricklink", "sw0001a")`` → ``bricklink-sw0001a``.
+
+    The parts are joined with ``-`` and lower-cased; any other character outside ``[a-z0-9_-]`` becomes ``_``.
+    When that replacement changed anything (or the key would be too long), a hash of the exact original text is
+    appended, so two inputs share a key only when their joined text is equal ignoring case.
+    """
+    text = "-".join(str(p) for p in parts)
+    low = text.lower()
+    slug = re.sub(r"[^a-z0-9_-]+", "_", low).strip("_-")
+    if slug == low and 0 < len(slug) <= MAX_KEY_LEN:
+        return slug
+    head = slug[: MAX_KEY_LEN - 9].rstrip("_-")
+    return f"{head}-{_short_hash(text)}" if head else _short_hash(text, 16)
+
+
+def hash_key(prefix: str, fields: Any) -> str:
+    """A key for a sample described by parameters (``fields``: any JSON value), e.g. ``bitmoji-3f9a0c51e2d4b7a8``.
+
+    Equal parameters give the same key whatever the order of dict entries.
+    """
+    canon = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f"{make_key(prefix)}-{hashlib.sha1(canon.encode('utf-8')).hexdigest()[:16]}"
+
+
+def lookup_field(record: dict, field: str) -> Any:
+    """``record[field]``, where ``a.b`` reaches into nested objects; None when absent."""
+    value: Any = record
+    for part in field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+# ---------------------------------------------------------------------------------------- dataset folders
+
+
+def is_dataset(path: str | os.PathLike) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+class Dataset:
+    """A dataset folder. ``Dataset.create`` opens it for writing (resuming what is there); ``Dataset.open`` reads."""
+
+    def __init__(self, root: str | os.PathLike, writable: bool = False, fsync: bool = True):
+        self.root = Path(root)
+        self.writable = writable
+        self.fsync = fsync
+        self._keys: set[str] | None = None
+        self._manifest: JsonlLog | None = None
+        self._failures: JsonlLog | None = None
+        self._lock: FolderLock | None = None
+        if writable:
+            self._open_for_writing()
+
+    @classmethod
+    def create(cls, root: str | os.PathLike, fsync: bool = True) -> "Dataset":
+        """Open (creating if needed) a dataset folder to append to. Keys already in its manifest are done."""
+        return cls(root, writable=True, fsync=fsync)
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> "Dataset":
+        root = Path(root)
+        if not root.exists():
+            raise UserError(f"{root} does not exist; give the folder a stage wrote (e.g. data/bitmoji/raw)")
+        if not is_dataset(root):
+            raise UserError(f"{root} is not a gandata dataset folder (it has no {MANIFEST})")
+        return cls(root)
+
+    def _open_for_writing(self) -> None:
+        try:
+            (self.root / IMAGES).mkdir(parents=True, exist_ok=True)
+        except (NotADirectoryError, FileExistsError) as e:
+            raise UserError(f"cannot make the dataset folder {self.root}: a file is in the way ({e})") from None
+        self._lock = FolderLock(self.root).acquire()
+        remove_stale_tmp(self.root)
+        self._keys = {row["key"] for row in self.rows()}
+        self._manifest = JsonlLog(self.root / MANIFEST)
+        self._failures = JsonlLog(self.root / FAILURES)
+
+    # ---- reading
+
+    def rows(self) -> Iterator[dict]:
+        """The manifest rows, one per key (the first row of a key wins); a torn last line is skipped."""
+        seen: set[str] = set()
+        for row in read_jsonl(self.root / MANIFEST):
+            key = row.get("key")
+            if is_key(key) and isinstance(row.get("path"), str) and key not in seen:
+                seen.add(key)
+                yield row
+
+    def keys(self) -> set[str]:
+        if self._keys is not None:
+            return set(self._keys)
+        return {row["key"] for row in self.rows()}
+
+    def __contains__(self, key: str) -> bool:
+        return key in (self._keys if self._keys is not None else self.keys())
+
+    def __len__(self) -> int:
+        return len(self._keys) if self._keys is not None else sum(1 for _ in self.rows())
+
+    def failures(self) -> Iterator[dict]:
+        return read_jsonl(self.root / FAILURES)
+
+    def open_failures(self) -> dict[str, dict]:
+        """The latest failure of every key that has not been accepted since."""
+        done = self.keys()
+        latest: dict[str, dict] = {}
+        for row in self.failures():
+            key = row.get("key")
+            if isinstance(key, str) and key not in done:
+                latest[key] = row
+        return latest
+
+    def image_path(self, row: dict) -> Path:
+        rel = Path(row["path"])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"manifest path {row['path']!r} leaves the dataset folder")
+        return self.root / rel
+
+    def read_bytes(self, row: dict) -> bytes:
+        return self.image_path(row).read_bytes()
+
+    def stats(self) -> dict:
+        try:
+            return json.loads((self.root / STATS).read_text("utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    # ---- writing
+
+    def _need_writable(self) -> None:
+        if not self.writable or self._manifest is None:
+            raise RuntimeError("dataset opened read-only; use Dataset.create to write")
+
+    def add(self, key: str, data: bytes, ext: str, record: dict) -> dict | None:
+        """Store one accepted sample: its file (atomically), then its manifest row (flushed).
+
+        ``record`` must hold ``width``, ``height`` and ``source``; ``key``, ``path`` and ``sha256`` are filled in.
+        Returns the manifest row, or None when the key is already in the dataset (nothing is written).
+        """
+        self._need_writable()
+        check_key(key)
+        missing = [f for f in REQUIRED_FIELDS if f not in record]
+        if missing:
+            raise ValueError(f"record for {key} lacks {', '.join(missing)}")
+        if key in self._keys:
+            return None
+        ext = ext.lower().lstrip(".")
+        if ext not in IMAGE_EXTS:
+            raise ValueError(f"unsupported image extension {ext!r}")
+        rel = f"{IMAGES}/{_short_hash(key, 2)}/{key}.{ext}"
+        path = self.root / rel
+        path.parent.mkdir(exist_ok=True)
+        atomic_write(path, data, fsync=self.fsync)
+        row = {"key": key, "path": rel, "sha256": hashlib.sha256(data).hexdigest()}
+        row.update((k, v) for k, v in record.items() if k not in row)
+        self._keys.add(key)
+        self._manifest.append(row)
+        return row
+
+    def fail(self, key: str, error: str, **info: Any) -> None:
+        """Record a sample given up on (e.g. url, status), so that nothing fails silently."""
+        self._need_writable()
+        self._failures.append({"key": key, "error": error, **info})
+
+    def write_stats(self, stats: dict) -> None:
+        atomic_write_json(self.root / STATS, stats)
+
+    def close(self) -> None:
+        for log in (self._manifest, self._failures):
+            if log is not None:
+                log.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "Dataset":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+@dataclass
+class Sample:
+    """One image from any input, plus what is known about it."""
+
+    key: str
+    ext: str  # the stored file's extension, lower-case
+    record: dict  # the manifest row, the tar's json, or a few fields describing the file
+    origin: str  # where it came from, for messages ("data/x/raw/images/ab/k.png", "a.tar:k.jpg")
+    load: Callable[[], bytes] = field(repr=False)
+    sha256: str | None = None  # of the stored bytes, when known without reading them
+
+    def read(self) -> bytes:
+        return self.load()
+
+
+@dataclass
+class Problem:
+    origin: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.origin}: {self.reason}"
+
+
+class Input:
+    """A readable source of samples: a dataset folder, a plain folder of images, or WebDataset tars.
+
+    Iterating yields :class:`Sample` objects; anything unreadable on the way (a missing file, a torn tar) is
+    appended to ``problems`` and iteration goes on.
+    """
+
+    kind: str
+
+    def __init__(self, path: str):
+        self.path = path
+        self.problems: list[Problem] = []
+
+    def __iter__(self) -> Iterator[Sample]:
+        raise NotImplementedError
+
+    def count_hint(self) -> int | None:
+        return None
+
+    def describe(self) -> dict:
+        return {"path": self.path, "kind": self.kind}
+
+
+class DatasetInput(Input):
+    kind = "dataset"
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.dataset = Dataset.open(path)
+
+    def __iter__(self) -> Iterator[Sample]:
+        ds = self.dataset
+        for row in ds.rows():
+            try:
+                file = ds.image_path(row)
+            except ValueError as e:
+                self.problems.append(Problem(f"{self.path}/{MANIFEST}", str(e)))
+                continue
+            if not file.is_file():
+                self.problems.append(Problem(str(file), "listed in the manifest but missing on disk"))
+                continue
+            ext = file.suffix.lower().lstrip(".")
+            yield Sample(row["key"], ext, row, str(file), file.read_bytes, row.get("sha256"))
+
+    def count_hint(self) -> int | None:
+        return len(self.dataset)
+
+    def describe(self) -> dict:
+        return {"path": self.path, "kind": self.kind, "lineage": lineage(self.path)}
+
+
+def lineage(path: str | os.PathLike, _depth: int = 0) -> list[dict]:
+    """The stages that made a dataset folder, newest first: ``[{"path", "stage", "options"}, …]``, following each
+    stage's recorded inputs (from stats.json) back to the source."""
+    if _depth > 16 or not is_dataset(path):
+        return []
+    stats = Dataset(path).stats()
+    step = {"path": str(path)}
+    step.update((k, stats[k]) for k in ("stage", "options") if k in stats)
+    chain = [step]
+    for src in stats.get("inputs", []):
+        chain.extend(lineage(src, _depth + 1))
+    return chain
+
+
+def _walk_images(root: Path) -> Iterator[Path]:
+    """Image files under ``root`` in a stable order, skipping hidden files and folders."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and name.rsplit(".", 1)[-1].lower() in IMAGE_EXTS and "." in name:
+                yield Path(dirpath) / name
+
+
+class FolderInput(Input):
+    """A plain folder of images, searched recursively (a user's own collection)."""
+
+    kind = "folder"
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.root = Path(path)
+        self._files: list[Path] | None = None
+
+    def files(self) -> list[Path]:
+        if self._files is None:
+            self._files = list(_walk_images(self.root))
+        return self._files
+
+    def __iter__(self) -> Iterator[Sample]:
+        seen: set[str] = set()
+        for file in self.files():
+            rel = file.relative_to(self.root).as_posix()
+            key = make_key(rel.rsplit(".", 1)[0])
+            if key in seen:  # a.png beside a.jpg: the later one keys on its full name
+                key = make_key(rel)
+            seen.add(key)
+            ext = file.suffix.lower().lstrip(".")
+            yield Sample(key, ext, {"source": "folder", "file": rel}, str(file), file.read_bytes)
+
+    def count_hint(self) -> int | None:
+        return len(self.files())
+
+
+def _split_member(name: str) -> tuple[str, str] | None:
+    """WebDataset's rule: the key is the member path up to the first dot of its basename."""
+    m = re.match(r"^((?:.*/|)[^./]+)\.([^/]*)$", name)
+    return (m.group(1), m.group(2).lower()) if m else None
+
+
+class TarInput(Input):
+    """WebDataset shards: ours (a folder with dataset.json), img2dataset's output, or any tar list."""
+
+    kind = "shards"
+
+    def __init__(self, path: str, tars: list[Path]):
+        super().__init__(path)
+        self.tars = tars
+
+    def count_hint(self) -> int | None:
+        info = read_shards_info(Path(self.path)) if Path(self.path).is_dir() else None
+        return info.get("counts", {}).get("total") if info else None
+
+    def __iter__(self) -> Iterator[Sample]:
+        for tar in self.tars:
+            yield from self._read_tar(tar)
+
+    def _read_tar(self, tar: Path) -> Iterator[Sample]:
+        group_key: str | None = None
+        fields: dict[str, bytes] = {}
+        try:
+            with tarfile.open(tar, "r|*") as tf:
+                for member in tf:
+                    if not member.isfile():
+                        continue
+                    split = _split_member(member.name)
+                    if split is None:
+                        continue
+                    key, ext = split
+                    if key != group_key:
+                        if group_key is not None:
+                            yield from self._sample(tar, group_key, fields)
+                        group_key, fields = key, {}
+                    fields[ext] = tf.extractfile(member).read()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            reason = f"not a readable tar ({e})" if group_key is None else f"tar is damaged after {group_key!r} ({e})"
+            self.problems.append(Problem(str(tar), reason))
+            return
+        if group_key is not None:
+            yield from self._sample(tar, group_key, fields)
+
+    def _sample(self, tar: Path, raw_key: str, fields: dict[str, bytes]) -> Iterator[Sample]:
+        image_ext = next((e for e in sorted(fields) if e in IMAGE_EXTS), None)
+        if image_ext is None:
+            self.problems.append(Problem(f"{tar}:{raw_key}", f"sample has no image (fields: {', '.join(fields)})"))
+            return
+        record: dict = {}
+        if "json" in fields:
+            try:
+                loaded = json.loads(fields["json"])
+                if isinstance(loaded, dict):
+                    record = loaded
+            except ValueError:
+                self.problems.append(Problem(f"{tar}:{raw_key}.json", "invalid JSON; the image is kept without it"))
+        if "cls" in fields and "cls" not in record:
+            try:
+                record["cls"] = int(fields["cls"].strip())
+            except ValueError:
+                pass
+        record.setdefault("source", "webdataset")
+        record["shard"] = tar.name
+        key = raw_key if is_key(raw_key) else make_key(raw_key)
+        data = fields[image_ext]
+        yield Sample(key, image_ext, record, f"{tar}:{raw_key}.{image_ext}", lambda d=data: d)
+
+
+def read_shards_info(folder: Path) -> dict | None:
+    try:
+        info = json.loads((folder / SHARDS_INFO).read_text("utf-8"))
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    return info if isinstance(info, dict) and "splits" in info else None
+
+
+def shard_files(spec: str, splits: Iterable[str] | None = None) -> list[Path]:
+    """Local tar files named by ``spec``: a folder of shards (with or without dataset.json), a tar, or a brace
+    pattern such as ``data/x/shards/x-train-{000000..000019}.tar``. ``splits`` restricts ours to those splits."""
+    path = Path(spec)
+    if path.is_dir():
+        info = read_shards_info(path)
+        if info is not None:
+            wanted = set(splits) if splits else set(info["splits"])
+            return [path / s["name"] for split, v in info["splits"].items() if split in wanted for s in v["shards"]]
+        return sorted(p for p in path.iterdir() if p.suffix == ".tar" and not p.name.startswith("."))
+    return [Path(p) for p in braceexpand.braceexpand(spec)]
+
+
+def open_input(spec: str | os.PathLike) -> Input:
+    """Open any input a stage accepts, or raise :class:`UserError` with one line saying what is wrong."""
+    spec = str(spec)
+    if re.match(r"^[a-z][a-z0-9+.-]*:", spec) and not os.path.exists(spec):
+        raise UserError(f"{spec}: only local paths can be read here; download the shards first")
+    path = Path(spec)
+    if path.is_dir():
+        if is_dataset(path):
+            return DatasetInput(spec)
+        tars = shard_files(spec)
+        if tars:
+            missing = [t for t in tars if not t.is_file()]
+            if missing:
+                raise UserError(f"{spec}: {SHARDS_INFO} lists {missing[0].name}, which is missing; re-run gandata shard")
+            return TarInput(spec, tars)
+        folder = FolderInput(spec)
+        if not folder.files():
+            raise UserError(
+                f"{spec} holds no images ({', '.join(sorted(IMAGE_EXTS))}) and no shards; point at a folder of images"
+            )
+        return folder
+    if spec.endswith(".tar") or "{" in spec:
+        tars = shard_files(spec)
+        missing = [t for t in tars if not t.is_file()]
+        if missing:
+            raise UserError(f"{missing[0]} does not exist ({len(missing)} of the {len(tars)} shards named are missing)")
+        return TarInput(spec, tars)
+    if path.exists():
+        raise UserError(f"{spec} is a file; give a folder of images, a dataset folder, or .tar shards")
+    raise UserError(f"{spec} does not exist; give a folder of images, a dataset folder, or .tar shards")
+
+
+def dataset_stage_folders(data_dir: str | os.PathLike) -> dict[str, Path]:
+    """For every dataset under the data dir (``DATA/<dataset>/<stage>``), its most processed stage folder.
+
+    The most processed stage is the one no other stage of the same dataset reads from (per the stages'
+    stats.json); ties go to the most recently written manifest.
+    """
+    root = Path(data_dir)
+    found: dict[str, Path] = {}
+    if not root.is_dir():
+        return found
+    for ds_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        stages = [p for p in sorted(ds_dir.iterdir()) if p.is_dir() and is_dataset(p)]
+        if not stages:
+            continue
+        read_by_others: set[Path] = set()
+        for st in stages:
+            for src in Dataset(st).stats().get("inputs", []):
+                read_by_others.add(Path(src).resolve())
+        leaves = [st for st in stages if st.resolve() not in read_by_others] or stages
+        found[ds_dir.name] = max(leaves, key=lambda p: (p / MANIFEST).stat().st_mtime_ns)
+    return found

@@ -1,0 +1,239 @@
+"""The only module that decodes and encodes pixels.
+
+* :func:`decode` refuses what is not a whole image — an HTML error page, a truncated body, a decompression
+  bomb — with an :class:`ImageError` whose message is the reason.
+* :func:`to_rgb` turns every mode (palette, grey, LA, RGBA, 16-bit, CMYK) into RGB, compositing alpha onto a
+  background colour (white by default: Bitmoji renders are transparent PNGs).
+* :func:`resize` has three modes — ``center-crop``, ``pad`` and ``keep-ratio`` — and uses area averaging (PIL's
+  box filter) when shrinking and Lanczos when enlarging.
+* :func:`encode` writes PNG, JPEG or WebP deterministically (no timestamps, no metadata).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
+
+DEFAULT_MAX_PIXELS = 64_000_000  # 8000 × 8000; anything larger is refused before its pixels are decoded
+RESIZE_MODES = ("center-crop", "pad", "keep-ratio")
+FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+
+
+class ImageError(ValueError):
+    """A body that is not a usable image; ``str(e)`` is the reason, fit for a report."""
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format named by the first bytes, or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for magic, fmt in _MAGIC:
+        if data.startswith(magic):
+            return fmt
+    return None
+
+
+def _not_an_image(data: bytes) -> str:
+    if not data:
+        return "empty body"
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head:
+        return "an HTML page, not an image"
+    if head.startswith(b"<?xml") or head.startswith(b"<svg"):
+        return "XML/SVG, not a raster image"
+    if head[:1] in (b"{", b"["):
+        return "JSON text, not an image"
+    return f"not an image (starts with {data[:8]!r})"
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    fmt = sniff(data)
+    if fmt is None:
+        raise ImageError(_not_an_image(data))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"decompression bomb refused ({e})") from None
+    except Exception as e:  # PIL raises many types for bad headers
+        raise ImageError(f"unreadable {fmt} header ({e})") from None
+    w, h = im.size
+    if w < 1 or h < 1:
+        raise ImageError(f"{fmt} with no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(f"{w}x{h} = {w * h / 1e6:.0f} Mpx is over the {max_pixels / 1e6:.0f} Mpx limit (decompression bomb?)")
+    return im
+
+
+def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
+    """Format, width and height from the header alone (no pixel decode)."""
+    im = _open(data, max_pixels)
+    return (im.format or sniff(data) or "?").lower(), im.width, im.height
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Fully decode an image body; the first frame of animations. Raises :class:`ImageError` with the reason."""
+    im = _open(data, max_pixels)
+    fmt = (im.format or "image").lower()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)
+            im.load()
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"decompression bomb refused ({e})") from None
+    except Exception as e:
+        msg = str(e)
+        if "truncated" in msg or isinstance(e, EOFError):
+            raise ImageError(f"truncated {fmt} ({msg or 'ends early'})") from None
+        raise ImageError(f"corrupt {fmt} ({msg})") from None
+    return im
+
+
+def parse_color(value: str | Sequence[int]) -> tuple[int, int, int]:
+    """``"#fff"``, ``"white"``, ``"255,255,255"`` or a tuple → an RGB tuple. Raises ValueError with the reason."""
+    if not isinstance(value, str):
+        rgb = tuple(int(v) for v in value)[:3]
+    elif "," in value:
+        rgb = tuple(int(v) for v in value.split(","))
+    else:
+        try:
+            rgb = ImageColor.getrgb(value)[:3]
+        except ValueError:
+            raise ValueError(f"unknown colour {value!r}; use a name (white), #rrggbb or r,g,b") from None
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise ValueError(f"bad colour {value!r}; use a name (white), #rrggbb or r,g,b with values 0-255")
+    return rgb  # type: ignore[return-value]
+
+
+def to_rgb(im: Image.Image, background: Sequence[int] = (255, 255, 255)) -> Image.Image:
+    """RGB with any transparency composited onto ``background``."""
+    if im.mode == "RGB" and "transparency" not in im.info:
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        im = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).round().astype(np.uint8), "L")
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    if not has_alpha:
+        return im.convert("RGB")
+    rgba = im.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, tuple(background[:3]) + (255,))
+    canvas.alpha_composite(rgba)
+    return canvas.convert("RGB")
+
+
+def _scale(im: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float] | None = None) -> Image.Image:
+    if box is None:
+        box = (0, 0, im.width, im.height)
+    src_w, src_h = box[2] - box[0], box[3] - box[1]
+    if (src_w, src_h) == size and box == (0, 0, im.width, im.height):
+        return im.copy()
+    shrinking = size[0] <= src_w and size[1] <= src_h
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.LANCZOS
+    return im.resize(size, resample, box=box)
+
+
+def resize(im: Image.Image, size: int, mode: str = "center-crop", pad_color: Sequence[int] = (255, 255, 255)) -> Image.Image:
+    """Resize to ``size``: a ``size``×``size`` square (``center-crop``, ``pad``) or smallest side = ``size``
+    (``keep-ratio``)."""
+    if size < 1:
+        raise ValueError("size must be a positive integer")
+    w, h = im.size
+    if mode == "center-crop":
+        side = min(w, h)
+        left, top = (w - side) / 2, (h - side) / 2
+        return _scale(im, (size, size), (left, top, left + side, top + side))
+    if mode == "pad":
+        scale = size / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        inner = _scale(to_rgb(im), (nw, nh))
+        canvas = Image.new("RGB", (size, size), tuple(pad_color[:3]))
+        canvas.paste(inner, ((size - nw) // 2, (size - nh) // 2))
+        return canvas
+    if mode == "keep-ratio":
+        scale = size / min(w, h)
+        return _scale(im, (max(1, round(w * scale)), max(1, round(h * scale))))
+    raise ValueError(f"unknown resize mode {mode!r}; use one of {', '.join(RESIZE_MODES)}")
+
+
+def encode(im: Image.Image, fmt: str = "png", quality: int = 95) -> bytes:
+    """Encode deterministically. ``fmt``: png, jpg/jpeg or webp; ``quality`` applies to jpg and webp."""
+    try:
+        pil_format = FORMATS[fmt.lower()]
+    except KeyError:
+        raise ValueError(f"unknown image format {fmt!r}; use png, jpg or webp") from None
+    buf = io.BytesIO()
+    if pil_format == "PNG":
+        im.save(buf, "PNG", compress_level=6)
+    elif pil_format == "JPEG":
+        im.save(buf, "JPEG", quality=quality, optimize=False, progressive=False)
+    else:
+        im.save(buf, "WEBP", quality=quality, method=4, exact=False)
+    return buf.getvalue()
+
+
+def pixel_digest(im: Image.Image) -> str:
+    """sha256 of the decoded pixels (mode, size, bytes): equal for identical images however they were encoded."""
+    h = hashlib.sha256(f"{im.mode}:{im.width}x{im.height}:".encode())
+    h.update(im.tobytes())
+    return h.hexdigest()
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType sizing
+        return ImageFont.load_default()
+
+
+def contact_sheet(
+    cells: Sequence[tuple[Image.Image | None, str]],
+    cell: int = 128,
+    cols: int | None = None,
+    title: str = "",
+    background: Sequence[int] = (40, 40, 40),
+) -> Image.Image:
+    """A grid of thumbnails with a caption under each (``None`` draws an empty, crossed cell) and a title bar."""
+    n = max(1, len(cells))
+    cols = cols or max(1, min(n, math.ceil(math.sqrt(n))))
+    rows = math.ceil(n / cols)
+    cap_h, pad, title_h = 14, 4, 22 if title else 0
+    width = cols * (cell + pad) + pad
+    sheet = Image.new("RGB", (width, title_h + rows * (cell + cap_h + pad) + pad), tuple(background[:3]))
+    draw = ImageDraw.Draw(sheet)
+    small, big = _font(10), _font(14)
+    if title:
+        draw.text((pad, 4), title, fill=(235, 235, 235), font=big)
+    for i, (im, caption) in enumerate(cells):
+        x = pad + (i % cols) * (cell + pad)
+        y = title_h + pad + (i // cols) * (cell + cap_h + pad)
+        if im is None:
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), outline=(200, 60, 60))
+            draw.line((x, y, x + cell - 1, y + cell - 1), fill=(200, 60, 60))
+        else:
+            thumb = ImageOps.contain(to_rgb(im), (cell, cell), Image.Resampling.LANCZOS)
+            sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
+        text = caption
+        while text and draw.textlength(text, font=small) > cell:
+            text = text[:-1]
+        draw.text((x, y + cell + 1), text, fill=(210, 210, 210), font=small)
+    return sheet

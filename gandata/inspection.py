@@ -1,0 +1,113 @@
+"""``gandata inspect``: what is in a dataset folder, an image folder or a set of shards, and a contact sheet of it."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+from . import images
+from .datasets import DatasetInput, Sample, TarInput, lookup_field, open_input, read_shards_info
+from .progress import Progress
+
+TOP = 10
+
+
+def inspect_path(
+    path: str | os.PathLike,
+    grid: str | os.PathLike | None = None,
+    grid_n: int = 64,
+    cell: int = 128,
+    label_field: str | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Count samples, image sizes, labels and failures of ``path``; with ``grid``, write a contact sheet PNG of
+    ``grid_n`` samples drawn evenly at random (fixed ``seed``)."""
+    src = open_input(path)
+    info = read_shards_info(Path(path)) if isinstance(src, TarInput) and Path(path).is_dir() else None
+    label_names = (info.get("labels") or {}).get("names") if info else None
+    sizes: Counter = Counter()
+    labels: Counter = Counter()
+    splits: Counter = Counter()
+    bad: list[dict] = []
+    picked: list[tuple[Sample, str]] = []
+    rng = random.Random(seed)
+    seen = 0
+    with Progress(f"inspect {path}", src.count_hint(), enabled=progress) as prog:
+        for s in src:
+            seen += 1
+            prog.advance(1)
+            rec = s.record
+            if isinstance(src, DatasetInput) and isinstance(rec.get("width"), int) and isinstance(rec.get("height"), int):
+                w, h = rec["width"], rec["height"]
+            else:
+                try:
+                    _, w, h = images.probe(s.read())
+                except images.ImageError as e:
+                    bad.append({"origin": s.origin, "reason": str(e)})
+                    continue
+            sizes[(w, h)] += 1
+            if isinstance(rec.get("split"), str):
+                splits[rec["split"]] += 1
+            label = None
+            if label_field:
+                label = lookup_field(rec, label_field)
+            elif isinstance(rec.get("cls"), int):
+                label = rec.get("label") or (label_names[rec["cls"]] if label_names and rec["cls"] < len(label_names) else rec["cls"])
+            if label is not None:
+                labels[str(label)] += 1
+            caption = s.key if label is None else f"{label} {s.key}"
+            good = sum(sizes.values())
+            if len(picked) < grid_n:
+                picked.append((s, caption))
+            else:
+                j = rng.randrange(good)
+                if j < grid_n:
+                    picked[j] = (s, caption)
+    bad.extend({"origin": p.origin, "reason": p.reason} for p in src.problems)
+
+    n = sum(sizes.values())
+    report: dict = {
+        "path": str(path),
+        "kind": src.kind,
+        "samples": n,
+        "unreadable": len(bad),
+        "sizes": [{"width": w, "height": h, "count": c} for (w, h), c in sizes.most_common(TOP)],
+        "distinct_sizes": len(sizes),
+    }
+    if sizes:
+        ws = [w for w, _ in sizes]
+        hs = [h for _, h in sizes]
+        report["width_range"] = [min(ws), max(ws)]
+        report["height_range"] = [min(hs), max(hs)]
+    if splits:
+        report["splits"] = dict(sorted(splits.items()))
+    if labels:
+        report["labels"] = dict(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0])))
+    if bad:
+        report["bad"] = bad[:TOP]
+    if isinstance(src, DatasetInput):
+        ds = src.dataset
+        reasons = Counter(str(f.get("error", "unknown")) for f in ds.open_failures().values())
+        report["failures"] = dict(reasons.most_common())
+        stats = ds.stats()
+        if stats:
+            report["last_run"] = stats
+    if info:
+        expected = info.get("counts", {}).get("total")
+        if expected is not None and expected != n + len(bad):
+            report["warning"] = f"dataset.json says {expected} samples but the shards hold {n}"
+    if grid:
+        picked.sort(key=lambda item: item[0].key)
+        cells = []
+        for s, caption in picked:
+            try:
+                cells.append((images.decode(s.read()), caption))
+            except (images.ImageError, OSError):
+                cells.append((None, f"bad {s.key}"))
+        title = f"{path}: {n} samples ({src.kind}), {len(cells)} shown"
+        images.contact_sheet(cells, cell=cell, title=title).save(grid, "PNG")
+        report["grid"] = str(grid)
+    return report

@@ -1,0 +1,588 @@
+"""Inputs (dataset folders, image folders, tars) → WebDataset shards + ``dataset.json``.
+
+How a run goes:
+
+1. Every input sample is decoded, made RGB, hashed (pixels) and resized/encoded in a process pool. Results are
+   appended to a spool in ``OUT/.work`` (``spool.bin`` + ``index.jsonl``), so a killed run — or a later run over
+   grown inputs — redoes only what is not there yet. A sample is reused when its source bytes (sha256) and the
+   pixel options are unchanged.
+2. Exact duplicates (identical decoded pixels) are removed, keeping the largest source then the smallest key;
+   corrupt inputs are counted; both are listed in ``rejected.jsonl`` and the summary.
+3. The split comes from a hash of the key (so a sample never changes split when data is added), the order from a
+   hash of seed and key (so the same inputs give the same order whatever order they were read in).
+4. Shards are written atomically with fixed tar metadata (mtime, uid/gid, mode, member order), so the same
+   inputs and options give byte-identical tars; ``dataset.json`` is removed first and written last, so it exists
+   only beside a complete, consistent set of shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import tarfile
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import __version__, images
+from .datasets import SHARDS_INFO, Input, dataset_stage_folders, lookup_field, open_input
+from .errors import UserError
+from .fileio import FolderLock, JsonlLog, atomic_file, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
+from .progress import Progress
+
+WORK = ".work"
+REJECTED = "rejected.jsonl"
+TAR_MTIME = 946684800  # 2000-01-01T00:00:00Z: fixed so that tars are byte-reproducible
+SPLITS = ("train", "val")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# fields of a source record that describe the stored source file, not the sample; replaced in the shard's json
+_FILE_FIELDS = ("key", "path", "sha256", "width", "height")
+
+
+@dataclass
+class ShardOptions:
+    size: int = 64
+    resize: str = "center-crop"
+    image_format: str = "png"
+    quality: int = 95
+    background: str = "white"
+    pad_color: str = "white"
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    val_fraction: float = 0.02
+    seed: int = 0
+    maxcount: int = 10000
+    min_shards: int = 8
+    dedupe: str = "exact"
+    label_field: str | None = None
+    workers: int = 0  # 0: one per CPU core
+
+    def validate(self) -> None:
+        def bad(msg: str) -> UserError:
+            return UserError(msg)
+
+        if not isinstance(self.size, int) or self.size < 1:
+            raise bad(f"--size must be a positive integer (got {self.size!r})")
+        if self.resize not in images.RESIZE_MODES:
+            raise bad(f"--resize must be one of {', '.join(images.RESIZE_MODES)} (got {self.resize!r})")
+        if self.image_format.lower() not in images.FORMATS:
+            raise bad(f"--format must be png, jpg or webp (got {self.image_format!r})")
+        if not 1 <= self.quality <= 100:
+            raise bad(f"--quality must be 1-100 (got {self.quality})")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise bad(f"--val-fraction must be at least 0 and below 1 (got {self.val_fraction})")
+        if self.maxcount < 1:
+            raise bad(f"--maxcount must be a positive integer (got {self.maxcount})")
+        if self.min_shards < 1:
+            raise bad(f"--min-shards must be a positive integer (got {self.min_shards})")
+        if self.dedupe not in ("exact", "none"):
+            raise bad(f"--dedupe must be exact or none (got {self.dedupe!r})")
+        for opt, value in (("--background", self.background), ("--pad-color", self.pad_color)):
+            try:
+                images.parse_color(value)
+            except ValueError as e:
+                raise bad(f"{opt}: {e}") from None
+
+    def pixel_options(self) -> dict:
+        """The options that change a processed image; the spool is reused only while these are unchanged."""
+        fmt = self.image_format.lower()
+        return {
+            "size": self.size,
+            "resize": self.resize,
+            "format": "jpg" if fmt == "jpeg" else fmt,
+            "quality": self.quality if fmt != "png" else None,
+            "background": list(images.parse_color(self.background)),
+            "pad_color": list(images.parse_color(self.pad_color)) if self.resize == "pad" else None,
+            "max_pixels": self.max_pixels,
+        }
+
+
+def process_image(data: bytes, popts: dict) -> tuple:
+    """Decode → RGB → pixel digest → resize → encode. Runs in worker processes.
+
+    Returns ``("ok", encoded, digest, original_w, original_h, w, h)`` or ``("bad", reason)``.
+    """
+    try:
+        im = images.decode(data, popts["max_pixels"])
+        ow, oh = im.size
+        rgb = images.to_rgb(im, popts["background"])
+        digest = images.pixel_digest(rgb)
+        out = images.resize(rgb, popts["size"], popts["resize"], popts["pad_color"] or (255, 255, 255))
+        return ("ok", images.encode(out, popts["format"], popts["quality"] or 95), digest, ow, oh, out.width, out.height)
+    except images.ImageError as e:
+        return ("bad", str(e))
+    except (MemoryError, OSError, ValueError) as e:
+        return ("bad", f"cannot process ({type(e).__name__}: {e})")
+
+
+# ------------------------------------------------------------------------------------------------ the spool
+
+
+class Spool:
+    """Processed images of earlier (possibly killed) runs: ``spool.bin`` holds the bytes, ``index.jsonl`` one
+    line per sample written after its bytes. Wiped when the pixel options change."""
+
+    def __init__(self, folder: Path, popts: dict):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        opts_file = folder / "options.json"
+        try:
+            same = json.loads(opts_file.read_text()) == popts
+        except (FileNotFoundError, ValueError):
+            same = False
+        if not same:
+            for f in ("index.jsonl", "spool.bin"):
+                (folder / f).unlink(missing_ok=True)
+            atomic_write_json(opts_file, popts)
+        self.entries: dict[str, dict] = {e["key"]: e for e in read_jsonl(folder / "index.jsonl") if "key" in e}
+        self._index = JsonlLog(folder / "index.jsonl")
+        self._out = open(folder / "spool.bin", "ab")
+        self._end = self._out.seek(0, os.SEEK_END)
+        self._in = open(folder / "spool.bin", "rb")
+
+    def lookup(self, key: str, src: str) -> dict | None:
+        e = self.entries.get(key)
+        return e if e is not None and e.get("src") == src else None
+
+    def put(self, key: str, src: str, result: tuple) -> dict:
+        if result[0] == "ok":
+            _, data, digest, ow, oh, w, h = result
+            self._out.write(data)
+            self._out.flush()
+            entry = {"key": key, "src": src, "ok": True, "offset": self._end, "length": len(data),
+                     "digest": digest, "ow": ow, "oh": oh, "w": w, "h": h}
+            self._end += len(data)
+        else:
+            entry = {"key": key, "src": src, "ok": False, "reason": result[1]}
+        self._index.append(entry)
+        self.entries[key] = entry
+        return entry
+
+    def read(self, entry: dict) -> bytes:
+        return os.pread(self._in.fileno(), entry["length"], entry["offset"])
+
+    def close(self) -> None:
+        self._index.close()
+        self._out.close()
+        self._in.close()
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def _unit_hash(text: str) -> float:
+    return int(hashlib.sha1(text.encode("utf-8")).hexdigest()[:15], 16) / float(16**15)
+
+
+def split_of(key: str, val_fraction: float) -> str:
+    """The split of a key: fixed by the key alone, so adding data never moves a sample between splits."""
+    return "val" if _unit_hash(f"gandata-split:{key}") < val_fraction else "train"
+
+
+def order_key(key: str, seed: int) -> str:
+    return hashlib.sha1(f"gandata-order:{seed}:{key}".encode("utf-8")).hexdigest()
+
+
+def even_sizes(n: int, parts: int) -> list[int]:
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)] if n else []
+
+
+def shard_count(n: int, maxcount: int, min_shards: int) -> int:
+    """Enough shards that none holds more than ``maxcount``, and ``min_shards`` when there are at least 64 samples
+    per shard to spread."""
+    if n == 0:
+        return 0
+    return max(math.ceil(n / maxcount), min(min_shards, n // 64), 1)
+
+
+def brace_pattern(names: list[str]) -> str | None:
+    if not names:
+        return None
+    if len(names) == 1:
+        return names[0]
+    first, last = names[0], names[-1]
+    m1, m2 = re.match(r"^(.*-)(\d{6})(\.tar)$", first), re.match(r"^(.*-)(\d{6})(\.tar)$", last)
+    return f"{m1.group(1)}{{{m1.group(2)}..{m2.group(2)}}}{m1.group(3)}" if m1 and m2 else None
+
+
+def _label_sort_key(value: Any) -> tuple:
+    return (0, float(value), "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0.0, str(value))
+
+
+def _kind(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    return "list" if isinstance(v, list) else "dict" if isinstance(v, dict) else "str"
+
+
+def _collect_kinds(v: Any, path: tuple, kinds: dict[tuple, set]) -> None:
+    k = _kind(v)
+    if k is None:
+        return
+    kinds.setdefault(path, set()).add(k)
+    if k == "dict":
+        for kk, vv in v.items():
+            _collect_kinds(vv, path + (kk,), kinds)
+    elif k == "list":
+        for el in v:
+            _collect_kinds(el, path + ("[]",), kinds)
+
+
+def _conform(v: Any, path: tuple, plan: dict[tuple, str]) -> Any:
+    to = plan.get(path)
+    if to == "float" and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if to == "str":
+        return v if isinstance(v, str) else json.dumps(v, sort_keys=True, ensure_ascii=False)
+    if isinstance(v, dict):
+        return {k: _conform(x, path + (k,), plan) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_conform(x, path + ("[]",), plan) for x in v]
+    return v
+
+
+def harmonize(records: list[dict]) -> list[dict]:
+    """Make every JSON field keep one type across samples (strict readers such as Hugging Face datasets refuse a
+    field that is an int in one sample and a string in another): int+float → float, other mixes → strings, and
+    null values are left out."""
+    kinds: dict[tuple, set] = {}
+    for r in records:
+        _collect_kinds(r, (), kinds)
+    plan = {}
+    for path, ks in kinds.items():
+        if len(ks) > 1:
+            plan[path] = "float" if ks == {"int", "float"} else "str"
+    return [_conform(r, (), plan) for r in records]
+
+
+class _HashingWriter:
+    def __init__(self, f: Any):
+        self.f, self.h, self.n = f, hashlib.sha256(), 0
+
+    def write(self, b: bytes) -> int:
+        self.f.write(b)
+        self.h.update(b)
+        self.n += len(b)
+        return len(b)
+
+    def tell(self) -> int:
+        return self.n
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> tuple[int, str]:
+    """Write a reproducible USTAR tar atomically; returns (bytes, sha256)."""
+    with atomic_file(path) as f:
+        hw = _HashingWriter(f)
+        with tarfile.open(fileobj=hw, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+            for name, data in members:
+                ti = tarfile.TarInfo(name)
+                ti.size, ti.mtime, ti.mode = len(data), TAR_MTIME, 0o444
+                ti.uid = ti.gid = 0
+                ti.uname = ti.gname = ""
+                tf.addfile(ti, io.BytesIO(data))
+    return hw.n, hw.h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------- shard
+
+
+def _read_inputs(
+    srcs: list[Input], spool: Spool, popts: dict, workers: int, prog: Progress
+) -> tuple[dict[str, dict], list[dict], int]:
+    """Process every input sample into the spool. Returns (samples by key, rejected rows, how many were reused)."""
+    samples: dict[str, dict] = {}  # key -> {"record", "origin", "src", "entry"}
+    rejected: list[dict] = []
+    reused = 0
+    pending: deque[tuple[str, Future | tuple]] = deque()
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+
+    def finish_one() -> None:
+        key, job = pending.popleft()
+        result = job.result() if isinstance(job, Future) else job
+        samples[key]["entry"] = spool.put(key, samples[key]["src"], result)
+        prog.advance(1, bad=0 if result[0] == "ok" else 1)
+
+    try:
+        for src in srcs:
+            for s in src:
+                data = None
+                sha = s.sha256
+                if sha is None:
+                    data = s.read()
+                    sha = hashlib.sha256(data).hexdigest()
+                if s.key in samples:
+                    first = samples[s.key]
+                    if first["src"] != sha:
+                        raise UserError(
+                            f"two inputs give the key {s.key!r} to different images ({first['origin']} and {s.origin}); "
+                            "shard them separately or rename one"
+                        )
+                    rejected.append({"key": s.key, "origin": s.origin, "reason": f"same file as {first['origin']}"})
+                    prog.advance(1, duplicate=1)
+                    continue
+                samples[s.key] = {"record": s.record, "origin": s.origin, "src": sha, "entry": None}
+                entry = spool.lookup(s.key, sha)
+                if entry is not None:
+                    samples[s.key]["entry"] = entry
+                    reused += 1
+                    prog.advance(1, reused=1)
+                    continue
+                if data is None:
+                    data = s.read()
+                pending.append((s.key, pool.submit(process_image, data, popts) if pool else process_image(data, popts)))
+                while len(pending) > max(4, 8 * workers):
+                    finish_one()
+            for p in src.problems:
+                rejected.append({"key": None, "origin": p.origin, "reason": p.reason})
+        while pending:
+            finish_one()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return samples, rejected, reused
+
+
+def shard(
+    inputs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    name: str,
+    options: ShardOptions | None = None,
+    progress: bool = False,
+) -> dict:
+    """Shard ``inputs`` into ``out`` as ``<name>-train-000000.tar`` … plus ``dataset.json``; returns the summary."""
+    opts = options or ShardOptions()
+    opts.validate()
+    if not NAME_RE.match(name):
+        raise UserError(f"--name {name!r}: use letters, digits, '_', '-' and '.', starting with a letter or digit")
+    if not inputs:
+        raise UserError("no input given; name a dataset folder, a folder of images, or shards")
+    t0 = time.monotonic()
+    out = Path(out)
+    srcs = [open_input(p) for p in inputs]
+    for p in inputs:
+        if out.exists() and Path(p).resolve() == out.resolve():
+            raise UserError(f"{p} is both an input and the output folder; give another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the output folder {out} ({e.strerror})") from None
+    with FolderLock(out):
+        remove_stale_tmp(out)
+        popts = opts.pixel_options()
+        workers = opts.workers or os.cpu_count() or 1
+        hints = [s.count_hint() for s in srcs]
+        spool = Spool(out / WORK, popts)
+        try:
+            with Progress(f"shard {name}", sum(hints) if None not in hints else None, enabled=progress) as prog:
+                samples, rejected, reused = _read_inputs(srcs, spool, popts, workers, prog)
+            summary = _pack(out, name, opts, popts, srcs, samples, rejected, spool, progress)
+        finally:
+            spool.close()
+    summary["reused"] = reused
+    summary["processed"] = len(samples) - reused
+    summary["seconds"] = round(time.monotonic() - t0, 3)
+    summary["rate"] = round(len(samples) / summary["seconds"], 1) if summary["seconds"] else None
+    return summary
+
+
+def _pack(
+    out: Path,
+    name: str,
+    opts: ShardOptions,
+    popts: dict,
+    srcs: list[Input],
+    samples: dict[str, dict],
+    rejected: list[dict],
+    spool: Spool,
+    progress: bool,
+) -> dict:
+    removed = Counter({"corrupt": 0, "exact_duplicates": 0, "missing_label": 0})
+    removed["corrupt"] += sum(1 for r in rejected if r["key"] is None)
+    removed["exact_duplicates"] += sum(1 for r in rejected if r["key"] is not None)
+    good: dict[str, dict] = {}
+    for key, s in samples.items():
+        e = s["entry"]
+        if e["ok"]:
+            good[key] = s
+        else:
+            rejected.append({"key": key, "origin": s["origin"], "reason": e["reason"]})
+            removed["corrupt"] += 1
+    if not good:
+        first = f" (first: {rejected[0]['origin']}: {rejected[0]['reason']})" if rejected else ""
+        raise UserError(f"no usable images in {', '.join(s.path for s in srcs)}: {removed['corrupt']} unreadable{first}")
+
+    if opts.dedupe == "exact":
+        by_digest: dict[str, list[str]] = {}
+        for key, s in good.items():
+            by_digest.setdefault(s["entry"]["digest"], []).append(key)
+        for keys in by_digest.values():
+            if len(keys) > 1:
+                keys.sort(key=lambda k: (-good[k]["entry"]["ow"] * good[k]["entry"]["oh"], k))
+                for k in keys[1:]:
+                    rejected.append({"key": k, "origin": good[k]["origin"], "reason": f"exact duplicate of {keys[0]}"})
+                    removed["exact_duplicates"] += 1
+                    del good[k]
+
+    labels = None
+    if opts.label_field:
+        values = {k: lookup_field(s["record"], opts.label_field) for k, s in good.items()}
+        present = {k: v for k, v in values.items() if v is not None and not isinstance(v, (dict, list))}
+        if not present:
+            fields = sorted({f for s in good.values() for f in s["record"]})
+            raise UserError(
+                f"--label-field {opts.label_field}: no sample has that field; fields seen: {', '.join(fields[:20])}"
+            )
+        for k in [k for k in good if k not in present]:
+            rejected.append({"key": k, "origin": good[k]["origin"], "reason": f"no {opts.label_field!r} field for a label"})
+            removed["missing_label"] += 1
+            del good[k]
+        distinct = sorted({v for v in present.values()}, key=_label_sort_key)
+        names = [str(v) for v in distinct]
+        ids = {v: i for i, v in enumerate(distinct)}
+        labels = {"field": opts.label_field, "names": names, "ids": {k: ids[present[k]] for k in good}}
+
+    by_split: dict[str, list[str]] = {sp: [] for sp in SPLITS}
+    for key in good:
+        by_split[split_of(key, opts.val_fraction)].append(key)
+    for sp in SPLITS:
+        by_split[sp].sort(key=lambda k: order_key(k, opts.seed))
+
+    # the JSON written beside each image: the source record, minus what described the source file
+    keys_in_order = [k for sp in SPLITS for k in by_split[sp]]
+    raw_json = []
+    for key in keys_in_order:
+        s, e = good[key], good[key]["entry"]
+        js = {k: v for k, v in s["record"].items() if k not in _FILE_FIELDS}
+        js.update(key=key, source_sha256=s["src"], original_width=e["ow"], original_height=e["oh"],
+                  width=e["w"], height=e["h"], split=split_of(key, opts.val_fraction))
+        if labels:
+            js["label"] = labels["names"][labels["ids"][key]]
+            js["cls"] = labels["ids"][key]
+        raw_json.append(js)
+    json_by_key = dict(zip(keys_in_order, harmonize(raw_json)))
+
+    ext = popts["format"]
+    info_path = out / SHARDS_INFO
+    info_path.unlink(missing_ok=True)  # absent until the new set is complete
+    rejected.sort(key=lambda r: (r["origin"], r["reason"]))
+    atomic_write(out / REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected).encode())
+
+    splits_info: dict[str, dict] = {}
+    written: set[str] = set()
+    total = sum(len(v) for v in by_split.values())
+    with Progress(f"write {name}", total, enabled=progress) as prog:
+        for sp in SPLITS:
+            keys = by_split[sp]
+            n_shards = shard_count(len(keys), opts.maxcount, opts.min_shards if sp == "train" else 1)
+            shards, start = [], 0
+            for i, n in enumerate(even_sizes(len(keys), n_shards)):
+                fname = f"{name}-{sp}-{i:06d}.tar"
+                chunk = keys[start : start + n]
+                start += n
+
+                def members(chunk: list[str] = chunk) -> Iterable[tuple[str, bytes]]:
+                    for key in chunk:
+                        fields = {"json": json.dumps(json_by_key[key], sort_keys=True, ensure_ascii=False).encode()}
+                        if labels:
+                            fields["cls"] = str(labels["ids"][key]).encode()
+                        fields[ext] = spool.read(good[key]["entry"])
+                        for fext in sorted(fields):
+                            yield f"{key}.{fext}", fields[fext]
+                        prog.advance(1)
+
+                size, sha = write_tar(out / fname, members())
+                shards.append({"name": fname, "samples": n, "bytes": size, "sha256": sha})
+                written.add(fname)
+            splits_info[sp] = {"pattern": brace_pattern([s["name"] for s in shards]), "samples": len(keys), "shards": shards}
+
+    label_counts = None
+    if labels:
+        c = Counter(labels["ids"][k] for k in good)
+        label_counts = {labels["names"][i]: c[i] for i in range(len(labels["names"]))}
+    fields = sorted(["json", ext] + (["cls"] if labels else []))
+    info = {
+        "format": "webdataset",
+        "created_by": f"gandata {__version__}",
+        "name": name,
+        "resolution": opts.size if opts.resize != "keep-ratio" else None,
+        "image_format": ext,
+        "fields": fields,
+        "counts": {"train": len(by_split["train"]), "val": len(by_split["val"]), "total": total},
+        "splits": splits_info,
+        "labels": {"field": labels["field"], "names": labels["names"], "counts": label_counts} if labels else None,
+        "removed": dict(removed),
+        "sources": [s.describe() for s in srcs],
+        "options": asdict(opts),
+    }
+    atomic_write_json(info_path, info)
+    stale = re.compile(rf"^{re.escape(name)}-(train|val)-\d{{6}}\.tar$")
+    for p in out.iterdir():
+        if stale.match(p.name) and p.name not in written:
+            p.unlink()
+
+    warnings = []
+    n_train_shards = len(splits_info["train"]["shards"])
+    if n_train_shards < 8:
+        warnings.append(
+            f"only {n_train_shards} train shard(s): training with several GPUs × loader workers (8 readers is typical) "
+            "needs at least that many shards to give every reader its own; "
+            + (f"use --maxcount {max(1, len(by_split['train']) // 8)} to get 8" if len(by_split["train"]) >= 8
+               else "add more images")
+        )
+    return {
+        "name": name,
+        "out": str(out),
+        "resolution": info["resolution"],
+        "image_format": ext,
+        "counts": info["counts"],
+        "shards": {sp: len(splits_info[sp]["shards"]) for sp in SPLITS},
+        "patterns": {sp: str(out / splits_info[sp]["pattern"]) if splits_info[sp]["pattern"] else None for sp in SPLITS},
+        "removed": dict(removed),
+        "rejected": rejected[:20],
+        "report": str(out / REJECTED),
+        "labels": info["labels"],
+        "warnings": warnings,
+    }
+
+
+def default_name(src: str | os.PathLike, data_dir: str | os.PathLike) -> str:
+    """``DATA/<dataset>/<stage>`` → ``<dataset>``; any other path → its folder (or file stem) name."""
+    p = Path(src).resolve()
+    try:
+        rel = p.relative_to(Path(data_dir).resolve())
+        if len(rel.parts) >= 1:
+            return rel.parts[0]
+    except ValueError:
+        pass
+    base = p.name if p.is_dir() else p.name.split(".")[0].split("{")[0].rstrip("-_")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.") or "dataset"
+    return name
+
+
+def shard_all(data_dir: str | os.PathLike, options: ShardOptions | None = None, progress: bool = False) -> list[dict]:
+    """Shard every dataset under the data dir, each from its most processed stage, into ``DATA/<dataset>/shards``."""
+    found = dataset_stage_folders(data_dir)
+    if not found:
+        raise UserError(
+            f"no datasets under {data_dir} (looked for {data_dir}/<dataset>/<stage>/manifest.jsonl); "
+            "fetch one first, or name the folders to shard"
+        )
+    return [shard([str(stage)], Path(data_dir) / ds / "shards", ds, options, progress) for ds, stage in found.items()]
+
