@@ -135,6 +135,9 @@ class Dataset:
             raise UserError(f"cannot make the dataset folder {self.root}: a file is in the way ({e})") from None
         self._lock = FolderLock(self.root).acquire()
         remove_stale_tmp(self.root)
+        for sub in os.scandir(self.root / IMAGES):
+            if sub.is_dir():
+                remove_stale_tmp(sub.path)
         self._keys = {row["key"] for row in self.rows()}
         self._manifest = JsonlLog(self.root / MANIFEST)
         self._failures = JsonlLog(self.root / FAILURES)
@@ -423,7 +426,7 @@ class TarInput(Input):
             yield from self._sample(tar, group_key, fields)
 
     def _sample(self, tar: Path, raw_key: str, fields: dict[str, bytes]) -> Iterator[Sample]:
-        image_ext = next((e for e in sorted(fields) if e in IMAGE_EXTS), None)
+        image_ext = next((e for e in sorted(fields) if e.rsplit(".", 1)[-1] in IMAGE_EXTS), None)
         if image_ext is None:
             self.problems.append(Problem(f"{tar}:{raw_key}", f"sample has no image (fields: {', '.join(fields)})"))
             return
@@ -435,16 +438,17 @@ class TarInput(Input):
                     record = loaded
             except ValueError:
                 self.problems.append(Problem(f"{tar}:{raw_key}.json", "invalid JSON; the image is kept without it"))
-        if "cls" in fields and "cls" not in record:
+        cls_field = next((e for e in sorted(fields) if e.rsplit(".", 1)[-1] == "cls"), None)
+        if cls_field and "cls" not in record:
             try:
-                record["cls"] = int(fields["cls"].strip())
+                record["cls"] = int(fields[cls_field].strip())
             except ValueError:
-                pass
+                self.problems.append(Problem(f"{tar}:{raw_key}.{cls_field}", "class label is not an integer"))
         record.setdefault("source", "webdataset")
         record["shard"] = tar.name
         key = raw_key if is_key(raw_key) else make_key(raw_key)
         data = fields[image_ext]
-        yield Sample(key, image_ext, record, f"{tar}:{raw_key}.{image_ext}", lambda d=data: d)
+        yield Sample(key, image_ext.rsplit(".", 1)[-1], record, f"{tar}:{raw_key}.{image_ext}", lambda d=data: d)
 
 
 def read_shards_info(folder: Path) -> dict | None:

@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -146,11 +147,18 @@ class FolderLock:
         self.folder = Path(folder)
         self._fd: int | None = None
 
-    def acquire(self) -> "FolderLock":
+    def acquire(self, wait: float = 3.0) -> "FolderLock":
+        """Take the lock, waiting up to ``wait`` seconds (the workers of a killed command take a moment to go)."""
         fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
             os.close(fd)
             raise UserError(
                 f"another gandata command is writing to {self.folder}; wait for it to finish or use another --out"

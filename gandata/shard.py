@@ -26,7 +26,7 @@ import re
 import tarfile
 import time
 from collections import Counter, deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -34,6 +34,7 @@ from typing import Any, Iterable
 from . import __version__, images
 from .datasets import SHARDS_INFO, Input, dataset_stage_folders, lookup_field, open_input
 from .errors import UserError
+from .parallel import process_pool
 from .fileio import FolderLock, JsonlLog, atomic_file, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
 from .progress import Progress
 
@@ -311,7 +312,7 @@ def _read_inputs(
     rejected: list[dict] = []
     reused = 0
     pending: deque[tuple[str, Future | tuple]] = deque()
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    pool = process_pool(workers, preload=["gandata.shard"]) if workers > 1 else None
 
     def finish_one() -> None:
         key, job = pending.popleft()

@@ -1,0 +1,69 @@
+"""Shared test helpers. Real fixtures are read from ../shared/fixtures (beside the checkout), never copied here."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("GANDATA_FIXTURES", REPO.parent / "shared" / "fixtures"))
+
+
+def fixture_path(rel: str) -> Path:
+    path = FIXTURES / rel
+    if not path.exists():
+        pytest.fail(f"missing test fixture {path}: the tests need ../shared/fixtures beside the checkout "
+                    "(or GANDATA_FIXTURES pointing at it)")
+    return path
+
+
+@pytest.fixture
+def anime_dir() -> Path:
+    """The 12 real 512×512 anime tiles."""
+    d = fixture_path("anime")
+    files = sorted(d.glob("tadne_r*c*.jpg"))
+    if len(files) != 12:
+        pytest.fail(f"expected 12 tadne_r*c*.jpg files in {d}, found {len(files)}")
+    return d
+
+
+@pytest.fixture
+def anime_copy(tmp_path: Path, anime_dir: Path) -> Path:
+    """A writable copy of the anime tiles (for tests that add, damage or remove files)."""
+    d = tmp_path / "anime"
+    shutil.copytree(anime_dir, d)
+    return d
+
+
+def png_bytes(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def drawn_image(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
+    """A distinct, deterministic RGB picture: a colour field with a few shapes."""
+    rng = random.Random(seed)
+    im = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    d = ImageDraw.Draw(im)
+    for _ in range(4):
+        x0, y0 = rng.randrange(size[0]), rng.randrange(size[1])
+        x1, y1 = x0 + rng.randrange(8, 40), y0 + rng.randrange(8, 40)
+        d.ellipse((x0, y0, x1, y1), fill=tuple(rng.randrange(256) for _ in range(3)))
+    return im
+
+
+def write_drawn_folder(folder: Path, n: int, start: int = 0, size: tuple[int, int] = (96, 80)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(start, start + n):
+        p = folder / f"img{i:05d}.png"
+        drawn_image(i, size).save(p)
+        paths.append(p)
+    return paths

@@ -1,0 +1,162 @@
+"""Dataset folders: keys, appending, resume, torn lines, SIGKILL safety, locking."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from gandata.datasets import Dataset, check_key, hash_key, is_key, make_key
+from gandata.errors import UserError
+from gandata.fileio import TMP_MARK
+
+from conftest import drawn_image, png_bytes
+
+
+def test_make_key_keeps_safe_text_readable():
+    assert make_key("bricklink", "sw0001a") == "bricklink-sw0001a"
+    assert make_key("bricklink", "col14-16") == "bricklink-col14-16"
+    assert make_key("Bricklink", "SW0001A") == "bricklink-sw0001a"  # keys are case-insensitive (like some filesystems)
+
+
+def test_make_key_sanitises_and_stays_distinct():
+    a, b, c = make_key("img.0001"), make_key("img 0001"), make_key("img/0001")
+    for k in (a, b, c):
+        assert is_key(k) and "." not in k and "/" not in k
+    assert len({a, b, c}) == 3  # the hash of the original text keeps them apart
+    assert make_key("img.0001") == a  # stable
+    long = make_key("x" * 500)
+    assert is_key(long) and len(long) <= 96
+    assert make_key("x" * 500) != make_key("x" * 499)
+    assert is_key(make_key("...")) and is_key(make_key("日本語"))
+
+
+def test_hash_key_is_order_independent_and_safe():
+    k1 = hash_key("bitmoji", {"hair": 3, "eyes": 7})
+    k2 = hash_key("bitmoji", {"eyes": 7, "hair": 3})
+    assert k1 == k2 and k1.startswith("bitmoji-") and is_key(k1)
+    assert hash_key("bitmoji", {"hair": 4, "eyes": 7}) != k1
+
+
+def test_check_key_rejects_dots_slashes_and_upper_case():
+    for bad in ("a.b", "a/b", "A", "", "x" * 97, "a b"):
+        with pytest.raises(ValueError):
+            check_key(bad)
+
+
+def _add(ds: Dataset, i: int) -> dict:
+    data = png_bytes(drawn_image(i))
+    return ds.add(f"s{i:04d}", data, "png", {"width": 96, "height": 80, "source": "test", "n": i})
+
+
+def test_add_reopen_resume_and_layout(tmp_path):
+    root = tmp_path / "ds"
+    with Dataset.create(root) as ds:
+        rows = [_add(ds, i) for i in range(5)]
+        assert _add(ds, 2) is None  # already there: nothing written twice
+        ds.fail("s0099", "HTTP 404", url="http://x/99")
+        ds.write_stats({"accepted": 5})
+    manifest = (root / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 5
+    for row in rows:
+        assert row["path"].startswith("images/") and row["path"].count("/") == 2
+        data = (root / row["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["sha256"]
+        assert {"key", "path", "sha256", "width", "height", "source", "n"} <= set(row)
+    ro = Dataset.open(root)
+    assert ro.keys() == {f"s{i:04d}" for i in range(5)}
+    assert [f["key"] for f in ro.failures()] == ["s0099"]
+    assert ro.open_failures()["s0099"]["error"] == "HTTP 404"
+    assert ro.stats() == {"accepted": 5}
+    with Dataset.create(root) as ds:  # resume: done keys known, new ones appended
+        assert "s0003" in ds and len(ds) == 5
+        _add(ds, 5)
+    assert len(Dataset.open(root)) == 6
+
+
+def test_record_must_describe_the_image(tmp_path):
+    with Dataset.create(tmp_path / "ds") as ds:
+        with pytest.raises(ValueError, match="width"):
+            ds.add("k", b"x", "png", {"source": "t"})
+        with pytest.raises(ValueError, match="bad key"):
+            ds.add("K.png", b"x", "png", {"width": 1, "height": 1, "source": "t"})
+
+
+def test_torn_last_line_is_ignored_then_cut_before_appending(tmp_path):
+    root = tmp_path / "ds"
+    with Dataset.create(root) as ds:
+        for i in range(3):
+            _add(ds, i)
+    with open(root / "manifest.jsonl", "ab") as f:
+        f.write(b'{"key": "s0003", "path": "images/zz/s00')  # killed mid-line
+    assert Dataset.open(root).keys() == {"s0000", "s0001", "s0002"}
+    with Dataset.create(root) as ds:
+        assert "s0003" not in ds
+        _add(ds, 3)
+    lines = (root / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(line)["key"] for line in lines)
+
+
+def test_open_gives_clear_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        Dataset.open(tmp_path / "nope")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(UserError, match="not a gandata dataset"):
+        Dataset.open(tmp_path / "plain")
+
+
+def test_second_writer_is_refused(tmp_path):
+    with Dataset.create(tmp_path / "ds"):
+        with pytest.raises(UserError, match="another gandata command"):
+            Dataset.create(tmp_path / "ds")
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, itertools
+    sys.path.insert(0, {tests!r})
+    from gandata.datasets import Dataset
+    from conftest import drawn_image, png_bytes
+    blobs = [png_bytes(drawn_image(i, (160, 160))) for i in range(40)]
+    ds = Dataset.create({root!r})
+    for i in itertools.count():
+        if ("k%06d" % i) not in ds:
+            ds.add("k%06d" % i, blobs[i % 40], "png", {{"width": 160, "height": 160, "source": "t"}})
+    """
+)
+
+
+def test_sigkill_while_writing_leaves_a_consistent_dataset(tmp_path):
+    root = tmp_path / "ds"
+    script = WRITER.format(tests=str(Path(__file__).parent), root=str(root))
+    for attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", script])
+        deadline = time.monotonic() + 60
+        target = 100 * (attempt + 1)
+        while time.monotonic() < deadline:
+            m = root / "manifest.jsonl"
+            if m.exists() and m.stat().st_size > target * 60:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+    ds = Dataset.open(root)
+    rows = list(ds.rows())
+    assert len(rows) >= 100
+    for row in rows:  # every row's file is whole
+        assert hashlib.sha256(ds.read_bytes(row)).hexdigest() == row["sha256"]
+    with Dataset.create(root) as ds:  # reopening cleans temporaries and goes on
+        leftovers = [p for p in root.rglob("*") if TMP_MARK in p.name]
+        assert not leftovers
+        n = len(ds)
+        ds.add("extra", png_bytes(drawn_image(999)), "png", {"width": 96, "height": 80, "source": "t"})
+    keys = [json.loads(line)["key"] for line in (root / "manifest.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == n + 1

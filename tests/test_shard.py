@@ -1,0 +1,335 @@
+"""`gandata shard`: shards any WebDataset reader can open, reproducible, resumable, split-stable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+
+from gandata import images
+from gandata.datasets import Dataset, read_shards_info
+from gandata.errors import UserError
+from gandata.shard import ShardOptions, brace_pattern, even_sizes, harmonize, shard, shard_all, shard_count, split_of
+
+from conftest import drawn_image, png_bytes, write_drawn_folder
+
+
+def _tars(out: Path, info: dict, split: str | None = None) -> list[Path]:
+    return [out / s["name"] for sp, v in info["splits"].items() if split in (None, sp) for s in v["shards"]]
+
+
+def _read_wds(paths: list[Path]) -> list[dict]:
+    if not paths:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        ds = wds.WebDataset([str(p) for p in paths], shardshuffle=False, empty_check=False)
+        return list(ds)
+
+
+def _check_output(out: Path) -> dict:
+    """Everything a consumer relies on: dataset.json matches the tars, read by webdataset and by tarfile."""
+    info = json.loads((out / "dataset.json").read_text())
+    for sp, v in info["splits"].items():
+        assert v["samples"] == sum(s["samples"] for s in v["shards"]) == info["counts"][sp]
+        for s in v["shards"]:
+            data = (out / s["name"]).read_bytes()
+            assert len(data) == s["bytes"] and hashlib.sha256(data).hexdigest() == s["sha256"]
+    all_keys = []
+    for sp in info["splits"]:
+        paths = _tars(out, info, sp)
+        samples = _read_wds(paths)
+        assert len(samples) == info["counts"][sp]
+        fieldsets = {frozenset(k for k in s if not k.startswith("__")) for s in samples}
+        assert fieldsets <= {frozenset(info["fields"])}  # every sample has the same fields
+        for s in samples:
+            meta = json.loads(s["json"])
+            assert meta["key"] == s["__key__"] and meta["split"] == sp
+            im = images.decode(s[info["image_format"]])
+            if info["resolution"]:
+                assert im.size == (info["resolution"], info["resolution"])
+            if "cls" in s:
+                assert int(s["cls"]) == meta["cls"]
+                assert info["labels"]["names"][meta["cls"]] == meta["label"]
+        keys = [s["__key__"] for s in samples]
+        tar_keys = []
+        for p in paths:
+            with tarfile.open(p) as tf:
+                names = tf.getnames()
+                for m in tf.getmembers():
+                    assert m.mtime == 946684800 and m.uid == 0 and m.gid == 0 and m.mode == 0o444
+            tar_keys += list(dict.fromkeys(n.split(".", 1)[0] for n in names))
+        assert tar_keys == keys
+        all_keys += keys
+    assert len(all_keys) == len(set(all_keys)) == info["counts"]["total"]
+    return info
+
+
+def _json_types(out: Path, info: dict) -> dict[str, set]:
+    types: dict[str, set] = {}
+    for s in _read_wds(_tars(out, info)):
+        for k, v in json.loads(s["json"]).items():
+            types.setdefault(k, set()).add(type(v).__name__)
+    return types
+
+
+def test_shard_real_images_reads_back_everywhere(tmp_path, anime_dir):
+    out = tmp_path / "shards"
+    summary = shard([anime_dir], out, "anime", ShardOptions(size=32, val_fraction=0.25, workers=2))
+    info = _check_output(out)
+    assert info["counts"]["total"] == 12 and summary["counts"] == info["counts"]
+    assert info["counts"]["val"] > 0 and info["resolution"] == 32
+    assert summary["removed"] == {"corrupt": 0, "exact_duplicates": 0, "missing_label": 0}
+    assert summary["patterns"]["train"] == str(out / "anime-train-000000.tar")
+    assert any("train shard" in w for w in summary["warnings"])  # 1 shard < 8 readers
+    for name, types in _json_types(out, info).items():
+        assert len(types) == 1, (name, types)
+
+
+def test_same_inputs_give_byte_identical_shards_whatever_the_order(tmp_path, anime_dir):
+    extra = tmp_path / "extra"
+    write_drawn_folder(extra, 30)
+    opts = ShardOptions(size=32, val_fraction=0.2, maxcount=7, min_shards=1, workers=2)
+    a = shard([anime_dir, extra], tmp_path / "a", "x", opts)
+    b = shard([extra, anime_dir], tmp_path / "b", "x", ShardOptions(**{**opts.__dict__, "workers": 1}))
+    assert a["counts"] == b["counts"]
+    ia, ib = read_shards_info(tmp_path / "a"), read_shards_info(tmp_path / "b")
+    assert [s["sha256"] for s in ia["splits"]["train"]["shards"]] == [s["sha256"] for s in ib["splits"]["train"]["shards"]]
+    for s in ia["splits"]["train"]["shards"] + ia["splits"]["val"]["shards"]:
+        assert (tmp_path / "a" / s["name"]).read_bytes() == (tmp_path / "b" / s["name"]).read_bytes()
+    # a second run in place reuses the spool and rewrites the same bytes
+    again = shard([anime_dir, extra], tmp_path / "a", "x", opts)
+    assert again["reused"] == 42 and again["processed"] == 0
+    assert read_shards_info(tmp_path / "a")["splits"] == ia["splits"]
+    # another seed: same split membership, another order
+    c = shard([anime_dir, extra], tmp_path / "c", "x", ShardOptions(**{**opts.__dict__, "seed": 1}))
+    assert c["counts"] == a["counts"]
+    assert read_shards_info(tmp_path / "c")["splits"]["train"]["shards"][0]["sha256"] != ia["splits"]["train"]["shards"][0]["sha256"]
+
+
+def test_split_is_stable_when_inputs_grow(tmp_path):
+    folder = tmp_path / "imgs"
+    write_drawn_folder(folder, 40)
+    opts = ShardOptions(size=16, val_fraction=0.3, workers=1)
+
+    def splits(out: Path) -> dict[str, str]:
+        info = _check_output(out)
+        return {s["__key__"]: sp for sp in ("train", "val") for s in _read_wds(_tars(out, info, sp))}
+
+    shard([folder], tmp_path / "s1", "g", opts)
+    first = splits(tmp_path / "s1")
+    write_drawn_folder(folder, 60, start=40)
+    summary = shard([folder], tmp_path / "s1", "g", opts)
+    assert summary["reused"] == 40 and summary["processed"] == 60
+    second = splits(tmp_path / "s1")
+    assert len(second) == 100 and set(first.values()) == {"train", "val"}
+    assert all(second[k] == sp for k, sp in first.items())
+    assert all(split_of(k, 0.3) == sp for k, sp in second.items())
+
+
+def test_even_shard_sizes_and_names(tmp_path):
+    folder = tmp_path / "imgs"
+    write_drawn_folder(folder, 103)
+    summary = shard([folder], tmp_path / "out", "even", ShardOptions(size=16, val_fraction=0.0, maxcount=30, workers=2))
+    info = _check_output(tmp_path / "out")
+    sizes = [s["samples"] for s in info["splits"]["train"]["shards"]]
+    assert sizes == [26, 26, 26, 25] and summary["shards"] == {"train": 4, "val": 0}
+    assert [s["name"] for s in info["splits"]["train"]["shards"]] == [f"even-train-{i:06d}.tar" for i in range(4)]
+    assert info["splits"]["train"]["pattern"] == "even-train-{000000..000003}.tar"
+    assert summary["patterns"]["val"] is None
+    # fewer shards next time: the stale ones go
+    shard([folder], tmp_path / "out", "even", ShardOptions(size=16, val_fraction=0.0, maxcount=60, min_shards=1))
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tar")) == ["even-train-000000.tar", "even-train-000001.tar"]
+
+
+def test_shard_count_rules():
+    assert even_sizes(10, 3) == [4, 3, 3] and even_sizes(0, 0) == []
+    assert shard_count(200_000, 10_000, 8) == 20
+    assert shard_count(5_000, 10_000, 8) == 8  # spread for 8 readers
+    assert shard_count(300, 10_000, 8) == 4  # but keep 64+ per shard
+    assert shard_count(12, 10_000, 8) == 1 and shard_count(0, 10, 8) == 0
+    assert brace_pattern(["a-train-000000.tar", "a-train-000001.tar"]) == "a-train-{000000..000001}.tar"
+
+
+def test_exact_duplicates_and_corrupt_files_are_counted_and_listed(tmp_path, anime_copy):
+    jpg = anime_copy / "tadne_r0c1.jpg"
+    shutil.copy(jpg, anime_copy / "copy_same_bytes.jpg")
+    pixels = images.to_rgb(images.decode(jpg.read_bytes()))
+    (anime_copy / "copy_as.png").write_bytes(images.encode(pixels, "png"))  # other bytes, same pixels
+    data = (anime_copy / "tadne_r0c2.jpg").read_bytes()
+    (anime_copy / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (anime_copy / "error_page.jpg").write_bytes(b"<!DOCTYPE html><html><body>Quota Exceeded</body></html>")
+    (anime_copy / "empty.png").write_bytes(b"")
+    out = tmp_path / "out"
+    summary = shard([anime_copy], out, "anime", ShardOptions(size=32, workers=2))
+    assert summary["removed"]["exact_duplicates"] == 2 and summary["removed"]["corrupt"] == 3
+    assert summary["counts"]["total"] == 12
+    report = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    reasons = {Path(r["origin"]).name: r["reason"] for r in report}
+    # the three identical images keep one representative: same source size, so the smallest key
+    assert "copy_as.png" not in reasons
+    assert reasons["copy_same_bytes.jpg"] == reasons["tadne_r0c1.jpg"] == "exact duplicate of copy_as"
+    assert "truncated" in reasons["truncated.jpg"] and "HTML" in reasons["error_page.jpg"]
+    assert "empty" in reasons["empty.png"]
+    info = _check_output(out)
+    assert info["removed"] == summary["removed"]
+    # --dedupe none keeps them
+    kept = shard([anime_copy], tmp_path / "keep", "anime", ShardOptions(size=32, dedupe="none"))
+    assert kept["counts"]["total"] == 14 and kept["removed"]["exact_duplicates"] == 0
+
+
+def test_labels_from_a_record_field(tmp_path):
+    root = tmp_path / "data" / "bricks" / "raw"
+    cats = ["hat", "hair", "helmet", "hat", "bald", None, "hair", "hat"]
+    with Dataset.create(root) as ds:
+        for i, cat in enumerate(cats):
+            rec = {"width": 96, "height": 80, "source": "test", "year": 1999 + i if i % 3 else "?", "score": i / 2}
+            if cat:
+                rec["category"] = cat
+            ds.add(f"fig{i}", png_bytes(drawn_image(i)), "png", rec)
+    out = tmp_path / "out"
+    summary = shard([root], out, "bricks", ShardOptions(size=16, label_field="category", val_fraction=0.0))
+    info = _check_output(out)
+    assert info["labels"]["names"] == ["bald", "hair", "hat", "helmet"]
+    assert info["labels"]["counts"] == {"bald": 1, "hair": 2, "hat": 3, "helmet": 1}
+    assert summary["removed"]["missing_label"] == 1 and sorted(info["fields"]) == ["cls", "json", "png"]
+    types = _json_types(out, info)
+    assert types["year"] == {"str"} and types["score"] == {"float"} and types["cls"] == {"int"}
+    # provenance: where the data came from
+    assert info["sources"][0]["kind"] == "dataset" and info["sources"][0]["lineage"][0]["path"] == str(root)
+    with pytest.raises(UserError, match="no sample has that field"):
+        shard([root], tmp_path / "o2", "bricks", ShardOptions(label_field="colour"))
+
+
+def test_harmonize_gives_one_type_per_field():
+    recs = harmonize([{"a": 1, "b": 1, "c": {"d": 1}, "e": None}, {"a": "x", "b": 2.5, "c": {"d": [1]}, "e": 3}])
+    assert recs[0] == {"a": "1", "b": 1.0, "c": {"d": "1"}}
+    assert recs[1] == {"a": "x", "b": 2.5, "c": {"d": "[1]"}, "e": 3}
+
+
+def test_key_collisions(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "x.png").write_bytes(png_bytes(drawn_image(1)))
+    (b / "x.png").write_bytes(png_bytes(drawn_image(1)))
+    summary = shard([a, b], tmp_path / "o", "same", ShardOptions(size=16))
+    assert summary["counts"]["total"] == 1 and summary["removed"]["exact_duplicates"] == 1
+    (b / "x.png").write_bytes(png_bytes(drawn_image(2)))
+    with pytest.raises(UserError, match="two inputs give the key 'x' to different images"):
+        shard([a, b], tmp_path / "o2", "diff", ShardOptions(size=16))
+
+
+def test_bad_input_gets_one_clear_line(tmp_path, anime_dir):
+    with pytest.raises(UserError, match="does not exist"):
+        shard([tmp_path / "missing"], tmp_path / "o", "x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no images"):
+        shard([tmp_path / "empty"], tmp_path / "o", "x")
+    for bad, msg in [(dict(size=0), "--size"), (dict(resize="stretch"), "--resize"), (dict(val_fraction=1.5), "--val-fraction"),
+                     (dict(image_format="gif"), "--format"), (dict(background="blurple"), "--background")]:
+        with pytest.raises(UserError, match=msg):
+            shard([anime_dir], tmp_path / "o", "x", ShardOptions(**bad))
+    with pytest.raises(UserError, match="--name"):
+        shard([anime_dir], tmp_path / "o", "bad name/x")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.tar").write_bytes(b"not a tar" * 100)
+    with pytest.raises(UserError, match="no usable images.*not a readable tar"):
+        shard([junk], tmp_path / "o", "x")
+    assert not (tmp_path / "o" / "dataset.json").exists()
+
+
+def test_reshard_our_own_shards_and_img2dataset_output(tmp_path, anime_dir):
+    shard([anime_dir], tmp_path / "s64", "anime", ShardOptions(size=64, val_fraction=0.25))
+    summary = shard([tmp_path / "s64"], tmp_path / "s32", "anime32", ShardOptions(size=32, val_fraction=0.25))
+    assert summary["counts"]["total"] == 12
+    info = _check_output(tmp_path / "s32")
+    assert info["sources"][0]["kind"] == "shards"
+
+
+def test_shard_all_under_the_data_dir(tmp_path):
+    data = tmp_path / "data"
+    for name in ("one", "two"):
+        with Dataset.create(data / name / "raw") as ds:
+            for i in range(3):
+                ds.add(f"k{i}", png_bytes(drawn_image(i + (10 if name == "two" else 0))), "png",
+                       {"width": 96, "height": 80, "source": name})
+    summaries = shard_all(data, ShardOptions(size=16))
+    assert [s["name"] for s in summaries] == ["one", "two"]
+    for name in ("one", "two"):
+        assert _check_output(data / name / "shards")["counts"]["total"] == 3
+    with pytest.raises(UserError, match="no datasets under"):
+        shard_all(tmp_path / "nothing")
+
+
+# ----------------------------------------------------------------------------------------------- SIGKILL
+
+
+def _run_and_kill(cmd: list[str], ready, timeout: float = 120) -> None:
+    """Start ``cmd``, SIGKILL it as soon as ``ready()`` is true; fail if it ended first."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail("the command finished before the kill point; the test needs more work to interrupt")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("kill point not reached in time")
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+
+
+@pytest.fixture(scope="module")
+def many_images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("many")
+    write_drawn_folder(folder, 600, size=(160, 128))
+    return folder
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gandata.cli", "shard", *args]
+
+
+def test_sigkill_while_processing_then_rerun(tmp_path, many_images):
+    args = [str(many_images), "--name", "many", "--size", "32", "--val-fraction", "0.1", "--maxcount", "40", "--workers", "2"]
+    ref = tmp_path / "ref"
+    assert subprocess.run(_cli(*args, "--out", str(ref)), capture_output=True).returncode == 0
+    out = tmp_path / "out"
+    index = out / ".work" / "index.jsonl"
+    _run_and_kill(_cli(*args, "--out", str(out)), lambda: index.exists() and index.stat().st_size > 20_000)
+    assert not (out / "dataset.json").exists()
+    run = subprocess.run(_cli(*args, "--out", str(out), "--json"), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert 0 < summary["reused"] < 600 and summary["reused"] + summary["processed"] == 600
+    info = _check_output(out)
+    assert info["splits"] == read_shards_info(ref)["splits"]  # same bytes as an uninterrupted run
+
+
+def test_sigkill_while_writing_shards_then_rerun(tmp_path, many_images):
+    args = [str(many_images), "--name", "many", "--size", "32", "--val-fraction", "0.1", "--maxcount", "4"]
+    out = tmp_path / "out"
+    assert subprocess.run(_cli(*args, "--out", str(out)), capture_output=True).returncode == 0
+    before = read_shards_info(out)
+    # run again with another seed and kill it once it has replaced some shards
+    old = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    reseed = [*args, "--seed", "7", "--out", str(out)]
+    _run_and_kill(_cli(*reseed), lambda: any(p.stat().st_mtime_ns != old.get(p.name) for p in out.glob("many-*.tar")))
+    assert not (out / "dataset.json").exists()  # an incomplete set is never described as complete
+    assert subprocess.run(_cli(*reseed), capture_output=True).returncode == 0
+    info = _check_output(out)
+    assert info["counts"] == before["counts"] and info["splits"] != before["splits"]
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
