@@ -1,0 +1,56 @@
+"""`gandata inspect`: counts, sizes, labels, failures, and a contact sheet."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from gandata.datasets import Dataset
+from gandata.inspection import inspect_path
+from gandata.shard import ShardOptions, shard
+
+from conftest import drawn_image, png_bytes
+
+
+def test_inspect_a_dataset_folder(tmp_path):
+    root = tmp_path / "raw"
+    with Dataset.create(root) as ds:
+        for i in range(6):
+            size = (96, 80) if i < 4 else (50, 50)
+            ds.add(f"k{i}", png_bytes(drawn_image(i, size)), "png",
+                   {"width": size[0], "height": size[1], "source": "t", "category": "hat" if i % 2 else "hair"})
+        ds.fail("k7", "HTTP 404", url="u7")
+        ds.fail("k8", "HTTP 404", url="u8")
+        ds.fail("k9", "not an image: an HTML page, not an image", url="u9")
+        ds.fail("k0", "timeout")  # later accepted: not an open failure
+        ds.write_stats({"stage": "fetch test", "accepted": 6})
+    grid = tmp_path / "grid.png"
+    r = inspect_path(root, grid=grid, label_field="category", grid_n=4, cell=64)
+    assert r["kind"] == "dataset" and r["samples"] == 6
+    assert r["sizes"] == [{"width": 96, "height": 80, "count": 4}, {"width": 50, "height": 50, "count": 2}]
+    assert r["labels"] == {"hair": 3, "hat": 3}
+    assert r["failures"] == {"HTTP 404": 2, "not an image: an HTML page, not an image": 1}
+    assert r["last_run"]["stage"] == "fetch test"
+    sheet = Image.open(grid)
+    assert sheet.size == (2 * 68 + 4, 22 + 2 * (64 + 14 + 4) + 4)  # 4 cells, 2×2, with title and captions
+
+
+def test_inspect_shards_with_labels_and_a_plain_folder_with_a_bad_file(tmp_path, anime_copy):
+    (anime_copy / "broken.jpg").write_bytes(b"<html>oops</html>")
+    r = inspect_path(anime_copy)
+    assert r["kind"] == "folder" and r["samples"] == 12 and r["unreadable"] == 1
+    assert r["sizes"] == [{"width": 512, "height": 512, "count": 12}]
+    assert "HTML" in r["bad"][0]["reason"]
+
+    root = tmp_path / "raw"
+    with Dataset.create(root) as ds:
+        for i in range(10):
+            ds.add(f"k{i}", png_bytes(drawn_image(i)), "png", {"width": 96, "height": 80, "source": "t",
+                                                                "category": ["bald", "hat"][i % 2]})
+    shard([root], tmp_path / "shards", "s", ShardOptions(size=32, label_field="category", val_fraction=0.3))
+    grid = tmp_path / "sheet.png"
+    r = inspect_path(tmp_path / "shards", grid=grid)
+    assert r["kind"] == "shards" and r["samples"] == 10 and "warning" not in r
+    assert r["labels"] == {"bald": 5, "hat": 5}
+    assert sum(r["splits"].values()) == 10
+    assert r["sizes"] == [{"width": 32, "height": 32, "count": 10}]
+    assert Image.open(grid).mode == "RGB"
