@@ -91,7 +91,7 @@ def shard(
     min_shards: Annotated[int, typer.Option(min=1, help="Train shards to aim for when data allows (64+ per shard).")] = 8,
     dedupe: Annotated[str, typer.Option(help="exact (identical pixels) or none.")] = "exact",
     label_field: Annotated[Optional[str], typer.Option(help="Record field whose values become class labels (.cls).")] = None,
-    workers: Annotated[int, typer.Option(min=0, help="Processes for decoding (0: one per core).")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Threads for decoding and resizing (0: one per core).")] = 0,
     data_dir: DataDir = None,
     as_json: JsonFlag = False,
 ) -> None:

