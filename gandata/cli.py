@@ -53,7 +53,7 @@ def _print_shard_summary(s: dict) -> None:
         + f" → {s['shards']['train']} + {s['shards']['val']} shards in {s['out']}"
     )
     r = s["removed"]
-    removed = [f"{r['exact_duplicates']} exact duplicates", f"{r['corrupt']} unreadable"]
+    removed = [f"{r['exact_duplicate']} exact duplicates", f"{r['unreadable']} unreadable"]
     if r.get("missing_label"):
         removed.append(f"{r['missing_label']} without a label")
     print(f"  removed: {', '.join(removed)}" + (f" (all listed in {s['report']})" if any(r.values()) else ""))

@@ -7,7 +7,7 @@ How a run goes:
    grown inputs — redoes only what is not there yet. A sample is reused when its source bytes (sha256) and the
    pixel options are unchanged.
 2. Exact duplicates (identical decoded pixels) are removed, keeping the largest source then the smallest key;
-   corrupt inputs are counted; both are listed in ``rejected.jsonl`` and the summary.
+   unreadable inputs are counted; both are listed, with a kind and a reason, in ``rejected.jsonl`` and the summary.
 3. The split comes from a hash of the key (so a sample never changes split when data is added), the order from a
    hash of seed and key (so the same inputs give the same order whatever order they were read in).
 4. Shards are written atomically with fixed tar metadata (mtime, uid/gid, mode, member order), so the same
@@ -304,13 +304,18 @@ def write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> tuple[int, st
 
 # --------------------------------------------------------------------------------------------------- shard
 
+CORRUPT, DUPLICATE, NO_LABEL = "unreadable", "exact_duplicate", "missing_label"
+
+
+def _reject(rejected: list[dict], kind: str, key: str | None, origin: str, reason: str) -> None:
+    rejected.append({"kind": kind, "key": key, "origin": origin, "reason": reason})
+
 
 def _read_inputs(
-    srcs: list[Input], spool: Spool, popts: dict, workers: int, prog: Progress
-) -> tuple[dict[str, dict], list[dict], int]:
-    """Process every input sample into the spool. Returns (samples by key, rejected rows, how many were reused)."""
+    srcs: list[Input], spool: Spool, popts: dict, workers: int, prog: Progress, rejected: list[dict]
+) -> tuple[dict[str, dict], int]:
+    """Process every input sample into the spool. Returns (samples by key, how many were reused)."""
     samples: dict[str, dict] = {}  # key -> {"record", "origin", "src", "entry"}
-    rejected: list[dict] = []
     reused = 0
     pending: deque[tuple[str, Future | tuple]] = deque()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") if workers > 1 else None
@@ -324,11 +329,8 @@ def _read_inputs(
     try:
         for src in srcs:
             for s in src:
-                data = None
-                sha = s.sha256
-                if sha is None:
-                    data = s.read()
-                    sha = hashlib.sha256(data).hexdigest()
+                data = None if s.sha256 else s.read()
+                sha = s.sha256 or hashlib.sha256(data).hexdigest()
                 if s.key in samples:
                     first = samples[s.key]
                     if first["src"] != sha:
@@ -336,7 +338,7 @@ def _read_inputs(
                             f"two inputs give the key {s.key!r} to different images ({first['origin']} and {s.origin}); "
                             "shard them separately or rename one"
                         )
-                    rejected.append({"key": s.key, "origin": s.origin, "reason": f"same file as {first['origin']}"})
+                    _reject(rejected, DUPLICATE, s.key, s.origin, f"same file as {first['origin']}")
                     prog.advance(1, duplicate=1)
                     continue
                 samples[s.key] = {"record": s.record, "origin": s.origin, "src": sha, "entry": None}
@@ -348,17 +350,21 @@ def _read_inputs(
                     continue
                 if data is None:
                     data = s.read()
+                    if hashlib.sha256(data).hexdigest() != sha:  # the manifest's record of the file no longer holds
+                        result = ("bad", "file changed on disk since its manifest row was written (sha256 differs)")
+                        pending.append((s.key, result))
+                        continue
                 pending.append((s.key, pool.submit(process_image, data, popts) if pool else process_image(data, popts)))
                 while len(pending) > max(4, 8 * workers):
                     finish_one()
             for p in src.problems:
-                rejected.append({"key": None, "origin": p.origin, "reason": p.reason})
+                _reject(rejected, CORRUPT, None, p.origin, p.reason)
         while pending:
             finish_one()
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return samples, rejected, reused
+    return samples, reused
 
 
 def shard(
@@ -385,6 +391,7 @@ def shard(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the output folder {out} ({e.strerror})") from None
+    rejected: list[dict] = []
     with FolderLock(out):
         remove_stale_tmp(out)
         popts = opts.pixel_options()
@@ -393,8 +400,12 @@ def shard(
         spool = Spool(out / WORK, popts)
         try:
             with Progress(f"shard {name}", sum(hints) if None not in hints else None, enabled=progress) as prog:
-                samples, rejected, reused = _read_inputs(srcs, spool, popts, workers, prog)
-            summary = _pack(out, name, opts, popts, srcs, samples, rejected, spool, progress)
+                samples, reused = _read_inputs(srcs, spool, popts, workers, prog, rejected)
+            good = _usable(samples, srcs, rejected)
+            if opts.dedupe == "exact":
+                _drop_exact_duplicates(good, rejected)
+            labels = _assign_labels(good, opts.label_field, rejected) if opts.label_field else None
+            summary = _write(out, name, opts, popts["format"], srcs, good, labels, rejected, spool, progress)
         finally:
             spool.close()
     summary["reused"] = reused
@@ -404,149 +415,139 @@ def shard(
     return summary
 
 
-def _pack(
+def _usable(samples: dict[str, dict], srcs: list[Input], rejected: list[dict]) -> dict[str, dict]:
+    good = {}
+    for key, s in samples.items():
+        if s["entry"]["ok"]:
+            good[key] = s
+        else:
+            _reject(rejected, CORRUPT, key, s["origin"], s["entry"]["reason"])
+    if not good:
+        first = f" (first: {rejected[0]['origin']}: {rejected[0]['reason']})" if rejected else ""
+        raise UserError(f"no usable images in {', '.join(s.path for s in srcs)}: {len(rejected)} unreadable{first}")
+    return good
+
+
+def _drop_exact_duplicates(good: dict[str, dict], rejected: list[dict]) -> None:
+    """Keep one sample per pixel digest: the largest source, then the smallest key."""
+    by_digest: dict[str, list[str]] = {}
+    for key, s in good.items():
+        by_digest.setdefault(s["entry"]["digest"], []).append(key)
+    for keys in by_digest.values():
+        if len(keys) > 1:
+            keys.sort(key=lambda k: (-good[k]["entry"]["ow"] * good[k]["entry"]["oh"], k))
+            for k in keys[1:]:
+                _reject(rejected, DUPLICATE, k, good.pop(k)["origin"], f"exact duplicate of {keys[0]}")
+
+
+def _assign_labels(good: dict[str, dict], field: str, rejected: list[dict]) -> dict:
+    """Class ids from a record field: ``{"field", "names", "ids": {key: id}}``; samples without it are rejected."""
+    values = {k: lookup_field(s["record"], field) for k, s in good.items()}
+    present = {k: v for k, v in values.items() if v is not None and not isinstance(v, (dict, list))}
+    if not present:
+        fields = sorted({f for s in good.values() for f in s["record"]})
+        raise UserError(f"--label-field {field}: no sample has that field; fields seen: {', '.join(fields[:20])}")
+    for k in [k for k in good if k not in present]:
+        _reject(rejected, NO_LABEL, k, good.pop(k)["origin"], f"no {field!r} field for a label")
+    distinct = sorted(set(present.values()), key=_label_sort_key)
+    ids = {v: i for i, v in enumerate(distinct)}
+    return {"field": field, "names": [str(v) for v in distinct], "ids": {k: ids[present[k]] for k in good}}
+
+
+def _sample_json(key: str, s: dict, split: str, labels: dict | None) -> dict:
+    """The JSON written beside each image: the source record, minus what described the source file."""
+    e = s["entry"]
+    js = {k: v for k, v in s["record"].items() if k not in _FILE_FIELDS}
+    js.update(key=key, source_sha256=s["src"], original_width=e["ow"], original_height=e["oh"],
+              width=e["w"], height=e["h"], split=split)
+    if labels:
+        js["cls"] = labels["ids"][key]
+        js["label"] = labels["names"][js["cls"]]
+    return js
+
+
+def _write(
     out: Path,
     name: str,
     opts: ShardOptions,
-    popts: dict,
+    ext: str,
     srcs: list[Input],
-    samples: dict[str, dict],
+    good: dict[str, dict],
+    labels: dict | None,
     rejected: list[dict],
     spool: Spool,
     progress: bool,
 ) -> dict:
-    removed = Counter({"corrupt": 0, "exact_duplicates": 0, "missing_label": 0})
-    removed["corrupt"] += sum(1 for r in rejected if r["key"] is None)
-    removed["exact_duplicates"] += sum(1 for r in rejected if r["key"] is not None)
-    good: dict[str, dict] = {}
-    for key, s in samples.items():
-        e = s["entry"]
-        if e["ok"]:
-            good[key] = s
-        else:
-            rejected.append({"key": key, "origin": s["origin"], "reason": e["reason"]})
-            removed["corrupt"] += 1
-    if not good:
-        first = f" (first: {rejected[0]['origin']}: {rejected[0]['reason']})" if rejected else ""
-        raise UserError(f"no usable images in {', '.join(s.path for s in srcs)}: {removed['corrupt']} unreadable{first}")
-
-    if opts.dedupe == "exact":
-        by_digest: dict[str, list[str]] = {}
-        for key, s in good.items():
-            by_digest.setdefault(s["entry"]["digest"], []).append(key)
-        for keys in by_digest.values():
-            if len(keys) > 1:
-                keys.sort(key=lambda k: (-good[k]["entry"]["ow"] * good[k]["entry"]["oh"], k))
-                for k in keys[1:]:
-                    rejected.append({"key": k, "origin": good[k]["origin"], "reason": f"exact duplicate of {keys[0]}"})
-                    removed["exact_duplicates"] += 1
-                    del good[k]
-
-    labels = None
-    if opts.label_field:
-        values = {k: lookup_field(s["record"], opts.label_field) for k, s in good.items()}
-        present = {k: v for k, v in values.items() if v is not None and not isinstance(v, (dict, list))}
-        if not present:
-            fields = sorted({f for s in good.values() for f in s["record"]})
-            raise UserError(
-                f"--label-field {opts.label_field}: no sample has that field; fields seen: {', '.join(fields[:20])}"
-            )
-        for k in [k for k in good if k not in present]:
-            rejected.append({"key": k, "origin": good[k]["origin"], "reason": f"no {opts.label_field!r} field for a label"})
-            removed["missing_label"] += 1
-            del good[k]
-        distinct = sorted({v for v in present.values()}, key=_label_sort_key)
-        names = [str(v) for v in distinct]
-        ids = {v: i for i, v in enumerate(distinct)}
-        labels = {"field": opts.label_field, "names": names, "ids": {k: ids[present[k]] for k in good}}
-
     by_split: dict[str, list[str]] = {sp: [] for sp in SPLITS}
     for key in good:
         by_split[split_of(key, opts.val_fraction)].append(key)
     for sp in SPLITS:
         by_split[sp].sort(key=lambda k: order_key(k, opts.seed))
+    ordered = [(k, sp) for sp in SPLITS for k in by_split[sp]]
+    json_by_key = dict(zip((k for k, _ in ordered), harmonize([_sample_json(k, good[k], sp, labels) for k, sp in ordered])))
 
-    # the JSON written beside each image: the source record, minus what described the source file
-    keys_in_order = [k for sp in SPLITS for k in by_split[sp]]
-    raw_json = []
-    for key in keys_in_order:
-        s, e = good[key], good[key]["entry"]
-        js = {k: v for k, v in s["record"].items() if k not in _FILE_FIELDS}
-        js.update(key=key, source_sha256=s["src"], original_width=e["ow"], original_height=e["oh"],
-                  width=e["w"], height=e["h"], split=split_of(key, opts.val_fraction))
-        if labels:
-            js["label"] = labels["names"][labels["ids"][key]]
-            js["cls"] = labels["ids"][key]
-        raw_json.append(js)
-    json_by_key = dict(zip(keys_in_order, harmonize(raw_json)))
-
-    ext = popts["format"]
     info_path = out / SHARDS_INFO
     info_path.unlink(missing_ok=True)  # absent until the new set is complete
-    rejected.sort(key=lambda r: (r["origin"], r["reason"]))
+    rejected.sort(key=lambda r: (r["kind"], r["origin"], r["reason"]))
     atomic_write(out / REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected).encode())
 
+    def members(chunk: list[str], prog: Progress) -> Iterable[tuple[str, bytes]]:
+        for key in chunk:
+            fields = {"json": json.dumps(json_by_key[key], sort_keys=True, ensure_ascii=False).encode()}
+            if labels:
+                fields["cls"] = str(labels["ids"][key]).encode()
+            fields[ext] = spool.read(good[key]["entry"])
+            for fext in sorted(fields):
+                yield f"{key}.{fext}", fields[fext]
+            prog.advance(1)
+
     splits_info: dict[str, dict] = {}
-    written: set[str] = set()
-    total = sum(len(v) for v in by_split.values())
-    with Progress(f"write {name}", total, enabled=progress) as prog:
+    with Progress(f"write {name}", len(ordered), enabled=progress) as prog:
         for sp in SPLITS:
             keys = by_split[sp]
             n_shards = shard_count(len(keys), opts.maxcount, opts.min_shards if sp == "train" else 1)
             shards, start = [], 0
             for i, n in enumerate(even_sizes(len(keys), n_shards)):
                 fname = f"{name}-{sp}-{i:06d}.tar"
-                chunk = keys[start : start + n]
+                size, sha = write_tar(out / fname, members(keys[start : start + n], prog))
                 start += n
-
-                def members(chunk: list[str] = chunk) -> Iterable[tuple[str, bytes]]:
-                    for key in chunk:
-                        fields = {"json": json.dumps(json_by_key[key], sort_keys=True, ensure_ascii=False).encode()}
-                        if labels:
-                            fields["cls"] = str(labels["ids"][key]).encode()
-                        fields[ext] = spool.read(good[key]["entry"])
-                        for fext in sorted(fields):
-                            yield f"{key}.{fext}", fields[fext]
-                        prog.advance(1)
-
-                size, sha = write_tar(out / fname, members())
                 shards.append({"name": fname, "samples": n, "bytes": size, "sha256": sha})
-                written.add(fname)
             splits_info[sp] = {"pattern": brace_pattern([s["name"] for s in shards]), "samples": len(keys), "shards": shards}
 
-    label_counts = None
+    removed = {kind: sum(1 for r in rejected if r["kind"] == kind) for kind in (CORRUPT, DUPLICATE, NO_LABEL)}
+    label_info = None
     if labels:
-        c = Counter(labels["ids"][k] for k in good)
-        label_counts = {labels["names"][i]: c[i] for i in range(len(labels["names"]))}
-    fields = sorted(["json", ext] + (["cls"] if labels else []))
+        c = Counter(labels["ids"].values())
+        label_info = {"field": labels["field"], "names": labels["names"],
+                      "counts": {nm: c[i] for i, nm in enumerate(labels["names"])}}
     info = {
         "format": "webdataset",
         "created_by": f"gandata {__version__}",
         "name": name,
         "resolution": opts.size if opts.resize != "keep-ratio" else None,
         "image_format": ext,
-        "fields": fields,
-        "counts": {"train": len(by_split["train"]), "val": len(by_split["val"]), "total": total},
+        "fields": sorted(["json", ext] + (["cls"] if labels else [])),
+        "counts": {"train": len(by_split["train"]), "val": len(by_split["val"]), "total": len(ordered)},
         "splits": splits_info,
-        "labels": {"field": labels["field"], "names": labels["names"], "counts": label_counts} if labels else None,
-        "removed": dict(removed),
+        "labels": label_info,
+        "removed": removed,
         "sources": [s.describe() for s in srcs],
         "options": asdict(opts),
     }
     atomic_write_json(info_path, info)
+    written = {s["name"] for v in splits_info.values() for s in v["shards"]}
     stale = re.compile(rf"^{re.escape(name)}-(train|val)-\d{{6}}\.tar$")
     for p in out.iterdir():
         if stale.match(p.name) and p.name not in written:
             p.unlink()
 
     warnings = []
-    n_train_shards = len(splits_info["train"]["shards"])
+    n_train, n_train_shards = len(by_split["train"]), len(splits_info["train"]["shards"])
     if n_train_shards < 8:
         warnings.append(
             f"only {n_train_shards} train shard(s): training with several GPUs × loader workers (8 readers is typical) "
             "needs at least that many shards to give every reader its own; "
-            + (f"use --maxcount {max(1, len(by_split['train']) // 8)} to get 8" if len(by_split["train"]) >= 8
-               else "add more images")
+            + (f"use --maxcount {n_train // 8} to get 8" if n_train >= 8 else "add more images")
         )
     return {
         "name": name,
@@ -556,10 +557,10 @@ def _pack(
         "counts": info["counts"],
         "shards": {sp: len(splits_info[sp]["shards"]) for sp in SPLITS},
         "patterns": {sp: str(out / splits_info[sp]["pattern"]) if splits_info[sp]["pattern"] else None for sp in SPLITS},
-        "removed": dict(removed),
+        "removed": removed,
         "rejected": rejected[:20],
         "report": str(out / REJECTED),
-        "labels": info["labels"],
+        "labels": label_info,
         "warnings": warnings,
     }
 

@@ -91,7 +91,7 @@ def test_shard_real_images_reads_back_everywhere(tmp_path, anime_dir):
     info = _check_output(out)
     assert info["counts"]["total"] == 12 and summary["counts"] == info["counts"]
     assert info["counts"]["val"] > 0 and info["resolution"] == 32
-    assert summary["removed"] == {"corrupt": 0, "exact_duplicates": 0, "missing_label": 0}
+    assert summary["removed"] == {"unreadable": 0, "exact_duplicate": 0, "missing_label": 0}
     assert summary["patterns"]["train"] == str(out / "anime-train-000000.tar")
     assert any("train shard" in w for w in summary["warnings"])  # 1 shard < 8 readers
     for name, types in _json_types(out, info).items():
@@ -174,10 +174,11 @@ def test_exact_duplicates_and_corrupt_files_are_counted_and_listed(tmp_path, ani
     (anime_copy / "empty.png").write_bytes(b"")
     out = tmp_path / "out"
     summary = shard([anime_copy], out, "anime", ShardOptions(size=32, workers=2))
-    assert summary["removed"]["exact_duplicates"] == 2 and summary["removed"]["corrupt"] == 3
+    assert summary["removed"]["exact_duplicate"] == 2 and summary["removed"]["unreadable"] == 3
     assert summary["counts"]["total"] == 12
     report = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
     reasons = {Path(r["origin"]).name: r["reason"] for r in report}
+    assert Counter(r["kind"] for r in report) == {"exact_duplicate": 2, "unreadable": 3}
     # the three identical images keep one representative: same source size, so the smallest key
     assert "copy_as.png" not in reasons
     assert reasons["copy_same_bytes.jpg"] == reasons["tadne_r0c1.jpg"] == "exact duplicate of copy_as"
@@ -187,7 +188,7 @@ def test_exact_duplicates_and_corrupt_files_are_counted_and_listed(tmp_path, ani
     assert info["removed"] == summary["removed"]
     # --dedupe none keeps them
     kept = shard([anime_copy], tmp_path / "keep", "anime", ShardOptions(size=32, dedupe="none"))
-    assert kept["counts"]["total"] == 14 and kept["removed"]["exact_duplicates"] == 0
+    assert kept["counts"]["total"] == 14 and kept["removed"]["exact_duplicate"] == 0
 
 
 def test_labels_from_a_record_field(tmp_path):
@@ -213,6 +214,16 @@ def test_labels_from_a_record_field(tmp_path):
         shard([root], tmp_path / "o2", "bricks", ShardOptions(label_field="colour"))
 
 
+def test_a_file_changed_behind_the_manifest_is_reported(tmp_path):
+    root = tmp_path / "raw"
+    with Dataset.create(root) as ds:
+        rows = [ds.add(f"k{i}", png_bytes(drawn_image(i)), "png", {"width": 96, "height": 80, "source": "t"}) for i in range(3)]
+    (root / rows[1]["path"]).write_bytes(png_bytes(drawn_image(77)))
+    summary = shard([root], tmp_path / "out", "x", ShardOptions(size=16))
+    assert summary["counts"]["total"] == 2 and summary["removed"]["unreadable"] == 1
+    assert "changed on disk" in summary["rejected"][0]["reason"] and summary["rejected"][0]["key"] == "k1"
+
+
 def test_harmonize_gives_one_type_per_field():
     recs = harmonize([{"a": 1, "b": 1, "c": {"d": 1}, "e": None}, {"a": "x", "b": 2.5, "c": {"d": [1]}, "e": 3}])
     assert recs[0] == {"a": "1", "b": 1.0, "c": {"d": "1"}}
@@ -225,7 +236,7 @@ def test_key_collisions(tmp_path):
     (a / "x.png").write_bytes(png_bytes(drawn_image(1)))
     (b / "x.png").write_bytes(png_bytes(drawn_image(1)))
     summary = shard([a, b], tmp_path / "o", "same", ShardOptions(size=16))
-    assert summary["counts"]["total"] == 1 and summary["removed"]["exact_duplicates"] == 1
+    assert summary["counts"]["total"] == 1 and summary["removed"]["exact_duplicate"] == 1
     (b / "x.png").write_bytes(png_bytes(drawn_image(2)))
     with pytest.raises(UserError, match="two inputs give the key 'x' to different images"):
         shard([a, b], tmp_path / "o2", "diff", ShardOptions(size=16))
