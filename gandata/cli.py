@@ -161,6 +161,117 @@ def inspect(
         print(f"  contact sheet: {r['grid']}")
 
 
+fetch_app = typer.Typer(
+    help="Download images into a dataset folder (resumable: run the same command again to continue).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(fetch_app, name="fetch")
+
+BaseUrl = Annotated[Optional[str], typer.Option("--base-url", help="Replace the scheme and host of every address of the source (a mirror, a test server).")]
+Concurrency = Annotated[Optional[int], typer.Option(min=1, help="Requests in flight (default: the source's).")]
+Rate = Annotated[Optional[float], typer.Option(min=0, help="Requests per second per host (default: the source's; 0: no pacing).")]
+Retries = Annotated[Optional[int], typer.Option(min=0, help="Further tries after a 429, 5xx, timeout or broken body.")]
+Timeout = Annotated[Optional[float], typer.Option(help="Seconds per request, connect and read together.")]
+
+
+def _fetch_overrides(concurrency: Optional[int], rate: Optional[float], retries: Optional[int], timeout: Optional[float]) -> dict:
+    return {"concurrency": concurrency, "per_host": concurrency, "rate": rate, "retries": retries, "timeout": timeout}
+
+
+def _finish_fetch(stats: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(stats, ensure_ascii=False))
+    else:
+        target = f" of {stats['target']}" if stats.get("target") else ""
+        print(f"fetched {stats['accepted']} new images into {stats['out']} (it now holds {stats['total']}{target}) "
+              f"in {stats['seconds']} s ({stats['rate'] or 0}/s)")
+        if stats["failures"]:
+            fails = ", ".join(f"{k} ×{v}" for k, v in list(stats["failures"].items())[:6])
+            print(f"  given up on: {fails} (each listed in {stats['out']}/failures.jsonl)")
+        print(f"  {stats['retries']} retries, {stats['duplicate_bodies']} duplicate bodies, "
+              f"{stats['skipped_known']} already done or refused earlier; stats in {stats['out']}/stats.json")
+    if stats.get("interrupted"):
+        _err("gandata: interrupted; run the same command again to continue")
+        raise typer.Exit(130)
+    if stats.get("stopped"):
+        _err(f"gandata: error: {stats['stopped']}")
+        raise typer.Exit(1)
+
+
+@fetch_app.command(
+    "bitmoji",
+    epilog="\b\nExamples:\n"
+    "  gandata fetch bitmoji --count 200000                  # random avatar heads → data/bitmoji/raw\n"
+    "  gandata fetch bitmoji --count 5000 --view body --seed 7\n"
+    "  gandata fetch bitmoji --mode comics --avatar-ids ids.txt --count 20000\n"
+    "\b\nThe images are Bitmoji artwork: for research use only. Keep them local and do not redistribute them.\n"
+    "Addresses and politeness settings are in manifests/bitmoji.toml.",
+)
+def fetch_bitmoji_cmd(
+    count: Annotated[int, typer.Option(min=1, help="Distinct images the dataset should hold, counting earlier runs.")],
+    out: Annotated[Optional[Path], typer.Option(help="Dataset folder (default DATA/bitmoji/raw).")] = None,
+    mode: Annotated[str, typer.Option(help="avatars (random avatars from the trait catalogue) or comics.")] = "avatars",
+    view: Annotated[str, typer.Option(help="avatars: head or body.")] = "head",
+    seed: Annotated[int, typer.Option(help="Seed of the sequence of avatars (or of comic × avatar pairs).")] = 0,
+    traits: Annotated[Optional[Path], typer.Option(help="Local trait catalogue JSON (default: fetched and cached).")] = None,
+    templates: Annotated[Optional[Path], typer.Option(help="Local templates catalogue JSON for --mode comics.")] = None,
+    avatar_ids: Annotated[Optional[Path], typer.Option(help="comics: file of avatar ids, one per line.")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="Another bitmoji manifest (default manifests/bitmoji.toml).")] = None,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = None,
+    rate: Rate = None,
+    retries: Retries = None,
+    timeout: Timeout = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Bitmoji avatars from the public trait-preview (or comic) render URLs. Research use only."""
+    from .sources.bitmoji import fetch_bitmoji
+
+    stats = fetch_bitmoji(
+        out or _data_dir(data_dir) / "bitmoji" / "raw", count, mode=mode, view=view, seed=seed, traits_file=traits,
+        templates_file=templates, avatar_ids_file=avatar_ids, manifest_file=manifest, base_url=base_url,
+        overrides=_fetch_overrides(concurrency, rate, retries, timeout), progress=not as_json,
+    )
+    _finish_fetch(stats, as_json)
+
+
+@fetch_app.command(
+    "urls",
+    epilog="\b\nExamples:\n"
+    "  gandata fetch urls anime.txt --name anime              # one URL per line → data/anime/raw\n"
+    "  gandata fetch urls list.csv --name anime --url-col image_url --rate 5\n"
+    "  gandata fetch urls list.jsonl --name anime --limit 10000",
+)
+def fetch_urls_cmd(
+    url_list: Annotated[Path, typer.Argument(help="A .txt (one URL per line), .csv/.tsv or .jsonl list.")],
+    name: Annotated[str, typer.Option(help="Dataset name: images go to DATA/NAME/raw.")],
+    out: Annotated[Optional[Path], typer.Option(help="Dataset folder (default DATA/NAME/raw).")] = None,
+    url_col: Annotated[str, typer.Option(help="Column (csv/tsv) or field (jsonl) holding the URL.")] = "url",
+    list_format: Annotated[Optional[str], typer.Option("--format", help="txt, csv, tsv or jsonl (default: from the extension).")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Stop when the dataset holds this many images.")] = None,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = None,
+    rate: Rate = None,
+    retries: Retries = None,
+    timeout: Timeout = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Images from your own list of URLs; every other column is kept in the record."""
+    from .datasets import make_key
+    from .sources.urls import fetch_urls
+
+    if make_key(name) != name:
+        raise UserError(f"--name {name!r}: use lower-case letters, digits, '_' and '-'")
+    stats = fetch_urls(
+        url_list, name, out or _data_dir(data_dir) / name / "raw", url_col=url_col, fmt=list_format, limit=limit,
+        base_url=base_url, overrides=_fetch_overrides(concurrency, rate, retries, timeout), progress=not as_json,
+    )
+    _finish_fetch(stats, as_json)
+
+
 def main() -> None:
     """Console entry point: a user's mistake ends in one line on stderr and exit status 1, never a traceback."""
     try:

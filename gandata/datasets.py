@@ -20,6 +20,7 @@ import json
 import os
 import re
 import tarfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,8 @@ class Dataset:
         self._manifest: JsonlLog | None = None
         self._failures: JsonlLog | None = None
         self._lock: FolderLock | None = None
+        self._mutex = threading.Lock()
+        self._writing: set[str] = set()
         if writable:
             self._open_for_writing()
 
@@ -209,20 +212,27 @@ class Dataset:
         missing = [f for f in REQUIRED_FIELDS if f not in record]
         if missing:
             raise ValueError(f"record for {key} lacks {', '.join(missing)}")
-        if key in self._keys:
-            return None
         ext = ext.lower().lstrip(".")
         if ext not in IMAGE_EXTS:
             raise ValueError(f"unsupported image extension {ext!r}")
-        rel = f"{IMAGES}/{_short_hash(key, 2)}/{key}.{ext}"
-        path = self.root / rel
-        path.parent.mkdir(exist_ok=True)
-        atomic_write(path, data, fsync=self.fsync)
-        row = {"key": key, "path": rel, "sha256": hashlib.sha256(data).hexdigest()}
-        row.update((k, v) for k, v in record.items() if k not in row)
-        self._keys.add(key)
-        self._manifest.append(row)
-        return row
+        with self._mutex:  # reserve the key, so that two threads never store it twice
+            if key in self._keys or key in self._writing:
+                return None
+            self._writing.add(key)
+        try:
+            rel = f"{IMAGES}/{_short_hash(key, 2)}/{key}.{ext}"
+            path = self.root / rel
+            path.parent.mkdir(exist_ok=True)
+            atomic_write(path, data, fsync=self.fsync)
+            row = {"key": key, "path": rel, "sha256": hashlib.sha256(data).hexdigest()}
+            row.update((k, v) for k, v in record.items() if k not in row)
+            self._manifest.append(row)
+            with self._mutex:
+                self._keys.add(key)
+            return row
+        finally:
+            with self._mutex:
+                self._writing.discard(key)
 
     def fail(self, key: str, error: str, **info: Any) -> None:
         """Record a sample given up on (e.g. url, status), so that nothing fails silently."""

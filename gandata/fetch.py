@@ -1,0 +1,440 @@
+"""The asynchronous download engine every network source shares.
+
+A source turns its site into :class:`Job` objects (key, URL, the fields to record); the engine knows only HTTP:
+
+* one aiohttp session; a global cap on requests in flight, a cap per host, and a pacing rate per host;
+* a total deadline per request (connect + read);
+* retries: 429 honours ``Retry-After`` (seconds or an HTTP date) and pauses the whole host, otherwise
+  exponential backoff with jitter; 5xx, 408, timeouts, resets and truncated bodies are retried; 400/403/404/410
+  (and other 4xx) are permanent and recorded;
+* every body is validated off the event loop (magic bytes and a full decode in a thread pool): HTML error pages,
+  truncated or corrupt bodies never reach the dataset; identical bodies (same sha256) are stored once;
+* ``X-Robots-Tag`` opt-outs (``noai``, ``noimageai``, ``noindex``, ``noimageindex``) are honoured and recorded;
+* a circuit breaker stops the run when nearly all recent attempts fail, naming the endpoint and what was seen;
+* writes go through :class:`~gandata.datasets.Dataset` (atomic files, flushed manifest), so any kill is safe
+  and a re-run skips every key already stored (and every key that failed permanently);
+* Ctrl-C stops new requests, lets the writes in flight finish, and still writes ``stats.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import random
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from . import HOMEPAGE, __version__, images
+from .datasets import Dataset
+from .errors import UserError
+from .progress import Progress
+
+USER_AGENT = f"gandata/{__version__} (+{HOMEPAGE})"
+OPT_OUT = ("noai", "noimageai", "noindex", "noimageindex")
+PERMANENT = {400, 401, 403, 404, 405, 410, 414, 415, 422, 451}
+RETRYABLE = {408, 425, 429, 500, 502, 503, 504, 509, 520, 521, 522, 523, 524}
+EXT_OF = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tiff"}
+
+
+RESERVED = {"key", "path", "sha256", "source", "url", "width", "height", "format", "bytes", "http_status",
+            "content_type"}  # fields the engine and the dataset fill in
+
+
+def with_overrides(options: FetchOptions, overrides: dict | None) -> FetchOptions:
+    """``options`` with the non-None values of ``overrides`` (e.g. the CLI's --rate) put in."""
+    return replace(options, **{k: v for k, v in (overrides or {}).items() if v is not None})
+
+
+def rebase(url: str, base_url: str | None) -> str:
+    """Replace the scheme, host and port of ``url`` with those of ``base_url`` (the path and query stay)."""
+    if not base_url:
+        return url
+    base = urlsplit(base_url if "://" in base_url else f"http://{base_url}")
+    parts = urlsplit(url)
+    return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, parts.fragment))
+
+
+def check_base_url(base_url: str | None) -> None:
+    if base_url is None:
+        return
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UserError(f"--base-url {base_url!r}: give a scheme and host, e.g. http://127.0.0.1:8080")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def opted_out(header_values: list[str], agent: str = "gandata") -> str | None:
+    """The X-Robots-Tag directive that forbids using the image, or None. Directives may be scoped to a user agent
+    (``otherbot: noai``); those scoped to another agent are ignored."""
+    for value in header_values:
+        scope = None
+        for part in value.split(","):
+            part = part.strip().lower()
+            if ":" in part:
+                maybe_scope, rest = part.split(":", 1)
+                if maybe_scope.strip() and " " not in maybe_scope.strip():
+                    scope, part = maybe_scope.strip(), rest.strip()
+            if part in OPT_OUT and scope in (None, agent):
+                return part
+    return None
+
+
+@dataclass
+class Job:
+    """One thing to download: its dataset key, its URL, and the source fields its manifest row records."""
+
+    key: str
+    url: str
+    record: dict = field(default_factory=dict)
+
+
+@dataclass
+class FetchOptions:
+    concurrency: int = 64  # requests in flight, all hosts together
+    per_host: int = 16  # requests in flight to one host
+    rate: float | None = None  # requests per second per host (None or 0: no pacing)
+    retries: int = 4  # further attempts after a retryable failure
+    timeout: float = 30.0  # seconds per request, connect + read
+    backoff: float = 1.0  # first backoff in seconds; doubles each attempt, with jitter
+    max_backoff: float = 120.0
+    max_retry_after: float = 900.0  # longest Retry-After honoured
+    max_bytes: int = 50_000_000
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    breaker_window: int = 200  # the circuit breaker looks at this many recent attempts …
+    breaker_ratio: float = 0.9  # … and stops the run when this share of them failed
+    respect_opt_out: bool = True
+    user_agent: str = USER_AGENT
+    headers: dict = field(default_factory=dict)
+    validate_threads: int = 0  # 0: one per core
+
+    def validate(self) -> None:
+        for name in ("concurrency", "per_host"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.rate is not None and self.rate < 0:
+            raise UserError("--rate must be a number of requests per second (0: no pacing)")
+        if self.retries < 0:
+            raise UserError("--retries must be 0 or more")
+        if self.timeout <= 0:
+            raise UserError("--timeout must be a positive number of seconds")
+
+
+class BreakerTripped(Exception):
+    pass
+
+
+class _Outcome(Exception):
+    """How one attempt ended when it did not end with an accepted image."""
+
+    def __init__(self, label: str, retryable: bool, permanent: bool = False, status: int | None = None,
+                 wait: float | None = None):
+        super().__init__(label)
+        self.label, self.retryable, self.permanent, self.status, self.wait = label, retryable, permanent, status, wait
+        self.detail: str | None = None
+
+
+class _Host:
+    def __init__(self, per_host: int, rate: float | None):
+        self.sem = asyncio.Semaphore(per_host)
+        self.interval = 1.0 / rate if rate else 0.0
+        self.next_slot = 0.0
+        self.paused_until = 0.0
+
+
+class Fetcher:
+    """Runs jobs into a dataset. Use :func:`fetch` unless you are already inside an event loop."""
+
+    def __init__(self, dataset: Dataset, source: str, options: FetchOptions | None = None, progress: bool = False):
+        self.ds = dataset
+        self.source = source
+        self.opts = options or FetchOptions()
+        self.opts.validate()
+        self.progress = progress
+        self.stop = asyncio.Event()
+        self.stop_reason: str | None = None
+        self.counts: Counter = Counter()
+        self.failures: Counter = Counter()
+        self.window: deque[tuple[bool, str, str]] = deque(maxlen=self.opts.breaker_window)
+        self.bytes = 0
+        self._hosts: dict[str, _Host] = {}
+        self._shas: dict[str, str] = {}
+        self._skip: set[str] = set()
+
+    # ---- one request
+
+    def _host(self, netloc: str) -> _Host:
+        if netloc not in self._hosts:
+            self._hosts[netloc] = _Host(self.opts.per_host, self.opts.rate)
+        return self._hosts[netloc]
+
+    async def _attempt(self, session: aiohttp.ClientSession, job: Job, host: _Host) -> tuple[bytes, dict]:
+        loop = asyncio.get_running_loop()
+        async with host.sem:
+            now = loop.time()
+            slot = max(now, host.next_slot, host.paused_until)
+            host.next_slot = slot + host.interval
+            if slot > now:
+                await asyncio.sleep(slot - now)
+            try:
+                async with session.get(job.url, allow_redirects=True, max_redirects=5) as resp:
+                    status = resp.status
+                    if status != 200:
+                        wait = parse_retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
+                        if status == 429:
+                            pause = min(wait if wait is not None else self._backoff(1), self.opts.max_retry_after)
+                            host.paused_until = max(host.paused_until, loop.time() + pause)
+                        retryable = status in RETRYABLE or (500 <= status < 600 and status not in (501, 505))
+                        raise _Outcome(f"HTTP {status}", retryable, permanent=not retryable, status=status, wait=wait)
+                    if self.opts.respect_opt_out:
+                        directive = opted_out(resp.headers.getall("X-Robots-Tag", []))
+                        if directive:
+                            raise _Outcome(f"opted out (X-Robots-Tag: {directive})", False, permanent=True, status=200)
+                    length = resp.headers.get("Content-Length")
+                    if length and length.isdigit() and int(length) > self.opts.max_bytes:
+                        raise _Outcome(f"body too large ({int(length)} bytes)", False, permanent=True, status=200)
+                    chunks, size = [], 0
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                        if size > self.opts.max_bytes:
+                            raise _Outcome(f"body too large (over {self.opts.max_bytes} bytes)", False, True, 200)
+                        chunks.append(chunk)
+                    return b"".join(chunks), {"http_status": status, "content_type": resp.headers.get("Content-Type")}
+            except _Outcome:
+                raise
+            except asyncio.TimeoutError:
+                raise _Outcome("timeout", True) from None
+            except aiohttp.ClientPayloadError:
+                raise _Outcome("truncated body", True) from None
+            except aiohttp.TooManyRedirects:
+                raise _Outcome("too many redirects", False, permanent=True) from None
+            except aiohttp.InvalidURL:
+                raise _Outcome("invalid URL", False, permanent=True) from None
+            except (aiohttp.ClientConnectionError, ConnectionError) as e:
+                label = "connection refused" if isinstance(e, aiohttp.ClientConnectorError) else "connection reset"
+                raise _Outcome(label, True) from None
+            except aiohttp.ClientResponseError as e:
+                raise _Outcome(f"bad response ({e.message})", True) from None
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.opts.max_backoff, self.opts.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+    def _note(self, ok: bool, label: str, url: str) -> None:
+        self.window.append((ok, label, url))
+        w = self.window
+        if len(w) == w.maxlen and not self.stop.is_set():
+            failed = [x for x in w if not x[0]]
+            if len(failed) >= self.opts.breaker_ratio * len(w):
+                seen = Counter(label for _, label, _ in failed).most_common(4)
+                hosts = Counter(urlsplit(u).netloc for _, _, u in failed).most_common(1)[0][0]
+                example = failed[-1][2]
+                self.stop_reason = (
+                    f"stopped: {len(failed)} of the last {len(w)} requests to {hosts} failed "
+                    f"({', '.join(f'{k} ×{n}' for k, n in seen)}; e.g. {example}). The endpoint may have moved or be "
+                    "refusing us: check the URL templates in the source's manifest (manifests/*.toml) or --base-url, "
+                    "lower --rate/--concurrency, or try later. Everything fetched so far is kept; run the same "
+                    "command again to continue."
+                )
+                self.stop.set()
+
+    async def _run_job(self, session: aiohttp.ClientSession, pool: ThreadPoolExecutor, job: Job,
+                       prog: Progress) -> None:
+        loop = asyncio.get_running_loop()
+        host = self._host(urlsplit(job.url).netloc)
+        last: _Outcome | None = None
+        for attempt in range(1, self.opts.retries + 2):
+            if self.stop.is_set():
+                return
+            try:
+                body, meta = await self._attempt(session, job, host)
+                try:
+                    fmt, w, h = await loop.run_in_executor(pool, _validate, body, self.opts.max_pixels)
+                except images.ImageError as e:
+                    # an error page with status 200 or a damaged body: worth another try, like a 5xx
+                    out = _Outcome(str(e).split(" (")[0], True, status=200)
+                    out.detail = str(e)
+                    raise out from None
+            except _Outcome as out:
+                last = out
+                self._note(False, out.label, job.url)
+                if out.retryable and attempt <= self.opts.retries and not self.stop.is_set():
+                    self.counts["retries"] += 1
+                    prog.advance(0, retry=1)
+                    delay = out.wait if out.wait is not None else self._backoff(attempt)
+                    await asyncio.sleep(min(delay, self.opts.max_retry_after))
+                    continue
+                break
+            sha = hashlib.sha256(body).hexdigest()
+            if sha in self._shas:  # a server answering one placeholder for everything trips the breaker
+                self._note(False, "duplicate body", job.url)
+                self.counts["duplicate_bodies"] += 1
+                self.failures["duplicate body"] += 1
+                first = self._shas[sha]
+                await loop.run_in_executor(pool, lambda: self.ds.fail(
+                    job.key, "duplicate body", detail=f"same bytes as {first}", url=job.url, permanent=True))
+                prog.advance(0, duplicate=1)
+                return
+            self._note(True, "ok", job.url)
+            self._shas[sha] = job.key
+            record = {**job.record, "source": self.source, "url": job.url, "width": w, "height": h, "format": fmt,
+                      "bytes": len(body), **meta}
+            row = await asyncio.shield(loop.run_in_executor(pool, self.ds.add, job.key, body, EXT_OF.get(fmt, fmt), record))
+            if row is not None:
+                self.counts["accepted"] += 1
+                self.bytes += len(body)
+                prog.advance(1)
+            return
+        if last is not None and not self.stop.is_set():
+            self.failures[last.label] += 1
+            self.counts["permanent_failures" if last.permanent else "failures"] += 1
+            info = {"url": job.url, "permanent": last.permanent, "attempts": attempt}
+            if last.status is not None:
+                info["status"] = last.status
+            if last.detail:
+                info["detail"] = last.detail
+            await loop.run_in_executor(pool, lambda: self.ds.fail(job.key, last.label, **info))
+            prog.advance(0, failed=1)
+
+    # ---- the run
+
+    async def run(self, jobs: Iterable[Job], target: int | None = None, total_hint: int | None = None) -> dict:
+        """Fetch ``jobs`` until the dataset holds ``target`` images (all jobs when None). Returns the stats."""
+        t0 = time.monotonic()
+        for row in self.ds.rows():
+            self._shas.setdefault(row["sha256"], row["key"])
+        self._skip = {k for k, f in self.ds.open_failures().items() if f.get("permanent")}
+        start_total = len(self.ds)
+        if target is not None and start_total >= target:
+            return self._stats(t0, start_total, target, 0)
+        pool = ThreadPoolExecutor(max_workers=self.opts.validate_threads or None, thread_name_prefix="fetch")
+        connector = aiohttp.TCPConnector(limit=self.opts.concurrency, limit_per_host=self.opts.per_host,
+                                         ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=self.opts.timeout)
+        headers = {"User-Agent": self.opts.user_agent, **self.opts.headers}
+        want = None if target is None else target - start_total
+        label = f"fetch {self.source}"
+        tasks: set[asyncio.Task] = set()
+        skipped = 0
+        stopper = asyncio.create_task(self.stop.wait())
+
+        async def settle(until_below: int | None) -> None:
+            """Wait for tasks to finish until fewer than ``until_below`` are left (None: all), or a stop."""
+            while tasks and (until_below is None or len(tasks) >= until_below) and not self.stop.is_set():
+                done, _ = await asyncio.wait(tasks | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+                for t in done & tasks:
+                    tasks.discard(t)
+                    t.result()
+
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+                with Progress(label, want if want is not None else total_hint, enabled=self.progress) as prog:
+                    in_flight_keys: set[str] = set()
+                    for job in jobs:
+                        if job.key in self.ds or job.key in self._skip or job.key in in_flight_keys:
+                            skipped += 1
+                            continue
+                        await settle(self.opts.concurrency)
+                        while (want is not None and tasks and not self.stop.is_set()
+                               and self.counts["accepted"] + len(tasks) >= want):
+                            await settle(len(tasks))  # enough in flight to reach the target: wait for one
+                        if self.stop.is_set() or (want is not None and self.counts["accepted"] >= want):
+                            break
+                        in_flight_keys.add(job.key)
+                        task = asyncio.create_task(self._run_job(session, pool, job, prog))
+                        task.add_done_callback(lambda _t, k=job.key: in_flight_keys.discard(k))
+                        tasks.add(task)
+                    await settle(None)
+        finally:
+            stopper.cancel()
+            for t in tasks:  # stopped: abandon requests and backoff sleeps; writes already started are shielded
+                t.cancel()
+            await asyncio.gather(stopper, *tasks, return_exceptions=True)
+            pool.shutdown(wait=True)  # every write that started is finished
+        self.counts["skipped_known"] = skipped
+        return self._stats(t0, start_total, target, len(self.ds) - start_total)
+
+    def _stats(self, t0: float, start_total: int, target: int | None, added: int) -> dict:
+        seconds = time.monotonic() - t0
+        total = start_total + added
+        return {
+            "source": self.source,
+            "accepted": added,
+            "total": total,
+            "target": target,
+            "complete": target is None or total >= target,
+            "failures": dict(self.failures.most_common()),
+            "retries": self.counts["retries"],
+            "duplicate_bodies": self.counts["duplicate_bodies"],
+            "skipped_known": self.counts["skipped_known"],
+            "bytes": self.bytes,
+            "seconds": round(seconds, 3),
+            "rate": round(added / seconds, 1) if seconds > 0 else None,
+            "stopped": self.stop_reason,
+        }
+
+
+def _validate(body: bytes, max_pixels: int) -> tuple[str, int, int]:
+    im = images.decode(body, max_pixels)
+    return images.sniff(body) or (im.format or "").lower(), im.width, im.height
+
+
+def fetch(
+    dataset: Dataset,
+    source: str,
+    jobs: Iterable[Job] | Iterator[Job],
+    target: int | None = None,
+    options: FetchOptions | None = None,
+    progress: bool = False,
+    total_hint: int | None = None,
+) -> dict:
+    """Run ``jobs`` into ``dataset`` (blocking). Ctrl-C stops cleanly: the stats then say ``interrupted``."""
+
+    async def main() -> dict:
+        fetcher = Fetcher(dataset, source, options, progress)
+        loop = asyncio.get_running_loop()
+        interrupted = False
+
+        def on_sigint() -> None:
+            nonlocal interrupted
+            interrupted = True
+            fetcher.stop_reason = "interrupted; run the same command again to continue"
+            fetcher.stop.set()
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or no signals here
+            pass
+        try:
+            stats = await fetcher.run(jobs, target, total_hint)
+        finally:
+            try:
+                loop.remove_signal_handler(signal.SIGINT)
+            except (RuntimeError, ValueError, NotImplementedError):
+                pass
+        stats["interrupted"] = interrupted
+        stats["options"] = {k: v for k, v in asdict(fetcher.opts).items() if k != "headers"}
+        return stats
+
+    return asyncio.run(main())

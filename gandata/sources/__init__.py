@@ -1,0 +1,29 @@
+"""One module per source: what to request and how to read the answer. Sources never open connections: they
+produce :class:`gandata.fetch.Job` objects for the shared engine. Their addresses live in ``manifests/*.toml``."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from ..errors import UserError
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+
+
+def load_manifest(name: str, path: str | os.PathLike | None = None) -> tuple[dict, str]:
+    """The source description ``manifests/<name>.toml`` (or the file given), and the path it was read from.
+
+    ``$GANDATA_MANIFESTS`` names another folder of manifests."""
+    if path is None:
+        folder = Path(os.environ.get("GANDATA_MANIFESTS", MANIFESTS))
+        path = folder / f"{name}.toml"
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f), str(path)
+    except FileNotFoundError:
+        raise UserError(f"the {name} manifest {path} is missing; give one with --manifest FILE") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"the manifest {path} is not valid TOML ({e}); fix it or give another with --manifest") from None

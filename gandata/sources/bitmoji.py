@@ -1,0 +1,244 @@
+"""Bitmoji avatars: random avatars from the trait preview, or catalogue comics for given avatar ids.
+
+Both images are Bitmoji artwork, for research use only: keep them local and do not redistribute them.
+
+* ``avatars`` (default): each sample is a new avatar composed by drawing one option per trait category of the
+  trait catalogue (libmoji's method), with a per-category chance of "none" for optional features (hats, glasses,
+  beards…) so that they do not appear on every face, and a random outfit. The key is a hash of every parameter,
+  so the same avatar is never fetched twice, whatever the seed.
+* ``comics``: catalogue templates × avatar ids the user gives; each id is substituted into the template's ``src``
+  (so host changes in the catalogue are followed for free).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .. import assets
+from ..datasets import Dataset, hash_key
+from ..errors import UserError
+from ..fetch import FetchOptions, Job, check_base_url, fetch, rebase, with_overrides
+from . import load_manifest
+
+GENDERS = {"male": 1, "female": 2}
+STYLES = {"bitstrips": 1, "bitmoji": 4, "cm": 5}
+VIEWS = ("head", "body")
+MODES = ("avatars", "comics")
+
+
+@dataclass
+class TraitCatalogue:
+    """The avatar-builder asset catalogue: options per (gender, style) and category, and outfits per gender."""
+
+    categories: dict[tuple[int, int], dict[str, list[int]]]
+    outfits: dict[int, list[list[int]]]  # gender → brands → outfit ids
+
+    @classmethod
+    def parse(cls, data: bytes) -> "TraitCatalogue":
+        try:
+            obj = json.loads(data)
+        except ValueError as e:
+            raise ValueError(f"not JSON ({e})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("traits"), dict):
+            raise ValueError("no 'traits' object")
+        categories: dict[tuple[int, int], dict[str, list[int]]] = {}
+        for gname, gid in GENDERS.items():
+            for sname, sid in STYLES.items():
+                cats = (obj["traits"].get(gname) or {}).get(sname, {}).get("categories")
+                if not cats:
+                    continue
+                table = {}
+                for c in cats:
+                    values = [o["value"] for o in c.get("options", []) if isinstance(o.get("value"), int)]
+                    if values:
+                        table[str(c["key"])] = values
+                if table:
+                    categories[(gid, sid)] = table
+        if not categories:
+            raise ValueError("no trait categories for any gender and style")
+        outfits: dict[int, list[list[int]]] = {}
+        for gname, gid in GENDERS.items():
+            brands = ((obj.get("outfits") or {}).get(gname) or {}).get("brands") or []
+            ids = [[o["id"] for o in b.get("outfits", []) if isinstance(o.get("id"), int)] for b in brands]
+            outfits[gid] = [b for b in ids if b]
+        return cls(categories, outfits)
+
+    def draw(self, rng: random.Random, genders: list[int], styles: list[int], none: dict[str, float]) -> dict:
+        """One random avatar: gender, style, one value per category, outfit."""
+        choices = [(g, s) for g in genders for s in styles if (g, s) in self.categories]
+        if not choices:
+            raise UserError(f"the trait catalogue has no traits for genders {genders} and styles {styles}; "
+                            "change [avatars] in the bitmoji manifest")
+        gender = rng.choice(sorted({g for g, _ in choices}))
+        style = rng.choice([s for g, s in choices if g == gender])
+        traits = {}
+        for key, values in sorted(self.categories[(gender, style)].items()):
+            p_none = none.get(key)
+            if p_none is not None and -1 in values and len(values) > 1:
+                traits[key] = -1 if rng.random() < p_none else rng.choice([v for v in values if v != -1])
+            else:
+                traits[key] = rng.choice(values)
+        brands = self.outfits.get(gender) or []
+        outfit = rng.choice(rng.choice(brands)) if brands else None
+        return {"gender": gender, "style": style, "traits": traits, "outfit": outfit}
+
+
+def parse_templates(data: bytes) -> list[dict]:
+    """The single-avatar comics of a templates catalogue: ``[{comic_id, template_id, src, tags}]``."""
+    try:
+        obj = json.loads(data)
+    except ValueError as e:
+        raise ValueError(f"not JSON ({e})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("imoji"), list):
+        raise ValueError("no 'imoji' list")
+    seen, out = set(), []
+    for t in obj["imoji"]:
+        src, comic = t.get("src"), str(t.get("comic_id", ""))
+        if not isinstance(src, str) or src.count("%s") != 1 or not comic or comic in seen:
+            continue
+        seen.add(comic)
+        out.append({"comic_id": comic, "template_id": str(t.get("template_id", "")), "src": src,
+                    "tags": [str(x) for x in t.get("tags", []) if isinstance(x, (str, int))]})
+    if not out:
+        raise ValueError("no imoji entry with a comic_id and a src holding one %s")
+    return out
+
+
+def read_avatar_ids(path: str | os.PathLike) -> list[str]:
+    """Avatar ids, one per line (``#`` comments and blank lines skipped)."""
+    try:
+        lines = Path(path).read_text("utf-8").splitlines()
+    except OSError as e:
+        raise UserError(f"cannot read --avatar-ids {path} ({e.strerror})") from None
+    ids = []
+    for n, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if any(c.isspace() or c in "/?&%" for c in line):
+            raise UserError(f"--avatar-ids {path}, line {n}: {line!r} is not an avatar id (e.g. 280531978_2-s1 or a UUID)")
+        ids.append(line)
+    if not ids:
+        raise UserError(f"--avatar-ids {path} holds no avatar ids; put one per line")
+    return list(dict.fromkeys(ids))
+
+
+def _with_query(url: str, extra: dict) -> str:
+    if not extra:
+        return url
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.update({str(k): str(v) for k, v in extra.items()})
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def avatar_jobs(cat: TraitCatalogue, manifest: dict, view: str, seed: int, base_url: str | None) -> Iterator[Job]:
+    """An endless, seeded sequence of random-avatar jobs."""
+    av = manifest.get("avatars", {})
+    template, scale = av["url"], av.get("scale", 1)
+    genders, styles = list(av.get("genders", [1, 2])), list(av.get("styles", [5]))
+    none = {str(k): float(v) for k, v in av.get("none", {}).items()}
+    rng = random.Random(seed)
+    draw = 0
+    while True:
+        a = cat.draw(rng, genders, styles, none)
+        params = {"mode": "avatars", "view": view, "scale": scale, **a}
+        url = template.format(view=view, scale=scale, gender=a["gender"], style=a["style"], outfit=a["outfit"],
+                              traits="&".join(f"{k}={v}" for k, v in a["traits"].items()))
+        record = {"mode": "avatars", "view": view, "gender": {1: "male", 2: "female"}[a["gender"]],
+                  "gender_id": a["gender"], "style": a["style"], "scale": scale, "traits": a["traits"],
+                  "outfit": a["outfit"], "seed": seed, "draw": draw}
+        yield Job(hash_key("bitmoji", params), rebase(url, base_url), record)
+        draw += 1
+
+
+def comic_jobs(templates: list[dict], avatar_ids: list[str], manifest: dict, seed: int,
+               base_url: str | None) -> Iterator[Job]:
+    """Every (template, avatar) pair once, in a seeded order that spreads comics and avatars."""
+    query = manifest.get("comics", {}).get("query", {})
+    n = len(templates) * len(avatar_ids)
+    rng = random.Random(seed)
+    step = rng.randrange(1, n) if n > 1 else 1
+    while math.gcd(step, n) != 1:
+        step = rng.randrange(1, n)
+    offset = rng.randrange(n)
+    for i in range(n):
+        j = (offset + i * step) % n
+        t, avatar = templates[j % len(templates)], avatar_ids[j // len(templates)]
+        url = _with_query(t["src"].replace("%s", avatar), query)
+        params = {"mode": "comics", "comic_id": t["comic_id"], "avatar": avatar, "query": query}
+        record = {"mode": "comics", "comic_id": t["comic_id"], "template_id": t["template_id"], "avatar_id": avatar,
+                  "tags": t["tags"]}
+        yield Job(hash_key("bitmoji", params), rebase(url, base_url), record)
+
+
+def fetch_bitmoji(
+    out: str | os.PathLike,
+    count: int,
+    mode: str = "avatars",
+    view: str = "head",
+    seed: int = 0,
+    traits_file: str | os.PathLike | None = None,
+    templates_file: str | os.PathLike | None = None,
+    avatar_ids_file: str | os.PathLike | None = None,
+    manifest_file: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    overrides: dict | None = None,
+    progress: bool = False,
+) -> dict:
+    """Fetch Bitmoji images into the dataset folder ``out`` until it holds ``count`` distinct images.
+
+    ``overrides`` replaces the manifest's politeness settings (FetchOptions fields, e.g. ``{"rate": 2.0}``)."""
+    if count < 1:
+        raise UserError("--count must be a positive number of images")
+    if mode not in MODES:
+        raise UserError(f"--mode must be avatars or comics (got {mode!r})")
+    if view not in VIEWS:
+        raise UserError(f"--view must be head or body (got {view!r})")
+    check_base_url(base_url)
+    manifest, manifest_path = load_manifest("bitmoji", manifest_file)
+    opts = with_overrides(politeness(manifest), overrides)
+    t0 = time.monotonic()
+    provenance: dict = {"manifest": manifest_path}
+    if mode == "avatars":
+        data, provenance["traits"] = assets.asset(
+            "Bitmoji trait catalogue", rebase(manifest["catalogues"]["traits"], base_url), "--traits", traits_file,
+            check=lambda d: TraitCatalogue.parse(d) and None)
+        jobs: Iterator[Job] = avatar_jobs(TraitCatalogue.parse(data), manifest, view, seed, base_url)
+        possible = None
+    else:
+        if avatar_ids_file is None:
+            raise UserError("--mode comics needs --avatar-ids FILE (one Bitmoji avatar id per line)")
+        ids = read_avatar_ids(avatar_ids_file)
+        data, provenance["templates"] = assets.asset(
+            "Bitmoji templates catalogue", rebase(manifest["catalogues"]["templates"], base_url), "--templates",
+            templates_file, check=lambda d: parse_templates(d) and None)
+        templates = parse_templates(data)
+        jobs = comic_jobs(templates, ids, manifest, seed, base_url)
+        possible = len(templates) * len(ids)
+    with Dataset.create(out) as ds:
+        stats = fetch(ds, "bitmoji", jobs, target=count, options=opts, progress=progress, total_hint=possible)
+        stats.update(stage="fetch bitmoji", out=str(out), inputs=[], provenance=provenance,
+                     options={"mode": mode, "view": view, "seed": seed, "count": count, "base_url": base_url,
+                              **stats.pop("options")},
+                     seconds_total=round(time.monotonic() - t0, 3))
+        if possible is not None and not stats["complete"] and not stats["stopped"]:
+            stats["stopped"] = (f"only {possible} comics × avatars exist and {stats['total']} were fetched; "
+                                "give more --avatar-ids for a larger --count")
+        ds.write_stats(stats)
+    return stats
+
+
+def politeness(manifest: dict) -> FetchOptions:
+    p = manifest.get("politeness", {})
+    conc = int(p.get("concurrency", 8))
+    return FetchOptions(concurrency=conc, per_host=conc, rate=p.get("rate"), retries=int(p.get("retries", 5)),
+                        timeout=float(p.get("timeout", 30.0)))
