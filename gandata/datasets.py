@@ -201,10 +201,11 @@ class Dataset:
         if not self.writable or self._manifest is None:
             raise RuntimeError("dataset opened read-only; use Dataset.create to write")
 
-    def add(self, key: str, data: bytes, ext: str, record: dict) -> dict | None:
+    def add(self, key: str, data: bytes, ext: str, record: dict, sha256: str | None = None) -> dict | None:
         """Store one accepted sample: its file (atomically), then its manifest row (flushed).
 
-        ``record`` must hold ``width``, ``height`` and ``source``; ``key``, ``path`` and ``sha256`` are filled in.
+        ``record`` must hold ``width``, ``height`` and ``source``; ``key``, ``path`` and ``sha256`` are filled in
+        (pass ``sha256`` when the caller has already hashed ``data``).
         Returns the manifest row, or None when the key is already in the dataset (nothing is written).
         """
         self._need_writable()
@@ -224,7 +225,7 @@ class Dataset:
             path = self.root / rel
             path.parent.mkdir(exist_ok=True)
             atomic_write(path, data, fsync=self.fsync)
-            row = {"key": key, "path": rel, "sha256": hashlib.sha256(data).hexdigest()}
+            row = {"key": key, "path": rel, "sha256": sha256 or hashlib.sha256(data).hexdigest()}
             row.update((k, v) for k, v in record.items() if k not in row)
             self._manifest.append(row)
             with self._mutex:

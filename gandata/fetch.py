@@ -23,6 +23,7 @@ import email.utils
 import hashlib
 import random
 import signal
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
@@ -180,7 +181,8 @@ class Fetcher:
         self.window: deque[tuple[bool, str, str]] = deque(maxlen=self.opts.breaker_window)
         self.bytes = 0
         self._hosts: dict[str, _Host] = {}
-        self._shas: dict[str, str] = {}
+        self._shas: dict[str, str] = {}  # sha256 of every stored body → its key (worker threads add to it)
+        self._sha_lock = threading.Lock()
         self._skip: set[str] = set()
 
     # ---- one request
@@ -213,8 +215,10 @@ class Fetcher:
                         if directive:
                             raise _Outcome(f"opted out (X-Robots-Tag: {directive})", False, permanent=True, status=200)
                     length = resp.headers.get("Content-Length")
-                    if length and length.isdigit() and int(length) > self.opts.max_bytes:
-                        raise _Outcome(f"body too large ({int(length)} bytes)", False, permanent=True, status=200)
+                    if length and length.isdigit():
+                        if int(length) > self.opts.max_bytes:
+                            raise _Outcome(f"body too large ({int(length)} bytes)", False, permanent=True, status=200)
+                        return await resp.read(), {"http_status": status, "content_type": resp.headers.get("Content-Type")}
                     chunks, size = [], 0
                     async for chunk in resp.content.iter_chunked(1 << 16):
                         size += len(chunk)
@@ -269,13 +273,11 @@ class Fetcher:
                 return
             try:
                 body, meta = await self._attempt(session, job, host)
-                try:
-                    fmt, w, h = await loop.run_in_executor(pool, _validate, body, self.opts.max_pixels)
-                except images.ImageError as e:
-                    # an error page with status 200 or a damaged body: worth another try, like a 5xx
-                    out = _Outcome(str(e).split(" (")[0], True, status=200)
-                    out.detail = str(e)
-                    raise out from None
+                result = await loop.run_in_executor(pool, self._accept, job, body, meta)
+                if result[0] == "bad":  # an error page with status 200 or a damaged body: worth another try
+                    out = _Outcome(result[1].split(" (")[0], True, status=200)
+                    out.detail = result[1]
+                    raise out
             except _Outcome as out:
                 last = out
                 self._note(False, out.label, job.url)
@@ -286,25 +288,17 @@ class Fetcher:
                     await asyncio.sleep(min(delay, self.opts.max_retry_after))
                     continue
                 break
-            sha = hashlib.sha256(body).hexdigest()
-            if sha in self._shas:  # a server answering one placeholder for everything trips the breaker
+            if result[0] == "duplicate":  # a server answering one placeholder for everything trips the breaker
                 self._note(False, "duplicate body", job.url)
                 self.counts["duplicate_bodies"] += 1
                 self.failures["duplicate body"] += 1
-                first = self._shas[sha]
-                await loop.run_in_executor(pool, lambda: self.ds.fail(
-                    job.key, "duplicate body", detail=f"same bytes as {first}", url=job.url, permanent=True))
                 prog.advance(0, duplicate=1)
-                return
-            self._note(True, "ok", job.url)
-            self._shas[sha] = job.key
-            record = {**job.record, "source": self.source, "url": job.url, "width": w, "height": h, "format": fmt,
-                      "bytes": len(body), **meta}
-            row = await asyncio.shield(loop.run_in_executor(pool, self.ds.add, job.key, body, EXT_OF.get(fmt, fmt), record))
-            if row is not None:
-                self.counts["accepted"] += 1
-                self.bytes += len(body)
-                prog.advance(1)
+            else:
+                self._note(True, "ok", job.url)
+                if result[1] is not None:
+                    self.counts["accepted"] += 1
+                    self.bytes += len(body)
+                    prog.advance(1)
             return
         if last is not None and not self.stop.is_set():
             self.failures[last.label] += 1
@@ -316,6 +310,24 @@ class Fetcher:
                 info["detail"] = last.detail
             await loop.run_in_executor(pool, lambda: self.ds.fail(job.key, last.label, **info))
             prog.advance(0, failed=1)
+
+    def _accept(self, job: Job, body: bytes, meta: dict) -> tuple:
+        """In a worker thread: validate the body (full decode), then store it unless the same bytes are stored.
+
+        Returns ``("bad", reason)``, ``("duplicate", first_key)`` or ``("ok", manifest_row_or_None)``."""
+        try:
+            fmt, w, h = _validate(body, self.opts.max_pixels)
+        except images.ImageError as e:
+            return ("bad", str(e))
+        sha = hashlib.sha256(body).hexdigest()
+        with self._sha_lock:
+            first = self._shas.setdefault(sha, job.key)
+        if first != job.key:
+            self.ds.fail(job.key, "duplicate body", detail=f"same bytes as {first}", url=job.url, permanent=True)
+            return ("duplicate", first)
+        record = {**job.record, "source": self.source, "url": job.url, "width": w, "height": h, "format": fmt,
+                  "bytes": len(body), **meta}
+        return ("ok", self.ds.add(job.key, body, EXT_OF.get(fmt, fmt), record, sha256=sha))
 
     # ---- the run
 
@@ -368,7 +380,7 @@ class Fetcher:
                     await settle(None)
         finally:
             stopper.cancel()
-            for t in tasks:  # stopped: abandon requests and backoff sleeps; writes already started are shielded
+            for t in tasks:  # stopped: abandon requests and backoff sleeps; a write that started finishes in its thread
                 t.cancel()
             await asyncio.gather(stopper, *tasks, return_exceptions=True)
             pool.shutdown(wait=True)  # every write that started is finished
