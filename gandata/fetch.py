@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import hashlib
 import random
 import signal
@@ -179,6 +180,7 @@ class Fetcher:
         self.counts: Counter = Counter()
         self.failures: Counter = Counter()
         self.window: deque[tuple[bool, str, str]] = deque(maxlen=self.opts.breaker_window)
+        self._window_failed = 0
         self.bytes = 0
         self._hosts: dict[str, _Host] = {}
         self._shas: dict[str, str] = {}  # sha256 of every stored body → its key (worker threads add to it)
@@ -214,18 +216,19 @@ class Fetcher:
                         directive = opted_out(resp.headers.getall("X-Robots-Tag", []))
                         if directive:
                             raise _Outcome(f"opted out (X-Robots-Tag: {directive})", False, permanent=True, status=200)
+                    meta = {"http_status": status, "content_type": resp.headers.get("Content-Type")}
                     length = resp.headers.get("Content-Length")
                     if length and length.isdigit():
                         if int(length) > self.opts.max_bytes:
                             raise _Outcome(f"body too large ({int(length)} bytes)", False, permanent=True, status=200)
-                        return await resp.read(), {"http_status": status, "content_type": resp.headers.get("Content-Type")}
+                        return await resp.read(), meta
                     chunks, size = [], 0
                     async for chunk in resp.content.iter_chunked(1 << 16):
                         size += len(chunk)
                         if size > self.opts.max_bytes:
                             raise _Outcome(f"body too large (over {self.opts.max_bytes} bytes)", False, True, 200)
                         chunks.append(chunk)
-                    return b"".join(chunks), {"http_status": status, "content_type": resp.headers.get("Content-Type")}
+                    return b"".join(chunks), meta
             except _Outcome:
                 raise
             except asyncio.TimeoutError:
@@ -237,8 +240,7 @@ class Fetcher:
             except aiohttp.InvalidURL:
                 raise _Outcome("invalid URL", False, permanent=True) from None
             except (aiohttp.ClientConnectionError, ConnectionError) as e:
-                label = "connection refused" if isinstance(e, aiohttp.ClientConnectorError) else "connection reset"
-                raise _Outcome(label, True) from None
+                raise _Outcome(_connection_label(e), True) from None
             except aiohttp.ClientResponseError as e:
                 raise _Outcome(f"bad response ({e.message})", True) from None
 
@@ -246,22 +248,24 @@ class Fetcher:
         return min(self.opts.max_backoff, self.opts.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
     def _note(self, ok: bool, label: str, url: str) -> None:
-        self.window.append((ok, label, url))
         w = self.window
-        if len(w) == w.maxlen and not self.stop.is_set():
+        if len(w) == w.maxlen and not w[0][0]:
+            self._window_failed -= 1  # the oldest entry, a failure, drops out
+        w.append((ok, label, url))
+        self._window_failed += not ok
+        if len(w) == w.maxlen and not self.stop.is_set() and self._window_failed >= self.opts.breaker_ratio * len(w):
             failed = [x for x in w if not x[0]]
-            if len(failed) >= self.opts.breaker_ratio * len(w):
-                seen = Counter(label for _, label, _ in failed).most_common(4)
-                hosts = Counter(urlsplit(u).netloc for _, _, u in failed).most_common(1)[0][0]
-                example = failed[-1][2]
-                self.stop_reason = (
-                    f"stopped: {len(failed)} of the last {len(w)} requests to {hosts} failed "
-                    f"({', '.join(f'{k} ×{n}' for k, n in seen)}; e.g. {example}). The endpoint may have moved or be "
-                    "refusing us: check the URL templates in the source's manifest (manifests/*.toml) or --base-url, "
-                    "lower --rate/--concurrency, or try later. Everything fetched so far is kept; run the same "
-                    "command again to continue."
-                )
-                self.stop.set()
+            seen = Counter(label for _, label, _ in failed).most_common(4)
+            hosts = Counter(urlsplit(u).netloc for _, _, u in failed).most_common(1)[0][0]
+            example = failed[-1][2]
+            self.stop_reason = (
+                f"stopped: {len(failed)} of the last {len(w)} requests to {hosts} failed "
+                f"({', '.join(f'{k} ×{n}' for k, n in seen)}; e.g. {example}). The endpoint may have moved or be "
+                "refusing us: check the URL templates in the source's manifest (manifests/*.toml) or --base-url, "
+                "lower --rate/--concurrency, or try later. Everything fetched so far is kept; run the same "
+                "command again to continue."
+            )
+            self.stop.set()
 
     async def _run_job(self, session: aiohttp.ClientSession, pool: ThreadPoolExecutor, job: Job,
                        prog: Progress) -> None:
@@ -405,6 +409,14 @@ class Fetcher:
             "rate": round(added / seconds, 1) if seconds > 0 else None,
             "stopped": self.stop_reason,
         }
+
+
+def _connection_label(e: BaseException) -> str:
+    if type(e).__name__ == "ClientConnectorDNSError":
+        return "DNS lookup failed"
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return "connection refused" if getattr(e, "errno", None) == errno.ECONNREFUSED else "cannot connect"
+    return "connection reset"
 
 
 def _validate(body: bytes, max_pixels: int) -> tuple[str, int, int]:
