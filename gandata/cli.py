@@ -272,6 +272,72 @@ def fetch_urls_cmd(
     _finish_fetch(stats, as_json)
 
 
+@fetch_app.command(
+    "bricklink",
+    epilog="\b\nExamples:\n"
+    "  gandata fetch bricklink --catalog-file Minifigures.txt        # your catalog download: no crawling\n"
+    "  gandata fetch bricklink --categories 65,746 --limit 2000      # crawl two categories' listing pages\n"
+    "  gandata fetch bricklink                                       # the whole catalogue (18 000+ figures)\n"
+    "\b\nBrickLink's images are for research use only: keep them local, do not redistribute them.\n"
+    "Addresses and politeness settings are in manifests/bricklink.toml.",
+)
+def fetch_bricklink_cmd(
+    out: Annotated[Optional[Path], typer.Option(help="Dataset folder (default DATA/bricklink/raw).")] = None,
+    catalog_file: Annotated[Optional[Path], typer.Option(help="BrickLink's tab-delimited minifig catalog download; preferred over crawling.")] = None,
+    categories_file: Annotated[Optional[Path], typer.Option(help="BrickLink's categories download, to resolve sub-category ids in a catalog file.")] = None,
+    categories: Annotated[Optional[str], typer.Option(help="Only these categories: ids or dotted catStrings, e.g. 65,746 or 65.257.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Stop when the dataset holds this many images.")] = None,
+    delay: Annotated[Optional[float], typer.Option(min=0, help="Seconds between two listing-page requests (default 3).")] = None,
+    refresh_list: Annotated[bool, typer.Option(help="Read the listing pages again instead of the ones saved by earlier runs.")] = False,
+    manifest: Annotated[Optional[Path], typer.Option(help="Another bricklink manifest (default manifests/bricklink.toml).")] = None,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = None,
+    retries: Retries = None,
+    timeout: Timeout = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """LEGO minifigure images from BrickLink, with item numbers, names and categories."""
+    from .sources.bricklink import fetch_bricklink
+
+    stats = fetch_bricklink(
+        out or _data_dir(data_dir) / "bricklink" / "raw", catalog_file=catalog_file, categories_file=categories_file,
+        categories=categories, limit=limit, refresh_list=refresh_list, manifest_file=manifest, base_url=base_url,
+        delay=delay, image_concurrency=concurrency, overrides={"retries": retries, "timeout": timeout},
+        progress=not as_json,
+    )
+    _finish_fetch(stats, as_json)
+
+
+@fetch_app.command(
+    "rebrickable",
+    epilog="\b\nExamples:\n"
+    "  gandata fetch rebrickable                          # Rebrickable's minifigs.csv.gz, fetched and cached\n"
+    "  gandata fetch rebrickable --csv minifigs.csv.gz --limit 5000",
+)
+def fetch_rebrickable_cmd(
+    out: Annotated[Optional[Path], typer.Option(help="Dataset folder (default DATA/rebrickable/raw).")] = None,
+    csv_file: Annotated[Optional[Path], typer.Option("--csv", help="A local minifigs.csv or minifigs.csv.gz.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Stop when the dataset holds this many images.")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="Another rebrickable manifest (default manifests/rebrickable.toml).")] = None,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = None,
+    rate: Rate = None,
+    retries: Retries = None,
+    timeout: Timeout = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """LEGO minifigure images listed in Rebrickable's bulk CSV, with names and part counts."""
+    from .sources.rebrickable import fetch_rebrickable
+
+    stats = fetch_rebrickable(
+        out or _data_dir(data_dir) / "rebrickable" / "raw", csv_file=csv_file, limit=limit, manifest_file=manifest,
+        base_url=base_url, overrides=_fetch_overrides(concurrency, rate, retries, timeout), progress=not as_json,
+    )
+    _finish_fetch(stats, as_json)
+
+
 def main() -> None:
     """Console entry point: a user's mistake ends in one line on stderr and exit status 1, never a traceback."""
     try:

@@ -7,6 +7,7 @@ This module is the only one that knows how a dataset folder is laid out::
       failures.jsonl     one JSON object per sample given up on
       stats.json         what the last run did (counts, bytes, seconds, rate, stage, options, inputs)
       images/ab/KEY.EXT  the files, fanned out by a hash of the key
+      NAME.jsonl         a source's own journal (e.g. pages.jsonl: listing pages already read)
       .lock              held by the one process writing to the folder
 
 It also reads the other kinds of input every stage accepts — a plain folder of images (recursive) and
@@ -114,6 +115,7 @@ class Dataset:
         self._lock: FolderLock | None = None
         self._mutex = threading.Lock()
         self._writing: set[str] = set()
+        self._journals: list[JsonlLog] = []
         if writable:
             self._open_for_writing()
 
@@ -240,11 +242,27 @@ class Dataset:
         self._need_writable()
         self._failures.append({"key": key, "error": error, **info})
 
+    def journal(self, name: str) -> JsonlLog:
+        """An append-only log a source keeps beside the manifest (``ROOT/<name>.jsonl``), e.g. listing pages already
+        read, so that a re-run neither asks for them again nor loses the items they listed."""
+        self._need_writable()
+        if not re.match(r"^[a-z][a-z0-9_-]*$", name) or name in ("manifest", "failures"):
+            raise ValueError(f"bad journal name {name!r}")
+        log = JsonlLog(self.root / f"{name}.jsonl")
+        self._journals.append(log)
+        return log
+
+    def read_journal(self, name: str) -> Iterator[dict]:
+        return read_jsonl(self.root / f"{name}.jsonl")
+
+    def forget_journal(self, name: str) -> None:
+        (self.root / f"{name}.jsonl").unlink(missing_ok=True)
+
     def write_stats(self, stats: dict) -> None:
         atomic_write_json(self.root / STATS, stats)
 
     def close(self) -> None:
-        for log in (self._manifest, self._failures):
+        for log in (self._manifest, self._failures, *self._journals):
             if log is not None:
                 log.close()
         if self._lock is not None:

@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import urlsplit, urlunsplit
@@ -106,11 +106,41 @@ def opted_out(header_values: list[str], agent: str = "gandata") -> str | None:
 
 @dataclass
 class Job:
-    """One thing to download: its dataset key, its URL, and the source fields its manifest row records."""
+    """One thing to download: its dataset key, its URL, and the source fields its manifest row records.
+
+    ``fallbacks`` are tried in order when the URL before them is permanently missing (404/410), e.g. other image
+    sizes. ``lane`` names the politeness group the requests count against (default: the URL's host)."""
 
     key: str
     url: str
     record: dict = field(default_factory=dict)
+    fallbacks: list[str] = field(default_factory=list)
+    headers: dict = field(default_factory=dict)
+    lane: str | None = None
+
+
+class PageRetry(Exception):
+    """Raised by a page check: the page says "slow down" (e.g. a quota page served with status 200)."""
+
+    def __init__(self, label: str, wait: float):
+        super().__init__(label)
+        self.label, self.wait = label, wait
+
+
+class PageStop(Exception):
+    """Raised by a page check: the run cannot go on (e.g. a browser challenge); the message says what to do."""
+
+
+class PageError(Exception):
+    """A page could not be had after all retries; ``str(e)`` is the reason, ``status`` the HTTP status if any."""
+
+    def __init__(self, label: str, status: int | None = None):
+        super().__init__(label)
+        self.status = status
+
+
+class Stopped(Exception):
+    """The run is stopping (breaker, Ctrl-C, a PageStop): sources end their crawl when they see it."""
 
 
 @dataclass
@@ -131,6 +161,7 @@ class FetchOptions:
     user_agent: str = USER_AGENT
     headers: dict = field(default_factory=dict)
     validate_threads: int = 0  # 0: one per core
+    lanes: dict = field(default_factory=dict)  # lane → {"concurrency": n, "rate": r} overriding per_host and rate
 
     def validate(self) -> None:
         for name in ("concurrency", "per_host"):
@@ -186,15 +217,18 @@ class Fetcher:
         self._shas: dict[str, str] = {}  # sha256 of every stored body → its key (worker threads add to it)
         self._sha_lock = threading.Lock()
         self._skip: set[str] = set()
+        self._session: aiohttp.ClientSession | None = None
 
     # ---- one request
 
-    def _host(self, netloc: str) -> _Host:
-        if netloc not in self._hosts:
-            self._hosts[netloc] = _Host(self.opts.per_host, self.opts.rate)
-        return self._hosts[netloc]
+    def _host(self, lane: str) -> _Host:
+        if lane not in self._hosts:
+            limits = self.opts.lanes.get(lane, {})
+            self._hosts[lane] = _Host(limits.get("concurrency", self.opts.per_host), limits.get("rate", self.opts.rate))
+        return self._hosts[lane]
 
-    async def _attempt(self, session: aiohttp.ClientSession, job: Job, host: _Host) -> tuple[bytes, dict]:
+    async def _attempt(self, url: str, headers: dict, host: _Host) -> tuple[bytes, dict]:
+        session = self._session
         loop = asyncio.get_running_loop()
         async with host.sem:
             now = loop.time()
@@ -203,7 +237,7 @@ class Fetcher:
             if slot > now:
                 await asyncio.sleep(slot - now)
             try:
-                async with session.get(job.url, allow_redirects=True, max_redirects=5) as resp:
+                async with session.get(url, headers=headers or None, allow_redirects=True, max_redirects=5) as resp:
                     status = resp.status
                     if status != 200:
                         wait = parse_retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
@@ -267,47 +301,54 @@ class Fetcher:
             )
             self.stop.set()
 
-    async def _run_job(self, session: aiohttp.ClientSession, pool: ThreadPoolExecutor, job: Job,
-                       prog: Progress) -> None:
+    async def _run_job(self, pool: ThreadPoolExecutor, job: Job, prog: Progress) -> None:
         loop = asyncio.get_running_loop()
-        host = self._host(urlsplit(job.url).netloc)
+        urls = [job.url, *job.fallbacks]
         last: _Outcome | None = None
-        for attempt in range(1, self.opts.retries + 2):
-            if self.stop.is_set():
+        tried: list[str] = []
+        for url in urls:
+            host = self._host(job.lane or urlsplit(url).netloc)
+            tried.append(url)
+            for attempt in range(1, self.opts.retries + 2):
+                if self.stop.is_set():
+                    return
+                try:
+                    body, meta = await self._attempt(url, job.headers, host)
+                    result = await loop.run_in_executor(pool, self._accept, job, url, body, meta)
+                    if result[0] == "bad":  # an error page with status 200 or a damaged body: worth another try
+                        out = _Outcome(result[1].split(" (")[0], True, status=200)
+                        out.detail = result[1]
+                        raise out
+                except _Outcome as out:
+                    last = out
+                    self._note(False, out.label, url)
+                    if out.retryable and attempt <= self.opts.retries and not self.stop.is_set():
+                        self.counts["retries"] += 1
+                        prog.advance(0, retry=1)
+                        delay = out.wait if out.wait is not None else self._backoff(attempt)
+                        await asyncio.sleep(min(delay, self.opts.max_retry_after))
+                        continue
+                    break
+                if result[0] == "duplicate":  # a server answering one placeholder for everything trips the breaker
+                    self._note(False, "duplicate body", url)
+                    self.counts["duplicate_bodies"] += 1
+                    self.failures["duplicate body"] += 1
+                    prog.advance(0, duplicate=1)
+                else:
+                    self._note(True, "ok", url)
+                    if result[1] is not None:
+                        self.counts["accepted"] += 1
+                        self.bytes += len(body)
+                        prog.advance(1)
                 return
-            try:
-                body, meta = await self._attempt(session, job, host)
-                result = await loop.run_in_executor(pool, self._accept, job, body, meta)
-                if result[0] == "bad":  # an error page with status 200 or a damaged body: worth another try
-                    out = _Outcome(result[1].split(" (")[0], True, status=200)
-                    out.detail = result[1]
-                    raise out
-            except _Outcome as out:
-                last = out
-                self._note(False, out.label, job.url)
-                if out.retryable and attempt <= self.opts.retries and not self.stop.is_set():
-                    self.counts["retries"] += 1
-                    prog.advance(0, retry=1)
-                    delay = out.wait if out.wait is not None else self._backoff(attempt)
-                    await asyncio.sleep(min(delay, self.opts.max_retry_after))
-                    continue
-                break
-            if result[0] == "duplicate":  # a server answering one placeholder for everything trips the breaker
-                self._note(False, "duplicate body", job.url)
-                self.counts["duplicate_bodies"] += 1
-                self.failures["duplicate body"] += 1
-                prog.advance(0, duplicate=1)
-            else:
-                self._note(True, "ok", job.url)
-                if result[1] is not None:
-                    self.counts["accepted"] += 1
-                    self.bytes += len(body)
-                    prog.advance(1)
-            return
+            if last is None or last.status not in (404, 410):
+                break  # only a missing file sends us on to the next fallback
         if last is not None and not self.stop.is_set():
             self.failures[last.label] += 1
             self.counts["permanent_failures" if last.permanent else "failures"] += 1
             info = {"url": job.url, "permanent": last.permanent, "attempts": attempt}
+            if len(tried) > 1:
+                info["tried"] = tried
             if last.status is not None:
                 info["status"] = last.status
             if last.detail:
@@ -315,7 +356,45 @@ class Fetcher:
             await loop.run_in_executor(pool, lambda: self.ds.fail(job.key, last.label, **info))
             prog.advance(0, failed=1)
 
-    def _accept(self, job: Job, body: bytes, meta: dict) -> tuple:
+    async def page(self, url: str, lane: str | None = None, headers: dict | None = None,
+                   check: Callable[[str], None] | None = None) -> str:
+        """GET an HTML/text page through the same session, lanes, retries and breaker as the images.
+
+        ``check(text)`` may raise :class:`PageRetry` (wait, then ask again) or :class:`PageStop` (end the run).
+        Raises :class:`PageError` when the page cannot be had, :class:`Stopped` when the run is stopping."""
+        host = self._host(lane or urlsplit(url).netloc)
+        for attempt in range(1, self.opts.retries + 2):
+            if self.stop.is_set():
+                raise Stopped()
+            try:
+                body, meta = await self._attempt(url, headers or {}, host)
+                text = body.decode("utf-8", errors="replace")
+                if check is not None:
+                    check(text)
+                self._note(True, "ok", url)
+                self.counts["pages"] += 1
+                return text
+            except PageStop as e:
+                self._note(False, "stopped by the site", url)
+                self.stop_reason = str(e)
+                self.stop.set()
+                raise Stopped() from None
+            except PageRetry as e:
+                self._note(False, e.label, url)
+                if attempt > self.opts.retries:
+                    raise PageError(e.label, 200) from None
+                self.counts["retries"] += 1
+                host.paused_until = max(host.paused_until, asyncio.get_running_loop().time() + e.wait * 2 ** (attempt - 1))
+            except _Outcome as out:
+                self._note(False, out.label, url)
+                if not out.retryable or attempt > self.opts.retries:
+                    raise PageError(out.label, out.status) from None
+                self.counts["retries"] += 1
+                await asyncio.sleep(min(out.wait if out.wait is not None else self._backoff(attempt),
+                                        self.opts.max_retry_after))
+        raise PageError("no answer")
+
+    def _accept(self, job: Job, url: str, body: bytes, meta: dict) -> tuple:
         """In a worker thread: validate the body (full decode), then store it unless the same bytes are stored.
 
         Returns ``("bad", reason)``, ``("duplicate", first_key)`` or ``("ok", manifest_row_or_None)``."""
@@ -327,15 +406,16 @@ class Fetcher:
         with self._sha_lock:
             first = self._shas.setdefault(sha, job.key)
         if first != job.key:
-            self.ds.fail(job.key, "duplicate body", detail=f"same bytes as {first}", url=job.url, permanent=True)
+            self.ds.fail(job.key, "duplicate body", detail=f"same bytes as {first}", url=url, permanent=True)
             return ("duplicate", first)
-        record = {**job.record, "source": self.source, "url": job.url, "width": w, "height": h, "format": fmt,
+        record = {**job.record, "source": self.source, "url": url, "width": w, "height": h, "format": fmt,
                   "bytes": len(body), **meta}
         return ("ok", self.ds.add(job.key, body, EXT_OF.get(fmt, fmt), record, sha256=sha))
 
     # ---- the run
 
-    async def run(self, jobs: Iterable[Job], target: int | None = None, total_hint: int | None = None) -> dict:
+    async def run(self, jobs: Iterable[Job] | AsyncIterable[Job], target: int | None = None,
+                  total_hint: int | None = None) -> dict:
         """Fetch ``jobs`` until the dataset holds ``target`` images (all jobs when None). Returns the stats."""
         t0 = time.monotonic()
         for row in self.ds.rows():
@@ -365,9 +445,10 @@ class Fetcher:
 
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+                self._session = session
                 with Progress(label, want if want is not None else total_hint, enabled=self.progress) as prog:
                     in_flight_keys: set[str] = set()
-                    for job in jobs:
+                    async for job in _each(jobs):
                         if job.key in self.ds or job.key in self._skip or job.key in in_flight_keys:
                             skipped += 1
                             continue
@@ -378,7 +459,7 @@ class Fetcher:
                         if self.stop.is_set() or (want is not None and self.counts["accepted"] >= want):
                             break
                         in_flight_keys.add(job.key)
-                        task = asyncio.create_task(self._run_job(session, pool, job, prog))
+                        task = asyncio.create_task(self._run_job(pool, job, prog))
                         task.add_done_callback(lambda _t, k=job.key: in_flight_keys.discard(k))
                         tasks.add(task)
                     await settle(None)
@@ -402,6 +483,7 @@ class Fetcher:
             "complete": target is None or total >= target,
             "failures": dict(self.failures.most_common()),
             "retries": self.counts["retries"],
+            "pages": self.counts["pages"],
             "duplicate_bodies": self.counts["duplicate_bodies"],
             "skipped_known": self.counts["skipped_known"],
             "bytes": self.bytes,
@@ -409,6 +491,22 @@ class Fetcher:
             "rate": round(added / seconds, 1) if seconds > 0 else None,
             "stopped": self.stop_reason,
         }
+
+
+async def _each(jobs: Iterable[Job] | AsyncIterable[Job]) -> AsyncIterator[Job]:
+    """Jobs from a plain or an async iterable; a source's crawl ending with :class:`Stopped` just ends the jobs."""
+    try:
+        if hasattr(jobs, "__aiter__"):
+            async for job in jobs:
+                yield job
+        else:
+            for job in jobs:
+                yield job
+    except Stopped:
+        return
+    finally:
+        if hasattr(jobs, "aclose"):
+            await jobs.aclose()
 
 
 def _connection_label(e: BaseException) -> str:
@@ -427,13 +525,15 @@ def _validate(body: bytes, max_pixels: int) -> tuple[str, int, int]:
 def fetch(
     dataset: Dataset,
     source: str,
-    jobs: Iterable[Job] | Iterator[Job],
+    jobs: Iterable[Job] | AsyncIterable[Job] | Callable[["Fetcher"], AsyncIterable[Job]],
     target: int | None = None,
     options: FetchOptions | None = None,
     progress: bool = False,
     total_hint: int | None = None,
 ) -> dict:
-    """Run ``jobs`` into ``dataset`` (blocking). Ctrl-C stops cleanly: the stats then say ``interrupted``."""
+    """Run ``jobs`` into ``dataset`` (blocking). ``jobs`` may be a function of the :class:`Fetcher` returning an
+    async iterable, for sources that crawl pages (``fetcher.page``) while images download.
+    Ctrl-C stops cleanly: the stats then say ``interrupted``."""
 
     async def main() -> dict:
         fetcher = Fetcher(dataset, source, options, progress)
@@ -451,7 +551,7 @@ def fetch(
         except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or no signals here
             pass
         try:
-            stats = await fetcher.run(jobs, target, total_hint)
+            stats = await fetcher.run(jobs(fetcher) if callable(jobs) else jobs, target, total_hint)
         finally:
             try:
                 loop.remove_signal_handler(signal.SIGINT)

@@ -1,0 +1,85 @@
+"""Rebrickable minifigures from the bulk CSV (``minifigs.csv.gz``: fig_num, name, num_parts, img_url).
+
+The CSV is fetched from its real address and cached, or given with ``--csv`` (gzip or plain). It has no
+categories or years (those need joins over other Rebrickable tables), so the records carry the name and the
+number of parts.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import time
+
+from .. import assets
+from ..datasets import Dataset, make_key
+from ..errors import UserError
+from ..fetch import FetchOptions, Job, check_base_url, fetch, rebase, with_overrides
+from . import load_manifest
+
+COLUMNS = ("fig_num", "name", "num_parts", "img_url")
+
+
+def parse_minifigs_csv(data: bytes) -> list[dict]:
+    """Rows of ``minifigs.csv`` (gzip or plain): ``[{fig_num, name, num_parts, img_url}]``."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise ValueError(f"a damaged gzip file ({e})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} column(s); the header is {reader.fieldnames}")
+    rows = []
+    for row in reader:
+        parts = row["num_parts"].strip()
+        rows.append({"fig_num": row["fig_num"].strip(), "name": row["name"].strip(),
+                     "num_parts": int(parts) if parts.isdigit() else None, "img_url": (row["img_url"] or "").strip()})
+    if not rows:
+        raise ValueError("no rows")
+    return rows
+
+
+def fetch_rebrickable(
+    out: str | os.PathLike,
+    csv_file: str | os.PathLike | None = None,
+    limit: int | None = None,
+    manifest_file: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    overrides: dict | None = None,
+    progress: bool = False,
+) -> dict:
+    """Fetch the minifigure images of Rebrickable's CSV into the dataset folder ``out``."""
+    check_base_url(base_url)
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be a positive number of images")
+    manifest, manifest_path = load_manifest("rebrickable", manifest_file)
+    pol = manifest.get("politeness", {})
+    conc = int(pol.get("concurrency", 8))
+    opts = with_overrides(FetchOptions(concurrency=conc, per_host=conc, rate=pol.get("rate"),
+                                       retries=int(pol.get("retries", 5)), timeout=float(pol.get("timeout", 30.0))),
+                          overrides)
+    data, origin = assets.asset("Rebrickable minifigs CSV", rebase(manifest["catalogues"]["minifigs"], base_url),
+                                "--csv", csv_file, check=lambda d: parse_minifigs_csv(d) and None)
+    rows = parse_minifigs_csv(data)
+    no_image = [r["fig_num"] for r in rows if not r["img_url"]]
+    jobs = [Job(make_key("rebrickable", r["fig_num"]), rebase(r["img_url"], base_url),
+                {"fig_num": r["fig_num"], "name": r["name"], **({"num_parts": r["num_parts"]} if r["num_parts"] is not None else {})})
+            for r in rows if r["img_url"]]
+    t0 = time.monotonic()
+    with Dataset.create(out) as ds:
+        stats = fetch(ds, "rebrickable", jobs, target=limit, options=opts, progress=progress, total_hint=len(jobs))
+        stats.update(stage="fetch rebrickable", out=str(out), inputs=[], provenance={"manifest": manifest_path,
+                     "csv": origin}, without_image=len(no_image),
+                     options={"csv": str(csv_file) if csv_file else None, "limit": limit, "base_url": base_url,
+                              **stats.pop("options")},
+                     seconds_total=round(time.monotonic() - t0, 3))
+        ds.write_stats(stats)
+    return stats
