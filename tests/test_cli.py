@@ -16,7 +16,7 @@ def gandata(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_help_lists_only_working_commands_each_with_an_example():
     top = gandata("--help")
     assert top.returncode == 0 and "Example" in top.stdout
-    for cmd in ("shard", "inspect", "fetch bitmoji", "fetch urls"):
+    for cmd in ("shard", "inspect", "fetch bitmoji", "fetch urls", "fetch bricklink", "fetch rebrickable"):
         assert cmd.split()[0] in top.stdout
         sub = gandata(*cmd.split(), "--help")
         assert sub.returncode == 0 and "Example" in sub.stdout and f"gandata {cmd}" in sub.stdout
