@@ -338,6 +338,92 @@ def fetch_rebrickable_cmd(
     _finish_fetch(stats, as_json)
 
 
+crop_app = typer.Typer(help="Cut square face crops out of images into a dataset folder.", no_args_is_help=True,
+                       rich_markup_mode=None)
+app.add_typer(crop_app, name="crop")
+
+
+def _crop(lego: bool, src: Optional[str], out: Optional[Path], data_dir: Optional[Path], cascade: Optional[Path],
+          base_url: Optional[str], debug_grid: Optional[Path], as_json: bool, **options: object) -> None:
+    from .crop import CropOptions, crop
+
+    ddir = _data_dir(data_dir)
+    dataset = "bricklink" if lego else "anime"
+    summary = crop(src or ddir / dataset / "raw", out or ddir / dataset / "faces", CropOptions(lego=lego, **options),
+                   cascade=cascade, base_url=base_url, debug_grid=debug_grid, progress=not as_json)
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return
+    methods = ", ".join(f"{k} {v}" for k, v in summary["methods"].items())
+    print(f"{summary['stage']}: {summary['images']} images → {summary['crops']} crops in {summary['out']} "
+          f"({summary['with_faces']} with a {'head' if lego else 'face'}, {summary['without']} without, "
+          f"{summary['unreadable']} unreadable; {summary['skipped_done']} done earlier)")
+    if methods:
+        print(f"  cut by: {methods}")
+    for b in summary["bad"][:5]:
+        print(f"  unreadable: {b['origin']}: {b['reason']}")
+    print(f"  {summary['seconds']} s ({summary['rate'] or 0} images/s); the dataset now holds {summary['total_crops']} crops")
+    if "debug_grid" in summary:
+        print(f"  detections drawn on {summary['debug_grid']}")
+
+
+CropSrc = Annotated[Optional[str], typer.Option("--src", help="A dataset folder, a folder of images or shards.")]
+CropOut = Annotated[Optional[Path], typer.Option(help="Output dataset folder.")]
+CropSize = Annotated[int, typer.Option(min=8, help="Output side in pixels.")]
+Margin = Annotated[float, typer.Option(help="Added to each side of the face box, as a fraction of it.")]
+Edge = Annotated[str, typer.Option(help="Crops running off the image: pad, shift (move inside) or drop.")]
+PadColor = Annotated[str, typer.Option(help="Colour of --edge pad.")]
+MinFace = Annotated[int, typer.Option(min=1, help="Faces smaller than this many pixels (in the source image) are dropped.")]
+ScaleFactor = Annotated[float, typer.Option(help="Detector: scale step between pyramid levels.")]
+MinNeighbors = Annotated[int, typer.Option(min=0, help="Detector: overlapping detections needed to keep a face.")]
+MinSize = Annotated[int, typer.Option(min=1, help="Detector: smallest window in pixels.")]
+Equalize = Annotated[bool, typer.Option(help="Detector: equalise the grey image's histogram first.")]
+DetectSize = Annotated[int, typer.Option(min=64, help="Detect on a copy scaled down to this long side when larger.")]
+Cascade = Annotated[Optional[Path], typer.Option(help="A local lbpcascade_animeface.xml (default: downloaded once, verified, cached).")]
+Workers = Annotated[int, typer.Option(min=0, help="Worker threads (0: one per core).")]
+DebugGrid = Annotated[Optional[Path], typer.Option(help="Write a contact sheet of source images with their boxes drawn.")]
+CropFormat = Annotated[str, typer.Option("--format", help="png, jpg or webp.")]
+
+
+@crop_app.command(
+    "anime-faces",
+    epilog="\b\nExamples:\n"
+    "  gandata crop anime-faces                               # data/anime/raw → data/anime/faces\n"
+    "  gandata crop anime-faces --src ~/illustrations --size 96 --margin 0.25\n"
+    "  gandata crop anime-faces --debug-grid check.png --min-face 64",
+)
+def crop_anime(
+    src: CropSrc = None, out: CropOut = None, size: CropSize = 128, margin: Margin = 0.2, edge: Edge = "pad",
+    pad_color: PadColor = "white", min_face: MinFace = 48, scale_factor: ScaleFactor = 1.1,
+    min_neighbors: MinNeighbors = 5, min_size: MinSize = 24, equalize: Equalize = True, detect_size: DetectSize = 1024,
+    cascade: Cascade = None, workers: Workers = 0, debug_grid: DebugGrid = None, image_format: CropFormat = "png",
+    base_url: BaseUrl = None, data_dir: DataDir = None, as_json: JsonFlag = False,
+) -> None:
+    """Anime faces, found with the lbpcascade_animeface detector (reference settings by default)."""
+    _crop(False, src, out, data_dir, cascade, base_url, debug_grid, as_json, size=size, margin=margin, edge=edge,
+          pad_color=pad_color, min_face=min_face, scale_factor=scale_factor, min_neighbors=min_neighbors,
+          min_size=min_size, equalize=equalize, detect_size=detect_size, workers=workers, image_format=image_format)
+
+
+@crop_app.command(
+    "lego-faces",
+    epilog="\b\nExamples:\n"
+    "  gandata crop lego-faces                                # data/bricklink/raw → data/bricklink/faces\n"
+    "  gandata crop lego-faces --size 64 --debug-grid heads.png",
+)
+def crop_lego(
+    src: CropSrc = None, out: CropOut = None, size: CropSize = 128, margin: Margin = 0.2, edge: Edge = "pad",
+    pad_color: PadColor = "white", min_face: MinFace = 24, scale_factor: ScaleFactor = 1.1,
+    min_neighbors: MinNeighbors = 5, min_size: MinSize = 24, equalize: Equalize = True, detect_size: DetectSize = 1024,
+    cascade: Cascade = None, workers: Workers = 0, debug_grid: DebugGrid = None, image_format: CropFormat = "png",
+    base_url: BaseUrl = None, data_dir: DataDir = None, as_json: JsonFlag = False,
+) -> None:
+    """LEGO minifigure heads: the anime-face cascade where it finds one, else the figure's layout."""
+    _crop(True, src, out, data_dir, cascade, base_url, debug_grid, as_json, size=size, margin=margin, edge=edge,
+          pad_color=pad_color, min_face=min_face, scale_factor=scale_factor, min_neighbors=min_neighbors,
+          min_size=min_size, equalize=equalize, detect_size=detect_size, workers=workers, image_format=image_format)
+
+
 def main() -> None:
     """Console entry point: a user's mistake ends in one line on stderr and exit status 1, never a traceback."""
     try:

@@ -1,0 +1,358 @@
+"""Face detection and square crops: ``gandata crop anime-faces`` and ``gandata crop lego-faces``.
+
+Detection is OpenCV's ``CascadeClassifier`` with nagadomi's ``lbpcascade_animeface.xml`` and the reference settings
+(``equalizeHist``, scaleFactor 1.1, minNeighbors 5, minSize 24), all exposed. Speed without changing what is found:
+
+* faces smaller than ``--min-face`` are dropped anyway, so they are not searched for: the detector's ``minSize``
+  becomes ``max(min_size, min_face)``, which skips the small-scale pyramid levels while the levels it keeps are
+  the very images the reference detector scans (identical boxes for faces of that size and up);
+* images larger than ``--detect-size`` are detected on a downscaled copy (boxes mapped back);
+* images are processed by ``--workers`` threads, OpenCV set to one thread each (cv2 releases the GIL).
+
+Crop geometry: the box grows by ``--margin`` (a fraction of its side, per side) and stays square; a crop running off
+the image is padded (``--edge pad``, with ``--pad-color``), moved inside (``shift``) or skipped (``drop``); it is
+resized to ``--size``. Several faces → keys ``<parent>_f0``, ``<parent>_f1`` … (largest first).
+
+``lego-faces``: BrickLink renders are front views on a plain background with the head on top. The cascade is used
+where it finds a face; otherwise a layout locator (foreground mask → the head above the neck) cuts the head.
+Each record says which method cut it. Images where neither finds a plausible head are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw
+
+from . import assets, images
+from .datasets import Dataset, Input, open_input
+from .errors import UserError
+from .progress import Progress
+
+CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
+CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
+DETECTOR = "lbpcascade_animeface"
+EDGES = ("pad", "shift", "drop")
+_FILE_FIELDS = ("key", "path", "sha256", "width", "height")
+
+
+@dataclass
+class CropOptions:
+    size: int = 128  # output side in pixels
+    margin: float = 0.2  # added to each side, as a fraction of the face box
+    edge: str = "pad"  # crops running off the image: pad | shift | drop
+    pad_color: str = "white"
+    background: str = "white"  # transparency is composited onto this first
+    min_face: int = 48  # faces smaller than this (px in the original image) are dropped, and not searched for
+    scale_factor: float = 1.1
+    min_neighbors: int = 5
+    min_size: int = 24
+    equalize: bool = True
+    detect_size: int = 1024  # images with a longer side are detected on a copy scaled down to this
+    image_format: str = "png"
+    workers: int = 0  # 0: one per core
+    lego: bool = False  # fall back on the layout locator where the cascade finds nothing
+
+    def validate(self) -> None:
+        if self.size < 8:
+            raise UserError(f"--size must be at least 8 pixels (got {self.size})")
+        if not 0 <= self.margin <= 2:
+            raise UserError(f"--margin must be between 0 and 2 (a fraction of the face box; got {self.margin})")
+        if self.edge not in EDGES:
+            raise UserError(f"--edge must be pad, shift or drop (got {self.edge!r})")
+        if self.scale_factor <= 1.0:
+            raise UserError(f"--scale-factor must be above 1 (got {self.scale_factor})")
+        if self.min_neighbors < 0 or self.min_size < 1 or self.min_face < 1 or self.detect_size < 64:
+            raise UserError("--min-neighbors must be ≥ 0, --min-size and --min-face ≥ 1, --detect-size ≥ 64")
+        if self.image_format not in ("png", "jpg", "webp"):
+            raise UserError(f"--format must be png, jpg or webp (got {self.image_format!r})")
+        for opt, value in (("--pad-color", self.pad_color), ("--background", self.background)):
+            try:
+                images.parse_color(value)
+            except ValueError as e:
+                raise UserError(f"{opt}: {e}") from None
+
+
+# -------------------------------------------------------------------------------------------- the cascade
+
+
+def cascade_file(local: str | os.PathLike | None = None, base_url: str | None = None) -> tuple[str, dict]:
+    """A path to the verified cascade XML: ``local``, or the cached download of the canonical address."""
+    from .fetch import rebase
+
+    _, origin = assets.asset("anime-face cascade (lbpcascade_animeface.xml, 246 945 bytes)",
+                             rebase(CASCADE_URL, base_url), "--cascade", local, sha256=CASCADE_SHA256)
+    path = origin.get("path") or origin["cached"]
+    if cv2.CascadeClassifier(path).empty():
+        raise UserError(f"OpenCV cannot load the cascade {path}; give a good copy with --cascade FILE")
+    return path, origin
+
+
+class Detector:
+    """One CascadeClassifier per thread (they are not safe to share), with the speed-ups described above."""
+
+    def __init__(self, path: str, opts: CropOptions):
+        self.path, self.opts = path, opts
+        self._local = threading.local()
+
+    def _cascade(self) -> cv2.CascadeClassifier:
+        c = getattr(self._local, "cascade", None)
+        if c is None:
+            c = self._local.cascade = cv2.CascadeClassifier(self.path)
+        return c
+
+    def detect(self, rgb: np.ndarray) -> tuple[list[tuple[int, int, int, int]], float]:
+        """Boxes (x, y, w, h) in the image's pixels, largest first, and the scale detection ran at."""
+        o = self.opts
+        h, w = rgb.shape[:2]
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        scale = 1.0
+        if max(h, w) > o.detect_size:
+            scale = max(o.detect_size / max(h, w), o.min_size / max(o.min_face, o.min_size))
+            gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        if o.equalize:
+            gray = cv2.equalizeHist(gray)
+        ms = max(o.min_size, int(np.ceil(o.min_face * scale)))
+        found = self._cascade().detectMultiScale(gray, scaleFactor=o.scale_factor, minNeighbors=o.min_neighbors,
+                                                 minSize=(ms, ms))
+        boxes = [tuple(int(round(v / scale)) for v in b) for b in found]
+        boxes = [b for b in boxes if b[2] >= o.min_face and b[3] >= o.min_face]
+        return sorted(boxes, key=lambda b: (-b[2] * b[3], b[0], b[1])), scale
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+
+
+def crop_box(box: tuple[int, int, int, int], img_w: int, img_h: int, margin: float,
+             edge: str) -> tuple[int, int, int, int] | None:
+    """The square crop (x0, y0, x1, y1) around a face box with ``margin`` per side; None when ``edge`` is drop and
+    the square leaves the image. With ``pad`` the square may extend outside (it is padded); with ``shift`` it is
+    moved inside, and shrunk to the image's short side if it is larger."""
+    x, y, w, h = box
+    side = int(round(max(w, h) * (1 + 2 * margin)))
+    cx, cy = x + w / 2, y + h / 2
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    x1, y1 = x0 + side, y0 + side
+    inside = x0 >= 0 and y0 >= 0 and x1 <= img_w and y1 <= img_h
+    if inside or edge == "pad":
+        return x0, y0, x1, y1
+    if edge == "drop":
+        return None
+    side = min(side, img_w, img_h)
+    x0 = min(max(int(round(cx - side / 2)), 0), img_w - side)
+    y0 = min(max(int(round(cy - side / 2)), 0), img_h - side)
+    return x0, y0, x0 + side, y0 + side
+
+
+def cut(im: Image.Image, box: tuple[int, int, int, int], pad: tuple[int, int, int]) -> Image.Image:
+    """``im`` cut to ``box``; parts outside the image are ``pad`` colour (never wrapped around)."""
+    x0, y0, x1, y1 = box
+    if x0 >= 0 and y0 >= 0 and x1 <= im.width and y1 <= im.height:
+        return im.crop(box)
+    canvas = Image.new("RGB", (x1 - x0, y1 - y0), pad)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, im.width), min(y1, im.height)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas.paste(im.crop((sx0, sy0, sx1, sy1)), (sx0 - x0, sy0 - y0))
+    return canvas
+
+
+# ----------------------------------------------------------------------------------- the LEGO layout locator
+
+
+def locate_head(rgb: np.ndarray) -> tuple[tuple[int, int, int, int] | None, str]:
+    """The head of a minifigure render (front view, plain background, head on top): (x, y, w, h) or None, and why.
+
+    The background colour is the median of the image border; the foreground is what differs from it. Of the
+    figure's outline, the head is the part above the neck — the narrowest row in the upper half of the figure,
+    below which the shoulders widen."""
+    h, w = rgb.shape[:2]
+    border = np.concatenate([rgb[:2].reshape(-1, 3), rgb[-2:].reshape(-1, 3), rgb[:, :2].reshape(-1, 3),
+                             rgb[:, -2:].reshape(-1, 3)])
+    bg = np.median(border, axis=0)
+    mask = (np.abs(rgb.astype(np.int16) - bg.astype(np.int16)).max(axis=2) > 32).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n < 2:
+        return None, "no figure on the background"
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    fx, fy, fw, fh, area = stats[biggest]
+    if area < 0.01 * h * w or fh < 20:
+        return None, "figure too small"
+    if not 1.0 <= fh / fw <= 4.0:
+        return None, f"not a standing figure (height/width {fh / fw:.2f})"
+    fig = labels[fy:fy + fh, fx:fx + fw] == biggest
+    widths = fig.sum(axis=1)
+    top, bottom = int(0.12 * fh), int(0.5 * fh)
+    neck = top + int(np.argmin(widths[top:bottom]))
+    below = widths[neck:neck + max(2, fh // 10)].max() if neck < fh - 2 else 0
+    if widths[neck] == 0 or below < 1.25 * widths[neck]:
+        return None, "no neck: nothing narrows between head and shoulders"
+    if not fig[:neck].any():
+        return None, "nothing above the neck"
+    # the head is centred on the neck and as wide as it: a hat brim or hair around it does not move the crop
+    neck_cols = np.where(fig[neck])[0]
+    cx = fx + (neck_cols[0] + neck_cols[-1] + 1) / 2
+    # the narrowest row is the neck or the head's own rounded bottom edge: keep it with the head
+    side = int(max(neck + 1, (neck_cols[-1] - neck_cols[0] + 1) * 1.1))
+    if not 0.12 * fh <= side <= 0.7 * fh:
+        return None, f"implausible head size ({side}px for a {fh}px figure)"
+    return (int(round(cx - side / 2)), int(fy + neck + 1 - side), side, side), "layout"
+
+
+# ----------------------------------------------------------------------------------------------- the stage
+
+
+def _process(data: bytes, key: str, opts: CropOptions, detector: Detector, pad: tuple, background: tuple) -> dict:
+    """One source image → its crops. Runs in a worker thread."""
+    try:
+        im = images.to_rgb(images.decode(data), background)
+    except images.ImageError as e:
+        return {"status": "unreadable", "reason": str(e)}
+    rgb = np.asarray(im)
+    boxes, scale = detector.detect(rgb)
+    method = "cascade"
+    why = None
+    if not boxes and opts.lego:
+        head, why = locate_head(rgb)
+        if head is not None:
+            boxes, method = [head], "layout"
+    crops, shown = [], []
+    for i, box in enumerate(boxes):
+        cb = crop_box(box, im.width, im.height, opts.margin, opts.edge)
+        shown.append((box, cb))
+        if cb is None:
+            continue
+        face = images.resize(cut(im, cb, pad), opts.size, "center-crop")
+        crops.append({"index": i, "bbox": list(box), "crop_box": list(cb), "method": method,
+                      "data": images.encode(face, opts.image_format)})
+    status = "faces" if crops else ("no_head" if opts.lego else "no_face")
+    return {"status": status, "crops": crops, "boxes": shown, "scale": scale, "size": im.size,
+            "reason": why if status == "no_head" else None, "image": im}
+
+
+def crop(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    options: CropOptions | None = None,
+    cascade: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    debug_grid: str | os.PathLike | None = None,
+    grid_n: int = 36,
+    progress: bool = False,
+) -> dict:
+    """Cut faces (or LEGO heads) out of every image of ``src`` into the dataset folder ``out``; returns the summary."""
+    opts = options or CropOptions()
+    opts.validate()
+    t0 = time.monotonic()
+    source = open_input(src)
+    if Path(out).resolve() == Path(src).resolve():
+        raise UserError(f"{src} is both the input and the output; give another --out")
+    path, origin = cascade_file(cascade, base_url)
+    detector = Detector(path, opts)
+    pad, background = images.parse_color(opts.pad_color), images.parse_color(opts.background)
+    stage = "crop lego-faces" if opts.lego else "crop anime-faces"
+    counts: Counter = Counter()
+    methods: Counter = Counter()
+    examples: list[tuple[Image.Image, list, str]] = []
+    bad: list[dict] = []
+    workers = opts.workers or os.cpu_count() or 1
+    threads_before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    params = {"scale_factor": opts.scale_factor, "min_neighbors": opts.min_neighbors, "min_size": opts.min_size,
+              "equalize": opts.equalize, "min_face": opts.min_face, "detect_size": opts.detect_size}
+    try:
+        with Dataset.create(out) as ds:
+            done = {r["parent"] for r in ds.read_journal("parents") if "parent" in r}
+            journal = ds.journal("parents")
+            with Progress(stage, source.count_hint(), enabled=progress) as prog, \
+                    ThreadPoolExecutor(workers, thread_name_prefix="crop") as pool:
+                for sample, result in _ordered(pool, source, done, opts, detector, pad, background, counts, prog):
+                    status = result["status"]
+                    counts[status] += 1
+                    if status == "unreadable":
+                        bad.append({"origin": sample.origin, "reason": result["reason"]})
+                        ds.fail(sample.key, result["reason"], origin=sample.origin)
+                        journal.append({"parent": sample.key, "status": status})
+                        prog.advance(1, bad=1)
+                        continue
+                    parent = {k: v for k, v in sample.record.items() if k not in _FILE_FIELDS}
+                    for c in result["crops"]:
+                        record = {**parent, "source": sample.record.get("source", source.kind), "parent": sample.key,
+                                  "bbox": c["bbox"], "crop_box": c["crop_box"], "method": c["method"],
+                                  "detector": DETECTOR if c["method"] == "cascade" else "layout",
+                                  "detector_params": params if c["method"] == "cascade" else {},
+                                  "margin": opts.margin, "edge": opts.edge, "width": opts.size, "height": opts.size,
+                                  "parent_width": result["size"][0], "parent_height": result["size"][1]}
+                        if ds.add(f"{sample.key}_f{c['index']}", c["data"], opts.image_format, record) is not None:
+                            counts["crops"] += 1
+                            methods[c["method"]] += 1
+                    journal.append({"parent": sample.key, "status": status, "faces": len(result["crops"]),
+                                    **({"reason": result["reason"]} if result["reason"] else {})})
+                    if debug_grid and len(examples) < grid_n:
+                        examples.append((result["image"], result["boxes"], sample.key))
+                    prog.advance(1, faces=len(result["crops"]))
+            for p in source.problems:  # a missing file, a damaged tar: listed, never fatal
+                counts["unreadable"] += 1
+                bad.append({"origin": p.origin, "reason": p.reason})
+            seconds = time.monotonic() - t0
+            summary = {
+                "stage": stage, "out": str(out), "inputs": [str(src)],
+                "images": sum(counts[s] for s in ("faces", "no_face", "no_head", "unreadable")),
+                "with_faces": counts["faces"], "without": counts["no_face"] + counts["no_head"],
+                "unreadable": counts["unreadable"], "crops": counts["crops"], "methods": dict(methods),
+                "skipped_done": counts["skipped_done"], "total_crops": len(ds), "bad": bad[:20],
+                "seconds": round(seconds, 3),
+                "rate": round(sum(counts[s] for s in ("faces", "no_face", "no_head", "unreadable")) / seconds, 1)
+                if seconds > 0 else None,
+                "cascade": origin, "options": asdict(opts),
+            }
+            ds.write_stats(summary)
+    finally:
+        cv2.setNumThreads(threads_before)
+    if debug_grid:
+        _debug_sheet(examples, debug_grid, stage)
+        summary["debug_grid"] = str(debug_grid)
+    return summary
+
+
+def _ordered(pool: ThreadPoolExecutor, source: Input, done: set[str], opts: CropOptions, detector: Detector,
+             pad: tuple, background: tuple, counts: Counter, prog: Progress) -> Iterator[tuple]:
+    """(sample, result) in input order, with a bounded number of images in flight."""
+    pending: list[tuple] = []
+    limit = 4 * (opts.workers or os.cpu_count() or 1)
+    for sample in source:
+        if sample.key in done:
+            counts["skipped_done"] += 1
+            prog.advance(1)
+            continue
+        pending.append((sample, pool.submit(_process, sample.read(), sample.key, opts, detector, pad, background)))
+        while len(pending) > limit:
+            s, f = pending.pop(0)
+            yield s, f.result()
+    for s, f in pending:
+        yield s, f.result()
+
+
+def _debug_sheet(examples: list, path: str | os.PathLike, stage: str) -> None:
+    cells = []
+    for im, boxes, key in examples:
+        shown = im.copy()
+        d = ImageDraw.Draw(shown)
+        lw = max(2, im.width // 200)
+        for box, cb in boxes:
+            x, y, w, h = box
+            d.rectangle((x, y, x + w, y + h), outline=(255, 40, 40), width=lw)
+            if cb is not None:
+                d.rectangle(tuple(cb), outline=(40, 220, 40), width=lw)
+        cells.append((shown, f"{len(boxes)} {key}"))
+    title = f"{stage}: red = detected, green = cropped ({len(examples)} images)"
+    images.contact_sheet(cells or [(None, "no images")], cell=192, title=title).save(path, "PNG")

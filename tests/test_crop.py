@@ -1,0 +1,241 @@
+"""`gandata crop anime-faces` on the real anime tiles, the crop geometry, and `crop lego-faces` on SYNTHETIC
+minifigure renders drawn by tests/minifigs.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from gandata import images
+from gandata.crop import CropOptions, crop, crop_box, cut, locate_head
+from gandata.datasets import Dataset
+from gandata.errors import UserError
+from gandata.shard import ShardOptions, shard
+
+from conftest import fixture_path, png_bytes
+from minifigs import draw_minifig
+
+
+@pytest.fixture
+def cascade() -> Path:
+    return fixture_path("cascades/lbpcascade_animeface.xml")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANDATA_CACHE", str(tmp_path / "cache"))
+
+
+def reference(path: Path, cascade: Path) -> list[tuple[int, int, int, int]]:
+    """nagadomi's example: imread → gray → equalizeHist → detectMultiScale(1.1, 5, (24, 24)) at full size."""
+    c = cv2.CascadeClassifier(str(cascade))
+    gray = cv2.equalizeHist(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2GRAY))
+    return sorted(tuple(int(v) for v in b) for b in c.detectMultiScale(gray, 1.1, 5, minSize=(24, 24)))
+
+
+def test_default_settings_find_the_reference_faces(tmp_path, anime_dir, cascade):
+    out = tmp_path / "faces"
+    summary = crop(anime_dir, out, CropOptions(size=64), cascade=cascade, debug_grid=tmp_path / "debug.png")
+    assert summary["with_faces"] >= 10 and summary["images"] == 12 and summary["unreadable"] == 0
+    rows = list(Dataset.open(out).rows())
+    by_parent: dict[str, list] = {}
+    for r in rows:
+        by_parent.setdefault(r["parent"], []).append(tuple(r["bbox"]))
+        assert (r["width"], r["height"]) == (64, 64) and r["detector"] == "lbpcascade_animeface"
+        assert r["method"] == "cascade" and r["detector_params"]["scale_factor"] == 1.1
+        assert images.decode(Dataset.open(out).read_bytes(r)).size == (64, 64)
+    for f in sorted(anime_dir.glob("*.jpg")):
+        ref = [b for b in reference(f, cascade) if b[2] >= 48]
+        assert sorted(by_parent.get(f.stem, [])) == ref, f.name  # the same boxes, face by face
+    assert sum(len(v) for v in by_parent.values()) == 11
+    assert Image.open(tmp_path / "debug.png").mode == "RGB"
+
+
+def test_several_faces_get_numbered_keys_largest_first(tmp_path, anime_dir, cascade):
+    src = tmp_path / "one"
+    src.mkdir()
+    shutil.copy(anime_dir / "tadne_r0c5.jpg", src)
+    crop(src, tmp_path / "faces", cascade=cascade)
+    rows = {r["key"]: r for r in Dataset.open(tmp_path / "faces").rows()}
+    assert set(rows) == {"tadne_r0c5_f0", "tadne_r0c5_f1"}
+    assert rows["tadne_r0c5_f0"]["bbox"][2] >= rows["tadne_r0c5_f1"]["bbox"][2]
+    assert rows["tadne_r0c5_f0"]["parent"] == "tadne_r0c5" and rows["tadne_r0c5_f0"]["file"] == "tadne_r0c5.jpg"
+
+
+def test_crop_box_margins_and_edge_policies():
+    assert crop_box((100, 100, 50, 50), 400, 300, 0.0, "pad") == (100, 100, 150, 150)
+    assert crop_box((100, 100, 50, 50), 400, 300, 0.2, "pad") == (90, 90, 160, 160)  # 50 × 1.4, same centre
+    # a face at the top-left corner: the square runs off the image
+    assert crop_box((0, 10, 40, 40), 400, 300, 0.5, "pad") == (-20, -10, 60, 70)
+    assert crop_box((0, 10, 40, 40), 400, 300, 0.5, "shift") == (0, 0, 80, 80)
+    assert crop_box((0, 10, 40, 40), 400, 300, 0.5, "drop") is None
+    # larger than the image: shift shrinks it to the short side
+    assert crop_box((100, 50, 200, 200), 400, 300, 0.5, "shift") == (50, 0, 350, 300)
+
+
+def test_cut_pads_instead_of_wrapping_around():
+    im = Image.new("RGB", (100, 80), (0, 0, 255))
+    im.paste((255, 0, 0), (90, 70, 100, 80))  # a red corner at the bottom right
+    out = cut(im, (-20, -10, 60, 70), (1, 2, 3))
+    assert out.size == (80, 80)
+    assert out.getpixel((0, 0)) == (1, 2, 3) and out.getpixel((19, 9)) == (1, 2, 3)
+    assert out.getpixel((20, 10)) == (0, 0, 255)
+    assert all(out.getpixel((x, y)) != (255, 0, 0) for x in range(80) for y in range(80))  # nothing wrapped in
+
+
+def test_edge_policies_on_real_images(tmp_path, anime_dir, cascade):
+    big = CropOptions(size=32, margin=1.0)
+    pad = crop(anime_dir, tmp_path / "pad", big, cascade=cascade)
+    drop = crop(anime_dir, tmp_path / "drop", CropOptions(size=32, margin=1.0, edge="drop"), cascade=cascade)
+    shift = crop(anime_dir, tmp_path / "shift", CropOptions(size=32, margin=1.0, edge="shift"), cascade=cascade)
+    assert pad["crops"] == shift["crops"] == 11 and drop["crops"] < 11
+    for r in Dataset.open(tmp_path / "shift").rows():
+        x0, y0, x1, y1 = r["crop_box"]
+        assert x0 >= 0 and y0 >= 0 and x1 <= 512 and y1 <= 512 and x1 - x0 == y1 - y0
+
+
+def test_large_images_are_detected_on_a_downscaled_copy(tmp_path, anime_dir, cascade):
+    src = tmp_path / "big"
+    src.mkdir()
+    Image.open(anime_dir / "tadne_r1c0.jpg").resize((2048, 2048), Image.Resampling.LANCZOS).save(src / "big.png")
+    crop(src, tmp_path / "faces", CropOptions(size=64), cascade=cascade)
+    (row,) = list(Dataset.open(tmp_path / "faces").rows())
+    x, y, w, h = row["bbox"]
+    rx, ry, rw, rh = (4 * v for v in reference(anime_dir / "tadne_r1c0.jpg", cascade)[0])
+    ix = max(0, min(x + w, rx + rw) - max(x, rx)) * max(0, min(y + h, ry + rh) - max(y, ry))
+    assert ix / (w * h + rw * rh - ix) > 0.8  # the box mapped back to the original pixels
+    assert row["parent_width"] == 2048
+
+
+def test_resume_and_unreadable_files(tmp_path, anime_copy, cascade):
+    (anime_copy / "broken.jpg").write_bytes(b"<html>not found</html>")
+    first = crop(anime_copy, tmp_path / "faces", cascade=cascade)
+    assert first["unreadable"] == 1 and "HTML" in first["bad"][0]["reason"] and first["crops"] == 11
+    again = crop(anime_copy, tmp_path / "faces", cascade=cascade)
+    assert again["crops"] == 0 and again["skipped_done"] == 13 and again["total_crops"] == 11
+
+
+def test_cascade_download_is_verified_and_offline_gives_both_ways_out(tmp_path, anime_dir, cascade):
+    from aiohttp import web  # a local stand-in for raw.githubusercontent.com
+    import asyncio
+    import threading
+
+    body = {"data": cascade.read_bytes()}
+
+    async def handler(request):
+        return web.Response(body=body["data"])
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def start():
+        app = web.Application()
+        app.router.add_get("/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, site._server.sockets[0].getsockname()[1]
+
+    runner, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        body["data"] = cascade.read_bytes()[:-10] + b"<!-- -->\n"
+        with pytest.raises(UserError, match="has sha256 .* expected 9376d30a"):
+            crop(anime_dir, tmp_path / "x", base_url=f"http://127.0.0.1:{port}")
+        body["data"] = cascade.read_bytes()
+        s = crop(anime_dir, tmp_path / "faces", base_url=f"http://127.0.0.1:{port}")
+        assert s["crops"] == 11 and s["cascade"]["sha256"].startswith("9376d30a")
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    # cached now: works with the server gone
+    assert crop(anime_dir, tmp_path / "again", base_url=f"http://127.0.0.1:{port}")["crops"] == 11
+    with pytest.raises(UserError, match=r"could not download the anime-face cascade .*--cascade FILE.*network"):
+        crop(anime_dir, tmp_path / "y", base_url="http://127.0.0.1:9")
+
+
+def test_bad_options(tmp_path, anime_dir, cascade):
+    for opts, msg in [(CropOptions(edge="wrap"), "--edge"), (CropOptions(margin=-1), "--margin"),
+                      (CropOptions(scale_factor=1.0), "--scale-factor"), (CropOptions(pad_color="nope"), "--pad-color")]:
+        with pytest.raises(UserError, match=msg):
+            crop(anime_dir, tmp_path / "x", opts, cascade=cascade)
+    with pytest.raises(UserError, match="does not exist"):
+        crop(tmp_path / "missing", tmp_path / "x", cascade=cascade)
+
+
+def test_sigkill_mid_crop_then_rerun(tmp_path, anime_dir, cascade):
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(10):
+        for f in anime_dir.glob("*.jpg"):
+            shutil.copy(f, src / f"{i}_{f.name}")
+    cmd = [sys.executable, "-m", "gandata.cli", "crop", "anime-faces", "--src", str(src), "--cascade", str(cascade),
+           "--size", "48", "--json"]
+    ref = subprocess.run(cmd + ["--out", str(tmp_path / "ref")], capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "faces"
+    proc = subprocess.Popen(cmd + ["--out", str(out), "--workers", "1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    journal = out / "parents.jsonl"
+    deadline = time.monotonic() + 60
+    while not (journal.exists() and journal.read_bytes().count(b"\n") >= 20):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    got = {r["key"]: r["sha256"] for r in Dataset.open(out).rows()}
+    want = {r["key"]: r["sha256"] for r in Dataset.open(tmp_path / "ref").rows()}
+    assert got == want and json.loads(run.stdout)["skipped_done"] >= 20
+
+
+# ------------------------------------------------------------------------------------------------- LEGO
+
+
+def test_layout_locator_finds_the_head_on_synthetic_renders():
+    for seed in range(12):
+        for hat in (False, True):
+            im, (hx, hy, hw, hh) = draw_minifig(seed, hat=hat, scale=0.6 + 0.05 * seed)
+            box, why = locate_head(np.asarray(images.to_rgb(im)))
+            assert box is not None, why
+            x, y, w, h = box
+            assert x <= hx and y <= hy and x + w >= hx + hw and y + h >= hy + hh  # the whole face is inside
+            assert w <= 2.2 * hh  # and not much more than the head (hat and stud included)
+    blank = np.full((300, 200, 3), 255, np.uint8)
+    assert locate_head(blank) == (None, "no figure on the background")
+    wide = np.full((200, 400, 3), 255, np.uint8)
+    wide[80:120, 20:380] = 0
+    assert locate_head(wide)[0] is None
+
+
+def test_lego_faces_from_a_dataset_keep_labels(tmp_path, cascade):
+    raw = tmp_path / "data" / "bricklink" / "raw"
+    with Dataset.create(raw) as ds:
+        for i in range(12):
+            im, _ = draw_minifig(i, hat=i % 2 == 1, transparent=i % 3 == 0)
+            ds.add(f"bricklink-fig{i:03d}", png_bytes(im), "png", {"width": im.width, "height": im.height,
+                   "source": "bricklink", "item_no": f"fig{i:03d}", "category": ["Town", "Castle"][i % 2]})
+        ds.add("bricklink-empty", png_bytes(Image.new("RGB", (300, 400), "white")), "png",
+               {"width": 300, "height": 400, "source": "bricklink", "category": "Town"})
+    out = tmp_path / "data" / "bricklink" / "faces"
+    summary = crop(raw, out, CropOptions(size=64, lego=True, min_face=24), cascade=cascade,
+                   debug_grid=tmp_path / "heads.png")
+    assert summary["with_faces"] == 12 and summary["without"] == 1 and summary["methods"] == {"layout": 12}
+    rows = list(Dataset.open(out).rows())
+    assert {r["parent"] for r in rows} == {f"bricklink-fig{i:03d}" for i in range(12)}
+    assert all(r["method"] == "layout" and r["detector"] == "layout" and r["source"] == "bricklink" for r in rows)
+    parents = list(Dataset.open(out).read_journal("parents"))
+    assert any(p["parent"] == "bricklink-empty" and p["status"] == "no_head" and p["reason"] for p in parents)
+    labelled = shard([out], tmp_path / "shards", "lego", ShardOptions(size=32, label_field="category", val_fraction=0))
+    assert labelled["labels"]["counts"] == {"Castle": 6, "Town": 6}
