@@ -394,7 +394,7 @@ CropFormat = Annotated[str, typer.Option("--format", help="png, jpg or webp.")]
 )
 def crop_anime(
     src: CropSrc = None, out: CropOut = None, size: CropSize = 128, margin: Margin = 0.2, edge: Edge = "pad",
-    pad_color: PadColor = "white", min_face: MinFace = 48, scale_factor: ScaleFactor = 1.1,
+    pad_color: PadColor = "white", min_face: MinFace = 64, scale_factor: ScaleFactor = 1.1,
     min_neighbors: MinNeighbors = 5, min_size: MinSize = 24, equalize: Equalize = True, detect_size: DetectSize = 1024,
     cascade: Cascade = None, workers: Workers = 0, debug_grid: DebugGrid = None, image_format: CropFormat = "png",
     base_url: BaseUrl = None, data_dir: DataDir = None, as_json: JsonFlag = False,
