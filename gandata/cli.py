@@ -54,6 +54,8 @@ def _print_shard_summary(s: dict) -> None:
     )
     r = s["removed"]
     removed = [f"{r['exact_duplicate']} exact duplicates", f"{r['unreadable']} unreadable"]
+    if r.get("near_duplicate"):
+        removed.insert(1, f"{r['near_duplicate']} near duplicates")
     if r.get("missing_label"):
         removed.append(f"{r['missing_label']} without a label")
     print(f"  removed: {', '.join(removed)}" + (f" (all listed in {s['report']})" if any(r.values()) else ""))
@@ -89,7 +91,8 @@ def shard(
     seed: Annotated[int, typer.Option(help="Seed of the shuffle.")] = 0,
     maxcount: Annotated[int, typer.Option(min=1, help="At most this many samples per shard.")] = 10000,
     min_shards: Annotated[int, typer.Option(min=1, help="Train shards to aim for when data allows (64+ per shard).")] = 8,
-    dedupe: Annotated[str, typer.Option(help="exact (identical pixels) or none.")] = "exact",
+    dedupe: Annotated[str, typer.Option(help="exact (identical pixels), near (perceptual hash within --threshold) or none.")] = "exact",
+    threshold: Annotated[int, typer.Option(min=0, max=32, help="--dedupe near: bits of gandata-phash-v1 that may differ.")] = 8,
     label_field: Annotated[Optional[str], typer.Option(help="Record field whose values become class labels (.cls).")] = None,
     workers: Annotated[int, typer.Option(min=0, help="Threads for decoding and resizing (0: one per core).")] = 0,
     data_dir: DataDir = None,
@@ -101,7 +104,7 @@ def shard(
     opts = ShardOptions(
         size=size, resize=resize, image_format=image_format, quality=quality, background=background,
         pad_color=pad_color, val_fraction=val_fraction, seed=seed, maxcount=maxcount, min_shards=min_shards,
-        dedupe=dedupe, label_field=label_field, workers=workers,
+        dedupe=dedupe, threshold=threshold, label_field=label_field, workers=workers,
     )
     ddir = _data_dir(data_dir)
     progress = not as_json
@@ -422,6 +425,36 @@ def crop_lego(
     _crop(True, src, out, data_dir, cascade, base_url, debug_grid, as_json, size=size, margin=margin, edge=edge,
           pad_color=pad_color, min_face=min_face, scale_factor=scale_factor, min_neighbors=min_neighbors,
           min_size=min_size, equalize=equalize, detect_size=detect_size, workers=workers, image_format=image_format)
+
+
+@app.command(
+    epilog="\b\nExamples:\n"
+    "  gandata dedupe data/bitmoji/raw --report dups.jsonl --grid dups.png\n"
+    "  gandata dedupe data/anime/faces ~/more-faces --threshold 6\n"
+    "\b\nNothing is changed: remove near duplicates with gandata shard --dedupe near.",
+)
+def dedupe(
+    src: Annotated[list[str], typer.Argument(help="Dataset folders, image folders or shards.")],
+    threshold: Annotated[int, typer.Option(min=0, max=32, help="Bits of gandata-phash-v1 that may differ.")] = 8,
+    report: Annotated[Optional[Path], typer.Option(help="Write every clustered sample as JSONL (kept or not, and why).")] = None,
+    grid: Annotated[Optional[Path], typer.Option(help="Write a contact sheet of the largest clusters, one a row.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Find near-duplicate clusters (perceptual hash + multi-index search)."""
+    from .dedupe import dedupe as run_dedupe
+
+    r = run_dedupe(src, threshold=threshold, report=report, grid=grid, progress=not as_json)
+    if as_json:
+        print(json.dumps(r, ensure_ascii=False))
+        return
+    print(f"{r['samples']} samples: {r['clusters']} near-duplicate clusters at {r['threshold']} bits, "
+          f"{r['in_clusters']} samples in them, {r['near_duplicates']} would be removed (largest cluster: {r['largest']})")
+    if r["unreadable"]:
+        print(f"  {r['unreadable']} unreadable, e.g. {r['bad'][0]['origin']}: {r['bad'][0]['reason']}")
+    if r["report"]:
+        print(f"  report: {r['report']}")
+    if r["grid"]:
+        print(f"  contact sheet: {r['grid']}")
 
 
 def main() -> None:

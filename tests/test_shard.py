@@ -91,7 +91,7 @@ def test_shard_real_images_reads_back_everywhere(tmp_path, anime_dir):
     info = _check_output(out)
     assert info["counts"]["total"] == 12 and summary["counts"] == info["counts"]
     assert info["counts"]["val"] > 0 and info["resolution"] == 32
-    assert summary["removed"] == {"unreadable": 0, "exact_duplicate": 0, "missing_label": 0}
+    assert summary["removed"] == {"unreadable": 0, "exact_duplicate": 0, "near_duplicate": 0, "missing_label": 0}
     assert summary["patterns"]["train"] == str(out / "anime-train-000000.tar")
     assert any("train shard" in w for w in summary["warnings"])  # 1 shard < 8 readers
     for name, types in _json_types(out, info).items():

@@ -1,0 +1,138 @@
+"""Near duplicates: the pinned hash, the multi-index search against brute force, clusters on real images."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+from gandata import dedupe as dd
+from gandata.datasets import Dataset
+from gandata.errors import UserError
+from gandata.shard import ShardOptions, shard
+
+from conftest import png_bytes
+
+
+def _flip(h: int, bits: list[int]) -> int:
+    for b in bits:
+        h ^= 1 << b
+    return h
+
+
+@pytest.mark.parametrize("threshold", [0, 1, 3, 5, 8, 10, 13])
+def test_search_agrees_with_brute_force(threshold):
+    rng = np.random.default_rng(threshold)
+    base = [int(x) for x in rng.integers(0, 2**63, 600, dtype=np.uint64)]
+    hashes = list(base)
+    for h in base[:150]:  # planted: exactly at the threshold, one past it, and inside it
+        hashes.append(_flip(h, list(rng.choice(64, threshold, replace=False))))
+        hashes.append(_flip(h, list(rng.choice(64, threshold + 1, replace=False))))
+        hashes.append(_flip(h, list(rng.choice(64, rng.integers(0, threshold + 1), replace=False))))
+    hashes += base[:20]  # repeated hashes
+    arr = np.array(hashes, dtype=np.uint64)
+    got, want = dd.near_pairs(arr, threshold), dd.brute_pairs(arr, threshold)
+    assert np.array_equal(got, want) and len(want) >= 150
+    d = np.bitwise_count(arr[want[:, 0]] ^ arr[want[:, 1]])
+    assert (d == threshold).any() and d.max() <= threshold
+
+
+def test_components_and_representatives():
+    keys = ["b", "a", "c", "d", "e"]
+    far = (2**64 - 1) ^ 0xFF  # 56 bits away from the others
+    hashes = [0b0, 0b1, 0b111, far, far ^ (1 << 63)]  # b–a 1 bit, a–c 2 bits, b–c 3 bits; d–e 1 bit
+    areas = [100, 100, 50, 10, 20]
+    found = dd.clusters(keys, hashes, areas, 2)
+    assert found["c"] == {"cluster": "a", "representative": "a", "distance": 2}  # a: largest area, smallest key
+    assert found["b"]["cluster"] == "a"  # b and c are 3 bits apart, joined through a
+    assert found["b"]["representative"] == "a" and found["d"]["representative"] == "e"
+
+
+def test_the_hash_is_pinned_and_follows_its_documented_recipe(anime_dir):
+    import cv2
+
+    im = Image.open(anime_dir / "tadne_r0c1.jpg")
+    assert dd.to_hex(dd.phash(im)) == "ea4fc961c90d2733"  # stored hashes stay comparable across versions
+    assert dd.phash(im.convert("RGBA")) == dd.phash(im)
+    # the recipe of the module docstring, with the DCT-II written out instead of cv2.dct
+    grey = np.asarray(im.convert("RGB").convert("L"), dtype=np.float32)
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float64)
+    k = np.arange(32)
+    basis = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / 64) * np.sqrt(2 / 32)
+    basis[0] /= np.sqrt(2)
+    coeffs = (basis @ small @ basis.T)[:8, :8].ravel()
+    bits = "".join("1" if c > np.median(coeffs[1:]) else "0" for c in coeffs)
+    assert int(bits, 2) == dd.phash(im)
+
+
+def _jpeg(im: Image.Image, q: int) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=q)
+    return buf.getvalue()
+
+
+def edited_copies(anime_dir, folder):
+    """The 12 originals plus, for each, copies resized, recompressed, slightly cropped and brightness-shifted."""
+    folder.mkdir()
+    for p in sorted(anime_dir.glob("*.jpg")):
+        im = Image.open(p).convert("RGB")
+        (folder / p.name).write_bytes(p.read_bytes())
+        (folder / f"{p.stem}_small.png").write_bytes(png_bytes(im.resize((128, 128), Image.Resampling.BOX)))
+        (folder / f"{p.stem}_q30.jpg").write_bytes(_jpeg(im, 30))
+        (folder / f"{p.stem}_crop.png").write_bytes(png_bytes(im.crop((10, 10, 502, 502))))
+        (folder / f"{p.stem}_bright.png").write_bytes(png_bytes(ImageEnhance.Brightness(im).enhance(1.1)))
+        (folder / f"{p.stem}_dark.jpg").write_bytes(_jpeg(ImageEnhance.Brightness(im).enhance(0.9), 85))
+    return folder
+
+
+def test_edited_copies_cluster_with_their_originals_and_originals_stay_apart(tmp_path, anime_dir):
+    folder = edited_copies(anime_dir, tmp_path / "imgs")
+    report = tmp_path / "dups.jsonl"
+    summary = dd.dedupe([folder], report=report, grid=tmp_path / "dups.png")
+    assert summary["samples"] == 72 and summary["clusters"] == 12 and summary["near_duplicates"] == 60
+    rows = [json.loads(line) for line in report.read_text().splitlines()]
+    assert len(rows) == 72
+    for r in rows:
+        original = r["key"].split("_")[0] + "_" + r["key"].split("_")[1]  # tadne_r0c1_q30 → tadne_r0c1
+        assert r["representative"] == original  # the largest source, then the smallest key
+        assert r["kept"] == (r["key"] == original) and (r["reason"] is None) == r["kept"]
+        assert r["distance"] <= dd.DEFAULT_THRESHOLD
+    assert Image.open(tmp_path / "dups.png").mode == "RGB"
+    apart = dd.dedupe([anime_dir])
+    assert apart["clusters"] == 0  # the 12 distinct originals never merge
+
+
+def test_shard_dedupe_near(tmp_path, anime_dir):
+    folder = edited_copies(anime_dir, tmp_path / "imgs")
+    summary = shard([folder], tmp_path / "shards", "anime", ShardOptions(size=32, dedupe="near", val_fraction=0))
+    assert summary["counts"]["total"] == 12 and summary["removed"]["near_duplicate"] == 60
+    report = [json.loads(line) for line in (tmp_path / "shards" / "rejected.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in report} == {"near_duplicate"} and all("near duplicate of tadne_" in r["reason"] for r in report)
+    import webdataset as wds
+
+    for s in wds.WebDataset(str(tmp_path / "shards" / "anime-train-000000.tar"), shardshuffle=False):
+        meta = json.loads(s["json"])
+        assert meta["cluster"] == meta["key"] and len(meta["phash"]) == 16
+    with pytest.raises(UserError, match="--dedupe"):
+        shard([folder], tmp_path / "x", "anime", ShardOptions(dedupe="fuzzy"))
+
+
+def test_hashes_of_dataset_folders_are_cached(tmp_path, anime_dir, monkeypatch):
+    root = tmp_path / "raw"
+    with Dataset.create(root) as ds:
+        for p in sorted(anime_dir.glob("*.jpg")):
+            ds.add(p.stem, p.read_bytes(), "jpg", {"width": 512, "height": 512, "source": "test"})
+    first = dd.dedupe([root])
+    assert (root / "phash.jsonl").exists() and first["samples"] == 12
+    calls = []
+    monkeypatch.setattr(dd, "_hash_sample", lambda data: calls.append(1) or "should not be called")
+    again = dd.dedupe([root])
+    assert again["samples"] == 12 and not calls and again["clusters"] == first["clusters"] == 0
+
+
+def test_bad_threshold(tmp_path, anime_dir):
+    with pytest.raises(UserError, match="--threshold"):
+        dd.dedupe([anime_dir], threshold=40)
