@@ -212,7 +212,8 @@ def contact_sheet(
     title: str = "",
     background: Sequence[int] = (40, 40, 40),
 ) -> Image.Image:
-    """A grid of thumbnails with a caption under each (``None`` draws an empty, crossed cell) and a title bar."""
+    """A grid of thumbnails with a caption under each and a title bar. ``(None, caption)`` draws a crossed cell
+    (an image that could not be shown); ``(None, "")`` leaves the cell blank (padding)."""
     n = max(1, len(cells))
     cols = cols or max(1, min(n, math.ceil(math.sqrt(n))))
     rows = math.ceil(n / cols)
@@ -226,6 +227,8 @@ def contact_sheet(
     for i, (im, caption) in enumerate(cells):
         x = pad + (i % cols) * (cell + pad)
         y = title_h + pad + (i // cols) * (cell + cap_h + pad)
+        if im is None and not caption:
+            continue
         if im is None:
             draw.rectangle((x, y, x + cell - 1, y + cell - 1), outline=(200, 60, 60))
             draw.line((x, y, x + cell - 1, y + cell - 1), fill=(200, 60, 60))
