@@ -457,6 +457,88 @@ def dedupe(
         print(f"  contact sheet: {r['grid']}")
 
 
+@app.command(
+    epilog="\b\nExamples:\n"
+    "  gandata train wgan-gp --shards data/bitmoji/shards                      # one GPU (or the CPU)\n"
+    "  gandata train cdcgan --shards data/bricklink/shards --gpus 4 --kimg 2000\n"
+    "  gandata train dcgan --shards 'data/anime/shards/anime-train-{000000..000007}.tar' --resume auto\n"
+    "\b\nSeveral machines: run on each  torchrun --nnodes=2 --nproc-per-node=8 --rdzv-backend=c10d\n"
+    "  --rdzv-endpoint=HOST:29500 -m trainers.train wgan-gp --shards … --out …",
+)
+def train(
+    kind: Annotated[str, typer.Argument(help="dcgan, lsgan, wgan, wgan-gp or cdcgan.")],
+    shards: Annotated[str, typer.Option(help="A shard folder (with dataset.json), brace pattern, URL or pipe: command.")],
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<kind>).")] = None,
+    kimg: Annotated[float, typer.Option(help="Length: thousands of real images shown to the critic.")] = 1000.0,
+    batch: Annotated[Optional[int], typer.Option(help="Global batch, split over the GPUs (default: the paper's).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate of G and D (default: the paper's).")] = None,
+    n_critic: Annotated[Optional[int], typer.Option(help="Critic steps per generator step (default: 5 for WGANs, else 1).")] = None,
+    critic_norm: Annotated[Optional[str], typer.Option(help="batch, group or none (default: group for wgan-gp, else batch).")] = None,
+    g_norm: Annotated[str, typer.Option(help="Generator normalisation: batch or none.")] = "batch",
+    nz: Annotated[int, typer.Option(help="Latent size.")] = 100,
+    ngf: Annotated[int, typer.Option(help="Generator width.")] = 64,
+    ndf: Annotated[int, typer.Option(help="Critic width.")] = 64,
+    gp_lambda: Annotated[float, typer.Option(help="wgan-gp: weight of the gradient penalty.")] = 10.0,
+    clip: Annotated[float, typer.Option(help="wgan: critic weights are clipped to ±clip.")] = 0.01,
+    critic_warmup: Annotated[bool, typer.Option(help="wgan: 100 critic steps for the first 25 G steps and every 500th.")] = True,
+    ema_kimg: Annotated[float, typer.Option(help="Half-life of the generator's EMA, in kimg.")] = 10.0,
+    snap_kimg: Annotated[float, typer.Option(help="Sample grid and checkpoint every this many kimg.")] = 50.0,
+    log_kimg: Annotated[float, typer.Option(help="Metrics every this many kimg.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed (each rank derives its own).")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Data-loader worker processes per GPU.")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast on GPUs).")] = "fp32",
+    resume: Annotated[Optional[str], typer.Option(help="auto (the newest checkpoint in --out) or a checkpoint file.")] = None,
+    gpus: Annotated[int, typer.Option(min=1, help="Processes to launch with torchrun (GPUs; on --device cpu, CPU processes).")] = 1,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a GAN on shards, streaming them; checkpoints, sample grids and metrics go to the run folder."""
+    from trainers.train import TrainError, TrainOptions, launch
+
+    opts = TrainOptions(kind=kind, shards=shards, out=str(out or Path("runs") / kind), kimg=kimg, batch=batch, lr=lr,
+                        n_critic=n_critic, critic_norm=critic_norm, g_norm=g_norm, nz=nz, ngf=ngf, ndf=ndf,
+                        gp_lambda=gp_lambda, clip=clip, critic_warmup=critic_warmup, ema_kimg=ema_kimg,
+                        snap_kimg=snap_kimg, log_kimg=log_kimg, seed=seed, workers=workers, device=device,
+                        precision=precision, resume=resume, gpus=gpus)
+    try:
+        summary = launch(opts, progress=not as_json)
+    except TrainError as e:
+        raise UserError(str(e)) from None
+    if int(os.environ.get("RANK", 0)) != 0:
+        return
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        print(f"trained {summary['kind']} for {summary['kimg']} kimg ({summary['steps']} steps, {summary['world']} "
+              f"process(es), {summary['seconds']} s) → {summary['out']}")
+        print(f"  checkpoint: {summary.get('checkpoint')}\n  samples:    {summary.get('grid')}")
+
+
+@app.command(
+    epilog="\b\nExamples:\n"
+    "  gandata sample runs/wgan-gp --n 64 --out grid.png\n"
+    "  gandata sample runs/cdcgan/checkpoint-000500000.pt --label 3 --out hats.png",
+)
+def sample(
+    run: Annotated[Path, typer.Argument(help="A run folder (its newest checkpoint) or a checkpoint file.")],
+    n: Annotated[int, typer.Option(min=1, help="Images in the grid.")] = 64,
+    out: Annotated[Path, typer.Option(help="The PNG to write.")] = Path("samples.png"),
+    label: Annotated[Optional[int], typer.Option(help="cdcgan: draw only this class (default: one class per row).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the latent vectors.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast on GPUs).")] = "fp32",
+    as_json: JsonFlag = False,
+) -> None:
+    """Draw a grid of samples from a trained generator (its EMA)."""
+    from trainers.train import TrainError, sample as run_sample
+
+    try:
+        r = run_sample(run, n=n, out=out, label=label, device=device, precision=precision, seed=seed)
+    except TrainError as e:
+        raise UserError(str(e)) from None
+    print(json.dumps(r) if as_json else f"{r['n']} samples of {r['kind']} at {r['kimg']:g} kimg → {r['out']}")
+
+
 def main() -> None:
     """Console entry point: a user's mistake ends in one line on stderr and exit status 1, never a traceback."""
     try:

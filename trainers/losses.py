@@ -1,0 +1,53 @@
+"""The adversarial objectives, on critic logits, computed in fp32 (AMP-safe: no sigmoid + BCELoss).
+
+* ``gan`` (dcgan, cdcgan): non-saturating — D: −log σ(D(x)) − log(1 − σ(D(G(z)))), G: −log σ(D(G(z))) (softplus form).
+* ``lsgan``: 0-1 coding — D: ½(D(x)−1)² + ½D(G(z))², G: ½(D(G(z))−1)².
+* ``wgan`` (wgan, wgan-gp): D: D(G(z)) − D(x), G: −D(G(z)).
+* ``gradient_penalty``: E[(‖∇x̂ D(x̂)‖₂ − 1)²] with one α ~ U[0,1] per sample, the norm over every non-batch
+  dimension (C, H, W together), by ``autograd.grad(create_graph=True)`` on the inputs, in fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OBJECTIVES = {"dcgan": "gan", "cdcgan": "gan", "lsgan": "lsgan", "wgan": "wgan", "wgan-gp": "wgan"}
+
+
+def d_loss(kind: str, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    r, f = d_real.float(), d_fake.float()
+    obj = OBJECTIVES[kind]
+    if obj == "gan":
+        return F.softplus(-r).mean() + F.softplus(f).mean()
+    if obj == "lsgan":
+        return 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean()
+    return f.mean() - r.mean()
+
+
+def g_loss(kind: str, d_fake: torch.Tensor) -> torch.Tensor:
+    f = d_fake.float()
+    obj = OBJECTIVES[kind]
+    if obj == "gan":
+        return F.softplus(-f).mean()
+    if obj == "lsgan":
+        return 0.5 * ((f - 1) ** 2).mean()
+    return -f.mean()
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor,
+                     labels: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP's penalty. ``alpha`` has one value per sample (shape (B,)). Works through a DDP-wrapped critic when
+    the result is added to a loss that also holds the critic's outputs on real and fake (one backward)."""
+    a = alpha.to(real.dtype).view(-1, *([1] * (real.dim() - 1)))
+    x_hat = (a * real.detach() + (1 - a) * fake.detach()).requires_grad_(True)
+    out = critic(x_hat, labels) if labels is not None else critic(x_hat)
+    (grad,) = torch.autograd.grad(out.float().sum(), x_hat, create_graph=True)
+    return ((grad.float().flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+@torch.no_grad()
+def clip_weights(critic: nn.Module, c: float) -> None:
+    for p in critic.parameters():
+        p.clamp_(-c, c)

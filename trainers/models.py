@@ -1,0 +1,94 @@
+"""DCGAN-family generators and critics for 32, 64 and 128 px (depth follows the resolution).
+
+* Generator: z (plus a label embedding for the conditional trainer, concatenated to z) → ConvTranspose 4×4 to 4×4,
+  then stride-2 ConvTranspose blocks halving the channels up to the resolution, Tanh. Batch norm by default
+  (``g_norm="none"`` removes it, as WGAN's ``DCGAN_G_nobn``).
+* Critic: stride-2 convolutions doubling the channels down to 4×4 (no normalisation on the first), then a 4×4
+  convolution to one logit — no sigmoid: every loss works on logits. Normalisation ``batch`` (DCGAN, LSGAN, WGAN),
+  ``group`` (GroupNorm(1, C) = the official WGAN-GP layer norm over C,H,W) or ``none``. Conditional critics add a
+  projection head: ``logit += <embed(y), sum of the last features>``.
+* Init N(0, 0.02) for convolutions and embeddings; batch-norm weights N(1, 0.02), biases 0 (pytorch/examples).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+RESOLUTIONS = (32, 64, 128)
+
+
+def _depth(resolution: int) -> int:
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution {resolution} is not supported; use one of {RESOLUTIONS} (gandata shard --size)")
+    return int(math.log2(resolution)) - 2  # stride-2 steps between 4×4 and the resolution
+
+
+def weights_init(m: nn.Module) -> None:
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Embedding):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(1, channels, eps=1e-5)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown normalisation {kind!r}; use batch, group or none")
+
+
+class Generator(nn.Module):
+    def __init__(self, resolution: int = 64, nz: int = 100, ngf: int = 64, channels: int = 3, n_classes: int = 0,
+                 embed_dim: int | None = None, norm: str = "batch"):
+        super().__init__()
+        steps = _depth(resolution)
+        self.nz, self.n_classes = nz, n_classes
+        self.embed = nn.Embedding(n_classes, embed_dim or n_classes) if n_classes else None
+        width = ngf * 2 ** (steps - 1)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(nz + (self.embed.embedding_dim if self.embed else 0), width, 4, 1, 0,
+                                                      bias=False), _norm(norm, width), nn.ReLU(True)]
+        for _ in range(steps - 1):
+            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), _norm(norm, width // 2), nn.ReLU(True)]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(weights_init)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(labels)], dim=1)
+        return self.net(z[:, :, None, None])
+
+
+class Critic(nn.Module):
+    def __init__(self, resolution: int = 64, ndf: int = 64, channels: int = 3, norm: str = "batch", n_classes: int = 0):
+        super().__init__()
+        steps = _depth(resolution)
+        layers: list[nn.Module] = [nn.Conv2d(channels, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        width = ndf
+        for _ in range(steps - 1):
+            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), _norm(norm, width * 2),
+                       nn.LeakyReLU(0.2, inplace=True)]
+            width *= 2
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Conv2d(width, 1, 4, 1, 0, bias=False)
+        self.embed = nn.Embedding(n_classes, width) if n_classes else None
+        self.apply(weights_init)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(x)
+        logit = self.head(h).flatten()
+        if self.embed is not None:
+            logit = logit + (self.embed(labels) * h.sum(dim=(2, 3))).sum(dim=1)
+        return logit

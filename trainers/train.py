@@ -1,0 +1,539 @@
+"""One training loop for DCGAN, LSGAN, WGAN, WGAN-GP and conditional DCGAN, on one device or many (torchrun).
+
+* ``--batch`` is global: each of the W ranks takes batch / W. Noise, fake labels and penalty weights are drawn for
+  the whole global batch from a generator seeded by (seed, step, phase) and sliced per rank, so a run is
+  reproducible, resumes bit for bit, and does the same arithmetic on 1 or N processes (exactly so where nothing
+  depends on the per-rank batch, i.e. without batch norm).
+* Length in kimg: thousands of real images shown to the critic. No epochs: the data stream is endless.
+* EMA of G (``ema_kimg``), a fixed-noise sample grid (one label per row for cdcgan) every snapshot, checkpoints
+  holding everything needed to continue (G, D, EMA, optimisers, step, RNG states, options), written atomically on
+  rank 0; ``resume="auto"`` continues from the newest one. Checkpoints load with ``torch.load(weights_only=True)``.
+* Metrics every ``log_kimg`` to ``metrics.jsonl`` (and TensorBoard when installed), progress on rank 0 only.
+* Multi-process: NCCL on GPUs, gloo on CPU; G and D wrapped in DDP separately with ``broadcast_buffers=False``;
+  the network not being trained runs under ``no_sync`` with ``requires_grad`` off; no SyncBatchNorm; parameters
+  are checked identical across ranks at every snapshot; the process group is torn down after a final barrier.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import data as tdata
+from .losses import clip_weights, d_loss, g_loss, gradient_penalty
+from .models import Critic, Generator
+
+KINDS = ("dcgan", "lsgan", "wgan", "wgan-gp", "cdcgan")
+CHECKPOINT_RE = "checkpoint-*.pt"
+
+# the papers' defaults (trainer-anchors §5): batch, optimiser, critic normalisation, critic steps per G step
+DEFAULTS = {
+    "dcgan": dict(batch=128, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
+    "cdcgan": dict(batch=128, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
+    "lsgan": dict(batch=128, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
+    "wgan": dict(batch=64, opt="rmsprop", lr=5e-5, betas=None, critic_norm="batch", n_critic=5),
+    "wgan-gp": dict(batch=64, opt="adam", lr=1e-4, betas=(0.0, 0.9), critic_norm="group", n_critic=5),
+}
+
+
+class TrainError(Exception):
+    """A problem with the options or the data, said in one line."""
+
+
+@dataclass
+class TrainOptions:
+    kind: str
+    shards: str
+    out: str
+    kimg: float = 1000.0
+    batch: int | None = None
+    resolution: int | None = None  # default: from dataset.json, else the first batch
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    lr: float | None = None
+    n_critic: int | None = None
+    critic_norm: str | None = None
+    g_norm: str = "batch"
+    clip: float = 0.01
+    critic_warmup: bool = True  # wgan: 100 critic steps for the first 25 G steps and every 500th
+    gp_lambda: float = 10.0
+    ema_kimg: float = 10.0
+    ema_rampup: float = 0.05  # early on the EMA half-life is at most this share of the images seen (stylegan2-ada)
+    snap_kimg: float = 50.0
+    log_kimg: float = 1.0
+    seed: int = 0
+    workers: int = 2
+    shuffle: int = 2000
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA)
+    resume: str | None = None  # None | auto | a checkpoint path
+    gpus: int = 1
+    n_classes: int | None = None  # cdcgan: default from dataset.json's labels
+    grid: int = 64
+    extra: dict = field(default_factory=dict)
+
+    def resolved(self) -> "TrainOptions":
+        if self.kind not in KINDS:
+            raise TrainError(f"unknown trainer {self.kind!r}; use one of {', '.join(KINDS)}")
+        d = DEFAULTS[self.kind]
+        o = copy.deepcopy(self)
+        o.batch = o.batch or d["batch"]
+        o.lr = o.lr or d["lr"]
+        o.n_critic = o.n_critic or d["n_critic"]
+        o.critic_norm = o.critic_norm or d["critic_norm"]
+        if o.kind == "wgan-gp" and o.critic_norm == "batch":
+            raise TrainError("wgan-gp needs a critic without batch norm (--critic-norm group or none): the gradient "
+                             "penalty is per sample")
+        if o.precision not in ("fp32", "bf16"):
+            raise TrainError("--precision must be fp32 or bf16")
+        if o.kimg <= 0 or o.batch < 1 or o.snap_kimg <= 0 or o.log_kimg <= 0:
+            raise TrainError("--kimg, --batch, --snap-kimg and --log-kimg must be positive")
+        return o
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def _dist() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def pick_device(choice: str, local_rank: int = 0) -> torch.device:
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise TrainError("--device cuda asked for, but torch sees no GPU; use --device cpu or auto")
+    return torch.device("cuda", local_rank)
+
+
+def step_generator(seed: int, step: int, phase: str) -> torch.Generator:
+    """The generator for one phase of one step: the same on every rank, so global draws can be sliced."""
+    digest = hashlib.sha256(f"{seed}:{step}:{phase}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint's contents. Only plain tensors and containers are accepted (``weights_only=True``): a file that
+    needs arbitrary unpickling is refused."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise TrainError(f"{path} does not exist") from None
+    except Exception as e:  # UnpicklingError and friends: not a plain checkpoint
+        raise TrainError(f"refusing to load {path}: it is not a plain gandata checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from None
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    found = sorted(run.glob(CHECKPOINT_RE))
+    return found[-1] if found else None
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def image_grid(images: torch.Tensor, rows: int) -> bytes:
+    """B×C×H×W in [-1, 1] → a PNG of ``rows`` rows with 2-px gaps."""
+    from PIL import Image
+
+    from gandata import images as gimages
+
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+    b, c, h, w = x.shape
+    cols = math.ceil(b / rows)
+    grid = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, 3), 32, np.uint8)
+    for i in range(b):
+        r, k = divmod(i, cols)
+        tile = x[i].transpose(1, 2, 0)
+        grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + k * (w + 2): 2 + k * (w + 2) + w] = tile if c == 3 else tile[..., :1]
+    return gimages.encode(Image.fromarray(grid), "png")
+
+
+def params_digest(*modules: nn.Module) -> str:
+    h = hashlib.sha256()
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def build(o: TrainOptions, resolution: int, n_classes: int) -> tuple[nn.Module, nn.Module]:
+    conditional = o.kind == "cdcgan"
+    G = Generator(resolution, o.nz, o.ngf, 3, n_classes if conditional else 0, norm=o.g_norm)
+    D = Critic(resolution, o.ndf, 3, o.critic_norm, n_classes if conditional else 0)
+    return G, D
+
+
+def _optimizer(o: TrainOptions, params) -> torch.optim.Optimizer:
+    d = DEFAULTS[o.kind]
+    if d["opt"] == "rmsprop":
+        return torch.optim.RMSprop(params, lr=o.lr)
+    return torch.optim.Adam(params, lr=o.lr, betas=d["betas"])
+
+
+# ---------------------------------------------------------------------------------------------------- run
+
+
+def train(options: TrainOptions, progress: bool = True) -> dict:
+    """Train in this process (one rank of a torchrun job when WORLD_SIZE is set). Returns the final summary."""
+    o = options.resolved()
+    rank, world, local_rank = _dist()
+    device = pick_device(o.device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if o.batch % world:
+        raise TrainError(f"--batch {o.batch} does not divide among {world} processes")
+    per_rank = o.batch // world
+    run = Path(o.out)
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+    _barrier(world)
+    torch.manual_seed(o.seed * world + rank)
+    np.random.seed((o.seed * world + rank) % 2**32)
+    random.seed(o.seed * world + rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    try:
+        urls, info = tdata.resolve(o.shards)
+    except FileNotFoundError as e:
+        raise TrainError(f"--shards {o.shards}: {e}") from None
+    labels = (info or {}).get("labels") or None
+    resolution = o.resolution or (info or {}).get("resolution")
+    n_classes = o.n_classes or (len(labels["names"]) if labels else 0)
+    if o.kind == "cdcgan" and n_classes < 2:
+        raise TrainError("cdcgan needs labelled shards (gandata shard --label-field FIELD) with at least 2 classes")
+    loader = tdata.stream(urls, per_rank, conditional=o.kind == "cdcgan", workers=o.workers, shuffle=o.shuffle,
+                          pin_memory=device.type == "cuda")
+    batches = iter(loader)
+    if resolution is None:
+        first = next(batches)
+        resolution = int(first[0].shape[-1])
+    G, D = build(o, resolution, n_classes)
+    G.to(device)
+    D.to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    optG, optD = _optimizer(o, G.parameters()), _optimizer(o, D.parameters())
+    step, cur_nimg = 0, 0
+    resumed_from = None
+    ckpt_path = latest_checkpoint(run) if o.resume == "auto" else (Path(o.resume) if o.resume else None)
+    if ckpt_path is not None:
+        ck = load_checkpoint(ckpt_path, map_location=device)
+        G.load_state_dict(ck["G"])
+        D.load_state_dict(ck["D"])
+        G_ema.load_state_dict(ck["G_ema"])
+        optG.load_state_dict(ck["optG"])
+        optD.load_state_dict(ck["optD"])
+        step, cur_nimg = int(ck["step"]), int(ck["cur_nimg"])
+        if ck.get("world") == world:
+            set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
+        resumed_from = str(ckpt_path)
+    elif o.resume not in (None, "auto"):
+        raise TrainError(f"--resume {o.resume}: no such checkpoint")
+
+    if rank == 0:
+        resolved = {**asdict(o), "resolution": resolution, "n_classes": n_classes, "world": world,
+                    "per_rank_batch": per_rank, "device": str(device), "label_names": labels["names"] if labels else None,
+                    "shard_urls": urls[:50], "torch": torch.__version__}
+        (run / "options.json").write_text(json.dumps(resolved, indent=2))
+
+    Gd, Dd = G, D
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        Gd = nn.parallel.DistributedDataParallel(G, device_ids=ids, broadcast_buffers=False)
+        Dd = nn.parallel.DistributedDataParallel(D, device_ids=ids, broadcast_buffers=False)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if o.precision == "bf16" and device.type == "cuda"
+                else contextlib.nullcontext())
+    sl = slice(rank * per_rank, (rank + 1) * per_rank)
+    counts = (labels or {}).get("counts") or {}
+    label_freq = torch.tensor([float(counts.get(n, 0)) for n in labels["names"]]) if labels and counts else None
+
+    def draw(phase: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        g = step_generator(o.seed, step, phase)
+        z = torch.randn(o.batch, o.nz, generator=g)[sl]
+        y = None
+        if o.kind == "cdcgan":
+            if label_freq is not None and label_freq.sum() > 0:
+                y = torch.multinomial(label_freq, o.batch, replacement=True, generator=g)[sl]
+            else:
+                y = torch.randint(0, n_classes, (o.batch,), generator=g)[sl]
+            y = y.to(device)
+        alpha = torch.rand(o.batch, generator=g)[sl]
+        return z.to(device), y, alpha.to(device)
+
+    # fixed noise for the grid (the same in every run with this seed); one label per row for cdcgan
+    rows = int(math.sqrt(o.grid)) or 1
+    gz = torch.randn(o.grid, o.nz, generator=step_generator(o.seed, -1, "grid")).to(device)
+    gy = (torch.arange(o.grid) // math.ceil(o.grid / rows) % max(n_classes, 1)).to(device) if o.kind == "cdcgan" else None
+
+    total = int(o.kimg * 1000)
+    next_log = (cur_nimg // int(o.log_kimg * 1000) + 1) * int(o.log_kimg * 1000)
+    next_snap = (cur_nimg // int(o.snap_kimg * 1000) + 1) * int(o.snap_kimg * 1000)
+    sums = torch.zeros(5, device=device)  # d_loss, g_loss, gap, gp, count
+    t_start, t_tick, nimg_tick = time.monotonic(), time.monotonic(), cur_nimg
+    writer = _tensorboard(run) if rank == 0 else None
+    metrics = open(run / "metrics.jsonl", "a") if rank == 0 else None
+    if rank == 0 and step == 0:
+        real = next(batches)[0][: o.grid]
+        (run / "reals.png").write_bytes(image_grid(real.float() / 127.5 - 1, max(1, int(math.sqrt(len(real))))))
+    summary: dict = {}
+    try:
+        while cur_nimg < total:
+            # ---- critic
+            n_d = o.n_critic
+            if o.kind == "wgan" and o.critic_warmup and (step < 25 or step % 500 == 0):
+                n_d = 100
+            D.requires_grad_(True)
+            G.requires_grad_(False)
+            for i in range(n_d):
+                real, y_real = tdata.to_device(next(batches), device)
+                z, y_fake, alpha = draw(f"d{i}")
+                with torch.no_grad(), autocast:
+                    fake = Gd(z, y_fake) if y_fake is not None else Gd(z)
+                with autocast:
+                    d_real = Dd(real, y_real) if y_real is not None else Dd(real)
+                    d_fake = Dd(fake, y_fake) if y_fake is not None else Dd(fake)
+                loss = d_loss(o.kind, d_real, d_fake)
+                gp = torch.zeros((), device=device)
+                if o.kind == "wgan-gp":
+                    gp = gradient_penalty(Dd, real, fake, alpha, y_fake)
+                    loss = loss + o.gp_lambda * gp
+                optD.zero_grad(set_to_none=True)
+                loss.backward()
+                optD.step()
+                if o.kind == "wgan":
+                    clip_weights(D, o.clip)
+                cur_nimg += o.batch
+            # ---- generator
+            D.requires_grad_(False)
+            G.requires_grad_(True)
+            z, y_fake, _ = draw("g")
+            no_sync = Dd.no_sync() if world > 1 else contextlib.nullcontext()
+            with autocast, no_sync:
+                fake = Gd(z, y_fake) if y_fake is not None else Gd(z)
+                d_gen = Dd(fake, y_fake) if y_fake is not None else Dd(fake)
+            lg = g_loss(o.kind, d_gen)
+            optG.zero_grad(set_to_none=True)
+            lg.backward()
+            optG.step()
+            ema_nimg = min(o.ema_kimg * 1000, cur_nimg * o.ema_rampup) if o.ema_rampup else o.ema_kimg * 1000
+            ema_beta = 0.5 ** (o.batch / max(ema_nimg, 1e-8))
+            with torch.no_grad():
+                for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+                    p_ema.copy_(p.detach().lerp(p_ema, ema_beta))
+                for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+                    b_ema.copy_(b)
+                sums += torch.stack([loss.detach().float(), lg.detach().float(),
+                                     (d_real.float().mean() - d_fake.float().mean()).detach(), gp.detach().float(),
+                                     torch.ones((), device=device)])
+            step += 1
+
+            if cur_nimg >= next_log or cur_nimg >= total:
+                now = time.monotonic()
+                vals = sums.tolist()
+                n = max(vals[4], 1)
+                row = {"kimg": round(cur_nimg / 1000, 3), "step": step, "d_loss": vals[0] / n, "g_loss": vals[1] / n,
+                       "critic_gap": vals[2] / n, "gp": vals[3] / n,
+                       "images_per_s": round((cur_nimg - nimg_tick) / max(now - t_tick, 1e-9), 1),
+                       "seconds": round(now - t_start, 1)}
+                sums.zero_()
+                t_tick, nimg_tick = now, cur_nimg
+                next_log += int(o.log_kimg * 1000)
+                if rank == 0:
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    if writer is not None:
+                        for k in ("d_loss", "g_loss", "critic_gap", "gp", "images_per_s"):
+                            writer.add_scalar(k, row[k], cur_nimg)
+                    if progress:
+                        print(f"{o.kind} {row['kimg']:.1f}/{o.kimg:g} kimg  d {row['d_loss']:.4f}  g {row['g_loss']:.4f}"
+                              f"  gap {row['critic_gap']:.4f}  {row['images_per_s']:.0f} img/s", file=sys.stderr, flush=True)
+            if cur_nimg >= next_snap or cur_nimg >= total:
+                summary = _snapshot(run, rank, world, step, cur_nimg, o, G, D, G_ema, optG, optD, gz, gy, rows)
+                next_snap += int(o.snap_kimg * 1000)
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if writer is not None:
+            writer.close()
+        if world > 1 and dist.is_initialized():
+            _barrier(world)
+            dist.destroy_process_group()
+    summary.update(kind=o.kind, out=str(run), kimg=round(cur_nimg / 1000, 3), steps=step, world=world,
+                   resumed_from=resumed_from, seconds=round(time.monotonic() - t_start, 1), resolution=resolution)
+    if rank == 0:
+        (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _barrier(world: int) -> None:
+    if world > 1 and dist.is_initialized():
+        dist.barrier()
+
+
+def _snapshot(run: Path, rank: int, world: int, step: int, cur_nimg: int, o: TrainOptions, G, D, G_ema, optG, optD,
+              gz, gy, rows) -> dict:
+    """Check the ranks agree, then on rank 0: the sample grid and an atomic checkpoint."""
+    digest = params_digest(G, D)
+    consistent = True
+    states = [rng_state()]
+    if world > 1:
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, {"digest": digest, "rng": rng_state()})
+        consistent = all(g["digest"] == digest for g in gathered)
+        states = [g["rng"] for g in gathered]
+        if not consistent:
+            raise RuntimeError(f"ranks disagree on the parameters at step {step}: a DDP bug, please report it")
+    out = {"checkpoint": None, "grid": None, "params_sha256": digest, "ranks_consistent": consistent}
+    if rank == 0:
+        with torch.no_grad():
+            fakes = G_ema(gz, gy) if gy is not None else G_ema(gz)
+        grid = run / f"fakes-{cur_nimg:09d}.png"
+        grid.write_bytes(image_grid(fakes, rows))
+        ck = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(), "optG": optG.state_dict(),
+              "optD": optD.state_dict(), "step": step, "cur_nimg": cur_nimg, "world": world,
+              "rng": states if world > 1 else states[0], "options": json.loads(json.dumps(asdict(o))),
+              "gandata": _version()}
+        path = run / f"checkpoint-{cur_nimg:09d}.pt"
+        save_atomic(ck, path)
+        out.update(checkpoint=str(path), grid=str(grid))
+    _barrier(world)
+    return out
+
+
+def _version() -> str:
+    from gandata import __version__
+
+    return __version__
+
+
+def _tensorboard(run: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed: JSONL only
+        return None
+    return SummaryWriter(str(run / "tensorboard"))
+
+
+# ------------------------------------------------------------------------------------------------- launch
+
+
+def launch(options: TrainOptions, progress: bool = True) -> dict:
+    """Train with ``options.gpus`` processes: in this process when it is 1 or when already under torchrun,
+    otherwise through torch's own launcher (``python -m torch.distributed.run --standalone``)."""
+    if options.gpus <= 1 or "WORLD_SIZE" in os.environ:
+        return train(options, progress)
+    run = Path(options.out)
+    run.mkdir(parents=True, exist_ok=True)
+    spec = run / "launch.json"
+    spec.write_text(json.dumps(asdict(options)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={options.gpus}",
+           "-m", "trainers.train", "--options", str(spec)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise TrainError(f"the {options.gpus} training processes failed (exit {proc.returncode}); see their output above")
+    return json.loads((run / "summary.json").read_text())
+
+
+def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "samples.png", label: int | None = None,
+           device: str = "auto", precision: str = "fp32", seed: int = 0) -> dict:
+    """A grid of ``n`` images from a run's newest checkpoint (or a checkpoint file), drawn by the EMA generator."""
+    path = Path(path)
+    ck_path = latest_checkpoint(path) if path.is_dir() else path
+    if ck_path is None:
+        raise TrainError(f"{path} holds no checkpoint-*.pt; train first, or give a checkpoint file")
+    ck = load_checkpoint(ck_path)
+    o = TrainOptions(**ck["options"]).resolved()
+    opts_file = ck_path.parent / "options.json"
+    saved = json.loads(opts_file.read_text()) if opts_file.exists() else {}
+    resolution = saved.get("resolution") or _resolution_of(ck["G_ema"])
+    n_classes = saved.get("n_classes") or (ck["G_ema"]["embed.weight"].shape[0] if "embed.weight" in ck["G_ema"] else 0)
+    G, _ = build(o, resolution, n_classes)
+    G.load_state_dict(ck["G_ema"])
+    dev = pick_device(device)
+    G.to(dev).eval()
+    z = torch.randn(n, o.nz, generator=torch.Generator().manual_seed(seed)).to(dev)
+    y = None
+    rows = max(1, int(math.sqrt(n)))
+    if o.kind == "cdcgan":
+        if label is not None and not 0 <= label < n_classes:
+            raise TrainError(f"--label {label}: this model has labels 0-{n_classes - 1}")
+        y = (torch.full((n,), label) if label is not None else torch.arange(n) // math.ceil(n / rows) % n_classes).to(dev)
+    elif label is not None:
+        raise TrainError(f"--label only applies to cdcgan models; this one is {o.kind}")
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" and dev.type == "cuda"
+                else contextlib.nullcontext())
+    with torch.no_grad(), autocast:
+        images = G(z, y) if y is not None else G(z)
+    Path(out).write_bytes(image_grid(images, rows))
+    return {"checkpoint": str(ck_path), "out": str(out), "n": n, "kind": o.kind, "kimg": ck["cur_nimg"] / 1000,
+            "label_names": saved.get("label_names")}
+
+
+def _resolution_of(g_state: dict) -> int:
+    ups = sum(1 for k in g_state if k.startswith("net.") and k.endswith(".weight") and g_state[k].dim() == 4)
+    return 2 ** (ups + 1)
+
+
+def _main(argv: list[str]) -> None:
+    """``python -m trainers.train --options FILE`` (what ``--gpus N`` launches), or the ``gandata train`` options,
+    for a user's own ``torchrun --nnodes … -m trainers.train wgan-gp --shards …`` command."""
+    if argv[:1] == ["--options"]:
+        train(TrainOptions(**json.loads(Path(argv[1]).read_text())))
+        return
+    from gandata.cli import main as cli_main
+
+    sys.argv = ["gandata", "train", *argv]
+    cli_main()
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
