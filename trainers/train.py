@@ -333,7 +333,7 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
             D.requires_grad_(True)
             G.requires_grad_(False)
             for i in range(n_d):
-                real, y_real = tdata.to_device(next(batches), device)
+                real, y_real = tdata.to_device(next(batches), device, o.kind == "cdcgan")
                 z, y_fake, alpha = draw(f"d{i}")
                 with torch.no_grad(), autocast:
                     fake = Gd(z, y_fake) if y_fake is not None else Gd(z)
