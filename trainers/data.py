@@ -95,10 +95,13 @@ def tar_members(f, url: str):
         header = f.read(512)
         if len(header) < 512 or header == b"\0" * 512:
             return
-        stored = header[148:156].strip(b"\0 ")
-        if not stored or sum(header[:148]) + 256 + sum(header[156:]) != int(stored, 8):
-            raise ValueError(f"{url}: not a tar file, or damaged (bad header checksum)")
-        size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        try:
+            stored = int(header[148:156].strip(b"\0 "), 8)
+            size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        except ValueError:
+            stored = size = -1
+        if stored < 0 or size < 0 or sum(header[:148]) + 256 + sum(header[156:]) != stored:
+            raise ValueError(f"{url}: not a tar file, or damaged (bad header)")
         kind = header[156:157]
         data = _read_exact(f, size) if size else b""
         if size % 512:
