@@ -522,6 +522,14 @@ def _validate(body: bytes, max_pixels: int) -> tuple[str, int, int]:
     return images.sniff(body) or (im.format or "").lower(), im.width, im.height
 
 
+def describe_run(stats: dict, stage: str, out: object, provenance: dict, settings: dict) -> dict:
+    """Complete a source's fetch stats with what the run was: its stage, output folder, where the items came from,
+    and every setting (the source's and the engine's). This is what lands in stats.json."""
+    stats.update(stage=stage, out=str(out), inputs=[], provenance=provenance,
+                 options={**settings, **stats.pop("options", {})})
+    return stats
+
+
 def fetch(
     dataset: Dataset,
     source: str,

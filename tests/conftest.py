@@ -23,6 +23,12 @@ def fixture_path(rel: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Every test gets its own run-time asset cache: none reads or fills the user's ~/.cache/gandata."""
+    monkeypatch.setenv("GANDATA_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def anime_dir() -> Path:
     """The 12 real 512×512 anime tiles."""

@@ -30,9 +30,6 @@ def server():
     s.close()
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GANDATA_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture

@@ -31,9 +31,6 @@ def cascade() -> Path:
     return fixture_path("cascades/lbpcascade_animeface.xml")
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GANDATA_CACHE", str(tmp_path / "cache"))
 
 
 def reference(path: Path, cascade: Path) -> list[tuple[int, int, int, int]]:

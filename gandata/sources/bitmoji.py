@@ -16,7 +16,6 @@ import json
 import math
 import os
 import random
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .. import assets
 from ..datasets import Dataset, hash_key
 from ..errors import UserError
-from ..fetch import FetchOptions, Job, check_base_url, fetch, rebase, with_overrides
+from ..fetch import FetchOptions, Job, check_base_url, describe_run, fetch, rebase, with_overrides
 from . import load_manifest
 
 GENDERS = {"male": 1, "female": 2}
@@ -206,7 +205,6 @@ def fetch_bitmoji(
     check_base_url(base_url)
     manifest, manifest_path = load_manifest("bitmoji", manifest_file)
     opts = with_overrides(politeness(manifest), overrides)
-    t0 = time.monotonic()
     provenance: dict = {"manifest": manifest_path}
     if mode == "avatars":
         data, provenance["traits"] = assets.asset(
@@ -226,10 +224,8 @@ def fetch_bitmoji(
         possible = len(templates) * len(ids)
     with Dataset.create(out) as ds:
         stats = fetch(ds, "bitmoji", jobs, target=count, options=opts, progress=progress, total_hint=possible)
-        stats.update(stage="fetch bitmoji", out=str(out), inputs=[], provenance=provenance,
-                     options={"mode": mode, "view": view, "seed": seed, "count": count, "base_url": base_url,
-                              **stats.pop("options")},
-                     seconds_total=round(time.monotonic() - t0, 3))
+        describe_run(stats, "fetch bitmoji", out, provenance,
+                     {"mode": mode, "view": view, "seed": seed, "count": count, "base_url": base_url})
         if possible is not None and not stats["complete"] and not stats["stopped"]:
             stats["stopped"] = (f"only {possible} comics × avatars exist and {stats['total']} were fetched; "
                                 "give more --avatar-ids for a larger --count")

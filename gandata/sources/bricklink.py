@@ -14,7 +14,6 @@ from __future__ import annotations
 import html as htmllib
 import os
 import re
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -23,8 +22,8 @@ from bs4 import BeautifulSoup
 
 from ..datasets import Dataset, make_key
 from ..errors import UserError
-from ..fetch import (FetchOptions, Fetcher, Job, PageError, PageRetry, PageStop, check_base_url, fetch, rebase,
-                     with_overrides)
+from ..fetch import (FetchOptions, Fetcher, Job, PageError, PageRetry, PageStop, check_base_url, describe_run, fetch,
+                     rebase, with_overrides)
 from . import load_manifest
 
 SITE, IMAGES = "bricklink-site", "bricklink-images"
@@ -294,7 +293,6 @@ def fetch_bricklink(
                IMAGES: {"concurrency": images, "rate": pol.get("image_rate")}},
     ), overrides)
     throttle_wait = float(pol.get("throttle_wait", 60.0))
-    t0 = time.monotonic()
     crawl = {"pages": 0, "items": 0, "listed_total": {}, "page_failures": []}
     provenance: dict = {"manifest": manifest_path}
     with Dataset.create(out) as ds:
@@ -311,10 +309,10 @@ def fetch_bricklink(
             jobs = lambda fetcher: crawl_jobs(fetcher, ds, manifest, cats, base_url, throttle_wait, crawl)  # noqa: E731
             total_hint = None
         stats = fetch(ds, "bricklink", jobs, target=limit, options=opts, progress=progress, total_hint=total_hint)
-        stats.update(stage="fetch bricklink", out=str(out), inputs=[], provenance=provenance, crawl=crawl,
-                     options={"catalog_file": str(catalog_file) if catalog_file else None, "categories": categories,
-                              "limit": limit, "delay": delay, "base_url": base_url, **stats.pop("options")},
-                     seconds_total=round(time.monotonic() - t0, 3))
+        describe_run(stats, "fetch bricklink", out, provenance,
+                     {"catalog_file": str(catalog_file) if catalog_file else None, "categories": categories,
+                      "limit": limit, "delay": delay, "base_url": base_url})
+        stats["crawl"] = crawl
         if crawl["page_failures"] and not stats["stopped"]:
             first = crawl["page_failures"][0]
             stats["stopped"] = (f"{len(crawl['page_failures'])} listing page(s) could not be read (first: {first['url']}: "

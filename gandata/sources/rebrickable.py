@@ -11,12 +11,11 @@ import csv
 import gzip
 import io
 import os
-import time
 
 from .. import assets
 from ..datasets import Dataset, make_key
 from ..errors import UserError
-from ..fetch import FetchOptions, Job, check_base_url, fetch, rebase, with_overrides
+from ..fetch import FetchOptions, Job, check_base_url, describe_run, fetch, rebase, with_overrides
 from . import load_manifest
 
 COLUMNS = ("fig_num", "name", "num_parts", "img_url")
@@ -73,13 +72,10 @@ def fetch_rebrickable(
     jobs = [Job(make_key("rebrickable", r["fig_num"]), rebase(r["img_url"], base_url),
                 {"fig_num": r["fig_num"], "name": r["name"], **({"num_parts": r["num_parts"]} if r["num_parts"] is not None else {})})
             for r in rows if r["img_url"]]
-    t0 = time.monotonic()
     with Dataset.create(out) as ds:
         stats = fetch(ds, "rebrickable", jobs, target=limit, options=opts, progress=progress, total_hint=len(jobs))
-        stats.update(stage="fetch rebrickable", out=str(out), inputs=[], provenance={"manifest": manifest_path,
-                     "csv": origin}, without_image=len(no_image),
-                     options={"csv": str(csv_file) if csv_file else None, "limit": limit, "base_url": base_url,
-                              **stats.pop("options")},
-                     seconds_total=round(time.monotonic() - t0, 3))
+        describe_run(stats, "fetch rebrickable", out, {"manifest": manifest_path, "csv": origin},
+                     {"csv": str(csv_file) if csv_file else None, "limit": limit, "base_url": base_url})
+        stats["without_image"] = len(no_image)
         ds.write_stats(stats)
     return stats

@@ -10,13 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..datasets import Dataset, hash_key
 from ..errors import UserError
-from ..fetch import RESERVED, FetchOptions, Job, check_base_url, fetch, rebase, with_overrides
+from ..fetch import RESERVED, FetchOptions, Job, check_base_url, describe_run, fetch, rebase, with_overrides
 
 FORMATS = ("txt", "csv", "tsv", "jsonl")
 
@@ -100,13 +99,10 @@ def fetch_urls(
     first = next(read_url_list(path, url_col, fmt), None)  # fail on a bad list before creating anything
     if first is None:
         raise UserError(f"the URL list {path} holds no URLs")
-    t0 = time.monotonic()
     with Dataset.create(out) as ds:
         jobs = url_jobs(name, read_url_list(path, url_col, fmt), base_url)
         stats = fetch(ds, name, jobs, target=limit, options=opts, progress=progress)
-        stats.update(stage="fetch urls", out=str(out), inputs=[], provenance={"list": str(path)},
-                     options={"list": str(path), "url_col": url_col, "limit": limit, "base_url": base_url,
-                              **stats.pop("options")},
-                     seconds_total=round(time.monotonic() - t0, 3))
+        describe_run(stats, "fetch urls", out, {"list": str(path)},
+                     {"list": str(path), "url_col": url_col, "limit": limit, "base_url": base_url})
         ds.write_stats(stats)
     return stats
