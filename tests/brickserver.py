@@ -48,7 +48,7 @@ def listing_page(items: list[dict], total: int, page: int, pages: int, count_lin
     for it in items:
         no = html.escape(it["item_no"])
         cats, ids = it["category_path"].split(" / "), it["cat_string"].split(".")
-        links = [f'<a href="catalogTree.asp?itemType=M">Minifigures</a>']
+        links = ['<a href="catalogTree.asp?itemType=M">Minifigures</a>']
         for i, name in enumerate(cats[: len(ids)]):
             links.append(f'<a href="catalogList.asp?catType=M&amp;catString={".".join(ids[: i + 1])}">{html.escape(name)}</a>')
         rows.append(

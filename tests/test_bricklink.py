@@ -3,7 +3,6 @@ server (with SYNTHETIC listing pages, see brickserver.py) for crawls, throttling
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys

@@ -111,7 +111,7 @@ def test_transient_faults_are_retried_and_permanent_ones_recorded(server, tmp_pa
     assert {f["status"] for f in fails.values()} == {400, 404}
     assert all(f["permanent"] and f["attempts"] == 1 for f in fails.values())  # permanent: asked once
     attempts = Counter(p for p in server.requests_for("/img/"))
-    assert attempts[f"/img/5.png"] == 1 and attempts["/img/2.png"] == 3 and attempts["/img/0.png"] == 2
+    assert attempts["/img/5.png"] == 1 and attempts["/img/2.png"] == 3 and attempts["/img/0.png"] == 2
     # a second run does not ask again for what failed permanently
     with Dataset.create(tmp_path / "ds") as ds:
         again = fetch(ds, "test", img_jobs(server, 40), options=fast())
