@@ -64,7 +64,10 @@ def rebase(url: str, base_url: str | None) -> str:
     return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, parts.fragment))
 
 
-def check_base_url(base_url: str | None) -> None:
+def check_base_url(base_url: str | None, limit: int | None = None) -> None:
+    """The options every network source shares: ``--base-url`` (scheme and host) and ``--limit``/``--count``."""
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be a positive number of images")
     if base_url is None:
         return
     parts = urlsplit(base_url)

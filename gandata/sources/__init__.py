@@ -6,8 +6,12 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..fetch import FetchOptions
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
@@ -27,3 +31,13 @@ def load_manifest(name: str, path: str | os.PathLike | None = None) -> tuple[dic
         raise UserError(f"the {name} manifest {path} is missing; give one with --manifest FILE") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"the manifest {path} is not valid TOML ({e}); fix it or give another with --manifest") from None
+
+
+def politeness(manifest: dict) -> "FetchOptions":
+    """The engine options a manifest's ``[politeness]`` table sets (concurrency, rate, retries, timeout)."""
+    from ..fetch import FetchOptions
+
+    p = manifest.get("politeness", {})
+    conc = int(p.get("concurrency", 8))
+    return FetchOptions(concurrency=conc, per_host=conc, rate=p.get("rate"), retries=int(p.get("retries", 5)),
+                        timeout=float(p.get("timeout", 30.0)))

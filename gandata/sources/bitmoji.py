@@ -24,8 +24,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .. import assets
 from ..datasets import Dataset, hash_key
 from ..errors import UserError
-from ..fetch import FetchOptions, Job, check_base_url, describe_run, fetch, rebase, with_overrides
-from . import load_manifest
+from ..fetch import Job, check_base_url, describe_run, fetch, rebase, with_overrides
+from . import load_manifest, politeness
 
 GENDERS = {"male": 1, "female": 2}
 STYLES = {"bitstrips": 1, "bitmoji": 4, "cm": 5}
@@ -232,9 +232,3 @@ def fetch_bitmoji(
         ds.write_stats(stats)
     return stats
 
-
-def politeness(manifest: dict) -> FetchOptions:
-    p = manifest.get("politeness", {})
-    conc = int(p.get("concurrency", 8))
-    return FetchOptions(concurrency=conc, per_host=conc, rate=p.get("rate"), retries=int(p.get("retries", 5)),
-                        timeout=float(p.get("timeout", 30.0)))

@@ -276,9 +276,7 @@ def fetch_bricklink(
 
     ``delay`` (seconds between listing pages) and ``image_concurrency`` override the manifest's politeness;
     ``overrides`` other FetchOptions fields (retries, timeout, backoff…)."""
-    check_base_url(base_url)
-    if limit is not None and limit < 1:
-        raise UserError("--limit must be a positive number of images")
+    check_base_url(base_url, limit)
     if delay is not None and delay < 0:
         raise UserError("--delay must be 0 or more seconds")
     cats = _category_filter(categories)

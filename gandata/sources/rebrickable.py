@@ -14,9 +14,8 @@ import os
 
 from .. import assets
 from ..datasets import Dataset, make_key
-from ..errors import UserError
-from ..fetch import FetchOptions, Job, check_base_url, describe_run, fetch, rebase, with_overrides
-from . import load_manifest
+from ..fetch import Job, check_base_url, describe_run, fetch, rebase, with_overrides
+from . import load_manifest, politeness
 
 COLUMNS = ("fig_num", "name", "num_parts", "img_url")
 
@@ -56,15 +55,9 @@ def fetch_rebrickable(
     progress: bool = False,
 ) -> dict:
     """Fetch the minifigure images of Rebrickable's CSV into the dataset folder ``out``."""
-    check_base_url(base_url)
-    if limit is not None and limit < 1:
-        raise UserError("--limit must be a positive number of images")
+    check_base_url(base_url, limit)
     manifest, manifest_path = load_manifest("rebrickable", manifest_file)
-    pol = manifest.get("politeness", {})
-    conc = int(pol.get("concurrency", 8))
-    opts = with_overrides(FetchOptions(concurrency=conc, per_host=conc, rate=pol.get("rate"),
-                                       retries=int(pol.get("retries", 5)), timeout=float(pol.get("timeout", 30.0))),
-                          overrides)
+    opts = with_overrides(politeness(manifest), overrides)
     data, origin = assets.asset("Rebrickable minifigs CSV", rebase(manifest["catalogues"]["minifigs"], base_url),
                                 "--csv", csv_file, check=lambda d: parse_minifigs_csv(d) and None)
     rows = parse_minifigs_csv(data)

@@ -89,9 +89,7 @@ def fetch_urls(
     progress: bool = False,
 ) -> dict:
     """Fetch every URL of a list into the dataset folder ``out`` (at most ``limit`` images in the dataset)."""
-    check_base_url(base_url)
-    if limit is not None and limit < 1:
-        raise UserError("--limit must be a positive number of images")
+    check_base_url(base_url, limit)
     path = Path(list_file)
     if not path.is_file():
         raise UserError(f"the URL list {path} does not exist; give a .txt, .csv, .tsv or .jsonl file")
