@@ -190,6 +190,7 @@ class _Outcome(Exception):
         super().__init__(label)
         self.label, self.retryable, self.permanent, self.status, self.wait = label, retryable, permanent, status, wait
         self.detail: str | None = None
+        self.body: bytes | None = None
 
 
 class _Host:
@@ -230,7 +231,9 @@ class Fetcher:
             self._hosts[lane] = _Host(limits.get("concurrency", self.opts.per_host), limits.get("rate", self.opts.rate))
         return self._hosts[lane]
 
-    async def _attempt(self, url: str, headers: dict, host: _Host) -> tuple[bytes, dict]:
+    async def _attempt(self, url: str, headers: dict, host: _Host, keep_error_body: bool = False) -> tuple[bytes, dict]:
+        """One GET. Raises :class:`_Outcome` unless the answer is 200 with an acceptable body; with
+        ``keep_error_body`` the outcome of a non-200 answer carries its body (a page's check may recognise it)."""
         session = self._session
         loop = asyncio.get_running_loop()
         async with host.sem:
@@ -248,7 +251,10 @@ class Fetcher:
                             pause = min(wait if wait is not None else self._backoff(1), self.opts.max_retry_after)
                             host.paused_until = max(host.paused_until, loop.time() + pause)
                         retryable = status in RETRYABLE or (500 <= status < 600 and status not in (501, 505))
-                        raise _Outcome(f"HTTP {status}", retryable, permanent=not retryable, status=status, wait=wait)
+                        out = _Outcome(f"HTTP {status}", retryable, permanent=not retryable, status=status, wait=wait)
+                        if keep_error_body:
+                            out.body = await resp.content.read(1 << 20)
+                        raise out
                     if self.opts.respect_opt_out:
                         directive = opted_out(resp.headers.getall("X-Robots-Tag", []))
                         if directive:
@@ -370,7 +376,12 @@ class Fetcher:
             if self.stop.is_set():
                 raise Stopped()
             try:
-                body, meta = await self._attempt(url, headers or {}, host)
+                try:
+                    body, meta = await self._attempt(url, headers or {}, host, keep_error_body=True)
+                except _Outcome as out:  # a throttle or challenge page may come with any status: let the check see it
+                    if check is not None and out.body:
+                        check(out.body.decode("utf-8", errors="replace"))
+                    raise
                 text = body.decode("utf-8", errors="replace")
                 if check is not None:
                     check(text)

@@ -8,7 +8,8 @@ links `/v2/catalog/catalogitem.page?M=…`, names in `<strong>`, category links 
 Routes: `/catalogList.asp` (catType, catString, pg), `/ItemImage/MN/0/{no}.png`, `/ItemImage/ML/{no}.png`,
 `/M/{no}.jpg`, `/media/downloads/minifigs.csv.gz`, `/media/sets/{fig}.jpg`.
 Knobs: `page_size`, `missing_main` / `missing_all` (item numbers without images), `throttle` (how many times each
-listing page answers with the Quota Exceeded page first), `challenge` (every page is a WAF challenge),
+listing page answers with the Quota Exceeded page first; `throttle_status` its HTTP status), `challenge` (every page
+is a WAF challenge; `challenge_status` its HTTP status),
 `count_line` (False: no "Items Found" line and pages past the end repeat the last one).
 """
 
@@ -83,7 +84,9 @@ class BrickServer:
         self.missing_main: set[str] = set()
         self.missing_all: set[str] = set()
         self.throttle = 0
+        self.throttle_status = 200
         self.challenge = False
+        self.challenge_status = 200
         self.count_line = True
         self.log: list[tuple[float, float, str, str]] = []  # (start, end, path_qs, referer)
         self.page_hits: Counter = Counter()
@@ -123,16 +126,17 @@ class BrickServer:
         items = self.in_category(q.get("catString"))
         pages = max(1, -(-len(items) // self.page_size))
         page = int(q.get("pg", "1"))
+        status = 200
         if self.challenge:
-            body = CHALLENGE_PAGE
+            body, status = CHALLENGE_PAGE, self.challenge_status
         elif self.page_hits[key] <= self.throttle:
-            body = THROTTLE_PAGE
+            body, status = THROTTLE_PAGE, self.throttle_status
         else:
             shown = min(page, pages) if not self.count_line else page  # without a count line, past the end repeats
             chunk = items[(shown - 1) * self.page_size : shown * self.page_size]
             body = listing_page(chunk, len(items), page, pages, self.count_line)
         self.log.append((t0, time.monotonic(), key, request.headers.get("Referer", "")))
-        return web.Response(text=body, content_type="text/html")
+        return web.Response(text=body, content_type="text/html", status=status)
 
     def _image(self, kind: str):
         async def handler(request: web.Request) -> web.Response:

@@ -139,16 +139,20 @@ def test_crawl_categories_with_politeness_and_fallbacks(server, tmp_path, quick_
     assert stats["crawl"]["listed_total"] == {"65": 14, "54": 14}
 
 
-def test_throttle_page_is_waited_out(server, tmp_path, quick_manifest):
+@pytest.mark.parametrize("status", [200, 429, 503])
+def test_throttle_page_is_waited_out(server, tmp_path, quick_manifest, status):
     server.throttle = 2  # every listing page answers "Quota Exceeded" twice before the real page
+    server.throttle_status = status
     stats = fetch_bricklink(tmp_path / "raw", categories="771", base_url=server.url, delay=0, manifest_file=quick_manifest,
                             overrides=FAST)
     assert stats["total"] == len(_expected(server, ["771"])) == 10 and stats["stopped"] is None
     assert stats["retries"] >= 2 and server.page_hits.most_common(1)[0][1] == 3
 
 
-def test_browser_challenge_stops_with_a_clear_message(server, tmp_path, quick_manifest):
+@pytest.mark.parametrize("status", [200, 202, 403])
+def test_browser_challenge_stops_with_a_clear_message(server, tmp_path, quick_manifest, status):
     server.challenge = True
+    server.challenge_status = status  # AWS WAF challenges come with 202 or 403 as well as 200
     stats = fetch_bricklink(tmp_path / "raw", base_url=server.url, delay=0, manifest_file=quick_manifest, overrides=FAST)
     assert stats["total"] == 0 and "browser check" in stats["stopped"] and "--catalog-file" in stats["stopped"]
     assert len(server.requests("/catalogList.asp")) == 1  # no grinding on
