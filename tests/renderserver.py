@@ -4,7 +4,8 @@ Routes (the same paths as the real sites, so ``--base-url`` is all a test change
 
 * ``/avatar-builder-v3/assets``            the real libmoji trait catalogue fixture
 * ``/content/templates``                   the real 2021 templates catalogue fixture
-* ``/bm-preview/v3/avatar/{view}``         a transparent PNG drawn from the query (trait preview)
+* ``/bm-preview/v3/avatar/{view}``         a transparent PNG drawn from the query (trait preview, 2025 form)
+* ``/avatar-builder-v3/preview/{view}``    the same (the 2018 form)
 * ``/render/panel/{comic}-{avatar}-v1.png`` a PNG drawn from the path (comics)
 * ``/img/{name}``                           a PNG drawn from the name (URL lists)
 
@@ -64,6 +65,7 @@ class RenderServer:
         app.router.add_get("/avatar-builder-v3/assets", self._fixture("libmoji_assets_2018.json", "application/json"))
         app.router.add_get("/content/templates", self._fixture("bitmoji_templates_2021_excerpt.json", "application/json"))
         app.router.add_get("/bm-preview/v3/avatar/{view}", self._image(transparent=True))
+        app.router.add_get("/avatar-builder-v3/preview/{view}", self._image(transparent=True))  # the 2018 form
         app.router.add_get("/render/panel/{name}", self._image(transparent=True))
         app.router.add_get("/img/{name}", self._image(transparent=False))
         self._runner = web.AppRunner(app, access_log=None)

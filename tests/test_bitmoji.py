@@ -127,6 +127,15 @@ def test_permanent_400_for_some_combinations_still_gives_the_exact_count(server,
     assert all(f["status"] == 400 and f["permanent"] and f["url"] for f in fails)
 
 
+def test_a_moved_endpoint_falls_back_to_the_older_preview_form(server, tmp_path):
+    server.fault = lambda req, attempt: ("status", 404, {}) if req.path.startswith("/bm-preview/") else None
+    stats = fetch_bitmoji(tmp_path / "raw", 20, base_url=server.url, overrides=FAST)
+    rows = check_dataset(tmp_path / "raw")
+    assert stats["total"] == 20 and stats["failures"] == {}
+    assert all("/avatar-builder-v3/preview/head?" in r["url"] for r in rows)
+    assert len(server.requests_for("/bm-preview/")) == len(server.requests_for("/avatar-builder-v3/preview/")) == 20
+
+
 def test_comics_mode_substitutes_ids_into_the_catalogue_src(server, tmp_path):
     ids = tmp_path / "ids.txt"
     ids.write_text("280531978_2-s1\n934d9900-892a-4515-8beb-202d6c42a6ee-v1\n")

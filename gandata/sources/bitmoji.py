@@ -142,7 +142,7 @@ def _with_query(url: str, extra: dict) -> str:
 def avatar_jobs(cat: TraitCatalogue, manifest: dict, view: str, seed: int, base_url: str | None) -> Iterator[Job]:
     """An endless, seeded sequence of random-avatar jobs."""
     av = manifest.get("avatars", {})
-    template, scale = av["url"], av.get("scale", 1)
+    templates, scale = [av["url"], *av.get("fallback_urls", [])], av.get("scale", 1)
     genders, styles = list(av.get("genders", [1, 2])), list(av.get("styles", [5]))
     none = {str(k): float(v) for k, v in av.get("none", {}).items()}
     rng = random.Random(seed)
@@ -150,12 +150,13 @@ def avatar_jobs(cat: TraitCatalogue, manifest: dict, view: str, seed: int, base_
     while True:
         a = cat.draw(rng, genders, styles, none)
         params = {"mode": "avatars", "view": view, "scale": scale, **a}
-        url = template.format(view=view, scale=scale, gender=a["gender"], style=a["style"], outfit=a["outfit"],
-                              traits="&".join(f"{k}={v}" for k, v in a["traits"].items()))
+        traits = "&".join(f"{k}={v}" for k, v in a["traits"].items())
+        urls = [rebase(t.format(view=view, scale=scale, gender=a["gender"], style=a["style"], outfit=a["outfit"],
+                                traits=traits), base_url) for t in templates]
         record = {"mode": "avatars", "view": view, "gender": {1: "male", 2: "female"}[a["gender"]],
                   "gender_id": a["gender"], "style": a["style"], "scale": scale, "traits": a["traits"],
                   "outfit": a["outfit"], "seed": seed, "draw": draw}
-        yield Job(hash_key("bitmoji", params), rebase(url, base_url), record)
+        yield Job(hash_key("bitmoji", params), urls[0], record, fallbacks=urls[1:])
         draw += 1
 
 
