@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import requests
@@ -33,28 +34,28 @@ def asset(
     option: str,
     local: str | os.PathLike | None = None,
     sha256: str | None = None,
-    check: Callable[[bytes], None] | None = None,
+    parse: Callable[[bytes], Any] | None = None,
     refresh: bool = False,
     timeout: float = 60.0,
-) -> tuple[bytes, dict]:
-    """The bytes of an asset and where they came from (``{"path"|"url", "sha256"}``).
+) -> tuple[Any, dict]:
+    """An asset — its bytes, or what ``parse`` made of them — and where it came from (``{"path"|"url", "sha256"}``).
 
     ``what`` names it in messages ("Bitmoji trait catalogue"), ``option`` is the CLI option that points at a local
-    copy. ``sha256`` pins the exact file; ``check`` validates content that has no fixed checksum (raise ValueError
-    with the reason). Problems end in a :class:`UserError` that says both ways out.
+    copy. ``sha256`` pins the exact file; ``parse`` reads content that has no fixed checksum and raises ValueError
+    with the reason when it is not usable. Problems end in a :class:`UserError` that says both ways out.
     """
 
-    def verify(data: bytes, origin: str) -> str:
+    def verify(data: bytes, origin: str) -> tuple[Any, str]:
         digest = hashlib.sha256(data).hexdigest()
         if sha256 and digest != sha256.lower():
             raise UserError(f"{what} from {origin} has sha256 {digest}, expected {sha256}; "
                             f"delete it or give the right file with {option} FILE")
-        if check is not None:
-            try:
-                check(data)
-            except ValueError as e:
-                raise UserError(f"{what} from {origin} is not usable ({e}); give a good copy with {option} FILE") from None
-        return digest
+        if parse is None:
+            return data, digest
+        try:
+            return parse(data), digest
+        except ValueError as e:
+            raise UserError(f"{what} from {origin} is not usable ({e}); give a good copy with {option} FILE") from None
 
     if local is not None:
         path = Path(local).expanduser()
@@ -62,26 +63,27 @@ def asset(
             data = path.read_bytes()
         except OSError as e:
             raise UserError(f"cannot read {what} {path} ({e.strerror}); check the path given to {option}") from None
-        return data, {"path": str(path), "sha256": verify(data, str(path))}
+        value, digest = verify(data, str(path))
+        return value, {"path": str(path), "sha256": digest}
 
     cached = cache_dir() / f"{hashlib.sha1(url.encode()).hexdigest()[:16]}-{Path(url.split('?')[0]).name or 'asset'}"
     if cached.is_file() and not refresh:
-        data = cached.read_bytes()
         try:
-            return data, {"url": url, "cached": str(cached), "sha256": verify(data, str(cached))}
+            value, digest = verify(cached.read_bytes(), str(cached))
+            return value, {"url": url, "cached": str(cached), "sha256": digest}
         except UserError:
             cached.unlink()  # a bad cached copy is fetched again
     try:
         resp = requests.get(url, timeout=timeout, headers={"User-Agent": USER_AGENT})
         resp.raise_for_status()
     except requests.RequestException as e:
-        reason = type(e).__name__ if not getattr(e, "response", None) else f"HTTP {e.response.status_code}"
+        answer = getattr(e, "response", None)  # a Response is falsy for 4xx/5xx: compare with None
+        reason = f"HTTP {answer.status_code}" if answer is not None else type(e).__name__
         raise UserError(
             f"could not download the {what} from {url} ({reason}); give a local copy with {option} FILE, "
             "or run once with network access so that it is cached"
         ) from None
-    data = resp.content
-    digest = verify(data, url)
+    value, digest = verify(resp.content, url)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(cached, data)
-    return data, {"url": url, "cached": str(cached), "sha256": digest}
+    atomic_write(cached, resp.content)
+    return value, {"url": url, "cached": str(cached), "sha256": digest}

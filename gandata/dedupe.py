@@ -226,7 +226,8 @@ def hash_inputs(srcs: list[str | os.PathLike], progress: bool = False, workers: 
     total = sum(x.count_hint() or 0 for x in inputs) or None
     with Progress("hash", total, enabled=progress) as prog, ThreadPoolExecutor(workers or os.cpu_count()) as pool:
         for src in inputs:
-            cache, log = _cache_for(src)
+            cache, writer = _cache_for(src)
+            log = writer.journal("phash") if writer is not None else None
             pending: list[tuple[Sample, object]] = []
 
             def settle(s: Sample, res: object) -> None:
@@ -254,30 +255,22 @@ def hash_inputs(srcs: list[str | os.PathLike], progress: bool = False, workers: 
             for s0, f0 in pending:
                 settle(s0, f0.result())
             bad.extend({"origin": p.origin, "reason": p.reason} for p in src.problems)
-            if log is not None:
-                log.close()
+            if writer is not None:
+                writer.close()
     return rows, bad
 
 
-def _cache_for(src: object) -> tuple[dict, object]:
+def _cache_for(src: object) -> tuple[dict, Dataset | None]:
+    """The hashes a dataset folder already holds, and the folder opened for adding to them (None when another
+    command is writing there, or for inputs that are not dataset folders: their hashes are not kept)."""
     if not isinstance(src, DatasetInput):
         return {}, None
     cache = {(r["key"], r["sha256"]): {"phash": from_hex(r["phash"]), "width": r["width"], "height": r["height"]}
              for r in src.dataset.read_journal("phash") if r.get("hash") == HASH_NAME}
     try:
-        writer = Dataset.create(src.dataset.root)
-    except UserError:  # another command is writing there: hash without caching
+        return cache, Dataset.create(src.dataset.root)
+    except UserError:
         return cache, None
-    log = writer.journal("phash")
-
-    class _Log:
-        def append(self, row: dict) -> None:
-            log.append(row)
-
-        def close(self) -> None:
-            writer.close()
-
-    return cache, _Log()
 
 
 def dedupe(

@@ -6,6 +6,10 @@ import io
 import os
 import random
 import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,3 +77,27 @@ def write_drawn_folder(folder: Path, n: int, start: int = 0, size: tuple[int, in
         drawn_image(i, size).save(p)
         paths.append(p)
     return paths
+
+
+def lines_in(path: Path) -> int:
+    """Whole lines written so far to a JSONL file (0 while it does not exist)."""
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def wait_for(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 60) -> None:
+    """Wait until ``ready()``; fail if the process ended first (the test then interrupts nothing) or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail("the command finished before the interruption point; the test needs more work to interrupt")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the interruption point was not reached in time")
+        time.sleep(0.005)
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 60) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` is true (see ``wait_for``)."""
+    wait_for(proc, ready, timeout)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,7 +15,7 @@ from gandata.errors import UserError
 from gandata.sources import load_manifest
 from gandata.sources.bitmoji import TraitCatalogue, avatar_jobs, fetch_bitmoji, parse_templates, read_avatar_ids
 
-from conftest import fixture_path
+from conftest import fixture_path, kill_when, lines_in
 from renderserver import RenderServer
 from test_fetch import check_dataset
 
@@ -163,6 +161,13 @@ def test_offline_without_a_catalogue_says_both_ways_out(tmp_path):
         fetch_bitmoji(tmp_path / "raw", 5, mode="comics", base_url="http://127.0.0.1:9")
 
 
+def test_a_missing_catalogue_names_the_http_status(server, tmp_path):
+    from gandata import assets
+
+    with pytest.raises(UserError, match=r"\(HTTP 404\); give a local copy with --traits FILE"):
+        assets.asset("Bitmoji trait catalogue", f"{server.url}/no/such/assets", "--traits")
+
+
 def test_local_traits_file_and_a_dead_render_host_stop_clearly(tmp_path):
     traits = fixture_path("sources/libmoji_assets_2018.json")
     stats = fetch_bitmoji(tmp_path / "raw", 1000, traits_file=traits, base_url="http://127.0.0.1:9",
@@ -179,13 +184,7 @@ def _cli(server, out, count, *extra):
 def test_cli_sigkill_mid_run_then_resume(server, tmp_path):
     out = tmp_path / "raw"
     proc = subprocess.Popen(_cli(server, out, 150, "--rate", "60"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = out / "manifest.jsonl"
-    deadline = time.monotonic() + 60
-    while not (manifest.exists() and manifest.read_bytes().count(b"\n") >= 50):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: lines_in(out / "manifest.jsonl") >= 50)
     run = subprocess.run(_cli(server, out, 150, "--rate", "1000"), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["total"] == 150

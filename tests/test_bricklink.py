@@ -3,10 +3,8 @@ server (with SYNTHETIC listing pages, see brickserver.py) for crawls, throttling
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from gandata.sources.bricklink import (fetch_bricklink, parse_catalog_file, pars
 from gandata.sources.rebrickable import fetch_rebrickable, parse_minifigs_csv
 
 from brickserver import BrickServer, catalog_items, listing_page
-from conftest import fixture_path
+from conftest import fixture_path, kill_when, lines_in
 from test_fetch import check_dataset
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
@@ -209,13 +207,7 @@ def test_sigkill_mid_crawl_then_rerun_loses_nothing_and_fetches_nothing_twice(se
     cmd = [sys.executable, "-m", "gandata.cli", "fetch", "bricklink", "--out", str(out), "--categories", "9,65,54",
            "--base-url", server.url, "--manifest", str(quick_manifest), "--json"]
     proc = subprocess.Popen(cmd + ["--delay", "0.15"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = out / "manifest.jsonl"
-    deadline = time.monotonic() + 60
-    while not (manifest.exists() and manifest.read_bytes().count(b"\n") >= 15):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: lines_in(out / "manifest.jsonl") >= 15)
     pages_before = Counter(server.requests("/catalogList.asp"))
     run = subprocess.run(cmd + ["--delay", "0"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

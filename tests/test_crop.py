@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -22,7 +20,7 @@ from gandata.datasets import Dataset
 from gandata.errors import UserError
 from gandata.shard import ShardOptions, shard
 
-from conftest import fixture_path, png_bytes
+from conftest import fixture_path, png_bytes, kill_when, lines_in
 from minifigs import draw_minifig
 
 
@@ -191,13 +189,7 @@ def test_sigkill_mid_crop_then_rerun(tmp_path, anime_dir, cascade):
     out = tmp_path / "faces"
     proc = subprocess.Popen(cmd + ["--out", str(out), "--workers", "1"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    journal = out / "parents.jsonl"
-    deadline = time.monotonic() + 60
-    while not (journal.exists() and journal.read_bytes().count(b"\n") >= 20):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: lines_in(out / "parents.jsonl") >= 20)
     run = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     got = {r["key"]: r["sha256"] for r in Dataset.open(out).rows()}

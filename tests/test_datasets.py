@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from gandata.datasets import Dataset, check_key, hash_key, is_key, make_key
 from gandata.errors import UserError
 from gandata.fileio import TMP_MARK
 
-from conftest import drawn_image, png_bytes
+from conftest import drawn_image, png_bytes, kill_when, lines_in
 
 
 def test_make_key_keeps_safe_text_readable():
@@ -123,7 +121,7 @@ WRITER = textwrap.dedent(
     import sys, itertools
     sys.path.insert(0, {tests!r})
     from gandata.datasets import Dataset
-    from conftest import drawn_image, png_bytes
+    from conftest import drawn_image, png_bytes, kill_when, lines_in
     blobs = [png_bytes(drawn_image(i, (160, 160))) for i in range(40)]
     ds = Dataset.create({root!r})
     for i in itertools.count():
@@ -138,15 +136,7 @@ def test_sigkill_while_writing_leaves_a_consistent_dataset(tmp_path):
     script = WRITER.format(tests=str(Path(__file__).parent), root=str(root))
     for attempt in range(3):
         proc = subprocess.Popen([sys.executable, "-c", script])
-        deadline = time.monotonic() + 60
-        target = 100 * (attempt + 1)
-        while time.monotonic() < deadline:
-            m = root / "manifest.jsonl"
-            if m.exists() and m.stat().st_size > target * 60:
-                break
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL
+        kill_when(proc, lambda: lines_in(root / "manifest.jsonl") >= 50 * (attempt + 1))
     ds = Dataset.open(root)
     rows = list(ds.rows())
     assert len(rows) >= 100

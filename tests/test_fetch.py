@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from gandata import images
 from gandata.datasets import Dataset
 from gandata.fetch import FetchOptions, Job, fetch, opted_out, parse_retry_after, rebase
 
+from conftest import kill_when, lines_in, wait_for
 from renderserver import RenderServer
 
 
@@ -219,21 +219,10 @@ def _script(server, root, target, rate):
     return WORKER.format(tests=str(Path(__file__).parent), url=server.url, root=str(root), target=target, rate=rate)
 
 
-def _wait_rows(root: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    manifest = root / "manifest.jsonl"
-    deadline = time.monotonic() + timeout
-    while not (manifest.exists() and manifest.read_bytes().count(b"\n") >= n):
-        assert proc.poll() is None, "finished before the interruption point"
-        assert time.monotonic() < deadline, "no progress"
-        time.sleep(0.01)
-
-
 def test_sigkill_then_resume_gives_the_exact_count_with_few_refetches(server, tmp_path):
     root = tmp_path / "ds"
     proc = subprocess.Popen([sys.executable, "-c", _script(server, root, 200, 100.0)], stdout=subprocess.DEVNULL)
-    _wait_rows(root, 60, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: lines_in(root / "manifest.jsonl") >= 60)
     before = len(list(Dataset.open(root).rows()))
     run = subprocess.run([sys.executable, "-c", _script(server, root, 200, 1000.0)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -248,7 +237,7 @@ def test_sigkill_then_resume_gives_the_exact_count_with_few_refetches(server, tm
 def test_ctrl_c_finishes_writes_and_records_stats(server, tmp_path):
     root = tmp_path / "ds"
     proc = subprocess.Popen([sys.executable, "-c", _script(server, root, 100000, 50.0)], stdout=subprocess.PIPE, text=True)
-    _wait_rows(root, 20, proc)
+    wait_for(proc, lambda: lines_in(root / "manifest.jsonl") >= 20)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     stats = json.loads(out)

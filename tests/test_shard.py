@@ -5,11 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -22,7 +20,7 @@ from gandata.datasets import Dataset, read_shards_info
 from gandata.errors import UserError
 from gandata.shard import ShardOptions, brace_pattern, even_sizes, harmonize, shard, shard_all, shard_count, split_of
 
-from conftest import drawn_image, png_bytes, write_drawn_folder
+from conftest import drawn_image, png_bytes, write_drawn_folder, kill_when
 
 
 def _tars(out: Path, info: dict, split: str | None = None) -> list[Path]:
@@ -289,17 +287,7 @@ def test_shard_all_under_the_data_dir(tmp_path):
 
 def _run_and_kill(cmd: list[str], ready, timeout: float = 120) -> None:
     """Start ``cmd``, SIGKILL it as soon as ``ready()`` is true; fail if it ended first."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail("the command finished before the kill point; the test needs more work to interrupt")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("kill point not reached in time")
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    kill_when(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), ready, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from trainers.losses import gradient_penalty
 from trainers.models import Critic, Generator
 from trainers.train import (TrainError, TrainOptions, load_checkpoint, rng_state, sample, set_rng_state, train)
 
-from conftest import drawn_image, png_bytes
+from conftest import drawn_image, png_bytes, kill_when
 
 TINY = dict(ngf=8, ndf=8, nz=16, workers=0, shuffle=64, log_kimg=0.05, device="cpu", grid=16)
 
@@ -161,12 +159,7 @@ def test_kill_then_resume_auto_continues_exactly(same_image_shards, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(_cli(*EXACT, "--shards", str(same_image_shards), "--out", str(out)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("checkpoint-*.pt")):
-        assert proc.poll() is None and time.monotonic() < deadline, "finished before the kill point"
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: bool(list(out.glob("checkpoint-*.pt"))), timeout=120)
     first = sorted(out.glob("checkpoint-*.pt"))[0]
     saved = load_checkpoint(first)
     resumed = subprocess.run(_cli(*EXACT, "--shards", str(same_image_shards), "--out", str(out), "--resume", "auto"),

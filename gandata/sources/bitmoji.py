@@ -33,6 +33,17 @@ VIEWS = ("head", "body")
 MODES = ("avatars", "comics")
 
 
+def _json_with(data: bytes, key: str, kind: type) -> dict:
+    """A JSON object holding ``key`` of type ``kind``; ValueError with the reason otherwise."""
+    try:
+        obj = json.loads(data)
+    except ValueError as e:
+        raise ValueError(f"not JSON ({e})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get(key), kind):
+        raise ValueError(f"no {key!r} {'object' if kind is dict else 'list'}")
+    return obj
+
+
 @dataclass
 class TraitCatalogue:
     """The avatar-builder asset catalogue: options per (gender, style) and category, and outfits per gender."""
@@ -42,12 +53,7 @@ class TraitCatalogue:
 
     @classmethod
     def parse(cls, data: bytes) -> "TraitCatalogue":
-        try:
-            obj = json.loads(data)
-        except ValueError as e:
-            raise ValueError(f"not JSON ({e})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("traits"), dict):
-            raise ValueError("no 'traits' object")
+        obj = _json_with(data, "traits", dict)
         categories: dict[tuple[int, int], dict[str, list[int]]] = {}
         for gname, gid in GENDERS.items():
             for sname, sid in STYLES.items():
@@ -92,12 +98,7 @@ class TraitCatalogue:
 
 def parse_templates(data: bytes) -> list[dict]:
     """The single-avatar comics of a templates catalogue: ``[{comic_id, template_id, src, tags}]``."""
-    try:
-        obj = json.loads(data)
-    except ValueError as e:
-        raise ValueError(f"not JSON ({e})") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("imoji"), list):
-        raise ValueError("no 'imoji' list")
+    obj = _json_with(data, "imoji", list)
     seen, out = set(), []
     for t in obj["imoji"]:
         src, comic = t.get("src"), str(t.get("comic_id", ""))
@@ -208,19 +209,18 @@ def fetch_bitmoji(
     opts = with_overrides(politeness(manifest), overrides)
     provenance: dict = {"manifest": manifest_path}
     if mode == "avatars":
-        data, provenance["traits"] = assets.asset(
+        catalogue, provenance["traits"] = assets.asset(
             "Bitmoji trait catalogue", rebase(manifest["catalogues"]["traits"], base_url), "--traits", traits_file,
-            check=lambda d: TraitCatalogue.parse(d) and None)
-        jobs: Iterator[Job] = avatar_jobs(TraitCatalogue.parse(data), manifest, view, seed, base_url)
+            parse=TraitCatalogue.parse)
+        jobs: Iterator[Job] = avatar_jobs(catalogue, manifest, view, seed, base_url)
         possible = None
     else:
         if avatar_ids_file is None:
             raise UserError("--mode comics needs --avatar-ids FILE (one Bitmoji avatar id per line)")
         ids = read_avatar_ids(avatar_ids_file)
-        data, provenance["templates"] = assets.asset(
+        templates, provenance["templates"] = assets.asset(
             "Bitmoji templates catalogue", rebase(manifest["catalogues"]["templates"], base_url), "--templates",
-            templates_file, check=lambda d: parse_templates(d) and None)
-        templates = parse_templates(data)
+            templates_file, parse=parse_templates)
         jobs = comic_jobs(templates, ids, manifest, seed, base_url)
         possible = len(templates) * len(ids)
     with Dataset.create(out) as ds:

@@ -58,9 +58,8 @@ def fetch_rebrickable(
     check_base_url(base_url, limit)
     manifest, manifest_path = load_manifest("rebrickable", manifest_file)
     opts = with_overrides(politeness(manifest), overrides)
-    data, origin = assets.asset("Rebrickable minifigs CSV", rebase(manifest["catalogues"]["minifigs"], base_url),
-                                "--csv", csv_file, check=lambda d: parse_minifigs_csv(d) and None)
-    rows = parse_minifigs_csv(data)
+    rows, origin = assets.asset("Rebrickable minifigs CSV", rebase(manifest["catalogues"]["minifigs"], base_url),
+                                "--csv", csv_file, parse=parse_minifigs_csv)
     no_image = [r["fig_num"] for r in rows if not r["img_url"]]
     jobs = [Job(make_key("rebrickable", r["fig_num"]), rebase(r["img_url"], base_url),
                 {"fig_num": r["fig_num"], "name": r["name"], **({"num_parts": r["num_parts"]} if r["num_parts"] is not None else {})})
