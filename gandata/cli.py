@@ -27,6 +27,7 @@ DataDir = Annotated[
     Optional[Path],
     typer.Option("--data-dir", envvar="GANDATA_DATA", help="Workspace holding DATA/<dataset>/<stage> (default ./data)."),
 ]
+WEIGHTS_ENV = "GANDATA_INCEPTION_WEIGHTS"
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")]
 
 
@@ -490,6 +491,11 @@ def train(
     precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast on GPUs).")] = "fp32",
     resume: Annotated[Optional[str], typer.Option(help="auto (the newest checkpoint in --out) or a checkpoint file.")] = None,
     gpus: Annotated[int, typer.Option(min=1, help="Processes to launch with torchrun (GPUs; on --device cpu, CPU processes).")] = 1,
+    eval_metrics: Annotated[Optional[str], typer.Option("--eval", help="Metrics at every snapshot, e.g. fid,kid (off by default; needs the Inception weights, see gandata eval).")] = None,
+    eval_real: Annotated[Optional[str], typer.Option(help="Real set for --eval (default: --shards).")] = None,
+    eval_n: Annotated[int, typer.Option(min=2, help="Generated images per --eval.")] = 10_000,
+    eval_extractor: Annotated[str, typer.Option(help="Feature extractor for --eval: inception, tiny-random or module:function.")] = "inception",
+    inception_weights: Annotated[Optional[Path], typer.Option(help=f"The FID Inception weight file (else ${WEIGHTS_ENV}, else the cache).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a GAN on shards, streaming them; checkpoints, sample grids and metrics go to the run folder."""
@@ -499,7 +505,9 @@ def train(
                         n_critic=n_critic, critic_norm=critic_norm, g_norm=g_norm, nz=nz, ngf=ngf, ndf=ndf,
                         gp_lambda=gp_lambda, clip=clip, critic_warmup=critic_warmup, ema_kimg=ema_kimg,
                         snap_kimg=snap_kimg, log_kimg=log_kimg, seed=seed, workers=workers, device=device,
-                        precision=precision, resume=resume, gpus=gpus)
+                        precision=precision, resume=resume, gpus=gpus, eval_metrics=eval_metrics,
+                        eval_real=eval_real, eval_n=eval_n, eval_extractor=eval_extractor,
+                        inception_weights=str(inception_weights) if inception_weights else None)
     try:
         summary = launch(opts, progress=not as_json)
     except TrainError as e:
@@ -537,6 +545,78 @@ def sample(
     except TrainError as e:
         raise UserError(str(e)) from None
     print(json.dumps(r) if as_json else f"{r['n']} samples of {r['kind']} at {r['kimg']:g} kimg → {r['out']}")
+
+
+@app.command(
+    "eval",
+    epilog="\b\nExamples:\n"
+    "  gandata eval runs/wgan-gp --real data/bitmoji/shards                   # newest checkpoint: fid10k, kid10k\n"
+    "  gandata eval runs/wgan-gp --real data/bitmoji/shards --every --n 50000\n"
+    "  gandata eval runs/cdcgan/checkpoint-000500000.pt --real data/bricklink/shards --metrics kid\n"
+    "\b\nThe Inception weights come from --inception-weights, $GANDATA_INCEPTION_WEIGHTS or the cache\n"
+    "(`gandata fetch weights inception`); nothing is downloaded here. FIDs compare only when the extractor,\n"
+    "weights, resize, N real and N generated match: every result line records them (RUN/eval.jsonl).",
+)
+def eval_cmd(
+    target: Annotated[Path, typer.Argument(help="A run folder (its newest checkpoint; all with --every) or a checkpoint.")],
+    real: Annotated[str, typer.Option(help="The real images: a shard folder (its train split), brace pattern or URL.")],
+    n: Annotated[int, typer.Option(min=2, help="Generated images.")] = 10_000,
+    metrics: Annotated[str, typer.Option(help="fid, kid or fid,kid.")] = "fid,kid",
+    n_real: Annotated[Optional[int], typer.Option(min=2, help="Use only the first N real images (default: all).")] = None,
+    every: Annotated[bool, typer.Option(help="Evaluate every checkpoint of the run (those done before are reused).")] = False,
+    inception_weights: Annotated[Optional[Path], typer.Option(help=f"The FID Inception weight file (else ${WEIGHTS_ENV}, else the cache).")] = None,
+    extractor: Annotated[str, typer.Option(help="inception (FID standard), tiny-random (tests; meaningless numbers) or module:function.")] = "inception",
+    batch: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the latent vectors and KID subsets.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """FID and KID of a trained generator against real shards (own Fréchet/KID code, pytorch-fid's Inception)."""
+    from trainers.metrics import evaluate
+    from trainers.train import TrainError
+
+    try:
+        results = evaluate(target, real, n=n, metrics=metrics, extractor=extractor, weights=inception_weights,
+                           n_real=n_real, every=every, batch=batch, seed=seed, device=device, progress=not as_json)
+    except TrainError as e:
+        raise UserError(str(e)) from None
+    if as_json:
+        print(json.dumps({"results": results}))
+        return
+    for r in results:
+        shown = "  ".join(f"{k} {r[k]:.4g}" + (f" ± {r['kid_std']:.2g}" if k == "kid" else "")
+                          for k in ("fid", "kid") if k in r)
+        print(f"{r['checkpoint']} ({r['kimg']:g} kimg): {shown}" + ("  (from eval.jsonl)" if r.get("reused") else ""))
+    r = results[-1]
+    print(f"  N gen {r['n_gen']}, N real {r['n_real']}, {r['extractor']} (weights sha256 {r['weights_sha256'][:12]}…), "
+          f"resize {r['resize']}; lines in {Path(target if Path(target).is_dir() else Path(target).parent) / 'eval.jsonl'}")
+
+
+@fetch_app.command(
+    "weights",
+    epilog="\b\nExample:\n  gandata fetch weights inception      # pytorch-fid's FID Inception file → the cache\n"
+    "\b\nOffline machines: download the file elsewhere and pass it with --inception-weights FILE\n"
+    "(or set GANDATA_INCEPTION_WEIGHTS).",
+)
+def fetch_weights_cmd(
+    what: Annotated[str, typer.Argument(help="inception: the FID Inception-v3 weights (2015-12-05).")],
+    url: Annotated[Optional[str], typer.Option(help="Download from this address instead (a mirror).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write here instead of the cache.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Download a weight file that metrics need, resuming a partial download, and verify its checksum."""
+    from trainers import inception
+    from trainers.metrics import fetch_weights
+    from trainers.train import TrainError
+
+    if what != "inception":
+        raise UserError(f"unknown weights {what!r}; the one known is: inception")
+    try:
+        r = fetch_weights(url or inception.WEIGHTS_URL, out, progress=not as_json)
+    except TrainError as e:
+        raise UserError(str(e)) from None
+    print(json.dumps(r) if as_json else f"{r['path']} (sha256 {r['sha256']}) is ready; "
+          + ("downloaded now" if r["downloaded"] else "it was already there"))
 
 
 def main() -> None:

@@ -86,6 +86,11 @@ class TrainOptions:
     gpus: int = 1
     n_classes: int | None = None  # cdcgan: default from dataset.json's labels
     grid: int = 64
+    eval_metrics: str | None = None  # e.g. "fid,kid": evaluated at every snapshot (off by default)
+    eval_real: str | None = None  # the real set for eval_metrics (default: the training shards)
+    eval_n: int = 10_000  # generated images per evaluation
+    eval_extractor: str = "inception"
+    inception_weights: str | None = None
     extra: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainOptions":
@@ -104,6 +109,12 @@ class TrainOptions:
             raise TrainError("--precision must be fp32 or bf16")
         if o.kimg <= 0 or o.batch < 1 or o.snap_kimg <= 0 or o.log_kimg <= 0:
             raise TrainError("--kimg, --batch, --snap-kimg and --log-kimg must be positive")
+        if o.eval_metrics:
+            from .metrics import parse_metrics
+
+            parse_metrics(o.eval_metrics)
+            if o.eval_n < 2:
+                raise TrainError("--eval-n must be at least 2")
         return o
 
 
@@ -222,6 +233,10 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
     o = options.resolved()
     rank, world, local_rank = _dist()
     device = pick_device(o.device, local_rank)
+    if o.eval_metrics and o.eval_extractor == "inception":  # every rank: none may start if rank 0 cannot evaluate
+        from .metrics import find_weights
+
+        find_weights(o.inception_weights)
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -323,6 +338,11 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
     if rank == 0 and step == 0:
         real = next(batches)[0][: o.grid]
         (run / "reals.png").write_bytes(image_grid(real.float() / 127.5 - 1, max(1, int(math.sqrt(len(real))))))
+    evaluator = None
+    if o.eval_metrics and rank == 0:
+        from .metrics import SnapshotEval
+
+        evaluator = SnapshotEval(o, device, n_classes if o.kind == "cdcgan" else 0, progress)
     summary: dict = {}
     try:
         while cur_nimg < total:
@@ -396,7 +416,8 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
                         print(f"{o.kind} {row['kimg']:.1f}/{o.kimg:g} kimg  d {row['d_loss']:.4f}  g {row['g_loss']:.4f}"
                               f"  gap {row['critic_gap']:.4f}  {row['images_per_s']:.0f} img/s", file=sys.stderr, flush=True)
             if cur_nimg >= next_snap or cur_nimg >= total:
-                summary = _snapshot(run, rank, world, step, cur_nimg, o, G, D, G_ema, optG, optD, gz, gy, rows)
+                summary = _snapshot(run, rank, world, step, cur_nimg, o, G, D, G_ema, optG, optD, gz, gy, rows,
+                                    evaluator)
                 next_snap += int(o.snap_kimg * 1000)
     finally:
         if metrics is not None:
@@ -419,8 +440,9 @@ def _barrier(world: int) -> None:
 
 
 def _snapshot(run: Path, rank: int, world: int, step: int, cur_nimg: int, o: TrainOptions, G, D, G_ema, optG, optD,
-              gz, gy, rows) -> dict:
-    """Check the ranks agree, then on rank 0: the sample grid and an atomic checkpoint."""
+              gz, gy, rows, evaluator=None) -> dict:
+    """Check the ranks agree, then on rank 0: the sample grid, an atomic checkpoint, and the metrics when asked
+    (the other ranks wait at the barrier)."""
     digest = params_digest(G, D)
     consistent = True
     states = [rng_state()]
@@ -444,6 +466,8 @@ def _snapshot(run: Path, rank: int, world: int, step: int, cur_nimg: int, o: Tra
         path = run / f"checkpoint-{cur_nimg:09d}.pt"
         save_atomic(ck, path)
         out.update(checkpoint=str(path), grid=str(grid))
+        if evaluator is not None:
+            out["eval"] = evaluator(G_ema, path, cur_nimg)
     _barrier(world)
     return out
 
@@ -483,13 +507,10 @@ def launch(options: TrainOptions, progress: bool = True) -> dict:
     return json.loads((run / "summary.json").read_text())
 
 
-def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "samples.png", label: int | None = None,
-           device: str = "auto", precision: str = "fp32", seed: int = 0) -> dict:
-    """A grid of ``n`` images from a run's newest checkpoint (or a checkpoint file), drawn by the EMA generator."""
-    path = Path(path)
-    ck_path = latest_checkpoint(path) if path.is_dir() else path
-    if ck_path is None:
-        raise TrainError(f"{path} holds no checkpoint-*.pt; train first, or give a checkpoint file")
+def load_generator(ck_path: str | os.PathLike, device: torch.device) -> tuple[nn.Module, TrainOptions, int, dict]:
+    """The EMA generator of a checkpoint, in eval mode on ``device``; its options; its number of classes (0 unless
+    cdcgan); and ``{"cur_nimg", "label_names"}``."""
+    ck_path = Path(ck_path)
     ck = load_checkpoint(ck_path)
     o = TrainOptions(**ck["options"]).resolved()
     opts_file = ck_path.parent / "options.json"
@@ -498,8 +519,20 @@ def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "sampl
     n_classes = saved.get("n_classes") or (ck["G_ema"]["embed.weight"].shape[0] if "embed.weight" in ck["G_ema"] else 0)
     G, _ = build(o, resolution, n_classes)
     G.load_state_dict(ck["G_ema"])
+    G.to(device).eval()
+    return G, o, n_classes if o.kind == "cdcgan" else 0, {"cur_nimg": int(ck["cur_nimg"]),
+                                                          "label_names": saved.get("label_names")}
+
+
+def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "samples.png", label: int | None = None,
+           device: str = "auto", precision: str = "fp32", seed: int = 0) -> dict:
+    """A grid of ``n`` images from a run's newest checkpoint (or a checkpoint file), drawn by the EMA generator."""
+    path = Path(path)
+    ck_path = latest_checkpoint(path) if path.is_dir() else path
+    if ck_path is None:
+        raise TrainError(f"{path} holds no checkpoint-*.pt; train first, or give a checkpoint file")
     dev = pick_device(device)
-    G.to(dev).eval()
+    G, o, n_classes, meta = load_generator(ck_path, dev)
     z = torch.randn(n, o.nz, generator=torch.Generator().manual_seed(seed)).to(dev)
     y = None
     rows = max(1, int(math.sqrt(n)))
@@ -514,8 +547,8 @@ def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "sampl
     with torch.no_grad(), autocast:
         images = G(z, y) if y is not None else G(z)
     Path(out).write_bytes(image_grid(images, rows))
-    return {"checkpoint": str(ck_path), "out": str(out), "n": n, "kind": o.kind, "kimg": ck["cur_nimg"] / 1000,
-            "label_names": saved.get("label_names")}
+    return {"checkpoint": str(ck_path), "out": str(out), "n": n, "kind": o.kind, "kimg": meta["cur_nimg"] / 1000,
+            "label_names": meta["label_names"]}
 
 
 def _resolution_of(g_state: dict) -> int:

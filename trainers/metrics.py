@@ -1,0 +1,557 @@
+"""FID and KID for runs and checkpoints: our own small numerical code, a pluggable feature extractor, cached real
+statistics, and the Inception weights found (never silently downloaded) and verified.
+
+* ``frechet_distance``: ‖μ₁−μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁^½ Σ₂ Σ₁^½)^½, with the trace of the square root taken
+  from the eigenvalues of a symmetric PSD matrix (no complex ``sqrtm``, no singular-matrix fix-ups).
+* ``kid``: the unbiased MMD² with the cubic polynomial kernel k(x, y) = (x·y/d + 1)³ over 100 subsets of 1 000
+  (stylegan2-ada's, torch-fidelity's and clean-fid's defaults); mean and standard deviation over the subsets.
+* Extractors: ``inception`` (the FID Inception of pytorch-fid, ``trainers/inception.py``), ``tiny-random`` (a small
+  seeded random conv net, for tests and dry runs: its numbers mean nothing), or ``module:function`` returning an
+  :class:`Extractor`.
+* Real statistics (mean, covariance, and a 10 000-row random pool of features for KID) are computed once per
+  (shard set, extractor, N real) and cached under ``$GANDATA_CACHE/fid-stats``; the shard set is named by its
+  shards' sha256 (from dataset.json, else hashed).
+* Every result line records the extractor, its weights' sha256, the resize, N real, N generated and the KID settings:
+  FIDs are only comparable when those match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from gandata.assets import cache_dir
+from gandata.fileio import JsonlLog, atomic_file, read_jsonl
+
+from . import data as tdata
+from . import inception
+from .train import TrainError, latest_checkpoint, load_generator, pick_device
+
+WEIGHTS_ENV = "GANDATA_INCEPTION_WEIGHTS"
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+KID_POOL = 10_000  # features kept per side for KID: a uniform random sample (reservoir) of all of them
+METRICS = ("fid", "kid")
+
+
+# ------------------------------------------------------------------------------------------------ numerics
+
+
+def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (n − 1 normalisation, as pytorch-fid) of N×D features, in float64."""
+    x = np.asarray(features, np.float64)
+    return x.mean(0), np.cov(x, rowvar=False)
+
+
+def _sqrt_psd(m: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """The Fréchet distance between N(μ₁, Σ₁) and N(μ₂, Σ₂). tr (Σ₁Σ₂)^½ equals tr (Σ₁^½ Σ₂ Σ₁^½)^½, whose matrix
+    is symmetric PSD: its eigenvalues are real and non-negative up to rounding, so the square roots are too."""
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape:
+        raise ValueError("the two sets of statistics have different dimensions")
+    r = _sqrt_psd(s1)
+    inner = r @ s2 @ r
+    covmean_trace = float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)).sum())
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * covmean_trace)
+
+
+def kid(real: np.ndarray, fake: np.ndarray, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
+        seed: int = 0, device: str | torch.device = "cpu") -> tuple[float, float]:
+    """Kernel Inception Distance: mean and standard deviation over ``subsets`` of the unbiased MMD² estimate with
+    k(x, y) = (x·y/d + 1)³, each on ``min(subset_size, N_real, N_fake)`` samples per side drawn without
+    replacement."""
+    d = real.shape[1]
+    m = min(subset_size, len(real), len(fake))
+    if m < 2:
+        raise ValueError("KID needs at least 2 samples on each side")
+    rng = np.random.default_rng(seed)
+    r = torch.as_tensor(np.asarray(real, np.float32), device=device)
+    f = torch.as_tensor(np.asarray(fake, np.float32), device=device)
+    values = []
+    for _ in range(subsets):
+        x = f[torch.as_tensor(rng.choice(len(f), m, replace=False), device=device)]
+        y = r[torch.as_tensor(rng.choice(len(r), m, replace=False), device=device)]
+        kxx = (x @ x.T / d + 1).double() ** 3
+        kyy = (y @ y.T / d + 1).double() ** 3
+        kxy = (x @ y.T / d + 1).double() ** 3
+        within = (kxx.sum() - kxx.diagonal().sum() + kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+        values.append(float(within - 2 * kxy.sum() / (m * m)))
+    return float(np.mean(values)), float(np.std(values))
+
+
+class FeatureStats:
+    """Running mean and covariance of features (float64 sums), plus a uniform random pool of rows for KID."""
+
+    def __init__(self, dims: int, pool: int = KID_POOL, seed: int = 0):
+        self.n = 0
+        self.sum = np.zeros(dims)
+        self.outer = np.zeros((dims, dims))
+        self.pool = np.zeros((pool, dims), np.float32)
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, feats: np.ndarray) -> None:
+        x = np.asarray(feats, np.float64)
+        self.sum += x.sum(0)
+        self.outer += x.T @ x
+        cap = len(self.pool)
+        for row in feats:  # reservoir sampling (algorithm R): every row kept with probability cap / n
+            if self.n < cap:
+                self.pool[self.n] = row
+            else:
+                j = int(self.rng.integers(0, self.n + 1))
+                if j < cap:
+                    self.pool[j] = row
+            self.n += 1
+
+    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.n < 2:
+            raise ValueError("statistics need at least 2 images")
+        mu = self.sum / self.n
+        cov = (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
+        return mu, cov
+
+    def kid_pool(self) -> np.ndarray:
+        return self.pool[: min(self.n, len(self.pool))]
+
+
+# ---------------------------------------------------------------------------------------------- extractors
+
+
+@dataclass
+class Extractor:
+    """uint8 images (N×3×H×W, RGB) → float32 features (N×dims)."""
+
+    name: str
+    dims: int
+    weights_sha256: str
+    resize: str
+    module: nn.Module
+    device: torch.device
+
+    @property
+    def id(self) -> dict:
+        return {"extractor": self.name, "weights_sha256": self.weights_sha256, "resize": self.resize,
+                "dims": self.dims}
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        x = images.to(self.device).float().div_(255.0)
+        return self.module(x).float().cpu().numpy()
+
+
+def weights_sha256(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class TinyRandom(nn.Module):
+    """A small random conv net (seeded): images → 16-d. Its features are meaningless; it exercises the whole path."""
+
+    def __init__(self, seed: int = 0, dims: int = 16):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.conv1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(8, dims, 3, stride=2, padding=1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+    def forward(self, x):
+        x = nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+        x = torch.relu(self.conv1(x * 2 - 1))
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(torch.relu(self.conv2(x)), 1), 1)
+
+
+def load_extractor(name: str = "inception", weights: str | os.PathLike | None = None,
+                   device: str | torch.device = "auto") -> Extractor:
+    """``inception`` (weights found by :func:`find_weights`), ``tiny-random``, or ``module:function`` (called with
+    the device, returning an :class:`Extractor`)."""
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    if name == "inception":
+        path, digest = find_weights(weights)
+        net = inception.FIDInception()
+        try:
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as e:  # the right checksum but not loadable: a torch that cannot read the file
+            raise TrainError(f"cannot load the Inception weights {path}: {type(e).__name__}: {e}") from None
+        return Extractor("fid-inception-2015-12-05", 2048, digest, inception.RESIZE, net.eval().to(dev), dev)
+    if name == "tiny-random":
+        net = TinyRandom()
+        return Extractor("tiny-random (meaningless numbers)", 16, weights_sha256(net), "bilinear-32", net.eval().to(dev),
+                         dev)
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise TrainError(f"--extractor {name}: {e}") from None
+        ext = factory(dev)
+        if not isinstance(ext, Extractor):
+            raise TrainError(f"--extractor {name} returned {type(ext).__name__}, not a trainers.metrics.Extractor")
+        return ext
+    raise TrainError(f"unknown --extractor {name!r}: use inception, tiny-random or module:function")
+
+
+# ------------------------------------------------------------------------------------------------- weights
+
+
+def weights_cache_path() -> Path:
+    return cache_dir() / "weights" / inception.WEIGHTS_NAME
+
+
+def _torch_hub_path() -> Path:
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch")
+    return Path(home) / "hub" / "checkpoints" / inception.WEIGHTS_NAME
+
+
+_verified: dict[tuple, str] = {}
+
+
+def verify_weights(path: Path, sha1: str = inception.WEIGHTS_SHA1,
+                   sha256_prefix: str = inception.WEIGHTS_SHA256_PREFIX) -> str:
+    """The file's sha256 when it is the FID Inception file (its SHA-1, or torch.hub's sha256 prefix, matches);
+    otherwise a one-line error."""
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, sha1, sha256_prefix)
+    if memo in _verified:
+        return _verified[memo]
+    h1, h256 = hashlib.sha1(), hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h1.update(chunk)
+            h256.update(chunk)
+    if h1.hexdigest() != sha1 and not h256.hexdigest().startswith(sha256_prefix):
+        raise TrainError(f"{path} is not the FID Inception weight file, or a damaged copy ({st.st_size} bytes, sha1 "
+                         f"{h1.hexdigest()}; expected sha1 {sha1}): delete it and run `gandata fetch weights inception`")
+    _verified[memo] = h256.hexdigest()
+    return h256.hexdigest()
+
+
+def find_weights(option: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """The Inception weight file, looked up in this order: ``option`` (``--inception-weights``), the environment
+    variable ``GANDATA_INCEPTION_WEIGHTS``, gandata's cache, torch.hub's cache (where pytorch-fid puts it).
+    Never downloads."""
+    for given, how in ((option, "--inception-weights"), (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):
+        if given:
+            path = Path(given).expanduser()
+            if not path.is_file():
+                raise TrainError(f"{how} names {path}, which does not exist; give the path of "
+                                 f"{inception.WEIGHTS_NAME}")
+            return path, verify_weights(path)
+    for path in (weights_cache_path(), _torch_hub_path()):
+        if path.is_file():
+            return path, verify_weights(path)
+    raise TrainError(
+        f"FID and KID need the Inception weights {inception.WEIGHTS_NAME} ({inception.WEIGHTS_SIZE}, sha1 "
+        f"{inception.WEIGHTS_SHA1}), and none was found (looked at --inception-weights, ${WEIGHTS_ENV}, "
+        f"{weights_cache_path()}, {_torch_hub_path()}). Either run `gandata fetch weights inception` on a machine "
+        f"with network access, or download {inception.WEIGHTS_URL} elsewhere and pass --inception-weights FILE "
+        f"(or set {WEIGHTS_ENV})")
+
+
+def fetch_weights(url: str = inception.WEIGHTS_URL, dest: str | os.PathLike | None = None,
+                  sha1: str = inception.WEIGHTS_SHA1, sha256_prefix: str = inception.WEIGHTS_SHA256_PREFIX,
+                  progress: bool = True) -> dict:
+    """Download the weight file into the cache (or ``dest``), resuming a partial download, and verify it. The file
+    appears under its final name only once verified."""
+    import requests
+
+    from gandata.fetch import USER_AGENT
+    from gandata.progress import Progress
+
+    final = Path(dest) if dest else weights_cache_path()
+    if final.is_file():
+        return {"path": str(final), "sha256": verify_weights(final, sha1, sha256_prefix), "downloaded": 0}
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(final.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": USER_AGENT, **({"Range": f"bytes={have}-"} if have else {})}
+    try:
+        with requests.get(url, headers=headers, stream=True, timeout=60) as resp:
+            if resp.status_code == 416:  # the partial file is already whole
+                pass
+            else:
+                resp.raise_for_status()
+                if resp.status_code != 206:
+                    have = 0
+                total = int(resp.headers.get("Content-Length", 0)) + have or None
+                with open(part, "ab" if have else "wb") as f, Progress("inception weights (bytes)", total,
+                                                                        enabled=progress) as bar:
+                    bar.advance(have)
+                    for chunk in resp.iter_content(1 << 20):
+                        f.write(chunk)
+                        bar.advance(len(chunk))
+                    f.flush()
+                    os.fsync(f.fileno())
+    except requests.RequestException as e:
+        answer = getattr(e, "response", None)
+        reason = f"HTTP {answer.status_code}" if answer is not None else type(e).__name__
+        raise TrainError(f"could not download {url} ({reason}); download it on another machine and pass "
+                         f"--inception-weights FILE (or set {WEIGHTS_ENV})") from None
+    try:
+        digest = verify_weights(part, sha1, sha256_prefix)
+    except TrainError:
+        part.unlink()
+        raise TrainError(f"the file downloaded from {url} has the wrong checksum (expected sha1 {sha1}); it was "
+                         "deleted: try again, or download it elsewhere and pass --inception-weights FILE") from None
+    os.replace(part, final)
+    return {"path": str(final), "sha256": digest, "downloaded": final.stat().st_size}
+
+
+# ------------------------------------------------------------------------------------------------- reals
+
+
+def _shard_digests(urls: list[str], info: dict | None) -> list[str]:
+    known = {}
+    for split in ((info or {}).get("splits") or {}).values():
+        for s in split.get("shards", []):
+            if s.get("sha256"):
+                known[s["name"]] = s["sha256"]
+    out = []
+    for u in urls:
+        name = Path(u).name
+        if name in known:
+            out.append(known[name])
+        elif Path(u).is_file():
+            h = hashlib.sha256()
+            with open(u, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            out.append(h.hexdigest())
+        else:  # a URL or pipe: its name stands for its content
+            out.append("url:" + u)
+    return out
+
+
+def _real_batches(urls: list[str], batch: int, limit: int | None):
+    """uint8 RGB batches of the real images, in shard order (each read once)."""
+    pending: list[np.ndarray] = []
+    seen = 0
+    for sample in tdata.tar_samples({"url": u} for u in urls):
+        data = next((sample[k] for k in tdata.IMAGE_KEYS.split(";") if k in sample), None)
+        if data is None:
+            continue
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if arr is None:
+            raise TrainError(f"sample {sample['__key__']} in {sample['__url__']}: the image does not decode")
+        pending.append(arr[..., ::-1].transpose(2, 0, 1))
+        seen += 1
+        if len(pending) == batch or (limit and seen >= limit):
+            yield torch.from_numpy(np.ascontiguousarray(np.stack(pending)))
+            pending = []
+        if limit and seen >= limit:
+            return
+    if pending:
+        yield torch.from_numpy(np.ascontiguousarray(np.stack(pending)))
+
+
+def real_stats(spec: str, extractor: Extractor, n_real: int | None = None, batch: int = 64,
+               progress: bool = True) -> dict:
+    """Mean, covariance and KID pool of the real images' features, from the cache when this (shard set,
+    extractor, N real) was done before. ``n_real`` None: every image of the set."""
+    from gandata.progress import Progress
+
+    try:
+        urls, info = tdata.resolve(spec)
+    except FileNotFoundError as e:
+        raise TrainError(f"--real {spec}: {e}") from None
+    key_src = {"shards": _shard_digests(urls, info), **extractor.id, "n_real": n_real, "pool": KID_POOL}
+    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
+    path = cache_dir() / "fid-stats" / f"{key[:32]}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                return {"mu": z["mu"], "sigma": z["sigma"], "pool": z["pool"], "n": int(z["n"]), "key": key,
+                        "cached": str(path)}
+        except (OSError, ValueError, KeyError):
+            path.unlink()  # damaged: computed again
+    total = n_real or sum(s.get("count", 0) for s in ((info or {}).get("splits") or {}).get("train", {}).get(
+        "shards", [])) or None
+    stats = FeatureStats(extractor.dims)
+    with Progress("real features", total, enabled=progress) as bar:
+        for images in _real_batches(urls, batch, n_real):
+            stats.add(extractor(images))
+            bar.advance(len(images))
+    if stats.n < 2:
+        raise TrainError(f"--real {spec}: fewer than 2 images")
+    mu, sigma = stats.mean_cov()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as f:
+        np.savez(f, mu=mu, sigma=sigma, pool=stats.kid_pool(), n=stats.n, key=json.dumps(key_src))
+    return {"mu": mu, "sigma": sigma, "pool": stats.kid_pool(), "n": stats.n, "key": key, "cached": None}
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+
+def label_sampler(info: dict | None, n_classes: int):
+    """Labels for a conditional generator, drawn like the real set's (its dataset.json counts), else uniform."""
+    counts = (((info or {}).get("labels") or {}).get("counts") or {})
+    names = (((info or {}).get("labels") or {}).get("names") or [])
+    freq = torch.tensor([float(counts.get(n, 0)) for n in names]) if names and counts else None
+    if freq is not None and (len(freq) != n_classes or freq.sum() <= 0):
+        freq = None
+
+    def draw(k: int, g: torch.Generator) -> torch.Tensor:
+        if freq is not None:
+            return torch.multinomial(freq, k, replacement=True, generator=g)
+        return torch.randint(0, n_classes, (k,), generator=g)
+
+    return draw
+
+
+@torch.no_grad()
+def fake_stats(G: nn.Module, nz: int, n_classes: int, extractor: Extractor, n: int, batch: int = 64, seed: int = 0,
+               labels=None, device: torch.device | None = None, progress: bool = True) -> FeatureStats:
+    """Features of ``n`` generated images, quantised to uint8 like the reals."""
+    from gandata.progress import Progress
+
+    device = device or next(G.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    stats = FeatureStats(extractor.dims, seed=seed + 1)
+    with Progress("generated features", n, enabled=progress) as bar:
+        done = 0
+        while done < n:
+            k = min(batch, n - done)
+            z = torch.randn(k, nz, generator=g).to(device)
+            if n_classes:
+                y = (labels(k, g) if labels else torch.randint(0, n_classes, (k,), generator=g)).to(device)
+                x = G(z, y)
+            else:
+                x = G(z)
+            images = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            stats.add(extractor(images))
+            done += k
+            bar.advance(k)
+    return stats
+
+
+def score(real: dict, fake: FeatureStats, metrics: tuple[str, ...], seed: int = 0,
+          device: str | torch.device = "cpu") -> dict:
+    out: dict = {}
+    if "fid" in metrics:
+        mu, sigma = fake.mean_cov()
+        out["fid"] = frechet_distance(real["mu"], real["sigma"], mu, sigma)
+    if "kid" in metrics:
+        pool = fake.kid_pool()
+        out["kid"], out["kid_std"] = kid(real["pool"], pool, seed=seed, device=device)
+        out.update(kid_subsets=KID_SUBSETS, kid_subset_size=min(KID_SUBSET_SIZE, len(real["pool"]), len(pool)),
+                   kid_pool_real=len(real["pool"]), kid_pool_gen=len(pool))
+    return out
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    bad = [m for m in names if m not in METRICS]
+    if bad or not names:
+        raise TrainError(f"--metrics {text!r}: choose from {', '.join(METRICS)} (comma-separated)")
+    return names
+
+
+def result_line(ckpt: Path | str, kimg: float, real_spec: str, real: dict, extractor: Extractor, n: int, seed: int,
+                names: tuple[str, ...], values: dict, seconds: float) -> dict:
+    """One metrics line: the values and everything they depend on (FIDs compare only when all of it matches)."""
+    return {"checkpoint": Path(ckpt).name, "kimg": kimg, **values, "metrics": sorted(names), "n_gen": n,
+            "n_real": real["n"], "real": real_spec, "real_key": real["key"][:16], **extractor.id, "seed": seed,
+            "seconds": round(seconds, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def _config(line: dict) -> tuple:
+    return (line.get("checkpoint"), line.get("n_gen"), line.get("real_key"), line.get("extractor"),
+            line.get("weights_sha256"), line.get("resize"), line.get("seed"), tuple(line.get("metrics") or ()))
+
+
+def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str | tuple = ("fid", "kid"),
+             extractor: str | Extractor = "inception", weights: str | os.PathLike | None = None,
+             n_real: int | None = None, every: bool = False, batch: int = 64, seed: int = 0, device: str = "auto",
+             progress: bool = True) -> list[dict]:
+    """FID/KID of a checkpoint, a run's newest checkpoint, or (``every``) each of a run's checkpoints. Results are
+    appended to the run's ``eval.jsonl``; a checkpoint already evaluated with the same settings is not redone."""
+    names = parse_metrics(metrics) if isinstance(metrics, str) else tuple(metrics)
+    if n < 2:
+        raise TrainError("--n must be at least 2")
+    target = Path(target)
+    if target.is_dir():
+        ckpts = sorted(target.glob("checkpoint-*.pt")) if every else [p for p in [latest_checkpoint(target)] if p]
+        if not ckpts:
+            raise TrainError(f"{target} holds no checkpoint-*.pt; train first, or give a checkpoint file")
+        run = target
+    elif target.is_file():
+        ckpts, run = [target], target.parent
+    else:
+        raise TrainError(f"{target} does not exist")
+    ext = extractor if isinstance(extractor, Extractor) else load_extractor(extractor, weights, device)
+    reals = real_stats(real, ext, n_real, batch, progress)
+    _, info = tdata.resolve(real)
+    log_path = run / "eval.jsonl"
+    done = {_config(line): line for line in read_jsonl(log_path)} if log_path.exists() else {}
+    results = []
+    for ck in ckpts:
+        key = _config({"checkpoint": ck.name, "n_gen": n, "real_key": reals["key"][:16], **ext.id, "seed": seed,
+                       "metrics": sorted(names)})
+        if key in done:
+            results.append({**done[key], "reused": True})
+            continue
+        t0 = time.monotonic()
+        G, o, n_classes, meta = load_generator(ck, ext.device)
+        fake = fake_stats(G, o.nz, n_classes, ext, n, batch, seed, label_sampler(info, n_classes), ext.device,
+                          progress)
+        values = score(reals, fake, names, seed, ext.device)
+        line = result_line(ck, meta["cur_nimg"] / 1000, real, reals, ext, n, seed, names, values,
+                           time.monotonic() - t0)
+        with JsonlLog(log_path) as log:
+            log.append(line)
+        results.append(line)
+    return results
+
+
+class SnapshotEval:
+    """Metrics of the EMA generator at each training snapshot, on rank 0; the real statistics are computed (or
+    found in the cache) at the first one. Lines go to the run's ``eval.jsonl`` like ``gandata eval``'s."""
+
+    def __init__(self, o, device: torch.device, n_classes: int, progress: bool = True):
+        self.o, self.n_classes, self.progress = o, n_classes, progress
+        self.names = parse_metrics(o.eval_metrics)
+        self.real_spec = o.eval_real or o.shards
+        self.ext = load_extractor(o.eval_extractor, o.inception_weights, device)
+        self.labels = label_sampler(tdata.resolve(self.real_spec)[1], n_classes)
+        self.reals: dict | None = None
+
+    def __call__(self, G: nn.Module, ckpt: Path, cur_nimg: int) -> dict:
+        t0 = time.monotonic()
+        if self.reals is None:
+            self.reals = real_stats(self.real_spec, self.ext, None, progress=self.progress)
+        fake = fake_stats(G, self.o.nz, self.n_classes, self.ext, self.o.eval_n, seed=self.o.seed, labels=self.labels,
+                          device=self.ext.device, progress=False)
+        values = score(self.reals, fake, self.names, self.o.seed, self.ext.device)
+        line = result_line(ckpt, cur_nimg / 1000, self.real_spec, self.reals, self.ext, self.o.eval_n, self.o.seed,
+                           self.names, values, time.monotonic() - t0)
+        with JsonlLog(Path(ckpt).parent / "eval.jsonl") as log:
+            log.append(line)
+        if self.progress:
+            shown = "  ".join(f"{k} {line[k]:.4g}" for k in ("fid", "kid") if k in line)
+            print(f"eval at {line['kimg']:g} kimg: {shown}  (N gen {line['n_gen']}, N real {line['n_real']}, "
+                  f"{line['extractor']})", file=sys.stderr, flush=True)
+        return line
