@@ -292,6 +292,7 @@ def fetch_bricklink_cmd(
     categories: Annotated[Optional[str], typer.Option(help="Only these categories: ids or dotted catStrings, e.g. 65,746 or 65.257.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Stop when the dataset holds this many images.")] = None,
     delay: Annotated[Optional[float], typer.Option(min=0, help="Seconds between two listing-page requests (default 3).")] = None,
+    image_rate: Annotated[Optional[float], typer.Option(min=0, help="Image requests per second (default 4; 0: no pacing).")] = None,
     refresh_list: Annotated[bool, typer.Option(help="Read the listing pages again instead of the ones saved by earlier runs.")] = False,
     manifest: Annotated[Optional[Path], typer.Option(help="Another bricklink manifest (default manifests/bricklink.toml).")] = None,
     base_url: BaseUrl = None,
@@ -307,7 +308,7 @@ def fetch_bricklink_cmd(
     stats = fetch_bricklink(
         out or _data_dir(data_dir) / "bricklink" / "raw", catalog_file=catalog_file, categories_file=categories_file,
         categories=categories, limit=limit, refresh_list=refresh_list, manifest_file=manifest, base_url=base_url,
-        delay=delay, image_concurrency=concurrency, overrides={"retries": retries, "timeout": timeout},
+        delay=delay, image_concurrency=concurrency, image_rate=image_rate, overrides={"retries": retries, "timeout": timeout},
         progress=not as_json,
     )
     _finish_fetch(stats, as_json)
@@ -420,12 +421,14 @@ def crop_lego(
     pad_color: PadColor = "white", min_face: MinFace = 24, scale_factor: ScaleFactor = 1.1,
     min_neighbors: MinNeighbors = 5, min_size: MinSize = 24, equalize: Equalize = True, detect_size: DetectSize = 1024,
     cascade: Cascade = None, workers: Workers = 0, debug_grid: DebugGrid = None, image_format: CropFormat = "png",
+    locator: Annotated[str, typer.Option(help="auto (the cascade, then the figure's layout) or layout (the layout only: no cascade, works offline).")] = "auto",
     base_url: BaseUrl = None, data_dir: DataDir = None, as_json: JsonFlag = False,
 ) -> None:
     """LEGO minifigure heads: the anime-face cascade where it finds one, else the figure's layout."""
     _crop(True, src, out, data_dir, cascade, base_url, debug_grid, as_json, size=size, margin=margin, edge=edge,
           pad_color=pad_color, min_face=min_face, scale_factor=scale_factor, min_neighbors=min_neighbors,
-          min_size=min_size, equalize=equalize, detect_size=detect_size, workers=workers, image_format=image_format)
+          min_size=min_size, equalize=equalize, detect_size=detect_size, workers=workers, image_format=image_format,
+          locator=locator)
 
 
 @app.command(
@@ -617,6 +620,62 @@ def fetch_weights_cmd(
         raise UserError(str(e)) from None
     print(json.dumps(r) if as_json else f"{r['path']} (sha256 {r['sha256']}) is ready; "
           + ("downloaded now" if r["downloaded"] else "it was already there"))
+
+
+@app.command(
+    "run",
+    epilog="\b\nExamples:\n"
+    "  gandata run pipelines/bitmoji-64.toml                       # fetch → shard → train, resumable\n"
+    "  gandata run pipelines/anime-faces-96.toml --set crop.src=~/illustrations\n"
+    "  gandata run pipelines/lego-faces-64.toml --only fetch --only crop\n"
+    "\b\nRun it again after a crash to continue; a finished pipeline re-runs as a quick no-op.",
+)
+def run_cmd(
+    pipeline_file: Annotated[Path, typer.Argument(help="A pipeline TOML file: [pipeline] and [fetch] [crop] [shard] [train] [eval] tables.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override STAGE.KEY=VALUE (repeatable), e.g. fetch.count=500.")] = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="Run only this stage (repeatable); the others' outputs are still used.")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the stages of a pipeline file in order (every stage resumable); a summary line per stage."""
+    from .pipeline import run as run_pipeline
+
+    r = run_pipeline(pipeline_file, data_dir=_data_dir(data_dir), sets=set_, only=only, progress=not as_json,
+                     echo=None if as_json else _err)
+    if as_json:
+        print(json.dumps(r, default=str, ensure_ascii=False))
+        return
+    print(f"pipeline {r['pipeline']} ({r['dataset']}) done in {r['seconds']} s:")
+    for s in r["stages"]:
+        print(f"  {s['stage']:<6} {s['line']}  ({s['seconds']} s) → {s['out']}")
+
+
+@app.command(
+    "demo",
+    epilog="\b\nExamples:\n"
+    "  gandata demo                        # about 3 minutes on 2 CPU cores → ./gandata-demo\n"
+    "  gandata demo --out /tmp/demo --small",
+)
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("gandata-demo"),
+    small: Annotated[bool, typer.Option(help="A reduced run (tens of images, a few training steps; for CI).")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """The whole chain offline: a local render server, fetch, crop, dedupe, shard, train, sample grid, contact sheets."""
+    from .demo import demo
+
+    r = demo(out, size="small" if small else "full", progress=not as_json, echo=_err if not as_json else (lambda m: None))
+    if as_json:
+        print(json.dumps(r, default=str))
+        return
+    print(f"\ndemo done ({r['requests']} HTTP requests to the local render server); everything is in {r['out']}:")
+    for part in ("avatars", "minifigs"):
+        for s in r[part]["stages"]:
+            print(f"  {part:<8} {s['stage']:<6} {s['line']}\n  {'':<15}→ {s['out']}")
+    print(f"  sample grid from the trained generator: {r['samples']}")
+    for name, sheet in r["sheets"].items():
+        print(f"  contact sheet of the {name} shards:    {sheet}")
+    print("\nNext: the real commands (README, 'Commands'); pipelines/*.toml build the full-size datasets.")
 
 
 def main() -> None:

@@ -62,6 +62,7 @@ class CropOptions:
     image_format: str = "png"
     workers: int = 0  # 0: one per core
     lego: bool = False  # fall back on the layout locator where the cascade finds nothing
+    locator: str = "auto"  # lego: auto (the cascade, then the layout) | layout (the layout only: no cascade needed)
 
     def validate(self) -> None:
         if self.size < 8:
@@ -74,6 +75,8 @@ class CropOptions:
             raise UserError(f"--scale-factor must be above 1 (got {self.scale_factor})")
         if self.min_neighbors < 0 or self.min_size < 1 or self.min_face < 1 or self.detect_size < 64:
             raise UserError("--min-neighbors must be ≥ 0, --min-size and --min-face ≥ 1, --detect-size ≥ 64")
+        if self.locator not in ("auto", "layout") or (self.locator == "layout" and not self.lego):
+            raise UserError(f"--locator must be auto or layout, and layout is for lego-faces only (got {self.locator!r})")
         if self.image_format not in ("png", "jpg", "webp"):
             raise UserError(f"--format must be png, jpg or webp (got {self.image_format!r})")
         for opt, value in (("--pad-color", self.pad_color), ("--background", self.background)):
@@ -101,7 +104,7 @@ def cascade_file(local: str | os.PathLike | None = None, base_url: str | None = 
 class Detector:
     """One CascadeClassifier per thread (they are not safe to share), with the speed-ups described above."""
 
-    def __init__(self, path: str, opts: CropOptions):
+    def __init__(self, path: str | None, opts: CropOptions):
         self.path, self.opts = path, opts
         self._local = threading.local()
 
@@ -112,8 +115,11 @@ class Detector:
         return c
 
     def detect(self, rgb: np.ndarray) -> tuple[list[tuple[int, int, int, int]], float]:
-        """Boxes (x, y, w, h) in the image's pixels, largest first, and the scale detection ran at."""
+        """Boxes (x, y, w, h) in the image's pixels, largest first, and the scale detection ran at (none without a
+        cascade: ``--locator layout``)."""
         o = self.opts
+        if self.path is None:
+            return [], 1.0
         h, w = rgb.shape[:2]
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         scale = 1.0
@@ -257,7 +263,7 @@ def crop(
     source = open_input(src)
     if Path(out).resolve() == Path(src).resolve():
         raise UserError(f"{src} is both the input and the output; give another --out")
-    path, origin = cascade_file(cascade, base_url)
+    path, origin = (None, {"locator": "layout only"}) if opts.locator == "layout" else cascade_file(cascade, base_url)
     detector = Detector(path, opts)
     pad, background = images.parse_color(opts.pad_color), images.parse_color(opts.background)
     stage = "crop lego-faces" if opts.lego else "crop anime-faces"

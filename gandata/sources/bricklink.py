@@ -269,12 +269,14 @@ def fetch_bricklink(
     base_url: str | None = None,
     delay: float | None = None,
     image_concurrency: int | None = None,
+    image_rate: float | None = None,
     overrides: dict | None = None,
     progress: bool = False,
 ) -> dict:
     """Fetch minifigure images with names and categories into the dataset folder ``out``.
 
-    ``delay`` (seconds between listing pages) and ``image_concurrency`` override the manifest's politeness;
+    ``delay`` (seconds between listing pages), ``image_concurrency`` and ``image_rate`` (image requests per second,
+    0: unpaced) override the manifest's politeness;
     ``overrides`` other FetchOptions fields (retries, timeout, backoff…)."""
     check_base_url(base_url, limit)
     if delay is not None and delay < 0:
@@ -288,7 +290,8 @@ def fetch_bricklink(
         concurrency=images + 1, per_host=images, retries=int(pol.get("retries", 5)),
         timeout=float(pol.get("timeout", 30.0)),
         lanes={SITE: {"concurrency": 1, "rate": 1.0 / delay if delay > 0 else None},
-               IMAGES: {"concurrency": images, "rate": pol.get("image_rate")}},
+               IMAGES: {"concurrency": images,
+                        "rate": pol.get("image_rate") if image_rate is None else (image_rate or None)}},
     ), overrides)
     throttle_wait = float(pol.get("throttle_wait", 60.0))
     crawl = {"pages": 0, "items": 0, "listed_total": {}, "page_failures": []}

@@ -1,0 +1,173 @@
+"""``gandata run`` against the demo render server on 127.0.0.1: end to end, killed and re-run, a finished pipeline
+re-run as a no-op; bad pipeline files; ``gandata demo --small`` itself."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gandata.datasets import Dataset
+from gandata.demo import DemoServer, catalog_file
+from gandata.errors import UserError
+from gandata.pipeline import load
+
+from conftest import kill_when, lines_in
+
+
+@pytest.fixture(scope="module")
+def server():
+    with DemoServer() as s:
+        yield s
+
+
+def _pipeline(tmp_path: Path, base_url: str, count: int, rate: float, kimg: float) -> Path:
+    run = tmp_path / "runs" / "tiny"
+    text = f"""
+[pipeline]
+name = "tiny"
+base_url = "{base_url}"
+
+[fetch]
+source = "bitmoji"
+count = {count}
+rate = {rate}
+concurrency = 4
+
+[shard]
+size = 32
+val_fraction = 0.0
+min_shards = 1
+
+[train]
+kind = "wgan-gp"
+out = "{run}"
+kimg = {kimg}
+snap_kimg = {kimg / 4}
+log_kimg = {kimg / 4}
+batch = 8
+ngf = 8
+ndf = 8
+nz = 16
+workers = 0
+shuffle = 64
+device = "cpu"
+
+[eval]
+n = 24
+extractor = "tiny-random"
+device = "cpu"
+"""
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+def _run(path: Path, data: Path, *extra: str, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "gandata.cli", "run", str(path), "--data-dir", str(data), "--json", *extra]
+    if kw.get("background"):
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=path.parent)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=path.parent)
+
+
+def _stages(r: subprocess.CompletedProcess) -> dict:
+    assert r.returncode == 0, r.stderr
+    return {s["stage"]: s for s in json.loads(r.stdout)["stages"]}
+
+
+def test_a_pipeline_runs_end_to_end_and_a_finished_one_re_runs_as_a_no_op(server, tmp_path):
+    path = _pipeline(tmp_path, server.url, count=40, rate=0, kimg=0.08)
+    data = tmp_path / "data"
+    s = _stages(_run(path, data))
+    assert s["fetch"]["summary"]["accepted"] == 40 and len(Dataset.open(data / "bitmoji" / "raw")) == 40
+    info = json.loads((data / "bitmoji" / "shards" / "dataset.json").read_text())
+    assert info["counts"]["total"] == 40 and info["resolution"] == 32
+    run = tmp_path / "runs" / "tiny"
+    assert s["train"]["summary"]["kimg"] >= 0.08 and list(run.glob("checkpoint-*.pt"))
+    assert s["eval"]["summary"]["results"][0]["n_gen"] == 24 and (run / "eval.jsonl").exists()
+
+    tars = {p: p.read_bytes() for p in (data / "bitmoji" / "shards").glob("*.tar")}
+    requests = server.requests
+    again = _stages(_run(path, data))
+    assert again["fetch"]["summary"]["accepted"] == 0
+    assert again["shard"]["summary"]["processed"] == 0 and again["shard"]["summary"]["reused"] == 40
+    assert {p: p.read_bytes() for p in tars} == tars  # written again from the spool, byte for byte the same
+    assert again["train"]["line"].startswith("already trained")
+    assert again["eval"]["summary"]["results"][0]["reused"]
+    assert server.requests - requests <= 1  # at most the trait catalogue's cache check: no image asked again
+    assert len((run / "eval.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_pipeline_killed_in_fetch_and_in_train_finishes_with_nothing_lost_or_doubled(server, tmp_path):
+    path = _pipeline(tmp_path, server.url, count=160, rate=40, kimg=0.4)
+    data = tmp_path / "data"
+    raw, run = data / "bitmoji" / "raw", tmp_path / "runs" / "tiny"
+    kill_when(_run(path, data, background=True), lambda: lines_in(raw / "manifest.jsonl") >= 30)
+    assert lines_in(raw / "manifest.jsonl") < 160
+    kill_when(_run(path, data, background=True), lambda: any(run.glob("checkpoint-*.pt")), timeout=120)
+    assert not (run / "summary.json").exists()
+    s = _stages(_run(path, data))
+    rows = list(Dataset.open(raw).rows())
+    assert len(rows) == 160 and len({r["key"] for r in rows}) == 160
+    info = json.loads((data / "bitmoji" / "shards" / "dataset.json").read_text())
+    assert info["counts"]["total"] == 160
+    assert s["train"]["summary"]["resumed_from"] and s["train"]["summary"]["kimg"] >= 0.4
+    assert s["eval"]["summary"]["results"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[fetsh]\nsource = 'bitmoji'\n", "unknown table [fetsh]"),
+    ("[pipeline]\nname = 'x'\n", "names no stage"),
+    ("[shard]\nsize = 32\nmaxcnt = 5\n", "[shard] has no option 'maxcnt'"),
+    ("[fetch]\nsource = 'flickr'\n", "[fetch] needs source = one of"),
+    ("[train\n", "is not valid TOML"),
+])
+def test_bad_pipeline_files_are_one_line(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    r = _run(path, tmp_path / "data")
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_set_overrides_parse_toml_values_and_fall_back_to_strings(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("[fetch]\nsource = 'urls'\n")
+    spec = load(path, ["fetch.count=5", "fetch.url_list=~/list.txt", "shard.dedupe=near", "train.kimg=0.5"])
+    assert spec["fetch"]["count"] == 5 and spec["shard"]["dedupe"] == "near" and spec["train"]["kimg"] == 0.5
+    assert spec["fetch"]["url_list"] == str(Path("~/list.txt").expanduser())
+    with pytest.raises(UserError, match="STAGE.KEY=VALUE"):
+        load(path, ["count=5"])
+
+
+def test_ready_pipeline_files_load(tmp_path):
+    files = sorted((Path(__file__).parents[1] / "pipelines").glob("*.toml"))
+    assert {f.stem for f in files} >= {"bitmoji-64", "lego-faces-64", "lego-minifigs-128", "anime-faces-96"}
+    for f in files:
+        spec = load(f)
+        assert spec["pipeline"]["name"] == f.stem and f.read_text().startswith(f"# {f.stem} — ")
+
+
+def test_the_demo_runs_offline_in_its_small_size(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gandata.cli", "demo", "--out", str(tmp_path / "demo"), "--small"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "demo"
+    for f in ("avatars-samples.png", "bitmoji-shards-sheet.png", "bricklink-shards-sheet.png", "minifig-heads.png",
+              "demo-summary.json"):
+        assert (out / f).stat().st_size > 0, f
+    summary = json.loads((out / "demo-summary.json").read_text())
+    assert summary["requests"] >= 48 + 24 and "demo done" in r.stdout
+    info = json.loads((out / "data" / "bricklink" / "shards" / "dataset.json").read_text())
+    assert info["labels"]["names"] and set(info["labels"]["names"]) <= {"Castle", "Space", "Town", "Pirates"}
+
+
+def test_the_demo_catalog_file_is_a_bricklink_catalog(tmp_path):
+    from gandata.sources.bricklink import parse_catalog_file
+
+    items = list(parse_catalog_file(catalog_file(8)))
+    assert len(items) == 8 and {i["category"] for i in items} == {"Castle", "Space", "Town", "Pirates"}
