@@ -27,7 +27,8 @@ DataDir = Annotated[
     Optional[Path],
     typer.Option("--data-dir", envvar="GANDATA_DATA", help="Workspace holding DATA/<dataset>/<stage> (default ./data)."),
 ]
-WEIGHTS_ENV = "GANDATA_INCEPTION_WEIGHTS"
+InceptionWeights = Annotated[Optional[Path], typer.Option(
+    help="The FID Inception weight file (else $GANDATA_INCEPTION_WEIGHTS, else the cache).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")]
 
 
@@ -498,7 +499,7 @@ def train(
     eval_real: Annotated[Optional[str], typer.Option(help="Real set for --eval (default: --shards).")] = None,
     eval_n: Annotated[int, typer.Option(min=2, help="Generated images per --eval.")] = 10_000,
     eval_extractor: Annotated[str, typer.Option(help="Feature extractor for --eval: inception, tiny-random or module:function.")] = "inception",
-    inception_weights: Annotated[Optional[Path], typer.Option(help=f"The FID Inception weight file (else ${WEIGHTS_ENV}, else the cache).")] = None,
+    inception_weights: InceptionWeights = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a GAN on shards, streaming them; checkpoints, sample grids and metrics go to the run folder."""
@@ -567,7 +568,7 @@ def eval_cmd(
     metrics: Annotated[str, typer.Option(help="fid, kid or fid,kid.")] = "fid,kid",
     n_real: Annotated[Optional[int], typer.Option(min=2, help="Use only the first N real images (default: all).")] = None,
     every: Annotated[bool, typer.Option(help="Evaluate every checkpoint of the run (those done before are reused).")] = False,
-    inception_weights: Annotated[Optional[Path], typer.Option(help=f"The FID Inception weight file (else ${WEIGHTS_ENV}, else the cache).")] = None,
+    inception_weights: InceptionWeights = None,
     extractor: Annotated[str, typer.Option(help="inception (FID standard), tiny-random (tests; meaningless numbers) or module:function.")] = "inception",
     batch: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the latent vectors and KID subsets.")] = 0,

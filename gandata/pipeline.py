@@ -70,6 +70,18 @@ def load(path: str | os.PathLike, sets: list[str] | None = None) -> dict:
     return spec
 
 
+def _output(stage: str, given, ctx: dict):
+    """Where a stage writes: the table's ``out``, else where the command would (``DATA/<dataset>/…``,
+    ``runs/<name>``; eval writes into the run it evaluates)."""
+    if given:
+        return given
+    if stage == "train":
+        return Path("runs") / ctx["name"]
+    if stage == "eval":
+        return ctx["run"]
+    return ctx["data"] / ctx["dataset"] / {"fetch": "raw", "crop": "faces", "shard": "shards"}[stage]
+
+
 def _options(stage: str, table: dict, allowed: list[str]) -> dict:
     """The table's keys as parameter names, refusing any the stage does not take."""
     out = {}
@@ -100,7 +112,7 @@ def _fetch(t: dict, ctx: dict) -> tuple[dict, str, str]:
         raise UserError(f"[fetch] needs source = one of {', '.join(SOURCES)} (got {source!r})")
     fn = {"bitmoji": fetch_bitmoji, "bricklink": fetch_bricklink, "rebrickable": fetch_rebrickable,
           "urls": fetch_urls}[source]
-    out = t.pop("out", None) or ctx["data"] / ctx["dataset"] / "raw"
+    out = _output("fetch", t.pop("out", None), ctx)
     overrides = {k: t.pop(k) for k in FETCH_OVERRIDES if k in t}
     if source == "bricklink":  # its images have a lane of their own: concurrency and rate are that lane's
         for k, name in (("concurrency", "image_concurrency"), ("rate", "image_rate")):
@@ -128,8 +140,8 @@ def _crop(t: dict, ctx: dict) -> tuple[dict, str, str]:
     if kind not in ("anime-faces", "lego-faces"):
         raise UserError(f"[crop] needs kind = anime-faces or lego-faces (got {kind!r})")
     lego = kind == "lego-faces"
-    src = t.pop("src", None) or ctx["current"] or ctx["data"] / ctx["dataset"] / "raw"
-    out = t.pop("out", None) or ctx["data"] / ctx["dataset"] / "faces"
+    src = t.pop("src", None) or ctx["current"] or _output("fetch", None, ctx)
+    out = _output("crop", t.pop("out", None), ctx)
     extra = {k: t.pop(k) for k in ("cascade", "debug_grid", "base_url") if k in t}
     opts = _options("crop", t, _fields(CropOptions, "lego"))
     opts.setdefault("min_face", 24 if lego else 64)  # the command's defaults
@@ -143,9 +155,9 @@ def _crop(t: dict, ctx: dict) -> tuple[dict, str, str]:
 def _shard(t: dict, ctx: dict) -> tuple[dict, str, str]:
     from .shard import ShardOptions, shard
 
-    src = t.pop("src", None) or ctx["current"] or ctx["data"] / ctx["dataset"] / "raw"
+    src = t.pop("src", None) or ctx["current"] or _output("fetch", None, ctx)
     srcs = [src] if isinstance(src, (str, Path)) else list(src)
-    out = t.pop("out", None) or ctx["data"] / ctx["dataset"] / "shards"
+    out = _output("shard", t.pop("out", None), ctx)
     name = t.pop("name", None) or ctx["dataset"]
     s = shard(srcs, out, name, ShardOptions(**_options("shard", t, _fields(ShardOptions))), progress=ctx["progress"])
     c = s["counts"]
@@ -158,8 +170,8 @@ def _train(t: dict, ctx: dict) -> tuple[dict, str, str]:
     from trainers.train import TrainError, TrainOptions, launch
 
     kind = t.pop("kind", None)
-    shards = str(t.pop("shards", None) or ctx["current"] or ctx["data"] / ctx["dataset"] / "shards")
-    out = Path(t.pop("out", None) or Path("runs") / ctx["name"])
+    shards = str(t.pop("shards", None) or ctx["current"] or _output("shard", None, ctx))
+    out = Path(_output("train", t.pop("out", None), ctx))
     opts = _options("train", t, _fields(TrainOptions, "kind", "shards", "out", "extra"))
     opts.setdefault("resume", "auto")
     try:
@@ -222,7 +234,7 @@ def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", se
             continue
         table = dict(spec[stage])
         if only and stage not in only:
-            out = _default_output(stage, table, ctx)
+            out = str(_output(stage, table.get("out"), ctx))
         else:
             t = time.monotonic()
             summary, out, line = RUNNERS[stage](table, ctx)
@@ -237,15 +249,3 @@ def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", se
         if stage == "train":
             ctx["run"] = out
     return {"pipeline": name, "dataset": dataset, "stages": results, "seconds": round(time.monotonic() - t0, 1)}
-
-
-def _default_output(stage: str, table: dict, ctx: dict) -> str:
-    if stage == "fetch":
-        return str(table.get("out") or ctx["data"] / ctx["dataset"] / "raw")
-    if stage == "crop":
-        return str(table.get("out") or ctx["data"] / ctx["dataset"] / "faces")
-    if stage == "shard":
-        return str(table.get("out") or ctx["data"] / ctx["dataset"] / "shards")
-    if stage == "train":
-        return str(table.get("out") or Path("runs") / ctx["name"])
-    return str(ctx["run"])

@@ -229,6 +229,15 @@ def _torch_hub_path() -> Path:
 _verified: dict[tuple, str] = {}
 
 
+def _hash_file(path: str | os.PathLike, *algorithms: str) -> list[str]:
+    hashes = [hashlib.new(a) for a in algorithms]
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            for h in hashes:
+                h.update(chunk)
+    return [h.hexdigest() for h in hashes]
+
+
 def verify_weights(path: Path, sha1: str = inception.WEIGHTS_SHA1,
                    sha256_prefix: str = inception.WEIGHTS_SHA256_PREFIX) -> str:
     """The file's sha256 when it is the FID Inception file (its SHA-1, or torch.hub's sha256 prefix, matches);
@@ -237,16 +246,12 @@ def verify_weights(path: Path, sha1: str = inception.WEIGHTS_SHA1,
     memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, sha1, sha256_prefix)
     if memo in _verified:
         return _verified[memo]
-    h1, h256 = hashlib.sha1(), hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h1.update(chunk)
-            h256.update(chunk)
-    if h1.hexdigest() != sha1 and not h256.hexdigest().startswith(sha256_prefix):
+    got_sha1, got_sha256 = _hash_file(path, "sha1", "sha256")
+    if got_sha1 != sha1 and not got_sha256.startswith(sha256_prefix):
         raise TrainError(f"{path} is not the FID Inception weight file, or a damaged copy ({st.st_size} bytes, sha1 "
-                         f"{h1.hexdigest()}; expected sha1 {sha1}): delete it and run `gandata fetch weights inception`")
-    _verified[memo] = h256.hexdigest()
-    return h256.hexdigest()
+                         f"{got_sha1}; expected sha1 {sha1}): delete it and run `gandata fetch weights inception`")
+    _verified[memo] = got_sha256
+    return got_sha256
 
 
 def find_weights(option: str | os.PathLike | None = None) -> tuple[Path, str]:
@@ -335,11 +340,7 @@ def _shard_digests(urls: list[str], info: dict | None) -> list[str]:
         if name in known:
             out.append(known[name])
         elif Path(u).is_file():
-            h = hashlib.sha256()
-            with open(u, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            out.append(h.hexdigest())
+            out.append(_hash_file(u, "sha256")[0])
         else:  # a URL or pipe: its name stands for its content
             out.append("url:" + u)
     return out
@@ -369,8 +370,8 @@ def _real_batches(urls: list[str], batch: int, limit: int | None):
 
 def real_stats(spec: str, extractor: Extractor, n_real: int | None = None, batch: int = 64,
                progress: bool = True) -> dict:
-    """Mean, covariance and KID pool of the real images' features, from the cache when this (shard set,
-    extractor, N real) was done before. ``n_real`` None: every image of the set."""
+    """Mean, covariance and KID pool of the real images' features (and the set's dataset.json as ``info``), from
+    the cache when this (shard set, extractor, N real) was done before. ``n_real`` None: every image of the set."""
     from gandata.progress import Progress
 
     try:
@@ -384,7 +385,7 @@ def real_stats(spec: str, extractor: Extractor, n_real: int | None = None, batch
         try:
             with np.load(path) as z:
                 return {"mu": z["mu"], "sigma": z["sigma"], "pool": z["pool"], "n": int(z["n"]), "key": key,
-                        "cached": str(path)}
+                        "cached": str(path), "info": info}
         except (OSError, ValueError, KeyError):
             path.unlink()  # damaged: computed again
     total = n_real or sum(s.get("count", 0) for s in ((info or {}).get("splits") or {}).get("train", {}).get(
@@ -400,7 +401,8 @@ def real_stats(spec: str, extractor: Extractor, n_real: int | None = None, batch
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         np.savez(f, mu=mu, sigma=sigma, pool=stats.kid_pool(), n=stats.n, key=json.dumps(key_src))
-    return {"mu": mu, "sigma": sigma, "pool": stats.kid_pool(), "n": stats.n, "key": key, "cached": None}
+    return {"mu": mu, "sigma": sigma, "pool": stats.kid_pool(), "n": stats.n, "key": key, "cached": None,
+            "info": info}
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -504,7 +506,6 @@ def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str
         raise TrainError(f"{target} does not exist")
     ext = extractor if isinstance(extractor, Extractor) else load_extractor(extractor, weights, device)
     reals = real_stats(real, ext, n_real, batch, progress)
-    _, info = tdata.resolve(real)
     log_path = run / "eval.jsonl"
     done = {_config(line): line for line in read_jsonl(log_path)} if log_path.exists() else {}
     results = []
@@ -516,7 +517,7 @@ def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str
             continue
         t0 = time.monotonic()
         G, o, n_classes, meta = load_generator(ck, ext.device)
-        fake = fake_stats(G, o.nz, n_classes, ext, n, batch, seed, label_sampler(info, n_classes), ext.device,
+        fake = fake_stats(G, o.nz, n_classes, ext, n, batch, seed, label_sampler(reals["info"], n_classes), ext.device,
                           progress)
         values = score(reals, fake, names, seed, ext.device)
         line = result_line(ck, meta["cur_nimg"] / 1000, real, reals, ext, n, seed, names, values,
@@ -536,14 +537,14 @@ class SnapshotEval:
         self.names = parse_metrics(o.eval_metrics)
         self.real_spec = o.eval_real or o.shards
         self.ext = load_extractor(o.eval_extractor, o.inception_weights, device)
-        self.labels = label_sampler(tdata.resolve(self.real_spec)[1], n_classes)
         self.reals: dict | None = None
 
     def __call__(self, G: nn.Module, ckpt: Path, cur_nimg: int) -> dict:
         t0 = time.monotonic()
         if self.reals is None:
             self.reals = real_stats(self.real_spec, self.ext, None, progress=self.progress)
-        fake = fake_stats(G, self.o.nz, self.n_classes, self.ext, self.o.eval_n, seed=self.o.seed, labels=self.labels,
+        labels = label_sampler(self.reals["info"], self.n_classes)
+        fake = fake_stats(G, self.o.nz, self.n_classes, self.ext, self.o.eval_n, seed=self.o.seed, labels=labels,
                           device=self.ext.device, progress=False)
         values = score(self.reals, fake, self.names, self.o.seed, self.ext.device)
         line = result_line(ckpt, cur_nimg / 1000, self.real_spec, self.reals, self.ext, self.o.eval_n, self.o.seed,
