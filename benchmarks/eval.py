@@ -22,6 +22,19 @@ from trainers.inception import FIDInception  # noqa: E402
 from trainers.metrics import frechet_distance, gaussian_stats, kid  # noqa: E402
 
 
+def random_inception(device):
+    """The FID Inception with seeded random weights as an extractor
+    (``--extractor benchmarks/eval.py:random_inception``): the speed of ``gandata eval`` where the real weights
+    cannot be had (a machine with no network). Its numbers are meaningless."""
+    from trainers import inception
+    from trainers.metrics import Extractor, weights_sha256
+
+    torch.manual_seed(0)
+    net = FIDInception().eval().to(device)
+    return Extractor("fid-inception-random-weights (speed only)", 2048, weights_sha256(net), inception.RESIZE, net,
+                     torch.device(device))
+
+
 def best(fn, repeat=3):
     times = []
     for _ in range(repeat):

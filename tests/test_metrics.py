@@ -273,6 +273,23 @@ def test_eval_cli_and_the_pluggable_extractor(tiny_run, labelled_shards, tmp_pat
         load_extractor("trainers.metrics:no_such", device="cpu")
 
 
+def test_an_extractor_from_a_python_file(tiny_run, labelled_shards, tmp_path):  # noqa: F811
+    """``--extractor path/to/file.py:function`` (how benchmarks/quality.py's classifier plugs into gandata eval)."""
+    plugin = tmp_path / "my_features.py"
+    plugin.write_text("from trainers.metrics import Extractor, TinyRandom\n"
+                      "def features(device):\n"
+                      "    return Extractor('my-features', 16, 'x' * 64, 'bilinear-32', TinyRandom(seed=3), device)\n")
+    [line] = evaluate(tiny_run, str(labelled_shards), n=40, metrics="fid", extractor=load_extractor(
+        f"{plugin}:features", device="cpu"), device="cpu", progress=False)
+    assert line["extractor"] == "my-features" and line["fid"] >= 0
+    r = subprocess.run([sys.executable, "-m", "gandata.cli", "eval", str(tiny_run), "--real", str(labelled_shards),
+                        "--n", "40", "--metrics", "fid", "--extractor", f"{plugin}:features", "--device", "cpu",
+                        "--json"], capture_output=True, text=True)
+    assert r.returncode == 0 and json.loads(r.stdout)["results"][0]["extractor"] == "my-features", r.stderr
+    with pytest.raises(TrainError, match="no such file"):
+        load_extractor(f"{tmp_path / 'missing.py'}:features", device="cpu")
+
+
 def test_training_evaluates_at_each_snapshot_when_asked(labelled_shards, tmp_path):  # noqa: F811
     out = tmp_path / "run"
     train(TrainOptions(kind="cdcgan", shards=str(labelled_shards), out=str(out), kimg=0.1, batch=8, snap_kimg=0.05,

@@ -74,7 +74,7 @@ def test_paper_defaults_are_resolved():
     gp = TrainOptions(kind="wgan-gp", shards="x", out="y").resolved()
     assert (gp.batch, gp.lr, gp.n_critic, gp.critic_norm) == (64, 1e-4, 5, "group")
     dc = TrainOptions(kind="dcgan", shards="x", out="y").resolved()
-    assert (dc.batch, dc.lr, dc.n_critic, dc.critic_norm) == (128, 2e-4, 1, "batch")
+    assert (dc.batch, dc.lr, dc.n_critic, dc.critic_norm) == (64, 2e-4, 1, "batch")  # pytorch/examples
     w = TrainOptions(kind="wgan", shards="x", out="y").resolved()
     assert (w.batch, w.lr, w.n_critic) == (64, 5e-5, 5)
     with pytest.raises(TrainError, match="without batch norm"):

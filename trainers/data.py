@@ -6,14 +6,21 @@
 * The stream is resampled (shards drawn with replacement, forever) with an explicit node splitter, so every rank
   runs the same number of steps and multi-node runs never hit WebDataset's single-node check; the training loop
   counts steps, not epochs.
+* The order is seeded: the shard draws and the shuffle buffer of each (rank, worker) take their seed from the run's
+  seed, so two runs with the same seed see the same batches (WebDataset's own defaults mix in the pid and the
+  clock).
 * Workers decode only the image (and ``cls``) to uint8 and build whole batches (``partial=False``) as one array;
   normalisation to [-1, 1] happens on the device (``to_device``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import random
 import re
+from functools import partial
 from pathlib import Path
 
 import braceexpand
@@ -153,17 +160,46 @@ def tar_samples(src):
 _SPLIT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
 
+def reader_seed(seed: int, purpose: str) -> int:
+    """A seed for this (run seed, rank, loader worker, purpose): every reader draws its own, reproducible stream."""
+    info = torch.utils.data.get_worker_info()
+    key = f"{seed}:{os.environ.get('RANK', '0')}:{info.id if info else -1}:{purpose}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
+
+
+class Shuffled:
+    """A pipeline stage: a shuffle buffer of ``bufsize`` samples, seeded per reader (see :func:`reader_seed`).
+    A class, not a closure, so that loader workers started by spawn or forkserver can receive it."""
+
+    def __init__(self, bufsize: int, seed: int):
+        self.bufsize, self.seed = max(bufsize, 1), seed
+
+    def __call__(self, samples):
+        rng = random.Random(reader_seed(self.seed, "shuffle"))
+        buf: list = []
+        for sample in samples:
+            if len(buf) < self.bufsize:
+                buf.append(sample)
+                continue
+            i = rng.randrange(self.bufsize)
+            buf[i], sample = sample, buf[i]
+            yield sample
+        rng.shuffle(buf)
+        yield from buf
+
+
 def stream(urls: list[str], batch: int, conditional: bool = False, workers: int = 2, shuffle: int = 2000,
-           seed: int | None = None, pin_memory: bool = False) -> wds.WebLoader:
+           seed: int = 0, pin_memory: bool = False) -> wds.WebLoader:
     """An endless loader of ``(images uint8 B×3×H×W, labels int64 B)`` for this rank (labels −1 when
-    unconditional)."""
+    unconditional), in an order fixed by ``seed``."""
     cv2.setNumThreads(1)
     ds = wds.DataPipeline(
-        wds.ResampledShards(urls, seed=seed or 0),  # every rank and worker draws its own stream
+        # every rank and worker draws its own stream of shards, seeded by the run's seed
+        wds.ResampledShards(urls, seed=seed, deterministic=True, worker_seed=partial(reader_seed, seed, "shards")),
         wds.split_by_node,  # explicit: WebDataset's single-node check never fires under torchrun
         wds.split_by_worker,
         tar_samples,
-        wds.shuffle(shuffle),
+        Shuffled(shuffle, seed),
         wds.map(_decode(conditional)),
         wds.batched(batch, partial=False, collation_fn=_collate),
     )
@@ -176,3 +212,11 @@ def to_device(batch: tuple, device: torch.device, conditional: bool = False) -> 
     images, labels = batch
     x = images.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
     return x, labels.to(device, non_blocking=True) if conditional else None
+
+
+def load_arrays(spec: str, split: str = "train", conditional: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every sample of one split of a (small) shard set, in shard order, as ``(uint8 N×3×H×W RGB, int64 N labels)``
+    — for benchmarks and checks that need the whole set in memory (labels −1 when unconditional)."""
+    urls, _ = resolve(spec, split)
+    decode = _decode(conditional)
+    return _collate([decode(s) for s in tar_samples({"url": u} for u in urls)])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -185,8 +186,8 @@ class TinyRandom(nn.Module):
 
 def load_extractor(name: str = "inception", weights: str | os.PathLike | None = None,
                    device: str | torch.device = "auto") -> Extractor:
-    """``inception`` (weights found by :func:`find_weights`), ``tiny-random``, or ``module:function`` (called with
-    the device, returning an :class:`Extractor`)."""
+    """``inception`` (weights found by :func:`find_weights`), ``tiny-random``, or ``module:function`` /
+    ``path/to/file.py:function`` (called with the device, returning an :class:`Extractor`)."""
     dev = device if isinstance(device, torch.device) else pick_device(device)
     if name == "inception":
         path, digest = find_weights(weights)
@@ -201,16 +202,29 @@ def load_extractor(name: str = "inception", weights: str | os.PathLike | None = 
         return Extractor("tiny-random (meaningless numbers)", 16, weights_sha256(net), "bilinear-32", net.eval().to(dev),
                          dev)
     if ":" in name:
-        module, _, attr = name.partition(":")
+        module, _, attr = name.rpartition(":")
         try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
+            factory = getattr(_import(module), attr)
+        except (ImportError, AttributeError, OSError, SyntaxError) as e:
             raise TrainError(f"--extractor {name}: {e}") from None
         ext = factory(dev)
         if not isinstance(ext, Extractor):
             raise TrainError(f"--extractor {name} returned {type(ext).__name__}, not a trainers.metrics.Extractor")
         return ext
     raise TrainError(f"unknown --extractor {name!r}: use inception, tiny-random or module:function")
+
+
+def _import(module: str):
+    """A module by dotted name, or a Python file by path (``benchmarks/quality.py``)."""
+    if module.endswith(".py") or os.sep in module:
+        path = Path(module)
+        if not path.is_file():
+            raise ImportError(f"no such file {path}")
+        spec = importlib.util.spec_from_file_location(f"gandata_extractor_{path.stem}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    return importlib.import_module(module)
 
 
 # ------------------------------------------------------------------------------------------------- weights

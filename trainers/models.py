@@ -1,13 +1,17 @@
 """DCGAN-family generators and critics for 32, 64 and 128 px (depth follows the resolution).
 
-* Generator: z (plus a label embedding for the conditional trainer, concatenated to z) → ConvTranspose 4×4 to 4×4,
-  then stride-2 ConvTranspose blocks halving the channels up to the resolution, Tanh. Batch norm by default
-  (``g_norm="none"`` removes it, as WGAN's ``DCGAN_G_nobn``).
+* Generator: z → ConvTranspose 4×4 to 4×4, then stride-2 ConvTranspose blocks halving the channels up to the
+  resolution, Tanh. Batch norm by default (``g_norm="none"`` removes it, as WGAN's ``DCGAN_G_nobn``).
+  Conditional generators take the label twice, so that it cannot be drowned by the noise: an embedding drawn
+  N(0, 1) — the noise's own scale — concatenated to z, and class-conditional batch norm (every normalisation's gain
+  and bias are 1 + γ(y) and β(y), as in Miyato & Koyama's projection-discriminator cGAN). With the embedding at the
+  usual N(0, 0.02) init, the label entered the first layer ~50× weaker than z and the trained generator ignored it.
 * Critic: stride-2 convolutions doubling the channels down to 4×4 (no normalisation on the first), then a 4×4
   convolution to one logit — no sigmoid: every loss works on logits. Normalisation ``batch`` (DCGAN, LSGAN, WGAN),
   ``group`` (GroupNorm(1, C) = the official WGAN-GP layer norm over C,H,W) or ``none``. Conditional critics add a
   projection head: ``logit += <embed(y), sum of the last features>``.
-* Init N(0, 0.02) for convolutions and embeddings; batch-norm weights N(1, 0.02), biases 0 (pytorch/examples).
+* Init N(0, 0.02) for convolutions and the critic's projection embedding; batch-norm weights N(1, 0.02), biases 0
+  (pytorch/examples); the generator's label embedding N(0, 1) and its conditional gains and biases 0 (see above).
 """
 
 from __future__ import annotations
@@ -31,11 +35,28 @@ def weights_init(m: nn.Module) -> None:
         nn.init.normal_(m.weight, 0.0, 0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.BatchNorm2d):
+    elif isinstance(m, nn.BatchNorm2d) and m.affine:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
     elif isinstance(m, nn.Embedding):
         nn.init.normal_(m.weight, 0.0, 0.02)
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose gain and bias depend on the class: BN(x) · (1 + γ[y]) + β[y], γ and β starting at 0."""
+
+    def __init__(self, channels: int, n_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(n_classes, channels)
+        self.bias = nn.Embedding(n_classes, channels)
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * (1 + self.gain(labels))[:, :, None, None] + self.bias(labels)[:, :, None, None]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -55,20 +76,33 @@ class Generator(nn.Module):
         steps = _depth(resolution)
         self.nz, self.n_classes = nz, n_classes
         self.embed = nn.Embedding(n_classes, embed_dim or n_classes) if n_classes else None
+        conditional_norm = bool(n_classes) and norm == "batch"
+
+        def norm_layer(c: int) -> nn.Module:
+            return ConditionalBatchNorm2d(c, n_classes) if conditional_norm else _norm(norm, c)
+
         width = ngf * 2 ** (steps - 1)
         layers: list[nn.Module] = [nn.ConvTranspose2d(nz + (self.embed.embedding_dim if self.embed else 0), width, 4, 1, 0,
-                                                      bias=False), _norm(norm, width), nn.ReLU(True)]
+                                                      bias=False), norm_layer(width), nn.ReLU(True)]
         for _ in range(steps - 1):
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), _norm(norm, width // 2), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), norm_layer(width // 2), nn.ReLU(True)]
             width //= 2
         layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(weights_init)
+        if self.embed is not None:  # at the noise's scale: see the module's docstring
+            nn.init.normal_(self.embed.weight, 0.0, 1.0)
+        for m in self.modules():
+            if isinstance(m, ConditionalBatchNorm2d):
+                m.reset_parameters()
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.embed is not None:
-            z = torch.cat([z, self.embed(labels)], dim=1)
-        return self.net(z[:, :, None, None])
+        if self.embed is None:
+            return self.net(z[:, :, None, None])
+        x = torch.cat([z, self.embed(labels)], dim=1)[:, :, None, None]
+        for layer in self.net:
+            x = layer(x, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
+        return x
 
 
 class Critic(nn.Module):
@@ -92,3 +126,18 @@ class Critic(nn.Module):
         if self.embed is not None:
             logit = logit + (self.embed(labels) * h.sum(dim=(2, 3))).sum(dim=1)
         return logit
+
+
+@torch.no_grad()
+def label_influence(G: Generator, n_z: int = 32, seed: int = 0) -> float:
+    """How much the label moves a conditional generator's output compared with the noise: the mean over z of the
+    pixel variance across labels, divided by the mean over labels of the pixel variance across z. 1.0: changing the
+    label changes the image as much as drawing another z; near 0: the generator ignores its label. The generator is
+    used in the mode it is in (eval for a trained one, as ``gandata sample`` uses it)."""
+    if not G.n_classes:
+        raise ValueError("label_influence needs a conditional generator")
+    device = next(G.parameters()).device
+    k = G.n_classes
+    z = torch.randn(n_z, G.nz, generator=torch.Generator().manual_seed(seed))
+    x = G(z.repeat_interleave(k, 0).to(device), torch.arange(k).repeat(n_z).to(device)).float().view(n_z, k, -1)
+    return float(x.var(dim=1).mean() / x.var(dim=0).mean().clamp_min(1e-12))

@@ -5,7 +5,15 @@
   reproducible, resumes bit for bit, and does the same arithmetic on 1 or N processes (exactly so where nothing
   depends on the per-rank batch, i.e. without batch norm).
 * Length in kimg: thousands of real images shown to the critic. No epochs: the data stream is endless.
-* EMA of G (``ema_kimg``), a fixed-noise sample grid (one label per row for cdcgan) every snapshot, checkpoints
+* With one critic step per generator step (dcgan, lsgan, cdcgan) the generator step reuses the critic step's fake
+  batch (pytorch/examples' loop: one G forward per step); the WGANs draw fresh noise for it, as their papers' code.
+* EMA of G with a half-life of ``ema_kimg`` thousand real images whatever the kind: β is set per generator step
+  from the images that step consumed (n_critic × batch for the WGANs, 100 × batch in WGAN's warm-up).
+* CPU threads fitted to the machine (``threads=0``): on CPU, the cores this process may use, shared by the ranks and
+  reduced by what other processes keep busy (the load average) — an oversubscribed OpenMP pool ran 1.7× slower
+  than one thread under a load of 4 on 2 cores; on a GPU a few threads per rank. ``OMP_NUM_THREADS`` set by the
+  user, or ``threads``, wins.
+* A fixed-noise sample grid (one label per row for cdcgan) every snapshot, checkpoints
   holding everything needed to continue (G, D, EMA, optimisers, step, RNG states, options), written atomically on
   rank 0; ``resume="auto"`` continues from the newest one. Checkpoints load with ``torch.load(weights_only=True)``.
 * Metrics every ``log_kimg`` to ``metrics.jsonl`` (and TensorBoard when installed), progress on rank 0 only.
@@ -23,6 +31,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -41,11 +50,13 @@ from .models import Critic, Generator
 KINDS = ("dcgan", "lsgan", "wgan", "wgan-gp", "cdcgan")
 CHECKPOINT_RE = "checkpoint-*.pt"
 
-# the papers' defaults (trainer-anchors §5): batch, optimiser, critic normalisation, critic steps per G step
+# the papers' defaults (trainer-anchors §5): batch, optimiser, critic normalisation, critic steps per G step. Batch 64
+# for the DCGAN family is pytorch/examples' (the paper used 128): at equal images shown, 128 halves the updates, and
+# in benchmarks/quality.py 3 of 5 seeds of dcgan at 128 never left "D wins" where the reference at 64 learned.
 DEFAULTS = {
-    "dcgan": dict(batch=128, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
-    "cdcgan": dict(batch=128, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
-    "lsgan": dict(batch=128, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
+    "dcgan": dict(batch=64, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
+    "cdcgan": dict(batch=64, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
+    "lsgan": dict(batch=64, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
     "wgan": dict(batch=64, opt="rmsprop", lr=5e-5, betas=None, critic_norm="batch", n_critic=5),
     "wgan-gp": dict(batch=64, opt="adam", lr=1e-4, betas=(0.0, 0.9), critic_norm="group", n_critic=5),
 }
@@ -86,6 +97,7 @@ class TrainOptions:
     gpus: int = 1
     n_classes: int | None = None  # cdcgan: default from dataset.json's labels
     grid: int = 64
+    threads: int = 0  # CPU threads of each process; 0: fitted to the machine (configure_threads)
     eval_metrics: str | None = None  # e.g. "fid,kid": evaluated at every snapshot (off by default)
     eval_real: str | None = None  # the real set for eval_metrics (default: the training shards)
     eval_n: int = 10_000  # generated images per evaluation
@@ -107,6 +119,8 @@ class TrainOptions:
                              "penalty is per sample")
         if o.precision not in ("fp32", "bf16"):
             raise TrainError("--precision must be fp32 or bf16")
+        if o.threads < 0:
+            raise TrainError("--threads must be 0 (fitted to the machine) or a positive number")
         if o.kimg <= 0 or o.batch < 1 or o.snap_kimg <= 0 or o.log_kimg <= 0:
             raise TrainError("--kimg, --batch, --snap-kimg and --log-kimg must be positive")
         if o.eval_metrics:
@@ -131,6 +145,42 @@ def pick_device(choice: str, local_rank: int = 0) -> torch.device:
     if not torch.cuda.is_available():
         raise TrainError("--device cuda asked for, but torch sees no GPU; use --device cpu or auto")
     return torch.device("cuda", local_rank)
+
+
+def configure_threads(device: torch.device, world: int = 1, workers: int = 0, threads: int = 0) -> int:
+    """Set torch's intra-op threads for this process and return the number. ``threads`` > 0 is taken as given; else
+    ``OMP_NUM_THREADS`` from the user is kept; else on CPU: the usable cores divided among the ranks and reduced by
+    the other processes' load (1-minute load average), at least 1; on CUDA: a few per rank (the GPU computes, the
+    threads only feed it)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+        return threads
+    if os.environ.get("OMP_NUM_THREADS") and not os.environ.get("GANDATA_AUTO_THREADS"):
+        return torch.get_num_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        n = max(1, min(4, cores // max(world, 1) // (workers + 1)))
+    else:
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:
+            busy = 0.0
+        free = cores - int(busy + 0.5)
+        n = max(1, min(cores // max(world, 1), free // max(world, 1)))
+    torch.set_num_threads(n)
+    return n
+
+
+def ema_beta(ema_kimg: float, rampup: float, cur_nimg: int, step_nimg: int) -> float:
+    """The EMA's β for one generator step that consumed ``step_nimg`` real images (n_critic × batch), so that the
+    half-life is ``ema_kimg`` thousand images — or, early on, ``rampup`` × the images seen so far (stylegan2-ada)."""
+    half_life = ema_kimg * 1000
+    if rampup:
+        half_life = min(half_life, cur_nimg * rampup)
+    return 0.5 ** (step_nimg / max(half_life, 1e-8))
 
 
 def step_generator(seed: int, step: int, phase: str) -> torch.Generator:
@@ -237,10 +287,12 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
         from .metrics import find_weights
 
         find_weights(o.inception_weights)
-    if world > 1 and not dist.is_initialized():
+    distributed = world > 1 or "TORCHELASTIC_RUN_ID" in os.environ  # under torchrun: DDP even for one process
+    if distributed and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    threads = configure_threads(device, world, o.workers, o.threads)
     if o.batch % world:
         raise TrainError(f"--batch {o.batch} does not divide among {world} processes")
     per_rank = o.batch // world
@@ -266,7 +318,7 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
     if o.kind == "cdcgan" and n_classes < 2:
         raise TrainError("cdcgan needs labelled shards (gandata shard --label-field FIELD) with at least 2 classes")
     loader = tdata.stream(urls, per_rank, conditional=o.kind == "cdcgan", workers=o.workers, shuffle=o.shuffle,
-                          pin_memory=device.type == "cuda")
+                          seed=_stream_seed(o), pin_memory=device.type == "cuda")
     batches = iter(loader)
     if resolution is None:
         first = next(batches)
@@ -281,9 +333,7 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
     ckpt_path = latest_checkpoint(run) if o.resume == "auto" else (Path(o.resume) if o.resume else None)
     if ckpt_path is not None:
         ck = load_checkpoint(ckpt_path, map_location=device)
-        G.load_state_dict(ck["G"])
-        D.load_state_dict(ck["D"])
-        G_ema.load_state_dict(ck["G_ema"])
+        _load_networks(ck, ckpt_path, o, G, D, G_ema)
         optG.load_state_dict(ck["optG"])
         optD.load_state_dict(ck["optD"])
         step, cur_nimg = int(ck["step"]), int(ck["cur_nimg"])
@@ -295,12 +345,12 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
 
     if rank == 0:
         resolved = {**asdict(o), "resolution": resolution, "n_classes": n_classes, "world": world,
-                    "per_rank_batch": per_rank, "device": str(device), "label_names": labels["names"] if labels else None,
+                    "per_rank_batch": per_rank, "device": str(device), "threads": threads, "label_names": labels["names"] if labels else None,
                     "shard_urls": urls[:50], "torch": torch.__version__}
         (run / "options.json").write_text(json.dumps(resolved, indent=2))
 
     Gd, Dd = G, D
-    if world > 1:
+    if distributed:
         ids = [device.index] if device.type == "cuda" else None
         Gd = nn.parallel.DistributedDataParallel(G, device_ids=ids, broadcast_buffers=False)
         Dd = nn.parallel.DistributedDataParallel(D, device_ids=ids, broadcast_buffers=False)
@@ -352,11 +402,16 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
                 n_d = 100
             D.requires_grad_(True)
             G.requires_grad_(False)
+            # one critic step per G step (the DCGAN family): the G step reuses this fake batch, as pytorch/examples
+            # does — one G forward per step instead of two
+            reuse = n_d == 1
+            G.requires_grad_(reuse)
             for i in range(n_d):
                 real, y_real = tdata.to_device(next(batches), device, o.kind == "cdcgan")
                 z, y_fake, alpha = draw(f"d{i}")
-                with torch.no_grad(), autocast:
-                    fake = Gd(z, y_fake) if y_fake is not None else Gd(z)
+                with torch.set_grad_enabled(reuse), autocast:
+                    generated = Gd(z, y_fake) if y_fake is not None else Gd(z)
+                fake = generated.detach()
                 with autocast:
                     d_real = Dd(real, y_real) if y_real is not None else Dd(real)
                     d_fake = Dd(fake, y_fake) if y_fake is not None else Dd(fake)
@@ -374,20 +429,20 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
             # ---- generator
             D.requires_grad_(False)
             G.requires_grad_(True)
-            z, y_fake, _ = draw("g")
-            no_sync = Dd.no_sync() if world > 1 else contextlib.nullcontext()
+            no_sync = Dd.no_sync() if distributed else contextlib.nullcontext()
             with autocast, no_sync:
-                fake = Gd(z, y_fake) if y_fake is not None else Gd(z)
-                d_gen = Dd(fake, y_fake) if y_fake is not None else Dd(fake)
+                if not reuse:
+                    z, y_fake, _ = draw("g")
+                    generated = Gd(z, y_fake) if y_fake is not None else Gd(z)
+                d_gen = Dd(generated, y_fake) if y_fake is not None else Dd(generated)
             lg = g_loss(o.kind, d_gen)
             optG.zero_grad(set_to_none=True)
             lg.backward()
             optG.step()
-            ema_nimg = min(o.ema_kimg * 1000, cur_nimg * o.ema_rampup) if o.ema_rampup else o.ema_kimg * 1000
-            ema_beta = 0.5 ** (o.batch / max(ema_nimg, 1e-8))
+            beta = ema_beta(o.ema_kimg, o.ema_rampup, cur_nimg, n_d * o.batch)
             with torch.no_grad():
                 for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                    p_ema.copy_(p.detach().lerp(p_ema, ema_beta))
+                    p_ema.copy_(p.detach().lerp(p_ema, beta))
                 for b_ema, b in zip(G_ema.buffers(), G.buffers()):
                     b_ema.copy_(b)
                 sums += torch.stack([loss.detach().float(), lg.detach().float(),
@@ -424,18 +479,46 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
             metrics.close()
         if writer is not None:
             writer.close()
-        if world > 1 and dist.is_initialized():
+        if distributed and dist.is_initialized():
             _barrier(world)
             dist.destroy_process_group()
     summary.update(kind=o.kind, out=str(run), kimg=round(cur_nimg / 1000, 3), steps=step, world=world,
-                   resumed_from=resumed_from, seconds=round(time.monotonic() - t_start, 1), resolution=resolution)
+                   resumed_from=resumed_from, seconds=round(time.monotonic() - t_start, 1), resolution=resolution,
+                   ddp=distributed, threads=threads)
+    if device.type == "cuda":
+        summary["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     if rank == 0:
         (run / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
+def _stream_seed(o: TrainOptions) -> int:
+    """The data order's seed: the run's seed, and on resume the images already shown (read from the newest
+    checkpoint's name), so a resumed run goes on with new batches instead of replaying the first ones."""
+    if o.resume is None:
+        return o.seed
+    ck = latest_checkpoint(Path(o.out)) if o.resume == "auto" else Path(o.resume)
+    digits = re.findall(r"\d+", ck.stem) if ck is not None else []
+    return o.seed + (int(digits[-1]) if digits else 0) * 1_000_003
+
+
+def _load_networks(ck: dict, path: Path, o: TrainOptions, G: nn.Module, D: nn.Module, G_ema: nn.Module) -> None:
+    """Load a checkpoint's networks, or say in one line that it was trained with another architecture."""
+    try:
+        G.load_state_dict(ck["G"])
+        D.load_state_dict(ck["D"])
+        G_ema.load_state_dict(ck["G_ema"])
+    except (RuntimeError, KeyError) as e:
+        was = ck.get("options") or {}
+        diff = [f"{k} {was.get(k)!r} → {getattr(o, k)!r}" for k in ("kind", "nz", "ngf", "ndf", "critic_norm", "g_norm")
+                if k in was and was.get(k) != getattr(o, k)]
+        why = ", ".join(diff) if diff else f"the layers differ ({str(e).splitlines()[0][:120]})"
+        raise TrainError(f"cannot resume from {path}: it was trained with another architecture ({why}); use the "
+                         "options it was trained with, or another --out for a new run") from None
+
+
 def _barrier(world: int) -> None:
-    if world > 1 and dist.is_initialized():
+    if dist.is_initialized():
         dist.barrier()
 
 
@@ -500,7 +583,9 @@ def launch(options: TrainOptions, progress: bool = True) -> dict:
     spec.write_text(json.dumps(asdict(options)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={options.gpus}",
            "-m", "trainers.train", "--options", str(spec)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = dict(os.environ)
+    if not env.get("OMP_NUM_THREADS"):  # torchrun would force 1 thread per process; ours are fitted in each rank
+        env.update(OMP_NUM_THREADS="1", GANDATA_AUTO_THREADS="1")
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise TrainError(f"the {options.gpus} training processes failed (exit {proc.returncode}); see their output above")
@@ -518,7 +603,11 @@ def load_generator(ck_path: str | os.PathLike, device: torch.device) -> tuple[nn
     resolution = saved.get("resolution") or _resolution_of(ck["G_ema"])
     n_classes = saved.get("n_classes") or (ck["G_ema"]["embed.weight"].shape[0] if "embed.weight" in ck["G_ema"] else 0)
     G, _ = build(o, resolution, n_classes)
-    G.load_state_dict(ck["G_ema"])
+    try:
+        G.load_state_dict(ck["G_ema"])
+    except RuntimeError:
+        raise TrainError(f"{ck_path} was written by an older gandata whose {o.kind} generator had other layers; "
+                         "train it again with this version") from None
     G.to(device).eval()
     return G, o, n_classes if o.kind == "cdcgan" else 0, {"cur_nimg": int(ck["cur_nimg"]),
                                                           "label_names": saved.get("label_names")}

@@ -1,0 +1,172 @@
+"""What makes the trainers learn, checked directly: the conditional generator uses its label, the EMA's half-life is
+what --ema-kimg says for every kind, and CPU threads are fitted to the machine."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import png_bytes
+from PIL import Image, ImageDraw
+
+import trainers.train as ttrain
+from gandata.datasets import Dataset
+from gandata.shard import ShardOptions, shard
+from trainers.models import Generator, label_influence
+from trainers.train import TrainOptions, configure_threads, ema_beta, latest_checkpoint, load_generator, train
+
+TINY = dict(ngf=8, ndf=8, nz=16, workers=0, shuffle=64, log_kimg=0.05, device="cpu", grid=16, threads=1)
+COLOURS = {"red": 0, "green": 1, "blue": 2}
+
+
+@pytest.fixture(scope="module")
+def colour_shards(tmp_path_factory):
+    """Three classes that differ visibly: shapes drawn mostly in red, green or blue on a dark field."""
+    base = tmp_path_factory.mktemp("colours")
+    rng = np.random.default_rng(0)
+    with Dataset.create(base / "raw") as ds:
+        for i in range(120):
+            name = list(COLOURS)[i % 3]
+            rgb = [40, 40, 40]
+            rgb[COLOURS[name]] = 230
+            im = Image.new("RGB", (32, 32), (20, 20, 20))
+            d = ImageDraw.Draw(im)
+            for _ in range(3):
+                x0, y0 = (int(v) for v in rng.integers(0, 24, 2))
+                d.ellipse((x0, y0, x0 + int(rng.integers(8, 16)), y0 + int(rng.integers(8, 16))), fill=tuple(rgb))
+            ds.add(f"c{i:03d}", png_bytes(im), "png", {"width": 32, "height": 32, "source": "t", "colour": name})
+    shard([base / "raw"], base / "shards", "c", ShardOptions(size=32, label_field="colour", val_fraction=0.0,
+                                                             maxcount=40, min_shards=1))
+    return base / "shards"
+
+
+def test_the_label_enters_the_generator_at_the_noise_scale():
+    """The issue's measurement: the label's share of the first layer's pre-activation. With the embedding at the
+    usual N(0, 0.02) init it was 0.011 / 0.20 (the generator then ignored its labels); it must be of the order of
+    √(classes / nz)."""
+    torch.manual_seed(0)
+    G = Generator(32, nz=100, ngf=64, n_classes=10)
+    w = G.net[0].weight.detach()  # (nz + embedding, channels, 4, 4)
+    z = torch.randn(512, 100)
+    e = G.embed(torch.randint(0, 10, (512,))).detach()
+    from_z = torch.einsum("bi,iokl->bokl", z, w[:100]).std()
+    from_label = torch.einsum("bi,iokl->bokl", e, w[100:]).std()
+    assert float(from_label / from_z) >= 0.2  # √(10/100) ≈ 0.32; the old init gave 0.055
+    assert label_influence(G.eval()) >= 0.1  # and it reaches the output, before any training
+
+
+def test_conditional_batch_norm_lets_the_label_move_every_layer():
+    G = Generator(32, nz=16, ngf=8, n_classes=3)
+    cbn = [m for m in G.modules() if type(m).__name__ == "ConditionalBatchNorm2d"]
+    assert len(cbn) == 3  # one per normalised layer at 32 px
+    with torch.no_grad():
+        for m in cbn:
+            m.bias.weight[1] += 2.0  # class 1 shifts every layer
+    G.eval()
+    z = torch.randn(8, 16)
+    a, b = G(z, torch.zeros(8, dtype=torch.long)), G(z, torch.ones(8, dtype=torch.long))
+    assert (a - b).abs().mean() > 0.05
+    with pytest.raises(ValueError):
+        label_influence(Generator(32, nz=16, ngf=8))
+
+
+def test_cdcgan_samples_follow_their_label_after_a_short_run(colour_shards, tmp_path):
+    """200 steps on three visibly different classes: asked for a class, the generator draws it. (A raised learning
+    rate makes so short a run learn at all; what is tested is the label's path, not the defaults.)"""
+    out = tmp_path / "c"
+    train(TrainOptions(kind="cdcgan", shards=str(colour_shards), out=str(out), kimg=3.2, batch=16, snap_kimg=3.2,
+                       seed=0, ema_kimg=0.2, lr=1e-3, **{**TINY, "ngf": 16, "ndf": 16}), progress=False)
+    G, o, n_classes, _ = load_generator(latest_checkpoint(out), torch.device("cpu"))
+    assert n_classes == 3
+    influence = label_influence(G)
+    assert influence >= 0.5, influence  # the label moves the picture at least half as much as z does
+    z = torch.randn(60, o.nz, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(60) % 3
+    with torch.no_grad():
+        x = G(z, y)
+    dominant = x.mean(dim=(2, 3)).argmax(1)  # the brightest channel of each sample
+    wanted = torch.tensor([COLOURS[name] for name in sorted(COLOURS)])[y]  # label ids follow the sorted names
+    assert float((dominant == wanted).float().mean()) >= 0.8
+
+
+@pytest.mark.parametrize("kind,n_critic,warmup", [("dcgan", 1, False), ("wgan-gp", 5, False), ("wgan", 5, True)])
+def test_ema_half_life_in_kimg_is_ema_kimg_for_every_kind(kind, n_critic, warmup, colour_shards, tmp_path, monkeypatch):
+    """From the β the loop uses and the real images each generator step consumed, the effective half-life must be
+    --ema-kimg (the old code counted one batch per generator step: n_critic × too long for the WGANs, 100× in
+    WGAN's warm-up)."""
+    calls = []
+    real = ttrain.ema_beta
+
+    def recording(ema_kimg, rampup, cur_nimg, step_nimg):
+        b = real(ema_kimg, rampup, cur_nimg, step_nimg)
+        calls.append((step_nimg, b))
+        return b
+
+    monkeypatch.setattr(ttrain, "ema_beta", recording)
+    batch, ema_kimg = 8, 0.5
+    opts = {**TINY, "log_kimg": 10}
+    train(TrainOptions(kind=kind, shards=str(colour_shards), out=str(tmp_path / kind), kimg=1.0, batch=batch,
+                       snap_kimg=10, ema_kimg=ema_kimg, ema_rampup=0, critic_warmup=warmup, n_critic=n_critic,
+                       **opts), progress=False)
+    assert calls
+    for i, (step_nimg, beta) in enumerate(calls):
+        critic_steps = 100 if warmup and (i < 25 or i % 500 == 0) else n_critic
+        assert step_nimg == critic_steps * batch
+        half_life_kimg = step_nimg * math.log(0.5) / math.log(beta) / 1000
+        assert half_life_kimg == pytest.approx(ema_kimg, rel=1e-9)
+
+
+def test_ema_ramp_up_caps_the_half_life_early():
+    assert ema_beta(10, 0.05, cur_nimg=1000, step_nimg=64) == pytest.approx(0.5 ** (64 / 50))
+    assert ema_beta(10, 0.05, cur_nimg=10**6, step_nimg=320) == pytest.approx(0.5 ** (320 / 10_000))
+    assert ema_beta(10, 0, cur_nimg=0, step_nimg=64) == pytest.approx(0.5 ** (64 / 10_000))
+
+
+def test_threads_fit_the_machine(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.delenv("GANDATA_AUTO_THREADS", raising=False)
+        monkeypatch.setattr(ttrain.os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
+        cpu = torch.device("cpu")
+        monkeypatch.setattr(ttrain.os, "getloadavg", lambda: (0.1, 0, 0))
+        assert configure_threads(cpu) == 8 and torch.get_num_threads() == 8
+        assert configure_threads(cpu, world=2) == 4
+        monkeypatch.setattr(ttrain.os, "getloadavg", lambda: (6.2, 0, 0))  # six cores kept busy by others
+        assert configure_threads(cpu) == 2
+        monkeypatch.setattr(ttrain.os, "getloadavg", lambda: (30.0, 0, 0))
+        assert configure_threads(cpu) == 1
+        assert configure_threads(torch.device("cuda", 0), world=2, workers=1) == 2  # 8 // 2 // 2
+        assert configure_threads(cpu, threads=3) == 3  # asked for
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        assert configure_threads(cpu) == 1  # the user's setting is kept
+        monkeypatch.setenv("GANDATA_AUTO_THREADS", "1")  # set by `--gpus N` for its ranks: fitted again
+        monkeypatch.setattr(ttrain.os, "getloadavg", lambda: (0.0, 0, 0))
+        assert configure_threads(cpu, world=2) == 4
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_resuming_with_another_architecture_is_one_line(colour_shards, tmp_path):
+    out = tmp_path / "r"
+    train(TrainOptions(kind="dcgan", shards=str(colour_shards), out=str(out), kimg=0.05, batch=8, snap_kimg=0.05,
+                       **TINY), progress=False)
+    with pytest.raises(ttrain.TrainError, match=r"another architecture \(ngf 8 → 16\)"):
+        train(TrainOptions(kind="dcgan", shards=str(colour_shards), out=str(out), kimg=0.1, batch=8, snap_kimg=0.05,
+                           resume="auto", **{**TINY, "ngf": 16}), progress=False)
+
+
+def test_two_fresh_runs_with_one_seed_see_the_same_batches(colour_shards, tmp_path):
+    """The data order is seeded (WebDataset's defaults mix in the pid and the clock): same seed, same losses —
+    with a loader worker process too."""
+    losses = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        train(TrainOptions(kind="dcgan", shards=str(colour_shards), out=str(out), kimg=0.16, batch=8, snap_kimg=1,
+                           **{**TINY, "workers": 1, "log_kimg": 0.04}), progress=False)
+        losses.append([json.loads(line)["d_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()])
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
