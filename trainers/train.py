@@ -11,7 +11,7 @@
   from the images that step consumed (n_critic × batch for the WGANs, 100 × batch in WGAN's warm-up).
 * CPU threads fitted to the machine (``threads=0``): on CPU, the cores this process may use, shared by the ranks and
   reduced by what other processes keep busy (the load average) — an oversubscribed OpenMP pool ran 1.7× slower
-  than one thread under a load of 4 on 2 cores; on a GPU a few threads per rank. ``OMP_NUM_THREADS`` set by the
+  than one thread under a load of 4 on 2 cores (benchmarks/threads.py); on a GPU a few threads per rank. ``OMP_NUM_THREADS`` set by the
   user, or ``threads``, wins.
 * A fixed-noise sample grid (one label per row for cdcgan) every snapshot, checkpoints
   holding everything needed to continue (G, D, EMA, optimisers, step, RNG states, options), written atomically on
@@ -150,7 +150,7 @@ def pick_device(choice: str, local_rank: int = 0) -> torch.device:
 def configure_threads(device: torch.device, world: int = 1, workers: int = 0, threads: int = 0) -> int:
     """Set torch's intra-op threads for this process and return the number. ``threads`` > 0 is taken as given; else
     ``OMP_NUM_THREADS`` from the user is kept; else on CPU: the usable cores divided among the ranks and reduced by
-    the other processes' load (1-minute load average), at least 1; on CUDA: a few per rank (the GPU computes, the
+    what other processes keep busy (:func:`others_load`), at least 1; on CUDA: a few per rank (the GPU computes, the
     threads only feed it)."""
     if threads > 0:
         torch.set_num_threads(threads)
@@ -164,14 +164,24 @@ def configure_threads(device: torch.device, world: int = 1, workers: int = 0, th
     if device.type == "cuda":
         n = max(1, min(4, cores // max(world, 1) // (workers + 1)))
     else:
-        try:
-            busy = os.getloadavg()[0]
-        except OSError:
-            busy = 0.0
-        free = cores - int(busy + 0.5)
+        free = cores - int(others_load() + 0.5)
         n = max(1, min(cores // max(world, 1), free // max(world, 1)))
     torch.set_num_threads(n)
     return n
+
+
+def others_load(proc_loadavg: str = "/proc/loadavg") -> float:
+    """How many cores other processes keep busy: the larger of the 1-minute load average and the processes runnable
+    right now besides this one (``/proc/loadavg``'s fourth field; the average lags a minute behind a new load)."""
+    try:
+        avg = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        avg = 0.0
+    try:
+        running = int(Path(proc_loadavg).read_text().split()[3].split("/")[0]) - 1
+    except (OSError, ValueError, IndexError):
+        running = 0
+    return max(avg, float(running))
 
 
 def ema_beta(ema_kimg: float, rampup: float, cur_nimg: int, step_nimg: int) -> float:
