@@ -480,6 +480,7 @@ def train(
     n_critic: Annotated[Optional[int], typer.Option(help="Critic steps per generator step (default: 5 for WGANs, else 1).")] = None,
     critic_norm: Annotated[Optional[str], typer.Option(help="batch, group or none (default: group for wgan-gp, else batch).")] = None,
     g_norm: Annotated[str, typer.Option(help="Generator normalisation: batch or none.")] = "batch",
+    critic_cond: Annotated[str, typer.Option(help="cdcgan: the critic sees the label as input planes, a projection head, or both.")] = "both",
     nz: Annotated[int, typer.Option(help="Latent size.")] = 100,
     ngf: Annotated[int, typer.Option(help="Generator width.")] = 64,
     ndf: Annotated[int, typer.Option(help="Critic width.")] = 64,
@@ -507,7 +508,7 @@ def train(
     from trainers.train import TrainError, TrainOptions, launch
 
     opts = TrainOptions(kind=kind, shards=shards, out=str(out or Path("runs") / kind), kimg=kimg, batch=batch, lr=lr,
-                        n_critic=n_critic, critic_norm=critic_norm, g_norm=g_norm, nz=nz, ngf=ngf, ndf=ndf,
+                        n_critic=n_critic, critic_norm=critic_norm, critic_cond=critic_cond, g_norm=g_norm, nz=nz, ngf=ngf, ndf=ndf,
                         gp_lambda=gp_lambda, clip=clip, critic_warmup=critic_warmup, ema_kimg=ema_kimg,
                         snap_kimg=snap_kimg, log_kimg=log_kimg, seed=seed, workers=workers, threads=threads, device=device,
                         precision=precision, resume=resume, gpus=gpus, eval_metrics=eval_metrics,

@@ -8,8 +8,11 @@
   usual N(0, 0.02) init, the label entered the first layer ~50× weaker than z and the trained generator ignored it.
 * Critic: stride-2 convolutions doubling the channels down to 4×4 (no normalisation on the first), then a 4×4
   convolution to one logit — no sigmoid: every loss works on logits. Normalisation ``batch`` (DCGAN, LSGAN, WGAN),
-  ``group`` (GroupNorm(1, C) = the official WGAN-GP layer norm over C,H,W) or ``none``. Conditional critics add a
-  projection head: ``logit += <embed(y), sum of the last features>``.
+  ``group`` (GroupNorm(1, C) = the official WGAN-GP layer norm over C,H,W) or ``none``. Conditional critics see the
+  label as one-hot planes beside the image channels (``cond="input"``, the common conditional DCGAN), through a
+  projection head ``logit += <embed(y), sum of the last features>`` (``"projection"``, Miyato & Koyama), or both
+  (the default): in benchmarks/quality.py projection alone reached FD 349 and 58 % conditional accuracy at 40 kimg,
+  input planes 9–11 and 97 %, both 8 and 96 %.
 * Init N(0, 0.02) for convolutions and the critic's projection embedding; batch-norm weights N(1, 0.02), biases 0
   (pytorch/examples); the generator's label embedding N(0, 1) and its conditional gains and biases 0 (see above).
 """
@@ -105,11 +108,20 @@ class Generator(nn.Module):
         return x
 
 
+CRITIC_CONDITIONING = ("input", "projection", "both")
+
+
 class Critic(nn.Module):
-    def __init__(self, resolution: int = 64, ndf: int = 64, channels: int = 3, norm: str = "batch", n_classes: int = 0):
+    def __init__(self, resolution: int = 64, ndf: int = 64, channels: int = 3, norm: str = "batch", n_classes: int = 0,
+                 cond: str = "both"):
         super().__init__()
+        if cond not in CRITIC_CONDITIONING:
+            raise ValueError(f"unknown critic conditioning {cond!r}; use one of {', '.join(CRITIC_CONDITIONING)}")
         steps = _depth(resolution)
-        layers: list[nn.Module] = [nn.Conv2d(channels, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        self.n_classes = n_classes
+        self.input_labels = bool(n_classes) and cond in ("input", "both")
+        in_ch = channels + (n_classes if self.input_labels else 0)
+        layers: list[nn.Module] = [nn.Conv2d(in_ch, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         width = ndf
         for _ in range(steps - 1):
             layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), _norm(norm, width * 2),
@@ -117,10 +129,13 @@ class Critic(nn.Module):
             width *= 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(width, 1, 4, 1, 0, bias=False)
-        self.embed = nn.Embedding(n_classes, width) if n_classes else None
+        self.embed = nn.Embedding(n_classes, width) if n_classes and cond in ("projection", "both") else None
         self.apply(weights_init)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.input_labels:  # one-hot label planes beside the image channels
+            planes = nn.functional.one_hot(labels, self.n_classes).to(x.dtype)[:, :, None, None]
+            x = torch.cat([x, planes.expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
         h = self.features(x)
         logit = self.head(h).flatten()
         if self.embed is not None:

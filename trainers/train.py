@@ -80,6 +80,7 @@ class TrainOptions:
     lr: float | None = None
     n_critic: int | None = None
     critic_norm: str | None = None
+    critic_cond: str = "both"  # cdcgan: how the critic sees the label (input planes, projection head, both)
     g_norm: str = "batch"
     clip: float = 0.01
     critic_warmup: bool = True  # wgan: 100 critic steps for the first 25 G steps and every 500th
@@ -119,6 +120,10 @@ class TrainOptions:
                              "penalty is per sample")
         if o.precision not in ("fp32", "bf16"):
             raise TrainError("--precision must be fp32 or bf16")
+        from .models import CRITIC_CONDITIONING
+
+        if o.critic_cond not in CRITIC_CONDITIONING:
+            raise TrainError(f"--critic-cond must be one of {', '.join(CRITIC_CONDITIONING)}")
         if o.threads < 0:
             raise TrainError("--threads must be 0 (fitted to the machine) or a positive number")
         if o.kimg <= 0 or o.batch < 1 or o.snap_kimg <= 0 or o.log_kimg <= 0:
@@ -274,7 +279,7 @@ def params_digest(*modules: nn.Module) -> str:
 def build(o: TrainOptions, resolution: int, n_classes: int) -> tuple[nn.Module, nn.Module]:
     conditional = o.kind == "cdcgan"
     G = Generator(resolution, o.nz, o.ngf, 3, n_classes if conditional else 0, norm=o.g_norm)
-    D = Critic(resolution, o.ndf, 3, o.critic_norm, n_classes if conditional else 0)
+    D = Critic(resolution, o.ndf, 3, o.critic_norm, n_classes if conditional else 0, o.critic_cond)
     return G, D
 
 
@@ -520,7 +525,7 @@ def _load_networks(ck: dict, path: Path, o: TrainOptions, G: nn.Module, D: nn.Mo
         G_ema.load_state_dict(ck["G_ema"])
     except (RuntimeError, KeyError) as e:
         was = ck.get("options") or {}
-        diff = [f"{k} {was.get(k)!r} → {getattr(o, k)!r}" for k in ("kind", "nz", "ngf", "ndf", "critic_norm", "g_norm")
+        diff = [f"{k} {was.get(k)!r} → {getattr(o, k)!r}" for k in ("kind", "nz", "ngf", "ndf", "critic_norm", "critic_cond", "g_norm")
                 if k in was and was.get(k) != getattr(o, k)]
         why = ", ".join(diff) if diff else f"the layers differ ({str(e).splitlines()[0][:120]})"
         raise TrainError(f"cannot resume from {path}: it was trained with another architecture ({why}); use the "
