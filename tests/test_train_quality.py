@@ -132,12 +132,12 @@ def test_threads_fit_the_machine(monkeypatch):
         monkeypatch.delenv("GANDATA_AUTO_THREADS", raising=False)
         monkeypatch.setattr(ttrain.os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
         cpu = torch.device("cpu")
-        monkeypatch.setattr(ttrain, "others_load", lambda: 0.1)
+        monkeypatch.setattr(ttrain, "others_load", lambda world: 0.1)
         assert configure_threads(cpu) == 8 and torch.get_num_threads() == 8
         assert configure_threads(cpu, world=2) == 4
-        monkeypatch.setattr(ttrain, "others_load", lambda: 6.2)  # six cores kept busy by others
+        monkeypatch.setattr(ttrain, "others_load", lambda world: 6.2)  # six cores kept busy by others
         assert configure_threads(cpu) == 2
-        monkeypatch.setattr(ttrain, "others_load", lambda: 30.0)
+        monkeypatch.setattr(ttrain, "others_load", lambda world: 30.0)
         assert configure_threads(cpu) == 1
         assert configure_threads(torch.device("cuda", 0), world=2, workers=1) == 2  # 8 // 2 // 2
         assert configure_threads(cpu, threads=3) == 3  # asked for
@@ -145,20 +145,28 @@ def test_threads_fit_the_machine(monkeypatch):
         torch.set_num_threads(1)
         assert configure_threads(cpu) == 1  # the user's setting is kept
         monkeypatch.setenv("GANDATA_AUTO_THREADS", "1")  # set by `--gpus N` for its ranks: fitted again
-        monkeypatch.setattr(ttrain, "others_load", lambda: 0.0)
+        monkeypatch.setattr(ttrain, "others_load", lambda world: 0.0)
         assert configure_threads(cpu, world=2) == 4
     finally:
         torch.set_num_threads(before)
 
 
-def test_others_load_sees_a_load_before_the_average_does(monkeypatch, tmp_path):
+def test_own_runnable_threads_are_counted():
+    assert ttrain._own_runnable() >= 1  # this thread is running
+
+
+def test_others_load_counts_what_runs_now(monkeypatch, tmp_path):
     proc = tmp_path / "loadavg"
     proc.write_text("0.20 0.10 0.00 5/300 99\n")
-    monkeypatch.setattr(ttrain.os, "getloadavg", lambda: (0.2, 0, 0))
-    assert ttrain.others_load(str(proc)) == 4.0  # five runnable now, one of them this process
-    monkeypatch.setattr(ttrain.os, "getloadavg", lambda: (7.5, 0, 0))
-    assert ttrain.others_load(str(proc)) == 7.5
-    assert ttrain.others_load(str(tmp_path / "none")) == 7.5  # no /proc (not Linux): the average alone
+    monkeypatch.setattr(ttrain.os, "getloadavg", lambda: (7.5, 0, 0))  # a lagging average is not used
+    monkeypatch.setattr(ttrain, "_own_runnable", lambda: 1)
+    assert ttrain.others_load(1, str(proc), samples=2) == 4.0  # five runnable threads, one of them this process's
+    assert ttrain.others_load(2, str(proc), samples=1) == 3.0  # and a sibling rank of this job
+    monkeypatch.setattr(ttrain, "_own_runnable", lambda: 2)
+    assert ttrain.others_load(1, str(proc), samples=1) == 3.0  # two of them this process's
+    proc.write_text("3.20 2.10 2.00 1/300 99\n")
+    assert ttrain.others_load(1, str(proc), samples=1) == 0.0  # just after a load ended: idle now
+    assert ttrain.others_load(1, str(tmp_path / "none")) == 7.5  # no /proc (not Linux): the average alone
 
 
 def test_resuming_with_another_architecture_is_one_line(colour_shards, tmp_path):

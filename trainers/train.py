@@ -169,24 +169,46 @@ def configure_threads(device: torch.device, world: int = 1, workers: int = 0, th
     if device.type == "cuda":
         n = max(1, min(4, cores // max(world, 1) // (workers + 1)))
     else:
-        free = cores - int(others_load() + 0.5)
+        free = cores - int(others_load(world) + 0.5)
         n = max(1, min(cores // max(world, 1), free // max(world, 1)))
     torch.set_num_threads(n)
     return n
 
 
-def others_load(proc_loadavg: str = "/proc/loadavg") -> float:
-    """How many cores other processes keep busy: the larger of the 1-minute load average and the processes runnable
-    right now besides this one (``/proc/loadavg``'s fourth field; the average lags a minute behind a new load)."""
+def _own_runnable() -> int:
+    """This process's threads that are running or runnable now (state R in /proc/self/task/*/stat), at least 1."""
+    n = 0
     try:
-        avg = os.getloadavg()[0]
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                n += (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R"
+            except (OSError, IndexError):
+                pass
+    except OSError:
+        pass
+    return max(n, 1)
+
+
+def others_load(world: int = 1, proc_loadavg: str = "/proc/loadavg", samples: int = 5) -> float:
+    """How many cores other processes keep busy right now: the median of a few readings (20 ms apart) of the
+    runnable threads of the machine (``/proc/loadavg``'s fourth field) less this process's own runnable threads and
+    the job's other ranks. The 1-minute load average lags a minute behind a load that starts or ends (it chose 1
+    thread on an idle machine just after a benchmark), so it is only the fallback where there is no ``/proc``."""
+    readings = []
+    for i in range(samples):
+        try:
+            total = int(Path(proc_loadavg).read_text().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            break
+        readings.append(total - _own_runnable() - (world - 1))
+        if i + 1 < samples:
+            time.sleep(0.02)
+    if readings:
+        return max(0.0, float(sorted(readings)[len(readings) // 2]))
+    try:
+        return os.getloadavg()[0]
     except (OSError, AttributeError):
-        avg = 0.0
-    try:
-        running = int(Path(proc_loadavg).read_text().split()[3].split("/")[0]) - 1
-    except (OSError, ValueError, IndexError):
-        running = 0
-    return max(avg, float(running))
+        return 0.0
 
 
 def ema_beta(ema_kimg: float, rampup: float, cur_nimg: int, step_nimg: int) -> float:
