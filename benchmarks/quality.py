@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -474,9 +475,8 @@ def run_job(job: dict, work: Path) -> dict:
         G_ema, o, _, _ = load_generator(ck_path, torch.device("cpu"))
         imgs, asked = generate(G_ema, o.nz, conditional)
         result["eval_mode"] = scorer.score(imgs, asked)
-        imgs, asked = generate(G_ema.train(), o.nz, conditional)
+        imgs, asked = generate(copy.deepcopy(G_ema).train(), o.nz, conditional)  # a copy: train mode moves BN stats
         result["train_mode"] = scorer.score(imgs, asked)
-        G_ema.eval()
         G_raw, _ = build(o, 32, N_CLASSES if conditional else 0)
         G_raw.load_state_dict(load_checkpoint(ck_path)["G"])
         imgs, asked = generate(G_raw.eval(), o.nz, conditional)

@@ -7,7 +7,7 @@
   epoch, epochs one after another, the sequence dealt round-robin to the readers — so every rank runs the same
   number of steps (the loop counts steps, not epochs), and every shard is read once per epoch across the readers.
   (WebDataset's ``ResampledShards`` draws with replacement: with 6 shards a third of them are missing from a
-  typical epoch-long window, and dcgan learned worse from it in benchmarks/quality.py.)
+  typical epoch-long window.)
 * The order is seeded: the shard sequence and each reader's shuffle buffer take their seed from the run's seed, so
   two runs with the same seed see the same batches (WebDataset's own defaults mix in the pid and the clock).
 * Workers decode only the image (and ``cls``) to uint8 and build whole batches (``partial=False``) as one array;

@@ -10,9 +10,9 @@
 * EMA of G with a half-life of ``ema_kimg`` thousand real images whatever the kind: β is set per generator step
   from the images that step consumed (n_critic × batch for the WGANs, 100 × batch in WGAN's warm-up).
 * CPU threads fitted to the machine (``threads=0``): on CPU, the cores this process may use, shared by the ranks and
-  reduced by what other processes keep busy (the load average) — an oversubscribed OpenMP pool ran 1.7× slower
-  than one thread under a load of 4 on 2 cores (benchmarks/threads.py); on a GPU a few threads per rank. ``OMP_NUM_THREADS`` set by the
-  user, or ``threads``, wins.
+  reduced by what other processes run right now — with 4 other busy processes on 2 cores, 2 threads ran 2.2×
+  slower than 1 (benchmarks/threads.py); on a GPU a few threads per rank. ``OMP_NUM_THREADS`` set by the user, or
+  ``threads``, wins.
 * A fixed-noise sample grid (one label per row for cdcgan) every snapshot, checkpoints
   holding everything needed to continue (G, D, EMA, optimisers, step, RNG states, options), written atomically on
   rank 0; ``resume="auto"`` continues from the newest one. Checkpoints load with ``torch.load(weights_only=True)``.
@@ -382,8 +382,9 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
 
     if rank == 0:
         resolved = {**asdict(o), "resolution": resolution, "n_classes": n_classes, "world": world,
-                    "per_rank_batch": per_rank, "device": str(device), "threads": threads, "label_names": labels["names"] if labels else None,
-                    "shard_urls": urls[:50], "torch": torch.__version__}
+                    "per_rank_batch": per_rank, "device": str(device), "threads": threads,
+                    "label_names": labels["names"] if labels else None, "shard_urls": urls[:50],
+                    "torch": torch.__version__}
         (run / "options.json").write_text(json.dumps(resolved, indent=2))
 
     Gd, Dd = G, D
@@ -438,7 +439,6 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
             if o.kind == "wgan" and o.critic_warmup and (step < 25 or step % 500 == 0):
                 n_d = 100
             D.requires_grad_(True)
-            G.requires_grad_(False)
             # one critic step per G step (the DCGAN family): the G step reuses this fake batch, as pytorch/examples
             # does — one G forward per step instead of two
             reuse = n_d == 1
@@ -547,8 +547,8 @@ def _load_networks(ck: dict, path: Path, o: TrainOptions, G: nn.Module, D: nn.Mo
         G_ema.load_state_dict(ck["G_ema"])
     except (RuntimeError, KeyError) as e:
         was = ck.get("options") or {}
-        diff = [f"{k} {was.get(k)!r} → {getattr(o, k)!r}" for k in ("kind", "nz", "ngf", "ndf", "critic_norm", "critic_cond", "g_norm")
-                if k in was and was.get(k) != getattr(o, k)]
+        keys = ("kind", "nz", "ngf", "ndf", "critic_norm", "critic_cond", "g_norm")
+        diff = [f"{k} {was.get(k)!r} → {getattr(o, k)!r}" for k in keys if k in was and was.get(k) != getattr(o, k)]
         why = ", ".join(diff) if diff else f"the layers differ ({str(e).splitlines()[0][:120]})"
         raise TrainError(f"cannot resume from {path}: it was trained with another architecture ({why}); use the "
                          "options it was trained with, or another --out for a new run") from None
