@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import png_bytes
+from conftest import lines_in, png_bytes, wait_for
 from PIL import Image, ImageDraw
 
 import trainers.train as ttrain
@@ -188,3 +193,40 @@ def test_two_fresh_runs_with_one_seed_see_the_same_batches(colour_shards, tmp_pa
                            **{**TINY, "workers": 1, "log_kimg": 0.04}), progress=False)
         losses.append([json.loads(line)["d_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()])
     assert len(losses[0]) == 4 and losses[0] == losses[1]
+
+
+def test_progress_lines_carry_an_eta_and_a_resume_says_so(colour_shards, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ttrain, "PROGRESS_SECONDS", 0.0)  # a line after every step (10 s in real runs)
+    out = tmp_path / "p"
+    opts = dict(kind="dcgan", shards=str(colour_shards), out=str(out), batch=8, snap_kimg=0.04,
+                **{**TINY, "log_kimg": 1})
+    train(TrainOptions(kimg=0.04, **opts), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 4 and all(re.search(r"/0\.04 kimg .* img/s  ETA \d+:\d\d:\d\d$", line) for line in lines), lines
+    train(TrainOptions(kimg=0.08, resume="auto", **opts), progress=True)
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("dcgan: resuming from ") and "checkpoint-000000040.pt at 0.04 kimg (step 5)" in first
+
+
+def test_ctrl_c_writes_a_checkpoint_then_resume_continues(colour_shards, tmp_path):
+    """Ctrl-C from a terminal (SIGINT to the whole process group, loader worker included) before the first snapshot:
+    the step finishes, a checkpoint is written, exit 130; --resume auto goes on from it and says so."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gandata.cli", "train", "dcgan", "--shards", str(colour_shards), "--out", str(out),
+           "--kimg", "50", "--batch", "8", "--ngf", "8", "--ndf", "8", "--nz", "16", "--workers", "1", "--device",
+           "cpu", "--snap-kimg", "50", "--log-kimg", "0.04", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for(proc, lambda: lines_in(out / "metrics.jsonl") >= 2, timeout=120)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at" in err and "--resume auto" in err and "Traceback" not in err, err
+    [ck] = sorted(out.glob("checkpoint-*.pt"))
+    nimg = ttrain.load_checkpoint(ck)["cur_nimg"]
+    assert 0 < nimg < 50_000
+    r = subprocess.run([*cmd[:cmd.index("--kimg") + 1], str(nimg / 1000 + 0.04), *cmd[cmd.index("--kimg") + 2:],
+                        "--resume", "auto"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming from {ck} at {nimg / 1000:g} kimg" in r.stderr
+    assert json.loads((out / "summary.json").read_text())["resumed_from"] == str(ck)

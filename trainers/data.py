@@ -224,7 +224,16 @@ def stream(urls: list[str], batch: int, conditional: bool = False, workers: int 
         wds.batched(batch, partial=False, collation_fn=_collate),
     )
     return wds.WebLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
-                         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+                         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+                         worker_init_fn=_ignore_ctrl_c if workers > 0 else None)
+
+
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """Loader workers ignore Ctrl-C (the terminal sends it to the whole process group): the trainer finishes its
+    step and writes a checkpoint, which needs the workers' batches; they end with the trainer."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def to_device(batch: tuple, device: torch.device, conditional: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:

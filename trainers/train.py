@@ -49,6 +49,7 @@ from .models import Critic, Generator
 
 KINDS = ("dcgan", "lsgan", "wgan", "wgan-gp", "cdcgan")
 CHECKPOINT_RE = "checkpoint-*.pt"
+PROGRESS_SECONDS = 10.0  # a progress line at least this often (rank 0), also between metrics rows
 
 # the papers' defaults (trainer-anchors §5): batch, optimiser, critic normalisation, critic steps per G step. Batch 64
 # for the DCGAN family is pytorch/examples' (the paper used 128): at equal images shown, 128 halves the updates, and
@@ -421,6 +422,10 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
     next_snap = (cur_nimg // int(o.snap_kimg * 1000) + 1) * int(o.snap_kimg * 1000)
     sums = torch.zeros(5, device=device)  # d_loss, g_loss, gap, gp, count
     t_start, t_tick, nimg_tick = time.monotonic(), time.monotonic(), cur_nimg
+    start_nimg, last_line = cur_nimg, time.monotonic()
+    if rank == 0 and progress and resumed_from:
+        print(f"{o.kind}: resuming from {resumed_from} at {cur_nimg / 1000:g} kimg (step {step})", file=sys.stderr,
+              flush=True)
     writer = _tensorboard(run) if rank == 0 else None
     metrics = open(run / "metrics.jsonl", "a") if rank == 0 else None
     if rank == 0 and step == 0:
@@ -432,6 +437,7 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
 
         evaluator = SnapshotEval(o, device, n_classes if o.kind == "cdcgan" else 0, progress)
     summary: dict = {}
+    ctrl_c = CtrlC.install() if world == 1 else None  # several ranks: each stops where the signal finds it
     try:
         while cur_nimg < total:
             # ---- critic
@@ -506,12 +512,28 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
                             writer.add_scalar(k, row[k], cur_nimg)
                     if progress:
                         print(f"{o.kind} {row['kimg']:.1f}/{o.kimg:g} kimg  d {row['d_loss']:.4f}  g {row['g_loss']:.4f}"
-                              f"  gap {row['critic_gap']:.4f}  {row['images_per_s']:.0f} img/s", file=sys.stderr, flush=True)
+                              f"  gap {row['critic_gap']:.4f}  {row['images_per_s']:.0f} img/s  "
+                              f"ETA {_eta(cur_nimg, start_nimg, total, now - t_start)}", file=sys.stderr, flush=True)
+                        last_line = now
+            if rank == 0 and progress and time.monotonic() - last_line >= PROGRESS_SECONDS:
+                now = time.monotonic()
+                rate = (cur_nimg - start_nimg) / max(now - t_start, 1e-9)
+                print(f"{o.kind} {cur_nimg / 1000:.1f}/{o.kimg:g} kimg  {rate:.0f} img/s  "
+                      f"ETA {_eta(cur_nimg, start_nimg, total, now - t_start)}", file=sys.stderr, flush=True)
+                last_line = now
             if cur_nimg >= next_snap or cur_nimg >= total:
                 summary = _snapshot(run, rank, world, step, cur_nimg, o, G, D, G_ema, optG, optD, gz, gy, rows,
                                     evaluator)
                 next_snap += int(o.snap_kimg * 1000)
+            elif ctrl_c is not None and ctrl_c.requested:
+                saved = _snapshot(run, rank, world, step, cur_nimg, o, G, D, G_ema, optG, optD, gz, gy, rows)
+                print(f"{o.kind}: interrupted at {cur_nimg / 1000:g} kimg; saved {saved['checkpoint']} — run the same "
+                      "command with --resume auto to continue", file=sys.stderr, flush=True)
+            if ctrl_c is not None and ctrl_c.requested:
+                raise KeyboardInterrupt
     finally:
+        if ctrl_c is not None:
+            ctrl_c.uninstall()
         if metrics is not None:
             metrics.close()
         if writer is not None:
@@ -527,6 +549,47 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
     if rank == 0:
         (run / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+class CtrlC:
+    """Ctrl-C (SIGINT) during training: the step in progress finishes, a checkpoint is written, then
+    KeyboardInterrupt. A second Ctrl-C stops at once. Only in the main thread of a single-process run."""
+
+    def __init__(self):
+        self.requested, self.previous = False, None
+
+    @classmethod
+    def install(cls) -> "CtrlC | None":
+        import signal
+
+        guard = cls()
+        try:
+            guard.previous = signal.signal(signal.SIGINT, guard._handle)
+        except ValueError:  # not the main thread
+            return None
+        return guard
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def uninstall(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGINT, self.previous if self.previous is not None else signal.default_int_handler)
+
+
+def _eta(cur_nimg: int, start_nimg: int, total: int, seconds: float) -> str:
+    """Time left at this process's average rate so far, as h:mm:ss."""
+    done = cur_nimg - start_nimg
+    if done <= 0:
+        return "?"
+    left = int(max(total - cur_nimg, 0) * seconds / done)
+    return f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
 
 
 def _stream_seed(o: TrainOptions) -> int:
