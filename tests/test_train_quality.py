@@ -230,3 +230,20 @@ def test_ctrl_c_writes_a_checkpoint_then_resume_continues(colour_shards, tmp_pat
     assert r.returncode == 0, r.stderr
     assert f"resuming from {ck} at {nimg / 1000:g} kimg" in r.stderr
     assert json.loads((out / "summary.json").read_text())["resumed_from"] == str(ck)
+
+
+def test_a_run_folder_is_never_started_over_or_shared(colour_shards, tmp_path, monkeypatch):
+    from gandata.fileio import FolderLock
+
+    out = tmp_path / "run"
+    opts = dict(kind="dcgan", shards=str(colour_shards), out=str(out), kimg=0.04, batch=8, snap_kimg=0.04, **TINY)
+    train(TrainOptions(**opts), progress=False)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(ttrain.TrainError, match="already holds a run; continue it with --resume auto, or give another"):
+        train(TrainOptions(**opts), progress=False)
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing overwritten
+    monkeypatch.setattr(ttrain, "RUN_LOCK_WAIT", 0.1)
+    with FolderLock(out):  # another run holds the folder
+        with pytest.raises(ttrain.TrainError, match="another training run is writing to"):
+            train(TrainOptions(**{**opts, "kimg": 0.08}, resume="auto"), progress=False)
+    assert train(TrainOptions(**{**opts, "kimg": 0.08}, resume="auto"), progress=False)["resumed_from"]

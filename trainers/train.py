@@ -50,6 +50,7 @@ from .models import Critic, Generator
 KINDS = ("dcgan", "lsgan", "wgan", "wgan-gp", "cdcgan")
 CHECKPOINT_RE = "checkpoint-*.pt"
 PROGRESS_SECONDS = 10.0  # a progress line at least this often (rank 0), also between metrics rows
+RUN_LOCK_WAIT = 10.0  # seconds to wait for a run folder's lock: a killed run's loader workers take up to ~5 s to go
 
 # the papers' defaults (trainer-anchors §5): batch, optimiser, critic normalisation, critic steps per G step. Batch 64
 # for the DCGAN family is pytorch/examples' (the paper used 128): at equal images shown, 128 halves the updates, and
@@ -317,8 +318,32 @@ def _optimizer(o: TrainOptions, params) -> torch.optim.Optimizer:
 
 
 def train(options: TrainOptions, progress: bool = True) -> dict:
-    """Train in this process (one rank of a torchrun job when WORLD_SIZE is set). Returns the final summary."""
+    """Train in this process (one rank of a torchrun job when WORLD_SIZE is set). Returns the final summary.
+    The run folder is locked by rank 0 for the whole run; a folder that already holds a run is continued only with
+    ``resume``, never silently started over."""
     o = options.resolved()
+    run = Path(o.out)
+    if o.resume is None and (latest_checkpoint(run) is not None or (run / "metrics.jsonl").exists()):
+        raise TrainError(f"{run} already holds a run; continue it with --resume auto, or give another --out (or "
+                         "delete the folder) to start a new one")
+    if _dist()[0] != 0:
+        return _train(o, progress)
+    from gandata.fileio import FolderLock
+    from gandata.errors import UserError
+
+    run.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = FolderLock(run).acquire(wait=RUN_LOCK_WAIT)
+    except UserError:
+        raise TrainError(f"another training run is writing to {run}; wait for it to end, or give another --out") \
+            from None
+    try:
+        return _train(o, progress)
+    finally:
+        lock.release()
+
+
+def _train(o: TrainOptions, progress: bool) -> dict:
     rank, world, local_rank = _dist()
     device = pick_device(o.device, local_rank)
     if o.eval_metrics and o.eval_extractor == "inception":  # every rank: none may start if rank 0 cannot evaluate
