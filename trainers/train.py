@@ -393,9 +393,13 @@ def _train(o: TrainOptions, progress: bool) -> dict:
     optG, optD = _optimizer(o, G.parameters()), _optimizer(o, D.parameters())
     step, cur_nimg = 0, 0
     resumed_from = None
-    ckpt_path = latest_checkpoint(run) if o.resume == "auto" else (Path(o.resume) if o.resume else None)
-    if ckpt_path is not None:
+    ckpt_path, ck = None, None
+    if o.resume == "auto":
+        ckpt_path, ck = _newest_loadable(run, device, warn=rank == 0)
+    elif o.resume:
+        ckpt_path = Path(o.resume)
         ck = load_checkpoint(ckpt_path, map_location=device)
+    if ck is not None:
         _load_networks(ck, ckpt_path, o, G, D, G_ema)
         optG.load_state_dict(ck["optG"])
         optD.load_state_dict(ck["optD"])
@@ -615,6 +619,19 @@ def _eta(cur_nimg: int, start_nimg: int, total: int, seconds: float) -> str:
         return "?"
     left = int(max(total - cur_nimg, 0) * seconds / done)
     return f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+
+
+def _newest_loadable(run: Path, device: torch.device, warn: bool = True) -> tuple[Path | None, dict | None]:
+    """The newest checkpoint of ``run`` that loads, newest first: a damaged one (a truncated copy, a full disk) is
+    passed over with a line, and the one before it is used."""
+    for path in sorted(run.glob(CHECKPOINT_RE), reverse=True):
+        try:
+            return path, load_checkpoint(path, map_location=device)
+        except TrainError as e:
+            if warn:
+                print(f"skipping {path}: it does not load ({str(e)[:160]}); trying the one before", file=sys.stderr,
+                      flush=True)
+    return None, None
 
 
 def _stream_seed(o: TrainOptions) -> int:
