@@ -10,7 +10,9 @@
 #   DEVICE=cpu KIMG=0.5 N_EVAL=64 WORKERS=1 bash benchmarks/gpu.sh    # a dry run of the script itself on a CPU
 #
 # Needs: python3 with a CUDA torch, and gandata's dependencies importable. Where gandata is not installed it runs
-# from the checkout (PYTHONPATH); a missing package is named in one line (carry it as a wheel, see the README).
+# from the checkout (PYTHONPATH); a missing package is named in one line. Wheels in ./.whl are installed first (into
+# /tmp/gandata-site), for a machine that cannot download: the training path needs only webdataset and braceexpand
+# beyond a usual CUDA image (`pip download --no-deps -d .whl webdataset==1.0.2 braceexpand==0.1.7`, pure Python).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 KIMG=${KIMG:-20}
@@ -20,6 +22,10 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 WORK=${WORK:-$(mktemp -d)}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" > /dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/gandata-site .whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/gandata-site"
+fi
 T0=$(date +%s)
 
 DEVICE=$DEVICE $PY - <<'EOF' || exit 1
