@@ -32,6 +32,7 @@ import math
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -169,10 +170,10 @@ def configure_threads(device: torch.device, world: int = 1, workers: int = 0, th
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     if device.type == "cuda":
-        n = max(1, min(4, cores // max(world, 1) // (workers + 1)))
+        n = max(1, min(4, cores // world // (workers + 1)))
     else:
         free = cores - int(others_load(world) + 0.5)
-        n = max(1, min(cores // max(world, 1), free // max(world, 1)))
+        n = max(1, min(cores // world, free // world))
     torch.set_num_threads(n)
     return n
 
@@ -589,8 +590,6 @@ class CtrlC:
 
     @classmethod
     def install(cls) -> "CtrlC | None":
-        import signal
-
         guard = cls()
         try:
             guard.previous = signal.signal(signal.SIGINT, guard._handle)
@@ -599,16 +598,10 @@ class CtrlC:
         return guard
 
     def _handle(self, signum, frame) -> None:
-        import signal
-
-        if self.requested:
-            raise KeyboardInterrupt
         self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C raises at once
 
     def uninstall(self) -> None:
-        import signal
-
         signal.signal(signal.SIGINT, self.previous if self.previous is not None else signal.default_int_handler)
 
 

@@ -13,7 +13,9 @@ from ..errors import UserError
 if TYPE_CHECKING:
     from ..fetch import FetchOptions
 
-MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+# the checkout's manifests/ (editable installs, tests), else the copy a wheel installs as gandata/manifests
+_CHECKOUT = Path(__file__).resolve().parents[2] / "manifests"
+MANIFESTS = _CHECKOUT if (_CHECKOUT / "bitmoji.toml").exists() else Path(__file__).resolve().parents[1] / "manifests"
 
 
 def load_manifest(name: str, path: str | os.PathLike | None = None) -> tuple[dict, str]:
