@@ -18,16 +18,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainers.inception import FIDInception  # noqa: E402
-from trainers.metrics import frechet_distance, gaussian_stats, kid  # noqa: E402
+from gandata.trainers.inception import FIDInception  # noqa: E402
+from gandata.trainers.metrics import frechet_distance, gaussian_stats, kid  # noqa: E402
 
 
 def random_inception(device):
     """The FID Inception with seeded random weights as an extractor
     (``--extractor benchmarks/eval.py:random_inception``): the speed of ``gandata eval`` where the real weights
     cannot be had (a machine with no network). Its numbers are meaningless."""
-    from trainers import inception
-    from trainers.metrics import Extractor, weights_sha256
+    from gandata.trainers import inception
+    from gandata.trainers.metrics import Extractor, weights_sha256
 
     torch.manual_seed(0)
     net = FIDInception().eval().to(device)
@@ -81,7 +81,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp())
     os.environ["GANDATA_CACHE"] = str(work / "cache")
-    from trainers.metrics import load_extractor, real_stats
+    from gandata.trainers.metrics import load_extractor, real_stats
 
     for s_i in range(4):
         with wds.TarWriter(str(work / f"r-{s_i:06d}.tar")) as w:

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # torchvision's CUDA wheel next to CPU torch: its compiled ops do not load; pytorch-fid needs only the Python layers
 sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
 
-from trainers.inception import WEIGHTS_NAME, FIDInception  # noqa: E402
-from trainers.metrics import frechet_distance, gaussian_stats  # noqa: E402
+from gandata.trainers.inception import WEIGHTS_NAME, FIDInception  # noqa: E402
+from gandata.trainers.metrics import frechet_distance, gaussian_stats  # noqa: E402
 
 
 def main() -> None:

@@ -112,8 +112,8 @@ for kind in dcgan lsgan wgan wgan-gp cdcgan; do
   done
 done
 # the multi-GPU path (NCCL process group, DDP-wrapped G and D) on one GPU
-run_one "wgan-gp-ddp1" "wgan-gp" $PY -m torch.distributed.run --standalone --nproc-per-node=1 -m trainers.train \
-  wgan-gp "${COMMON[@]}" --out "$WORK/runs/wgan-gp-ddp1"
+run_one "wgan-gp-ddp1" "wgan-gp" $PY -m torch.distributed.run --standalone --nproc-per-node=1 -m gandata \
+  train wgan-gp "${COMMON[@]}" --out "$WORK/runs/wgan-gp-ddp1"
 # eval: N_EVAL generated images through the FID Inception on the GPU
 run_one "eval" "wgan-gp" $PY -m gandata.cli eval "$WORK/runs/wgan-gp-fp32" --real "$SHARDS" --n "$N_EVAL" \
   --n-real "$N_EVAL" --metrics fid,kid --extractor benchmarks/eval.py:random_inception --device "$DEVICE" --json

@@ -50,8 +50,8 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from trainers import data as tdata  # noqa: E402
-from trainers.metrics import Extractor, frechet_distance, gaussian_stats, weights_sha256  # noqa: E402
+from gandata.trainers import data as tdata  # noqa: E402
+from gandata.trainers.metrics import Extractor, frechet_distance, gaussian_stats, weights_sha256  # noqa: E402
 
 KINDS = ("dcgan", "lsgan", "wgan", "wgan-gp", "cdcgan")
 N_CLASSES = 10
@@ -462,7 +462,7 @@ def run_job(job: dict, work: Path) -> dict:
             imgs, asked = generate(G, 100, conditional, onehot=True)
             result[f"{mode}_mode"] = scorer.score(imgs, asked)
     else:
-        from trainers.train import TrainOptions, build, latest_checkpoint, load_checkpoint, load_generator, train
+        from gandata.trainers.train import TrainOptions, build, latest_checkpoint, load_checkpoint, load_generator, train
 
         out = work / "runs" / f"{job_name(job)}"
         if not latest_checkpoint(out) or load_checkpoint(latest_checkpoint(out))["cur_nimg"] < nimg:
@@ -482,7 +482,7 @@ def run_job(job: dict, work: Path) -> dict:
         imgs, asked = generate(G_raw.eval(), o.nz, conditional)
         result["raw_eval_mode"] = scorer.score(imgs, asked)
         if conditional:
-            from trainers.models import label_influence
+            from gandata.trainers.models import label_influence
 
             result["label_influence"] = round(label_influence(G_ema), 3)
     return result

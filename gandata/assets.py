@@ -1,5 +1,6 @@
-"""Run-time assets (trait catalogues, templates, cascades, CSVs): downloaded once from their real address,
-verified, and cached; or taken from a local file the user names.
+"""Run-time assets (trait catalogues, templates, cascades, CSVs, weight files): downloaded once from their real
+address, verified, and cached; or taken from a local file the user names. The one owner of one-off HTTP downloads
+(the crawl and image downloads go through the asynchronous engine in ``fetch.py`` instead).
 
 The cache lives in ``$GANDATA_CACHE`` (default ``$XDG_CACHE_HOME/gandata``, i.e. ``~/.cache/gandata``). A cached
 copy is keyed by its URL, so a mirror given with ``--base-url`` never mixes with the real site's copy.
@@ -10,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import requests
 
+from . import USER_AGENT
 from .errors import UserError
-from .fetch import USER_AGENT
 from .fileio import atomic_write
 
 
@@ -26,6 +27,36 @@ def cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "gandata"
+
+
+def failure(e: requests.RequestException) -> str:
+    """What went wrong with a request, in a few words (``HTTP 404``, ``ConnectionError``)."""
+    answer = getattr(e, "response", None)  # a Response is falsy for 4xx/5xx: compare with None
+    return f"HTTP {answer.status_code}" if answer is not None else type(e).__name__
+
+
+def download(url: str, part: Path, label: str, progress: bool = False, timeout: float = 60.0) -> None:
+    """Stream ``url`` into ``part``, continuing a partial ``part`` with a Range request (a server that ignores it
+    sends the whole file, which is then written from the start). The caller verifies and renames the file.
+    Raises ``requests.RequestException`` (see :func:`failure`)."""
+    from .progress import Progress
+
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": USER_AGENT, **({"Range": f"bytes={have}-"} if have else {})}
+    with requests.get(url, headers=headers, stream=True, timeout=timeout) as resp:
+        if resp.status_code == 416:  # the partial file is already whole
+            return
+        resp.raise_for_status()
+        if resp.status_code != 206:
+            have = 0
+        total = int(resp.headers.get("Content-Length", 0)) + have or None
+        with open(part, "ab" if have else "wb") as f, Progress(label, total, enabled=progress) as bar:
+            bar.advance(have)
+            for chunk in resp.iter_content(1 << 20):
+                f.write(chunk)
+                bar.advance(len(chunk))
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def asset(
@@ -77,10 +108,8 @@ def asset(
         resp = requests.get(url, timeout=timeout, headers={"User-Agent": USER_AGENT})
         resp.raise_for_status()
     except requests.RequestException as e:
-        answer = getattr(e, "response", None)  # a Response is falsy for 4xx/5xx: compare with None
-        reason = f"HTTP {answer.status_code}" if answer is not None else type(e).__name__
         raise UserError(
-            f"could not download the {what} from {url} ({reason}); give a local copy with {option} FILE, "
+            f"could not download the {what} from {url} ({failure(e)}); give a local copy with {option} FILE, "
             "or run once with network access so that it is cached"
         ) from None
     value, digest = verify(resp.content, url)

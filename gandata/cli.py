@@ -468,7 +468,7 @@ def dedupe(
     "  gandata train cdcgan --shards data/bricklink/shards --gpus 4 --kimg 2000\n"
     "  gandata train dcgan --shards 'data/anime/shards/anime-train-{000000..000007}.tar' --resume auto\n"
     "\b\nSeveral machines: run on each  torchrun --nnodes=2 --nproc-per-node=8 --rdzv-backend=c10d\n"
-    "  --rdzv-endpoint=HOST:29500 -m trainers.train wgan-gp --shards … --out …",
+    "  --rdzv-endpoint=HOST:29500 -m gandata train wgan-gp --shards … --out …",
 )
 def train(
     kind: Annotated[str, typer.Argument(help="dcgan, lsgan, wgan, wgan-gp or cdcgan.")],
@@ -505,7 +505,7 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Train a GAN on shards, streaming them; checkpoints, sample grids and metrics go to the run folder."""
-    from trainers.train import TrainError, TrainOptions, launch
+    from gandata.trainers.train import TrainError, TrainOptions, launch
 
     opts = TrainOptions(kind=kind, shards=shards, out=str(out or Path("runs") / kind), kimg=kimg, batch=batch, lr=lr,
                         n_critic=n_critic, critic_norm=critic_norm, critic_cond=critic_cond, g_norm=g_norm, nz=nz, ngf=ngf, ndf=ndf,
@@ -544,7 +544,7 @@ def sample(
     as_json: JsonFlag = False,
 ) -> None:
     """Draw a grid of samples from a trained generator (its EMA)."""
-    from trainers.train import TrainError, sample as run_sample
+    from gandata.trainers.train import TrainError, sample as run_sample
 
     try:
         r = run_sample(run, n=n, out=out, label=label, device=device, precision=precision, seed=seed)
@@ -578,8 +578,8 @@ def eval_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """FID and KID of a trained generator against real shards (own Fréchet/KID code, pytorch-fid's Inception)."""
-    from trainers.metrics import evaluate
-    from trainers.train import TrainError
+    from gandata.trainers.metrics import evaluate
+    from gandata.trainers.train import TrainError
 
     try:
         results = evaluate(target, real, n=n, metrics=metrics, extractor=extractor, weights=inception_weights,
@@ -611,9 +611,9 @@ def fetch_weights_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Download a weight file that metrics need, resuming a partial download, and verify its checksum."""
-    from trainers import inception
-    from trainers.metrics import fetch_weights
-    from trainers.train import TrainError
+    from gandata.trainers import inception
+    from gandata.trainers.metrics import fetch_weights
+    from gandata.trainers.train import TrainError
 
     if what != "inception":
         raise UserError(f"unknown weights {what!r}; the one known is: inception")

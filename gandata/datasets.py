@@ -20,15 +20,14 @@ import hashlib
 import json
 import os
 import re
-import tarfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import braceexpand
 
+from . import shardset
 from .errors import UserError
 from .fileio import FolderLock, JsonlLog, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
 
@@ -36,7 +35,6 @@ MANIFEST = "manifest.jsonl"
 FAILURES = "failures.jsonl"
 STATS = "stats.json"
 IMAGES = "images"
-SHARDS_INFO = "dataset.json"  # written beside WebDataset shards by `gandata shard`
 
 MAX_KEY_LEN = 96  # keeps `<key>.json` inside a plain USTAR name (100 bytes)
 KEY_RE = re.compile(r"^[a-z0-9_-]{1,%d}$" % MAX_KEY_LEN)
@@ -407,12 +405,6 @@ class FolderInput(Input):
         return len(self.files())
 
 
-def _split_member(name: str) -> tuple[str, str] | None:
-    """WebDataset's rule: the key is the member path up to the first dot of its basename."""
-    m = re.match(r"^((?:.*/|)[^./]+)\.([^/]*)$", name)
-    return (m.group(1), m.group(2).lower()) if m else None
-
-
 class TarInput(Input):
     """WebDataset shards: ours (a folder with dataset.json), img2dataset's output, or any tar list."""
 
@@ -423,36 +415,22 @@ class TarInput(Input):
         self.tars = tars
 
     def count_hint(self) -> int | None:
-        info = read_shards_info(Path(self.path)) if Path(self.path).is_dir() else None
-        return info.get("counts", {}).get("total") if info else None
+        ss = shardset.read(self.path) if Path(self.path).is_dir() else None
+        return ss.total if ss else None
 
     def __iter__(self) -> Iterator[Sample]:
         for tar in self.tars:
             yield from self._read_tar(tar)
 
     def _read_tar(self, tar: Path) -> Iterator[Sample]:
-        group_key: str | None = None
-        fields: dict[str, bytes] = {}
+        key: str | None = None
         try:
-            with tarfile.open(tar, "r|*") as tf:
-                for member in tf:
-                    if not member.isfile():
-                        continue
-                    split = _split_member(member.name)
-                    if split is None:
-                        continue
-                    key, ext = split
-                    if key != group_key:
-                        if group_key is not None:
-                            yield from self._sample(tar, group_key, fields)
-                        group_key, fields = key, {}
-                    fields[ext] = tf.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError) as e:
-            reason = f"not a readable tar ({e})" if group_key is None else f"tar is damaged after {group_key!r} ({e})"
+            with open(tar, "rb") as f:
+                for key, fields in shardset.samples(f, str(tar)):
+                    yield from self._sample(tar, key, fields)
+        except (ValueError, OSError, EOFError, UnicodeDecodeError) as e:
+            reason = f"not a readable tar ({e})" if key is None else f"tar is damaged after {key!r} ({e})"
             self.problems.append(Problem(str(tar), reason))
-            return
-        if group_key is not None:
-            yield from self._sample(tar, group_key, fields)
 
     def _sample(self, tar: Path, raw_key: str, fields: dict[str, bytes]) -> Iterator[Sample]:
         image_ext = next((e for e in sorted(fields) if e.rsplit(".", 1)[-1] in IMAGE_EXTS), None)
@@ -480,27 +458,6 @@ class TarInput(Input):
         yield Sample(key, image_ext.rsplit(".", 1)[-1], record, f"{tar}:{raw_key}.{image_ext}", lambda d=data: d)
 
 
-def read_shards_info(folder: Path) -> dict | None:
-    try:
-        info = json.loads((folder / SHARDS_INFO).read_text("utf-8"))
-    except (FileNotFoundError, NotADirectoryError, ValueError):
-        return None
-    return info if isinstance(info, dict) and "splits" in info else None
-
-
-def shard_files(spec: str, splits: Iterable[str] | None = None) -> list[Path]:
-    """Local tar files named by ``spec``: a folder of shards (with or without dataset.json), a tar, or a brace
-    pattern such as ``data/x/shards/x-train-{000000..000019}.tar``. ``splits`` restricts ours to those splits."""
-    path = Path(spec)
-    if path.is_dir():
-        info = read_shards_info(path)
-        if info is not None:
-            wanted = set(splits) if splits else set(info["splits"])
-            return [path / s["name"] for split, v in info["splits"].items() if split in wanted for s in v["shards"]]
-        return sorted(p for p in path.iterdir() if p.suffix == ".tar" and not p.name.startswith("."))
-    return [Path(p) for p in braceexpand.braceexpand(spec)]
-
-
 def open_input(spec: str | os.PathLike) -> Input:
     """Open any input a stage accepts, or raise :class:`UserError` with one line saying what is wrong."""
     spec = str(spec)
@@ -510,11 +467,11 @@ def open_input(spec: str | os.PathLike) -> Input:
     if path.is_dir():
         if is_dataset(path):
             return DatasetInput(spec)
-        tars = shard_files(spec)
+        tars = shardset.local_tars(spec)
         if tars:
             missing = [t for t in tars if not t.is_file()]
             if missing:
-                raise UserError(f"{spec}: {SHARDS_INFO} lists {missing[0].name}, which is missing; re-run gandata shard")
+                raise UserError(f"{spec}: {shardset.INFO} lists {missing[0].name}, which is missing; re-run gandata shard")
             return TarInput(spec, tars)
         folder = FolderInput(spec)
         if not folder.files():
@@ -523,7 +480,7 @@ def open_input(spec: str | os.PathLike) -> Input:
             )
         return folder
     if spec.endswith(".tar") or "{" in spec:
-        tars = shard_files(spec)
+        tars = shardset.local_tars(spec)
         missing = [t for t in tars if not t.is_file()]
         if missing:
             raise UserError(f"{missing[0]} does not exist ({len(missing)} of the {len(tars)} shards named are missing)")

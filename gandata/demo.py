@@ -338,7 +338,7 @@ def demo(out: str | Path = "gandata-demo", size: str = "full", progress: bool = 
         results["avatars"] = pipeline.run(avatars, data_dir=data, progress=progress, echo=echo)
         results["minifigs"] = pipeline.run(minifigs, data_dir=data, progress=progress, echo=echo)
         results["requests"] = server.requests
-    from trainers.train import sample
+    from gandata.trainers.train import sample
 
     run = Path(avatars["train"]["out"])
     results["samples"] = sample(run, n=64, out=out / "avatars-samples.png", device="cpu")["out"]

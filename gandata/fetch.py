@@ -34,12 +34,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from . import HOMEPAGE, __version__, images
+from . import USER_AGENT, images
 from .datasets import Dataset
 from .errors import UserError
 from .progress import Progress
 
-USER_AGENT = f"gandata/{__version__} (+{HOMEPAGE})"
 OPT_OUT = ("noai", "noimageai", "noindex", "noimageindex")
 PERMANENT = {400, 401, 403, 404, 405, 410, 414, 415, 422, 451}
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504, 509, 520, 521, 522, 523, 524}

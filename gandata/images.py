@@ -7,6 +7,8 @@
 * :func:`resize` has three modes — ``center-crop``, ``pad`` and ``keep-ratio`` — and uses area averaging (PIL's
   box filter) when shrinking and Lanczos when enlarging.
 * :func:`encode` writes PNG, JPEG or WebP deterministically (no timestamps, no metadata).
+* :func:`decode_array` is the trainers' fast path for images that a shard already holds normalised (RGB, one size):
+  one OpenCV call to an RGB uint8 array, several times quicker than Pillow per small image.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import warnings
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
 
@@ -106,6 +109,15 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             raise ImageError(f"truncated {fmt} ({msg or 'ends early'})") from None
         raise ImageError(f"corrupt {fmt} ({msg})") from None
     return im
+
+
+def decode_array(data: bytes) -> np.ndarray:
+    """A shard image (PNG, JPEG or WebP as written by ``gandata shard``) → H×W×3 RGB uint8. Raises
+    :class:`ImageError` when it does not decode."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if arr is None:
+        raise ImageError("the image does not decode")
+    return arr[..., ::-1]
 
 
 def parse_color(value: str | Sequence[int]) -> tuple[int, int, int]:

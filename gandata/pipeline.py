@@ -167,7 +167,7 @@ def _shard(t: dict, ctx: dict) -> tuple[dict, str, str]:
 
 
 def _train(t: dict, ctx: dict) -> tuple[dict, str, str]:
-    from trainers.train import TrainError, TrainOptions, launch
+    from gandata.trainers.train import TrainError, TrainOptions, launch
 
     kind = t.pop("kind", None)
     shards = str(t.pop("shards", None) or ctx["current"] or _output("shard", None, ctx))
@@ -187,8 +187,8 @@ def _train(t: dict, ctx: dict) -> tuple[dict, str, str]:
 
 
 def _eval(t: dict, ctx: dict) -> tuple[dict, str, str]:
-    from trainers.metrics import evaluate
-    from trainers.train import TrainError
+    from gandata.trainers.metrics import evaluate
+    from gandata.trainers.train import TrainError
 
     target = t.pop("run", None) or ctx["run"]
     real = t.pop("real", None) or ctx["shards"]

@@ -19,12 +19,10 @@ How a run goes:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
 import re
-import tarfile
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,15 +32,15 @@ from typing import Any, Iterable
 
 from . import __version__, images
 from .dedupe import DEFAULT_THRESHOLD, HASH_NAME, clusters, from_hex, phash, to_hex
-from .datasets import SHARDS_INFO, Input, dataset_stage_folders, lookup_field, open_input
+from . import shardset
+from .datasets import Input, dataset_stage_folders, lookup_field, open_input
 from .errors import UserError
-from .fileio import FolderLock, JsonlLog, atomic_file, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
+from .fileio import FolderLock, JsonlLog, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
+from .shardset import SPLITS
 from .progress import Progress
 
 WORK = ".work"
 REJECTED = "rejected.jsonl"
-TAR_MTIME = 946684800  # 2000-01-01T00:00:00Z: fixed so that tars are byte-reproducible
-SPLITS = ("train", "val")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # fields of a source record that describe the stored source file, not the sample; replaced in the shard's json
 _FILE_FIELDS = ("key", "path", "sha256", "width", "height")
@@ -210,16 +208,6 @@ def shard_count(n: int, maxcount: int, min_shards: int) -> int:
     return max(math.ceil(n / maxcount), min(min_shards, n // 64), 1)
 
 
-def brace_pattern(names: list[str]) -> str | None:
-    if not names:
-        return None
-    if len(names) == 1:
-        return names[0]
-    first, last = names[0], names[-1]
-    m1, m2 = re.match(r"^(.*-)(\d{6})(\.tar)$", first), re.match(r"^(.*-)(\d{6})(\.tar)$", last)
-    return f"{m1.group(1)}{{{m1.group(2)}..{m2.group(2)}}}{m1.group(3)}" if m1 and m2 else None
-
-
 def _label_sort_key(value: Any) -> tuple:
     return (0, float(value), "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0.0, str(value))
 
@@ -276,37 +264,6 @@ def harmonize(records: list[dict]) -> list[dict]:
         if len(ks) > 1:
             plan[path] = "float" if ks == {"int", "float"} else "str"
     return [_conform(r, (), plan) for r in records]
-
-
-class _HashingWriter:
-    def __init__(self, f: Any):
-        self.f, self.h, self.n = f, hashlib.sha256(), 0
-
-    def write(self, b: bytes) -> int:
-        self.f.write(b)
-        self.h.update(b)
-        self.n += len(b)
-        return len(b)
-
-    def tell(self) -> int:
-        return self.n
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
-def write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> tuple[int, str]:
-    """Write a reproducible USTAR tar atomically; returns (bytes, sha256)."""
-    with atomic_file(path) as f:
-        hw = _HashingWriter(f)
-        with tarfile.open(fileobj=hw, mode="w", format=tarfile.USTAR_FORMAT) as tf:
-            for name, data in members:
-                ti = tarfile.TarInfo(name)
-                ti.size, ti.mtime, ti.mode = len(data), TAR_MTIME, 0o444
-                ti.uid = ti.gid = 0
-                ti.uname = ti.gname = ""
-                tf.addfile(ti, io.BytesIO(data))
-    return hw.n, hw.h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------- shard
@@ -511,8 +468,7 @@ def _write(
     ordered = [(k, sp) for sp in SPLITS for k in by_split[sp]]
     json_by_key = dict(zip((k for k, _ in ordered), harmonize([_sample_json(k, good[k], sp, labels) for k, sp in ordered])))
 
-    info_path = out / SHARDS_INFO
-    info_path.unlink(missing_ok=True)  # absent until the new set is complete
+    shardset.remove_info(out)  # absent until the new set is complete
     rejected.sort(key=lambda r: (r["kind"], r["origin"], r["reason"]))
     atomic_write(out / REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected).encode())
 
@@ -533,11 +489,11 @@ def _write(
             n_shards = shard_count(len(keys), opts.maxcount, opts.min_shards if sp == "train" else 1)
             shards, start = [], 0
             for i, n in enumerate(even_sizes(len(keys), n_shards)):
-                fname = f"{name}-{sp}-{i:06d}.tar"
-                size, sha = write_tar(out / fname, members(keys[start : start + n], prog))
+                fname = shardset.shard_name(name, sp, i)
+                size, sha = shardset.write_tar(out / fname, members(keys[start : start + n], prog))
                 start += n
                 shards.append({"name": fname, "samples": n, "bytes": size, "sha256": sha})
-            splits_info[sp] = {"pattern": brace_pattern([s["name"] for s in shards]), "samples": len(keys), "shards": shards}
+            splits_info[sp] = {"pattern": shardset.brace_pattern([s["name"] for s in shards]), "samples": len(keys), "shards": shards}
 
     removed = {kind: sum(1 for r in rejected if r["kind"] == kind) for kind in (CORRUPT, DUPLICATE, NEAR, NO_LABEL)}
     label_info = None
@@ -559,9 +515,9 @@ def _write(
         "sources": [s.describe() for s in srcs],
         "options": asdict(opts),
     }
-    atomic_write_json(info_path, info)
+    shardset.write_info(out, info)
     written = {s["name"] for v in splits_info.values() for s in v["shards"]}
-    stale = re.compile(rf"^{re.escape(name)}-(train|val)-\d{{6}}\.tar$")
+    stale = shardset.stale_shard_re(name)
     for p in out.iterdir():
         if stale.match(p.name) and p.name not in written:
             p.unlink()

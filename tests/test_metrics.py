@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from gandata.assets import cache_dir
-from trainers import inception
-from trainers.metrics import (FeatureStats, TinyRandom, evaluate, fetch_weights, find_weights, frechet_distance,
+from gandata.trainers import inception
+from gandata.trainers.metrics import (EvalError, FeatureStats, TinyRandom, evaluate, fetch_weights, find_weights, frechet_distance,
                               gaussian_stats, kid, load_extractor, verify_weights)
-from trainers.train import TrainError, TrainOptions, train
+from gandata.trainers.train import TrainOptions, train
 
 from test_train import TINY, labelled_shards  # noqa: F401 (a fixture)
 
@@ -137,7 +137,7 @@ def test_fid_inception_has_pytorch_fids_parameters_and_gives_2048_features():
 def test_no_weights_offline_is_one_line_naming_the_file_and_both_ways_out(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("GANDATA_INCEPTION_WEIGHTS", raising=False)
-    with pytest.raises(TrainError) as e:
+    with pytest.raises(EvalError) as e:
         find_weights()
     msg = str(e.value)
     assert "\n" not in msg
@@ -149,12 +149,12 @@ def test_no_weights_offline_is_one_line_naming_the_file_and_both_ways_out(tmp_pa
 def test_a_wrong_weights_file_is_refused_and_the_path_order_holds(tmp_path, monkeypatch):
     bad = tmp_path / "fake.pth"
     bad.write_bytes(b"not the weights")
-    with pytest.raises(TrainError, match="not the FID Inception weight file"):
+    with pytest.raises(EvalError, match="not the FID Inception weight file"):
         find_weights(bad)
     monkeypatch.setenv("GANDATA_INCEPTION_WEIGHTS", str(tmp_path / "missing.pth"))
-    with pytest.raises(TrainError, match="GANDATA_INCEPTION_WEIGHTS names .*missing.pth"):
+    with pytest.raises(EvalError, match="GANDATA_INCEPTION_WEIGHTS names .*missing.pth"):
         find_weights()
-    with pytest.raises(TrainError, match="not the FID Inception"):  # the option wins over the variable
+    with pytest.raises(EvalError, match="not the FID Inception"):  # the option wins over the variable
         find_weights(bad)
 
 
@@ -205,7 +205,7 @@ def test_fetch_weights_resumes_verifies_and_never_leaves_a_bad_file(tmp_path, fi
     assert r["sha256"] == hashlib.sha256(body).hexdigest()
     assert verify_weights(dest, sha1=sha1, sha256_prefix="x") == r["sha256"]
     other = tmp_path / "w" / "other.pth"
-    with pytest.raises(TrainError, match="wrong checksum"):
+    with pytest.raises(EvalError, match="wrong checksum"):
         fetch_weights(url, other, progress=False)  # the real checksum: these bytes are not the weights
     assert not other.exists() and not (tmp_path / "w" / "other.pth.part").exists()
 
@@ -247,7 +247,7 @@ def test_eval_with_a_tiny_extractor_records_everything_and_reuses_the_cache(tiny
 
 
 def test_real_statistics_are_keyed_by_the_extractor(tiny_run, labelled_shards, monkeypatch):  # noqa: F811
-    from trainers import metrics
+    from gandata.trainers import metrics
 
     evaluate(tiny_run, str(labelled_shards), n=50, extractor="tiny-random", device="cpu", progress=False)
     calls = []
@@ -269,14 +269,14 @@ def test_eval_cli_and_the_pluggable_extractor(tiny_run, labelled_shards, tmp_pat
     bad = subprocess.run([sys.executable, "-m", "gandata.cli", "eval", str(tiny_run), "--real", str(labelled_shards),
                           "--metrics", "is", "--extractor", "tiny-random"], capture_output=True, text=True)
     assert bad.returncode == 1 and "choose from fid, kid" in bad.stderr
-    with pytest.raises(TrainError, match="no_such"):
-        load_extractor("trainers.metrics:no_such", device="cpu")
+    with pytest.raises(EvalError, match="no_such"):
+        load_extractor("gandata.trainers.metrics:no_such", device="cpu")
 
 
 def test_an_extractor_from_a_python_file(tiny_run, labelled_shards, tmp_path):  # noqa: F811
     """``--extractor path/to/file.py:function`` (how benchmarks/quality.py's classifier plugs into gandata eval)."""
     plugin = tmp_path / "my_features.py"
-    plugin.write_text("from trainers.metrics import Extractor, TinyRandom\n"
+    plugin.write_text("from gandata.trainers.metrics import Extractor, TinyRandom\n"
                       "def features(device):\n"
                       "    return Extractor('my-features', 16, 'x' * 64, 'bilinear-32', TinyRandom(seed=3), device)\n")
     [line] = evaluate(tiny_run, str(labelled_shards), n=40, metrics="fid", extractor=load_extractor(
@@ -286,7 +286,7 @@ def test_an_extractor_from_a_python_file(tiny_run, labelled_shards, tmp_path):  
                         "--n", "40", "--metrics", "fid", "--extractor", f"{plugin}:features", "--device", "cpu",
                         "--json"], capture_output=True, text=True)
     assert r.returncode == 0 and json.loads(r.stdout)["results"][0]["extractor"] == "my-features", r.stderr
-    with pytest.raises(TrainError, match="no such file"):
+    with pytest.raises(EvalError, match="no such file"):
         load_extractor(f"{tmp_path / 'missing.py'}:features", device="cpu")
 
 
@@ -302,7 +302,7 @@ def test_training_evaluates_at_each_snapshot_when_asked(labelled_shards, tmp_pat
 def test_training_with_eval_and_no_weights_stops_before_the_first_step(labelled_shards, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "run"
-    with pytest.raises(TrainError, match="need the Inception weights"):
+    with pytest.raises(EvalError, match="need the Inception weights"):
         train(TrainOptions(kind="wgan-gp", shards=str(labelled_shards), out=str(out), kimg=0.1, batch=8,
                            eval_metrics="fid", **TINY), progress=False)
     assert not list(out.glob("checkpoint-*.pt"))

@@ -16,11 +16,16 @@ import pytest
 import webdataset as wds
 
 from gandata import images
-from gandata.datasets import Dataset, read_shards_info
+from gandata import shardset
+from gandata.datasets import Dataset
 from gandata.errors import UserError
-from gandata.shard import ShardOptions, brace_pattern, even_sizes, harmonize, shard, shard_all, shard_count, split_of
+from gandata.shard import ShardOptions, even_sizes, harmonize, shard, shard_all, shard_count, split_of
 
 from conftest import drawn_image, png_bytes, write_drawn_folder, kill_when
+
+
+def _info(folder):
+    return shardset.read(folder).info
 
 
 def _tars(out: Path, info: dict, split: str | None = None) -> list[Path]:
@@ -102,18 +107,18 @@ def test_same_inputs_give_byte_identical_shards_whatever_the_order(tmp_path, ani
     a = shard([anime_dir, extra], tmp_path / "a", "x", opts)
     b = shard([extra, anime_dir], tmp_path / "b", "x", ShardOptions(**{**opts.__dict__, "workers": 1}))
     assert a["counts"] == b["counts"]
-    ia, ib = read_shards_info(tmp_path / "a"), read_shards_info(tmp_path / "b")
+    ia, ib = _info(tmp_path / "a"), _info(tmp_path / "b")
     assert [s["sha256"] for s in ia["splits"]["train"]["shards"]] == [s["sha256"] for s in ib["splits"]["train"]["shards"]]
     for s in ia["splits"]["train"]["shards"] + ia["splits"]["val"]["shards"]:
         assert (tmp_path / "a" / s["name"]).read_bytes() == (tmp_path / "b" / s["name"]).read_bytes()
     # a second run in place reuses the spool and rewrites the same bytes
     again = shard([anime_dir, extra], tmp_path / "a", "x", opts)
     assert again["reused"] == 42 and again["processed"] == 0
-    assert read_shards_info(tmp_path / "a")["splits"] == ia["splits"]
+    assert _info(tmp_path / "a")["splits"] == ia["splits"]
     # another seed: same split membership, another order
     c = shard([anime_dir, extra], tmp_path / "c", "x", ShardOptions(**{**opts.__dict__, "seed": 1}))
     assert c["counts"] == a["counts"]
-    assert read_shards_info(tmp_path / "c")["splits"]["train"]["shards"][0]["sha256"] != ia["splits"]["train"]["shards"][0]["sha256"]
+    assert _info(tmp_path / "c")["splits"]["train"]["shards"][0]["sha256"] != ia["splits"]["train"]["shards"][0]["sha256"]
 
 
 def test_split_is_stable_when_inputs_grow(tmp_path):
@@ -157,7 +162,7 @@ def test_shard_count_rules():
     assert shard_count(5_000, 10_000, 8) == 8  # spread for 8 readers
     assert shard_count(300, 10_000, 8) == 4  # but keep 64+ per shard
     assert shard_count(12, 10_000, 8) == 1 and shard_count(0, 10, 8) == 0
-    assert brace_pattern(["a-train-000000.tar", "a-train-000001.tar"]) == "a-train-{000000..000001}.tar"
+    assert shardset.brace_pattern(["a-train-000000.tar", "a-train-000001.tar"]) == "a-train-{000000..000001}.tar"
 
 
 def test_exact_duplicates_and_corrupt_files_are_counted_and_listed(tmp_path, anime_copy):
@@ -314,14 +319,14 @@ def test_sigkill_while_processing_then_rerun(tmp_path, many_images):
     summary = json.loads(run.stdout)
     assert 0 < summary["reused"] < 600 and summary["reused"] + summary["processed"] == 600
     info = _check_output(out)
-    assert info["splits"] == read_shards_info(ref)["splits"]  # same bytes as an uninterrupted run
+    assert info["splits"] == _info(ref)["splits"]  # same bytes as an uninterrupted run
 
 
 def test_sigkill_while_writing_shards_then_rerun(tmp_path, many_images):
     args = [str(many_images), "--name", "many", "--size", "32", "--val-fraction", "0.1", "--maxcount", "4"]
     out = tmp_path / "out"
     assert subprocess.run(_cli(*args, "--out", str(out)), capture_output=True).returncode == 0
-    before = read_shards_info(out)
+    before = _info(out)
     # run again with another seed and kill it once it has replaced some shards
     old = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
     reseed = [*args, "--seed", "7", "--out", str(out)]

@@ -15,9 +15,9 @@ import webdataset as wds
 
 from gandata.datasets import Dataset
 from gandata.shard import ShardOptions, shard
-from trainers.losses import gradient_penalty
-from trainers.models import Critic, Generator
-from trainers.train import (TrainError, TrainOptions, load_checkpoint, rng_state, sample, set_rng_state, train)
+from gandata.trainers.losses import gradient_penalty
+from gandata.trainers.models import Critic, Generator
+from gandata.trainers.train import (TrainError, TrainOptions, load_checkpoint, rng_state, sample, set_rng_state, train)
 
 from conftest import drawn_image, png_bytes, kill_when
 
@@ -193,46 +193,3 @@ def test_bad_options_are_one_line(tmp_path, labelled_shards):
     assert r.returncode == 1 and "--shards" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(_cli("gan9000", "--shards", str(labelled_shards)), capture_output=True, text=True)
     assert r.returncode == 1 and "unknown trainer" in r.stderr
-
-
-def test_tar_reader_matches_tarfile_on_every_format(tmp_path):
-    import tarfile
-
-    from trainers.data import tar_members
-
-    long = "deep/" + "x" * 150 + ".png"
-    for fmt in (tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
-        path = tmp_path / f"t{fmt}.tar"
-        members = [("a.png", b"1" * 700), ("a.json", b"{}"), ("dir/b.cls", b"3"), ("empty.txt", b"")]
-        if fmt != tarfile.USTAR_FORMAT:
-            members.append((long, b"long" * 200))
-        with tarfile.open(path, "w", format=fmt) as tf:
-            folder = tarfile.TarInfo("dir")
-            folder.type = tarfile.DIRTYPE
-            tf.addfile(folder)  # a non-file member is skipped
-            for name, data in members:
-                ti = tarfile.TarInfo(name)
-                ti.size = len(data)
-                tf.addfile(ti, io.BytesIO(data))
-        with open(path, "rb") as f:
-            got = list(tar_members(f, str(path)))
-        assert [n for n, _ in got] == [n for n, _ in members if n != "dir"] and [d for _, d in got] == [d for _, d in members]
-    bad = tmp_path / "bad.tar"
-    bad.write_bytes(b"not a tar" * 100)
-    with pytest.raises(ValueError, match="not a tar"):
-        with open(bad, "rb") as f:
-            list(tar_members(f, str(bad)))
-
-
-def test_shard_specs_resolve(labelled_shards, same_image_shards):
-    from trainers.data import resolve
-
-    urls, info = resolve(str(labelled_shards))
-    assert len(urls) == 3 and info["labels"]["names"] == ["bald", "hair", "hat"]
-    assert resolve(str(same_image_shards))[0] == sorted(str(p) for p in same_image_shards.glob("*.tar"))
-    pattern = str(same_image_shards / "same-{000000..000001}.tar")
-    assert len(resolve(pattern)[0]) == 2
-    assert resolve("pipe:cat a.tar::https://example.com/s-{0..1}.tar")[0] == [
-        "pipe:cat a.tar", "https://example.com/s-0.tar", "https://example.com/s-1.tar"]
-    with pytest.raises(FileNotFoundError):
-        resolve(str(same_image_shards / "missing-{0..2}.tar"))

@@ -17,11 +17,11 @@ import torch
 from conftest import lines_in, png_bytes, wait_for
 from PIL import Image, ImageDraw
 
-import trainers.train as ttrain
+import gandata.trainers.train as ttrain
 from gandata.datasets import Dataset
 from gandata.shard import ShardOptions, shard
-from trainers.models import Generator, label_influence
-from trainers.train import TrainOptions, configure_threads, ema_beta, latest_checkpoint, load_generator, train
+from gandata.trainers.models import Generator, label_influence
+from gandata.trainers.train import TrainOptions, configure_threads, ema_beta, latest_checkpoint, load_generator, train
 
 TINY = dict(ngf=8, ndf=8, nz=16, workers=0, shuffle=64, log_kimg=0.05, device="cpu", grid=16, threads=1)
 COLOURS = {"red": 0, "green": 1, "blue": 2}

@@ -17,60 +17,30 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
-import re
-from pathlib import Path
 
-import braceexpand
 import cv2
 import numpy as np
 import torch
 import webdataset as wds
 
+from .. import images, shardset
+
 IMAGE_KEYS = "png;jpg;jpeg;webp"
 
 
-def resolve(spec: str, split: str = "train") -> tuple[list[str], dict | None]:
-    """The shard URLs of ``spec`` and, for a folder made by ``gandata shard``, its dataset.json."""
-    urls: list[str] = []
-    info = None
-    for part in spec.split("::"):
-        path = Path(part)
-        if path.is_dir():
-            try:
-                info = json.loads((path / "dataset.json").read_text("utf-8"))
-            except (FileNotFoundError, ValueError):
-                info = None
-            if info and "splits" in info:
-                shards = info["splits"].get(split, {}).get("shards", [])
-                urls += [str(path / s["name"]) for s in shards]
-            else:
-                urls += sorted(str(p) for p in path.glob("*.tar"))
-        elif re.match(r"^[a-z][a-z0-9+.-]*:", part) and not path.exists():
-            urls += list(braceexpand.braceexpand(part))  # https://…, pipe:…, gs://…
-        else:
-            urls += list(braceexpand.braceexpand(part))
-            missing = [u for u in urls if not Path(u).exists() and not re.match(r"^[a-z][a-z0-9+.-]*:", u)]
-            if missing:
-                raise FileNotFoundError(f"{missing[0]} does not exist")
-    if not urls:
-        raise FileNotFoundError(f"{spec} names no shards (for a folder: its dataset.json has no {split!r} split, "
-                                "or it holds no .tar files)")
-    return urls, info
-
-
 def _decode(conditional: bool):
-    """Sample → (uint8 H×W×3 BGR array, label). Only the image (and ``cls``) is decoded; one OpenCV call each."""
+    """Sample → (uint8 H×W×3 RGB array, label). Only the image (and ``cls``) is decoded."""
 
     def decode(sample: dict) -> tuple[np.ndarray, int]:
         data = next((sample[k] for k in IMAGE_KEYS.split(";") if k in sample), None)
         if data is None:
             raise KeyError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no png, jpg or webp image")
-        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if arr is None:
-            raise ValueError(f"sample {sample.get('__key__')} in {sample.get('__url__')}: the image does not decode")
+        try:
+            arr = images.decode_array(data)
+        except images.ImageError:
+            raise ValueError(f"sample {sample.get('__key__')} in {sample.get('__url__')}: the image does not decode") from None
         label = int(sample["cls"]) if conditional else -1
         return arr, label
 
@@ -78,86 +48,21 @@ def _decode(conditional: bool):
 
 
 def _collate(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    images = np.stack([s[0] for s in samples])  # B×H×W×3, BGR
-    chw = np.ascontiguousarray(images[..., ::-1].transpose(0, 3, 1, 2))  # → B×3×H×W, RGB
+    chw = np.ascontiguousarray(np.stack([s[0] for s in samples]).transpose(0, 3, 1, 2))  # B×H×W×3 → B×3×H×W
     return torch.from_numpy(chw), torch.tensor([s[1] for s in samples], dtype=torch.int64)
 
 
-def _read_exact(f, n: int) -> bytes:
-    data = f.read(n)
-    while len(data) < n:
-        more = f.read(n - len(data))
-        if not more:
-            raise EOFError("tar ends in the middle of a member")
-        data += more
-    return data
-
-
-def tar_members(f, url: str):
-    """(name, bytes) of every regular file in a tar stream. A lean reader for USTAR, GNU long names and pax paths,
-    several times faster than ``tarfile`` per member (which dominated the input pipeline); header checksums are
-    verified."""
-    long_name = None
-    while True:
-        header = f.read(512)
-        if len(header) < 512 or header == b"\0" * 512:
-            return
-        try:
-            stored = int(header[148:156].strip(b"\0 "), 8)
-            size = int(header[124:136].strip(b"\0 ") or b"0", 8)
-        except ValueError:
-            stored = size = -1
-        if stored < 0 or size < 0 or sum(header[:148]) + 256 + sum(header[156:]) != stored:
-            raise ValueError(f"{url}: not a tar file, or damaged (bad header)")
-        kind = header[156:157]
-        data = _read_exact(f, size) if size else b""
-        if size % 512:
-            _read_exact(f, 512 - size % 512)
-        if kind == b"L":  # GNU long name for the next member
-            long_name = data.rstrip(b"\0").decode("utf-8")
-            continue
-        if kind == b"x":  # pax header: a "path" record names the next member
-            for record in data.decode("utf-8", "replace").split("\n"):
-                if " path=" in record:
-                    long_name = record.split(" path=", 1)[1]
-            continue
-        if kind not in (b"0", b"\0", b"7"):
-            long_name = None
-            continue
-        name = long_name
-        if name is None:
-            name = header[:100].split(b"\0", 1)[0].decode("utf-8")
-            prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
-            if prefix:
-                name = prefix.decode("utf-8") + "/" + name
-        long_name = None
-        yield name, data
-
-
 def tar_samples(src):
-    """Shard URLs → samples: members grouped by key (the name up to the first dot of its basename)."""
+    """Shard URLs → WebDataset samples (``{"__key__", "__url__", ext: bytes}``), read with the shard set's own tar
+    reader (:func:`gandata.shardset.samples`)."""
     for shard in src:
         url = shard["url"]
         stream = wds.gopen(url)
         try:
-            key, sample = None, {}
-            for name, data in tar_members(stream, url):
-                split = _SPLIT.match(name)
-                if not split:
-                    continue
-                k, ext = split.group(1), split.group(2).lower()
-                if k != key:
-                    if sample:
-                        yield sample
-                    key, sample = k, {"__key__": k, "__url__": url}
-                sample[ext] = data
-            if sample:
-                yield sample
+            for key, fields in shardset.samples(stream, url):
+                yield {"__key__": key, "__url__": url, **fields}
         finally:
             stream.close()
-
-
-_SPLIT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
 
 def reader_seed(seed: int, purpose: str) -> int:
@@ -243,9 +148,47 @@ def to_device(batch: tuple, device: torch.device, conditional: bool = False) -> 
     return x, labels.to(device, non_blocking=True) if conditional else None
 
 
+def in_order(urls: list[str], batch: int, limit: int | None = None, conditional: bool = False):
+    """``(uint8 B×3×H×W RGB, int64 B labels)`` batches of every sample of ``urls`` in shard order, each read once
+    (the last batch may be short; at most ``limit`` samples) — for evaluation and in-memory checks."""
+    decode = _decode(conditional)
+    pending: list[tuple[np.ndarray, int]] = []
+    seen = 0
+    for sample in tar_samples({"url": u} for u in urls):
+        if limit is not None and seen >= limit:
+            break
+        if not any(k in sample for k in IMAGE_KEYS.split(";")):
+            continue  # a sample of another tool's set that holds no image
+        pending.append(decode(sample))
+        seen += 1
+        if len(pending) == batch:
+            yield _collate(pending)
+            pending = []
+    if pending:
+        yield _collate(pending)
+
+
 def load_arrays(spec: str, split: str = "train", conditional: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Every sample of one split of a (small) shard set, in shard order, as ``(uint8 N×3×H×W RGB, int64 N labels)``
     — for benchmarks and checks that need the whole set in memory (labels −1 when unconditional)."""
-    urls, _ = resolve(spec, split)
-    decode = _decode(conditional)
-    return _collate([decode(s) for s in tar_samples({"url": u} for u in urls)])
+    urls, _ = shardset.resolve(spec, split)
+    parts = list(in_order(urls, 4096, conditional=conditional))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def label_sampler(labels: dict | None, n_classes: int):
+    """``draw(k, generator)``: ``k`` class ids for a conditional generator, drawn like the real set's labels (the
+    counts in its description, :attr:`gandata.shardset.ShardSet.labels`), else uniformly. Training and evaluation
+    both draw with it."""
+    counts = (labels or {}).get("counts") or {}
+    names = (labels or {}).get("names") or []
+    freq = torch.tensor([float(counts.get(n, 0)) for n in names]) if names and counts else None
+    if freq is not None and (len(freq) != n_classes or freq.sum() <= 0):
+        freq = None
+
+    def draw(k: int, g: torch.Generator) -> torch.Tensor:
+        if freq is not None:
+            return torch.multinomial(freq, k, replacement=True, generator=g)
+        return torch.randint(0, n_classes, (k,), generator=g)
+
+    return draw

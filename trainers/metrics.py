@@ -27,17 +27,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from gandata.assets import cache_dir
-from gandata.fileio import JsonlLog, atomic_file, read_jsonl
+from ..assets import cache_dir, download, failure
+from ..fileio import JsonlLog, atomic_file, read_jsonl
 
+from .. import shardset
 from . import data as tdata
 from . import inception
-from .train import TrainError, latest_checkpoint, load_generator, pick_device
+from ..errors import UserError
+from .train import latest_checkpoint, load_generator, pick_device
+
+
+class EvalError(UserError):
+    """A problem with an evaluation's inputs (weights, extractor, real set, run), said in one line."""
 
 WEIGHTS_ENV = "GANDATA_INCEPTION_WEIGHTS"
 KID_SUBSETS = 100
@@ -195,7 +200,7 @@ def load_extractor(name: str = "inception", weights: str | os.PathLike | None = 
         try:
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         except Exception as e:  # the right checksum but not loadable: a torch that cannot read the file
-            raise TrainError(f"cannot load the Inception weights {path}: {type(e).__name__}: {e}") from None
+            raise EvalError(f"cannot load the Inception weights {path}: {type(e).__name__}: {e}") from None
         return Extractor("fid-inception-2015-12-05", 2048, digest, inception.RESIZE, net.eval().to(dev), dev)
     if name == "tiny-random":
         net = TinyRandom()
@@ -206,12 +211,12 @@ def load_extractor(name: str = "inception", weights: str | os.PathLike | None = 
         try:
             factory = getattr(_import(module), attr)
         except (ImportError, AttributeError, OSError, SyntaxError) as e:
-            raise TrainError(f"--extractor {name}: {e}") from None
+            raise EvalError(f"--extractor {name}: {e}") from None
         ext = factory(dev)
         if not isinstance(ext, Extractor):
-            raise TrainError(f"--extractor {name} returned {type(ext).__name__}, not a trainers.metrics.Extractor")
+            raise EvalError(f"--extractor {name} returned {type(ext).__name__}, not a gandata.trainers.metrics.Extractor")
         return ext
-    raise TrainError(f"unknown --extractor {name!r}: use inception, tiny-random or module:function")
+    raise EvalError(f"unknown --extractor {name!r}: use inception, tiny-random or module:function")
 
 
 def _import(module: str):
@@ -262,7 +267,7 @@ def verify_weights(path: Path, sha1: str = inception.WEIGHTS_SHA1,
         return _verified[memo]
     got_sha1, got_sha256 = _hash_file(path, "sha1", "sha256")
     if got_sha1 != sha1 and not got_sha256.startswith(sha256_prefix):
-        raise TrainError(f"{path} is not the FID Inception weight file, or a damaged copy ({st.st_size} bytes, sha1 "
+        raise EvalError(f"{path} is not the FID Inception weight file, or a damaged copy ({st.st_size} bytes, sha1 "
                          f"{got_sha1}; expected sha1 {sha1}): delete it and run `gandata fetch weights inception`")
     _verified[memo] = got_sha256
     return got_sha256
@@ -276,13 +281,13 @@ def find_weights(option: str | os.PathLike | None = None) -> tuple[Path, str]:
         if given:
             path = Path(given).expanduser()
             if not path.is_file():
-                raise TrainError(f"{how} names {path}, which does not exist; give the path of "
+                raise EvalError(f"{how} names {path}, which does not exist; give the path of "
                                  f"{inception.WEIGHTS_NAME}")
             return path, verify_weights(path)
     for path in (weights_cache_path(), _torch_hub_path()):
         if path.is_file():
             return path, verify_weights(path)
-    raise TrainError(
+    raise EvalError(
         f"FID and KID need the Inception weights {inception.WEIGHTS_NAME} ({inception.WEIGHTS_SIZE}, sha1 "
         f"{inception.WEIGHTS_SHA1}), and none was found (looked at --inception-weights, ${WEIGHTS_ENV}, "
         f"{weights_cache_path()}, {_torch_hub_path()}). Either run `gandata fetch weights inception` on a machine "
@@ -297,43 +302,21 @@ def fetch_weights(url: str = inception.WEIGHTS_URL, dest: str | os.PathLike | No
     appears under its final name only once verified."""
     import requests
 
-    from gandata.fetch import USER_AGENT
-    from gandata.progress import Progress
-
     final = Path(dest) if dest else weights_cache_path()
     if final.is_file():
         return {"path": str(final), "sha256": verify_weights(final, sha1, sha256_prefix), "downloaded": 0}
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": USER_AGENT, **({"Range": f"bytes={have}-"} if have else {})}
     try:
-        with requests.get(url, headers=headers, stream=True, timeout=60) as resp:
-            if resp.status_code == 416:  # the partial file is already whole
-                pass
-            else:
-                resp.raise_for_status()
-                if resp.status_code != 206:
-                    have = 0
-                total = int(resp.headers.get("Content-Length", 0)) + have or None
-                with open(part, "ab" if have else "wb") as f, Progress("inception weights (bytes)", total,
-                                                                        enabled=progress) as bar:
-                    bar.advance(have)
-                    for chunk in resp.iter_content(1 << 20):
-                        f.write(chunk)
-                        bar.advance(len(chunk))
-                    f.flush()
-                    os.fsync(f.fileno())
+        download(url, part, "inception weights (bytes)", progress)
     except requests.RequestException as e:
-        answer = getattr(e, "response", None)
-        reason = f"HTTP {answer.status_code}" if answer is not None else type(e).__name__
-        raise TrainError(f"could not download {url} ({reason}); download it on another machine and pass "
+        raise EvalError(f"could not download {url} ({failure(e)}); download it on another machine and pass "
                          f"--inception-weights FILE (or set {WEIGHTS_ENV})") from None
     try:
         digest = verify_weights(part, sha1, sha256_prefix)
-    except TrainError:
+    except EvalError:
         part.unlink()
-        raise TrainError(f"the file downloaded from {url} has the wrong checksum (expected sha1 {sha1}); it was "
+        raise EvalError(f"the file downloaded from {url} has the wrong checksum (expected sha1 {sha1}); it was "
                          "deleted: try again, or download it elsewhere and pass --inception-weights FILE") from None
     os.replace(part, final)
     return {"path": str(final), "sha256": digest, "downloaded": final.stat().st_size}
@@ -342,12 +325,8 @@ def fetch_weights(url: str = inception.WEIGHTS_URL, dest: str | os.PathLike | No
 # ------------------------------------------------------------------------------------------------- reals
 
 
-def _shard_digests(urls: list[str], info: dict | None) -> list[str]:
-    known = {}
-    for split in ((info or {}).get("splits") or {}).values():
-        for s in split.get("shards", []):
-            if s.get("sha256"):
-                known[s["name"]] = s["sha256"]
+def _shard_digests(urls: list[str], sset: shardset.ShardSet | None) -> list[str]:
+    known = {s["name"]: s["sha256"] for s in (sset.shards() if sset else []) if s.get("sha256")}
     out = []
     for u in urls:
         name = Path(u).name
@@ -360,89 +339,52 @@ def _shard_digests(urls: list[str], info: dict | None) -> list[str]:
     return out
 
 
-def _real_batches(urls: list[str], batch: int, limit: int | None):
-    """uint8 RGB batches of the real images, in shard order (each read once)."""
-    pending: list[np.ndarray] = []
-    seen = 0
-    for sample in tdata.tar_samples({"url": u} for u in urls):
-        data = next((sample[k] for k in tdata.IMAGE_KEYS.split(";") if k in sample), None)
-        if data is None:
-            continue
-        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if arr is None:
-            raise TrainError(f"sample {sample['__key__']} in {sample['__url__']}: the image does not decode")
-        pending.append(arr[..., ::-1].transpose(2, 0, 1))
-        seen += 1
-        if len(pending) == batch or (limit and seen >= limit):
-            yield torch.from_numpy(np.ascontiguousarray(np.stack(pending)))
-            pending = []
-        if limit and seen >= limit:
-            return
-    if pending:
-        yield torch.from_numpy(np.ascontiguousarray(np.stack(pending)))
-
-
 def real_stats(spec: str, extractor: Extractor, n_real: int | None = None, batch: int = 64,
                progress: bool = True) -> dict:
-    """Mean, covariance and KID pool of the real images' features (and the set's dataset.json as ``info``), from
+    """Mean, covariance and KID pool of the real images' features (and the set's ``labels``), from
     the cache when this (shard set, extractor, N real) was done before. ``n_real`` None: every image of the set."""
-    from gandata.progress import Progress
+    from ..progress import Progress
 
     try:
-        urls, info = tdata.resolve(spec)
+        urls, sset = shardset.resolve(spec)
     except FileNotFoundError as e:
-        raise TrainError(f"--real {spec}: {e}") from None
-    key_src = {"shards": _shard_digests(urls, info), **extractor.id, "n_real": n_real, "pool": KID_POOL}
+        raise EvalError(f"--real {spec}: {e}") from None
+    key_src = {"shards": _shard_digests(urls, sset), **extractor.id, "n_real": n_real, "pool": KID_POOL}
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
     path = cache_dir() / "fid-stats" / f"{key[:32]}.npz"
     if path.is_file():
         try:
             with np.load(path) as z:
                 return {"mu": z["mu"], "sigma": z["sigma"], "pool": z["pool"], "n": int(z["n"]), "key": key,
-                        "cached": str(path), "info": info}
+                        "cached": str(path), "labels": sset.labels if sset else None}
         except (OSError, ValueError, KeyError):
             path.unlink()  # damaged: computed again
-    total = n_real or sum(s.get("count", 0) for s in ((info or {}).get("splits") or {}).get("train", {}).get(
-        "shards", [])) or None
+    total = n_real or (sset.samples_in("train") if sset else None) or None
     stats = FeatureStats(extractor.dims)
     with Progress("real features", total, enabled=progress) as bar:
-        for images in _real_batches(urls, batch, n_real):
-            stats.add(extractor(images))
-            bar.advance(len(images))
+        try:
+            for images, _ in tdata.in_order(urls, batch, n_real):
+                stats.add(extractor(images))
+                bar.advance(len(images))
+        except ValueError as e:
+            raise EvalError(str(e)) from None
     if stats.n < 2:
-        raise TrainError(f"--real {spec}: fewer than 2 images")
+        raise EvalError(f"--real {spec}: fewer than 2 images")
     mu, sigma = stats.mean_cov()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         np.savez(f, mu=mu, sigma=sigma, pool=stats.kid_pool(), n=stats.n, key=json.dumps(key_src))
     return {"mu": mu, "sigma": sigma, "pool": stats.kid_pool(), "n": stats.n, "key": key, "cached": None,
-            "info": info}
+            "labels": sset.labels if sset else None}
 
 
 # --------------------------------------------------------------------------------------------- evaluation
 
 
-def label_sampler(info: dict | None, n_classes: int):
-    """Labels for a conditional generator, drawn like the real set's (its dataset.json counts), else uniform."""
-    counts = (((info or {}).get("labels") or {}).get("counts") or {})
-    names = (((info or {}).get("labels") or {}).get("names") or [])
-    freq = torch.tensor([float(counts.get(n, 0)) for n in names]) if names and counts else None
-    if freq is not None and (len(freq) != n_classes or freq.sum() <= 0):
-        freq = None
-
-    def draw(k: int, g: torch.Generator) -> torch.Tensor:
-        if freq is not None:
-            return torch.multinomial(freq, k, replacement=True, generator=g)
-        return torch.randint(0, n_classes, (k,), generator=g)
-
-    return draw
-
-
-@torch.no_grad()
 def fake_stats(G: nn.Module, nz: int, n_classes: int, extractor: Extractor, n: int, batch: int = 64, seed: int = 0,
                labels=None, device: torch.device | None = None, progress: bool = True) -> FeatureStats:
     """Features of ``n`` generated images, quantised to uint8 like the reals."""
-    from gandata.progress import Progress
+    from ..progress import Progress
 
     device = device or next(G.parameters()).device
     g = torch.Generator().manual_seed(seed)
@@ -482,7 +424,7 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
     bad = [m for m in names if m not in METRICS]
     if bad or not names:
-        raise TrainError(f"--metrics {text!r}: choose from {', '.join(METRICS)} (comma-separated)")
+        raise EvalError(f"--metrics {text!r}: choose from {', '.join(METRICS)} (comma-separated)")
     return names
 
 
@@ -507,17 +449,17 @@ def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str
     appended to the run's ``eval.jsonl``; a checkpoint already evaluated with the same settings is not redone."""
     names = parse_metrics(metrics) if isinstance(metrics, str) else tuple(metrics)
     if n < 2:
-        raise TrainError("--n must be at least 2")
+        raise EvalError("--n must be at least 2")
     target = Path(target)
     if target.is_dir():
         ckpts = sorted(target.glob("checkpoint-*.pt")) if every else [p for p in [latest_checkpoint(target)] if p]
         if not ckpts:
-            raise TrainError(f"{target} holds no checkpoint-*.pt; train first, or give a checkpoint file")
+            raise EvalError(f"{target} holds no checkpoint-*.pt; train first, or give a checkpoint file")
         run = target
     elif target.is_file():
         ckpts, run = [target], target.parent
     else:
-        raise TrainError(f"{target} does not exist")
+        raise EvalError(f"{target} does not exist")
     ext = extractor if isinstance(extractor, Extractor) else load_extractor(extractor, weights, device)
     reals = real_stats(real, ext, n_real, batch, progress)
     log_path = run / "eval.jsonl"
@@ -531,7 +473,7 @@ def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str
             continue
         t0 = time.monotonic()
         G, o, n_classes, meta = load_generator(ck, ext.device)
-        fake = fake_stats(G, o.nz, n_classes, ext, n, batch, seed, label_sampler(reals["info"], n_classes), ext.device,
+        fake = fake_stats(G, o.nz, n_classes, ext, n, batch, seed, tdata.label_sampler(reals["labels"], n_classes), ext.device,
                           progress)
         values = score(reals, fake, names, seed, ext.device)
         line = result_line(ck, meta["cur_nimg"] / 1000, real, reals, ext, n, seed, names, values,
@@ -557,7 +499,7 @@ class SnapshotEval:
         t0 = time.monotonic()
         if self.reals is None:
             self.reals = real_stats(self.real_spec, self.ext, None, progress=self.progress)
-        labels = label_sampler(self.reals["info"], self.n_classes)
+        labels = tdata.label_sampler(self.reals["labels"], self.n_classes)
         fake = fake_stats(G, self.o.nz, self.n_classes, self.ext, self.o.eval_n, seed=self.o.seed, labels=labels,
                           device=self.ext.device, progress=False)
         values = score(self.reals, fake, self.names, self.o.seed, self.ext.device)

@@ -44,6 +44,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .. import shardset
+from ..errors import UserError
+from ..fileio import FolderLock, atomic_file
 from . import data as tdata
 from .losses import clip_weights, d_loss, g_loss, gradient_penalty
 from .models import Critic, Generator
@@ -65,7 +68,7 @@ DEFAULTS = {
 }
 
 
-class TrainError(Exception):
+class TrainError(UserError):
     """A problem with the options or the data, said in one line."""
 
 
@@ -268,19 +271,15 @@ def latest_checkpoint(run: Path) -> Path | None:
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def image_grid(images: torch.Tensor, rows: int) -> bytes:
     """B×C×H×W in [-1, 1] → a PNG of ``rows`` rows with 2-px gaps."""
     from PIL import Image
 
-    from gandata import images as gimages
+    from .. import images as gimages
 
     x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
     b, c, h, w = x.shape
@@ -329,9 +328,6 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
                          "delete the folder) to start a new one")
     if _dist()[0] != 0:
         return _train(o, progress)
-    from gandata.fileio import FolderLock
-    from gandata.errors import UserError
-
     run.mkdir(parents=True, exist_ok=True)
     try:
         lock = FolderLock(run).acquire(wait=RUN_LOCK_WAIT)
@@ -373,11 +369,11 @@ def _train(o: TrainOptions, progress: bool) -> dict:
         torch.backends.cudnn.allow_tf32 = True
 
     try:
-        urls, info = tdata.resolve(o.shards)
+        urls, sset = shardset.resolve(o.shards)
     except FileNotFoundError as e:
         raise TrainError(f"--shards {o.shards}: {e}") from None
-    labels = (info or {}).get("labels") or None
-    resolution = o.resolution or (info or {}).get("resolution")
+    labels = sset.labels if sset else None
+    resolution = o.resolution or (sset.resolution if sset else None)
     n_classes = o.n_classes or (len(labels["names"]) if labels else 0)
     if o.kind == "cdcgan" and n_classes < 2:
         raise TrainError("cdcgan needs labelled shards (gandata shard --label-field FIELD) with at least 2 classes")
@@ -426,19 +422,14 @@ def _train(o: TrainOptions, progress: bool) -> dict:
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if o.precision == "bf16" and device.type == "cuda"
                 else contextlib.nullcontext())
     sl = slice(rank * per_rank, (rank + 1) * per_rank)
-    counts = (labels or {}).get("counts") or {}
-    label_freq = torch.tensor([float(counts.get(n, 0)) for n in labels["names"]]) if labels and counts else None
+    draw_labels = tdata.label_sampler(labels, n_classes)
 
     def draw(phase: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         g = step_generator(o.seed, step, phase)
         z = torch.randn(o.batch, o.nz, generator=g)[sl]
         y = None
         if o.kind == "cdcgan":
-            if label_freq is not None and label_freq.sum() > 0:
-                y = torch.multinomial(label_freq, o.batch, replacement=True, generator=g)[sl]
-            else:
-                y = torch.randint(0, n_classes, (o.batch,), generator=g)[sl]
-            y = y.to(device)
+            y = draw_labels(o.batch, g)[sl].to(device)
         alpha = torch.rand(o.batch, generator=g)[sl]
         return z.to(device), y, alpha.to(device)
 
@@ -691,7 +682,7 @@ def _snapshot(run: Path, rank: int, world: int, step: int, cur_nimg: int, o: Tra
 
 
 def _version() -> str:
-    from gandata import __version__
+    from .. import __version__
 
     return __version__
 
@@ -717,7 +708,7 @@ def launch(options: TrainOptions, progress: bool = True) -> dict:
     spec = run / "launch.json"
     spec.write_text(json.dumps(asdict(options)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={options.gpus}",
-           "-m", "trainers.train", "--options", str(spec)]
+           "-m", "gandata.trainers.train", "--options", str(spec)]
     env = dict(os.environ)
     if not env.get("OMP_NUM_THREADS"):  # torchrun would force 1 thread per process; ours are fitted in each rank
         env.update(OMP_NUM_THREADS="1", GANDATA_AUTO_THREADS="1")
@@ -781,15 +772,12 @@ def _resolution_of(g_state: dict) -> int:
 
 
 def _main(argv: list[str]) -> None:
-    """``python -m trainers.train --options FILE`` (what ``--gpus N`` launches), or the ``gandata train`` options,
-    for a user's own ``torchrun --nnodes … -m trainers.train wgan-gp --shards …`` command."""
-    if argv[:1] == ["--options"]:
-        train(TrainOptions(**json.loads(Path(argv[1]).read_text())))
-        return
-    from gandata.cli import main as cli_main
-
-    sys.argv = ["gandata", "train", *argv]
-    cli_main()
+    """``python -m gandata.trainers.train --options FILE``: one rank of what ``--gpus N`` launches. A user's own
+    ``torchrun`` command runs the CLI instead: ``torchrun … -m gandata train wgan-gp --shards …``."""
+    if argv[:1] != ["--options"] or len(argv) != 2:
+        sys.exit("usage: python -m gandata.trainers.train --options FILE (for your own torchrun command use "
+                 "'-m gandata train KIND --shards …')")
+    train(TrainOptions(**json.loads(Path(argv[1]).read_text())))
 
 
 if __name__ == "__main__":

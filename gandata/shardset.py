@@ -1,0 +1,310 @@
+"""The shard-set format — the one module that knows it. Everything else (shard, inspect, the trainers, eval) calls
+this.
+
+A shard set is a folder of WebDataset tars, ``<name>-<split>-<NNNNNN>.tar``, each sample stored as consecutive
+members ``<key>.<ext>`` (``png``/``jpg``/``webp``, ``json``, ``cls``), and beside them ``dataset.json``: the
+resolution, counts per split, every shard's name, sample count, byte size and sha256, the label names and counts,
+and where the data came from. ``dataset.json`` is written last, so it exists only beside a complete set.
+
+Here: writing a reproducible tar (:func:`write_tar`) and the description (:func:`write_info`); reading the
+description (:class:`ShardSet`); resolving a user's shard spec to tar URLs (:func:`resolve`, :func:`local_tars`);
+reading tars as samples (:func:`tar_members`, :func:`samples`); and checking a set against its description
+(:func:`verify`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import braceexpand
+
+from .fileio import atomic_file, atomic_write_json
+
+INFO = "dataset.json"
+SPLITS = ("train", "val")
+TAR_MTIME = 946684800  # 2000-01-01T00:00:00Z: fixed so that tars are byte-reproducible
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*:")  # https://…, pipe:…, s3://… (a Windows drive letter is not lower-case)
+_MEMBER_RE = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # WebDataset's rule: key = path up to the basename's first dot
+_SHARD_RE = re.compile(r"^(.*-)(\d{6})(\.tar)$")
+
+
+def shard_name(name: str, split: str, index: int) -> str:
+    return f"{name}-{split}-{index:06d}.tar"
+
+
+def stale_shard_re(name: str) -> re.Pattern:
+    """Tars of the set ``name`` (to remove those a new write no longer lists)."""
+    return re.compile(rf"^{re.escape(name)}-(train|val)-\d{{6}}\.tar$")
+
+
+def brace_pattern(names: list[str]) -> str | None:
+    """``a-train-{000000..000007}.tar`` for consecutive shard names (None for none)."""
+    if not names:
+        return None
+    if len(names) == 1:
+        return names[0]
+    m1, m2 = _SHARD_RE.match(names[0]), _SHARD_RE.match(names[-1])
+    return f"{m1.group(1)}{{{m1.group(2)}..{m2.group(2)}}}{m1.group(3)}" if m1 and m2 else None
+
+
+def split_member(name: str) -> tuple[str, str] | None:
+    """A member name → (key, extension in lower case), or None for a name without an extension."""
+    m = _MEMBER_RE.match(name)
+    return (m.group(1), m.group(2).lower()) if m else None
+
+
+# ------------------------------------------------------------------------------------------------- writing
+
+
+class _HashingWriter:
+    def __init__(self, f: Any):
+        self.f, self.h, self.n = f, hashlib.sha256(), 0
+
+    def write(self, b: bytes) -> int:
+        self.f.write(b)
+        self.h.update(b)
+        self.n += len(b)
+        return len(b)
+
+    def tell(self) -> int:
+        return self.n
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> tuple[int, str]:
+    """Write a reproducible USTAR tar atomically (fixed mtime, owner and mode; members in the order given); returns
+    (bytes, sha256)."""
+    with atomic_file(path) as f:
+        hw = _HashingWriter(f)
+        with tarfile.open(fileobj=hw, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+            for name, data in members:
+                ti = tarfile.TarInfo(name)
+                ti.size, ti.mtime, ti.mode = len(data), TAR_MTIME, 0o444
+                ti.uid = ti.gid = 0
+                ti.uname = ti.gname = ""
+                tf.addfile(ti, io.BytesIO(data))
+    return hw.n, hw.h.hexdigest()
+
+
+def write_info(folder: Path, info: dict) -> None:
+    atomic_write_json(folder / INFO, info)
+
+
+def remove_info(folder: Path) -> None:
+    """Before a set is rewritten: without its description, a half-rewritten set is never taken for a whole one."""
+    (folder / INFO).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class ShardSet:
+    """A shard folder's ``dataset.json``, read."""
+
+    folder: Path
+    info: dict
+
+    @property
+    def name(self) -> str | None:
+        return self.info.get("name")
+
+    @property
+    def resolution(self) -> int | None:
+        return self.info.get("resolution")
+
+    @property
+    def total(self) -> int | None:
+        return (self.info.get("counts") or {}).get("total")
+
+    def samples_in(self, split: str) -> int:
+        return int((self.info["splits"].get(split) or {}).get("samples", 0))
+
+    def shards(self, split: str | None = None) -> list[dict]:
+        """``[{name, samples, bytes, sha256}]`` of one split, or of all."""
+        return [s for sp, v in self.info["splits"].items() if split in (None, sp) for s in v.get("shards", [])]
+
+    def tars(self, split: str | None = None) -> list[Path]:
+        return [self.folder / s["name"] for s in self.shards(split)]
+
+    @property
+    def labels(self) -> dict | None:
+        """``{"field", "names", "counts"}`` of a labelled set, else None."""
+        return self.info.get("labels") or None
+
+    @property
+    def label_names(self) -> list[str] | None:
+        return self.labels["names"] if self.labels else None
+
+    @property
+    def label_counts(self) -> dict[str, int]:
+        return dict(self.labels.get("counts") or {}) if self.labels else {}
+
+
+def read(folder: str | Path) -> ShardSet | None:
+    """The shard set in ``folder``, or None when it has no (valid) ``dataset.json``."""
+    folder = Path(folder)
+    try:
+        info = json.loads((folder / INFO).read_text("utf-8"))
+    except (FileNotFoundError, NotADirectoryError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("splits"), dict):
+        return None
+    return ShardSet(folder, info)
+
+
+def local_tars(spec: str, splits: Iterable[str] | None = None) -> list[Path]:
+    """Local tar files named by ``spec``: a folder of shards (with or without dataset.json), a tar, or a brace
+    pattern such as ``data/x/shards/x-train-{000000..000019}.tar``. ``splits`` restricts ours to those splits."""
+    path = Path(spec)
+    if path.is_dir():
+        ss = read(path)
+        if ss is not None:
+            wanted = set(splits) if splits else set(ss.info["splits"])
+            return [t for sp in ss.info["splits"] if sp in wanted for t in ss.tars(sp)]
+        return sorted(p for p in path.iterdir() if p.suffix == ".tar" and not p.name.startswith("."))
+    return [Path(p) for p in braceexpand.braceexpand(spec)]
+
+
+class NoShards(FileNotFoundError):
+    """A shard spec that names nothing (its message says what to do)."""
+
+
+def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None]:
+    """The shard URLs of a trainer's ``spec`` — a folder (its ``split`` when it has dataset.json, else its tars), a
+    tar, a brace pattern, or anything WebDataset opens (``https://…``, ``pipe:…``); several joined with ``::`` —
+    and the set's description when a folder has one."""
+    urls: list[str] = []
+    ss = None
+    for part in spec.split("::"):
+        path = Path(part)
+        if path.is_dir():
+            found = read(path)
+            if found is not None:
+                ss = found
+                urls += [str(t) for t in found.tars(split)]
+            elif (path / "manifest.jsonl").exists():
+                raise NoShards(f"{part} is a dataset folder, not shards; run  gandata shard {part}  first and train "
+                               "on the folder it writes")
+            else:
+                urls += sorted(str(p) for p in path.glob("*.tar"))
+        elif URL_RE.match(part) and not path.exists():
+            urls += list(braceexpand.braceexpand(part))
+        else:
+            named = list(braceexpand.braceexpand(part))
+            missing = [u for u in named if not Path(u).exists() and not URL_RE.match(u)]
+            if missing:
+                raise NoShards(f"{missing[0]} does not exist")
+            urls += named
+    if not urls:
+        raise NoShards(f"{spec} names no shards (for a folder: its {INFO} has no {split!r} split, or it holds no "
+                       ".tar files); make them with  gandata shard")
+    return urls, ss
+
+
+def _read_exact(f: IO[bytes], n: int) -> bytes:
+    data = f.read(n)
+    while len(data) < n:
+        more = f.read(n - len(data))
+        if not more:
+            raise EOFError("tar ends in the middle of a member")
+        data += more
+    return data
+
+
+def tar_members(f: IO[bytes], url: str) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every regular file in a tar stream. A lean reader for USTAR, GNU long names and pax paths,
+    several times faster than ``tarfile`` per member; header checksums are verified (``ValueError`` on a bad
+    header, ``EOFError`` on a cut one)."""
+    long_name = None
+    while True:
+        header = f.read(512)
+        if len(header) < 512 or header == b"\0" * 512:
+            return
+        try:
+            stored = int(header[148:156].strip(b"\0 "), 8)
+            size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        except ValueError:
+            stored = size = -1
+        if stored < 0 or size < 0 or sum(header[:148]) + 256 + sum(header[156:]) != stored:
+            raise ValueError(f"{url}: not a tar file, or damaged (bad header)")
+        kind = header[156:157]
+        data = _read_exact(f, size) if size else b""
+        if size % 512:
+            _read_exact(f, 512 - size % 512)
+        if kind == b"L":  # GNU long name for the next member
+            long_name = data.rstrip(b"\0").decode("utf-8")
+            continue
+        if kind == b"x":  # pax header: a "path" record names the next member
+            for record in data.decode("utf-8", "replace").split("\n"):
+                if " path=" in record:
+                    long_name = record.split(" path=", 1)[1]
+            continue
+        if kind not in (b"0", b"\0", b"7"):
+            long_name = None
+            continue
+        name = long_name
+        if name is None:
+            name = header[:100].split(b"\0", 1)[0].decode("utf-8")
+            prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
+            if prefix:
+                name = prefix.decode("utf-8") + "/" + name
+        long_name = None
+        yield name, data
+
+
+def samples(f: IO[bytes], url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) for every sample of one tar stream: consecutive members grouped by key."""
+    key, fields = None, {}
+    for name, data in tar_members(f, url):
+        split = split_member(name)
+        if split is None:
+            continue
+        k, ext = split
+        if k != key:
+            if fields:
+                yield key, fields
+            key, fields = k, {}
+        fields[ext] = data
+    if fields:
+        yield key, fields
+
+
+# ---------------------------------------------------------------------------------------------- verifying
+
+
+def verify(folder: str | Path, checksums: bool = True) -> list[str]:
+    """What is wrong with a shard set against its ``dataset.json``: missing tars, other sizes, other sha256 (with
+    ``checksums``), sample counts that do not add up. An empty list means it is whole."""
+    ss = read(folder)
+    if ss is None:
+        return [f"{folder} has no readable {INFO}; make the set with gandata shard"]
+    problems = []
+    for split, v in ss.info["splits"].items():
+        if sum(s.get("samples", 0) for s in v.get("shards", [])) != v.get("samples", 0):
+            problems.append(f"{split}: the shards' sample counts do not add up to {v.get('samples')}")
+    for s in ss.shards():
+        path = ss.folder / s["name"]
+        if not path.is_file():
+            problems.append(f"{s['name']} is missing")
+        elif path.stat().st_size != s.get("bytes"):
+            problems.append(f"{s['name']} has {path.stat().st_size} bytes, {INFO} says {s.get('bytes')}")
+        elif checksums:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            if h.hexdigest() != s.get("sha256"):
+                problems.append(f"{s['name']}: sha256 differs from {INFO}")
+    return problems
