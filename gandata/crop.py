@@ -26,8 +26,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -38,6 +38,7 @@ from . import assets, images
 from .datasets import Dataset, Input, open_input
 from .errors import UserError
 from .progress import Progress
+from .workers import cores, ordered
 
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
 CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
@@ -271,7 +272,7 @@ def crop(
     methods: Counter = Counter()
     examples: list[tuple[Image.Image, list, str]] = []
     bad: list[dict] = []
-    workers = opts.workers or os.cpu_count() or 1
+    workers = opts.workers or cores()
     threads_before = cv2.getNumThreads()
     cv2.setNumThreads(1)
     params = {"scale_factor": opts.scale_factor, "min_neighbors": opts.min_neighbors, "min_size": opts.min_size,
@@ -280,9 +281,9 @@ def crop(
         with Dataset.create(out) as ds:
             done = {r["parent"] for r in ds.read_journal("parents") if "parent" in r}
             journal = ds.journal("parents")
-            with Progress(stage, source.count_hint(), enabled=progress) as prog, \
-                    ThreadPoolExecutor(workers, thread_name_prefix="crop") as pool:
-                for sample, result in _ordered(pool, source, done, opts, detector, pad, background, counts, prog):
+            with Progress(stage, source.count_hint(), enabled=progress) as prog:
+                jobs = _jobs(source, done, opts, detector, pad, background, counts, prog)
+                for sample, result in ordered(jobs, workers, 4 * workers, name="crop"):
                     status = result["status"]
                     counts[status] += 1
                     if status == "unreadable":
@@ -331,22 +332,15 @@ def crop(
     return summary
 
 
-def _ordered(pool: ThreadPoolExecutor, source: Input, done: set[str], opts: CropOptions, detector: Detector,
-             pad: tuple, background: tuple, counts: Counter, prog: Progress) -> Iterator[tuple]:
-    """(sample, result) in input order, with a bounded number of images in flight."""
-    pending: list[tuple] = []
-    limit = 4 * (opts.workers or os.cpu_count() or 1)
+def _jobs(source: Input, done: set[str], opts: CropOptions, detector: Detector, pad: tuple, background: tuple,
+          counts: Counter, prog: Progress) -> Iterator[tuple]:
+    """(sample, job) for every sample not done by an earlier run."""
     for sample in source:
         if sample.key in done:
             counts["skipped_done"] += 1
             prog.advance(1)
             continue
-        pending.append((sample, pool.submit(_process, sample.read(), sample.key, opts, detector, pad, background)))
-        while len(pending) > limit:
-            s, f = pending.pop(0)
-            yield s, f.result()
-    for s, f in pending:
-        yield s, f.result()
+        yield sample, partial(_process, sample.read(), sample.key, opts, detector, pad, background)
 
 
 def _debug_sheet(examples: list, path: str | os.PathLike, stage: str) -> None:

@@ -17,12 +17,13 @@ resolution, then smallest key); the others are near duplicates of it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from itertools import combinations
 from pathlib import Path
 
@@ -31,10 +32,11 @@ import numpy as np
 from PIL import Image
 
 from . import images
-from .datasets import Dataset, DatasetInput, Sample, open_input
+from .datasets import Sample, open_input
 from .errors import UserError
-from .fileio import atomic_write
+from .fileio import JsonlLog, atomic_write, read_jsonl
 from .progress import Progress
+from .workers import cores, ordered
 
 HASH_NAME = "gandata-phash-v1"
 DEFAULT_THRESHOLD = 8  # see the README: edits measured at 0–8 bits, distinct images at 18 and more
@@ -208,6 +210,49 @@ def clusters(keys: Sequence[str], hashes: Sequence[int], areas: Sequence[int], t
 # ---------------------------------------------------------------------------------------- gandata dedupe
 
 
+class HashCache:
+    """The one cache of perceptual hashes: source file sha256 → (gandata-phash-v1, width, height), one JSONL line
+    each in ``$GANDATA_CACHE/gandata-phash-v1.jsonl``, shared by ``dedupe`` (which reads it instead of decoding)
+    and ``shard`` (which fills it, and skips computing a hash it finds there). Keyed by content, so it serves any
+    input kind and never writes into an input folder; a torn last line is skipped on read."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        from .assets import cache_dir
+
+        self.path = Path(path) if path else cache_dir() / f"{HASH_NAME}.jsonl"
+        self.known: dict[str, tuple[int, int, int]] = {
+            r["sha256"]: (from_hex(r["phash"]), r["width"], r["height"]) for r in read_jsonl(self.path)
+            if r.get("hash") == HASH_NAME and {"sha256", "phash", "width", "height"} <= r.keys()}
+        self._log: JsonlLog | None = None
+
+    def get(self, sha256: str) -> tuple[int, int, int] | None:
+        return self.known.get(sha256)
+
+    def put(self, sha256: str, h: int, width: int, height: int) -> None:
+        if sha256 in self.known:
+            return
+        self.known[sha256] = (h, width, height)
+        try:
+            if self._log is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._log = JsonlLog(self.path)
+            self._log.append({"sha256": sha256, "hash": HASH_NAME, "phash": to_hex(h), "width": width,
+                              "height": height})
+        except OSError:  # a read-only or full cache disk: the cache is only a speed-up
+            pass
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> "HashCache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _hash_sample(data: bytes) -> tuple[int, int, int] | str:
     try:
         im = images.decode(data)
@@ -217,60 +262,37 @@ def _hash_sample(data: bytes) -> tuple[int, int, int] | str:
 
 
 def hash_inputs(srcs: list[str | os.PathLike], progress: bool = False, workers: int = 0) -> tuple[list[dict], list[dict]]:
-    """``[{key, origin, phash, width, height}]`` for every readable sample, and the unreadable ones.
-
-    Hashes of dataset-folder samples are kept in the folder's ``phash.jsonl`` (by key and file sha256), so later
-    runs do not decode them again."""
+    """``[{key, origin, phash, width, height}]`` for every readable sample, and the unreadable ones. Hashes come
+    from the :class:`HashCache` when a file was hashed before (by dedupe or shard); inputs are only read."""
     rows, bad = [], []
     inputs = [open_input(s) for s in srcs]
     total = sum(x.count_hint() or 0 for x in inputs) or None
-    with Progress("hash", total, enabled=progress) as prog, ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+    with Progress("hash", total, enabled=progress) as prog, HashCache() as cache:
         for src in inputs:
-            cache, writer = _cache_for(src)
-            log = writer.journal("phash") if writer is not None else None
-            pending: list[tuple[Sample, object]] = []
 
-            def settle(s: Sample, res: object) -> None:
+            def jobs() -> Iterator[tuple[tuple[Sample, str], Callable]]:
+                for s in src:
+                    data = None if s.sha256 else s.read()
+                    sha = s.sha256 or hashlib.sha256(data).hexdigest()
+                    hit = cache.get(sha)
+                    if hit is not None:
+                        rows.append({"key": s.key, "origin": s.origin, "phash": hit[0], "width": hit[1],
+                                     "height": hit[2]})
+                        prog.advance(1, cached=1)
+                        continue
+                    yield (s, sha), partial(_hash_sample, data if data is not None else s.read())
+
+            for (s, sha), res in ordered(jobs(), workers or cores(), 64, name="hash"):
                 if isinstance(res, str):
                     bad.append({"origin": s.origin, "reason": res})
                     prog.advance(1, bad=1)
-                    return
+                    continue
                 h, w, hh = res
                 rows.append({"key": s.key, "origin": s.origin, "phash": h, "width": w, "height": hh})
-                if log is not None and s.sha256:
-                    log.append({"key": s.key, "sha256": s.sha256, "hash": HASH_NAME, "phash": to_hex(h),
-                                "width": w, "height": hh})
+                cache.put(sha, h, w, hh)
                 prog.advance(1)
-
-            for s in src:
-                hit = cache.get((s.key, s.sha256)) if s.sha256 else None
-                if hit is not None:
-                    rows.append({"key": s.key, "origin": s.origin, **hit})
-                    prog.advance(1, cached=1)
-                    continue
-                pending.append((s, pool.submit(_hash_sample, s.read())))
-                if len(pending) > 64:
-                    s0, f0 = pending.pop(0)
-                    settle(s0, f0.result())
-            for s0, f0 in pending:
-                settle(s0, f0.result())
             bad.extend({"origin": p.origin, "reason": p.reason} for p in src.problems)
-            if writer is not None:
-                writer.close()
     return rows, bad
-
-
-def _cache_for(src: object) -> tuple[dict, Dataset | None]:
-    """The hashes a dataset folder already holds, and the folder opened for adding to them (None when another
-    command is writing there, or for inputs that are not dataset folders: their hashes are not kept)."""
-    if not isinstance(src, DatasetInput):
-        return {}, None
-    cache = {(r["key"], r["sha256"]): {"phash": from_hex(r["phash"]), "width": r["width"], "height": r["height"]}
-             for r in src.dataset.read_journal("phash") if r.get("hash") == HASH_NAME}
-    try:
-        return cache, Dataset.create(src.dataset.root)
-    except UserError:
-        return cache, None
 
 
 def dedupe(

@@ -15,13 +15,13 @@ import hashlib
 import io
 import json
 import random
-import threading
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from PIL import Image, ImageDraw
 
 from .fileio import atomic_write
+from .localserver import LocalServer
 
 # ------------------------------------------------------------------------------------------------ drawings
 
@@ -213,30 +213,14 @@ def _png(im: Image.Image) -> bytes:
 DEMO_CATEGORIES = [(65, "Castle"), (746, "Space"), (67, "Town"), (60, "Pirates")]
 
 
-class DemoServer:
+class DemoServer(LocalServer):
     """The render server, on an ephemeral port of 127.0.0.1 in a background thread (``with DemoServer() as s``)."""
 
     def __init__(self) -> None:
-        from aiohttp import web
-
         self.requests = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="demo-server")
-        self._thread.start()
-        app = web.Application()
-        app.router.add_get("/avatar-builder-v3/assets", self._catalogue)
-        app.router.add_get("/bm-preview/v3/avatar/{view}", self._avatar)
-        app.router.add_get("/ItemImage/MN/0/{name}", self._minifig)
-        self._runner = web.AppRunner(app, access_log=None)
-
-        async def start() -> int:
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            return site._server.sockets[0].getsockname()[1]
-
-        self.port = asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__([("GET", "/avatar-builder-v3/assets", self._catalogue),
+                          ("GET", "/bm-preview/v3/avatar/{view}", self._avatar),
+                          ("GET", "/ItemImage/MN/0/{name}", self._minifig)], name="demo-server")
 
     async def _catalogue(self, request):
         from aiohttp import web
@@ -264,17 +248,6 @@ class DemoServer:
         body = await asyncio.get_running_loop().run_in_executor(
             None, lambda: _png(draw_minifig(seed, (240, 320), hat=hat, scale=0.8)[0]))
         return web.Response(body=body, content_type="image/png")
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def __enter__(self) -> "DemoServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def catalog_file(n: int) -> str:

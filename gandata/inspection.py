@@ -8,7 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 from . import images
-from .datasets import DatasetInput, Sample, TarInput, lookup_field, open_input, read_shards_info
+from . import shardset
+from .datasets import DatasetInput, Sample, TarInput, lookup_field, open_input
 from .progress import Progress
 
 TOP = 10
@@ -26,8 +27,8 @@ def inspect_path(
     """Count samples, image sizes, labels and failures of ``path``; with ``grid``, write a contact sheet PNG of
     ``grid_n`` samples drawn evenly at random (fixed ``seed``)."""
     src = open_input(path)
-    info = read_shards_info(Path(path)) if isinstance(src, TarInput) and Path(path).is_dir() else None
-    label_names = (info.get("labels") or {}).get("names") if info else None
+    sset = shardset.read(path) if isinstance(src, TarInput) and Path(path).is_dir() else None
+    label_names = sset.label_names if sset else None
     sizes: Counter = Counter()
     labels: Counter = Counter()
     splits: Counter = Counter()
@@ -95,10 +96,10 @@ def inspect_path(
         stats = ds.stats()
         if stats:
             report["last_run"] = stats
-    if info:
-        expected = info.get("counts", {}).get("total")
+    if sset:
+        expected = sset.total
         if expected is not None and expected != n + len(bad):
-            report["warning"] = f"dataset.json says {expected} samples but the shards hold {n}"
+            report["warning"] = f"{shardset.INFO} says {expected} samples but the shards hold {n}"
     if grid:
         picked.sort(key=lambda item: item[0].key)
         cells = []

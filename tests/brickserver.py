@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import html
-import threading
 import time
 from collections import Counter
 
@@ -27,6 +26,7 @@ from aiohttp import web
 from gandata.sources.bricklink import parse_catalog_file, parse_categories_file
 
 from conftest import fixture_path
+from gandata.localserver import LocalServer
 from renderserver import draw_png
 
 THROTTLE_PAGE = """<!DOCTYPE html><html><head><title>BrickLink</title></head><body>
@@ -92,25 +92,18 @@ class BrickServer:
         self.page_hits: Counter = Counter()
         rb = fixture_path("sources/rebrickable_minifigs_excerpt.csv").read_bytes()
         self.rebrickable_csv = gzip.compress(rb, mtime=0)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = LocalServer(self._routes())
+        self.port, self.url = self._server.port, self._server.url
 
-    async def _start(self) -> int:
-        app = web.Application()
-        app.router.add_get("/catalogList.asp", self._listing)
-        app.router.add_get("/ItemImage/MN/0/{no}.png", self._image("MN"))
-        app.router.add_get("/ItemImage/ML/{no}.png", self._image("ML"))
-        app.router.add_get("/M/{no}.jpg", self._image("M"))
-        app.router.add_get("/media/downloads/minifigs.csv.gz", self._csv)
-        app.router.add_get("/media/sets/{fig}.jpg", self._image("RB"))
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]
+    def _routes(self) -> list:
+        return [
+            ("GET", "/catalogList.asp", self._listing),
+            ("GET", "/ItemImage/MN/0/{no}.png", self._image("MN")),
+            ("GET", "/ItemImage/ML/{no}.png", self._image("ML")),
+            ("GET", "/M/{no}.jpg", self._image("M")),
+            ("GET", "/media/downloads/minifigs.csv.gz", self._csv),
+            ("GET", "/media/sets/{fig}.jpg", self._image("RB")),
+        ]
 
     def in_category(self, cat: str | None) -> list[dict]:
         if not cat:
@@ -156,6 +149,4 @@ class BrickServer:
         return [p for _, _, p, _ in self.log if p.startswith(prefix)]
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        self._server.close()

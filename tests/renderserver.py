@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import io
 import random
-import threading
 import time
 from collections import Counter
 
@@ -29,6 +28,7 @@ from aiohttp import web
 from PIL import Image, ImageDraw
 
 from conftest import fixture_path
+from gandata.localserver import LocalServer
 
 
 def draw_png(seed_text: str, size: int = 48, transparent: bool = False) -> bytes:
@@ -53,26 +53,18 @@ class RenderServer:
         self.attempts: Counter = Counter()
         self.user_agents: Counter = Counter()
         self._cache: dict[str, bytes] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._runner = None
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = LocalServer(self._routes())
+        self.port, self.url = self._server.port, self._server.url
 
-    async def _start(self) -> int:
-        app = web.Application()
-        app.router.add_get("/avatar-builder-v3/assets", self._fixture("libmoji_assets_2018.json", "application/json"))
-        app.router.add_get("/content/templates", self._fixture("bitmoji_templates_2021_excerpt.json", "application/json"))
-        app.router.add_get("/bm-preview/v3/avatar/{view}", self._image(transparent=True))
-        app.router.add_get("/avatar-builder-v3/preview/{view}", self._image(transparent=True))  # the 2018 form
-        app.router.add_get("/render/panel/{name}", self._image(transparent=True))
-        app.router.add_get("/img/{name}", self._image(transparent=False))
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]
+    def _routes(self) -> list:
+        return [
+            ("GET", "/avatar-builder-v3/assets", self._fixture("libmoji_assets_2018.json", "application/json")),
+            ("GET", "/content/templates", self._fixture("bitmoji_templates_2021_excerpt.json", "application/json")),
+            ("GET", "/bm-preview/v3/avatar/{view}", self._image(transparent=True)),
+            ("GET", "/avatar-builder-v3/preview/{view}", self._image(transparent=True)),  # the 2018 form
+            ("GET", "/render/panel/{name}", self._image(transparent=True)),
+            ("GET", "/img/{name}", self._image(transparent=False)),
+        ]
 
     def _fixture(self, name: str, ctype: str):
         data = fixture_path(f"sources/{name}").read_bytes()
@@ -129,6 +121,4 @@ class RenderServer:
         return [p for _, p, _ in self.log if p.startswith(prefix)]
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        self._server.close()

@@ -18,6 +18,7 @@ from gandata import images
 from gandata.crop import CropOptions, crop, crop_box, cut, locate_head
 from gandata.datasets import Dataset
 from gandata.errors import UserError
+from gandata.localserver import LocalServer
 from gandata.shard import ShardOptions, shard
 
 from conftest import fixture_path, png_bytes, kill_when, lines_in
@@ -130,37 +131,20 @@ def test_resume_and_unreadable_files(tmp_path, anime_copy, cascade):
 
 def test_cascade_download_is_verified_and_offline_gives_both_ways_out(tmp_path, anime_dir, cascade):
     from aiohttp import web  # a local stand-in for raw.githubusercontent.com
-    import asyncio
-    import threading
 
     body = {"data": cascade.read_bytes()}
 
     async def handler(request):
         return web.Response(body=body["data"])
 
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-
-    async def start():
-        app = web.Application()
-        app.router.add_get("/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner, site._server.sockets[0].getsockname()[1]
-
-    runner, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
+    with LocalServer([("GET", "/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml", handler)]) as server:
         body["data"] = cascade.read_bytes()[:-10] + b"<!-- -->\n"
         with pytest.raises(UserError, match="has sha256 .* expected 9376d30a"):
-            crop(anime_dir, tmp_path / "x", base_url=f"http://127.0.0.1:{port}")
+            crop(anime_dir, tmp_path / "x", base_url=server.url)
         body["data"] = cascade.read_bytes()
-        s = crop(anime_dir, tmp_path / "faces", base_url=f"http://127.0.0.1:{port}")
+        s = crop(anime_dir, tmp_path / "faces", base_url=server.url)
         assert s["crops"] == 11 and s["cascade"]["sha256"].startswith("9376d30a")
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
+    port = server.port
     # cached now: works with the server gone
     assert crop(anime_dir, tmp_path / "again", base_url=f"http://127.0.0.1:{port}")["crops"] == 11
     with pytest.raises(UserError, match=r"could not download the anime-face cascade .*--cascade FILE.*network"):

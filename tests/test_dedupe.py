@@ -120,17 +120,39 @@ def test_shard_dedupe_near(tmp_path, anime_dir):
         shard([folder], tmp_path / "x", "anime", ShardOptions(dedupe="fuzzy"))
 
 
-def test_hashes_of_dataset_folders_are_cached(tmp_path, anime_dir, monkeypatch):
+def test_hashes_are_cached_and_inputs_are_never_written(tmp_path, anime_dir, monkeypatch):
     root = tmp_path / "raw"
     with Dataset.create(root) as ds:
         for p in sorted(anime_dir.glob("*.jpg")):
             ds.add(p.stem, p.read_bytes(), "jpg", {"width": 512, "height": 512, "source": "test"})
+    before = sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*"))
     first = dd.dedupe([root])
-    assert (root / "phash.jsonl").exists() and first["samples"] == 12
+    assert dd.HashCache().path.exists() and first["samples"] == 12
+    assert sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*")) == before  # changes nothing
     calls = []
     monkeypatch.setattr(dd, "_hash_sample", lambda data: calls.append(1) or "should not be called")
     again = dd.dedupe([root])
     assert again["samples"] == 12 and not calls and again["clusters"] == first["clusters"] == 0
+    plain = dd.dedupe([anime_dir])  # the cache is by content: the same files in a plain folder are hits too
+    assert plain["samples"] == 12 and not calls
+
+
+def test_shard_fills_the_hash_cache_that_dedupe_reads(tmp_path, anime_dir, monkeypatch):
+    shard([anime_dir], tmp_path / "shards", "anime", ShardOptions(size=32))
+    calls = []
+    monkeypatch.setattr(dd, "_hash_sample", lambda data: calls.append(1) or "should not be called")
+    r = dd.dedupe([anime_dir])
+    assert r["samples"] == 12 and not calls
+
+
+def test_a_torn_or_foreign_hash_cache_line_is_skipped(tmp_path):
+    cache = dd.HashCache(tmp_path / "h.jsonl")
+    cache.put("a" * 64, 5, 10, 20)
+    cache.close()
+    with open(tmp_path / "h.jsonl", "a") as f:
+        f.write('{"sha256": "b", "hash": "other-hash", "phash": "00", "width": 1, "height": 1}\n{"sha256": "c", "ha')
+    again = dd.HashCache(tmp_path / "h.jsonl")
+    assert again.get("a" * 64) == (5, 10, 20) and again.get("b") is None and again.get("c") is None
 
 
 def test_bad_threshold(tmp_path, anime_dir):

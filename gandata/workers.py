@@ -1,0 +1,62 @@
+"""Bounded worker pools — the one way a stage runs per-sample work on several cores.
+
+:func:`ordered` takes ``(tag, job)`` pairs lazily from a generator, runs the jobs in a thread pool (Pillow, OpenCV,
+hashlib and zlib release the GIL for their heavy parts, so threads scale with cores without pickling), keeps at
+most ``window`` in flight (memory stays flat however large the input), and gives the results back in input order,
+so what a stage writes does not depend on thread timing. A job already answered (a cache hit, a refusal) is passed
+as :class:`Done` and keeps its place in the order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Done(Generic[R]):
+    """A result known without running a job."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: R):
+        self.value = value
+
+
+def cores() -> int:
+    return os.cpu_count() or 1
+
+
+def ordered(jobs: Iterable[tuple[T, Callable[[], R] | Done[R]]], workers: int, window: int | None = None,
+            name: str = "worker") -> Iterator[tuple[T, R]]:
+    """``(tag, result)`` for every ``(tag, job)`` of ``jobs``, in their order. ``workers`` ≤ 1 runs the jobs in this
+    thread; ``window`` (default 8 per worker) bounds the jobs submitted and not yet given back. A job's exception
+    is raised here, at its turn; the jobs not started yet are cancelled."""
+    window = max(window or 8 * workers, 1)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) if workers > 1 else None
+    pending: deque[tuple[T, Future | Done]] = deque()
+
+    def settle() -> tuple[T, Any]:
+        tag, job = pending.popleft()
+        return tag, job.value if isinstance(job, Done) else job.result()
+
+    try:
+        for tag, job in jobs:
+            if isinstance(job, Done):
+                pending.append((tag, job))
+            elif pool is not None:
+                pending.append((tag, pool.submit(job)))
+            else:
+                pending.append((tag, Done(job())))
+            while len(pending) > window:
+                yield settle()
+        while pending:
+            yield settle()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
