@@ -38,6 +38,7 @@ from . import assets, images
 from .datasets import Dataset, Input, open_input
 from .errors import UserError
 from .progress import Progress
+from .summary import Summary
 from .workers import cores, ordered
 
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
@@ -247,6 +248,45 @@ def _process(data: bytes, key: str, opts: CropOptions, detector: Detector, pad: 
             "reason": why if status == "no_head" else None, "image": im}
 
 
+@dataclass
+class CropSummary(Summary):
+    OMIT_NONE = ("debug_grid",)
+    stage: str  # crop anime-faces | crop lego-faces
+    out: str
+    inputs: list[str]
+    images: int  # source images looked at in this run
+    with_faces: int
+    without: int
+    unreadable: int
+    crops: int  # new crops written
+    methods: dict[str, int]  # crops by how they were found: cascade, layout
+    skipped_done: int  # source images done by an earlier run
+    total_crops: int  # crops the dataset now holds
+    bad: list[dict]
+    seconds: float
+    rate: float | None
+    cascade: dict  # where the detector came from (path or url, sha256)
+    options: dict
+    debug_grid: str | None = None
+
+    def lines(self) -> list[str]:
+        lego = self.stage.endswith("lego-faces")
+        out = [f"{self.stage}: {self.images} images → {self.crops} crops in {self.out} ({self.with_faces} with a "
+               f"{'head' if lego else 'face'}, {self.without} without, {self.unreadable} unreadable; "
+               f"{self.skipped_done} done earlier)"]
+        if self.methods:
+            out.append("  cut by: " + ", ".join(f"{k} {v}" for k, v in self.methods.items()))
+        out += [f"  unreadable: {b['origin']}: {b['reason']}" for b in self.bad[:5]]
+        out.append(f"  {self.seconds} s ({self.rate or 0} images/s); the dataset now holds {self.total_crops} crops")
+        if self.debug_grid:
+            out.append(f"  detections drawn on {self.debug_grid}")
+        return out
+
+    def brief(self) -> str:
+        return (f"{self.crops} new crops from {self.images} images ({self.skipped_done} done earlier); "
+                f"{self.total_crops} in all")
+
+
 def crop(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -256,7 +296,7 @@ def crop(
     debug_grid: str | os.PathLike | None = None,
     grid_n: int = 36,
     progress: bool = False,
-) -> dict:
+) -> CropSummary:
     """Cut faces (or LEGO heads) out of every image of ``src`` into the dataset folder ``out``; returns the summary."""
     opts = options or CropOptions()
     opts.validate()
@@ -312,23 +352,20 @@ def crop(
                 counts["unreadable"] += 1
                 bad.append({"origin": p.origin, "reason": p.reason})
             seconds = time.monotonic() - t0
-            summary = {
-                "stage": stage, "out": str(out), "inputs": [str(src)],
-                "images": sum(counts[s] for s in ("faces", "no_face", "no_head", "unreadable")),
-                "with_faces": counts["faces"], "without": counts["no_face"] + counts["no_head"],
-                "unreadable": counts["unreadable"], "crops": counts["crops"], "methods": dict(methods),
-                "skipped_done": counts["skipped_done"], "total_crops": len(ds), "bad": bad[:20],
-                "seconds": round(seconds, 3),
-                "rate": round(sum(counts[s] for s in ("faces", "no_face", "no_head", "unreadable")) / seconds, 1)
-                if seconds > 0 else None,
-                "cascade": origin, "options": asdict(opts),
-            }
-            ds.write_stats(summary)
+            n_images = sum(counts[s] for s in ("faces", "no_face", "no_head", "unreadable"))
+            summary = CropSummary(
+                stage=stage, out=str(out), inputs=[str(src)], images=n_images, with_faces=counts["faces"],
+                without=counts["no_face"] + counts["no_head"], unreadable=counts["unreadable"],
+                crops=counts["crops"], methods=dict(methods), skipped_done=counts["skipped_done"],
+                total_crops=len(ds), bad=bad[:20], seconds=round(seconds, 3),
+                rate=round(n_images / seconds, 1) if seconds > 0 else None, cascade=origin, options=asdict(opts),
+            )
+            ds.write_stats(summary.to_json())
     finally:
         cv2.setNumThreads(threads_before)
     if debug_grid:
         _debug_sheet(examples, debug_grid, stage)
-        summary["debug_grid"] = str(debug_grid)
+        summary.debug_grid = str(debug_grid)
     return summary
 
 

@@ -22,6 +22,7 @@ import json
 import math
 import os
 from collections import Counter
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from itertools import combinations
@@ -36,6 +37,7 @@ from .datasets import Sample, open_input
 from .errors import UserError
 from .fileio import JsonlLog, atomic_write, read_jsonl
 from .progress import Progress
+from .summary import Summary
 from .workers import cores, ordered
 
 HASH_NAME = "gandata-phash-v1"
@@ -295,6 +297,36 @@ def hash_inputs(srcs: list[str | os.PathLike], progress: bool = False, workers: 
     return rows, bad
 
 
+@dataclass
+class DedupeSummary(Summary):
+    samples: int
+    unreadable: int
+    bad: list[dict]
+    threshold: int
+    hash: str
+    clusters: int
+    in_clusters: int  # samples in a cluster, representatives included
+    near_duplicates: int  # what shard --dedupe near would remove
+    largest: int
+    report: str | None
+    grid: str | None
+
+    def lines(self) -> list[str]:
+        out = [f"{self.samples} samples: {self.clusters} near-duplicate clusters at {self.threshold} bits, "
+               f"{self.in_clusters} samples in them, {self.near_duplicates} would be removed (largest cluster: "
+               f"{self.largest})"]
+        if self.unreadable:
+            out.append(f"  {self.unreadable} unreadable, e.g. {self.bad[0]['origin']}: {self.bad[0]['reason']}")
+        if self.report:
+            out.append(f"  report: {self.report}")
+        if self.grid:
+            out.append(f"  contact sheet: {self.grid}")
+        return out
+
+    def brief(self) -> str:
+        return self.lines()[0]
+
+
 def dedupe(
     srcs: list[str | os.PathLike],
     threshold: int = DEFAULT_THRESHOLD,
@@ -302,7 +334,7 @@ def dedupe(
     grid: str | os.PathLike | None = None,
     grid_clusters: int = 12,
     progress: bool = False,
-) -> dict:
+) -> DedupeSummary:
     """Find near-duplicate clusters across ``srcs`` (nothing is changed); write a JSONL report and a contact sheet."""
     if not 0 <= threshold <= 32:
         raise UserError(f"--threshold must be 0-32 bits (got {threshold}); {DEFAULT_THRESHOLD} is the default")
@@ -336,16 +368,21 @@ def dedupe(
     if grid:
         _cluster_sheet(ordered[:grid_clusters], srcs, grid, threshold)
     sizes = Counter(len(m) for m in ordered)
-    return {
-        "samples": len(rows), "unreadable": len(bad), "bad": bad[:20], "threshold": threshold, "hash": HASH_NAME,
-        "clusters": len(ordered), "in_clusters": sum(len(m) for m in ordered),
-        "near_duplicates": sum(len(m) - 1 for m in ordered), "largest": max(sizes) if sizes else 0,
-        "report": str(report) if report else None, "grid": str(grid) if grid else None,
-    }
+    return DedupeSummary(
+        samples=len(rows), unreadable=len(bad), bad=bad[:20], threshold=threshold, hash=HASH_NAME,
+        clusters=len(ordered), in_clusters=sum(len(m) for m in ordered),
+        near_duplicates=sum(len(m) - 1 for m in ordered), largest=max(sizes) if sizes else 0,
+        report=str(report) if report else None, grid=str(grid) if grid else None,
+    )
+
+
+def _shown(members: list[dict]) -> list[dict]:
+    """The row of a cluster on the contact sheet: the representative, then the nearest members."""
+    return sorted(members, key=lambda m: (m["key"] != m["representative"], m["distance"], m["key"]))[:8]
 
 
 def _cluster_sheet(ordered: list[list[dict]], srcs: list, path: str | os.PathLike, threshold: int) -> None:
-    wanted = {m["key"] for members in ordered for m in members[:8]}
+    wanted = {m["key"] for members in ordered for m in _shown(members)}  # load exactly the images shown
     pictures: dict[str, Image.Image] = {}
     for s in srcs:
         for sample in open_input(s):
@@ -356,7 +393,7 @@ def _cluster_sheet(ordered: list[list[dict]], srcs: list, path: str | os.PathLik
                     pass
     cells = []
     for members in ordered:
-        row = sorted(members, key=lambda m: (m["key"] != m["representative"], m["distance"]))[:8]
+        row = _shown(members)
         for m in row:
             tag = "KEEP" if m["key"] == m["representative"] else f"{m['distance']}b"
             cells.append((pictures.get(m["key"]), f"{tag} {m['key']}"))

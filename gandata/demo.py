@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -22,6 +23,7 @@ from PIL import Image, ImageDraw
 
 from .fileio import atomic_write
 from .localserver import LocalServer
+from .summary import Summary
 
 # ------------------------------------------------------------------------------------------------ drawings
 
@@ -293,10 +295,40 @@ def pipelines(out: Path, base_url: str, size: str) -> tuple[dict, dict]:
     return avatars, minifigs
 
 
-def demo(out: str | Path = "gandata-demo", size: str = "full", progress: bool = True, echo=print) -> dict:
+@dataclass
+class DemoResult(Summary):
+    out: str
+    size: str
+    avatars: Summary  # the avatars pipeline's result
+    minifigs: Summary
+    requests: int  # HTTP requests the local render server answered
+    samples: str  # the trained generator's sample grid
+    sheets: dict[str, str]  # contact sheet of each shard set
+    heads: str  # the minifig crops' detection sheet
+    summary: str  # demo-summary.json
+
+    def lines(self) -> list[str]:
+        out = [f"\ndemo done ({self.requests} HTTP requests to the local render server); everything is in "
+               f"{self.out}:"]
+        for part in ("avatars", "minifigs"):
+            for s in getattr(self, part).stages:
+                out.append(f"  {part:<8} {s.stage:<6} {s.line}\n  {'':<15}→ {s.out}")
+        out.append(f"  sample grid from the trained generator: {self.samples}")
+        out += [f"  contact sheet of the {name} shards:    {sheet}" for name, sheet in self.sheets.items()]
+        out.append(f"  minifig heads found (boxes drawn):       {self.heads}")
+        out.append(f"  this summary as JSON:                    {self.summary}")
+        out.append("\nNext: the real commands (README, 'Commands'); pipelines/*.toml build the full-size datasets.")
+        return out
+
+    def brief(self) -> str:
+        return f"demo done: {self.out}"
+
+
+def demo(out: str | Path = "gandata-demo", size: str = "full", progress: bool = True, echo=print) -> DemoResult:
     """Run the offline demo into ``out``; returns what each stage produced and where."""
     from . import pipeline
     from .inspection import inspect_path
+    from .trainers.train import sample
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}")
@@ -304,21 +336,20 @@ def demo(out: str | Path = "gandata-demo", size: str = "full", progress: bool = 
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     atomic_write(out / "minifigs-catalog.txt", catalog_file(SIZES[size]["minifigs"]).encode())
-    results: dict = {"out": str(out), "size": size}
     with DemoServer() as server:
         echo(f"demo render server on {server.url} (Bitmoji and BrickLink URL shapes, our own drawings)")
         avatars, minifigs = pipelines(out, server.url, size)
-        results["avatars"] = pipeline.run(avatars, data_dir=data, progress=progress, echo=echo)
-        results["minifigs"] = pipeline.run(minifigs, data_dir=data, progress=progress, echo=echo)
-        results["requests"] = server.requests
-    from gandata.trainers.train import sample
-
-    run = Path(avatars["train"]["out"])
-    results["samples"] = sample(run, n=64, out=out / "avatars-samples.png", device="cpu")["out"]
-    results["sheets"] = {}
+        avatars_result = pipeline.run(avatars, data_dir=data, progress=progress, echo=echo)
+        minifigs_result = pipeline.run(minifigs, data_dir=data, progress=progress, echo=echo)
+        requests = server.requests
+    samples = sample(Path(avatars["train"]["out"]), n=64, out=out / "avatars-samples.png", device="cpu").out
+    sheets = {}
     for name in ("bitmoji", "bricklink"):
         sheet = out / f"{name}-shards-sheet.png"
         inspect_path(data / name / "shards", grid=sheet)
-        results["sheets"][name] = str(sheet)
-    atomic_write(out / "demo-summary.json", json.dumps(results, default=str, indent=2).encode())
-    return results
+        sheets[name] = str(sheet)
+    result = DemoResult(out=str(out), size=size, avatars=avatars_result, minifigs=minifigs_result, requests=requests,
+                        samples=samples, sheets=sheets, heads=minifigs["crop"]["debug_grid"],
+                        summary=str(out / "demo-summary.json"))
+    atomic_write(out / "demo-summary.json", json.dumps(result.to_json(), default=str, indent=2).encode())
+    return result

@@ -38,6 +38,7 @@ from . import USER_AGENT, images
 from .datasets import Dataset
 from .errors import UserError
 from .progress import Progress
+from .summary import Summary
 
 OPT_OUT = ("noai", "noimageai", "noindex", "noimageindex")
 PERMANENT = {400, 401, 403, 404, 405, 410, 414, 415, 422, 451}
@@ -535,12 +536,65 @@ def _validate(body: bytes, max_pixels: int) -> tuple[str, int, int]:
     return images.sniff(body) or (im.format or "").lower(), im.width, im.height
 
 
-def describe_run(stats: dict, stage: str, out: object, provenance: dict, settings: dict) -> dict:
-    """Complete a source's fetch stats with what the run was: its stage, output folder, where the items came from,
-    and every setting (the source's and the engine's). This is what lands in stats.json."""
-    stats.update(stage=stage, out=str(out), inputs=[], provenance=provenance,
-                 options={**settings, **stats.pop("options", {})})
-    return stats
+@dataclass
+class FetchSummary(Summary):
+    """A fetch run: what the engine counted, and what the run was (this is what lands in stats.json)."""
+
+    source: str
+    accepted: int  # new images stored by this run
+    total: int  # images the dataset now holds
+    target: int | None
+    complete: bool
+    failures: dict[str, int]  # given up on, by reason
+    retries: int
+    pages: int
+    duplicate_bodies: int
+    skipped_known: int  # keys already stored or refused by an earlier run
+    bytes: int
+    seconds: float
+    rate: float | None
+    stopped: str | None  # why the run ended early (None: it ended normally)
+    interrupted: bool
+    stage: str
+    out: str
+    inputs: list[str]
+    provenance: dict  # where the items came from (catalogues with their sha256, lists, manifests)
+    options: dict  # every setting, the source's and the engine's
+    extra: dict = field(default_factory=dict)  # the source's own counts (bricklink's crawl, …), shown at top level
+
+    def to_json(self) -> dict:
+        out = super().to_json()
+        out.update(out.pop("extra"))
+        return out
+
+    def lines(self) -> list[str]:
+        target = f" of {self.target}" if self.target else ""
+        out = [f"fetched {self.accepted} new images into {self.out} (it now holds {self.total}{target}) "
+               f"in {self.seconds} s ({self.rate or 0}/s)"]
+        if self.failures:
+            fails = ", ".join(f"{k} ×{v}" for k, v in list(self.failures.items())[:6])
+            out.append(f"  given up on: {fails} (each listed in {self.out}/failures.jsonl)")
+        out.append(f"  {self.retries} retries, {self.duplicate_bodies} duplicate bodies, "
+                   f"{self.skipped_known} already done or refused earlier; stats in {self.out}/stats.json")
+        return out
+
+    def brief(self) -> str:
+        return f"{self.accepted} new images, {self.total} in all; {sum(self.failures.values())} given up on"
+
+    def failure(self) -> tuple[int, str] | None:
+        if self.interrupted:
+            return 130, "interrupted; run the same command again to continue"
+        if self.stopped:
+            return 1, f"error: {self.stopped}"
+        return None
+
+
+def describe_run(stats: dict, stage: str, out: object, provenance: dict, settings: dict) -> FetchSummary:
+    """A source's fetch stats (from :func:`fetch`) completed with what the run was: its stage, output folder,
+    where the items came from, and every setting (the source's and the engine's)."""
+    engine = stats.pop("options", {})
+    return FetchSummary(**stats, stage=stage, out=str(out), inputs=[], provenance=provenance,
+                        options={**settings, **engine})
 
 
 def fetch(

@@ -5,14 +5,63 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import images
 from . import shardset
 from .datasets import DatasetInput, Sample, TarInput, lookup_field, open_input
 from .progress import Progress
+from .summary import Summary
 
 TOP = 10
+
+
+@dataclass
+class InspectReport(Summary):
+    OMIT_NONE = ("width_range", "height_range", "splits", "labels", "bad", "failures", "last_run", "warning", "grid")
+    path: str
+    kind: str  # dataset, folder or shards
+    samples: int
+    unreadable: int
+    sizes: list[dict]  # the most common (width, height) with their counts
+    distinct_sizes: int
+    width_range: list[int] | None = None
+    height_range: list[int] | None = None
+    splits: dict[str, int] | None = None
+    labels: dict[str, int] | None = None
+    bad: list[dict] | None = None
+    failures: dict[str, int] | None = None  # a dataset folder's failures.jsonl, by reason
+    last_run: dict | None = None  # a dataset folder's stats.json
+    warning: str | None = None
+    grid: str | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"{self.path}: {self.samples} samples ({self.kind})"
+               + (f", {self.unreadable} unreadable" if self.unreadable else "")]
+        if self.sizes:
+            sizes = ", ".join(f"{s['width']}x{s['height']}: {s['count']}" for s in self.sizes)
+            more = (f" (+{self.distinct_sizes - len(self.sizes)} more sizes)"
+                    if self.distinct_sizes > len(self.sizes) else "")
+            out.append(f"  sizes: {sizes}{more}")
+            out.append(f"  width {self.width_range[0]}-{self.width_range[1]}, "
+                       f"height {self.height_range[0]}-{self.height_range[1]}")
+        if self.splits:
+            out.append("  splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()))
+        if self.labels:
+            out.append(f"  labels ({len(self.labels)}): "
+                       + ", ".join(f"{k}: {v}" for k, v in list(self.labels.items())[:20]))
+        if self.failures:
+            out.append("  failures: " + ", ".join(f"{k}: {v}" for k, v in self.failures.items()))
+        out += [f"  unreadable: {b['origin']}: {b['reason']}" for b in self.bad or []]
+        if self.warning:
+            out.append(f"  warning: {self.warning}")
+        if self.grid:
+            out.append(f"  contact sheet: {self.grid}")
+        return out
+
+    def brief(self) -> str:
+        return self.lines()[0]
 
 
 def inspect_path(
@@ -23,7 +72,7 @@ def inspect_path(
     label_field: str | None = None,
     seed: int = 0,
     progress: bool = False,
-) -> dict:
+) -> InspectReport:
     """Count samples, image sizes, labels and failures of ``path``; with ``grid``, write a contact sheet PNG of
     ``grid_n`` samples drawn evenly at random (fixed ``seed``)."""
     src = open_input(path)
@@ -70,36 +119,31 @@ def inspect_path(
     bad.extend({"origin": p.origin, "reason": p.reason} for p in src.problems)
 
     n = sum(sizes.values())
-    report: dict = {
-        "path": str(path),
-        "kind": src.kind,
-        "samples": n,
-        "unreadable": len(bad),
-        "sizes": [{"width": w, "height": h, "count": c} for (w, h), c in sizes.most_common(TOP)],
-        "distinct_sizes": len(sizes),
-    }
+    report = InspectReport(
+        path=str(path), kind=src.kind, samples=n, unreadable=len(bad),
+        sizes=[{"width": w, "height": h, "count": c} for (w, h), c in sizes.most_common(TOP)],
+        distinct_sizes=len(sizes),
+    )
     if sizes:
         ws = [w for w, _ in sizes]
         hs = [h for _, h in sizes]
-        report["width_range"] = [min(ws), max(ws)]
-        report["height_range"] = [min(hs), max(hs)]
+        report.width_range = [min(ws), max(ws)]
+        report.height_range = [min(hs), max(hs)]
     if splits:
-        report["splits"] = dict(sorted(splits.items()))
+        report.splits = dict(sorted(splits.items()))
     if labels:
-        report["labels"] = dict(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0])))
+        report.labels = dict(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0])))
     if bad:
-        report["bad"] = bad[:TOP]
+        report.bad = bad[:TOP]
     if isinstance(src, DatasetInput):
         ds = src.dataset
         reasons = Counter(str(f.get("error", "unknown")) for f in ds.open_failures().values())
-        report["failures"] = dict(reasons.most_common())
-        stats = ds.stats()
-        if stats:
-            report["last_run"] = stats
+        report.failures = dict(reasons.most_common())
+        report.last_run = ds.stats() or None
     if sset:
         expected = sset.total
         if expected is not None and expected != n + len(bad):
-            report["warning"] = f"{shardset.INFO} says {expected} samples but the shards hold {n}"
+            report.warning = f"{shardset.INFO} says {expected} samples but the shards hold {n}"
     if grid:
         picked.sort(key=lambda item: item[0].key)
         cells = []
@@ -110,5 +154,5 @@ def inspect_path(
                 cells.append((None, f"bad {s.key}"))
         title = f"{path}: {n} samples ({src.kind}), {len(cells)} shown"
         images.contact_sheet(cells, cell=cell, title=title).save(grid, "PNG")
-        report["grid"] = str(grid)
+        report.grid = str(grid)
     return report

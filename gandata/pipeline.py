@@ -1,12 +1,13 @@
 """Pipeline files: the stages of one dataset (fetch → crop → shard → train → eval, any subset) with their options,
 run in order by ``gandata run FILE.toml``.
 
-A file is TOML with an optional ``[pipeline]`` table (``name``, ``dataset``, ``base_url``) and one table per stage.
-A stage's keys are the options of the matching command, with ``_`` for ``-`` (``min_face``, ``val_fraction``…);
-``fetch`` takes ``source`` (bitmoji, bricklink, rebrickable, urls), ``crop`` and ``train`` take ``kind``. A stage
-reads what the stage before it wrote unless its table names ``src``/``shards``; outputs default to the usual
-places (``DATA/<dataset>/raw|faces|shards``, ``runs/<name>``). Relative paths in the file are relative to the
-working directory, as on the command line.
+A file is TOML with an optional ``[pipeline]`` table (``name``, ``dataset``, ``base_url``, ``data_dir``) and one
+table per stage. A stage's keys are its command's options with ``_`` for ``-`` (``min_face``, ``val_fraction``…),
+declared once in :mod:`gandata.stages`; ``fetch`` takes ``source`` (bitmoji, bricklink, rebrickable, urls), ``crop``
+and ``train`` take ``kind``. The whole file — every table, key and value — is checked before the first stage runs.
+A stage reads what the stage before it wrote unless its table names ``src``/``shards``; outputs default to the
+usual places (``DATA/<dataset>/raw|faces|shards``, ``runs/<name>``). Relative paths in the file are relative to
+the working directory, as on the command line.
 
 Every stage is resumable on its own (fetch skips keys already stored or refused, crop skips parents done, shard
 reuses its spool, train continues from its newest checkpoint, eval reuses its lines), so running a pipeline again
@@ -15,32 +16,42 @@ continues where it stopped, and a finished one is a quick no-op.
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import json
 import os
 import time
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
+from .options import values
+from .stages import TABLES, Context, Stage, for_table
+from .summary import Summary
 
-STAGES = ("fetch", "crop", "shard", "train", "eval")
-SOURCES = ("bitmoji", "bricklink", "rebrickable", "urls")
-# pipeline keys that name a library parameter differently (the CLI's option names)
-ALIASES = {"traits": "traits_file", "templates": "templates_file", "avatar_ids": "avatar_ids_file",
-           "manifest": "manifest_file", "csv": "csv_file", "format": "image_format", "eval": "eval_metrics"}
-FETCH_OVERRIDES = ("concurrency", "rate", "retries", "timeout")
+HEAD_KEYS = ("name", "dataset", "base_url", "data_dir")
+SHIPPED = Path(__file__).resolve().parent / "pipelines"  # an installed copy
+_CHECKOUT = Path(__file__).resolve().parents[1] / "pipelines"  # the repository's
+
+
+def shipped() -> dict[str, Path]:
+    """The pipeline files that come with gandata, by name."""
+    folder = _CHECKOUT if (_CHECKOUT / "bitmoji-64.toml").is_file() else SHIPPED
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
 
 
 def load(path: str | os.PathLike, sets: list[str] | None = None) -> dict:
-    """A pipeline file, with ``stage.key=value`` overrides (the value read as TOML, else as a string)."""
+    """A pipeline file (or a shipped pipeline's name), with ``stage.key=value`` overrides (the value read as TOML,
+    else as a string)."""
     path = Path(path)
+    if not path.exists() and path.suffix == "" and str(path) in shipped():
+        path = shipped()[str(path)]
     try:
         spec = tomllib.loads(path.read_text("utf-8"))
     except OSError as e:
-        raise UserError(f"cannot read the pipeline file {path} ({e.strerror})") from None
-    except tomllib.TOMLDecodeError as e:
+        known = ", ".join(shipped())
+        raise UserError(f"cannot read the pipeline file {path} ({e.strerror}); the shipped pipelines are: "
+                        f"{known}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid TOML ({e})") from None
     for item in sets or []:
         target, eq, raw = item.partition("=")
@@ -52,200 +63,129 @@ def load(path: str | os.PathLike, sets: list[str] | None = None) -> dict:
         except tomllib.TOMLDecodeError:
             value = raw
         spec.setdefault(stage, {})[key] = value
-    unknown = [k for k in spec if k != "pipeline" and k not in STAGES]
-    if unknown:
-        raise UserError(f"{path}: unknown table [{unknown[0]}]; a pipeline has [pipeline] and the stages "
-                        f"{', '.join(f'[{s}]' for s in STAGES)}")
-    if not any(s in spec for s in STAGES):
-        raise UserError(f"{path} names no stage; add at least one of {', '.join(f'[{s}]' for s in STAGES)}")
-    for s in STAGES:
-        if s in spec and not isinstance(spec[s], dict):
-            raise UserError(f"{path}: {s} must be a table ([{s}])")
     for table in spec.values():
         if isinstance(table, dict):
             for k, v in table.items():
                 if isinstance(v, str) and v.startswith("~"):
                     table[k] = str(Path(v).expanduser())
     spec.setdefault("pipeline", {}).setdefault("name", path.stem)
+    spec["pipeline"].setdefault("source_file", str(path))
     return spec
 
 
-def _output(stage: str, given, ctx: dict):
-    """Where a stage writes: the table's ``out``, else where the command would (``DATA/<dataset>/…``,
-    ``runs/<name>``; eval writes into the run it evaluates)."""
-    if given:
-        return given
-    if stage == "train":
-        return Path("runs") / ctx["name"]
-    if stage == "eval":
-        return ctx["run"]
-    return ctx["data"] / ctx["dataset"] / {"fetch": "raw", "crop": "faces", "shard": "shards"}[stage]
+@dataclass
+class Step:
+    table: str
+    stage: Stage
+    values: dict[str, Any]
 
 
-def _options(stage: str, table: dict, allowed: list[str]) -> dict:
-    """The table's keys as parameter names, refusing any the stage does not take."""
-    out = {}
-    for key, value in table.items():
-        name = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
-        if name not in allowed:
-            raise UserError(f"[{stage}] has no option {key!r}; it takes {', '.join(sorted(allowed))}")
-        out[name] = value
-    return out
+def plan(spec: dict, where: str = "pipeline") -> tuple[dict, list[Step]]:
+    """Check a whole pipeline — its tables, every key and value — and return its head and its steps in order.
+    Nothing runs; every mistake is found here, before a 7-hour fetch rather than after it."""
+    head = spec.get("pipeline", {})
+    if not isinstance(head, dict):
+        raise UserError(f"{where}: [pipeline] must be a table")
+    for key in head:
+        if key not in (*HEAD_KEYS, "source_file"):
+            raise UserError(f"{where}: [pipeline] has no key {key!r}; it takes {', '.join(HEAD_KEYS)}")
+    for key in ("name", "dataset", "base_url", "data_dir"):
+        if key in head and not isinstance(head[key], str):
+            raise UserError(f"{where}: [pipeline] {key} must be text (got {head[key]!r})")
+    unknown = [k for k in spec if k != "pipeline" and k not in TABLES]
+    if unknown:
+        raise UserError(f"{where}: unknown table [{unknown[0]}]; a pipeline has [pipeline] and the stages "
+                        f"{', '.join(f'[{s}]' for s in TABLES)}")
+    if not any(s in spec for s in TABLES):
+        raise UserError(f"{where} names no stage; add at least one of {', '.join(f'[{s}]' for s in TABLES)}")
+    steps = []
+    for table in TABLES:
+        if table not in spec:
+            continue
+        if not isinstance(spec[table], dict):
+            raise UserError(f"{where}: {table} must be a table ([{table}])")
+        stage = for_table(table, spec[table], where)
+        given = {k: v for k, v in spec[table].items() if stage.select is None or k != stage.select[0]}
+        steps.append(Step(table, stage, values(stage.options, given, table)))
+    return head, steps
 
 
-def _params(fn, *skip: str) -> list[str]:
-    return [p for p in inspect.signature(fn).parameters if p not in skip]
+@dataclass
+class StageResult(Summary):
+    stage: str
+    out: str
+    line: str
+    seconds: float
+    summary: Summary
 
 
-def _fields(cls, *skip: str) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if f.name not in skip]
+@dataclass
+class PipelineResult(Summary):
+    pipeline: str
+    dataset: str
+    stages: list[StageResult]
+    seconds: float
+
+    def lines(self) -> list[str]:
+        return [f"pipeline {self.pipeline} ({self.dataset}) done in {self.seconds} s:"] + [
+            f"  {s.stage:<6} {s.line}  ({s.seconds} s) → {s.out}" for s in self.stages]
+
+    def brief(self) -> str:
+        return self.lines()[0]
 
 
-def _fetch(t: dict, ctx: dict) -> tuple[dict, str, str]:
-    from .sources.bitmoji import fetch_bitmoji
-    from .sources.bricklink import fetch_bricklink
-    from .sources.rebrickable import fetch_rebrickable
-    from .sources.urls import fetch_urls
-
-    source = t.pop("source", None)
-    if source not in SOURCES:
-        raise UserError(f"[fetch] needs source = one of {', '.join(SOURCES)} (got {source!r})")
-    fn = {"bitmoji": fetch_bitmoji, "bricklink": fetch_bricklink, "rebrickable": fetch_rebrickable,
-          "urls": fetch_urls}[source]
-    out = _output("fetch", t.pop("out", None), ctx)
-    overrides = {k: t.pop(k) for k in FETCH_OVERRIDES if k in t}
-    if source == "bricklink":  # its images have a lane of their own: concurrency and rate are that lane's
-        for k, name in (("concurrency", "image_concurrency"), ("rate", "image_rate")):
-            if k in overrides:
-                t[name] = overrides.pop(k)
-    if "format" in t:  # fetch urls: the list's format
-        t["fmt"] = t.pop("format")
-    opts = _options("fetch", t, _params(fn, "out", "progress", "overrides", "name"))
-    opts.setdefault("base_url", ctx["base_url"])
-    if source == "urls":
-        opts["name"] = ctx["dataset"]
-    stats = fn(out=out, **opts, overrides=overrides, progress=ctx["progress"])
-    if stats.get("interrupted"):
-        raise KeyboardInterrupt
-    if stats.get("stopped"):
-        raise UserError(f"fetch stopped: {stats['stopped']}")
-    given_up = sum((stats.get("failures") or {}).values())
-    return stats, str(out), f"{stats['accepted']} new images, {stats['total']} in all; {given_up} given up on"
-
-
-def _crop(t: dict, ctx: dict) -> tuple[dict, str, str]:
-    from .crop import CropOptions, crop
-
-    kind = t.pop("kind", None)
-    if kind not in ("anime-faces", "lego-faces"):
-        raise UserError(f"[crop] needs kind = anime-faces or lego-faces (got {kind!r})")
-    lego = kind == "lego-faces"
-    src = t.pop("src", None) or ctx["current"] or _output("fetch", None, ctx)
-    out = _output("crop", t.pop("out", None), ctx)
-    extra = {k: t.pop(k) for k in ("cascade", "debug_grid", "base_url") if k in t}
-    opts = _options("crop", t, _fields(CropOptions, "lego"))
-    opts.setdefault("min_face", 24 if lego else 64)  # the command's defaults
-    s = crop(src, out, CropOptions(lego=lego, **opts), cascade=extra.get("cascade"),
-             base_url=extra.get("base_url", ctx["base_url"]), debug_grid=extra.get("debug_grid"),
-             progress=ctx["progress"])
-    return s, str(out), (f"{s['crops']} new crops from {s['images']} images ({s['skipped_done']} done earlier); "
-                         f"{s['total_crops']} in all")
-
-
-def _shard(t: dict, ctx: dict) -> tuple[dict, str, str]:
-    from .shard import ShardOptions, shard
-
-    src = t.pop("src", None) or ctx["current"] or _output("fetch", None, ctx)
-    srcs = [src] if isinstance(src, (str, Path)) else list(src)
-    out = _output("shard", t.pop("out", None), ctx)
-    name = t.pop("name", None) or ctx["dataset"]
-    s = shard(srcs, out, name, ShardOptions(**_options("shard", t, _fields(ShardOptions))), progress=ctx["progress"])
-    c = s["counts"]
-    removed = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in s["removed"].items() if v) or "none"
-    return s, str(out), (f"{c.get('train', 0)} train / {c.get('val', 0)} val samples at {s['resolution']} px in "
-                         f"{s['shards']['train']} + {s['shards']['val']} shards; removed: {removed}")
-
-
-def _train(t: dict, ctx: dict) -> tuple[dict, str, str]:
-    from gandata.trainers.train import TrainError, TrainOptions, launch
-
-    kind = t.pop("kind", None)
-    shards = str(t.pop("shards", None) or ctx["current"] or _output("shard", None, ctx))
-    out = Path(_output("train", t.pop("out", None), ctx))
-    opts = _options("train", t, _fields(TrainOptions, "kind", "shards", "out", "extra"))
-    opts.setdefault("resume", "auto")
-    try:
-        o = TrainOptions(kind=kind or "", shards=shards, out=str(out), **opts)
-        o.resolved()
-        done = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
-        if done and done.get("kind") == o.kind and float(done.get("kimg", 0)) >= o.kimg:
-            return done, str(out), f"already trained: {done['kimg']} kimg ({done.get('checkpoint')})"
-        s = launch(o, progress=ctx["progress"])
-    except TrainError as e:
-        raise UserError(f"[train] {e}") from None
-    return s, str(out), f"{s['kimg']} kimg, {s['steps']} steps in {s['seconds']} s; samples {s.get('grid')}"
-
-
-def _eval(t: dict, ctx: dict) -> tuple[dict, str, str]:
-    from gandata.trainers.metrics import evaluate
-    from gandata.trainers.train import TrainError
-
-    target = t.pop("run", None) or ctx["run"]
-    real = t.pop("real", None) or ctx["shards"]
-    if not target or not real:
-        raise UserError("[eval] needs a run and real shards: put it after [train] and [shard], or give run and real")
-    opts = _options("eval", t, _params(evaluate, "target", "real", "progress") + ["inception_weights"])
-    if "inception_weights" in opts:
-        opts["weights"] = opts.pop("inception_weights")
-    try:
-        lines = evaluate(target, str(real), progress=ctx["progress"], **opts)
-    except TrainError as e:
-        raise UserError(f"[eval] {e}") from None
-    last = lines[-1]
-    shown = ", ".join(f"{k} {last[k]:.4g}" for k in ("fid", "kid") if k in last)
-    return {"results": lines}, str(target), f"{shown} at {last['kimg']:g} kimg (N gen {last['n_gen']}, {last['extractor']})"
-
-
-RUNNERS = {"fetch": _fetch, "crop": _crop, "shard": _shard, "train": _train, "eval": _eval}
+def _output(table: str, values: dict, ctx: Context, summary: Summary | None) -> str:
+    """Where a stage wrote (or, not run, would write): the next stage's input."""
+    if summary is not None and getattr(summary, "out", None):
+        return str(summary.out)
+    if values.get("out"):
+        return str(values["out"])
+    if table == "train":
+        return str(Path("runs") / (ctx.name or "run"))
+    if table == "eval":
+        return str(ctx.run)
+    return str(ctx.data_dir / ctx.dataset / {"fetch": "raw", "crop": "faces", "shard": "shards"}[table])
 
 
 def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", sets: list[str] | None = None,
-        only: list[str] | None = None, progress: bool = True, echo=None) -> dict:
-    """Run a pipeline (a file or an already-loaded dict) stage by stage; returns ``{"pipeline", "stages": […]}``.
-    ``only`` limits the stages run (the others' outputs are still used as inputs). ``echo`` gets one line per stage
-    as it ends."""
+        only: list[str] | None = None, progress: bool = True, echo=None) -> PipelineResult:
+    """Check a whole pipeline (a file, a shipped pipeline's name, or an already-loaded dict), then run it stage by
+    stage. ``only`` limits the stages run (the others' outputs are still used as inputs). ``echo`` gets one line
+    per stage as it ends."""
     if not isinstance(spec, dict):
         spec = load(spec, sets)
-    head = spec.get("pipeline", {})
-    name = str(head.get("name") or "pipeline")
-    fetch_source = spec.get("fetch", {}).get("source")
-    dataset = str(head.get("dataset") or (fetch_source if fetch_source in ("bitmoji", "bricklink", "rebrickable")
-                                          else name))
-    data = Path(head.get("data_dir") or data_dir)
-    ctx = {"name": name, "dataset": dataset, "data": data, "base_url": head.get("base_url"), "progress": progress,
-           "current": None, "shards": None, "run": None}
+    where = spec.get("pipeline", {}).get("source_file", "pipeline")
+    head, steps = plan(spec, where)
     for bad in only or []:
-        if bad not in STAGES:
-            raise UserError(f"--only {bad}: the stages are {', '.join(STAGES)}")
+        if bad not in TABLES:
+            raise UserError(f"--only {bad}: the stages are {', '.join(TABLES)}")
+    name = str(head.get("name") or "pipeline")
+    fetch = next((s for s in steps if s.table == "fetch"), None)
+    source = fetch.stage.select[1] if fetch else None
+    dataset = str(head.get("dataset") or (source if source in ("bitmoji", "bricklink", "rebrickable") else name))
+    ctx = Context(data_dir=Path(head.get("data_dir") or data_dir), progress=progress, pipeline=True, name=name,
+                  dataset=dataset, base_url=head.get("base_url"))
     t0 = time.monotonic()
     results = []
-    for stage in STAGES:
-        if stage not in spec:
-            continue
-        table = dict(spec[stage])
-        if only and stage not in only:
-            out = str(_output(stage, table.get("out"), ctx))
-        else:
+    for step in steps:
+        summary = None
+        if not only or step.table in only:
             t = time.monotonic()
-            summary, out, line = RUNNERS[stage](table, ctx)
-            results.append({"stage": stage, "out": out, "line": line, "seconds": round(time.monotonic() - t, 1),
-                            "summary": summary})
+            summary = step.stage.run(dict(step.values), ctx)
+            failure = summary.failure()
+            if failure:
+                if failure[0] == 130:
+                    raise KeyboardInterrupt
+                raise UserError(f"[{step.table}] stopped: {failure[1].removeprefix('error: ')}")
+            out = _output(step.table, step.values, ctx, summary)
+            results.append(StageResult(step.table, out, summary.brief(), round(time.monotonic() - t, 1), summary))
             if echo:
-                echo(f"[{stage}] {line}  ({results[-1]['seconds']} s) → {out}")
-        if stage in ("fetch", "crop", "shard"):
-            ctx["current"] = out
-        if stage == "shard":
-            ctx["shards"] = out
-        if stage == "train":
-            ctx["run"] = out
-    return {"pipeline": name, "dataset": dataset, "stages": results, "seconds": round(time.monotonic() - t0, 1)}
+                echo(f"[{step.table}] {results[-1].line}  ({results[-1].seconds} s) → {out}")
+        out = _output(step.table, step.values, ctx, summary)
+        if step.table in ("fetch", "crop", "shard"):
+            ctx.current = out
+        if step.table == "shard":
+            ctx.shards = out
+        if step.table == "train":
+            ctx.run = out
+    return PipelineResult(name, dataset, results, round(time.monotonic() - t0, 1))

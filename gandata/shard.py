@@ -39,6 +39,7 @@ from .errors import UserError
 from .fileio import FolderLock, JsonlLog, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
 from .shardset import SPLITS
 from .progress import Progress
+from .summary import Summary
 from .workers import Done, cores, ordered
 
 WORK = ".work"
@@ -107,6 +108,52 @@ class ShardOptions:
             "max_pixels": self.max_pixels,
             "hash": HASH_NAME,
         }
+
+
+@dataclass
+class ShardSummary(Summary):
+    name: str
+    out: str
+    resolution: int | None
+    image_format: str
+    counts: dict[str, int]  # train, val, total
+    shards: dict[str, int]  # shards per split
+    patterns: dict[str, str | None]  # brace pattern per split
+    removed: dict[str, int]  # by kind: unreadable, exact_duplicate, near_duplicate, missing_label
+    rejected: list[dict]  # the first 20 of rejected.jsonl
+    report: str  # rejected.jsonl
+    labels: dict | None  # {"field", "names", "counts"}
+    warnings: list[str]
+    reused: int = 0
+    processed: int = 0
+    seconds: float = 0.0
+    rate: float | None = None
+
+    def lines(self) -> list[str]:
+        c, r = self.counts, self.removed
+        out = [f"sharded {self.name}: {c['train']} train + {c['val']} val samples"
+               + (f" at {self.resolution} px" if self.resolution else "")
+               + f" → {self.shards['train']} + {self.shards['val']} shards in {self.out}"]
+        removed = [f"{r['exact_duplicate']} exact duplicates", f"{r['unreadable']} unreadable"]
+        if r.get("near_duplicate"):
+            removed.insert(1, f"{r['near_duplicate']} near duplicates")
+        if r.get("missing_label"):
+            removed.append(f"{r['missing_label']} without a label")
+        out.append(f"  removed: {', '.join(removed)}" + (f" (all listed in {self.report})" if any(r.values()) else ""))
+        out += [f"    {row['origin']}: {row['reason']}" for row in self.rejected[:5]]
+        if self.labels:
+            out.append(f"  labels from {self.labels['field']!r}: {len(self.labels['names'])} classes")
+        out.append(f"  train shards: --shards {self.patterns['train']}")
+        if self.patterns["val"]:
+            out.append(f"  val shards:   {self.patterns['val']}")
+        out.append(f"  {self.seconds} s, {self.processed} images processed, {self.reused} reused from an earlier run")
+        out += [f"  warning: {w}" for w in self.warnings]
+        return out
+
+    def brief(self) -> str:
+        removed = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in self.removed.items() if v) or "none"
+        return (f"{self.counts.get('train', 0)} train / {self.counts.get('val', 0)} val samples at {self.resolution} px"
+                f" in {self.shards['train']} + {self.shards['val']} shards; removed: {removed}")
 
 
 def process_image(data: bytes, popts: dict, known_phash: int | None = None) -> tuple:
@@ -339,7 +386,7 @@ def shard(
     name: str,
     options: ShardOptions | None = None,
     progress: bool = False,
-) -> dict:
+) -> ShardSummary:
     """Shard ``inputs`` into ``out`` as ``<name>-train-000000.tar`` … plus ``dataset.json``; returns the summary."""
     opts = options or ShardOptions()
     opts.validate()
@@ -376,10 +423,10 @@ def shard(
             summary = _write(out, name, opts, popts["format"], srcs, good, labels, rejected, spool, progress)
         finally:
             spool.close()
-    summary["reused"] = reused
-    summary["processed"] = len(samples) - reused
-    summary["seconds"] = round(time.monotonic() - t0, 3)
-    summary["rate"] = round(len(samples) / summary["seconds"], 1) if summary["seconds"] else None
+    summary.reused = reused
+    summary.processed = len(samples) - reused
+    summary.seconds = round(time.monotonic() - t0, 3)
+    summary.rate = round(len(samples) / summary.seconds, 1) if summary.seconds else None
     return summary
 
 
@@ -461,7 +508,7 @@ def _write(
     rejected: list[dict],
     spool: Spool,
     progress: bool,
-) -> dict:
+) -> ShardSummary:
     by_split: dict[str, list[str]] = {sp: [] for sp in SPLITS}
     for key in good:
         by_split[split_of(key, opts.val_fraction)].append(key)
@@ -532,20 +579,20 @@ def _write(
             "needs at least that many shards to give every reader its own; "
             + (f"use --maxcount {n_train // 8} to get 8" if n_train >= 8 else "add more images")
         )
-    return {
-        "name": name,
-        "out": str(out),
-        "resolution": info["resolution"],
-        "image_format": ext,
-        "counts": info["counts"],
-        "shards": {sp: len(splits_info[sp]["shards"]) for sp in SPLITS},
-        "patterns": {sp: str(out / splits_info[sp]["pattern"]) if splits_info[sp]["pattern"] else None for sp in SPLITS},
-        "removed": removed,
-        "rejected": rejected[:20],
-        "report": str(out / REJECTED),
-        "labels": label_info,
-        "warnings": warnings,
-    }
+    return ShardSummary(
+        name=name,
+        out=str(out),
+        resolution=info["resolution"],
+        image_format=ext,
+        counts=info["counts"],
+        shards={sp: len(splits_info[sp]["shards"]) for sp in SPLITS},
+        patterns={sp: str(out / splits_info[sp]["pattern"]) if splits_info[sp]["pattern"] else None for sp in SPLITS},
+        removed=removed,
+        rejected=rejected[:20],
+        report=str(out / REJECTED),
+        labels=label_info,
+        warnings=warnings,
+    )
 
 
 def default_name(src: str | os.PathLike, data_dir: str | os.PathLike) -> str:
@@ -562,7 +609,8 @@ def default_name(src: str | os.PathLike, data_dir: str | os.PathLike) -> str:
     return name
 
 
-def shard_all(data_dir: str | os.PathLike, options: ShardOptions | None = None, progress: bool = False) -> list[dict]:
+def shard_all(data_dir: str | os.PathLike, options: ShardOptions | None = None,
+              progress: bool = False) -> list[ShardSummary]:
     """Shard every dataset under the data dir, each from its most processed stage, into ``DATA/<dataset>/shards``."""
     found = dataset_stage_folders(data_dir)
     if not found:

@@ -91,17 +91,17 @@ def test_avatar_sampling_is_seeded_and_honours_none_probabilities(catalogue):
 def test_fetch_avatars_exact_count_then_more(server, tmp_path):
     out = tmp_path / "raw"
     stats = fetch_bitmoji(out, 40, base_url=server.url, overrides=FAST)
-    assert stats["accepted"] == stats["total"] == 40 and stats["complete"] and stats["stopped"] is None
+    assert stats.accepted == stats.total == 40 and stats.complete and stats.stopped is None
     rows = check_dataset(out)
     assert all(r["key"].startswith("bitmoji-") and r["mode"] == "avatars" and r["view"] == "head" for r in rows)
     assert all(r["url"].startswith(f"{server.url}/bm-preview/v3/avatar/head?") for r in rows)
     assert all(isinstance(r["traits"], dict) and r["traits"] for r in rows)
-    assert stats["provenance"]["traits"]["url"] == f"{server.url}/avatar-builder-v3/assets"
+    assert stats.provenance["traits"]["url"] == f"{server.url}/avatar-builder-v3/assets"
     saved = json.loads((out / "stats.json").read_text())
     assert saved["stage"] == "fetch bitmoji" and saved["total"] == 40 and saved["options"]["count"] == 40
     # --count counts what is there: asking for 55 fetches 15 more, none of the first 40 again
     more = fetch_bitmoji(out, 55, base_url=server.url, overrides=FAST)
-    assert more["accepted"] == 15 and more["total"] == 55
+    assert more.accepted == 15 and more.total == 55
     previews = server.requests_for("/bm-preview/")
     assert len(previews) == len(set(previews)) == 55
     assert len(server.requests_for("/avatar-builder-v3/assets")) == 1  # the catalogue came from the cache
@@ -119,7 +119,7 @@ def test_permanent_400_for_some_combinations_still_gives_the_exact_count(server,
 
     server.fault = fault
     stats = fetch_bitmoji(tmp_path / "raw", 60, base_url=server.url, overrides=FAST)
-    assert stats["total"] == 60 and stats["failures"].get("HTTP 400", 0) > 0
+    assert stats.total == 60 and stats.failures.get("HTTP 400", 0) > 0
     assert all(int(r["traits"]["hair"]) % 4 for r in check_dataset(tmp_path / "raw"))
     fails = list(Dataset.open(tmp_path / "raw").failures())
     assert all(f["status"] == 400 and f["permanent"] and f["url"] for f in fails)
@@ -129,7 +129,7 @@ def test_a_moved_endpoint_falls_back_to_the_older_preview_form(server, tmp_path)
     server.fault = lambda req, attempt: ("status", 404, {}) if req.path.startswith("/bm-preview/") else None
     stats = fetch_bitmoji(tmp_path / "raw", 20, base_url=server.url, overrides=FAST)
     rows = check_dataset(tmp_path / "raw")
-    assert stats["total"] == 20 and stats["failures"] == {}
+    assert stats.total == 20 and stats.failures == {}
     assert all("/avatar-builder-v3/preview/head?" in r["url"] for r in rows)
     assert len(server.requests_for("/bm-preview/")) == len(server.requests_for("/avatar-builder-v3/preview/")) == 20
 
@@ -138,7 +138,7 @@ def test_comics_mode_substitutes_ids_into_the_catalogue_src(server, tmp_path):
     ids = tmp_path / "ids.txt"
     ids.write_text("280531978_2-s1\n934d9900-892a-4515-8beb-202d6c42a6ee-v1\n")
     stats = fetch_bitmoji(tmp_path / "raw", 30, mode="comics", avatar_ids_file=ids, base_url=server.url, overrides=FAST)
-    assert stats["total"] == 30
+    assert stats.total == 30
     rows = check_dataset(tmp_path / "raw")
     for r in rows:
         assert r["mode"] == "comics" and r["avatar_id"] in ids.read_text()
@@ -147,7 +147,7 @@ def test_comics_mode_substitutes_ids_into_the_catalogue_src(server, tmp_path):
     # asking for more than exist: all of them, and a clear word about it
     every = fetch_bitmoji(tmp_path / "raw", 10_000, mode="comics", avatar_ids_file=ids, base_url=server.url,
                           overrides=FAST)
-    assert every["total"] == 50 and "only 50 comics × avatars exist" in every["stopped"]
+    assert every.total == 50 and "only 50 comics × avatars exist" in every.stopped
 
 
 def test_offline_without_a_catalogue_says_both_ways_out(tmp_path):
@@ -172,8 +172,8 @@ def test_local_traits_file_and_a_dead_render_host_stop_clearly(tmp_path):
     traits = fixture_path("sources/libmoji_assets_2018.json")
     stats = fetch_bitmoji(tmp_path / "raw", 1000, traits_file=traits, base_url="http://127.0.0.1:9",
                           overrides={**FAST, "retries": 0})
-    assert stats["total"] == 0 and "connection refused" in stats["stopped"]
-    assert stats["provenance"]["traits"]["path"] == str(traits)
+    assert stats.total == 0 and "connection refused" in stats.stopped
+    assert stats.provenance["traits"]["path"] == str(traits)
 
 
 def _cli(server, out, count, *extra):

@@ -119,7 +119,7 @@ def test_crawl_categories_with_politeness_and_fallbacks(server, tmp_path, quick_
     want = _expected(server, ["65", "54"])
     rows = check_dataset(out)
     got = {r["item_no"].lower() for r in rows}
-    assert got == want - {"sw0002"} and stats["failures"] == {"HTTP 404": 1}
+    assert got == want - {"sw0002"} and stats.failures == {"HTTP 404": 1}
     by_no = {r["item_no"]: r for r in rows}
     assert by_no["sw0001a"]["url"].endswith("/ItemImage/ML/sw0001a.png")  # the main image was missing
     assert by_no["sw0003"]["url"].endswith("/ItemImage/MN/0/sw0003.png")
@@ -129,12 +129,12 @@ def test_crawl_categories_with_politeness_and_fallbacks(server, tmp_path, quick_
     assert fail["key"] == "bricklink-sw0002" and len(fail["tried"]) == 3 and fail["status"] == 404
     # listing pages: one at a time, the pause kept, Referer set
     pages = [(t0, t1, p, ref) for t0, t1, p, ref in server.log if p.startswith("/catalogList.asp")]
-    assert len(pages) == stats["crawl"]["pages"] == 4 + 4  # 14 Star Wars in pages of 4, 14 Aquazone
+    assert len(pages) == stats.extra["crawl"]["pages"] == 4 + 4  # 14 Star Wars in pages of 4, 14 Aquazone
     for (a0, a1, _, _), (b0, _, _, _) in zip(pages, pages[1:]):
         assert b0 >= a1 and b0 - a0 >= 0.045
     image_refs = [ref for _, _, p, ref in server.log if p.startswith("/ItemImage/")]
     assert all("/catalogList.asp?" in ref for ref in image_refs)
-    assert stats["crawl"]["listed_total"] == {"65": 14, "54": 14}
+    assert stats.extra["crawl"]["listed_total"] == {"65": 14, "54": 14}
 
 
 @pytest.mark.parametrize("status", [200, 429, 503])
@@ -143,8 +143,8 @@ def test_throttle_page_is_waited_out(server, tmp_path, quick_manifest, status):
     server.throttle_status = status
     stats = fetch_bricklink(tmp_path / "raw", categories="771", base_url=server.url, delay=0, manifest_file=quick_manifest,
                             overrides=FAST)
-    assert stats["total"] == len(_expected(server, ["771"])) == 10 and stats["stopped"] is None
-    assert stats["retries"] >= 2 and server.page_hits.most_common(1)[0][1] == 3
+    assert stats.total == len(_expected(server, ["771"])) == 10 and stats.stopped is None
+    assert stats.retries >= 2 and server.page_hits.most_common(1)[0][1] == 3
 
 
 @pytest.mark.parametrize("status", [200, 202, 403])
@@ -152,7 +152,7 @@ def test_browser_challenge_stops_with_a_clear_message(server, tmp_path, quick_ma
     server.challenge = True
     server.challenge_status = status  # AWS WAF challenges come with 202 or 403 as well as 200
     stats = fetch_bricklink(tmp_path / "raw", base_url=server.url, delay=0, manifest_file=quick_manifest, overrides=FAST)
-    assert stats["total"] == 0 and "browser check" in stats["stopped"] and "--catalog-file" in stats["stopped"]
+    assert stats.total == 0 and "browser check" in stats.stopped and "--catalog-file" in stats.stopped
     assert len(server.requests("/catalogList.asp")) == 1  # no grinding on
     r = subprocess.run([sys.executable, "-m", "gandata.cli", "fetch", "bricklink", "--out", str(tmp_path / "cli"),
                         "--base-url", server.url, "--delay", "0", "--manifest", str(quick_manifest)],
@@ -167,8 +167,8 @@ def test_pages_past_the_end_repeat_and_the_guard_stops(server, tmp_path, quick_m
                             overrides=FAST)
     want = _expected(server, ["9"])
     assert {r["item_no"].lower() for r in check_dataset(tmp_path / "raw")} == want
-    assert stats["crawl"]["pages"] == -(-len(want) // 5)
-    assert len(server.requests("/catalogList.asp")) == stats["crawl"]["pages"] + 1  # one repeated page ends it
+    assert stats.extra["crawl"]["pages"] == -(-len(want) // 5)
+    assert len(server.requests("/catalogList.asp")) == stats.extra["crawl"]["pages"] + 1  # one repeated page ends it
 
 
 def test_catalog_file_is_preferred_and_filtered(server, tmp_path, quick_manifest):
@@ -176,11 +176,11 @@ def test_catalog_file_is_preferred_and_filtered(server, tmp_path, quick_manifest
     cats = fixture_path("sources/bricklink_categories.txt")
     stats = fetch_bricklink(tmp_path / "all", catalog_file=catalog, base_url=server.url, manifest_file=quick_manifest,
                             limit=30, overrides=FAST)
-    assert stats["total"] == 30 and not server.requests("/catalogList.asp")  # no crawling at all
+    assert stats.total == 30 and not server.requests("/catalogList.asp")  # no crawling at all
     sw = fetch_bricklink(tmp_path / "sw", catalog_file=catalog, categories_file=cats, categories="65.258",
                          base_url=server.url, manifest_file=quick_manifest, overrides=FAST)
     rows = check_dataset(tmp_path / "sw")
-    assert sw["total"] == len(rows) == 8 and {r["category_path"] for r in rows} == {"Star Wars / Star Wars Episode 4/5/6"}
+    assert sw.total == len(rows) == 8 and {r["category_path"] for r in rows} == {"Star Wars / Star Wars Episode 4/5/6"}
     with pytest.raises(UserError, match="needs --categories-file"):
         fetch_bricklink(tmp_path / "x", catalog_file=catalog, categories="65.258", base_url=server.url)
     with pytest.raises(UserError, match="--categories"):
@@ -197,8 +197,8 @@ def test_labels_for_conditional_training(server, tmp_path, quick_manifest):
                     overrides=FAST)
     summary = shard([tmp_path / "raw"], tmp_path / "shards", "bricks",
                     ShardOptions(size=32, label_field="category", val_fraction=0.0))
-    counts = summary["labels"]["counts"]
-    assert counts["Castle"] == 26 and counts["Star Wars"] == 14 and sum(counts.values()) == summary["counts"]["total"]
+    counts = summary.labels["counts"]
+    assert counts["Castle"] == 26 and counts["Star Wars"] == 14 and sum(counts.values()) == summary.counts["total"]
 
 
 def test_sigkill_mid_crawl_then_rerun_loses_nothing_and_fetches_nothing_twice(server, tmp_path, quick_manifest):
@@ -227,11 +227,11 @@ def test_sigkill_mid_crawl_then_rerun_loses_nothing_and_fetches_nothing_twice(se
 def test_rebrickable_from_the_bulk_csv(server, tmp_path):
     stats = fetch_rebrickable(tmp_path / "rb", base_url=server.url, limit=25, overrides={**FAST, "rate": 0})
     rows = check_dataset(tmp_path / "rb")
-    assert stats["total"] == 25 and all(r["key"].startswith("rebrickable-fig-") for r in rows)
+    assert stats.total == 25 and all(r["key"].startswith("rebrickable-fig-") for r in rows)
     assert all(r["url"].startswith(f"{server.url}/media/sets/fig-") and r["name"] and r["num_parts"] > 0 for r in rows)
-    assert stats["provenance"]["csv"]["url"] == f"{server.url}/media/downloads/minifigs.csv.gz"
+    assert stats.provenance["csv"]["url"] == f"{server.url}/media/downloads/minifigs.csv.gz"
     local = fetch_rebrickable(tmp_path / "rb2", csv_file=fixture_path("sources/rebrickable_minifigs_excerpt.csv"),
                               base_url=server.url, overrides={**FAST, "rate": 0})
-    assert local["total"] == 100 and len(server.requests("/media/downloads/")) == 1
+    assert local.total == 100 and len(server.requests("/media/downloads/")) == 1
     with pytest.raises(UserError, match=r"could not download the Rebrickable minifigs CSV .*--csv FILE"):
         fetch_rebrickable(tmp_path / "rb3", base_url="http://127.0.0.1:9")

@@ -42,7 +42,7 @@ def reference(path: Path, cascade: Path) -> list[tuple[int, int, int, int]]:
 def test_default_settings_find_the_reference_faces(tmp_path, anime_dir, cascade):
     out = tmp_path / "faces"
     summary = crop(anime_dir, out, CropOptions(size=64), cascade=cascade, debug_grid=tmp_path / "debug.png")
-    assert summary["with_faces"] >= 10 and summary["images"] == 12 and summary["unreadable"] == 0
+    assert summary.with_faces >= 10 and summary.images == 12 and summary.unreadable == 0
     rows = list(Dataset.open(out).rows())
     by_parent: dict[str, list] = {}
     for r in rows:
@@ -59,7 +59,7 @@ def test_default_settings_find_the_reference_faces(tmp_path, anime_dir, cascade)
     # --min-face 24: exactly the reference's boxes
     every = crop(anime_dir, tmp_path / "all", CropOptions(size=64, min_face=24), cascade=cascade)
     rows24 = list(Dataset.open(tmp_path / "all").rows())
-    assert every["crops"] == 11
+    assert every.crops == 11
     for f in sorted(anime_dir.glob("*.jpg")):
         assert sorted(tuple(r["bbox"]) for r in rows24 if r["parent"] == f.stem) == reference(f, cascade)
     assert Image.open(tmp_path / "debug.png").mode == "RGB"
@@ -102,7 +102,7 @@ def test_edge_policies_on_real_images(tmp_path, anime_dir, cascade):
     pad = crop(anime_dir, tmp_path / "pad", big, cascade=cascade)
     drop = crop(anime_dir, tmp_path / "drop", CropOptions(size=32, margin=1.0, edge="drop"), cascade=cascade)
     shift = crop(anime_dir, tmp_path / "shift", CropOptions(size=32, margin=1.0, edge="shift"), cascade=cascade)
-    assert pad["crops"] == shift["crops"] == 11 and drop["crops"] < 11
+    assert pad.crops == shift.crops == 11 and drop.crops < 11
     for r in Dataset.open(tmp_path / "shift").rows():
         x0, y0, x1, y1 = r["crop_box"]
         assert x0 >= 0 and y0 >= 0 and x1 <= 512 and y1 <= 512 and x1 - x0 == y1 - y0
@@ -124,9 +124,9 @@ def test_large_images_are_detected_on_a_downscaled_copy(tmp_path, anime_dir, cas
 def test_resume_and_unreadable_files(tmp_path, anime_copy, cascade):
     (anime_copy / "broken.jpg").write_bytes(b"<html>not found</html>")
     first = crop(anime_copy, tmp_path / "faces", cascade=cascade)
-    assert first["unreadable"] == 1 and "HTML" in first["bad"][0]["reason"] and first["crops"] == 11
+    assert first.unreadable == 1 and "HTML" in first.bad[0]["reason"] and first.crops == 11
     again = crop(anime_copy, tmp_path / "faces", cascade=cascade)
-    assert again["crops"] == 0 and again["skipped_done"] == 13 and again["total_crops"] == 11
+    assert again.crops == 0 and again.skipped_done == 13 and again.total_crops == 11
 
 
 def test_cascade_download_is_verified_and_offline_gives_both_ways_out(tmp_path, anime_dir, cascade):
@@ -143,10 +143,10 @@ def test_cascade_download_is_verified_and_offline_gives_both_ways_out(tmp_path, 
             crop(anime_dir, tmp_path / "x", base_url=server.url)
         body["data"] = cascade.read_bytes()
         s = crop(anime_dir, tmp_path / "faces", base_url=server.url)
-        assert s["crops"] == 11 and s["cascade"]["sha256"].startswith("9376d30a")
+        assert s.crops == 11 and s.cascade["sha256"].startswith("9376d30a")
     port = server.port
     # cached now: works with the server gone
-    assert crop(anime_dir, tmp_path / "again", base_url=f"http://127.0.0.1:{port}")["crops"] == 11
+    assert crop(anime_dir, tmp_path / "again", base_url=f"http://127.0.0.1:{port}").crops == 11
     with pytest.raises(UserError, match=r"could not download the anime-face cascade .*--cascade FILE.*network"):
         crop(anime_dir, tmp_path / "y", base_url="http://127.0.0.1:9")
 
@@ -212,11 +212,11 @@ def test_lego_faces_from_a_dataset_keep_labels(tmp_path, cascade):
     out = tmp_path / "data" / "bricklink" / "faces"
     summary = crop(raw, out, CropOptions(size=64, lego=True, min_face=24), cascade=cascade,
                    debug_grid=tmp_path / "heads.png")
-    assert summary["with_faces"] == 12 and summary["without"] == 1 and summary["methods"] == {"layout": 12}
+    assert summary.with_faces == 12 and summary.without == 1 and summary.methods == {"layout": 12}
     rows = list(Dataset.open(out).rows())
     assert {r["parent"] for r in rows} == {f"bricklink-fig{i:03d}" for i in range(12)}
     assert all(r["method"] == "layout" and r["detector"] == "layout" and r["source"] == "bricklink" for r in rows)
     parents = list(Dataset.open(out).read_journal("parents"))
     assert any(p["parent"] == "bricklink-empty" and p["status"] == "no_head" and p["reason"] for p in parents)
     labelled = shard([out], tmp_path / "shards", "lego", ShardOptions(size=32, label_field="category", val_fraction=0))
-    assert labelled["labels"]["counts"] == {"Castle": 6, "Town": 6}
+    assert labelled.labels["counts"] == {"Castle": 6, "Town": 6}

@@ -92,7 +92,7 @@ def test_edited_copies_cluster_with_their_originals_and_originals_stay_apart(tmp
     folder = edited_copies(anime_dir, tmp_path / "imgs")
     report = tmp_path / "dups.jsonl"
     summary = dd.dedupe([folder], report=report, grid=tmp_path / "dups.png")
-    assert summary["samples"] == 72 and summary["clusters"] == 12 and summary["near_duplicates"] == 60
+    assert summary.samples == 72 and summary.clusters == 12 and summary.near_duplicates == 60
     rows = [json.loads(line) for line in report.read_text().splitlines()]
     assert len(rows) == 72
     for r in rows:
@@ -102,13 +102,13 @@ def test_edited_copies_cluster_with_their_originals_and_originals_stay_apart(tmp
         assert r["distance"] <= dd.DEFAULT_THRESHOLD
     assert Image.open(tmp_path / "dups.png").mode == "RGB"
     apart = dd.dedupe([anime_dir])
-    assert apart["clusters"] == 0  # the 12 distinct originals never merge
+    assert apart.clusters == 0  # the 12 distinct originals never merge
 
 
 def test_shard_dedupe_near(tmp_path, anime_dir):
     folder = edited_copies(anime_dir, tmp_path / "imgs")
     summary = shard([folder], tmp_path / "shards", "anime", ShardOptions(size=32, dedupe="near", val_fraction=0))
-    assert summary["counts"]["total"] == 12 and summary["removed"]["near_duplicate"] == 60
+    assert summary.counts["total"] == 12 and summary.removed["near_duplicate"] == 60
     report = [json.loads(line) for line in (tmp_path / "shards" / "rejected.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in report} == {"near_duplicate"} and all("near duplicate of tadne_" in r["reason"] for r in report)
     import webdataset as wds
@@ -127,14 +127,14 @@ def test_hashes_are_cached_and_inputs_are_never_written(tmp_path, anime_dir, mon
             ds.add(p.stem, p.read_bytes(), "jpg", {"width": 512, "height": 512, "source": "test"})
     before = sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*"))
     first = dd.dedupe([root])
-    assert dd.HashCache().path.exists() and first["samples"] == 12
+    assert dd.HashCache().path.exists() and first.samples == 12
     assert sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*")) == before  # changes nothing
     calls = []
     monkeypatch.setattr(dd, "_hash_sample", lambda data: calls.append(1) or "should not be called")
     again = dd.dedupe([root])
-    assert again["samples"] == 12 and not calls and again["clusters"] == first["clusters"] == 0
+    assert again.samples == 12 and not calls and again.clusters == first.clusters == 0
     plain = dd.dedupe([anime_dir])  # the cache is by content: the same files in a plain folder are hits too
-    assert plain["samples"] == 12 and not calls
+    assert plain.samples == 12 and not calls
 
 
 def test_shard_fills_the_hash_cache_that_dedupe_reads(tmp_path, anime_dir, monkeypatch):
@@ -142,7 +142,7 @@ def test_shard_fills_the_hash_cache_that_dedupe_reads(tmp_path, anime_dir, monke
     calls = []
     monkeypatch.setattr(dd, "_hash_sample", lambda data: calls.append(1) or "should not be called")
     r = dd.dedupe([anime_dir])
-    assert r["samples"] == 12 and not calls
+    assert r.samples == 12 and not calls
 
 
 def test_a_torn_or_foreign_hash_cache_line_is_skipped(tmp_path):
@@ -158,3 +158,21 @@ def test_a_torn_or_foreign_hash_cache_line_is_skipped(tmp_path):
 def test_bad_threshold(tmp_path, anime_dir):
     with pytest.raises(UserError, match="--threshold"):
         dd.dedupe([anime_dir], threshold=40)
+
+
+def test_the_contact_sheet_shows_every_member_of_a_large_cluster(tmp_path, anime_dir, monkeypatch):
+    """A cluster of 12: the row shows the representative and its 7 nearest members — each with its picture (the
+    images loaded used to be the first 8 in input order, not the 8 shown)."""
+    base = Image.open(sorted(anime_dir.glob("*.jpg"))[0]).convert("RGB")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a_original.png").write_bytes(png_bytes(base))
+    for i in range(11):  # a-keys sort first but are the farthest; z-keys are the nearest
+        name = f"{'a' if i < 6 else 'z'}_{i:02d}.jpg"
+        (folder / name).write_bytes(_jpeg(ImageEnhance.Brightness(base).enhance(1.25 if i < 6 else 1.02), 60 + i))
+    cells = []
+    monkeypatch.setattr(dd.images, "contact_sheet", lambda c, **kw: cells.extend(c) or Image.new("RGB", (8, 8)))
+    summary = dd.dedupe([folder], threshold=16, grid=tmp_path / "sheet.png")
+    assert summary.largest == 12
+    row = cells[:8]
+    assert row[0][1].startswith("KEEP") and all(picture is not None for picture, _ in row), [c for _, c in row]

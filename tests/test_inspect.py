@@ -25,11 +25,11 @@ def test_inspect_a_dataset_folder(tmp_path):
         ds.write_stats({"stage": "fetch test", "accepted": 6})
     grid = tmp_path / "grid.png"
     r = inspect_path(root, grid=grid, label_field="category", grid_n=4, cell=64)
-    assert r["kind"] == "dataset" and r["samples"] == 6
-    assert r["sizes"] == [{"width": 96, "height": 80, "count": 4}, {"width": 50, "height": 50, "count": 2}]
-    assert r["labels"] == {"hair": 3, "hat": 3}
-    assert r["failures"] == {"HTTP 404": 2, "not an image: an HTML page, not an image": 1}
-    assert r["last_run"]["stage"] == "fetch test"
+    assert r.kind == "dataset" and r.samples == 6
+    assert r.sizes == [{"width": 96, "height": 80, "count": 4}, {"width": 50, "height": 50, "count": 2}]
+    assert r.labels == {"hair": 3, "hat": 3}
+    assert r.failures == {"HTTP 404": 2, "not an image: an HTML page, not an image": 1}
+    assert r.last_run["stage"] == "fetch test"
     sheet = Image.open(grid)
     assert sheet.size == (2 * 68 + 4, 22 + 2 * (64 + 14 + 4) + 4)  # 4 cells, 2×2, with title and captions
 
@@ -37,9 +37,9 @@ def test_inspect_a_dataset_folder(tmp_path):
 def test_inspect_shards_with_labels_and_a_plain_folder_with_a_bad_file(tmp_path, anime_copy):
     (anime_copy / "broken.jpg").write_bytes(b"<html>oops</html>")
     r = inspect_path(anime_copy)
-    assert r["kind"] == "folder" and r["samples"] == 12 and r["unreadable"] == 1
-    assert r["sizes"] == [{"width": 512, "height": 512, "count": 12}]
-    assert "HTML" in r["bad"][0]["reason"]
+    assert r.kind == "folder" and r.samples == 12 and r.unreadable == 1
+    assert r.sizes == [{"width": 512, "height": 512, "count": 12}]
+    assert "HTML" in r.bad[0]["reason"]
 
     root = tmp_path / "raw"
     with Dataset.create(root) as ds:
@@ -49,8 +49,8 @@ def test_inspect_shards_with_labels_and_a_plain_folder_with_a_bad_file(tmp_path,
     shard([root], tmp_path / "shards", "s", ShardOptions(size=32, label_field="category", val_fraction=0.3))
     grid = tmp_path / "sheet.png"
     r = inspect_path(tmp_path / "shards", grid=grid)
-    assert r["kind"] == "shards" and r["samples"] == 10 and "warning" not in r
-    assert r["labels"] == {"bald": 5, "hat": 5}
-    assert sum(r["splits"].values()) == 10
-    assert r["sizes"] == [{"width": 32, "height": 32, "count": 10}]
+    assert r.kind == "shards" and r.samples == 10 and r.warning is None
+    assert r.labels == {"bald": 5, "hat": 5}
+    assert sum(r.splits.values()) == 10
+    assert r.sizes == [{"width": 32, "height": 32, "count": 10}]
     assert Image.open(grid).mode == "RGB"

@@ -202,8 +202,8 @@ def test_fetch_weights_resumes_verifies_and_never_leaves_a_bad_file(tmp_path, fi
     sha1 = hashlib.sha1(body).hexdigest()
     r = fetch_weights(url, dest, sha1=sha1, sha256_prefix="x", progress=False)
     assert dest.read_bytes() == body and _Files.ranges == ["bytes=300000-"]
-    assert r["sha256"] == hashlib.sha256(body).hexdigest()
-    assert verify_weights(dest, sha1=sha1, sha256_prefix="x") == r["sha256"]
+    assert r.sha256 == hashlib.sha256(body).hexdigest()
+    assert verify_weights(dest, sha1=sha1, sha256_prefix="x") == r.sha256
     other = tmp_path / "w" / "other.pth"
     with pytest.raises(EvalError, match="wrong checksum"):
         fetch_weights(url, other, progress=False)  # the real checksum: these bytes are not the weights
@@ -223,7 +223,7 @@ def tiny_run(labelled_shards, tmp_path_factory) -> Path:  # noqa: F811
 
 def test_eval_with_a_tiny_extractor_records_everything_and_reuses_the_cache(tiny_run, labelled_shards):  # noqa: F811
     (tiny_run / "eval.jsonl").unlink(missing_ok=True)
-    [line] = evaluate(tiny_run, str(labelled_shards), n=120, extractor="tiny-random", device="cpu", progress=False)
+    [line] = evaluate(tiny_run, str(labelled_shards), n=120, extractor="tiny-random", device="cpu", progress=False).results
     assert np.isfinite(line["fid"]) and line["fid"] > 0 and np.isfinite(line["kid"])
     assert line["n_gen"] == 120 and line["n_real"] == 96 and line["kid_subset_size"] == 96
     assert line["extractor"].startswith("tiny-random") and line["resize"] == "bilinear-32"
@@ -234,15 +234,15 @@ def test_eval_with_a_tiny_extractor_records_everything_and_reuses_the_cache(tiny
     # again: nothing recomputed, nothing appended
     stats[0].touch()
     before = stats[0].stat().st_mtime_ns
-    [again] = evaluate(tiny_run, str(labelled_shards), n=120, extractor="tiny-random", device="cpu", progress=False)
+    [again] = evaluate(tiny_run, str(labelled_shards), n=120, extractor="tiny-random", device="cpu", progress=False).results
     assert again["reused"] and again["fid"] == line["fid"] and stats[0].stat().st_mtime_ns == before
     assert len((tiny_run / "eval.jsonl").read_text().splitlines()) == 1
     # every checkpoint: the newest is reused, the others computed; the real statistics come from the cache
     lines = evaluate(tiny_run, str(labelled_shards), n=120, extractor="tiny-random", every=True, device="cpu",
-                     progress=False)
+                     progress=False).results
     assert len(lines) == len(list(tiny_run.glob("checkpoint-*.pt"))) >= 2 and sum("reused" in x for x in lines) == 1
     # a different N generated is a different result, not a reuse
-    [other] = evaluate(tiny_run, str(labelled_shards), n=60, extractor="tiny-random", device="cpu", progress=False)
+    [other] = evaluate(tiny_run, str(labelled_shards), n=60, extractor="tiny-random", device="cpu", progress=False).results
     assert "reused" not in other and other["n_gen"] == 60
 
 
@@ -254,7 +254,7 @@ def test_real_statistics_are_keyed_by_the_extractor(tiny_run, labelled_shards, m
     real = metrics.real_stats
     monkeypatch.setattr(metrics, "real_stats", lambda *a, **k: calls.append(a[1].id) or real(*a, **k))
     other = metrics.Extractor("another", 16, "0" * 64, "bilinear-32", TinyRandom(seed=1).eval(), torch.device("cpu"))
-    line = evaluate(tiny_run, str(labelled_shards), n=50, extractor=other, device="cpu", progress=False)[0]
+    line = evaluate(tiny_run, str(labelled_shards), n=50, extractor=other, device="cpu", progress=False).results[0]
     assert calls and line["extractor"] == "another"
     assert len(list(cache_dir().glob("fid-stats/*.npz"))) == 2
 
@@ -280,7 +280,7 @@ def test_an_extractor_from_a_python_file(tiny_run, labelled_shards, tmp_path):  
                       "def features(device):\n"
                       "    return Extractor('my-features', 16, 'x' * 64, 'bilinear-32', TinyRandom(seed=3), device)\n")
     [line] = evaluate(tiny_run, str(labelled_shards), n=40, metrics="fid", extractor=load_extractor(
-        f"{plugin}:features", device="cpu"), device="cpu", progress=False)
+        f"{plugin}:features", device="cpu"), device="cpu", progress=False).results
     assert line["extractor"] == "my-features" and line["fid"] >= 0
     r = subprocess.run([sys.executable, "-m", "gandata.cli", "eval", str(tiny_run), "--real", str(labelled_shards),
                         "--n", "40", "--metrics", "fid", "--extractor", f"{plugin}:features", "--device", "cpu",

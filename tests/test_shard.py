@@ -91,11 +91,11 @@ def test_shard_real_images_reads_back_everywhere(tmp_path, anime_dir):
     out = tmp_path / "shards"
     summary = shard([anime_dir], out, "anime", ShardOptions(size=32, val_fraction=0.25, workers=2))
     info = _check_output(out)
-    assert info["counts"]["total"] == 12 and summary["counts"] == info["counts"]
+    assert info["counts"]["total"] == 12 and summary.counts == info["counts"]
     assert info["counts"]["val"] > 0 and info["resolution"] == 32
-    assert summary["removed"] == {"unreadable": 0, "exact_duplicate": 0, "near_duplicate": 0, "missing_label": 0}
-    assert summary["patterns"]["train"] == str(out / "anime-train-000000.tar")
-    assert any("train shard" in w for w in summary["warnings"])  # 1 shard < 8 readers
+    assert summary.removed == {"unreadable": 0, "exact_duplicate": 0, "near_duplicate": 0, "missing_label": 0}
+    assert summary.patterns["train"] == str(out / "anime-train-000000.tar")
+    assert any("train shard" in w for w in summary.warnings)  # 1 shard < 8 readers
     for name, types in _json_types(out, info).items():
         assert len(types) == 1, (name, types)
 
@@ -106,18 +106,18 @@ def test_same_inputs_give_byte_identical_shards_whatever_the_order(tmp_path, ani
     opts = ShardOptions(size=32, val_fraction=0.2, maxcount=7, min_shards=1, workers=2)
     a = shard([anime_dir, extra], tmp_path / "a", "x", opts)
     b = shard([extra, anime_dir], tmp_path / "b", "x", ShardOptions(**{**opts.__dict__, "workers": 1}))
-    assert a["counts"] == b["counts"]
+    assert a.counts == b.counts
     ia, ib = _info(tmp_path / "a"), _info(tmp_path / "b")
     assert [s["sha256"] for s in ia["splits"]["train"]["shards"]] == [s["sha256"] for s in ib["splits"]["train"]["shards"]]
     for s in ia["splits"]["train"]["shards"] + ia["splits"]["val"]["shards"]:
         assert (tmp_path / "a" / s["name"]).read_bytes() == (tmp_path / "b" / s["name"]).read_bytes()
     # a second run in place reuses the spool and rewrites the same bytes
     again = shard([anime_dir, extra], tmp_path / "a", "x", opts)
-    assert again["reused"] == 42 and again["processed"] == 0
+    assert again.reused == 42 and again.processed == 0
     assert _info(tmp_path / "a")["splits"] == ia["splits"]
     # another seed: same split membership, another order
     c = shard([anime_dir, extra], tmp_path / "c", "x", ShardOptions(**{**opts.__dict__, "seed": 1}))
-    assert c["counts"] == a["counts"]
+    assert c.counts == a.counts
     assert _info(tmp_path / "c")["splits"]["train"]["shards"][0]["sha256"] != ia["splits"]["train"]["shards"][0]["sha256"]
 
 
@@ -134,7 +134,7 @@ def test_split_is_stable_when_inputs_grow(tmp_path):
     first = splits(tmp_path / "s1")
     write_drawn_folder(folder, 60, start=40)
     summary = shard([folder], tmp_path / "s1", "g", opts)
-    assert summary["reused"] == 40 and summary["processed"] == 60
+    assert summary.reused == 40 and summary.processed == 60
     second = splits(tmp_path / "s1")
     assert len(second) == 100 and set(first.values()) == {"train", "val"}
     assert all(second[k] == sp for k, sp in first.items())
@@ -147,10 +147,10 @@ def test_even_shard_sizes_and_names(tmp_path):
     summary = shard([folder], tmp_path / "out", "even", ShardOptions(size=16, val_fraction=0.0, maxcount=30, workers=2))
     info = _check_output(tmp_path / "out")
     sizes = [s["samples"] for s in info["splits"]["train"]["shards"]]
-    assert sizes == [26, 26, 26, 25] and summary["shards"] == {"train": 4, "val": 0}
+    assert sizes == [26, 26, 26, 25] and summary.shards == {"train": 4, "val": 0}
     assert [s["name"] for s in info["splits"]["train"]["shards"]] == [f"even-train-{i:06d}.tar" for i in range(4)]
     assert info["splits"]["train"]["pattern"] == "even-train-{000000..000003}.tar"
-    assert summary["patterns"]["val"] is None
+    assert summary.patterns["val"] is None
     # fewer shards next time: the stale ones go
     shard([folder], tmp_path / "out", "even", ShardOptions(size=16, val_fraction=0.0, maxcount=60, min_shards=1))
     assert sorted(p.name for p in (tmp_path / "out").glob("*.tar")) == ["even-train-000000.tar", "even-train-000001.tar"]
@@ -176,8 +176,8 @@ def test_exact_duplicates_and_corrupt_files_are_counted_and_listed(tmp_path, ani
     (anime_copy / "empty.png").write_bytes(b"")
     out = tmp_path / "out"
     summary = shard([anime_copy], out, "anime", ShardOptions(size=32, workers=2))
-    assert summary["removed"]["exact_duplicate"] == 2 and summary["removed"]["unreadable"] == 3
-    assert summary["counts"]["total"] == 12
+    assert summary.removed["exact_duplicate"] == 2 and summary.removed["unreadable"] == 3
+    assert summary.counts["total"] == 12
     report = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
     reasons = {Path(r["origin"]).name: r["reason"] for r in report}
     assert Counter(r["kind"] for r in report) == {"exact_duplicate": 2, "unreadable": 3}
@@ -187,10 +187,10 @@ def test_exact_duplicates_and_corrupt_files_are_counted_and_listed(tmp_path, ani
     assert "truncated" in reasons["truncated.jpg"] and "HTML" in reasons["error_page.jpg"]
     assert "empty" in reasons["empty.png"]
     info = _check_output(out)
-    assert info["removed"] == summary["removed"]
+    assert info["removed"] == summary.removed
     # --dedupe none keeps them
     kept = shard([anime_copy], tmp_path / "keep", "anime", ShardOptions(size=32, dedupe="none"))
-    assert kept["counts"]["total"] == 14 and kept["removed"]["exact_duplicate"] == 0
+    assert kept.counts["total"] == 14 and kept.removed["exact_duplicate"] == 0
 
 
 def test_labels_from_a_record_field(tmp_path):
@@ -207,7 +207,7 @@ def test_labels_from_a_record_field(tmp_path):
     info = _check_output(out)
     assert info["labels"]["names"] == ["bald", "hair", "hat", "helmet"]
     assert info["labels"]["counts"] == {"bald": 1, "hair": 2, "hat": 3, "helmet": 1}
-    assert summary["removed"]["missing_label"] == 1 and sorted(info["fields"]) == ["cls", "json", "png"]
+    assert summary.removed["missing_label"] == 1 and sorted(info["fields"]) == ["cls", "json", "png"]
     types = _json_types(out, info)
     assert types["year"] == {"str"} and types["score"] == {"float"} and types["cls"] == {"int"}
     # provenance: where the data came from
@@ -222,8 +222,8 @@ def test_a_file_changed_behind_the_manifest_is_reported(tmp_path):
         rows = [ds.add(f"k{i}", png_bytes(drawn_image(i)), "png", {"width": 96, "height": 80, "source": "t"}) for i in range(3)]
     (root / rows[1]["path"]).write_bytes(png_bytes(drawn_image(77)))
     summary = shard([root], tmp_path / "out", "x", ShardOptions(size=16))
-    assert summary["counts"]["total"] == 2 and summary["removed"]["unreadable"] == 1
-    assert "changed on disk" in summary["rejected"][0]["reason"] and summary["rejected"][0]["key"] == "k1"
+    assert summary.counts["total"] == 2 and summary.removed["unreadable"] == 1
+    assert "changed on disk" in summary.rejected[0]["reason"] and summary.rejected[0]["key"] == "k1"
 
 
 def test_harmonize_gives_one_type_per_field():
@@ -238,7 +238,7 @@ def test_key_collisions(tmp_path):
     (a / "x.png").write_bytes(png_bytes(drawn_image(1)))
     (b / "x.png").write_bytes(png_bytes(drawn_image(1)))
     summary = shard([a, b], tmp_path / "o", "same", ShardOptions(size=16))
-    assert summary["counts"]["total"] == 1 and summary["removed"]["exact_duplicate"] == 1
+    assert summary.counts["total"] == 1 and summary.removed["exact_duplicate"] == 1
     (b / "x.png").write_bytes(png_bytes(drawn_image(2)))
     with pytest.raises(UserError, match="two inputs give the key 'x' to different images"):
         shard([a, b], tmp_path / "o2", "diff", ShardOptions(size=16))
@@ -267,7 +267,7 @@ def test_bad_input_gets_one_clear_line(tmp_path, anime_dir):
 def test_reshard_our_own_shards_and_img2dataset_output(tmp_path, anime_dir):
     shard([anime_dir], tmp_path / "s64", "anime", ShardOptions(size=64, val_fraction=0.25))
     summary = shard([tmp_path / "s64"], tmp_path / "s32", "anime32", ShardOptions(size=32, val_fraction=0.25))
-    assert summary["counts"]["total"] == 12
+    assert summary.counts["total"] == 12
     info = _check_output(tmp_path / "s32")
     assert info["sources"][0]["kind"] == "shards"
 
@@ -280,7 +280,7 @@ def test_shard_all_under_the_data_dir(tmp_path):
                 ds.add(f"k{i}", png_bytes(drawn_image(i + (10 if name == "two" else 0))), "png",
                        {"width": 96, "height": 80, "source": name})
     summaries = shard_all(data, ShardOptions(size=16))
-    assert [s["name"] for s in summaries] == ["one", "two"]
+    assert [s.name for s in summaries] == ["one", "two"]
     for name in ("one", "two"):
         assert _check_output(data / name / "shards")["counts"]["total"] == 3
     with pytest.raises(UserError, match="no datasets under"):

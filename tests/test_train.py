@@ -54,7 +54,7 @@ def test_every_trainer_runs_end_to_end(kind, labelled_shards, tmp_path):
     out = tmp_path / kind
     summary = train(TrainOptions(kind=kind, shards=str(labelled_shards), out=str(out), kimg=0.1, batch=8,
                                  snap_kimg=0.05, critic_warmup=False, **TINY), progress=False)
-    assert summary["kimg"] >= 0.1 and summary["ranks_consistent"] and summary["resolution"] == 32
+    assert summary.kimg >= 0.1 and summary.ranks_consistent and summary.resolution == 32
     ckpts = sorted(out.glob("checkpoint-*.pt"))
     assert len(ckpts) >= 2 and (out / "reals.png").exists() and sorted(out.glob("fakes-*.png"))
     ck = load_checkpoint(ckpts[-1])
@@ -66,7 +66,7 @@ def test_every_trainer_runs_end_to_end(kind, labelled_shards, tmp_path):
     if kind == "cdcgan":
         assert opts["label_names"] == ["bald", "hair", "hat"] and opts["n_classes"] == 3
     r = sample(out, n=9, out=tmp_path / "s.png", label=1 if kind == "cdcgan" else None, device="cpu")
-    assert r["n"] == 9 and (tmp_path / "s.png").stat().st_size > 0
+    assert r.n == 9 and (tmp_path / "s.png").stat().st_size > 0
 
 
 def test_paper_defaults_are_resolved():

@@ -246,7 +246,7 @@ def test_a_run_folder_is_never_started_over_or_shared(colour_shards, tmp_path, m
     with FolderLock(out):  # another run holds the folder
         with pytest.raises(ttrain.TrainError, match="another training run is writing to"):
             train(TrainOptions(**{**opts, "kimg": 0.08}, resume="auto"), progress=False)
-    assert train(TrainOptions(**{**opts, "kimg": 0.08}, resume="auto"), progress=False)["resumed_from"]
+    assert train(TrainOptions(**{**opts, "kimg": 0.08}, resume="auto"), progress=False).resumed_from
 
 
 def test_resume_passes_over_a_damaged_newest_checkpoint(colour_shards, tmp_path, capsys):
@@ -256,5 +256,5 @@ def test_resume_passes_over_a_damaged_newest_checkpoint(colour_shards, tmp_path,
     first, newest = sorted(out.glob("checkpoint-*.pt"))
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated
     s = train(TrainOptions(kimg=0.12, resume="auto", **opts), progress=False)
-    assert s["resumed_from"] == str(first) and s["kimg"] >= 0.12
+    assert s.resumed_from == str(first) and s.kimg >= 0.12
     assert f"skipping {newest}: it does not load" in capsys.readouterr().err

@@ -43,14 +43,14 @@ def test_fetch_a_csv_list(server, tmp_path):
     lst.write_text("\n".join(rows) + "\n")
     out = tmp_path / "raw"
     stats = fetch_urls(lst, "anime", out, overrides={"backoff": 0.01, "retries": 1})
-    assert stats["accepted"] == 30 and stats["skipped_known"] == 1
-    assert stats["failures"] == {"invalid URL": 1}
+    assert stats.accepted == 30 and stats.skipped_known == 1
+    assert stats.failures == {"invalid URL": 1}
     got = check_dataset(out)
     assert {r["title"] for r in got} == {f"pic {i}" for i in range(30)}
     assert all(r["list_width"] == "999" and r["width"] == 48 and r["key"].startswith("anime-") for r in got)
     assert json.loads((out / "stats.json").read_text())["stage"] == "fetch urls"
     again = fetch_urls(lst, "anime", out, limit=10)
-    assert again["accepted"] == 0 and again["complete"]
+    assert again.accepted == 0 and again.complete
 
 
 def test_bad_lists(tmp_path):

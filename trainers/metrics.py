@@ -38,6 +38,7 @@ from .. import shardset
 from . import data as tdata
 from . import inception
 from ..errors import UserError
+from ..summary import Summary
 from .train import latest_checkpoint, load_generator, pick_device
 
 
@@ -297,14 +298,14 @@ def find_weights(option: str | os.PathLike | None = None) -> tuple[Path, str]:
 
 def fetch_weights(url: str = inception.WEIGHTS_URL, dest: str | os.PathLike | None = None,
                   sha1: str = inception.WEIGHTS_SHA1, sha256_prefix: str = inception.WEIGHTS_SHA256_PREFIX,
-                  progress: bool = True) -> dict:
+                  progress: bool = True) -> WeightsResult:
     """Download the weight file into the cache (or ``dest``), resuming a partial download, and verify it. The file
     appears under its final name only once verified."""
     import requests
 
     final = Path(dest) if dest else weights_cache_path()
     if final.is_file():
-        return {"path": str(final), "sha256": verify_weights(final, sha1, sha256_prefix), "downloaded": 0}
+        return WeightsResult(path=str(final), sha256=verify_weights(final, sha1, sha256_prefix), downloaded=0)
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     try:
@@ -319,7 +320,7 @@ def fetch_weights(url: str = inception.WEIGHTS_URL, dest: str | os.PathLike | No
         raise EvalError(f"the file downloaded from {url} has the wrong checksum (expected sha1 {sha1}); it was "
                          "deleted: try again, or download it elsewhere and pass --inception-weights FILE") from None
     os.replace(part, final)
-    return {"path": str(final), "sha256": digest, "downloaded": final.stat().st_size}
+    return WeightsResult(path=str(final), sha256=digest, downloaded=final.stat().st_size)
 
 
 # ------------------------------------------------------------------------------------------------- reals
@@ -441,10 +442,50 @@ def _config(line: dict) -> tuple:
             line.get("weights_sha256"), line.get("resize"), line.get("seed"), tuple(line.get("metrics") or ()))
 
 
+@dataclass
+class EvalSummary(Summary):
+    """The metric lines of one ``gandata eval`` (as written to, or found in, ``log``)."""
+
+    results: list[dict]  # eval.jsonl lines: checkpoint, kimg, fid, kid, kid_std, n_gen, n_real, extractor, …
+    log: str
+
+    def to_json(self) -> dict:
+        return {"results": self.results}
+
+    def lines(self) -> list[str]:
+        out = [f"{r['checkpoint']} ({r['kimg']:g} kimg): {_shown(r)}" + ("  (from eval.jsonl)" if r.get("reused") else "")
+               for r in self.results]
+        r = self.results[-1]
+        out.append(f"  N gen {r['n_gen']}, N real {r['n_real']}, {r['extractor']} (weights sha256 "
+                   f"{r['weights_sha256'][:12]}…), resize {r['resize']}; lines in {self.log}")
+        return out
+
+    def brief(self) -> str:
+        last = self.results[-1]
+        shown = ", ".join(f"{k} {last[k]:.4g}" for k in ("fid", "kid") if k in last)
+        return f"{shown} at {last['kimg']:g} kimg (N gen {last['n_gen']}, {last['extractor']})"
+
+
+def _shown(r: dict) -> str:
+    return "  ".join(f"{k} {r[k]:.4g}" + (f" ± {r['kid_std']:.2g}" if k == "kid" else "") for k in ("fid", "kid")
+                     if k in r)
+
+
+@dataclass
+class WeightsResult(Summary):
+    path: str
+    sha256: str
+    downloaded: int  # bytes downloaded now (0: the file was already there)
+
+    def brief(self) -> str:
+        return f"{self.path} (sha256 {self.sha256}) is ready; " + ("downloaded now" if self.downloaded
+                                                                    else "it was already there")
+
+
 def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str | tuple = ("fid", "kid"),
              extractor: str | Extractor = "inception", weights: str | os.PathLike | None = None,
              n_real: int | None = None, every: bool = False, batch: int = 64, seed: int = 0, device: str = "auto",
-             progress: bool = True) -> list[dict]:
+             progress: bool = True) -> EvalSummary:
     """FID/KID of a checkpoint, a run's newest checkpoint, or (``every``) each of a run's checkpoints. Results are
     appended to the run's ``eval.jsonl``; a checkpoint already evaluated with the same settings is not redone."""
     names = parse_metrics(metrics) if isinstance(metrics, str) else tuple(metrics)
@@ -481,7 +522,7 @@ def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str
         with JsonlLog(log_path) as log:
             log.append(line)
         results.append(line)
-    return results
+    return EvalSummary(results=results, log=str(log_path))
 
 
 class SnapshotEval:

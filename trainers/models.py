@@ -24,6 +24,8 @@ import math
 import torch
 from torch import nn
 
+from .kinds import CRITIC_CONDITIONING
+
 RESOLUTIONS = (32, 64, 128)
 
 
@@ -108,8 +110,6 @@ class Generator(nn.Module):
             x = layer(x, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
         return x
 
-
-CRITIC_CONDITIONING = ("input", "projection", "both")
 
 
 class Critic(nn.Module):

@@ -36,7 +36,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -46,27 +46,16 @@ from torch import nn
 
 from .. import shardset
 from ..errors import UserError
-from ..fileio import FolderLock, atomic_file
+from ..fileio import FolderLock, atomic_file, atomic_write_json
+from ..summary import Summary
 from . import data as tdata
+from .kinds import CRITIC_CONDITIONING, DEFAULTS, KINDS
 from .losses import clip_weights, d_loss, g_loss, gradient_penalty
 from .models import Critic, Generator
 
-KINDS = ("dcgan", "lsgan", "wgan", "wgan-gp", "cdcgan")
 CHECKPOINT_RE = "checkpoint-*.pt"
 PROGRESS_SECONDS = 10.0  # a progress line at least this often (rank 0), also between metrics rows
 RUN_LOCK_WAIT = 10.0  # seconds to wait for a run folder's lock: a killed run's loader workers take up to ~5 s to go
-
-# the papers' defaults (trainer-anchors §5): batch, optimiser, critic normalisation, critic steps per G step. Batch 64
-# for the DCGAN family is pytorch/examples' (the paper used 128): at equal images shown, 128 halves the updates, and
-# in benchmarks/quality.py 3 of 5 seeds of dcgan at 128 never left "D wins" where the reference at 64 learned.
-DEFAULTS = {
-    "dcgan": dict(batch=64, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
-    "cdcgan": dict(batch=64, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
-    "lsgan": dict(batch=64, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
-    "wgan": dict(batch=64, opt="rmsprop", lr=5e-5, betas=None, critic_norm="batch", n_critic=5),
-    "wgan-gp": dict(batch=64, opt="adam", lr=1e-4, betas=(0.0, 0.9), critic_norm="group", n_critic=5),
-}
-
 
 class TrainError(UserError):
     """A problem with the options or the data, said in one line."""
@@ -126,8 +115,6 @@ class TrainOptions:
                              "penalty is per sample")
         if o.precision not in ("fp32", "bf16"):
             raise TrainError("--precision must be fp32 or bf16")
-        from .models import CRITIC_CONDITIONING
-
         if o.critic_cond not in CRITIC_CONDITIONING:
             raise TrainError(f"--critic-cond must be one of {', '.join(CRITIC_CONDITIONING)}")
         if o.threads < 0:
@@ -144,6 +131,57 @@ class TrainOptions:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class TrainSummary(Summary):
+    """The end of a training run (also ``RUN/summary.json``)."""
+
+    OMIT_NONE = ("eval", "peak_gpu_mib", "already_trained")
+    kind: str
+    out: str
+    kimg: float  # images shown to the critic, in thousands
+    steps: int
+    world: int  # processes
+    resumed_from: str | None
+    seconds: float
+    resolution: int
+    ddp: bool
+    threads: int
+    checkpoint: str | None = None  # the last snapshot
+    grid: str | None = None
+    params_sha256: str | None = None
+    ranks_consistent: bool = True
+    eval: dict | None = None  # the last snapshot's metrics (--eval)
+    peak_gpu_mib: int | None = None
+    already_trained: bool | None = None  # a pipeline found the run finished and did not train
+
+    @classmethod
+    def read(cls, run: Path) -> "TrainSummary":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads((run / "summary.json").read_text()).items() if k in known})
+
+    def lines(self) -> list[str]:
+        return [f"trained {self.kind} for {self.kimg} kimg ({self.steps} steps, {self.world} process(es), "
+                f"{self.seconds} s) → {self.out}", f"  checkpoint: {self.checkpoint}", f"  samples:    {self.grid}"]
+
+    def brief(self) -> str:
+        if self.already_trained:
+            return f"already trained: {self.kimg} kimg ({self.checkpoint})"
+        return f"{self.kimg} kimg, {self.steps} steps in {self.seconds} s; samples {self.grid}"
+
+
+@dataclass
+class SampleResult(Summary):
+    checkpoint: str
+    out: str
+    n: int
+    kind: str
+    kimg: float
+    label_names: list[str] | None
+
+    def brief(self) -> str:
+        return f"{self.n} samples of {self.kind} at {self.kimg:g} kimg → {self.out}"
 
 
 def _dist() -> tuple[int, int, int]:
@@ -317,7 +355,7 @@ def _optimizer(o: TrainOptions, params) -> torch.optim.Optimizer:
 # ---------------------------------------------------------------------------------------------------- run
 
 
-def train(options: TrainOptions, progress: bool = True) -> dict:
+def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
     """Train in this process (one rank of a torchrun job when WORLD_SIZE is set). Returns the final summary.
     The run folder is locked by rank 0 for the whole run; a folder that already holds a run is continued only with
     ``resume``, never silently started over."""
@@ -340,7 +378,7 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
         lock.release()
 
 
-def _train(o: TrainOptions, progress: bool) -> dict:
+def _train(o: TrainOptions, progress: bool) -> TrainSummary:
     rank, world, local_rank = _dist()
     device = pick_device(o.device, local_rank)
     if o.eval_metrics and o.eval_extractor == "inception":  # every rank: none may start if rank 0 cannot evaluate
@@ -562,14 +600,14 @@ def _train(o: TrainOptions, progress: bool) -> dict:
         if distributed and dist.is_initialized():
             _barrier(world)
             dist.destroy_process_group()
-    summary.update(kind=o.kind, out=str(run), kimg=round(cur_nimg / 1000, 3), steps=step, world=world,
-                   resumed_from=resumed_from, seconds=round(time.monotonic() - t_start, 1), resolution=resolution,
-                   ddp=distributed, threads=threads)
-    if device.type == "cuda":
-        summary["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+    result = TrainSummary(
+        kind=o.kind, out=str(run), kimg=round(cur_nimg / 1000, 3), steps=step, world=world,
+        resumed_from=resumed_from, seconds=round(time.monotonic() - t_start, 1), resolution=resolution,
+        ddp=distributed, threads=threads, **summary,
+        peak_gpu_mib=round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None)
     if rank == 0:
-        (run / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        atomic_write_json(run / "summary.json", result.to_json())
+    return result
 
 
 class CtrlC:
@@ -698,7 +736,7 @@ def _tensorboard(run: Path):
 # ------------------------------------------------------------------------------------------------- launch
 
 
-def launch(options: TrainOptions, progress: bool = True) -> dict:
+def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
     """Train with ``options.gpus`` processes: in this process when it is 1 or when already under torchrun,
     otherwise through torch's own launcher (``python -m torch.distributed.run --standalone``)."""
     if options.gpus <= 1 or "WORLD_SIZE" in os.environ:
@@ -715,7 +753,7 @@ def launch(options: TrainOptions, progress: bool = True) -> dict:
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise TrainError(f"the {options.gpus} training processes failed (exit {proc.returncode}); see their output above")
-    return json.loads((run / "summary.json").read_text())
+    return TrainSummary.read(run)
 
 
 def load_generator(ck_path: str | os.PathLike, device: torch.device) -> tuple[nn.Module, TrainOptions, int, dict]:
@@ -740,7 +778,7 @@ def load_generator(ck_path: str | os.PathLike, device: torch.device) -> tuple[nn
 
 
 def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "samples.png", label: int | None = None,
-           device: str = "auto", precision: str = "fp32", seed: int = 0) -> dict:
+           device: str = "auto", precision: str = "fp32", seed: int = 0) -> SampleResult:
     """A grid of ``n`` images from a run's newest checkpoint (or a checkpoint file), drawn by the EMA generator."""
     path = Path(path)
     ck_path = latest_checkpoint(path) if path.is_dir() else path
@@ -762,8 +800,8 @@ def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "sampl
     with torch.no_grad(), autocast:
         images = G(z, y) if y is not None else G(z)
     Path(out).write_bytes(image_grid(images, rows))
-    return {"checkpoint": str(ck_path), "out": str(out), "n": n, "kind": o.kind, "kimg": meta["cur_nimg"] / 1000,
-            "label_names": meta["label_names"]}
+    return SampleResult(checkpoint=str(ck_path), out=str(out), n=n, kind=o.kind, kimg=meta["cur_nimg"] / 1000,
+                        label_names=meta["label_names"])
 
 
 def _resolution_of(g_state: dict) -> int:

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .. import assets
 from ..datasets import Dataset, hash_key
 from ..errors import UserError
-from ..fetch import Job, check_base_url, describe_run, fetch, rebase, with_overrides
+from ..fetch import FetchSummary, Job, check_base_url, describe_run, fetch, rebase, with_overrides
 from . import load_manifest, politeness
 
 GENDERS = {"male": 1, "female": 2}
@@ -194,7 +194,7 @@ def fetch_bitmoji(
     base_url: str | None = None,
     overrides: dict | None = None,
     progress: bool = False,
-) -> dict:
+) -> FetchSummary:
     """Fetch Bitmoji images into the dataset folder ``out`` until it holds ``count`` distinct images.
 
     ``overrides`` replaces the manifest's politeness settings (FetchOptions fields, e.g. ``{"rate": 2.0}``)."""
@@ -225,11 +225,11 @@ def fetch_bitmoji(
         possible = len(templates) * len(ids)
     with Dataset.create(out) as ds:
         stats = fetch(ds, "bitmoji", jobs, target=count, options=opts, progress=progress, total_hint=possible)
-        describe_run(stats, "fetch bitmoji", out, provenance,
+        summary = describe_run(stats, "fetch bitmoji", out, provenance,
                      {"mode": mode, "view": view, "seed": seed, "count": count, "base_url": base_url})
-        if possible is not None and not stats["complete"] and not stats["stopped"]:
-            stats["stopped"] = (f"only {possible} comics × avatars exist and {stats['total']} were fetched; "
+        if possible is not None and not summary.complete and not summary.stopped:
+            summary.stopped = (f"only {possible} comics × avatars exist and {summary.total} were fetched; "
                                 "give more --avatar-ids for a larger --count")
-        ds.write_stats(stats)
-    return stats
+        ds.write_stats(summary.to_json())
+    return summary
 

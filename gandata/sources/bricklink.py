@@ -22,7 +22,7 @@ from bs4 import BeautifulSoup
 
 from ..datasets import Dataset, make_key
 from ..errors import UserError
-from ..fetch import (FetchOptions, Fetcher, Job, PageError, PageRetry, PageStop, check_base_url, describe_run, fetch,
+from ..fetch import (FetchSummary, FetchOptions, Fetcher, Job, PageError, PageRetry, PageStop, check_base_url, describe_run, fetch,
                      rebase, with_overrides)
 from . import load_manifest
 
@@ -272,7 +272,7 @@ def fetch_bricklink(
     image_rate: float | None = None,
     overrides: dict | None = None,
     progress: bool = False,
-) -> dict:
+) -> FetchSummary:
     """Fetch minifigure images with names and categories into the dataset folder ``out``.
 
     ``delay`` (seconds between listing pages), ``image_concurrency`` and ``image_rate`` (image requests per second,
@@ -310,16 +310,16 @@ def fetch_bricklink(
             jobs = lambda fetcher: crawl_jobs(fetcher, ds, manifest, cats, base_url, throttle_wait, crawl)  # noqa: E731
             total_hint = None
         stats = fetch(ds, "bricklink", jobs, target=limit, options=opts, progress=progress, total_hint=total_hint)
-        describe_run(stats, "fetch bricklink", out, provenance,
+        summary = describe_run(stats, "fetch bricklink", out, provenance,
                      {"catalog_file": str(catalog_file) if catalog_file else None, "categories": categories,
                       "limit": limit, "delay": delay, "base_url": base_url})
-        stats["crawl"] = crawl
-        if crawl["page_failures"] and not stats["stopped"]:
+        summary.extra["crawl"] = crawl
+        if crawl["page_failures"] and not summary.stopped:
             first = crawl["page_failures"][0]
-            stats["stopped"] = (f"{len(crawl['page_failures'])} listing page(s) could not be read (first: {first['url']}: "
+            summary.stopped = (f"{len(crawl['page_failures'])} listing page(s) could not be read (first: {first['url']}: "
                                 f"{first['error']}); the items of the pages read are kept; run again to continue")
-        ds.write_stats(stats)
-    return stats
+        ds.write_stats(summary.to_json())
+    return summary
 
 
 def _read_catalog(catalog_file: str | os.PathLike, categories_file: str | os.PathLike | None,

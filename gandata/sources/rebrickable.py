@@ -14,7 +14,7 @@ import os
 
 from .. import assets
 from ..datasets import Dataset, make_key
-from ..fetch import Job, check_base_url, describe_run, fetch, rebase, with_overrides
+from ..fetch import FetchSummary, Job, check_base_url, describe_run, fetch, rebase, with_overrides
 from . import load_manifest, politeness
 
 COLUMNS = ("fig_num", "name", "num_parts", "img_url")
@@ -53,7 +53,7 @@ def fetch_rebrickable(
     base_url: str | None = None,
     overrides: dict | None = None,
     progress: bool = False,
-) -> dict:
+) -> FetchSummary:
     """Fetch the minifigure images of Rebrickable's CSV into the dataset folder ``out``."""
     check_base_url(base_url, limit)
     manifest, manifest_path = load_manifest("rebrickable", manifest_file)
@@ -66,8 +66,8 @@ def fetch_rebrickable(
             for r in rows if r["img_url"]]
     with Dataset.create(out) as ds:
         stats = fetch(ds, "rebrickable", jobs, target=limit, options=opts, progress=progress, total_hint=len(jobs))
-        describe_run(stats, "fetch rebrickable", out, {"manifest": manifest_path, "csv": origin},
+        summary = describe_run(stats, "fetch rebrickable", out, {"manifest": manifest_path, "csv": origin},
                      {"csv": str(csv_file) if csv_file else None, "limit": limit, "base_url": base_url})
-        stats["without_image"] = len(no_image)
-        ds.write_stats(stats)
-    return stats
+        summary.extra["without_image"] = len(no_image)
+        ds.write_stats(summary.to_json())
+    return summary

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..datasets import Dataset, hash_key
 from ..errors import UserError
-from ..fetch import RESERVED, FetchOptions, Job, check_base_url, describe_run, fetch, rebase, with_overrides
+from ..fetch import RESERVED, FetchSummary, FetchOptions, Job, check_base_url, describe_run, fetch, rebase, with_overrides
 
 FORMATS = ("txt", "csv", "tsv", "jsonl")
 
@@ -87,7 +87,7 @@ def fetch_urls(
     base_url: str | None = None,
     overrides: dict | None = None,
     progress: bool = False,
-) -> dict:
+) -> FetchSummary:
     """Fetch every URL of a list into the dataset folder ``out`` (at most ``limit`` images in the dataset)."""
     check_base_url(base_url, limit)
     path = Path(list_file)
@@ -100,7 +100,7 @@ def fetch_urls(
     with Dataset.create(out) as ds:
         jobs = url_jobs(name, read_url_list(path, url_col, fmt), base_url)
         stats = fetch(ds, name, jobs, target=limit, options=opts, progress=progress)
-        describe_run(stats, "fetch urls", out, {"list": str(path)},
+        summary = describe_run(stats, "fetch urls", out, {"list": str(path)},
                      {"list": str(path), "url_col": url_col, "limit": limit, "base_url": base_url})
-        ds.write_stats(stats)
-    return stats
+        ds.write_stats(summary.to_json())
+    return summary

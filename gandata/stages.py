@@ -1,0 +1,582 @@
+"""Every stage, declared once: its command, help, options (:class:`~gandata.options.Opt`) and the one function that
+turns checked option values into a library call — where output folders default, options are renamed to the
+library's parameters, and the stage's typed summary comes back. The command line (:mod:`gandata.cli`) and pipeline
+files (:mod:`gandata.pipeline`) are built from this table; neither decides anything of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import images
+from .errors import UserError
+from .options import LIST, PATH_TYPE, Opt
+from .summary import Summary
+from .trainers.kinds import CRITIC_CONDITIONING, DEFAULTS, KINDS, PAPERS
+
+
+@dataclass
+class Context:
+    """What a stage knows besides its options: the workspace, and in a pipeline what came before."""
+
+    data_dir: Path = Path("data")
+    progress: bool = True
+    pipeline: bool = False
+    name: str | None = None  # a pipeline's name (its run folder: runs/<name>)
+    dataset: str | None = None  # a pipeline's dataset name (DATA/<dataset>/…)
+    current: str | None = None  # what the stage before wrote (a pipeline's fetch → crop → shard chain)
+    shards: str | None = None  # the pipeline's shard folder (train's and eval's input)
+    run: str | None = None  # the pipeline's run folder (eval's input)
+    base_url: str | None = None  # the pipeline's [pipeline] base_url
+
+
+@dataclass
+class Stage:
+    command: tuple[str, ...]  # ("fetch", "bitmoji"), ("shard",)
+    help: str
+    epilog: str
+    options: tuple[Opt, ...]
+    run: Callable[[dict[str, Any], Context], Summary]
+    table: str | None = None  # the pipeline table that runs it (None: command line only)
+    select: tuple[str, str] | None = None  # within a table, (key, value) choosing this stage: ("source", "bitmoji")
+    json_flag: bool = True  # --json
+    data_dir_flag: bool = True  # --data-dir
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.command)
+
+
+def _color(value: str) -> None:
+    images.parse_color(value)
+
+
+# ------------------------------------------------------------------------------------------ shared options
+
+def _out(where: str) -> Opt:
+    return Opt("out", PATH_TYPE, help=f"Output folder (default {where}).")
+
+
+BASE_URL = Opt("base_url", str, help="Replace the scheme and host of every address of the source (a mirror, a test "
+               "server).")
+CONCURRENCY = Opt("concurrency", int, min=1, help="Requests in flight (default: the source's).")
+RATE = Opt("rate", float, min=0, help="Requests per second per host (default: the source's; 0: no pacing).")
+RETRIES = Opt("retries", int, min=0, help="Further tries after a 429, 5xx, timeout or broken body.")
+TIMEOUT = Opt("timeout", float, above=0, help="Seconds per request, connect and read together.")
+LIMIT = Opt("limit", int, min=1, help="Stop when the dataset holds this many images.")
+WORKERS = Opt("workers", int, 0, min=0, help="Worker threads (0: one per core).")
+DEVICE = Opt("device", str, "auto", choices=("auto", "cpu", "cuda"), help="Where to run.")
+PRECISION = Opt("precision", str, "fp32", choices=("fp32", "bf16"), help="bf16: autocast on GPUs.")
+INCEPTION_WEIGHTS = Opt("inception_weights", PATH_TYPE,
+                        help="The FID Inception weight file (else $GANDATA_INCEPTION_WEIGHTS, else the cache).")
+EXTRACTOR_HELP = "inception (the FID standard), tiny-random (tests; meaningless numbers), module:function or " \
+                 "file.py:function."
+
+
+def _overrides(v: dict) -> dict:
+    return {"concurrency": v["concurrency"], "per_host": v["concurrency"], "rate": v["rate"], "retries": v["retries"],
+            "timeout": v["timeout"]}
+
+
+def _base_url(v: dict, ctx: Context) -> str | None:
+    return v.get("base_url") or ctx.base_url
+
+
+def _dataset_out(v: dict, ctx: Context, dataset: str, stage: str) -> Path:
+    return v["out"] or ctx.data_dir / (ctx.dataset or dataset) / stage
+
+
+# -------------------------------------------------------------------------------------------------- fetch
+
+def _fetch_bitmoji(v: dict, ctx: Context) -> Summary:
+    from .sources.bitmoji import fetch_bitmoji
+
+    return fetch_bitmoji(
+        _dataset_out(v, ctx, "bitmoji", "raw"), v["count"], mode=v["mode"], view=v["view"], seed=v["seed"],
+        traits_file=v["traits"], templates_file=v["templates"], avatar_ids_file=v["avatar_ids"],
+        manifest_file=v["manifest"], base_url=_base_url(v, ctx), overrides=_overrides(v), progress=ctx.progress)
+
+
+def _fetch_urls(v: dict, ctx: Context) -> Summary:
+    from .datasets import make_key
+    from .sources.urls import fetch_urls
+
+    name = v.get("name") or ctx.dataset
+    if not name:
+        raise UserError("--name is required: the dataset's name (images go to DATA/NAME/raw)")
+    if make_key(name) != name:
+        raise UserError(f"--name {name!r}: use lower-case letters, digits, '_' and '-'")
+    if v["url_list"] is None:
+        raise UserError("[fetch] source = urls needs url_list = FILE")
+    return fetch_urls(v["url_list"], name, v["out"] or ctx.data_dir / name / "raw", url_col=v["url_col"],
+                      fmt=v["format"], limit=v["limit"], base_url=_base_url(v, ctx), overrides=_overrides(v),
+                      progress=ctx.progress)
+
+
+def _fetch_bricklink(v: dict, ctx: Context) -> Summary:
+    from .sources.bricklink import fetch_bricklink
+
+    return fetch_bricklink(
+        _dataset_out(v, ctx, "bricklink", "raw"), catalog_file=v["catalog_file"],
+        categories_file=v["categories_file"], categories=v["categories"], limit=v["limit"],
+        refresh_list=v["refresh_list"], manifest_file=v["manifest"], base_url=_base_url(v, ctx), delay=v["delay"],
+        image_concurrency=v["concurrency"], image_rate=v["rate"],
+        overrides={"retries": v["retries"], "timeout": v["timeout"]}, progress=ctx.progress)
+
+
+def _fetch_rebrickable(v: dict, ctx: Context) -> Summary:
+    from .sources.rebrickable import fetch_rebrickable
+
+    return fetch_rebrickable(_dataset_out(v, ctx, "rebrickable", "raw"), csv_file=v["csv"], limit=v["limit"],
+                             manifest_file=v["manifest"], base_url=_base_url(v, ctx), overrides=_overrides(v),
+                             progress=ctx.progress)
+
+
+def _fetch_weights(v: dict, ctx: Context) -> Summary:
+    from .trainers import inception
+    from .trainers.metrics import fetch_weights
+
+    return fetch_weights(v["url"] or inception.WEIGHTS_URL, v["out"], progress=ctx.progress)
+
+
+ENGINE = (BASE_URL, CONCURRENCY, RATE, RETRIES, TIMEOUT)
+
+FETCH = [
+    Stage(("fetch", "bitmoji"), "Bitmoji avatars from the public trait-preview (or comic) render URLs. Research use "
+          "only.",
+          "\b\nExamples:\n"
+          "  gandata fetch bitmoji --count 200000                  # random avatar heads → data/bitmoji/raw\n"
+          "  gandata fetch bitmoji --count 5000 --view body --seed 7\n"
+          "  gandata fetch bitmoji --mode comics --avatar-ids ids.txt --count 20000\n"
+          "\b\nThe images are Bitmoji artwork: for research use only. Keep them local and do not redistribute them.\n"
+          "Addresses and politeness settings are in the bitmoji manifest (gandata/manifests/bitmoji.toml).",
+          (Opt("count", int, required=True, min=1, help="Distinct images the dataset should hold, counting earlier "
+               "runs."),
+           _out("DATA/bitmoji/raw"),
+           Opt("mode", str, "avatars", choices=("avatars", "comics"),
+               help="avatars (random avatars from the trait catalogue) or comics."),
+           Opt("view", str, "head", choices=("head", "body"), help="avatars: the head or the whole body."),
+           Opt("seed", int, 0, help="Seed of the sequence of avatars (or of comic × avatar pairs)."),
+           Opt("traits", PATH_TYPE, help="Local trait catalogue JSON (default: fetched and cached)."),
+           Opt("templates", PATH_TYPE, help="Local templates catalogue JSON for --mode comics."),
+           Opt("avatar_ids", PATH_TYPE, help="comics: file of avatar ids, one per line."),
+           Opt("manifest", PATH_TYPE, help="Another bitmoji manifest (default: the one installed with gandata)."),
+           *ENGINE),
+          _fetch_bitmoji, "fetch", ("source", "bitmoji")),
+    Stage(("fetch", "urls"), "Images from your own list of URLs; every other column is kept in the record.",
+          "\b\nExamples:\n"
+          "  gandata fetch urls anime.txt --name anime              # one URL per line → data/anime/raw\n"
+          "  gandata fetch urls list.csv --name anime --url-col image_url --rate 5\n"
+          "  gandata fetch urls list.jsonl --name anime --limit 10000",
+          (Opt("url_list", PATH_TYPE, required=True, argument=True, help="A .txt (one URL per line), .csv/.tsv or "
+               ".jsonl list."),
+           Opt("name", str, required=True, pipeline=False, help="Dataset name: images go to DATA/NAME/raw (in a "
+               "pipeline: its dataset)."),
+           _out("DATA/NAME/raw"),
+           Opt("url_col", str, "url", help="Column (csv/tsv) or field (jsonl) holding the URL."),
+           Opt("format", str, choices=("txt", "csv", "tsv", "jsonl"), help="The list's format (default: from the "
+               "extension)."),
+           LIMIT, *ENGINE),
+          _fetch_urls, "fetch", ("source", "urls")),
+    Stage(("fetch", "bricklink"), "LEGO minifigure images from BrickLink, with item numbers, names and categories.",
+          "\b\nExamples:\n"
+          "  gandata fetch bricklink --catalog-file Minifigures.txt        # your catalog download: no crawling\n"
+          "  gandata fetch bricklink --categories 65,746 --limit 2000      # crawl two categories' listing pages\n"
+          "  gandata fetch bricklink                                       # the whole catalogue (18 000+ figures)\n"
+          "\b\nBrickLink's images are for research use only: keep them local, do not redistribute them.\n"
+          "Addresses and politeness settings are in the bricklink manifest (gandata/manifests/bricklink.toml).",
+          (_out("DATA/bricklink/raw"),
+           Opt("catalog_file", PATH_TYPE, help="BrickLink's tab-delimited minifig catalog download; preferred over "
+               "crawling."),
+           Opt("categories_file", PATH_TYPE, help="BrickLink's categories download, to resolve sub-category ids in "
+               "a catalog file."),
+           Opt("categories", str, help="Only these categories: ids or dotted catStrings, e.g. 65,746 or 65.257."),
+           LIMIT,
+           Opt("delay", float, min=0, help="Seconds between two listing-page requests (default 3)."),
+           Opt("refresh_list", bool, False, help="Read the listing pages again instead of the ones saved by "
+               "earlier runs."),
+           Opt("manifest", PATH_TYPE, help="Another bricklink manifest (default: the one installed with gandata)."),
+           BASE_URL,
+           Opt("concurrency", int, min=1, help="Image requests in flight (default: the manifest's)."),
+           Opt("rate", float, min=0, flags=("--rate", "--image-rate"),
+               help="Image requests per second (default 4; 0: no pacing); listing pages follow --delay."),
+           RETRIES, TIMEOUT),
+          _fetch_bricklink, "fetch", ("source", "bricklink")),
+    Stage(("fetch", "rebrickable"), "LEGO minifigure images listed in Rebrickable's bulk CSV, with names and part "
+          "counts.",
+          "\b\nExamples:\n"
+          "  gandata fetch rebrickable                          # Rebrickable's minifigs.csv.gz, fetched and cached\n"
+          "  gandata fetch rebrickable --csv minifigs.csv.gz --limit 5000",
+          (_out("DATA/rebrickable/raw"),
+           Opt("csv", PATH_TYPE, help="A local minifigs.csv or minifigs.csv.gz."),
+           LIMIT,
+           Opt("manifest", PATH_TYPE, help="Another rebrickable manifest (default: the one installed with gandata)."),
+           *ENGINE),
+          _fetch_rebrickable, "fetch", ("source", "rebrickable")),
+    Stage(("fetch", "weights"), "Download a weight file that metrics need, resuming a partial download, and verify "
+          "its checksum.",
+          "\b\nExample:\n  gandata fetch weights inception      # pytorch-fid's FID Inception file → the cache\n"
+          "\b\nOffline machines: download the file elsewhere and pass it with --inception-weights FILE\n"
+          "(or set GANDATA_INCEPTION_WEIGHTS).",
+          (Opt("what", str, required=True, argument=True, choices=("inception",),
+               help="inception: the FID Inception-v3 weights (2015-12-05)."),
+           Opt("url", str, help="Download from this address instead (a mirror)."),
+           Opt("out", PATH_TYPE, help="Write here instead of the cache.")),
+          _fetch_weights, data_dir_flag=False),
+]
+
+# --------------------------------------------------------------------------------------------------- crop
+
+
+def _crop(lego: bool) -> Callable[[dict, Context], Summary]:
+    def run(v: dict, ctx: Context) -> Summary:
+        from .crop import CropOptions, crop
+
+        dataset = "bricklink" if lego else "anime"
+        src = v["src"] or ctx.current or ctx.data_dir / (ctx.dataset or dataset) / "raw"
+        options = CropOptions(
+            lego=lego, size=v["size"], margin=v["margin"], edge=v["edge"], pad_color=v["pad_color"],
+            background=v["background"], min_face=v["min_face"], scale_factor=v["scale_factor"],
+            min_neighbors=v["min_neighbors"], min_size=v["min_size"], equalize=v["equalize"],
+            detect_size=v["detect_size"], workers=v["workers"], image_format=v["format"],
+            **({"locator": v["locator"]} if lego else {}))
+        return crop(src, _dataset_out(v, ctx, dataset, "faces"), options, cascade=v["cascade"],
+                    base_url=_base_url(v, ctx), debug_grid=v["debug_grid"], progress=ctx.progress)
+
+    return run
+
+
+def _crop_options(lego: bool) -> tuple[Opt, ...]:
+    return (
+        Opt("src", str, flags=("--src",), help="A dataset folder, a folder of images or shards (default "
+            f"DATA/{'bricklink' if lego else 'anime'}/raw; in a pipeline: what the stage before wrote)."),
+        _out(f"DATA/{'bricklink' if lego else 'anime'}/faces"),
+        Opt("size", int, 128, min=8, help="Output side in pixels."),
+        Opt("margin", float, 0.2, min=0, max=2, help="Added to each side of the face box, as a fraction of it."),
+        Opt("edge", str, "pad", choices=("pad", "shift", "drop"),
+            help="Crops running off the image: pad, shift (move inside) or drop."),
+        Opt("pad_color", str, "white", validate=_color, help="Colour of --edge pad."),
+        Opt("background", str, "white", validate=_color, help="Colour that transparency is composited onto."),
+        Opt("min_face", int, 24 if lego else 64, min=1,
+            help="Faces smaller than this many pixels (in the source image) are dropped."),
+        Opt("scale_factor", float, 1.1, above=1, help="Detector: scale step between pyramid levels."),
+        Opt("min_neighbors", int, 5, min=0, help="Detector: overlapping detections needed to keep a face."),
+        Opt("min_size", int, 24, min=1, help="Detector: smallest window in pixels."),
+        Opt("equalize", bool, True, help="Detector: equalise the grey image's histogram first."),
+        Opt("detect_size", int, 1024, min=64, help="Detect on a copy scaled down to this long side when larger."),
+        Opt("cascade", PATH_TYPE, help="A local lbpcascade_animeface.xml (default: downloaded once, verified, "
+            "cached)."),
+        WORKERS,
+        Opt("debug_grid", PATH_TYPE, help="Write a contact sheet of source images with their boxes drawn."),
+        Opt("format", str, "png", choices=("png", "jpg", "webp"), help="Format of the crops."),
+        *((Opt("locator", str, "auto", choices=("auto", "layout"),
+               help="auto (the cascade, then the figure's layout) or layout (the layout only: no cascade, works "
+                    "offline)."),) if lego else ()),
+        BASE_URL,
+    )
+
+
+CROP = [
+    Stage(("crop", "anime-faces"), "Anime faces, found with the lbpcascade_animeface detector (reference settings "
+          "by default).",
+          "\b\nExamples:\n"
+          "  gandata crop anime-faces                               # data/anime/raw → data/anime/faces\n"
+          "  gandata crop anime-faces --src ~/illustrations --size 96 --margin 0.25\n"
+          "  gandata crop anime-faces --debug-grid check.png --min-face 64",
+          _crop_options(False), _crop(False), "crop", ("kind", "anime-faces")),
+    Stage(("crop", "lego-faces"), "LEGO minifigure heads: the anime-face cascade where it finds one, else the "
+          "figure's layout.",
+          "\b\nExamples:\n"
+          "  gandata crop lego-faces                                # data/bricklink/raw → data/bricklink/faces\n"
+          "  gandata crop lego-faces --size 64 --debug-grid heads.png\n"
+          "  gandata crop lego-faces --locator layout               # offline: no cascade download",
+          _crop_options(True), _crop(True), "crop", ("kind", "lego-faces")),
+]
+
+# ------------------------------------------------------------------------------------------ dedupe, shard
+
+
+def _dedupe(v: dict, ctx: Context) -> Summary:
+    from .dedupe import dedupe
+
+    return dedupe(v["src"], threshold=v["threshold"], report=v["report"], grid=v["grid"], progress=ctx.progress)
+
+
+class ShardAll(Summary):
+    """``gandata shard`` with no SRC: one summary per dataset."""
+
+    def __init__(self, summaries: list):
+        self.summaries = summaries
+
+    def to_json(self) -> Any:
+        return self.summaries[0].to_json() if len(self.summaries) == 1 else [s.to_json() for s in self.summaries]
+
+    def lines(self) -> list[str]:
+        return [line for s in self.summaries for line in s.lines()]
+
+    def brief(self) -> str:
+        return "; ".join(s.brief() for s in self.summaries)
+
+
+def _shard(v: dict, ctx: Context) -> Summary:
+    from .shard import ShardOptions, default_name, shard, shard_all
+
+    opts = ShardOptions(
+        size=v["size"], resize=v["resize"], image_format=v["format"], quality=v["quality"],
+        background=v["background"], pad_color=v["pad_color"], val_fraction=v["val_fraction"], seed=v["seed"],
+        maxcount=v["maxcount"], min_shards=v["min_shards"], dedupe=v["dedupe"], threshold=v["threshold"],
+        label_field=v["label_field"], workers=v["workers"])
+    src = v["src"] or ([ctx.current] if ctx.current else None)
+    if ctx.pipeline and not src:
+        src = [str(ctx.data_dir / ctx.dataset / "raw")]
+    if not src:
+        if v["out"] is not None or v["name"] is not None:
+            raise UserError("--out and --name need SRC; without SRC every dataset goes to DATA/<dataset>/shards")
+        return ShardAll(shard_all(ctx.data_dir, opts, progress=ctx.progress))
+    name = v["name"] or ctx.dataset or default_name(src[0], ctx.data_dir)
+    return shard(src, v["out"] or ctx.data_dir / name / "shards", name, opts, progress=ctx.progress)
+
+
+DEDUPE = Stage(
+    ("dedupe",), "Find near-duplicate clusters (perceptual hash + multi-index search); nothing is changed.",
+    "\b\nExamples:\n"
+    "  gandata dedupe data/bitmoji/raw --report dups.jsonl --grid dups.png\n"
+    "  gandata dedupe data/anime/faces ~/more-faces --threshold 6\n"
+    "\b\nNothing is changed: remove near duplicates with gandata shard --dedupe near.",
+    (Opt("src", LIST, required=True, argument=True, help="Dataset folders, image folders or shards."),
+     Opt("threshold", int, 8, min=0, max=32, help="Bits of gandata-phash-v1 that may differ."),
+     Opt("report", PATH_TYPE, help="Write every clustered sample as JSONL (kept or not, and why)."),
+     Opt("grid", PATH_TYPE, help="Write a contact sheet of the largest clusters, one a row.")),
+    _dedupe, data_dir_flag=False)
+
+SHARD = Stage(
+    ("shard",), "Dedupe, resize, split and write WebDataset shards plus dataset.json.",
+    "\b\nExamples:\n"
+    "  gandata shard                      # every dataset under ./data, each into DATA/<dataset>/shards\n"
+    "  gandata shard ~/anime-faces --name anime --size 64\n"
+    "  gandata shard data/bricklink/raw --label-field category --size 128 --resize pad",
+    (Opt("src", LIST, argument=True, help="Dataset folders, image folders or .tar shards (default: every dataset "
+         "under the data dir; in a pipeline: what the stage before wrote)."),
+     _out("DATA/<name>/shards"),
+     Opt("name", str, help="Shard name prefix (default: the dataset's name)."),
+     Opt("size", int, 64, min=1, help="Output side in pixels."),
+     Opt("resize", str, "center-crop", choices=images.RESIZE_MODES,
+         help="center-crop, pad or keep-ratio (smallest side = size)."),
+     Opt("format", str, "png", choices=("png", "jpg", "webp"), help="Image format in the shards."),
+     Opt("quality", int, 95, min=1, max=100, help="JPEG/WebP quality."),
+     Opt("background", str, "white", validate=_color, help="Colour that transparency is composited onto."),
+     Opt("pad_color", str, "white", validate=_color, help="Padding colour for --resize pad."),
+     Opt("val_fraction", float, 0.02, min=0, below=1, help="Share of samples in the val split (fixed per key)."),
+     Opt("seed", int, 0, help="Seed of the shuffle."),
+     Opt("maxcount", int, 10000, min=1, help="At most this many samples per shard."),
+     Opt("min_shards", int, 8, min=1, help="Train shards to aim for when data allows (64+ per shard)."),
+     Opt("dedupe", str, "exact", choices=("exact", "near", "none"),
+         help="exact (identical pixels), near (perceptual hash within --threshold) or none."),
+     Opt("threshold", int, 8, min=0, max=32, help="--dedupe near: bits of gandata-phash-v1 that may differ."),
+     Opt("label_field", str, help="Record field whose values become class labels (.cls)."),
+     Opt("workers", int, 0, min=0, help="Threads for decoding and resizing (0: one per core).")),
+    _shard, "shard")
+
+# ---------------------------------------------------------------------------------------------- inspect
+
+
+def _inspect(v: dict, ctx: Context) -> Summary:
+    from .inspection import inspect_path
+
+    return inspect_path(v["path"], grid=v["grid"], grid_n=v["grid_n"], cell=v["cell"], label_field=v["label_field"],
+                        seed=v["seed"], progress=ctx.progress)
+
+
+INSPECT = Stage(
+    ("inspect",), "Counts, image sizes, labels and failures of a dataset, with an optional contact sheet.",
+    "\b\nExamples:\n"
+    "  gandata inspect data/bitmoji/raw\n"
+    "  gandata inspect data/anime/shards --grid anime.png\n"
+    "  gandata inspect ~/anime-faces --grid sheet.png --grid-n 100",
+    (Opt("path", str, required=True, argument=True,
+         help="A dataset folder, a folder of images, or shards (folder, .tar, brace pattern)."),
+     Opt("grid", PATH_TYPE, help="Write a contact sheet PNG of samples drawn at random."),
+     Opt("grid_n", int, 64, min=1, help="Samples on the contact sheet."),
+     Opt("cell", int, 128, min=16, help="Contact sheet cell size in pixels."),
+     Opt("label_field", str, help="Count the values of this record field as labels."),
+     Opt("seed", int, 0, help="Seed for picking the contact sheet's samples.")),
+    _inspect, data_dir_flag=False)
+
+# ------------------------------------------------------------------------------------- train, sample, eval
+
+
+def _train(kind: str) -> Callable[[dict, Context], Summary]:
+    def run(v: dict, ctx: Context) -> Summary:
+        from .trainers.train import TrainOptions, TrainSummary, launch
+
+        shards = v["shards"] or ctx.current or ctx.shards
+        if not shards:
+            raise UserError("[train] needs shards: put it after [shard], or give shards = SPEC")
+        out = Path(v["out"] or Path("runs") / (ctx.name if ctx.pipeline and ctx.name else kind))
+        resume = v["resume"] if v["resume"] is not None or not ctx.pipeline else "auto"
+        o = TrainOptions(
+            kind=kind, shards=str(shards), out=str(out), resume=resume,
+            inception_weights=str(v["inception_weights"]) if v["inception_weights"] else None,
+            eval_metrics=v["eval"], **{k: v[k] for k in TRAIN_PASSED if k in v})
+        o.resolved()
+        if ctx.pipeline and (out / "summary.json").exists():
+            done = TrainSummary.read(out)
+            if done.kind == kind and done.kimg >= o.kimg:
+                done.already_trained = True
+                return done
+        return launch(o, progress=ctx.progress)
+
+    return run
+
+
+TRAIN_PASSED = ("kimg", "batch", "lr", "n_critic", "critic_norm", "critic_cond", "g_norm", "nz", "ngf", "ndf",
+                "gp_lambda", "clip", "critic_warmup", "ema_kimg", "ema_rampup", "snap_kimg", "log_kimg", "seed",
+                "workers", "shuffle", "threads", "device", "precision", "gpus", "resolution", "n_classes", "grid",
+                "eval_real", "eval_n", "eval_extractor")
+
+
+def _train_options(kind: str) -> tuple[Opt, ...]:
+    d = DEFAULTS[kind]
+    return (
+        Opt("shards", str, required=True, help="A shard folder (with dataset.json), brace pattern, URL or pipe: "
+            "command (in a pipeline: the [shard] stage's folder)."),
+        Opt("out", PATH_TYPE, help=f"Run folder (default runs/{kind}; in a pipeline runs/<pipeline name>)."),
+        Opt("kimg", float, 1000.0, above=0, help="Length: thousands of real images shown to the critic."),
+        Opt("batch", int, min=1, help=f"Global batch, split over the GPUs (default {d['batch']})."),
+        Opt("lr", float, above=0, help=f"Learning rate of G and D (default {d['lr']:g}, {d['opt']}"
+            + (f" betas {d['betas']})." if d["betas"] else ").")),
+        Opt("n_critic", int, min=1, help=f"Critic steps per generator step (default {d['n_critic']})."),
+        Opt("critic_norm", str, choices=("batch", "group", "none"),
+            help=f"Critic normalisation (default {d['critic_norm']})."),
+        Opt("g_norm", str, "batch", choices=("batch", "none"), help="Generator normalisation."),
+        Opt("critic_cond", str, "both", choices=CRITIC_CONDITIONING, pipeline=kind == "cdcgan", cli=kind == "cdcgan",
+            help="How the critic sees the label: as input planes, through a projection head, or both."),
+        Opt("nz", int, 100, min=1, help="Latent size."),
+        Opt("ngf", int, 64, min=1, help="Generator width."),
+        Opt("ndf", int, 64, min=1, help="Critic width."),
+        Opt("gp_lambda", float, 10.0, min=0, cli=kind == "wgan-gp", pipeline=kind == "wgan-gp",
+            help="Weight of the gradient penalty."),
+        Opt("clip", float, 0.01, above=0, cli=kind == "wgan", pipeline=kind == "wgan",
+            help="Critic weights are clipped to ±clip."),
+        Opt("critic_warmup", bool, True, cli=kind == "wgan", pipeline=kind == "wgan",
+            help="100 critic steps for the first 25 G steps and every 500th."),
+        Opt("ema_kimg", float, 10.0, min=0, help="Half-life of the generator's EMA, in kimg."),
+        Opt("ema_rampup", float, 0.05, min=0, help="Early on, the EMA half-life is at most this share of the images "
+            "seen."),
+        Opt("snap_kimg", float, 50.0, above=0, help="Sample grid and checkpoint every this many kimg."),
+        Opt("log_kimg", float, 1.0, above=0, help="Metrics every this many kimg."),
+        Opt("seed", int, 0, help="Seed (each rank derives its own); the same seed gives the same run."),
+        Opt("workers", int, 2, min=0, help="Data-loader worker processes per GPU."),
+        Opt("shuffle", int, 2000, min=1, help="Shuffle buffer of each loader worker, in samples."),
+        Opt("threads", int, 0, min=0, help="CPU threads per process (0: fitted to the cores and the load; "
+            "OMP_NUM_THREADS also works)."),
+        DEVICE, PRECISION,
+        Opt("resume", str, help="auto (the newest checkpoint in --out) or a checkpoint file (in a pipeline: auto)."),
+        Opt("gpus", int, 1, min=1, help="Processes to launch with torchrun (GPUs; on --device cpu, CPU processes)."),
+        Opt("resolution", int, min=8, help="Image side (default: the shards')."),
+        Opt("n_classes", int, min=2, cli=kind == "cdcgan", pipeline=kind == "cdcgan",
+            help="Classes (default: the shards' labels)."),
+        Opt("grid", int, 64, min=1, help="Samples on each snapshot's grid."),
+        Opt("eval", str, help="Metrics at every snapshot, e.g. fid,kid (off by default; needs the Inception weights, "
+            "see gandata eval)."),
+        Opt("eval_real", str, help="Real set for --eval (default: --shards)."),
+        Opt("eval_n", int, 10_000, min=2, help="Generated images per --eval."),
+        Opt("eval_extractor", str, "inception", help="Feature extractor for --eval: " + EXTRACTOR_HELP),
+        INCEPTION_WEIGHTS,
+    )
+
+
+TRAIN = [
+    Stage(("train", kind), f"Train {kind} on shards, streaming them: {PAPERS[kind]}.",
+          "\b\nExamples:\n"
+          f"  gandata train {kind} --shards data/bitmoji/shards                      # one GPU (or the CPU)\n"
+          f"  gandata train {kind} --shards data/bricklink/shards --gpus 4 --kimg 2000\n"
+          f"  gandata train {kind} --shards 'data/anime/shards/anime-train-{{000000..000007}}.tar' --resume auto\n"
+          "\b\nSeveral machines: run on each  torchrun --nnodes=2 --nproc-per-node=8 --rdzv-backend=c10d\n"
+          f"  --rdzv-endpoint=HOST:29500 -m gandata train {kind} --shards … --out …",
+          _train_options(kind), _train(kind), "train", ("kind", kind))
+    for kind in KINDS
+]
+
+
+def _sample(v: dict, ctx: Context) -> Summary:
+    from .trainers.train import sample
+
+    return sample(v["run"], n=v["n"], out=v["out"], label=v["label"], device=v["device"], precision=v["precision"],
+                  seed=v["seed"])
+
+
+SAMPLE = Stage(
+    ("sample",), "Draw a grid of samples from a trained generator (its EMA).",
+    "\b\nExamples:\n"
+    "  gandata sample runs/wgan-gp --n 64 --out grid.png\n"
+    "  gandata sample runs/cdcgan/checkpoint-000500000.pt --label 3 --out hats.png",
+    (Opt("run", PATH_TYPE, required=True, argument=True, help="A run folder (its newest checkpoint) or a checkpoint "
+         "file."),
+     Opt("n", int, 64, min=1, help="Images in the grid."),
+     Opt("out", PATH_TYPE, Path("samples.png"), help="The PNG to write."),
+     Opt("label", int, min=0, help="cdcgan: draw only this class (default: one class per row)."),
+     Opt("seed", int, 0, help="Seed of the latent vectors."),
+     DEVICE, PRECISION),
+    _sample, data_dir_flag=False)
+
+
+def _eval(v: dict, ctx: Context) -> Summary:
+    from .trainers.metrics import evaluate
+
+    target = v["target"] or ctx.run
+    real = v["real"] or ctx.shards
+    if not target or not real:
+        raise UserError("[eval] needs a run and real shards: put it after [train] and [shard], or give target and "
+                        "real")
+    return evaluate(target, str(real), n=v["n"], metrics=v["metrics"], extractor=v["extractor"],
+                    weights=v["inception_weights"], n_real=v["n_real"], every=v["every"], batch=v["batch"],
+                    seed=v["seed"], device=v["device"], progress=ctx.progress)
+
+
+EVAL = Stage(
+    ("eval",), "FID and KID of a trained generator against real shards (own Fréchet/KID code, pytorch-fid's "
+    "Inception).",
+    "\b\nExamples:\n"
+    "  gandata eval runs/wgan-gp --real data/bitmoji/shards                   # newest checkpoint: fid10k, kid10k\n"
+    "  gandata eval runs/wgan-gp --real data/bitmoji/shards --every --n 50000\n"
+    "  gandata eval runs/cdcgan/checkpoint-000500000.pt --real data/bricklink/shards --metrics kid\n"
+    "\b\nThe Inception weights come from --inception-weights, $GANDATA_INCEPTION_WEIGHTS or the cache\n"
+    "(`gandata fetch weights inception`); nothing is downloaded here. FIDs compare only when the extractor,\n"
+    "weights, resize, N real and N generated match: every result line records them (RUN/eval.jsonl).",
+    (Opt("target", PATH_TYPE, required=True, argument=True, help="A run folder (its newest checkpoint; all with "
+         "--every) or a checkpoint (in a pipeline: the [train] stage's run)."),
+     Opt("real", str, required=True, help="The real images: a shard folder (its train split), brace pattern or URL "
+         "(in a pipeline: the [shard] stage's folder)."),
+     Opt("n", int, 10_000, min=2, help="Generated images."),
+     Opt("metrics", str, "fid,kid", help="fid, kid or fid,kid."),
+     Opt("n_real", int, min=2, help="Use only the first N real images (default: all)."),
+     Opt("every", bool, False, help="Evaluate every checkpoint of the run (those done before are reused)."),
+     INCEPTION_WEIGHTS,
+     Opt("extractor", str, "inception", help=EXTRACTOR_HELP),
+     Opt("batch", int, 64, min=1, help="Images per forward pass."),
+     Opt("seed", int, 0, help="Seed of the latent vectors and KID subsets."),
+     DEVICE),
+    _eval, "eval", data_dir_flag=False)
+
+STAGES: list[Stage] = [*FETCH, *CROP, DEDUPE, SHARD, INSPECT, *TRAIN, SAMPLE, EVAL]
+TABLES = ("fetch", "crop", "shard", "train", "eval")  # a pipeline's stages, in the order they run
+
+
+def for_table(table: str, spec: dict, where: str) -> Stage:
+    """The stage a pipeline table runs: the only one for [shard] and [eval]; chosen by ``source`` in [fetch] and by
+    ``kind`` in [crop] and [train]."""
+    candidates = [s for s in STAGES if s.table == table]
+    if len(candidates) == 1 and candidates[0].select is None:
+        return candidates[0]
+    key = candidates[0].select[0]
+    value = spec.get(key)
+    for s in candidates:
+        if s.select[1] == value:
+            return s
+    raise UserError(f"{where}: [{table}] needs {key} = one of {', '.join(s.select[1] for s in candidates)} "
+                    f"(got {value!r})")
