@@ -66,12 +66,18 @@ def main() -> None:
     t_brute_full = t_brute * (args.n / bn) ** 2
     sub = pairs[(pairs[:, 0] < bn) & (pairs[:, 1] < bn)]
     result = {
-        "search": {"hashes": args.n, "threshold": args.threshold, "plan_blocks_radius": dd._plan(args.n, args.threshold),
-                   "pairs_found": len(pairs), "gandata_s": round(t_mih, 2),
-                   "brute_force_s": round(t_brute_full, 1) if bn == args.n else None,
-                   "brute_force_s_extrapolated": round(t_brute_full, 1) if bn < args.n else None,
-                   "brute_force_hashes": bn, "speedup": round(t_brute_full / t_mih, 1),
-                   "same_pairs_as_brute_force": bool(np.array_equal(sub, brute))},
+        "search": {
+            "hashes": args.n,
+            "threshold": args.threshold,
+            "plan_blocks_radius": dd._plan(args.n, args.threshold),
+            "pairs_found": len(pairs),
+            "gandata_s": round(t_mih, 2),
+            "brute_force_s": round(t_brute_full, 1) if bn == args.n else None,
+            "brute_force_s_extrapolated": round(t_brute_full, 1) if bn < args.n else None,
+            "brute_force_hashes": bn,
+            "speedup": round(t_brute_full / t_mih, 1),
+            "same_pairs_as_brute_force": bool(np.array_equal(sub, brute)),
+        },
     }
 
     src = args.work / "images"

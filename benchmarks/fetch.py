@@ -37,7 +37,7 @@ def make_images(folder: Path, n: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i:06d}.png" for i in range(n)]
     rng = np.random.default_rng(0)
-    for i, p in enumerate(paths):
+    for p in paths:
         if p.exists():
             continue
         arr = np.empty((256, 256, 3), dtype=np.uint8)
@@ -150,9 +150,18 @@ def main() -> None:
                     dt, _ = timed(i2d_common + [f"--output_folder={out}", *configs[name]], i2d_env)
                     stored[name] = count_files(out, ".png") + count_files(out, ".jpg")
                 runs[name].append(dt)
-                print(f"round {r + 1} {name}: {dt:.2f} s, {stored[name]} stored, {stored[name] / dt:.0f} img/s", flush=True)
-        result = {name: {"median_s": round(statistics.median(t), 3), "img_per_s": round(args.n / statistics.median(t), 1),
-                         "stored": stored[name]} for name, t in runs.items()}
+                print(
+                    f"round {r + 1} {name}: {dt:.2f} s, {stored[name]} stored, {stored[name] / dt:.0f} img/s",
+                    flush=True,
+                )
+        result = {
+            name: {
+                "median_s": round(statistics.median(t), 3),
+                "img_per_s": round(args.n / statistics.median(t), 1),
+                "stored": stored[name],
+            }
+            for name, t in runs.items()
+        }
         g = result["gandata"]["img_per_s"]
         for name in runs:
             if name != "gandata":

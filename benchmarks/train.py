@@ -27,10 +27,11 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from gandata.datasets import Dataset  # noqa: E402
-from gandata.shard import ShardOptions, shard  # noqa: E402
 from gandata.trainers import data as tdata  # noqa: E402
 from gandata.trainers.train import KINDS, TrainOptions, train  # noqa: E402
+
+from gandata.datasets import Dataset  # noqa: E402
+from gandata.shard import ShardOptions, shard  # noqa: E402
 
 
 def make_data(work: Path, n: int) -> tuple[Path, Path]:

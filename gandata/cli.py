@@ -193,7 +193,7 @@ def demo_cmd(
     small: Annotated[bool, typer.Option(help="A reduced run (tens of images, a few training steps; for CI).")] = False,
     as_json: AS_JSON = False,
 ) -> None:
-    """The whole chain offline: a local render server, fetch, crop, dedupe, shard, train, sample grid, contact sheets."""
+    """The whole chain offline: a local render server, fetch, crop, dedupe, shard, train, samples, contact sheets."""
     from .demo import demo
 
     finish(demo(out, size="small" if small else "full", progress=not as_json,

@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw
 from . import assets, images
 from .datasets import Dataset, Input, open_input
 from .errors import UserError
+from .fileio import atomic_write
 from .progress import Progress
 from .summary import Summary
 from .workers import cores, ordered
@@ -78,7 +79,9 @@ class CropOptions:
         if self.min_neighbors < 0 or self.min_size < 1 or self.min_face < 1 or self.detect_size < 64:
             raise UserError("--min-neighbors must be ≥ 0, --min-size and --min-face ≥ 1, --detect-size ≥ 64")
         if self.locator not in ("auto", "layout") or (self.locator == "layout" and not self.lego):
-            raise UserError(f"--locator must be auto or layout, and layout is for lego-faces only (got {self.locator!r})")
+            raise UserError(
+                f"--locator must be auto or layout, and layout is for lego-faces only (got {self.locator!r})"
+            )
         if self.image_format not in ("png", "jpg", "webp"):
             raise UserError(f"--format must be png, jpg or webp (got {self.image_format!r})")
         for opt, value in (("--pad-color", self.pad_color), ("--background", self.background)):
@@ -393,4 +396,4 @@ def _debug_sheet(examples: list, path: str | os.PathLike, stage: str) -> None:
                 d.rectangle(tuple(cb), outline=(40, 220, 40), width=lw)
         cells.append((shown, f"{len(boxes)} {key}"))
     title = f"{stage}: red = detected, green = cropped ({len(examples)} images)"
-    images.contact_sheet(cells or [(None, "no images")], cell=192, title=title).save(path, "PNG")
+    atomic_write(path, images.encode(images.contact_sheet(cells or [(None, "no images")], cell=192, title=title)))

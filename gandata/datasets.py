@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from . import shardset
 from .errors import UserError
 from .fileio import FolderLock, JsonlLog, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
@@ -37,7 +36,7 @@ STATS = "stats.json"
 IMAGES = "images"
 
 MAX_KEY_LEN = 96  # keeps `<key>.json` inside a plain USTAR name (100 bytes)
-KEY_RE = re.compile(r"^[a-z0-9_-]{1,%d}$" % MAX_KEY_LEN)
+KEY_RE = re.compile(rf"^[a-z0-9_-]{{1,{MAX_KEY_LEN}}}$")
 IMAGE_EXTS = {"png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"}
 REQUIRED_FIELDS = ("width", "height", "source")
 
@@ -118,12 +117,12 @@ class Dataset:
             self._open_for_writing()
 
     @classmethod
-    def create(cls, root: str | os.PathLike, fsync: bool = True) -> "Dataset":
+    def create(cls, root: str | os.PathLike, fsync: bool = True) -> Dataset:
         """Open (creating if needed) a dataset folder to append to. Keys already in its manifest are done."""
         return cls(root, writable=True, fsync=fsync)
 
     @classmethod
-    def open(cls, root: str | os.PathLike) -> "Dataset":
+    def open(cls, root: str | os.PathLike) -> Dataset:
         root = Path(root)
         if not root.exists():
             raise UserError(f"{root} does not exist; give the folder a stage wrote (e.g. data/bitmoji/raw)")
@@ -267,7 +266,7 @@ class Dataset:
             self._lock.release()
             self._lock = None
 
-    def __enter__(self) -> "Dataset":
+    def __enter__(self) -> Dataset:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -471,7 +470,9 @@ def open_input(spec: str | os.PathLike) -> Input:
         if tars:
             missing = [t for t in tars if not t.is_file()]
             if missing:
-                raise UserError(f"{spec}: {shardset.INFO} lists {missing[0].name}, which is missing; re-run gandata shard")
+                raise UserError(
+                    f"{spec}: {shardset.INFO} lists {missing[0].name}, which is missing; re-run gandata shard"
+                )
             return TarInput(spec, tars)
         folder = FolderInput(spec)
         if not folder.files():

@@ -22,8 +22,8 @@ import json
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from itertools import combinations
 from pathlib import Path
@@ -248,7 +248,7 @@ class HashCache:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "HashCache":
+    def __enter__(self) -> HashCache:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -263,7 +263,9 @@ def _hash_sample(data: bytes) -> tuple[int, int, int] | str:
     return phash(im), im.width, im.height
 
 
-def hash_inputs(srcs: list[str | os.PathLike], progress: bool = False, workers: int = 0) -> tuple[list[dict], list[dict]]:
+def hash_inputs(
+    srcs: list[str | os.PathLike], progress: bool = False, workers: int = 0
+) -> tuple[list[dict], list[dict]]:
     """``[{key, origin, phash, width, height}]`` for every readable sample, and the unreadable ones. Hashes come
     from the :class:`HashCache` when a file was hashed before (by dedupe or shard); inputs are only read."""
     rows, bad = [], []
@@ -272,7 +274,7 @@ def hash_inputs(srcs: list[str | os.PathLike], progress: bool = False, workers: 
     with Progress("hash", total, enabled=progress) as prog, HashCache() as cache:
         for src in inputs:
 
-            def jobs() -> Iterator[tuple[tuple[Sample, str], Callable]]:
+            def jobs(src=src) -> Iterator[tuple[tuple[Sample, str], Callable]]:
                 for s in src:
                     data = None if s.sha256 else s.read()
                     sha = s.sha256 or hashlib.sha256(data).hexdigest()
@@ -399,4 +401,5 @@ def _cluster_sheet(ordered: list[list[dict]], srcs: list, path: str | os.PathLik
             cells.append((pictures.get(m["key"]), f"{tag} {m['key']}"))
         cells.extend([(None, "")] * (8 - len(row)))
     title = f"largest near-duplicate clusters at {threshold} bits (one cluster a row; KEEP = representative)"
-    images.contact_sheet(cells or [(None, "no clusters")], cell=112, cols=8, title=title).save(Path(path), "PNG")
+    atomic_write(path, images.encode(images.contact_sheet(cells or [(None, "no clusters")], cell=112, cols=8,
+                                                          title=title)))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import random
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from PIL import Image, ImageDraw
 
+from . import images
 from .fileio import atomic_write
 from .localserver import LocalServer
 from .summary import Summary
@@ -92,13 +92,21 @@ def draw_avatar(q: dict, size: int = 128) -> Image.Image:
         ex = cx + side * gap
         kind = t("eye") % 3
         if kind == 2:
-            d.arc((ex - 6 * s, eye_y - 4 * s, ex + 6 * s, eye_y + 4 * s), 200, 340, fill=(30, 30, 30), width=max(1, int(2 * s)))
+            d.arc(
+                (ex - 6 * s, eye_y - 4 * s, ex + 6 * s, eye_y + 4 * s),
+                200,
+                340,
+                fill=(30, 30, 30),
+                width=max(1, int(2 * s)),
+            )
         else:
             rw, rh = (7 * s, 7 * s) if kind == 0 else (8 * s, 5 * s)
             d.ellipse((ex - rw, eye_y - rh, ex + rw, eye_y + rh), fill=(255, 255, 255))
             d.ellipse((ex - 3.5 * s, eye_y - 3.5 * s, ex + 3.5 * s, eye_y + 3.5 * s), fill=eye_c)
         by = eye_y - (11 + 2 * (t("brow") % 3)) * s
-        d.line((ex - 7 * s, by + (2 * s if t("brow") % 3 == 2 else 0), ex + 7 * s, by), fill=hair, width=max(1, int(3 * s)))
+        d.line(
+            (ex - 7 * s, by + (2 * s if t("brow") % 3 == 2 else 0), ex + 7 * s, by), fill=hair, width=max(1, int(3 * s))
+        )
     mouth, my = t("mouth") % 4, cy + fh * 0.5
     if mouth == 0:
         d.arc((cx - 12 * s, my - 8 * s, cx + 12 * s, my + 4 * s), 20, 160, fill=(120, 30, 30), width=max(1, int(3 * s)))
@@ -165,9 +173,13 @@ def draw_minifig(seed: int, size: tuple[int, int] = (300, 400), bg=(255, 255, 25
     d.polygon([(cx - 6 * u, ty0), (cx + 6 * u, ty0), (cx + 7.5 * u, ty1), (cx - 7.5 * u, ty1)], fill=torso_c)
     for side in (-1, 1):  # arms and hands
         ax = cx + side * 7 * u
-        d.polygon([(ax, ty0 + u), (ax + side * 2.5 * u, ty0 + 2 * u), (ax + side * 3 * u, ty1 - 3 * u), (ax, ty1 - 2 * u)],
-                  fill=torso_c)
-        d.ellipse((ax + side * 2.8 * u - 1.2 * u, ty1 - 3.5 * u, ax + side * 2.8 * u + 1.2 * u, ty1 - 1.1 * u), fill=yellow)
+        d.polygon(
+            [(ax, ty0 + u), (ax + side * 2.5 * u, ty0 + 2 * u), (ax + side * 3 * u, ty1 - 3 * u), (ax, ty1 - 2 * u)],
+            fill=torso_c,
+        )
+        d.ellipse(
+            (ax + side * 2.8 * u - 1.2 * u, ty1 - 3.5 * u, ax + side * 2.8 * u + 1.2 * u, ty1 - 1.1 * u), fill=yellow
+        )
     d.rectangle((cx - 7.5 * u, ty1, cx + 7.5 * u, ty1 + 2.5 * u), fill=legs_c)  # hips
     d.rectangle((cx - 7.5 * u, ty1 + 2.5 * u, cx - 0.4 * u, ty1 + 13 * u), fill=legs_c)
     d.rectangle((cx + 0.4 * u, ty1 + 2.5 * u, cx + 7.5 * u, ty1 + 13 * u), fill=legs_c)
@@ -205,9 +217,7 @@ def _face_print(d: ImageDraw.ImageDraw, rng: random.Random, cx: float, hy0: floa
 
 
 def _png(im: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, "PNG")
-    return buf.getvalue()
+    return images.encode(im, "png")
 
 
 # ------------------------------------------------------------------------------------------------- server

@@ -274,7 +274,7 @@ class Fetcher:
                     return b"".join(chunks), meta
             except _Outcome:
                 raise
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise _Outcome("timeout", True) from None
             except aiohttp.ClientPayloadError:
                 raise _Outcome("truncated body", True) from None
@@ -398,14 +398,17 @@ class Fetcher:
                 if attempt > self.opts.retries:
                     raise PageError(e.label, 200) from None
                 self.counts["retries"] += 1
-                host.paused_until = max(host.paused_until, asyncio.get_running_loop().time() + e.wait * 2 ** (attempt - 1))
+                host.paused_until = max(
+                    host.paused_until, asyncio.get_running_loop().time() + e.wait * 2 ** (attempt - 1)
+                )
             except _Outcome as out:
                 self._note(False, out.label, url)
                 if not out.retryable or attempt > self.opts.retries:
                     raise PageError(out.label, out.status) from None
                 self.counts["retries"] += 1
-                await asyncio.sleep(min(out.wait if out.wait is not None else self._backoff(attempt),
-                                        self.opts.max_retry_after))
+                await asyncio.sleep(
+                    min(out.wait if out.wait is not None else self._backoff(attempt), self.opts.max_retry_after)
+                )
         raise PageError("no answer")
 
     def _accept(self, job: Job, url: str, body: bytes, meta: dict) -> tuple:
@@ -600,7 +603,7 @@ def describe_run(stats: dict, stage: str, out: object, provenance: dict, setting
 def fetch(
     dataset: Dataset,
     source: str,
-    jobs: Iterable[Job] | AsyncIterable[Job] | Callable[["Fetcher"], AsyncIterable[Job]],
+    jobs: Iterable[Job] | AsyncIterable[Job] | Callable[[Fetcher], AsyncIterable[Job]],
     target: int | None = None,
     options: FetchOptions | None = None,
     progress: bool = False,

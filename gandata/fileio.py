@@ -16,8 +16,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from .errors import UserError
 
@@ -133,7 +134,7 @@ class JsonlLog:
                 os.fsync(self._f.fileno())
                 self._f.close()
 
-    def __enter__(self) -> "JsonlLog":
+    def __enter__(self) -> JsonlLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -147,7 +148,7 @@ class FolderLock:
         self.folder = Path(folder)
         self._fd: int | None = None
 
-    def acquire(self, wait: float = 3.0) -> "FolderLock":
+    def acquire(self, wait: float = 3.0) -> FolderLock:
         """Take the lock, waiting up to ``wait`` seconds (the workers of a killed command take a moment to go)."""
         fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + wait
@@ -171,7 +172,7 @@ class FolderLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -81,7 +81,9 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if w < 1 or h < 1:
         raise ImageError(f"{fmt} with no pixels ({w}x{h})")
     if w * h > max_pixels:
-        raise ImageError(f"{w}x{h} = {w * h / 1e6:.0f} Mpx is over the {max_pixels / 1e6:.0f} Mpx limit (decompression bomb?)")
+        raise ImageError(
+            f"{w}x{h} = {w * h / 1e6:.0f} Mpx is over the {max_pixels / 1e6:.0f} Mpx limit (decompression bomb?)"
+        )
     return im
 
 
@@ -164,7 +166,9 @@ def _scale(im: Image.Image, size: tuple[int, int], box: tuple[float, float, floa
     return im.resize(size, resample, box=box)
 
 
-def resize(im: Image.Image, size: int, mode: str = "center-crop", pad_color: Sequence[int] = (255, 255, 255)) -> Image.Image:
+def resize(
+    im: Image.Image, size: int, mode: str = "center-crop", pad_color: Sequence[int] = (255, 255, 255)
+) -> Image.Image:
     """Resize to ``size``: a ``size``×``size`` square (``center-crop``, ``pad``) or smallest side = ``size``
     (``keep-ratio``)."""
     if size < 1:

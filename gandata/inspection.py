@@ -8,9 +8,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import images
-from . import shardset
+from . import images, shardset
 from .datasets import DatasetInput, Sample, TarInput, lookup_field, open_input
+from .fileio import atomic_write
 from .progress import Progress
 from .summary import Summary
 
@@ -90,7 +90,11 @@ def inspect_path(
             seen += 1
             prog.advance(1)
             rec = s.record
-            if isinstance(src, DatasetInput) and isinstance(rec.get("width"), int) and isinstance(rec.get("height"), int):
+            if (
+                isinstance(src, DatasetInput)
+                and isinstance(rec.get("width"), int)
+                and isinstance(rec.get("height"), int)
+            ):
                 w, h = rec["width"], rec["height"]
             else:
                 try:
@@ -105,7 +109,9 @@ def inspect_path(
             if label_field:
                 label = lookup_field(rec, label_field)
             elif isinstance(rec.get("cls"), int):
-                label = rec.get("label") or (label_names[rec["cls"]] if label_names and rec["cls"] < len(label_names) else rec["cls"])
+                label = rec.get("label") or (
+                    label_names[rec["cls"]] if label_names and rec["cls"] < len(label_names) else rec["cls"]
+                )
             if label is not None:
                 labels[str(label)] += 1
             caption = s.key if label is None else f"{label} {s.key}"
@@ -153,6 +159,6 @@ def inspect_path(
             except (images.ImageError, OSError):
                 cells.append((None, f"bad {s.key}"))
         title = f"{path}: {n} samples ({src.kind}), {len(cells)} shown"
-        images.contact_sheet(cells, cell=cell, title=title).save(grid, "PNG")
+        atomic_write(grid, images.encode(images.contact_sheet(cells, cell=cell, title=title)))
         report.grid = str(grid)
     return report

@@ -35,7 +35,9 @@ class Opt:
     envvar: str | None = None
     cli: bool = True  # offered on the command line
     pipeline: bool = True  # offered in pipeline files
-    validate: Callable[[Any], Any] | None = None  # raises ValueError with the reason (e.g. a colour that does not parse)
+    validate: Callable[[Any], Any] | None = (
+        None  # raises ValueError with the reason (e.g. a colour that does not parse)
+    )
 
     @property
     def flag(self) -> str:

@@ -25,20 +25,19 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from . import __version__, images
-from .dedupe import DEFAULT_THRESHOLD, HASH_NAME, HashCache, clusters, from_hex, phash, to_hex
-from . import shardset
+from . import __version__, images, shardset
 from .datasets import Input, dataset_stage_folders, lookup_field, open_input
+from .dedupe import DEFAULT_THRESHOLD, HASH_NAME, HashCache, clusters, from_hex, phash, to_hex
 from .errors import UserError
 from .fileio import FolderLock, JsonlLog, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
-from .shardset import SPLITS
 from .progress import Progress
+from .shardset import SPLITS
 from .summary import Summary
 from .workers import Done, cores, ordered
 
@@ -244,7 +243,7 @@ def split_of(key: str, val_fraction: float) -> str:
 
 
 def order_key(key: str, seed: int) -> str:
-    return hashlib.sha1(f"gandata-order:{seed}:{key}".encode("utf-8")).hexdigest()
+    return hashlib.sha1(f"gandata-order:{seed}:{key}".encode()).hexdigest()
 
 
 def even_sizes(n: int, parts: int) -> list[int]:
@@ -260,7 +259,11 @@ def shard_count(n: int, maxcount: int, min_shards: int) -> int:
 
 
 def _label_sort_key(value: Any) -> tuple:
-    return (0, float(value), "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0.0, str(value))
+    return (
+        (0, float(value), "")
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else (1, 0.0, str(value))
+    )
 
 
 def _kind(v: Any) -> str | None:
@@ -343,7 +346,8 @@ def _read_inputs(
                     first = samples[s.key]
                     if first["src"] != sha:
                         raise UserError(
-                            f"two inputs give the key {s.key!r} to different images ({first['origin']} and {s.origin}); "
+                            f"two inputs give the key {s.key!r} to different images ({first['origin']} and "
+                            f"{s.origin}); "
                             "shard them separately or rename one"
                         )
                     _reject(rejected, DUPLICATE, s.key, s.origin, f"same file as {first['origin']}")
@@ -359,7 +363,10 @@ def _read_inputs(
                 if data is None:
                     data = s.read()
                     if hashlib.sha256(data).hexdigest() != sha:  # the manifest's record of the file no longer holds
-                        yield s.key, Done(("bad", "file changed on disk since its manifest row was written (sha256 differs)"))
+                        yield (
+                            s.key,
+                            Done(("bad", "file changed on disk since its manifest row was written (sha256 differs)")),
+                        )
                         continue
                 known = cache.get(sha) if cache is not None else None
                 yield s.key, partial(process_image, data, popts, known[0] if known else None)
@@ -515,7 +522,9 @@ def _write(
     for sp in SPLITS:
         by_split[sp].sort(key=lambda k: order_key(k, opts.seed))
     ordered = [(k, sp) for sp in SPLITS for k in by_split[sp]]
-    json_by_key = dict(zip((k for k, _ in ordered), harmonize([_sample_json(k, good[k], sp, labels) for k, sp in ordered])))
+    json_by_key = dict(
+        zip((k for k, _ in ordered), harmonize([_sample_json(k, good[k], sp, labels) for k, sp in ordered]))
+    )
 
     shardset.remove_info(out)  # absent until the new set is complete
     rejected.sort(key=lambda r: (r["kind"], r["origin"], r["reason"]))
@@ -542,7 +551,11 @@ def _write(
                 size, sha = shardset.write_tar(out / fname, members(keys[start : start + n], prog))
                 start += n
                 shards.append({"name": fname, "samples": n, "bytes": size, "sha256": sha})
-            splits_info[sp] = {"pattern": shardset.brace_pattern([s["name"] for s in shards]), "samples": len(keys), "shards": shards}
+            splits_info[sp] = {
+                "pattern": shardset.brace_pattern([s["name"] for s in shards]),
+                "samples": len(keys),
+                "shards": shards,
+            }
 
     removed = {kind: sum(1 for r in rejected if r["kind"] == kind) for kind in (CORRUPT, DUPLICATE, NEAR, NO_LABEL)}
     label_info = None

@@ -22,12 +22,11 @@ import time
 from collections import Counter
 
 from aiohttp import web
-
-from gandata.sources.bricklink import parse_catalog_file, parse_categories_file
-
 from conftest import fixture_path
-from gandata.localserver import LocalServer
 from renderserver import draw_png
+
+from gandata.localserver import LocalServer
+from gandata.sources.bricklink import parse_catalog_file, parse_categories_file
 
 THROTTLE_PAGE = """<!DOCTYPE html><html><head><title>BrickLink</title></head><body>
 <div id="blErrorTitle">Quota Exceeded</div><div class="blErrorDetail"><pre>You have exceeded the allowed number
@@ -51,19 +50,27 @@ def listing_page(items: list[dict], total: int, page: int, pages: int, count_lin
         cats, ids = it["category_path"].split(" / "), it["cat_string"].split(".")
         links = ['<a href="catalogTree.asp?itemType=M">Minifigures</a>']
         for i, name in enumerate(cats[: len(ids)]):
-            links.append(f'<a href="catalogList.asp?catType=M&amp;catString={".".join(ids[: i + 1])}">{html.escape(name)}</a>')
+            links.append(
+                f'<a href="catalogList.asp?catType=M&amp;catString={".".join(ids[: i + 1])}">{html.escape(name)}</a>'
+            )
         rows.append(
             f'<tr class="catalog-list__body-main--row">'
             f'<td><span data-itemid="{abs(hash(no)) % 10**6}"><a href="/v2/catalog/catalogitem.page?M={no}">'
-            f'<img src="//img.bricklink.com/ItemImage/MT/0/{no}.t1.png" alt="Minifig No: {no}  Name: {html.escape(it["name"])}">'
+            f'<img src="//img.bricklink.com/ItemImage/MT/0/{no}.t1.png" '
+            f'alt="Minifig No: {no}  Name: {html.escape(it["name"])}">'
             f"</a></span></td>"
             f'<td><font face="Tahoma,Arial" size="2"><a href="/v2/catalog/catalogitem.page?M={no}">{no}</a>'
             f' (<a href="catalogItemInv.asp?M={no}">Inv</a>)</font></td>'
-            f'<td><strong>{html.escape(it["name"])}</strong><br><font class="fv">Catalog: {":&nbsp;".join(links)}</font></td>'
+            f'<td><strong>{html.escape(it["name"])}</strong><br>'
+            f'<font class="fv">Catalog: {":&nbsp;".join(links)}</font></td>'
             f"</tr>"
         )
-    count = (f"<div><b>{total}</b> Items Found. Page <b>{page}</b> of <b>{pages}</b> (Showing {len(items)} Items Per Page)</div>"
-             if count_line else "<div>Items</div>")
+    count = (
+        f"<div><b>{total}</b> Items Found. Page <b>{page}</b> of <b>{pages}</b> "
+        f"(Showing {len(items)} Items Per Page)</div>"
+        if count_line
+        else "<div>Items</div>"
+    )
     nxt = f'<a href="/catalogList.asp?pg={page + 1}&amp;catType=M">Next</a>' if page < pages else ""
     return (
         "<!DOCTYPE html><html><head><title>BrickLink Reference Catalog - Minifigures</title></head><body>"

@@ -25,9 +25,9 @@ import time
 from collections import Counter
 
 from aiohttp import web
+from conftest import fixture_path
 from PIL import Image, ImageDraw
 
-from conftest import fixture_path
 from gandata.localserver import LocalServer
 
 

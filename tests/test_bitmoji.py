@@ -9,15 +9,14 @@ from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import fixture_path, kill_when, lines_in
+from renderserver import RenderServer
+from test_fetch import check_dataset
 
 from gandata.datasets import Dataset
 from gandata.errors import UserError
 from gandata.sources import load_manifest
 from gandata.sources.bitmoji import TraitCatalogue, avatar_jobs, fetch_bitmoji, parse_templates, read_avatar_ids
-
-from conftest import fixture_path, kill_when, lines_in
-from renderserver import RenderServer
-from test_fetch import check_dataset
 
 
 @pytest.fixture
@@ -183,7 +182,9 @@ def _cli(server, out, count, *extra):
 
 def test_cli_sigkill_mid_run_then_resume(server, tmp_path):
     out = tmp_path / "raw"
-    proc = subprocess.Popen(_cli(server, out, 150, "--rate", "60"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli(server, out, 150, "--rate", "60"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     kill_when(proc, lambda: lines_in(out / "manifest.jsonl") >= 50)
     run = subprocess.run(_cli(server, out, 150, "--rate", "1000"), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

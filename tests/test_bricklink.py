@@ -9,17 +9,21 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from brickserver import BrickServer, catalog_items, listing_page
+from conftest import fixture_path, kill_when, lines_in
+from test_fetch import check_dataset
 
 from gandata.datasets import Dataset
 from gandata.errors import UserError
 from gandata.shard import ShardOptions, shard
-from gandata.sources.bricklink import (fetch_bricklink, parse_catalog_file, parse_categories_file, parse_item_page,
-                                       parse_listing)
+from gandata.sources.bricklink import (
+    fetch_bricklink,
+    parse_catalog_file,
+    parse_categories_file,
+    parse_item_page,
+    parse_listing,
+)
 from gandata.sources.rebrickable import fetch_rebrickable, parse_minifigs_csv
-
-from brickserver import BrickServer, catalog_items, listing_page
-from conftest import fixture_path, kill_when, lines_in
-from test_fetch import check_dataset
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
 
@@ -68,9 +72,16 @@ def test_real_catalog_download_parses():
     items = list(parse_catalog_file(fixture_path("sources/bricklink_Minifigures_excerpt.txt").read_text("utf-8"), cats))
     assert len(items) == 81  # every non-blank row after the header and its two blank lines
     by_no = {it["item_no"]: it for it in items}
-    assert by_no["sw0025"] == {"item_no": "sw0025", "name": "Padmé Naberrie (Amidala) (Yellow)", "category": "Star Wars",
-                               "category_path": "Star Wars / Star Wars Episode 1", "category_id": 65,
-                               "cat_string": "65.257", "year": 1999, "weight_g": 4.0}
+    assert by_no["sw0025"] == {
+        "item_no": "sw0025",
+        "name": "Padmé Naberrie (Amidala) (Yellow)",
+        "category": "Star Wars",
+        "category_path": "Star Wars / Star Wars Episode 1",
+        "category_id": 65,
+        "cat_string": "65.257",
+        "year": 1999,
+        "weight_g": 4.0,
+    }
     assert "year" not in by_no["aqu010"] and by_no["aqu010"]["weight_g"] == 5.09  # year "?"
     assert by_no["trn047"]["name"] == "Red & White Stripes - Blue Legs, Brown Male Hair"
     assert by_no["adv023"]["name"] == "Señor Palomar / Señor Gomez {Senor}"
@@ -141,8 +152,9 @@ def test_crawl_categories_with_politeness_and_fallbacks(server, tmp_path, quick_
 def test_throttle_page_is_waited_out(server, tmp_path, quick_manifest, status):
     server.throttle = 2  # every listing page answers "Quota Exceeded" twice before the real page
     server.throttle_status = status
-    stats = fetch_bricklink(tmp_path / "raw", categories="771", base_url=server.url, delay=0, manifest_file=quick_manifest,
-                            overrides=FAST)
+    stats = fetch_bricklink(
+        tmp_path / "raw", categories="771", base_url=server.url, delay=0, manifest_file=quick_manifest, overrides=FAST
+    )
     assert stats.total == len(_expected(server, ["771"])) == 10 and stats.stopped is None
     assert stats.retries >= 2 and server.page_hits.most_common(1)[0][1] == 3
 
@@ -151,7 +163,9 @@ def test_throttle_page_is_waited_out(server, tmp_path, quick_manifest, status):
 def test_browser_challenge_stops_with_a_clear_message(server, tmp_path, quick_manifest, status):
     server.challenge = True
     server.challenge_status = status  # AWS WAF challenges come with 202 or 403 as well as 200
-    stats = fetch_bricklink(tmp_path / "raw", base_url=server.url, delay=0, manifest_file=quick_manifest, overrides=FAST)
+    stats = fetch_bricklink(
+        tmp_path / "raw", base_url=server.url, delay=0, manifest_file=quick_manifest, overrides=FAST
+    )
     assert stats.total == 0 and "browser check" in stats.stopped and "--catalog-file" in stats.stopped
     assert len(server.requests("/catalogList.asp")) == 1  # no grinding on
     r = subprocess.run([sys.executable, "-m", "gandata.cli", "fetch", "bricklink", "--out", str(tmp_path / "cli"),
@@ -163,8 +177,9 @@ def test_browser_challenge_stops_with_a_clear_message(server, tmp_path, quick_ma
 def test_pages_past_the_end_repeat_and_the_guard_stops(server, tmp_path, quick_manifest):
     server.count_line = False
     server.page_size = 5
-    stats = fetch_bricklink(tmp_path / "raw", categories="9", base_url=server.url, delay=0, manifest_file=quick_manifest,
-                            overrides=FAST)
+    stats = fetch_bricklink(
+        tmp_path / "raw", categories="9", base_url=server.url, delay=0, manifest_file=quick_manifest, overrides=FAST
+    )
     want = _expected(server, ["9"])
     assert {r["item_no"].lower() for r in check_dataset(tmp_path / "raw")} == want
     assert stats.extra["crawl"]["pages"] == -(-len(want) // 5)

@@ -16,8 +16,23 @@ def gandata(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_help_lists_only_working_commands_each_with_an_example():
     top = gandata("--help")
     assert top.returncode == 0 and "Example" in top.stdout
-    for cmd in ("shard", "inspect", "fetch bitmoji", "fetch urls", "fetch bricklink", "fetch rebrickable",
-                "crop anime-faces", "crop lego-faces", "dedupe", "train", "sample", "eval", "fetch weights", "run", "demo"):
+    for cmd in (
+        "shard",
+        "inspect",
+        "fetch bitmoji",
+        "fetch urls",
+        "fetch bricklink",
+        "fetch rebrickable",
+        "crop anime-faces",
+        "crop lego-faces",
+        "dedupe",
+        "train",
+        "sample",
+        "eval",
+        "fetch weights",
+        "run",
+        "demo",
+    ):
         assert cmd.split()[0] in top.stdout
         sub = gandata(*cmd.split(), "--help")
         assert sub.returncode == 0 and "Example" in sub.stdout and f"gandata {cmd}" in sub.stdout
@@ -48,7 +63,9 @@ def test_size_must_be_a_positive_integer(size, anime_dir, tmp_path):
 
 
 def test_shard_and_inspect_end_to_end(tmp_path, anime_dir):
-    r = gandata("shard", str(anime_dir), "--name", "anime", "--size", "32", "--data-dir", str(tmp_path / "data"), "--json")
+    r = gandata(
+        "shard", str(anime_dir), "--name", "anime", "--size", "32", "--data-dir", str(tmp_path / "data"), "--json"
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["counts"]["total"] == 12

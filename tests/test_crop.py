@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import fixture_path, kill_when, lines_in, png_bytes
+from minifigs import draw_minifig
 from PIL import Image
 
 from gandata import images
@@ -20,9 +22,6 @@ from gandata.datasets import Dataset
 from gandata.errors import UserError
 from gandata.localserver import LocalServer
 from gandata.shard import ShardOptions, shard
-
-from conftest import fixture_path, png_bytes, kill_when, lines_in
-from minifigs import draw_minifig
 
 
 @pytest.fixture
@@ -152,8 +151,12 @@ def test_cascade_download_is_verified_and_offline_gives_both_ways_out(tmp_path, 
 
 
 def test_bad_options(tmp_path, anime_dir, cascade):
-    for opts, msg in [(CropOptions(edge="wrap"), "--edge"), (CropOptions(margin=-1), "--margin"),
-                      (CropOptions(scale_factor=1.0), "--scale-factor"), (CropOptions(pad_color="nope"), "--pad-color")]:
+    for opts, msg in [
+        (CropOptions(edge="wrap"), "--edge"),
+        (CropOptions(margin=-1), "--margin"),
+        (CropOptions(scale_factor=1.0), "--scale-factor"),
+        (CropOptions(pad_color="nope"), "--pad-color"),
+    ]:
         with pytest.raises(UserError, match=msg):
             crop(anime_dir, tmp_path / "x", opts, cascade=cascade)
     with pytest.raises(UserError, match="does not exist"):

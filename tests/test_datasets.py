@@ -10,12 +10,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import drawn_image, kill_when, lines_in, png_bytes
 
 from gandata.datasets import Dataset, check_key, hash_key, is_key, make_key
 from gandata.errors import UserError
 from gandata.fileio import TMP_MARK
-
-from conftest import drawn_image, png_bytes, kill_when, lines_in
 
 
 def test_make_key_keeps_safe_text_readable():
@@ -136,7 +135,7 @@ def test_sigkill_while_writing_leaves_a_consistent_dataset(tmp_path):
     script = WRITER.format(tests=str(Path(__file__).parent), root=str(root))
     for attempt in range(3):
         proc = subprocess.Popen([sys.executable, "-c", script])
-        kill_when(proc, lambda: lines_in(root / "manifest.jsonl") >= 50 * (attempt + 1))
+        kill_when(proc, lambda n=50 * (attempt + 1): lines_in(root / "manifest.jsonl") >= n)
     ds = Dataset.open(root)
     rows = list(ds.rows())
     assert len(rows) >= 100

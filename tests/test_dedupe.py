@@ -7,14 +7,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import png_bytes
 from PIL import Image, ImageEnhance
 
 from gandata import dedupe as dd
 from gandata.datasets import Dataset
 from gandata.errors import UserError
 from gandata.shard import ShardOptions, shard
-
-from conftest import png_bytes
 
 
 def _flip(h: int, bits: list[int]) -> int:
@@ -110,7 +109,9 @@ def test_shard_dedupe_near(tmp_path, anime_dir):
     summary = shard([folder], tmp_path / "shards", "anime", ShardOptions(size=32, dedupe="near", val_fraction=0))
     assert summary.counts["total"] == 12 and summary.removed["near_duplicate"] == 60
     report = [json.loads(line) for line in (tmp_path / "shards" / "rejected.jsonl").read_text().splitlines()]
-    assert {r["kind"] for r in report} == {"near_duplicate"} and all("near duplicate of tadne_" in r["reason"] for r in report)
+    assert {r["kind"] for r in report} == {"near_duplicate"} and all(
+        "near duplicate of tadne_" in r["reason"] for r in report
+    )
     import webdataset as wds
 
     for s in wds.WebDataset(str(tmp_path / "shards" / "anime-train-000000.tar"), shardshuffle=False):

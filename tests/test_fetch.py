@@ -12,13 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import kill_when, lines_in, wait_for
+from renderserver import RenderServer
 
 from gandata import images
 from gandata.datasets import Dataset
 from gandata.fetch import FetchOptions, Job, fetch, opted_out, parse_retry_after, rebase
-
-from conftest import kill_when, lines_in, wait_for
-from renderserver import RenderServer
 
 
 @pytest.fixture
@@ -236,7 +235,9 @@ def test_sigkill_then_resume_gives_the_exact_count_with_few_refetches(server, tm
 
 def test_ctrl_c_finishes_writes_and_records_stats(server, tmp_path):
     root = tmp_path / "ds"
-    proc = subprocess.Popen([sys.executable, "-c", _script(server, root, 100000, 50.0)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _script(server, root, 100000, 50.0)], stdout=subprocess.PIPE, text=True
+    )
     wait_for(proc, lambda: lines_in(root / "manifest.jsonl") >= 20)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)

@@ -8,12 +8,11 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import drawn_image, png_bytes
 from PIL import Image
 
 from gandata import images
 from gandata.images import ImageError
-
-from conftest import drawn_image, png_bytes
 
 
 def test_real_images_decode(anime_dir):
@@ -55,7 +54,12 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 def test_decompression_bomb_is_refused_before_decoding():
     # a PNG claiming 40000 × 40000 pixels (1.6 Gpx) in a few hundred bytes
     ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
-    bomb = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + _chunk(b"IEND", b"")
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + _chunk(b"IEND", b"")
+    )
     with pytest.raises(ImageError, match="bomb"):
         images.decode(bomb)
     with pytest.raises(ImageError, match="over the 1 Mpx limit"):

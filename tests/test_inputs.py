@@ -8,11 +8,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import drawn_image, png_bytes
 
 from gandata.datasets import Dataset, DatasetInput, FolderInput, TarInput, dataset_stage_folders, is_key, open_input
 from gandata.errors import UserError
-
-from conftest import drawn_image, png_bytes
 
 
 def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:

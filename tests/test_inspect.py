@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from conftest import drawn_image, png_bytes
 from PIL import Image
 
 from gandata.datasets import Dataset
 from gandata.inspection import inspect_path
 from gandata.shard import ShardOptions, shard
-
-from conftest import drawn_image, png_bytes
 
 
 def test_inspect_a_dataset_folder(tmp_path):

@@ -14,15 +14,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from gandata.assets import cache_dir
 from gandata.trainers import inception
-from gandata.trainers.metrics import (EvalError, FeatureStats, TinyRandom, evaluate, fetch_weights, find_weights, frechet_distance,
-                              gaussian_stats, kid, load_extractor, verify_weights)
+from gandata.trainers.metrics import (
+    EvalError,
+    FeatureStats,
+    TinyRandom,
+    evaluate,
+    fetch_weights,
+    find_weights,
+    frechet_distance,
+    gaussian_stats,
+    kid,
+    load_extractor,
+    verify_weights,
+)
 from gandata.trainers.train import TrainOptions, train
-
 from test_train import TINY, labelled_shards  # noqa: F401 (a fixture)
 
+from gandata.assets import cache_dir
 
 # ------------------------------------------------------------------------------------------ closed forms
 
@@ -84,7 +93,9 @@ def test_kid_matches_the_closed_form_mmd_of_two_gaussians():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(d, d))
     p, q = (np.zeros(d), np.eye(d)), (np.full(d, 0.5), a @ a.T * 0.5 + 0.5 * np.eye(d))
-    exact = _poly_kernel_expectation(p, p, d) + _poly_kernel_expectation(q, q, d) - 2 * _poly_kernel_expectation(p, q, d)
+    exact = (
+        _poly_kernel_expectation(p, p, d) + _poly_kernel_expectation(q, q, d) - 2 * _poly_kernel_expectation(p, q, d)
+    )
     x, y = rng.multivariate_normal(*p, 20_000), rng.multivariate_normal(*q, 20_000)
     value, std = kid(x, y)
     assert value == pytest.approx(exact, rel=0.05) and std > 0
@@ -223,7 +234,9 @@ def tiny_run(labelled_shards, tmp_path_factory) -> Path:  # noqa: F811
 
 def test_eval_with_a_tiny_extractor_records_everything_and_reuses_the_cache(tiny_run, labelled_shards):  # noqa: F811
     (tiny_run / "eval.jsonl").unlink(missing_ok=True)
-    [line] = evaluate(tiny_run, str(labelled_shards), n=120, extractor="tiny-random", device="cpu", progress=False).results
+    [line] = evaluate(
+        tiny_run, str(labelled_shards), n=120, extractor="tiny-random", device="cpu", progress=False
+    ).results
     assert np.isfinite(line["fid"]) and line["fid"] > 0 and np.isfinite(line["kid"])
     assert line["n_gen"] == 120 and line["n_real"] == 96 and line["kid_subset_size"] == 96
     assert line["extractor"].startswith("tiny-random") and line["resize"] == "bilinear-32"
@@ -234,7 +247,9 @@ def test_eval_with_a_tiny_extractor_records_everything_and_reuses_the_cache(tiny
     # again: nothing recomputed, nothing appended
     stats[0].touch()
     before = stats[0].stat().st_mtime_ns
-    [again] = evaluate(tiny_run, str(labelled_shards), n=120, extractor="tiny-random", device="cpu", progress=False).results
+    [again] = evaluate(
+        tiny_run, str(labelled_shards), n=120, extractor="tiny-random", device="cpu", progress=False
+    ).results
     assert again["reused"] and again["fid"] == line["fid"] and stats[0].stat().st_mtime_ns == before
     assert len((tiny_run / "eval.jsonl").read_text().splitlines()) == 1
     # every checkpoint: the newest is reused, the others computed; the real statistics come from the cache
@@ -242,7 +257,9 @@ def test_eval_with_a_tiny_extractor_records_everything_and_reuses_the_cache(tiny
                      progress=False).results
     assert len(lines) == len(list(tiny_run.glob("checkpoint-*.pt"))) >= 2 and sum("reused" in x for x in lines) == 1
     # a different N generated is a different result, not a reuse
-    [other] = evaluate(tiny_run, str(labelled_shards), n=60, extractor="tiny-random", device="cpu", progress=False).results
+    [other] = evaluate(
+        tiny_run, str(labelled_shards), n=60, extractor="tiny-random", device="cpu", progress=False
+    ).results
     assert "reused" not in other and other["n_gen"] == 60
 
 

@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import kill_when, lines_in
 
 from gandata.datasets import Dataset
 from gandata.demo import DemoServer, catalog_file
 from gandata.errors import UserError
 from gandata.pipeline import load
-
-from conftest import kill_when, lines_in
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,12 @@ from pathlib import Path
 
 import pytest
 import webdataset as wds
+from conftest import drawn_image, kill_when, png_bytes, write_drawn_folder
 
-from gandata import images
-from gandata import shardset
+from gandata import images, shardset
 from gandata.datasets import Dataset
 from gandata.errors import UserError
 from gandata.shard import ShardOptions, even_sizes, harmonize, shard, shard_all, shard_count, split_of
-
-from conftest import drawn_image, png_bytes, write_drawn_folder, kill_when
 
 
 def _info(folder):
@@ -108,7 +106,9 @@ def test_same_inputs_give_byte_identical_shards_whatever_the_order(tmp_path, ani
     b = shard([extra, anime_dir], tmp_path / "b", "x", ShardOptions(**{**opts.__dict__, "workers": 1}))
     assert a.counts == b.counts
     ia, ib = _info(tmp_path / "a"), _info(tmp_path / "b")
-    assert [s["sha256"] for s in ia["splits"]["train"]["shards"]] == [s["sha256"] for s in ib["splits"]["train"]["shards"]]
+    assert [s["sha256"] for s in ia["splits"]["train"]["shards"]] == [
+        s["sha256"] for s in ib["splits"]["train"]["shards"]
+    ]
     for s in ia["splits"]["train"]["shards"] + ia["splits"]["val"]["shards"]:
         assert (tmp_path / "a" / s["name"]).read_bytes() == (tmp_path / "b" / s["name"]).read_bytes()
     # a second run in place reuses the spool and rewrites the same bytes
@@ -118,7 +118,9 @@ def test_same_inputs_give_byte_identical_shards_whatever_the_order(tmp_path, ani
     # another seed: same split membership, another order
     c = shard([anime_dir, extra], tmp_path / "c", "x", ShardOptions(**{**opts.__dict__, "seed": 1}))
     assert c.counts == a.counts
-    assert _info(tmp_path / "c")["splits"]["train"]["shards"][0]["sha256"] != ia["splits"]["train"]["shards"][0]["sha256"]
+    assert (
+        _info(tmp_path / "c")["splits"]["train"]["shards"][0]["sha256"] != ia["splits"]["train"]["shards"][0]["sha256"]
+    )
 
 
 def test_split_is_stable_when_inputs_grow(tmp_path):
@@ -153,7 +155,10 @@ def test_even_shard_sizes_and_names(tmp_path):
     assert summary.patterns["val"] is None
     # fewer shards next time: the stale ones go
     shard([folder], tmp_path / "out", "even", ShardOptions(size=16, val_fraction=0.0, maxcount=60, min_shards=1))
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.tar")) == ["even-train-000000.tar", "even-train-000001.tar"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tar")) == [
+        "even-train-000000.tar",
+        "even-train-000001.tar",
+    ]
 
 
 def test_shard_count_rules():
@@ -219,7 +224,10 @@ def test_labels_from_a_record_field(tmp_path):
 def test_a_file_changed_behind_the_manifest_is_reported(tmp_path):
     root = tmp_path / "raw"
     with Dataset.create(root) as ds:
-        rows = [ds.add(f"k{i}", png_bytes(drawn_image(i)), "png", {"width": 96, "height": 80, "source": "t"}) for i in range(3)]
+        rows = [
+            ds.add(f"k{i}", png_bytes(drawn_image(i)), "png", {"width": 96, "height": 80, "source": "t"})
+            for i in range(3)
+        ]
     (root / rows[1]["path"]).write_bytes(png_bytes(drawn_image(77)))
     summary = shard([root], tmp_path / "out", "x", ShardOptions(size=16))
     assert summary.counts["total"] == 2 and summary.removed["unreadable"] == 1
@@ -250,8 +258,13 @@ def test_bad_input_gets_one_clear_line(tmp_path, anime_dir):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds no images"):
         shard([tmp_path / "empty"], tmp_path / "o", "x")
-    for bad, msg in [(dict(size=0), "--size"), (dict(resize="stretch"), "--resize"), (dict(val_fraction=1.5), "--val-fraction"),
-                     (dict(image_format="gif"), "--format"), (dict(background="blurple"), "--background")]:
+    for bad, msg in [
+        (dict(size=0), "--size"),
+        (dict(resize="stretch"), "--resize"),
+        (dict(val_fraction=1.5), "--val-fraction"),
+        (dict(image_format="gif"), "--format"),
+        (dict(background="blurple"), "--background"),
+    ]:
         with pytest.raises(UserError, match=msg):
             shard([anime_dir], tmp_path / "o", "x", ShardOptions(**bad))
     with pytest.raises(UserError, match="--name"):
@@ -307,7 +320,19 @@ def _cli(*args: str) -> list[str]:
 
 
 def test_sigkill_while_processing_then_rerun(tmp_path, many_images):
-    args = [str(many_images), "--name", "many", "--size", "32", "--val-fraction", "0.1", "--maxcount", "40", "--workers", "2"]
+    args = [
+        str(many_images),
+        "--name",
+        "many",
+        "--size",
+        "32",
+        "--val-fraction",
+        "0.1",
+        "--maxcount",
+        "40",
+        "--workers",
+        "2",
+    ]
     ref = tmp_path / "ref"
     assert subprocess.run(_cli(*args, "--out", str(ref)), capture_output=True).returncode == 0
     out = tmp_path / "out"

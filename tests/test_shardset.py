@@ -8,10 +8,9 @@ import shutil
 import tarfile
 
 import pytest
+from test_train import labelled_shards, same_image_shards  # noqa: F401 (fixtures)
 
 from gandata import shardset
-
-from test_train import labelled_shards, same_image_shards  # noqa: F401 (fixtures)
 
 
 def test_tar_reader_matches_tarfile_on_every_format(tmp_path):
@@ -31,7 +30,9 @@ def test_tar_reader_matches_tarfile_on_every_format(tmp_path):
                 tf.addfile(ti, io.BytesIO(data))
         with open(path, "rb") as f:
             got = list(shardset.tar_members(f, str(path)))
-        assert [n for n, _ in got] == [n for n, _ in members if n != "dir"] and [d for _, d in got] == [d for _, d in members]
+        assert [n for n, _ in got] == [n for n, _ in members if n != "dir"] and [d for _, d in got] == [
+            d for _, d in members
+        ]
     bad = tmp_path / "bad.tar"
     bad.write_bytes(b"not a tar" * 100)
     with pytest.raises(ValueError, match="not a tar"):

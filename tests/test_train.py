@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import webdataset as wds
+from conftest import drawn_image, kill_when, png_bytes
+from gandata.trainers.losses import gradient_penalty
+from gandata.trainers.models import Critic, Generator
+from gandata.trainers.train import TrainError, TrainOptions, load_checkpoint, rng_state, sample, set_rng_state, train
 
 from gandata.datasets import Dataset
 from gandata.shard import ShardOptions, shard
-from gandata.trainers.losses import gradient_penalty
-from gandata.trainers.models import Critic, Generator
-from gandata.trainers.train import (TrainError, TrainOptions, load_checkpoint, rng_state, sample, set_rng_state, train)
-
-from conftest import drawn_image, png_bytes, kill_when
 
 TINY = dict(ngf=8, ndf=8, nz=16, workers=0, shuffle=64, log_kimg=0.05, device="cpu", grid=16)
 
@@ -141,13 +140,22 @@ def test_two_process_torchrun_matches_one_process(same_image_shards, tmp_path):
     one = subprocess.run(_cli(*EXACT, "--shards", str(same_image_shards), "--out", str(tmp_path / "one")),
                          capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(_cli(*EXACT, "--shards", str(same_image_shards), "--out", str(tmp_path / "two"), "--gpus", "2"),
-                         capture_output=True, text=True, env=env, timeout=300)
+    two = subprocess.run(
+        _cli(*EXACT, "--shards", str(same_image_shards), "--out", str(tmp_path / "two"), "--gpus", "2"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world"] == 2 and summary["ranks_consistent"]  # parameters identical on both ranks
     a, b = _final(tmp_path / "one"), _final(tmp_path / "two")
-    assert a["step"] == b["step"] and b["world"] == 2 and json.loads((tmp_path / "two" / "options.json").read_text())["per_rank_batch"] == 4
+    assert (
+        a["step"] == b["step"]
+        and b["world"] == 2
+        and json.loads((tmp_path / "two" / "options.json").read_text())["per_rank_batch"] == 4
+    )
     _same_params(a, b, atol=1e-5)  # the same global batch: the same result, up to float summation order
 
 

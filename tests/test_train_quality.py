@@ -11,17 +11,17 @@ import signal
 import subprocess
 import sys
 
+import gandata.trainers.train as ttrain
 import numpy as np
 import pytest
 import torch
 from conftest import lines_in, png_bytes, wait_for
-from PIL import Image, ImageDraw
-
-import gandata.trainers.train as ttrain
-from gandata.datasets import Dataset
-from gandata.shard import ShardOptions, shard
 from gandata.trainers.models import Generator, label_influence
 from gandata.trainers.train import TrainOptions, configure_threads, ema_beta, latest_checkpoint, load_generator, train
+from PIL import Image, ImageDraw
+
+from gandata.datasets import Dataset
+from gandata.shard import ShardOptions, shard
 
 TINY = dict(ngf=8, ndf=8, nz=16, workers=0, shuffle=64, log_kimg=0.05, device="cpu", grid=16, threads=1)
 COLOURS = {"red": 0, "green": 1, "blue": 2}
@@ -202,7 +202,9 @@ def test_progress_lines_carry_an_eta_and_a_resume_says_so(colour_shards, tmp_pat
                 **{**TINY, "log_kimg": 1})
     train(TrainOptions(kimg=0.04, **opts), progress=True)
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) >= 4 and all(re.search(r"/0\.04 kimg .* img/s  ETA \d+:\d\d:\d\d$", line) for line in lines), lines
+    assert len(lines) >= 4 and all(re.search(r"/0\.04 kimg .* img/s  ETA \d+:\d\d:\d\d$", line) for line in lines), (
+        lines
+    )
     train(TrainOptions(kimg=0.08, resume="auto", **opts), progress=True)
     first = capsys.readouterr().err.splitlines()[0]
     assert first.startswith("dcgan: resuming from ") and "checkpoint-000000040.pt at 0.04 kimg (step 5)" in first

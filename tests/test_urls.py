@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from renderserver import RenderServer
+from test_fetch import check_dataset
 
 from gandata.errors import UserError
 from gandata.sources.urls import fetch_urls, read_url_list
-
-from renderserver import RenderServer
-from test_fetch import check_dataset
 
 
 @pytest.fixture
@@ -24,7 +23,9 @@ def test_list_formats(tmp_path):
     (tmp_path / "a.txt").write_text("# comment\nhttp://x/1.png\n\n  http://x/2.png  \n")
     assert list(read_url_list(tmp_path / "a.txt")) == [("http://x/1.png", {}), ("http://x/2.png", {})]
     (tmp_path / "a.csv").write_text('image,title,width\nhttp://x/1.png,"Rem, smiling",512\n')
-    assert list(read_url_list(tmp_path / "a.csv", "image")) == [("http://x/1.png", {"title": "Rem, smiling", "width": "512"})]
+    assert list(read_url_list(tmp_path / "a.csv", "image")) == [
+        ("http://x/1.png", {"title": "Rem, smiling", "width": "512"})
+    ]
     (tmp_path / "a.tsv").write_text("url\tartist\nhttp://x/1.png\tme\n")
     assert list(read_url_list(tmp_path / "a.tsv")) == [("http://x/1.png", {"artist": "me"})]
     (tmp_path / "a.jsonl").write_text('{"url": "http://x/1.png", "tags": ["a", "b"], "score": 3}\n\n')

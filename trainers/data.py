@@ -40,7 +40,9 @@ def _decode(conditional: bool):
         try:
             arr = images.decode_array(data)
         except images.ImageError:
-            raise ValueError(f"sample {sample.get('__key__')} in {sample.get('__url__')}: the image does not decode") from None
+            raise ValueError(
+                f"sample {sample.get('__key__')} in {sample.get('__url__')}: the image does not decode"
+            ) from None
         label = int(sample["cls"]) if conditional else -1
         return arr, label
 
@@ -141,7 +143,9 @@ def _ignore_ctrl_c(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def to_device(batch: tuple, device: torch.device, conditional: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def to_device(
+    batch: tuple, device: torch.device, conditional: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 images → float in [-1, 1] on the device; labels (conditional only) as int64."""
     images, labels = batch
     x = images.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)

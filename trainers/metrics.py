@@ -31,14 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..assets import cache_dir, download, failure
-from ..fileio import JsonlLog, atomic_file, read_jsonl
-
 from .. import shardset
+from ..assets import cache_dir, download, failure
+from ..errors import UserError
+from ..fileio import JsonlLog, atomic_file, read_jsonl
+from ..summary import Summary
 from . import data as tdata
 from . import inception
-from ..errors import UserError
-from ..summary import Summary
 from .train import latest_checkpoint, load_generator, pick_device
 
 
@@ -205,8 +204,9 @@ def load_extractor(name: str = "inception", weights: str | os.PathLike | None = 
         return Extractor("fid-inception-2015-12-05", 2048, digest, inception.RESIZE, net.eval().to(dev), dev)
     if name == "tiny-random":
         net = TinyRandom()
-        return Extractor("tiny-random (meaningless numbers)", 16, weights_sha256(net), "bilinear-32", net.eval().to(dev),
-                         dev)
+        return Extractor(
+            "tiny-random (meaningless numbers)", 16, weights_sha256(net), "bilinear-32", net.eval().to(dev), dev
+        )
     if ":" in name:
         module, _, attr = name.rpartition(":")
         try:
@@ -215,7 +215,9 @@ def load_extractor(name: str = "inception", weights: str | os.PathLike | None = 
             raise EvalError(f"--extractor {name}: {e}") from None
         ext = factory(dev)
         if not isinstance(ext, Extractor):
-            raise EvalError(f"--extractor {name} returned {type(ext).__name__}, not a gandata.trainers.metrics.Extractor")
+            raise EvalError(
+                f"--extractor {name} returned {type(ext).__name__}, not a gandata.trainers.metrics.Extractor"
+            )
         return ext
     raise EvalError(f"unknown --extractor {name!r}: use inception, tiny-random or module:function")
 
@@ -453,8 +455,10 @@ class EvalSummary(Summary):
         return {"results": self.results}
 
     def lines(self) -> list[str]:
-        out = [f"{r['checkpoint']} ({r['kimg']:g} kimg): {_shown(r)}" + ("  (from eval.jsonl)" if r.get("reused") else "")
-               for r in self.results]
+        out = [
+            f"{r['checkpoint']} ({r['kimg']:g} kimg): {_shown(r)}" + ("  (from eval.jsonl)" if r.get("reused") else "")
+            for r in self.results
+        ]
         r = self.results[-1]
         out.append(f"  N gen {r['n_gen']}, N real {r['n_real']}, {r['extractor']} (weights sha256 "
                    f"{r['weights_sha256'][:12]}…), resize {r['resize']}; lines in {self.log}")
@@ -514,8 +518,18 @@ def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str
             continue
         t0 = time.monotonic()
         G, o, n_classes, meta = load_generator(ck, ext.device)
-        fake = fake_stats(G, o.nz, n_classes, ext, n, batch, seed, tdata.label_sampler(reals["labels"], n_classes), ext.device,
-                          progress)
+        fake = fake_stats(
+            G,
+            o.nz,
+            n_classes,
+            ext,
+            n,
+            batch,
+            seed,
+            tdata.label_sampler(reals["labels"], n_classes),
+            ext.device,
+            progress,
+        )
         values = score(reals, fake, names, seed, ext.device)
         line = result_line(ck, meta["cur_nimg"] / 1000, real, reals, ext, n, seed, names, values,
                            time.monotonic() - t0)

@@ -87,8 +87,11 @@ class Generator(nn.Module):
             return ConditionalBatchNorm2d(c, n_classes) if conditional_norm else _norm(norm, c)
 
         width = ngf * 2 ** (steps - 1)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(nz + (self.embed.embedding_dim if self.embed else 0), width, 4, 1, 0,
-                                                      bias=False), norm_layer(width), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(nz + (self.embed.embedding_dim if self.embed else 0), width, 4, 1, 0, bias=False),
+            norm_layer(width),
+            nn.ReLU(True),
+        ]
         for _ in range(steps - 1):
             layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), norm_layer(width // 2),
                        nn.ReLU(True)]

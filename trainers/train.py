@@ -101,7 +101,7 @@ class TrainOptions:
     inception_weights: str | None = None
     extra: dict = field(default_factory=dict)
 
-    def resolved(self) -> "TrainOptions":
+    def resolved(self) -> TrainOptions:
         if self.kind not in KINDS:
             raise TrainError(f"unknown trainer {self.kind!r}; use one of {', '.join(KINDS)}")
         d = DEFAULTS[self.kind]
@@ -157,7 +157,7 @@ class TrainSummary(Summary):
     already_trained: bool | None = None  # a pipeline found the run finished and did not train
 
     @classmethod
-    def read(cls, run: Path) -> "TrainSummary":
+    def read(cls, run: Path) -> TrainSummary:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in json.loads((run / "summary.json").read_text()).items() if k in known})
 
@@ -326,7 +326,9 @@ def image_grid(images: torch.Tensor, rows: int) -> bytes:
     for i in range(b):
         r, k = divmod(i, cols)
         tile = x[i].transpose(1, 2, 0)
-        grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + k * (w + 2): 2 + k * (w + 2) + w] = tile if c == 3 else tile[..., :1]
+        grid[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + k * (w + 2) : 2 + k * (w + 2) + w] = (
+            tile if c == 3 else tile[..., :1]
+        )
     return gimages.encode(Image.fromarray(grid), "png")
 
 
@@ -474,7 +476,11 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
     # fixed noise for the grid (the same in every run with this seed); one label per row for cdcgan
     rows = int(math.sqrt(o.grid)) or 1
     gz = torch.randn(o.grid, o.nz, generator=step_generator(o.seed, -1, "grid")).to(device)
-    gy = (torch.arange(o.grid) // math.ceil(o.grid / rows) % max(n_classes, 1)).to(device) if o.kind == "cdcgan" else None
+    gy = (
+        (torch.arange(o.grid) // math.ceil(o.grid / rows) % max(n_classes, 1)).to(device)
+        if o.kind == "cdcgan"
+        else None
+    )
 
     total = int(o.kimg * 1000)
     next_log = (cur_nimg // int(o.log_kimg * 1000) + 1) * int(o.log_kimg * 1000)
@@ -570,9 +576,13 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
                         for k in ("d_loss", "g_loss", "critic_gap", "gp", "images_per_s"):
                             writer.add_scalar(k, row[k], cur_nimg)
                     if progress:
-                        print(f"{o.kind} {row['kimg']:.1f}/{o.kimg:g} kimg  d {row['d_loss']:.4f}  g {row['g_loss']:.4f}"
-                              f"  gap {row['critic_gap']:.4f}  {row['images_per_s']:.0f} img/s  "
-                              f"ETA {_eta(cur_nimg, start_nimg, total, now - t_start)}", file=sys.stderr, flush=True)
+                        print(
+                            f"{o.kind} {row['kimg']:.1f}/{o.kimg:g} kimg  d {row['d_loss']:.4f}  g {row['g_loss']:.4f}"
+                            f"  gap {row['critic_gap']:.4f}  {row['images_per_s']:.0f} img/s  "
+                            f"ETA {_eta(cur_nimg, start_nimg, total, now - t_start)}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                         last_line = now
             if rank == 0 and progress and time.monotonic() - last_line >= PROGRESS_SECONDS:
                 now = time.monotonic()
@@ -618,7 +628,7 @@ class CtrlC:
         self.requested, self.previous = False, None
 
     @classmethod
-    def install(cls) -> "CtrlC | None":
+    def install(cls) -> CtrlC | None:
         guard = cls()
         try:
             guard.previous = signal.signal(signal.SIGINT, guard._handle)
@@ -752,7 +762,9 @@ def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
         env.update(OMP_NUM_THREADS="1", GANDATA_AUTO_THREADS="1")
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
-        raise TrainError(f"the {options.gpus} training processes failed (exit {proc.returncode}); see their output above")
+        raise TrainError(
+            f"the {options.gpus} training processes failed (exit {proc.returncode}); see their output above"
+        )
     return TrainSummary.read(run)
 
 
@@ -792,7 +804,9 @@ def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "sampl
     if o.kind == "cdcgan":
         if label is not None and not 0 <= label < n_classes:
             raise TrainError(f"--label {label}: this model has labels 0-{n_classes - 1}")
-        y = (torch.full((n,), label) if label is not None else torch.arange(n) // math.ceil(n / rows) % n_classes).to(dev)
+        y = (torch.full((n,), label) if label is not None else torch.arange(n) // math.ceil(n / rows) % n_classes).to(
+            dev
+        )
     elif label is not None:
         raise TrainError(f"--label only applies to cdcgan models; this one is {o.kind}")
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" and dev.type == "cuda"

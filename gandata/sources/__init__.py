@@ -32,10 +32,12 @@ def load_manifest(name: str, path: str | os.PathLike | None = None) -> tuple[dic
     except FileNotFoundError:
         raise UserError(f"the {name} manifest {path} is missing; give one with --manifest FILE") from None
     except tomllib.TOMLDecodeError as e:
-        raise UserError(f"the manifest {path} is not valid TOML ({e}); fix it or give another with --manifest") from None
+        raise UserError(
+            f"the manifest {path} is not valid TOML ({e}); fix it or give another with --manifest"
+        ) from None
 
 
-def politeness(manifest: dict) -> "FetchOptions":
+def politeness(manifest: dict) -> FetchOptions:
     """The engine options a manifest's ``[politeness]`` table sets (concurrency, rate, retries, timeout)."""
     from ..fetch import FetchOptions
 

@@ -52,7 +52,7 @@ class TraitCatalogue:
     outfits: dict[int, list[list[int]]]  # gender → brands → outfit ids
 
     @classmethod
-    def parse(cls, data: bytes) -> "TraitCatalogue":
+    def parse(cls, data: bytes) -> TraitCatalogue:
         obj = _json_with(data, "traits", dict)
         categories: dict[tuple[int, int], dict[str, list[int]]] = {}
         for gname, gid in GENDERS.items():
@@ -124,7 +124,9 @@ def read_avatar_ids(path: str | os.PathLike) -> list[str]:
         if not line:
             continue
         if any(c.isspace() or c in "/?&%" for c in line):
-            raise UserError(f"--avatar-ids {path}, line {n}: {line!r} is not an avatar id (e.g. 280531978_2-s1 or a UUID)")
+            raise UserError(
+                f"--avatar-ids {path}, line {n}: {line!r} is not an avatar id (e.g. 280531978_2-s1 or a UUID)"
+            )
         ids.append(line)
     if not ids:
         raise UserError(f"--avatar-ids {path} holds no avatar ids; put one per line")

@@ -22,8 +22,20 @@ from bs4 import BeautifulSoup
 
 from ..datasets import Dataset, make_key
 from ..errors import UserError
-from ..fetch import (FetchSummary, FetchOptions, Fetcher, Job, PageError, PageRetry, PageStop, check_base_url, describe_run, fetch,
-                     rebase, with_overrides)
+from ..fetch import (
+    Fetcher,
+    FetchOptions,
+    FetchSummary,
+    Job,
+    PageError,
+    PageRetry,
+    PageStop,
+    check_base_url,
+    describe_run,
+    fetch,
+    rebase,
+    with_overrides,
+)
 from . import load_manifest
 
 SITE, IMAGES = "bricklink-site", "bricklink-images"
@@ -316,8 +328,10 @@ def fetch_bricklink(
         summary.extra["crawl"] = crawl
         if crawl["page_failures"] and not summary.stopped:
             first = crawl["page_failures"][0]
-            summary.stopped = (f"{len(crawl['page_failures'])} listing page(s) could not be read (first: {first['url']}: "
-                                f"{first['error']}); the items of the pages read are kept; run again to continue")
+            summary.stopped = (
+                f"{len(crawl['page_failures'])} listing page(s) could not be read (first: {first['url']}: "
+                f"{first['error']}); the items of the pages read are kept; run again to continue"
+            )
         ds.write_stats(summary.to_json())
     return summary
 
@@ -339,9 +353,13 @@ def _read_catalog(catalog_file: str | os.PathLike, categories_file: str | os.Pat
     try:
         items = list(parse_catalog_file(read(catalog_file, "catalog file"), categories))
     except ValueError as e:
-        raise UserError(f"--catalog-file {catalog_file}: {e}; give BrickLink's tab-delimited catalog download") from None
+        raise UserError(
+            f"--catalog-file {catalog_file}: {e}; give BrickLink's tab-delimited catalog download"
+        ) from None
     if cats:
         items = [it for it in items if _matches(it, cats)]
     if not items:
-        raise UserError(f"--catalog-file {catalog_file} lists no minifigures" + (f" in categories {','.join(cats)}" if cats else ""))
+        raise UserError(
+            f"--catalog-file {catalog_file} lists no minifigures" + (f" in categories {','.join(cats)}" if cats else "")
+        )
     return items

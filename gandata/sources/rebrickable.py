@@ -61,9 +61,19 @@ def fetch_rebrickable(
     rows, origin = assets.asset("Rebrickable minifigs CSV", rebase(manifest["catalogues"]["minifigs"], base_url),
                                 "--csv", csv_file, parse=parse_minifigs_csv)
     no_image = [r["fig_num"] for r in rows if not r["img_url"]]
-    jobs = [Job(make_key("rebrickable", r["fig_num"]), rebase(r["img_url"], base_url),
-                {"fig_num": r["fig_num"], "name": r["name"], **({"num_parts": r["num_parts"]} if r["num_parts"] is not None else {})})
-            for r in rows if r["img_url"]]
+    jobs = [
+        Job(
+            make_key("rebrickable", r["fig_num"]),
+            rebase(r["img_url"], base_url),
+            {
+                "fig_num": r["fig_num"],
+                "name": r["name"],
+                **({"num_parts": r["num_parts"]} if r["num_parts"] is not None else {}),
+            },
+        )
+        for r in rows
+        if r["img_url"]
+    ]
     with Dataset.create(out) as ds:
         stats = fetch(ds, "rebrickable", jobs, target=limit, options=opts, progress=progress, total_hint=len(jobs))
         summary = describe_run(stats, "fetch rebrickable", out, {"manifest": manifest_path, "csv": origin},

@@ -15,7 +15,17 @@ from pathlib import Path
 
 from ..datasets import Dataset, hash_key
 from ..errors import UserError
-from ..fetch import RESERVED, FetchSummary, FetchOptions, Job, check_base_url, describe_run, fetch, rebase, with_overrides
+from ..fetch import (
+    RESERVED,
+    FetchOptions,
+    FetchSummary,
+    Job,
+    check_base_url,
+    describe_run,
+    fetch,
+    rebase,
+    with_overrides,
+)
 
 FORMATS = ("txt", "csv", "tsv", "jsonl")
 

@@ -1,0 +1,114 @@
+"""One declaration per stage: the command line and pipeline files are both derived from gandata.stages, check values
+the same way, and name a bad option the way the user wrote it; a pipeline is checked whole before anything runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gandata import cli, pipeline
+from gandata.errors import UserError
+from gandata.options import Opt, values
+from gandata.stages import STAGES, TABLES
+
+
+def gandata(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gandata", *args], capture_output=True, text=True)
+
+
+def test_every_command_takes_exactly_its_declared_options():
+    import typer.main
+
+    group = typer.main.get_command(cli.app)
+    for stage in STAGES:
+        cmd = group
+        for part in stage.command:
+            cmd = cmd.commands[part]
+        params = {p.name for p in cmd.params} - {"data_dir", "as_json", "help"}
+        assert params == {o.key for o in stage.options if o.cli}, stage.name
+
+
+def test_every_shipped_pipeline_is_valid_and_every_pipeline_key_is_an_option():
+    shipped = pipeline.shipped()
+    assert {"bitmoji-64", "lego-faces-64", "anime-faces-96", "lego-minifigs-128"} <= set(shipped)
+    for name in shipped:
+        head, steps = pipeline.plan(pipeline.load(name))
+        assert steps and all(s.table in TABLES for s in steps)
+    for stage in (s for s in STAGES if s.table):
+        for o in stage.options:
+            if o.pipeline and o.default is not None:
+                assert values(stage.options, {o.key: o.default}, stage.table)[o.key] == o.default
+
+
+@pytest.mark.parametrize("value, ok", [(5, True), (True, False), ("5", False), (0, False), (5.0, False)])
+def test_an_int_option_is_strict(value, ok):
+    opt = Opt("count", int, min=1)
+    if ok:
+        assert opt.check(value, "fetch") == value
+    else:
+        with pytest.raises(UserError, match=r"^\[fetch\] count must be a whole number at least 1 \(got "):
+            opt.check(value, "fetch")
+
+
+def test_the_same_bad_value_is_named_as_the_user_wrote_it():
+    shard = next(s for s in STAGES if s.name == "shard")
+    with pytest.raises(UserError, match=r"^--val-fraction must be a number at least 0 and below 1 \(got 1.0\)"):
+        values(shard.options, {"val_fraction": 1.0}, "cli")
+    with pytest.raises(UserError, match=r"^\[shard\] val_fraction must be a number at least 0 and below 1"):
+        values(shard.options, {"val_fraction": 1.0}, "shard")
+    with pytest.raises(UserError, match=r"^\[shard\] pad_color: "):
+        values(shard.options, {"pad_color": "not-a-colour"}, "shard")
+    r = gandata("shard", "x", "--val-fraction", "1", "--data-dir", "/nonexistent")
+    assert r.returncode == 1 and r.stderr.strip() == ("gandata: error: --val-fraction must be a number at least 0 and "
+                                                     "below 1 (got 1.0)")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[train]\nkind = 'wgan-gp'\nkimg = 'lots'\n", "[train] kimg must be a number above 0 (got 'lots')"),
+    ("[train]\nkind = 'wgan-gp'\nspeed = 3\n", "[train] has no option 'speed'; it takes"),
+    ("[train]\nkind = 'dcgan'\ngp_lambda = 3.0\n", "[train] has no option 'gp_lambda'"),  # wgan-gp only
+    ("[shard]\nsize = 32\nresize = 'stretch'\n", "[shard] resize must be one of center-crop, pad, keep-ratio"),
+    ("[pipeline]\nnmae = 'x'\n[shard]\n", "[pipeline] has no key 'nmae'"),
+    ("[crop]\nkind = 'cat-faces'\n", "[crop] needs kind = one of anime-faces, lego-faces"),
+])
+def test_a_pipeline_is_checked_whole_before_its_first_stage_runs(tmp_path, text, message):
+    """A mistake in the last table is found before the fetch of the first one starts (nothing is written)."""
+    path = tmp_path / "p.toml"
+    path.write_text("[fetch]\nsource = 'bitmoji'\ncount = 10\nbase_url = 'http://127.0.0.1:9'\n" + text)
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, "-m", "gandata", "run", str(path), "--data-dir", str(data)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+    assert not data.exists() and not (tmp_path / "runs").exists()
+
+
+def test_version_completion_and_kind_specific_train_help():
+    assert gandata("--version").stdout.strip().startswith("gandata ")
+    top = gandata("--help").stdout
+    assert "--install-completion" in top
+    for cmd in ("fetch", "crop", "dedupe", "shard", "inspect", "train", "sample", "eval", "run", "demo"):
+        assert f"\n  {cmd} " in top
+    wgan_gp, dcgan = gandata("train", "wgan-gp", "--help").stdout, gandata("train", "dcgan", "--help").stdout
+    assert "Gulrajani" in wgan_gp and "default 5" in wgan_gp and "--gp-lambda" in wgan_gp
+    assert "Radford" in dcgan and "default 1" in dcgan and "--gp-lambda" not in dcgan
+    assert "<center-crop|pad|keep-ratio>" in gandata("shard", "--help").stdout
+    r = gandata("train", "gan9000", "--shards", "x")
+    assert r.returncode == 1 and r.stderr.strip().startswith("gandata: error: unknown trainer 'gan9000'; use one of")
+
+
+def test_train_on_a_dataset_folder_says_to_shard_it_first(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "manifest.jsonl").write_text("")
+    r = gandata("train", "dcgan", "--shards", str(raw), "--out", str(tmp_path / "run"), "--device", "cpu")
+    assert r.returncode == 1 and f"gandata shard {raw}" in r.stderr
+
+
+def test_a_shipped_pipeline_runs_by_name(tmp_path):
+    spec = pipeline.load("bitmoji-64", ["fetch.count=3"])
+    assert spec["fetch"]["count"] == 3 and Path(spec["pipeline"]["source_file"]).name == "bitmoji-64.toml"
+    with pytest.raises(UserError, match="the shipped pipelines are: .*bitmoji-64"):
+        pipeline.load(tmp_path / "nope.toml")
