@@ -178,6 +178,11 @@ class FetchOptions:
             raise UserError("--timeout must be a positive number of seconds")
 
 
+# (url, event-loop time it was released at) of every request, when set to a list: the client's own schedule, which
+# is what pacing promises (a server's arrival times add the machine's scheduling noise). Tests read it.
+SEND_LOG: list[tuple[str, float]] | None = None
+
+
 class BreakerTripped(Exception):
     pass
 
@@ -240,6 +245,8 @@ class Fetcher:
             now = loop.time()
             slot = max(now, host.next_slot, host.paused_until)
             host.next_slot = slot + host.interval
+            if SEND_LOG is not None:
+                SEND_LOG.append((url, slot))
             if slot > now:
                 await asyncio.sleep(slot - now)
             try:
