@@ -47,7 +47,12 @@ def draw_png(seed_text: str, size: int = 48, transparent: bool = False) -> bytes
 
 
 class RenderServer:
-    def __init__(self) -> None:
+    def __init__(self, catalogues: bool = True) -> None:
+        """``catalogues``: serve the real Bitmoji catalogues of the fixture corpus (the tests are skipped without
+        it); image-only tests pass False and need no corpus."""
+        if catalogues:
+            for name in ("libmoji_assets_2018.json", "bitmoji_templates_2021_excerpt.json"):
+                fixture_path(f"sources/{name}")
         self.fault = None
         self.log: list[tuple[float, str, str]] = []
         self.attempts: Counter = Counter()
@@ -67,9 +72,8 @@ class RenderServer:
         ]
 
     def _fixture(self, name: str, ctype: str):
-        data = fixture_path(f"sources/{name}").read_bytes()
-
         async def handler(request: web.Request) -> web.StreamResponse:
+            data = fixture_path(f"sources/{name}").read_bytes()
             self.log.append((time.monotonic(), request.path_qs, "200"))
             return web.Response(body=data, content_type=ctype)
 

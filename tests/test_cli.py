@@ -47,8 +47,8 @@ def test_help_lists_only_working_commands_each_with_an_example():
         (["shard", "--resize", "stretch", "{anime}"], "--resize must be one of"),
     ],
 )
-def test_user_errors_are_one_line_on_stderr(args, message, anime_dir, tmp_path):
-    args = [a.replace("{anime}", str(anime_dir)) for a in args]
+def test_user_errors_are_one_line_on_stderr(args, message, images12, tmp_path):
+    args = [a.replace("{anime}", str(images12)) for a in args]
     r = gandata(*args, "--data-dir", str(tmp_path)) if args[0] == "shard" else gandata(*args)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
@@ -57,20 +57,20 @@ def test_user_errors_are_one_line_on_stderr(args, message, anime_dir, tmp_path):
 
 
 @pytest.mark.parametrize("size", ["0", "-3", "abc"])
-def test_size_must_be_a_positive_integer(size, anime_dir, tmp_path):
-    r = gandata("shard", str(anime_dir), "--size", size, "--data-dir", str(tmp_path))
+def test_size_must_be_a_positive_integer(size, images12, tmp_path):
+    r = gandata("shard", str(images12), "--size", size, "--data-dir", str(tmp_path))
     assert r.returncode == 2 and "--size" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_shard_and_inspect_end_to_end(tmp_path, anime_dir):
+def test_shard_and_inspect_end_to_end(tmp_path, images12):
     r = gandata(
-        "shard", str(anime_dir), "--name", "anime", "--size", "32", "--data-dir", str(tmp_path / "data"), "--json"
+        "shard", str(images12), "--name", "anime", "--size", "32", "--data-dir", str(tmp_path / "data"), "--json"
     )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["counts"]["total"] == 12
     assert summary["patterns"]["train"].endswith("anime-train-000000.tar")
-    human = gandata("shard", str(anime_dir), "--name", "anime", "--size", "32", "--data-dir", str(tmp_path / "data"))
+    human = gandata("shard", str(images12), "--name", "anime", "--size", "32", "--data-dir", str(tmp_path / "data"))
     assert "--shards" in human.stdout and "12 images" not in human.stdout  # all reused
     assert "12 reused" in human.stdout
     r = gandata("inspect", str(tmp_path / "data" / "anime" / "shards"), "--grid", str(tmp_path / "g.png"))

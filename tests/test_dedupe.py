@@ -121,10 +121,10 @@ def test_shard_dedupe_near(tmp_path, anime_dir):
         shard([folder], tmp_path / "x", "anime", ShardOptions(dedupe="fuzzy"))
 
 
-def test_hashes_are_cached_and_inputs_are_never_written(tmp_path, anime_dir, monkeypatch):
+def test_hashes_are_cached_and_inputs_are_never_written(tmp_path, images12, monkeypatch):
     root = tmp_path / "raw"
     with Dataset.create(root) as ds:
-        for p in sorted(anime_dir.glob("*.jpg")):
+        for p in sorted(images12.glob("*.jpg")):
             ds.add(p.stem, p.read_bytes(), "jpg", {"width": 512, "height": 512, "source": "test"})
     before = sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*"))
     first = dd.dedupe([root])
@@ -134,15 +134,15 @@ def test_hashes_are_cached_and_inputs_are_never_written(tmp_path, anime_dir, mon
     monkeypatch.setattr(dd, "_hash_sample", lambda data: calls.append(1) or "should not be called")
     again = dd.dedupe([root])
     assert again.samples == 12 and not calls and again.clusters == first.clusters == 0
-    plain = dd.dedupe([anime_dir])  # the cache is by content: the same files in a plain folder are hits too
+    plain = dd.dedupe([images12])  # the cache is by content: the same files in a plain folder are hits too
     assert plain.samples == 12 and not calls
 
 
-def test_shard_fills_the_hash_cache_that_dedupe_reads(tmp_path, anime_dir, monkeypatch):
-    shard([anime_dir], tmp_path / "shards", "anime", ShardOptions(size=32))
+def test_shard_fills_the_hash_cache_that_dedupe_reads(tmp_path, images12, monkeypatch):
+    shard([images12], tmp_path / "shards", "anime", ShardOptions(size=32))
     calls = []
     monkeypatch.setattr(dd, "_hash_sample", lambda data: calls.append(1) or "should not be called")
-    r = dd.dedupe([anime_dir])
+    r = dd.dedupe([images12])
     assert r.samples == 12 and not calls
 
 
@@ -156,9 +156,9 @@ def test_a_torn_or_foreign_hash_cache_line_is_skipped(tmp_path):
     assert again.get("a" * 64) == (5, 10, 20) and again.get("b") is None and again.get("c") is None
 
 
-def test_bad_threshold(tmp_path, anime_dir):
+def test_bad_threshold(tmp_path, images12):
     with pytest.raises(UserError, match="--threshold"):
-        dd.dedupe([anime_dir], threshold=40)
+        dd.dedupe([images12], threshold=40)
 
 
 def test_the_contact_sheet_shows_every_member_of_a_large_cluster(tmp_path, anime_dir, monkeypatch):

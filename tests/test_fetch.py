@@ -23,7 +23,7 @@ from gandata.fetch import FetchOptions, Job, fetch, opted_out, parse_retry_after
 
 @pytest.fixture
 def server():
-    s = RenderServer()
+    s = RenderServer(catalogues=False)
     yield s
     s.close()
 

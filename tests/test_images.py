@@ -38,8 +38,8 @@ def test_non_images_are_refused_with_a_reason(body, reason):
         images.decode(body)
 
 
-def test_truncated_bodies_are_refused(anime_dir):
-    data = (anime_dir / "tadne_r0c1.jpg").read_bytes()
+def test_truncated_bodies_are_refused(images12):
+    data = (images12 / "tadne_r0c1.jpg").read_bytes()
     with pytest.raises(ImageError, match="truncated"):
         images.decode(data[: len(data) // 2])
     png = png_bytes(drawn_image(1, (200, 200)))
@@ -151,11 +151,11 @@ def test_encode_round_trips_and_is_deterministic(fmt, magic):
         images.encode(im, "gif")
 
 
-def test_pixel_digest_ignores_the_encoding(anime_dir):
-    jpg = images.to_rgb(images.decode((anime_dir / "tadne_r0c1.jpg").read_bytes()))
+def test_pixel_digest_ignores_the_encoding(images12):
+    jpg = images.to_rgb(images.decode((images12 / "tadne_r0c1.jpg").read_bytes()))
     as_png = images.to_rgb(images.decode(images.encode(jpg, "png")))
     assert images.pixel_digest(jpg) == images.pixel_digest(as_png)
-    other = images.to_rgb(images.decode((anime_dir / "tadne_r0c2.jpg").read_bytes()))
+    other = images.to_rgb(images.decode((images12 / "tadne_r0c2.jpg").read_bytes()))
     assert images.pixel_digest(other) != images.pixel_digest(jpg)
 
 

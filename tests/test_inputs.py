@@ -23,12 +23,12 @@ def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
     return path
 
 
-def test_plain_folder_is_read_recursively_with_stable_safe_keys(tmp_path, anime_dir):
+def test_plain_folder_is_read_recursively_with_stable_safe_keys(tmp_path, images12):
     root = tmp_path / "mine"
     (root / "Sub Dir").mkdir(parents=True)
     (root / ".hidden").mkdir()
     (root / "a.png").write_bytes(png_bytes(drawn_image(1)))
-    (root / "a.jpg").write_bytes((anime_dir / "tadne_r0c1.jpg").read_bytes())
+    (root / "a.jpg").write_bytes((images12 / "tadne_r0c1.jpg").read_bytes())
     (root / "Sub Dir" / "Pic.0001.PNG").write_bytes(png_bytes(drawn_image(2)))
     (root / ".hidden" / "x.png").write_bytes(png_bytes(drawn_image(3)))
     (root / "notes.txt").write_text("not an image")
@@ -39,7 +39,7 @@ def test_plain_folder_is_read_recursively_with_stable_safe_keys(tmp_path, anime_
     assert len(samples) == 3 and len(set(keys)) == 3 and all(is_key(k) for k in keys)
     assert [s.record["file"] for s in samples] == ["a.jpg", "a.png", "Sub Dir/Pic.0001.PNG"]
     assert keys == [s.key for s in open_input(root)]  # same input → same keys
-    assert samples[0].read() == (anime_dir / "tadne_r0c1.jpg").read_bytes()
+    assert samples[0].read() == (images12 / "tadne_r0c1.jpg").read_bytes()
 
 
 def test_dataset_folder_reports_missing_files(tmp_path):
@@ -55,8 +55,8 @@ def test_dataset_folder_reports_missing_files(tmp_path):
     assert len(src.problems) == 1 and "missing on disk" in src.problems[0].reason
 
 
-def test_img2dataset_style_tar_is_read(tmp_path, anime_dir):
-    jpg = (anime_dir / "tadne_r1c0.jpg").read_bytes()
+def test_img2dataset_style_tar_is_read(tmp_path, images12):
+    jpg = (images12 / "tadne_r1c0.jpg").read_bytes()
     meta = {"url": "http://example.com/1.jpg", "key": "000000001", "status": "success", "width": 512, "height": 512}
     shards = tmp_path / "i2d"
     shards.mkdir()

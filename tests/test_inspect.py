@@ -33,9 +33,9 @@ def test_inspect_a_dataset_folder(tmp_path):
     assert sheet.size == (2 * 68 + 4, 22 + 2 * (64 + 14 + 4) + 4)  # 4 cells, 2×2, with title and captions
 
 
-def test_inspect_shards_with_labels_and_a_plain_folder_with_a_bad_file(tmp_path, anime_copy):
-    (anime_copy / "broken.jpg").write_bytes(b"<html>oops</html>")
-    r = inspect_path(anime_copy)
+def test_inspect_shards_with_labels_and_a_plain_folder_with_a_bad_file(tmp_path, images12_copy):
+    (images12_copy / "broken.jpg").write_bytes(b"<html>oops</html>")
+    r = inspect_path(images12_copy)
     assert r.kind == "folder" and r.samples == 12 and r.unreadable == 1
     assert r.sizes == [{"width": 512, "height": 512, "count": 12}]
     assert "HTML" in r.bad[0]["reason"]

@@ -85,9 +85,9 @@ def _json_types(out: Path, info: dict) -> dict[str, set]:
     return types
 
 
-def test_shard_real_images_reads_back_everywhere(tmp_path, anime_dir):
+def test_shard_real_images_reads_back_everywhere(tmp_path, images12):
     out = tmp_path / "shards"
-    summary = shard([anime_dir], out, "anime", ShardOptions(size=32, val_fraction=0.25, workers=2))
+    summary = shard([images12], out, "anime", ShardOptions(size=32, val_fraction=0.25, workers=2))
     info = _check_output(out)
     assert info["counts"]["total"] == 12 and summary.counts == info["counts"]
     assert info["counts"]["val"] > 0 and info["resolution"] == 32
@@ -98,12 +98,12 @@ def test_shard_real_images_reads_back_everywhere(tmp_path, anime_dir):
         assert len(types) == 1, (name, types)
 
 
-def test_same_inputs_give_byte_identical_shards_whatever_the_order(tmp_path, anime_dir):
+def test_same_inputs_give_byte_identical_shards_whatever_the_order(tmp_path, images12):
     extra = tmp_path / "extra"
     write_drawn_folder(extra, 30)
     opts = ShardOptions(size=32, val_fraction=0.2, maxcount=7, min_shards=1, workers=2)
-    a = shard([anime_dir, extra], tmp_path / "a", "x", opts)
-    b = shard([extra, anime_dir], tmp_path / "b", "x", ShardOptions(**{**opts.__dict__, "workers": 1}))
+    a = shard([images12, extra], tmp_path / "a", "x", opts)
+    b = shard([extra, images12], tmp_path / "b", "x", ShardOptions(**{**opts.__dict__, "workers": 1}))
     assert a.counts == b.counts
     ia, ib = _info(tmp_path / "a"), _info(tmp_path / "b")
     assert [s["sha256"] for s in ia["splits"]["train"]["shards"]] == [
@@ -112,11 +112,11 @@ def test_same_inputs_give_byte_identical_shards_whatever_the_order(tmp_path, ani
     for s in ia["splits"]["train"]["shards"] + ia["splits"]["val"]["shards"]:
         assert (tmp_path / "a" / s["name"]).read_bytes() == (tmp_path / "b" / s["name"]).read_bytes()
     # a second run in place reuses the spool and rewrites the same bytes
-    again = shard([anime_dir, extra], tmp_path / "a", "x", opts)
+    again = shard([images12, extra], tmp_path / "a", "x", opts)
     assert again.reused == 42 and again.processed == 0
     assert _info(tmp_path / "a")["splits"] == ia["splits"]
     # another seed: same split membership, another order
-    c = shard([anime_dir, extra], tmp_path / "c", "x", ShardOptions(**{**opts.__dict__, "seed": 1}))
+    c = shard([images12, extra], tmp_path / "c", "x", ShardOptions(**{**opts.__dict__, "seed": 1}))
     assert c.counts == a.counts
     assert (
         _info(tmp_path / "c")["splits"]["train"]["shards"][0]["sha256"] != ia["splits"]["train"]["shards"][0]["sha256"]
@@ -170,17 +170,17 @@ def test_shard_count_rules():
     assert shardset.brace_pattern(["a-train-000000.tar", "a-train-000001.tar"]) == "a-train-{000000..000001}.tar"
 
 
-def test_exact_duplicates_and_corrupt_files_are_counted_and_listed(tmp_path, anime_copy):
-    jpg = anime_copy / "tadne_r0c1.jpg"
-    shutil.copy(jpg, anime_copy / "copy_same_bytes.jpg")
+def test_exact_duplicates_and_corrupt_files_are_counted_and_listed(tmp_path, images12_copy):
+    jpg = images12_copy / "tadne_r0c1.jpg"
+    shutil.copy(jpg, images12_copy / "copy_same_bytes.jpg")
     pixels = images.to_rgb(images.decode(jpg.read_bytes()))
-    (anime_copy / "copy_as.png").write_bytes(images.encode(pixels, "png"))  # other bytes, same pixels
-    data = (anime_copy / "tadne_r0c2.jpg").read_bytes()
-    (anime_copy / "truncated.jpg").write_bytes(data[: len(data) // 3])
-    (anime_copy / "error_page.jpg").write_bytes(b"<!DOCTYPE html><html><body>Quota Exceeded</body></html>")
-    (anime_copy / "empty.png").write_bytes(b"")
+    (images12_copy / "copy_as.png").write_bytes(images.encode(pixels, "png"))  # other bytes, same pixels
+    data = (images12_copy / "tadne_r0c2.jpg").read_bytes()
+    (images12_copy / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (images12_copy / "error_page.jpg").write_bytes(b"<!DOCTYPE html><html><body>Quota Exceeded</body></html>")
+    (images12_copy / "empty.png").write_bytes(b"")
     out = tmp_path / "out"
-    summary = shard([anime_copy], out, "anime", ShardOptions(size=32, workers=2))
+    summary = shard([images12_copy], out, "anime", ShardOptions(size=32, workers=2))
     assert summary.removed["exact_duplicate"] == 2 and summary.removed["unreadable"] == 3
     assert summary.counts["total"] == 12
     report = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
@@ -194,7 +194,7 @@ def test_exact_duplicates_and_corrupt_files_are_counted_and_listed(tmp_path, ani
     info = _check_output(out)
     assert info["removed"] == summary.removed
     # --dedupe none keeps them
-    kept = shard([anime_copy], tmp_path / "keep", "anime", ShardOptions(size=32, dedupe="none"))
+    kept = shard([images12_copy], tmp_path / "keep", "anime", ShardOptions(size=32, dedupe="none"))
     assert kept.counts["total"] == 14 and kept.removed["exact_duplicate"] == 0
 
 
@@ -252,7 +252,7 @@ def test_key_collisions(tmp_path):
         shard([a, b], tmp_path / "o2", "diff", ShardOptions(size=16))
 
 
-def test_bad_input_gets_one_clear_line(tmp_path, anime_dir):
+def test_bad_input_gets_one_clear_line(tmp_path, images12):
     with pytest.raises(UserError, match="does not exist"):
         shard([tmp_path / "missing"], tmp_path / "o", "x")
     (tmp_path / "empty").mkdir()
@@ -266,9 +266,9 @@ def test_bad_input_gets_one_clear_line(tmp_path, anime_dir):
         (dict(background="blurple"), "--background"),
     ]:
         with pytest.raises(UserError, match=msg):
-            shard([anime_dir], tmp_path / "o", "x", ShardOptions(**bad))
+            shard([images12], tmp_path / "o", "x", ShardOptions(**bad))
     with pytest.raises(UserError, match="--name"):
-        shard([anime_dir], tmp_path / "o", "bad name/x")
+        shard([images12], tmp_path / "o", "bad name/x")
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "a.tar").write_bytes(b"not a tar" * 100)
@@ -277,8 +277,8 @@ def test_bad_input_gets_one_clear_line(tmp_path, anime_dir):
     assert not (tmp_path / "o" / "dataset.json").exists()
 
 
-def test_reshard_our_own_shards_and_img2dataset_output(tmp_path, anime_dir):
-    shard([anime_dir], tmp_path / "s64", "anime", ShardOptions(size=64, val_fraction=0.25))
+def test_reshard_our_own_shards_and_img2dataset_output(tmp_path, images12):
+    shard([images12], tmp_path / "s64", "anime", ShardOptions(size=64, val_fraction=0.25))
     summary = shard([tmp_path / "s64"], tmp_path / "s32", "anime32", ShardOptions(size=32, val_fraction=0.25))
     assert summary.counts["total"] == 12
     info = _check_output(tmp_path / "s32")

@@ -14,7 +14,7 @@ from gandata.sources.urls import fetch_urls, read_url_list
 
 @pytest.fixture
 def server():
-    s = RenderServer()
+    s = RenderServer(catalogues=False)
     yield s
     s.close()
 
