@@ -307,7 +307,15 @@ def crop(
     source = open_input(src)
     if Path(out).resolve() == Path(src).resolve():
         raise UserError(f"{src} is both the input and the output; give another --out")
-    path, origin = (None, {"locator": "layout only"}) if opts.locator == "layout" else cascade_file(cascade, base_url)
+    if opts.locator == "layout":
+        path, origin = None, {"locator": "layout only"}
+    else:
+        try:
+            path, origin = cascade_file(cascade, base_url)
+        except UserError as e:
+            if not opts.lego:
+                raise
+            raise UserError(f"{e}; or crop by the figure's layout alone, offline: --locator layout") from None
     detector = Detector(path, opts)
     pad, background = images.parse_color(opts.pad_color), images.parse_color(opts.background)
     stage = "crop lego-faces" if opts.lego else "crop anime-faces"

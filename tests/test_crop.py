@@ -148,6 +148,9 @@ def test_cascade_download_is_verified_and_offline_gives_both_ways_out(tmp_path, 
     assert crop(anime_dir, tmp_path / "again", base_url=f"http://127.0.0.1:{port}").crops == 11
     with pytest.raises(UserError, match=r"could not download the anime-face cascade .*--cascade FILE.*network"):
         crop(anime_dir, tmp_path / "y", base_url="http://127.0.0.1:9")
+    # lego-faces has a third way out, offline
+    with pytest.raises(UserError, match=r"--cascade FILE.*network.*offline: --locator layout$"):
+        crop(anime_dir, tmp_path / "z", CropOptions(lego=True), base_url="http://127.0.0.1:9")
 
 
 def test_bad_options(tmp_path, anime_dir, cascade):
