@@ -563,7 +563,28 @@ EVAL = Stage(
      DEVICE),
     _eval, "eval", data_dir_flag=False)
 
-STAGES: list[Stage] = [*FETCH, *CROP, DEDUPE, SHARD, INSPECT, *TRAIN, SAMPLE, EVAL]
+def _export(v: dict, ctx: Context) -> Summary:
+    from .export import export
+
+    return export(v["shards"], v["out"], fmt=v["format"], split=v["split"], progress=ctx.progress)
+
+
+EXPORT = Stage(
+    ("export",), "Write a shard set in the layouts other GAN code trains on: a StyleGAN2-ADA/StyleGAN3 dataset zip, "
+    "or an ImageFolder tree.",
+    "\b\nExamples:\n"
+    "  gandata export data/anime/shards --out anime-64.zip            # train.py --data anime-64.zip (StyleGAN)\n"
+    "  gandata export data/bricklink/shards --out lego.zip            # labelled: train.py --cond 1\n"
+    "  gandata export data/anime/shards --format imagefolder --out anime-folder --split all",
+    (Opt("shards", str, required=True, argument=True, help="A shard folder (with dataset.json), a tar, a brace "
+         "pattern or a URL."),
+     Opt("out", PATH_TYPE, required=True, help="stylegan: the .zip to write; imagefolder: the folder."),
+     Opt("format", str, "stylegan", choices=("stylegan", "imagefolder"),
+         help="stylegan (dataset_tool.py's zip, labels in dataset.json) or imagefolder (a folder per class)."),
+     Opt("split", str, "train", choices=("train", "val", "all"), help="Which split of the set.")),
+    _export, data_dir_flag=False)
+
+STAGES: list[Stage] = [*FETCH, *CROP, DEDUPE, SHARD, INSPECT, EXPORT, *TRAIN, SAMPLE, EVAL]
 TABLES = ("fetch", "crop", "shard", "train", "eval")  # a pipeline's stages, in the order they run
 
 

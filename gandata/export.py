@@ -1,0 +1,242 @@
+"""Shard sets → the layouts other GAN code trains on, streamed (one sample in memory at a time, nothing unpacked
+first):
+
+* ``stylegan``: the dataset zip of NVlabs' ``dataset_tool.py`` (StyleGAN2-ADA, StyleGAN3): ``00000/img00000000.png``
+  … stored (no compression), every image the same square power-of-two size, RGB or grey, and ``dataset.json`` with
+  ``{"labels": [[name, class], …]}`` for conditional training (``--cond=1``) or ``{"labels": null}``. The zip is
+  written under a temporary name and renamed when whole, then read back the way their ``ImageFolderDataset`` reads it.
+  ``gandata.json`` beside it maps each archive name to its shard key and holds the class names (their loader only
+  lists image files and ``dataset.json``).
+* ``imagefolder``: ``OUT/<class>/<key>.<ext>``, the layout of torchvision's ``ImageFolder`` and most trainers'
+  folder loaders. Class folders are named ``0000_<label>`` so that their sorted order — which ``ImageFolder`` makes
+  the class index — is the shards' class id; an unlabelled set goes to ``OUT/unlabelled``. Images keep their
+  encoding; each file is written atomically and one already there is kept, so a killed export resumes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from . import images, shardset
+from .errors import UserError
+from .fileio import atomic_write, atomic_write_json, remove_stale_tmp
+from .progress import Progress
+from .summary import Summary
+
+FORMATS = ("stylegan", "imagefolder")
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+
+
+@dataclass
+class ExportSummary(Summary):
+    format: str
+    out: str
+    split: str
+    images: int
+    resolution: int | None  # stylegan: the one side; imagefolder: None
+    classes: int | None  # labelled sets: how many classes; else None
+    written: int  # files written by this run (imagefolder keeps what an earlier run wrote)
+    seconds: float
+
+    def lines(self) -> list[str]:
+        what = f"{self.classes} classes" if self.classes else "no labels"
+        size = f" at {self.resolution} px" if self.resolution else ""
+        return [f"exported {self.images} {self.split} images{size} ({what}) as {self.format} → {self.out}",
+                f"  {self.written} files written in {self.seconds} s"]
+
+    def brief(self) -> str:
+        return self.lines()[0]
+
+
+def _open(url: str):
+    if shardset.URL_RE.match(url) and not Path(url).exists():
+        import webdataset as wds
+
+        return wds.gopen(url)
+    return open(url, "rb")
+
+
+def _samples(urls: list[str]):
+    """(key, image extension, image bytes, class id or None) of every sample, in shard order."""
+    for url in urls:
+        with _open(url) as f:
+            try:
+                for key, fields in shardset.samples(f, url):
+                    ext = next((e for e in IMAGE_EXTS if e in fields), None)
+                    if ext is None:
+                        continue
+                    cls = None
+                    if "cls" in fields:
+                        try:
+                            cls = int(fields["cls"].strip())
+                        except ValueError:
+                            raise UserError(f"{url}: sample {key} has a class label that is not a number") from None
+                    yield key, ext, fields[ext], cls
+            except (ValueError, EOFError) as e:
+                raise UserError(f"{url} is damaged ({e}); check it with gandata inspect, or shard again") from None
+
+
+def _splits(split: str) -> list[str]:
+    return list(shardset.SPLITS) if split == "all" else [split]
+
+
+def export(spec: str, out: str | os.PathLike, fmt: str = "stylegan", split: str = "train",
+           progress: bool = False) -> ExportSummary:
+    """Write the ``split`` (train, val or all) of the shard set ``spec`` to ``out`` as ``fmt``."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    if split not in ("train", "val", "all"):
+        raise UserError(f"--split must be train, val or all (got {split!r})")
+    urls: list[str] = []
+    sset = None
+    try:
+        for sp in _splits(split):
+            found, sset = shardset.resolve(spec, sp)
+            urls += [u for u in found if u not in urls]
+    except FileNotFoundError as e:
+        raise UserError(f"{spec}: {e}") from None
+    names = sset.label_names if sset else None
+    total = sum(sset.samples_in(sp) for sp in _splits(split)) if sset else None
+    out = Path(out)
+    t0 = time.monotonic()
+    with Progress(f"export {fmt}", total, enabled=progress) as prog:
+        if fmt == "stylegan":
+            n, resolution, classes = _stylegan(urls, out, names, prog)
+            written = n + 2
+        else:
+            n, written, classes = _imagefolder(urls, out, names, prog)
+            resolution = None
+    if n == 0:
+        raise UserError(f"{spec} holds no {split} images to export")
+    return ExportSummary(format=fmt, out=str(out), split=split, images=n, resolution=resolution, classes=classes,
+                         written=written, seconds=round(time.monotonic() - t0, 3))
+
+
+# ------------------------------------------------------------------------------------------------ stylegan
+
+
+def _stylegan_png(data: bytes, ext: str, key: str) -> tuple[bytes, tuple[int, int, int]]:
+    """The image as dataset_tool stores it (PNG, RGB or grey) and its (width, height, channels)."""
+    try:
+        im = images.decode(data)
+    except images.ImageError as e:
+        raise UserError(f"sample {key}: {e}") from None
+    if ext == "png" and im.mode in ("RGB", "L"):
+        return data, (im.width, im.height, 3 if im.mode == "RGB" else 1)
+    rgb = images.to_rgb(im) if im.mode != "L" else im
+    return images.encode(rgb, "png"), (rgb.width, rgb.height, 3 if rgb.mode == "RGB" else 1)
+
+
+def _stylegan(urls: list[str], out: Path, names: list[str] | None, prog: Progress) -> tuple[int, int, int | None]:
+    if out.suffix != ".zip":
+        raise UserError(f"--out {out}: a StyleGAN dataset is a .zip file (e.g. --out data/anime-64.zip)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(out.parent)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    labels: list = []
+    index: list = []
+    attrs = None
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for i, (key, ext, data, cls) in enumerate(_samples(urls)):
+                png, shape = _stylegan_png(data, ext, key)
+                if attrs is None:
+                    attrs = shape
+                    w, h, _ = shape
+                    if w != h or w & (w - 1):
+                        raise UserError(f"StyleGAN needs square images with a power-of-two side; these are {w}×{h}: "
+                                        "shard them with --size 64 (or 128, 256…) first")
+                elif shape != attrs:
+                    raise UserError(f"sample {key} is {shape[0]}×{shape[1]} with {shape[2]} channel(s), the first "
+                                    f"was {attrs[0]}×{attrs[1]} with {attrs[2]}: StyleGAN needs them all alike")
+                idx = f"{i:08d}"
+                name = f"{idx[:5]}/img{idx}.png"
+                zf.writestr(name, png)
+                labels.append([name, cls] if cls is not None else None)
+                index.append([name, key])
+                prog.advance(1)
+            labelled = bool(labels) and all(x is not None for x in labels)
+            zf.writestr("dataset.json", json.dumps({"labels": labels if labelled else None}))
+            zf.writestr("gandata.json", json.dumps({"keys": index, "label_names": names if labelled else None},
+                                                   ensure_ascii=False))
+        if not index:
+            return 0, 0, None
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        _check_stylegan_zip(tmp, len(index))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    classes = (max(x[1] for x in labels) + 1) if labels and labelled else None
+    return len(index), attrs[0] if attrs else 0, classes
+
+
+def _check_stylegan_zip(path: Path, n: int) -> None:
+    """Read the zip back as StyleGAN's ImageFolderDataset does (:func:`read_back_stylegan`)."""
+    fnames, labels, _ = read_back_stylegan(path)
+    if len(fnames) != n:
+        raise RuntimeError(f"the zip lists {len(fnames)} images, {n} were written")
+    if labels is not None and len(labels) != n:
+        raise RuntimeError("dataset.json does not label every image")
+
+
+# --------------------------------------------------------------------------------------------- imagefolder
+
+
+def _folder_name(cls: int | None, names: list[str] | None) -> str:
+    if cls is None:
+        return "unlabelled"
+    label = names[cls] if names and 0 <= cls < len(names) else str(cls)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-.")[:60] or "class"
+    return f"{cls:04d}_{safe}"
+
+
+def _imagefolder(urls: list[str], out: Path, names: list[str] | None, prog: Progress) -> tuple[int, int, int | None]:
+    if out.suffix == ".zip" or (out.exists() and not out.is_dir()):
+        raise UserError(f"--out {out}: an ImageFolder export is a folder")
+    n = written = 0
+    seen: set[str] = set()
+    classes: set[int] = set()
+    for key, ext, data, cls in _samples(urls):
+        folder = out / _folder_name(cls, names)
+        if folder.name not in seen:
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_tmp(folder)
+            seen.add(folder.name)
+        path = folder / f"{key}.{ext}"
+        if not path.exists():
+            atomic_write(path, data, fsync=False)
+            written += 1
+        if cls is not None:
+            classes.add(cls)
+        n += 1
+        prog.advance(1)
+    if classes:
+        atomic_write_json(out / "classes.json", {"classes": sorted(seen), "label_names": names})
+    return n, written, len(classes) or None
+
+
+def read_back_stylegan(path: str | os.PathLike) -> tuple[list[str], list | None, tuple]:
+    """(image names, labels per image or None, first image's array shape C×H×W) — StyleGAN's loader's view of a
+    dataset zip, for checks and tests."""
+    import numpy as np
+
+    Image.init()
+    with zipfile.ZipFile(path) as zf:
+        all_names = set(zf.namelist())
+        fnames = sorted(f for f in all_names if os.path.splitext(f)[1].lower() in Image.EXTENSION)
+        with zf.open(fnames[0]) as f:
+            arr = np.array(Image.open(io.BytesIO(f.read())))
+        arr = arr[:, :, None] if arr.ndim == 2 else arr
+        labels = json.loads(zf.read("dataset.json"))["labels"] if "dataset.json" in all_names else None
+    per_image = [dict(labels)[f] for f in fnames] if labels is not None else None
+    return fnames, per_image, arr.transpose(2, 0, 1).shape
