@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset as wds
+from conftest import drawn_image, png_bytes
 from PIL import Image
 
 from gandata.datasets import Dataset
 from gandata.errors import UserError
 from gandata.export import export, read_back_stylegan
 from gandata.shard import ShardOptions, shard
-
-from conftest import drawn_image, png_bytes
 
 
 def _shard_pixels(folder: Path, split: str = "train") -> dict[str, tuple[np.ndarray, int | None]]:
@@ -113,7 +112,8 @@ def test_export_from_the_command_line_and_bad_input(sets, tmp_path):
     r = subprocess.run([sys.executable, "-m", "gandata", "export", str(sets["labelled"]), "--out",
                         str(tmp_path / "x.zip"), "--split", "val", "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["images"] == json.loads((sets["labelled"] / "dataset.json").read_text())["counts"]["val"]
+    info = json.loads((sets["labelled"] / "dataset.json").read_text())
+    assert json.loads(r.stdout)["images"] == info["counts"]["val"]
     r = subprocess.run([sys.executable, "-m", "gandata", "export", str(tmp_path / "nothing"), "--out",
                         str(tmp_path / "y.zip")], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.startswith("gandata: error:") and len(r.stderr.strip().splitlines()) == 1

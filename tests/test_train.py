@@ -179,6 +179,10 @@ def test_kill_then_resume_auto_continues_exactly(same_image_shards, tmp_path):
     _same_params(a, b, atol=0)  # bit for bit: optimiser state, EMA and noise all continued where they stopped
     for k in a["optD"]["state"]:
         assert torch.equal(a["optD"]["state"][k]["exp_avg"], b["optD"]["state"][k]["exp_avg"])
+    # the rows logged between the checkpoint and the kill were dropped and logged again: every kimg once
+    kimgs = [json.loads(line)["kimg"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    ref_kimgs = [json.loads(line)["kimg"] for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    assert kimgs == ref_kimgs
 
 
 def test_untrusted_pickles_are_refused(tmp_path):

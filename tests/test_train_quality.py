@@ -260,3 +260,12 @@ def test_resume_passes_over_a_damaged_newest_checkpoint(colour_shards, tmp_path,
     s = train(TrainOptions(kimg=0.12, resume="auto", **opts), progress=False)
     assert s.resumed_from == str(first) and s.kimg >= 0.12
     assert f"skipping {newest}: it does not load" in capsys.readouterr().err
+
+
+def test_a_resumed_run_forgets_the_rows_it_will_log_again(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"kimg": k, "step": i}) + "\n" for i, k in enumerate((0.08, 0.16, 0.24, 0.32))))
+    ttrain._forget_rows_after(path, 160)  # continuing from the checkpoint at 0.16 kimg
+    assert [json.loads(line)["kimg"] for line in path.read_text().splitlines()] == [0.08, 0.16]
+    ttrain._forget_rows_after(path, 0)  # no checkpoint: starting from zero
+    assert path.read_text() == ""

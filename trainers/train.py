@@ -46,7 +46,7 @@ from torch import nn
 
 from .. import shardset
 from ..errors import UserError
-from ..fileio import FolderLock, atomic_file, atomic_write_json
+from ..fileio import FolderLock, atomic_file, atomic_write, atomic_write_json, read_jsonl
 from ..summary import Summary
 from . import data as tdata
 from .kinds import CRITIC_CONDITIONING, DEFAULTS, KINDS
@@ -492,6 +492,8 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
         print(f"{o.kind}: resuming from {resumed_from} at {cur_nimg / 1000:g} kimg (step {step})", file=sys.stderr,
               flush=True)
     writer = _tensorboard(run) if rank == 0 else None
+    if rank == 0:
+        _forget_rows_after(run / "metrics.jsonl", cur_nimg)
     metrics = open(run / "metrics.jsonl", "a") if rank == 0 else None
     if rank == 0 and step == 0:
         real = next(batches)[0][: o.grid]
@@ -651,6 +653,17 @@ def _eta(cur_nimg: int, start_nimg: int, total: int, seconds: float) -> str:
         return "?"
     left = int(max(total - cur_nimg, 0) * seconds / done)
     return f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+
+
+def _forget_rows_after(path: Path, cur_nimg: int) -> None:
+    """Drop the metrics rows logged after the checkpoint a run continues from (they are logged again as the run
+    redoes those steps), so that no kimg appears twice."""
+    if not path.exists():
+        return
+    rows = list(read_jsonl(path))
+    keep = [r for r in rows if round(float(r.get("kimg", 0)) * 1000) <= cur_nimg]
+    if len(keep) != len(rows):
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in keep).encode())
 
 
 def _newest_loadable(run: Path, device: torch.device, warn: bool = True) -> tuple[Path | None, dict | None]:
