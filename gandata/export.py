@@ -15,7 +15,6 @@ first):
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -28,7 +27,7 @@ from PIL import Image
 
 from . import images, shardset
 from .errors import UserError
-from .fileio import atomic_write, atomic_write_json, remove_stale_tmp
+from .fileio import atomic_file, atomic_write, atomic_write_json, remove_stale_tmp
 from .progress import Progress
 from .summary import Summary
 
@@ -140,13 +139,14 @@ def _stylegan(urls: list[str], out: Path, names: list[str] | None, prog: Progres
     if out.suffix != ".zip":
         raise UserError(f"--out {out}: a StyleGAN dataset is a .zip file (e.g. --out data/anime-64.zip)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(out.parent)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # a killed export's (only ours: the folder may be shared)
+        stale.unlink(missing_ok=True)
     labels: list = []
     index: list = []
     attrs = None
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+    labelled = False
+    with atomic_file(out, mode="w+b") as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
             for i, (key, ext, data, cls) in enumerate(_samples(urls)):
                 png, shape = _stylegan_png(data, ext, key)
                 if attrs is None:
@@ -164,23 +164,20 @@ def _stylegan(urls: list[str], out: Path, names: list[str] | None, prog: Progres
                 labels.append([name, cls] if cls is not None else None)
                 index.append([name, key])
                 prog.advance(1)
-            labelled = bool(labels) and all(x is not None for x in labels)
+            if not index:
+                raise UserError("the shards hold no images to export")
+            labelled = all(x is not None for x in labels)
             zf.writestr("dataset.json", json.dumps({"labels": labels if labelled else None}))
             zf.writestr("gandata.json", json.dumps({"keys": index, "label_names": names if labelled else None},
                                                    ensure_ascii=False))
-        if not index:
-            return 0, 0, None
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        _check_stylegan_zip(tmp, len(index))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        f.flush()
+        f.seek(0)
+        _check_stylegan_zip(f, len(index))  # read back before the zip appears under its name
     classes = (max(x[1] for x in labels) + 1) if labels and labelled else None
     return len(index), attrs[0] if attrs else 0, classes
 
 
-def _check_stylegan_zip(path: Path, n: int) -> None:
+def _check_stylegan_zip(path, n: int) -> None:
     """Read the zip back as StyleGAN's ImageFolderDataset does (:func:`read_back_stylegan`)."""
     fnames, labels, _ = read_back_stylegan(path)
     if len(fnames) != n:
@@ -225,17 +222,16 @@ def _imagefolder(urls: list[str], out: Path, names: list[str] | None, prog: Prog
     return n, written, len(classes) or None
 
 
-def read_back_stylegan(path: str | os.PathLike) -> tuple[list[str], list | None, tuple]:
+def read_back_stylegan(path) -> tuple[list[str], list | None, tuple]:
     """(image names, labels per image or None, first image's array shape C×H×W) — StyleGAN's loader's view of a
-    dataset zip, for checks and tests."""
+    dataset zip (a path or an open file), for checks and tests."""
     import numpy as np
 
-    Image.init()
+    Image.init()  # the loader lists the names with an extension PIL knows
     with zipfile.ZipFile(path) as zf:
         all_names = set(zf.namelist())
         fnames = sorted(f for f in all_names if os.path.splitext(f)[1].lower() in Image.EXTENSION)
-        with zf.open(fnames[0]) as f:
-            arr = np.array(Image.open(io.BytesIO(f.read())))
+        arr = np.array(images.decode(zf.read(fnames[0])))
         arr = arr[:, :, None] if arr.ndim == 2 else arr
         labels = json.loads(zf.read("dataset.json"))["labels"] if "dataset.json" in all_names else None
     per_image = [dict(labels)[f] for f in fnames] if labels is not None else None

@@ -30,11 +30,12 @@ def _tmp_name(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, fsync: bool = True) -> Iterator[IO[bytes]]:
-    """Open a binary file that appears at ``path`` only if the block finishes without an exception."""
+def atomic_file(path: str | os.PathLike, fsync: bool = True, mode: str = "wb") -> Iterator[IO[bytes]]:
+    """Open a binary file that appears at ``path`` only if the block finishes without an exception (``mode`` "w+b":
+    the block may read back what it wrote, to check it before it appears)."""
     path = Path(path)
     tmp = _tmp_name(path)
-    f = open(tmp, "wb")
+    f = open(tmp, mode)
     try:
         yield f
         f.flush()
