@@ -4,8 +4,9 @@ KINDS = ("dcgan", "lsgan", "wgan", "wgan-gp", "cdcgan")
 CRITIC_CONDITIONING = ("input", "projection", "both")  # cdcgan: how the critic sees the label
 
 # the papers' defaults (DCGAN, LSGAN, WGAN, WGAN-GP; pytorch/examples): batch, optimiser, critic normalisation,
-# critic steps per G step. Batch 64 for the DCGAN family is pytorch/examples' (the paper used 128): at equal images shown, 128 halves the updates, and
-# in benchmarks/quality.py 3 of 5 seeds of dcgan at 128 never left "D wins" where the reference at 64 learned.
+# critic steps per G step. Batch 64 for the DCGAN family is pytorch/examples' (the paper used 128): at equal images
+# shown, 128 halves the updates, and in benchmarks/quality.py 3 of 5 seeds of dcgan at 128 never left "D wins" where
+# the reference at 64 learned.
 DEFAULTS = {
     "dcgan": dict(batch=64, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
     "cdcgan": dict(batch=64, opt="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1),
