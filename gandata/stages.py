@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import images
 from .errors import UserError
 from .options import LIST, PATH_TYPE, Opt
 from .summary import Summary
 from .trainers.kinds import CRITIC_CONDITIONING, DEFAULTS, KINDS, PAPERS
+
+RESIZE_MODES = ("center-crop", "pad", "keep-ratio")  # images.RESIZE_MODES (a test holds them equal)
 
 
 @dataclass
@@ -52,7 +53,9 @@ class Stage:
 
 
 def _color(value: str) -> None:
-    images.parse_color(value)
+    from .images import parse_color  # not at import: `gandata --help` should not load OpenCV
+
+    parse_color(value)
 
 
 # ------------------------------------------------------------------------------------------ shared options
@@ -364,7 +367,7 @@ SHARD = Stage(
      _out("DATA/<name>/shards"),
      Opt("name", str, help="Shard name prefix (default: the dataset's name)."),
      Opt("size", int, 64, min=1, help="Output side in pixels."),
-     Opt("resize", str, "center-crop", choices=images.RESIZE_MODES,
+     Opt("resize", str, "center-crop", choices=RESIZE_MODES,
          help="center-crop, pad or keep-ratio (smallest side = size)."),
      Opt("format", str, "png", choices=("png", "jpg", "webp"), help="Image format in the shards."),
      Opt("quality", int, 95, min=1, max=100, help="JPEG/WebP quality."),

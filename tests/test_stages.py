@@ -123,3 +123,12 @@ def test_the_trainers_depend_on_a_small_named_part_of_gandata():
     assert r.returncode == 0, r.stderr
     assert eval(r.stdout) == ["gandata", "gandata.assets", "gandata.errors", "gandata.fileio", "gandata.images",
                               "gandata.shardset", "gandata.summary"]
+
+
+def test_the_command_line_starts_without_loading_the_heavy_libraries():
+    from gandata import images, stages
+
+    assert stages.RESIZE_MODES == images.RESIZE_MODES
+    code = "import sys, gandata.cli; print(sorted({'torch', 'cv2', 'numpy', 'PIL', 'aiohttp'} & set(sys.modules)))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
