@@ -140,6 +140,8 @@ def classifier(work: Path = DEFAULT_WORK) -> Classifier:
         return clf.eval()
     x, y = arrays(shards, "train")
     x = x.float() / 255
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same sums in the same order on every machine, so the same classifier
     torch.manual_seed(0)
     opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
@@ -153,6 +155,7 @@ def classifier(work: Path = DEFAULT_WORK) -> Classifier:
             opt.zero_grad()
             loss.backward()
             opt.step()
+    torch.set_num_threads(threads)
     clf.eval()
     xv, yv = arrays(shards, "val")
     with torch.no_grad():

@@ -4,11 +4,9 @@ real-statistics cache, the weights lookup and its offline message, the weights d
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ from gandata.trainers.train import TrainOptions, train
 from test_train import TINY, labelled_shards  # noqa: F401 (a fixture)
 
 from gandata.assets import cache_dir
+from gandata.localserver import LocalServer
 
 # ------------------------------------------------------------------------------------------ closed forms
 
@@ -178,35 +177,32 @@ def test_the_cli_says_the_offline_line_and_exits_1(tmp_path, tiny_run, labelled_
     assert len(lines) == 1 and lines[0].startswith("gandata: error: FID and KID need the Inception weights")
 
 
-class _Files(http.server.BaseHTTPRequestHandler):
+class _Files:
+    """A file server that honours ``Range: bytes=N-`` (what a resumed download asks for)."""
+
     body = b""
     ranges: list = []
 
-    def do_GET(self):
-        rng = self.headers.get("Range")
-        self.ranges.append(rng)
-        start = int(rng.split("=")[1].rstrip("-")) if rng else 0
-        self.send_response(206 if rng else 200)
-        self.send_header("Content-Length", str(len(self.body) - start))
-        self.end_headers()
-        self.wfile.write(self.body[start:])
+    @classmethod
+    async def get(cls, request):
+        from aiohttp import web
 
-    def log_message(self, *a):
-        pass
+        rng = request.headers.get("Range")
+        cls.ranges.append(rng)
+        start = int(rng.split("=")[1].rstrip("-")) if rng else 0
+        return web.Response(status=206 if rng else 200, body=cls.body[start:])
 
 
 @pytest.fixture
 def file_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
+    with LocalServer([("GET", "/{name}", _Files.get)]) as server:
+        yield server
 
 
 def test_fetch_weights_resumes_verifies_and_never_leaves_a_bad_file(tmp_path, file_server):
     body = bytes(range(256)) * 4000
     _Files.body, _Files.ranges = body, []
-    url = f"http://127.0.0.1:{file_server.server_port}/{inception.WEIGHTS_NAME}"
+    url = f"{file_server.url}/{inception.WEIGHTS_NAME}"
     dest = tmp_path / "w" / inception.WEIGHTS_NAME
     dest.parent.mkdir()
     (dest.parent / (dest.name + ".part")).write_bytes(body[:300_000])  # an interrupted earlier download
