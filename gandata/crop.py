@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import assets, images
-from .datasets import Dataset, Input, open_input
+from .datasets import Dataset, Input, child_key, open_input
 from .errors import UserError
 from .fileio import atomic_write
 from .progress import Progress
@@ -351,7 +351,8 @@ def crop(
                                   "detector_params": params if c["method"] == "cascade" else {},
                                   "margin": opts.margin, "edge": opts.edge, "width": opts.size, "height": opts.size,
                                   "parent_width": result["size"][0], "parent_height": result["size"][1]}
-                        if ds.add(f"{sample.key}_f{c['index']}", c["data"], opts.image_format, record) is not None:
+                        key = child_key(sample.key, f"_f{c['index']}")
+                        if ds.add(key, c["data"], opts.image_format, record) is not None:
                             counts["crops"] += 1
                             methods[c["method"]] += 1
                     journal.append({"parent": sample.key, "status": status, "faces": len(result["crops"]),

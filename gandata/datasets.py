@@ -35,7 +35,7 @@ FAILURES = "failures.jsonl"
 STATS = "stats.json"
 IMAGES = "images"
 
-MAX_KEY_LEN = 96  # keeps `<key>.json` inside a plain USTAR name (100 bytes)
+MAX_KEY_LEN = 96  # `<key>.json` fits a plain USTAR name (100 bytes): ordinary samples need no pax header
 KEY_RE = re.compile(rf"^[a-z0-9_-]{{1,{MAX_KEY_LEN}}}$")
 IMAGE_EXTS = {"png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"}
 REQUIRED_FIELDS = ("width", "height", "source")
@@ -79,7 +79,17 @@ def hash_key(prefix: str, fields: Any) -> str:
     Equal parameters give the same key whatever the order of dict entries.
     """
     canon = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return f"{make_key(prefix)}-{hashlib.sha1(canon.encode('utf-8')).hexdigest()[:16]}"
+    return child_key(make_key(prefix), "-" + hashlib.sha1(canon.encode("utf-8")).hexdigest()[:16])
+
+
+def child_key(parent: str, suffix: str) -> str:
+    """``parent + suffix`` (a crop's ``<parent>_f0``, a hashed key's ``<prefix>-<digest>``), shortened to fit
+    :data:`MAX_KEY_LEN` when it would not: the parent is cut and a hash of all of it added, so distinct parents
+    keep distinct keys. Keys that fit are unchanged."""
+    if len(parent) + len(suffix) <= MAX_KEY_LEN:
+        return parent + suffix
+    head = parent[: MAX_KEY_LEN - len(suffix) - 9].rstrip("_-")
+    return f"{head}-{_short_hash(parent)}{suffix}"
 
 
 def lookup_field(record: dict, field: str) -> Any:

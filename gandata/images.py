@@ -1,7 +1,8 @@
 """The only module that decodes and encodes pixels.
 
-* :func:`decode` refuses what is not a whole image — an HTML error page, a truncated body, a decompression
-  bomb — with an :class:`ImageError` whose message is the reason.
+* :func:`decode` applies EXIF orientation (pixels upright, as viewers show them) and refuses what is not a whole
+  image — an HTML error page, a truncated body, a decompression bomb — with an :class:`ImageError` whose message
+  is the reason.
 * :func:`to_rgb` turns every mode (palette, grey, LA, RGBA, 16-bit, CMYK) into RGB, compositing alpha onto a
   background colour (white by default: Bitmoji renders are transparent PNGs).
 * :func:`resize` has three modes — ``center-crop``, ``pad`` and ``keep-ratio`` — and uses area averaging (PIL's
@@ -87,10 +88,21 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return im
 
 
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # a damaged EXIF block: the image as stored
+        return 1
+
+
 def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
-    """Format, width and height from the header alone (no pixel decode)."""
+    """Format, width and height as displayed (EXIF orientation applied) from the header alone (no pixel decode)."""
     im = _open(data, max_pixels)
-    return (im.format or sniff(data) or "?").lower(), im.width, im.height
+    w, h = (im.height, im.width) if _orientation(im) in _TRANSPOSED else (im.width, im.height)
+    return (im.format or sniff(data) or "?").lower(), w, h
 
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -110,6 +122,8 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         if "truncated" in msg or isinstance(e, EOFError):
             raise ImageError(f"truncated {fmt} ({msg or 'ends early'})") from None
         raise ImageError(f"corrupt {fmt} ({msg})") from None
+    if _orientation(im) != 1:  # a camera's sideways-stored photo: upright, as every viewer shows it
+        im = ImageOps.exif_transpose(im)
     return im
 
 
@@ -144,7 +158,11 @@ def to_rgb(im: Image.Image, background: Sequence[int] = (255, 255, 255)) -> Imag
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        top = arr.max(initial=0)
+        if im.mode == "F" and top <= 1.0:
+            peak = 1.0  # float images (TIFF, EXR-like) hold 0–1
+        else:
+            peak = 65535.0 if im.mode.startswith("I;16") or top > 255 else 255.0
         im = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).round().astype(np.uint8), "L")
     has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
     if not has_alpha:

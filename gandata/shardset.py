@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import braceexpand
 
+from .errors import UserError
 from .fileio import atomic_file, atomic_write_json
 
 INFO = "dataset.json"
@@ -83,11 +84,12 @@ class _HashingWriter:
 
 
 def write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> tuple[int, str]:
-    """Write a reproducible USTAR tar atomically (fixed mtime, owner and mode; members in the order given); returns
-    (bytes, sha256)."""
+    """Write a reproducible tar atomically (fixed mtime, owner and mode; members in the order given); returns
+    (bytes, sha256). POSIX pax format: a member name over USTAR's 100 bytes gets a pax header, and every other
+    member is the plain USTAR header it always was (the same bytes)."""
     with atomic_file(path) as f:
         hw = _HashingWriter(f)
-        with tarfile.open(fileobj=hw, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        with tarfile.open(fileobj=hw, mode="w", format=tarfile.PAX_FORMAT) as tf:
             for name, data in members:
                 ti = tarfile.TarInfo(name)
                 ti.size, ti.mtime, ti.mode = len(data), TAR_MTIME, 0o444
@@ -152,16 +154,46 @@ class ShardSet:
         return dict(self.labels.get("counts") or {}) if self.labels else {}
 
 
+class BadInfo(UserError):
+    """A ``dataset.json`` that cannot be trusted: damaged, or naming files outside its folder."""
+
+
+_SHARD_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.tar$")  # a plain file name in the folder: no path, no dot first
+
+
 def read(folder: str | Path) -> ShardSet | None:
-    """The shard set in ``folder``, or None when it has no (valid) ``dataset.json``."""
+    """The shard set in ``folder``; None when the folder has no ``dataset.json``. A description that is damaged or
+    names a shard outside its folder (``../x.tar``, ``/etc/…``, ``sub/x.tar``) raises :class:`BadInfo`."""
     folder = Path(folder)
     try:
         info = json.loads((folder / INFO).read_text("utf-8"))
-    except (FileNotFoundError, NotADirectoryError, ValueError, UnicodeDecodeError):
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    if not isinstance(info, dict) or not isinstance(info.get("splits"), dict):
-        return None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadInfo(f"{folder / INFO} is damaged ({e}); make the set again with gandata shard") from None
+    splits = info.get("splits") if isinstance(info, dict) else None
+    shards = [s for v in splits.values() if isinstance(v, dict) for s in v.get("shards", [])] \
+        if isinstance(splits, dict) else None
+    if shards is None or not all(isinstance(v, dict) for v in splits.values()) \
+            or not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in shards):
+        raise BadInfo(f"{folder / INFO} is not a shard set's description; make the set again with gandata shard")
+    bad = next((s["name"] for s in shards if not _SHARD_FILE.match(s["name"])), None)
+    if bad is not None:
+        raise BadInfo(f"{folder / INFO} names the shard {bad!r}, which is not a file in its folder; refusing to "
+                      "read it (a shard set names only its own tars)")
     return ShardSet(folder, info)
+
+
+def unfinished(folder: Path) -> bool:
+    """A folder that ``gandata shard`` writes into but whose set is not whole: no ``dataset.json`` (it is removed
+    first and written last), but shard's own traces."""
+    return not (folder / INFO).exists() and ((folder / ".work").is_dir() or (folder / "rejected.jsonl").exists())
+
+
+def _refuse_unfinished(folder: Path) -> None:
+    if unfinished(folder):
+        raise NoShards(f"{folder} has no {INFO}: gandata shard did not finish writing this set (its tars may be half "
+                       f"old, half new); run the same gandata shard command again")
 
 
 def local_tars(spec: str, splits: Iterable[str] | None = None) -> list[Path]:
@@ -169,6 +201,7 @@ def local_tars(spec: str, splits: Iterable[str] | None = None) -> list[Path]:
     pattern such as ``data/x/shards/x-train-{000000..000019}.tar``. ``splits`` restricts ours to those splits."""
     path = Path(spec)
     if path.is_dir():
+        _refuse_unfinished(path)
         ss = read(path)
         if ss is not None:
             wanted = set(splits) if splits else set(ss.info["splits"])
@@ -178,7 +211,7 @@ def local_tars(spec: str, splits: Iterable[str] | None = None) -> list[Path]:
 
 
 class NoShards(FileNotFoundError):
-    """A shard spec that names nothing (its message says what to do)."""
+    """A shard spec that names nothing, or nothing whole (its message says what to do)."""
 
 
 def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None]:
@@ -190,6 +223,7 @@ def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None
     for part in spec.split("::"):
         path = Path(part)
         if path.is_dir():
+            _refuse_unfinished(path)
             found = read(path)
             if found is not None:
                 ss = found
@@ -198,7 +232,7 @@ def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None
                 raise NoShards(f"{part} is a dataset folder, not shards; run  gandata shard {part}  first and train "
                                "on the folder it writes")
             else:
-                urls += sorted(str(p) for p in path.glob("*.tar"))
+                urls += [str(p) for p in local_tars(part)]  # another tool's set: every tar, hidden ones left out
         elif URL_RE.match(part) and not path.exists():
             urls += list(braceexpand.braceexpand(part))
         else:

@@ -77,4 +77,5 @@ def test_verify_finds_a_missing_a_cut_and_a_changed_shard(labelled_shards, tmp_p
     assert any(third.name in p and "sha256" in p for p in problems)
     assert shardset.verify(tmp_path / "nowhere")[0].endswith("make the set with gandata shard")
     (copy / shardset.INFO).write_text(json.dumps({"splits": "not a table"}))
-    assert shardset.read(copy) is None
+    with pytest.raises(shardset.BadInfo, match="not a shard set's description"):
+        shardset.read(copy)

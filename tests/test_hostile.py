@@ -1,0 +1,133 @@
+"""Hostile inputs, table-driven and generated here (no committed binaries): each ends in a clear line or a recorded
+rejection, nothing half-written, no traceback."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import webdataset as wds
+from conftest import drawn_image, png_bytes
+from PIL import Image
+
+from gandata import images, shardset
+from gandata.datasets import MAX_KEY_LEN, child_key, hash_key, is_key, make_key, open_input
+from gandata.errors import UserError
+from gandata.shard import ShardOptions, shard
+
+# ------------------------------------------------------------------------------------------ long names and keys
+
+
+@pytest.mark.parametrize("parent, suffix", [("a" * 96, "_f0"), ("b" * 90, "_f12"), ("c" * 40, "_f1"),
+                                            ("bitmoji-" + "d" * 88, "-0123456789abcdef")])
+def test_derived_keys_always_fit_and_stay_distinct(parent, suffix):
+    key = child_key(parent, suffix)
+    assert is_key(key) and len(key) <= MAX_KEY_LEN and key.endswith(suffix)
+    if len(parent) + len(suffix) <= MAX_KEY_LEN:
+        assert key == parent + suffix  # keys that fit are unchanged: existing datasets keep their keys
+    assert child_key(parent[:-1] + "z", suffix) != key
+
+
+def test_a_long_dataset_name_gives_valid_hashed_keys():
+    name = "n" * 90
+    assert make_key(name) == name
+    key = hash_key(name, {"url": "http://x/1.png"})
+    assert is_key(key) and key == hash_key(name, {"url": "http://x/1.png"})
+    assert key != hash_key(name, {"url": "http://x/2.png"})
+
+
+def test_tar_member_names_over_100_bytes_are_written_and_read_back_everywhere(tmp_path):
+    long = "k" * 130
+    path = tmp_path / "long.tar"
+    shardset.write_tar(path, [(f"{long}.json", b"{}"), (f"{long}.png", png_bytes(drawn_image(1, (8, 8)))),
+                              ("short.png", b"x")])
+    with open(path, "rb") as f:
+        assert [n for n, _ in shardset.tar_members(f, str(path))] == [f"{long}.json", f"{long}.png", "short.png"]
+    with tarfile.open(path) as tf:
+        assert tf.getnames() == [f"{long}.json", f"{long}.png", "short.png"]
+    assert [s["__key__"] for s in wds.WebDataset(str(path), shardshuffle=False)] == [long, "short"]
+
+
+def test_a_deep_folder_of_images_shards(tmp_path):
+    deep = tmp_path / "src"
+    folder = deep
+    for i in range(6):
+        folder = folder / f"a-rather-long-folder-name-number-{i}"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        drawn_image(i, (40, 40)).save(folder / f"IMG_20240101_{i:06d}_with_a_long_camera_name.png")
+    keys = [s.key for s in open_input(str(deep))]
+    assert all(is_key(k) for k in keys) and len(set(keys)) == 3
+    summary = shard([deep], tmp_path / "out", "deep", ShardOptions(size=16, val_fraction=0.0))
+    assert summary.counts["total"] == 3
+    got = {s["__key__"] for t in (tmp_path / "out").glob("*.tar") for s in wds.WebDataset(str(t), shardshuffle=False)}
+    assert got == set(keys)
+
+
+# ------------------------------------------------------------------------------------------------- pixels
+
+
+def test_exif_orientation_is_applied_everywhere_pixels_are_read(tmp_path):
+    upright = drawn_image(3, (60, 30))  # wide as displayed
+    stored = upright.rotate(90, expand=True)  # stored tall…
+    exif = Image.Exif()
+    exif[0x0112] = 6  # …with orientation 6: "rotate 90° clockwise to display"
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", quality=95, exif=exif)
+    data = buf.getvalue()
+    assert images.probe(data)[1:] == (60, 30)
+    im = images.decode(data)
+    assert im.size == (60, 30)
+    diff = np.abs(np.asarray(im, dtype=int) - np.asarray(upright, dtype=int)).mean()
+    assert diff < 12, diff  # the picture as displayed (JPEG noise aside)
+
+
+@pytest.mark.parametrize("mode", ["F", "I;16", "I"])
+def test_high_bit_depth_and_float_images_keep_their_range(mode):
+    ramp = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    if mode == "F":
+        im = Image.fromarray(ramp, "F")  # a float TIFF's 0–1 values
+    elif mode == "I;16":
+        im = Image.fromarray((ramp * 65535).astype(np.uint16))
+    else:
+        im = Image.fromarray((ramp * 65535).astype(np.int32)).convert("I")
+    buf = io.BytesIO()
+    im.save(buf, "TIFF")
+    rgb = np.asarray(images.to_rgb(images.decode(buf.getvalue())))
+    assert rgb.shape == (64, 64, 3) and rgb[0, 0, 0] < 5 and rgb[-1, -1, 0] > 250  # black to white, not all black
+
+
+# ---------------------------------------------------------------------------------------- shard sets
+
+
+def test_a_shard_folder_without_its_description_is_refused_when_gandata_wrote_it(tmp_path):
+    out = tmp_path / "shards"
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(4):
+        drawn_image(i, (20, 20)).save(src / f"{i}.png")
+    shard([src], out, "s", ShardOptions(size=16, val_fraction=0.0))
+    (out / "dataset.json").unlink()  # an interrupted rewrite: the set may be half old, half new
+    for reader in (shardset.resolve, open_input):
+        with pytest.raises(shardset.NoShards, match="no dataset.json: gandata shard did not finish"):
+            reader(str(out))
+
+
+def test_a_description_naming_shards_outside_its_folder_is_refused(tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (tmp_path / "outside.tar").write_bytes(b"")
+    info = {"splits": {"train": {"samples": 1, "shards": [{"name": "../outside.tar", "samples": 1, "bytes": 0}]}}}
+    for name in ("../outside.tar", "/etc/passwd", "sub/x.tar", ".hidden.tar", ""):
+        info["splits"]["train"]["shards"][0]["name"] = name
+        (folder / "dataset.json").write_text(json.dumps(info))
+        with pytest.raises(shardset.BadInfo, match="not a file in its folder"):
+            shardset.read(folder)
+        with pytest.raises(UserError):  # and so does every reader: open_input, train's and eval's resolve
+            open_input(str(folder))
+    (folder / "dataset.json").write_text("{ not json")
+    with pytest.raises(shardset.BadInfo, match="damaged"):
+        shardset.resolve(str(folder))
