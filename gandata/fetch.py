@@ -60,8 +60,29 @@ def rebase(url: str, base_url: str | None) -> str:
     if not base_url:
         return url
     base = urlsplit(base_url if "://" in base_url else f"http://{base_url}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a malformed address stays as it is: the engine records it as an invalid URL
+        return url
+    if parts.scheme.lower() not in ("http", "https"):  # file:, data:… are never rebased onto a server
+        return url
     return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, parts.fragment))
+
+
+def unfetchable(url: str) -> str | None:
+    """Why the engine will not ask for ``url`` (None: it will). Only http and https with a host are fetched — no
+    ``file:``, ``ftp:``, ``data:``, ``javascript:``, ``mailto:`` — and a redirect may only lead to http(s) too
+    (any host: CDNs redirect across hosts; at most 5 hops)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        return "invalid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"not an http(s) URL ({parts.scheme or 'no'} scheme)"
+    if not parts.hostname:
+        return "invalid URL (no host)"
+    return None
 
 
 def check_base_url(base_url: str | None, limit: int | None = None) -> None:
@@ -70,8 +91,7 @@ def check_base_url(base_url: str | None, limit: int | None = None) -> None:
         raise UserError("--limit must be a positive number of images")
     if base_url is None:
         return
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if unfetchable(base_url):
         raise UserError(f"--base-url {base_url!r}: give a scheme and host, e.g. http://127.0.0.1:8080")
 
 
@@ -287,7 +307,9 @@ class Fetcher:
                 raise _Outcome("truncated body", True) from None
             except aiohttp.TooManyRedirects:
                 raise _Outcome("too many redirects", False, permanent=True) from None
-            except aiohttp.InvalidURL:
+            except aiohttp.NonHttpUrlRedirectClientError:  # a redirect to file:, ftp:, javascript:…
+                raise _Outcome("redirect to a non-http URL", False, permanent=True) from None
+            except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError):
                 raise _Outcome("invalid URL", False, permanent=True) from None
             except (aiohttp.ClientConnectionError, ConnectionError) as e:
                 raise _Outcome(_connection_label(e), True) from None
@@ -323,8 +345,13 @@ class Fetcher:
         last: _Outcome | None = None
         tried: list[str] = []
         for url in urls:
-            host = self._host(job.lane or urlsplit(url).netloc)
             tried.append(url)
+            refused = unfetchable(url)
+            if refused:  # never asked: a permanent, recorded failure (a re-run skips it)
+                last = _Outcome(refused, False, permanent=True)
+                attempt = 0
+                continue
+            host = self._host(job.lane or urlsplit(url).netloc)
             for attempt in range(1, self.opts.retries + 2):
                 if self.stop.is_set():
                     return

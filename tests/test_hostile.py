@@ -131,3 +131,47 @@ def test_a_description_naming_shards_outside_its_folder_is_refused(tmp_path):
     (folder / "dataset.json").write_text("{ not json")
     with pytest.raises(shardset.BadInfo, match="damaged"):
         shardset.resolve(str(folder))
+
+
+# -------------------------------------------------------------------------------------------------- fetch
+
+BAD_URLS = ["file:///etc/passwd", "ftp://example.com/a.png", "javascript:alert(1)", "data:image/png;base64,AAAA",
+            "mailto:x@example.com", "http://[::1", "http://127.0.0.1:99999/x.png", "//no-scheme/x.png", "http:///x.png"]
+
+
+def test_urls_the_engine_must_not_fetch_are_recorded_permanent_failures(tmp_path):
+    from aiohttp import web
+
+    from gandata.localserver import LocalServer
+    from gandata.sources.urls import fetch_urls
+
+    async def image(request):
+        return web.Response(body=png_bytes(drawn_image(int(request.match_info["n"]), (16, 16))),
+                            content_type="image/png")
+
+    async def to_file(request):
+        raise web.HTTPFound("file:///etc/passwd")
+
+    with LocalServer([("GET", "/img/{n}.png", image), ("GET", "/evil.png", to_file)]) as server:
+        good = [f"{server.url}/img/{i}.png" for i in range(3)]
+        lst = tmp_path / "list.txt"
+        lst.write_text("\n".join(good[:1] + BAD_URLS + [f"{server.url}/evil.png"] + good[1:]) + "\n")
+        s = fetch_urls(lst, "hostile", tmp_path / "raw", overrides={"retries": 0})
+        assert s.accepted == 3 and s.stopped is None
+        from gandata.datasets import Dataset
+
+        fails = {f["url"]: f for f in Dataset.open(tmp_path / "raw").failures()}
+        assert set(fails) == set(BAD_URLS) | {f"{server.url}/evil.png"}
+        assert all(f["permanent"] for f in fails.values())
+        assert fails["file:///etc/passwd"]["error"].startswith("not an http(s) URL")
+        assert fails[f"{server.url}/evil.png"]["error"] == "redirect to a non-http URL"
+        again = fetch_urls(lst, "hostile", tmp_path / "raw", overrides={"retries": 0})  # a re-run asks for nothing
+        assert again.accepted == 0 and again.skipped_known == 3 + len(BAD_URLS) + 1
+
+
+@pytest.mark.parametrize("base", ["http://[::1", "file:///tmp", "ftp://h", "127.0.0.1:8080/x", "http://"])
+def test_a_bad_base_url_is_one_line(base, tmp_path):
+    from gandata.fetch import check_base_url
+
+    with pytest.raises(UserError, match="--base-url"):
+        check_base_url(base)
