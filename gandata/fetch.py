@@ -78,8 +78,10 @@ def unfetchable(url: str) -> str | None:
         parts.port  # noqa: B018 (raises ValueError on a bad port)
     except ValueError:
         return "invalid URL"
+    if not parts.scheme:
+        return "invalid URL"
     if parts.scheme.lower() not in ("http", "https"):
-        return f"not an http(s) URL ({parts.scheme or 'no'} scheme)"
+        return f"not an http(s) URL ({parts.scheme}:)"
     if not parts.hostname:
         return "invalid URL (no host)"
     return None
