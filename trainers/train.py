@@ -452,7 +452,7 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
                     "per_rank_batch": per_rank, "device": str(device), "threads": threads,
                     "label_names": labels["names"] if labels else None, "shard_urls": urls[:50],
                     "torch": torch.__version__}
-        (run / "options.json").write_text(json.dumps(resolved, indent=2))
+        atomic_write_json(run / "options.json", resolved)
 
     Gd, Dd = G, D
     if distributed:
@@ -497,7 +497,7 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
     metrics = open(run / "metrics.jsonl", "a") if rank == 0 else None
     if rank == 0 and step == 0:
         real = next(batches)[0][: o.grid]
-        (run / "reals.png").write_bytes(image_grid(real.float() / 127.5 - 1, max(1, int(math.sqrt(len(real))))))
+        atomic_write(run / "reals.png", image_grid(real.float() / 127.5 - 1, max(1, int(math.sqrt(len(real))))))
     evaluator = None
     if o.eval_metrics and rank == 0:
         from .metrics import SnapshotEval
@@ -728,7 +728,7 @@ def _snapshot(run: Path, rank: int, world: int, step: int, cur_nimg: int, o: Tra
         with torch.no_grad():
             fakes = G_ema(gz, gy) if gy is not None else G_ema(gz)
         grid = run / f"fakes-{cur_nimg:09d}.png"
-        grid.write_bytes(image_grid(fakes, rows))
+        atomic_write(grid, image_grid(fakes, rows))
         ck = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(), "optG": optG.state_dict(),
               "optD": optD.state_dict(), "step": step, "cur_nimg": cur_nimg, "world": world,
               "rng": states if world > 1 else states[0], "options": json.loads(json.dumps(asdict(o))),
@@ -767,7 +767,7 @@ def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
     run = Path(options.out)
     run.mkdir(parents=True, exist_ok=True)
     spec = run / "launch.json"
-    spec.write_text(json.dumps(asdict(options)))
+    atomic_write_json(spec, asdict(options))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={options.gpus}",
            "-m", "gandata.trainers.train", "--options", str(spec)]
     env = dict(os.environ)
@@ -826,7 +826,7 @@ def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "sampl
                 else contextlib.nullcontext())
     with torch.no_grad(), autocast:
         images = G(z, y) if y is not None else G(z)
-    Path(out).write_bytes(image_grid(images, rows))
+    atomic_write(out, image_grid(images, rows))
     return SampleResult(checkpoint=str(ck_path), out=str(out), n=n, kind=o.kind, kimg=meta["cur_nimg"] / 1000,
                         label_names=meta["label_names"])
 
