@@ -40,7 +40,7 @@ from .errors import UserError
 from .fileio import atomic_write
 from .progress import Progress
 from .summary import Summary
-from .workers import cores, ordered
+from .workers import Done, cores, ordered
 
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
 CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
@@ -389,7 +389,12 @@ def _jobs(source: Input, done: set[str], opts: CropOptions, detector: Detector, 
             counts["skipped_done"] += 1
             prog.advance(1)
             continue
-        yield sample, partial(_process, sample.read(), sample.key, opts, detector, pad, background)
+        try:
+            data = sample.read()
+        except OSError as e:  # a dangling link, a FIFO, a device, a file over the size limit
+            yield sample, Done({"status": "unreadable", "reason": f"cannot read ({e.strerror or e})"})
+            continue
+        yield sample, partial(_process, data, sample.key, opts, detector, pad, background)
 
 
 def _debug_sheet(examples: list, path: str | os.PathLike, stage: str) -> None:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -196,7 +197,7 @@ class Dataset:
         return self.root / rel
 
     def read_bytes(self, row: dict) -> bytes:
-        return self.image_path(row).read_bytes()
+        return read_bounded(self.image_path(row))
 
     def stats(self) -> dict:
         try:
@@ -375,13 +376,57 @@ def lineage(path: str | os.PathLike, _depth: int = 0) -> list[dict]:
     return chain
 
 
+def read_bounded(path: Path, limit: int | None = None) -> bytes:
+    """A local file's bytes, refusing (``OSError``) what is not a regular file (a FIFO would block, a device never
+    ends) or is larger than ``limit`` (default :data:`shardset.MAX_MEMBER_BYTES`) — checked before reading."""
+    limit = shardset.MAX_MEMBER_BYTES if limit is None else limit
+    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"not a regular file ({_file_kind(st.st_mode)})")
+        if st.st_size > limit:
+            raise OSError(f"{st.st_size} bytes, over the {limit >> 20} MiB limit for one image")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"grew past the {limit >> 20} MiB limit while being read")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    return ("FIFO" if stat.S_ISFIFO(mode) else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "socket" if stat.S_ISSOCK(mode) else "directory" if stat.S_ISDIR(mode) else "special file")
+
+
 def _walk_images(root: Path) -> Iterator[Path]:
-    """Image files under ``root`` in a stable order, skipping hidden files and folders."""
+    """Image files under ``root`` in a stable order, skipping hidden files and folders. Symbolic links are followed,
+    but every real folder is entered once (a link back up the tree is not a loop) and every real file is yielded
+    once (two links to one picture are one sample)."""
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith(".") and name.rsplit(".", 1)[-1].lower() in IMAGE_EXTS and "." in name:
-                yield Path(dirpath) / name
+                path = Path(dirpath) / name
+                try:
+                    fst = os.stat(path)
+                except OSError:  # a dangling link: listed, and read() says why
+                    yield path
+                    continue
+                if stat.S_ISREG(fst.st_mode):
+                    if (fst.st_dev, fst.st_ino) in seen_files:
+                        continue
+                    seen_files.add((fst.st_dev, fst.st_ino))
+                yield path
 
 
 class FolderInput(Input):
@@ -408,7 +453,7 @@ class FolderInput(Input):
                 key = make_key(rel)
             seen.add(key)
             ext = file.suffix.lower().lstrip(".")
-            yield Sample(key, ext, {"source": "folder", "file": rel}, str(file), file.read_bytes)
+            yield Sample(key, ext, {"source": "folder", "file": rel}, str(file), lambda f=file: read_bounded(f))
 
     def count_hint(self) -> int | None:
         return len(self.files())
@@ -445,6 +490,11 @@ class TarInput(Input):
         image_ext = next((e for e in sorted(fields) if e.rsplit(".", 1)[-1] in IMAGE_EXTS), None)
         if image_ext is None:
             self.problems.append(Problem(f"{tar}:{raw_key}", f"sample has no image (fields: {', '.join(fields)})"))
+            return
+        oversized = [e for e, v in fields.items() if v is None]
+        if oversized:
+            self.problems.append(Problem(f"{tar}:{raw_key}.{oversized[0]}", f"member over the "
+                                         f"{shardset.MAX_MEMBER_BYTES >> 20} MiB limit; not read"))
             return
         record: dict = {}
         if "json" in fields:

@@ -38,7 +38,7 @@ from .errors import UserError
 from .fileio import JsonlLog, atomic_write, read_jsonl
 from .progress import Progress
 from .summary import Summary
-from .workers import cores, ordered
+from .workers import Done, cores, ordered
 
 HASH_NAME = "gandata-phash-v1"
 DEFAULT_THRESHOLD = 8  # see the README: edits measured at 0–8 bits, distinct images at 18 and more
@@ -255,6 +255,13 @@ class HashCache:
         self.close()
 
 
+def _hash_sample_of(s: Sample, data: bytes | None) -> tuple[int, int, int] | str:
+    try:
+        return _hash_sample(data if data is not None else s.read())
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+
+
 def _hash_sample(data: bytes) -> tuple[int, int, int] | str:
     try:
         im = images.decode(data)
@@ -276,7 +283,11 @@ def hash_inputs(
 
             def jobs(src=src) -> Iterator[tuple[tuple[Sample, str], Callable]]:
                 for s in src:
-                    data = None if s.sha256 else s.read()
+                    try:
+                        data = None if s.sha256 else s.read()
+                    except OSError as e:
+                        yield (s, None), Done(f"cannot read ({e.strerror or e})")
+                        continue
                     sha = s.sha256 or hashlib.sha256(data).hexdigest()
                     hit = cache.get(sha)
                     if hit is not None:
@@ -284,7 +295,7 @@ def hash_inputs(
                                      "height": hit[2]})
                         prog.advance(1, cached=1)
                         continue
-                    yield (s, sha), partial(_hash_sample, data if data is not None else s.read())
+                    yield (s, sha), partial(_hash_sample_of, s, data)
 
             for (s, sha), res in ordered(jobs(), workers or cores(), 64, name="hash"):
                 if isinstance(res, str):
@@ -391,7 +402,7 @@ def _cluster_sheet(ordered: list[list[dict]], srcs: list, path: str | os.PathLik
             if sample.key in wanted and sample.key not in pictures:
                 try:
                     pictures[sample.key] = images.decode(sample.read())
-                except images.ImageError:
+                except (images.ImageError, OSError):
                     pass
     cells = []
     for members in ordered:

@@ -73,6 +73,9 @@ def _samples(urls: list[str]):
                     ext = next((e for e in IMAGE_EXTS if e in fields), None)
                     if ext is None:
                         continue
+                    if fields[ext] is None:
+                        raise UserError(f"{url}: sample {key}'s image is over the "
+                                        f"{shardset.MAX_MEMBER_BYTES >> 20} MiB limit")
                     cls = None
                     if "cls" in fields:
                         try:

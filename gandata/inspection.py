@@ -99,7 +99,7 @@ def inspect_path(
             else:
                 try:
                     _, w, h = images.probe(s.read())
-                except images.ImageError as e:
+                except (images.ImageError, OSError) as e:
                     bad.append({"origin": s.origin, "reason": str(e)})
                     continue
             sizes[(w, h)] += 1

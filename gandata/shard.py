@@ -340,7 +340,12 @@ def _read_inputs(
         nonlocal reused
         for src in srcs:
             for s in src:
-                data = None if s.sha256 else s.read()
+                try:
+                    data = None if s.sha256 else s.read()
+                except OSError as e:  # a dangling link, a FIFO, a device, a file over the size limit
+                    _reject(rejected, CORRUPT, s.key, s.origin, f"cannot read ({e.strerror or e})")
+                    prog.advance(1, bad=1)
+                    continue
                 sha = s.sha256 or hashlib.sha256(data).hexdigest()
                 if s.key in samples:
                     first = samples[s.key]
@@ -361,7 +366,11 @@ def _read_inputs(
                     prog.advance(1, reused=1)
                     continue
                 if data is None:
-                    data = s.read()
+                    try:
+                        data = s.read()
+                    except OSError as e:
+                        yield s.key, Done(("bad", f"cannot read ({e.strerror or e})"))
+                        continue
                     if hashlib.sha256(data).hexdigest() != sha:  # the manifest's record of the file no longer holds
                         yield (
                             s.key,

@@ -33,6 +33,7 @@ INFO = "dataset.json"
 SPLITS = ("train", "val")
 TAR_MTIME = 946684800  # 2000-01-01T00:00:00Z: fixed so that tars are byte-reproducible
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+MAX_MEMBER_BYTES = 256 << 20  # one image file or tar member; anything larger is refused before it is read
 URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*:")  # https://…, pipe:…, s3://… (a Windows drive letter is not lower-case)
 _MEMBER_RE = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # WebDataset's rule: key = path up to the basename's first dot
 _SHARD_RE = re.compile(r"^(.*-)(\d{6})(\.tar)$")
@@ -257,10 +258,18 @@ def _read_exact(f: IO[bytes], n: int) -> bytes:
     return data
 
 
-def tar_members(f: IO[bytes], url: str) -> Iterator[tuple[str, bytes]]:
+def _skip(f: IO[bytes], n: int) -> None:
+    while n > 0:
+        chunk = f.read(min(n, 1 << 20))
+        if not chunk:
+            raise EOFError("tar ends in the middle of a member")
+        n -= len(chunk)
+
+
+def tar_members(f: IO[bytes], url: str) -> Iterator[tuple[str, bytes | None]]:
     """(name, bytes) of every regular file in a tar stream. A lean reader for USTAR, GNU long names and pax paths,
     several times faster than ``tarfile`` per member; header checksums are verified (``ValueError`` on a bad
-    header, ``EOFError`` on a cut one)."""
+    header, ``EOFError`` on a cut one). A member over :data:`MAX_MEMBER_BYTES` comes as (name, None), unread."""
     long_name = None
     while True:
         header = f.read(512)
@@ -274,6 +283,12 @@ def tar_members(f: IO[bytes], url: str) -> Iterator[tuple[str, bytes]]:
         if stored < 0 or size < 0 or sum(header[:148]) + 256 + sum(header[156:]) != stored:
             raise ValueError(f"{url}: not a tar file, or damaged (bad header)")
         kind = header[156:157]
+        if size > MAX_MEMBER_BYTES:  # a sparse or hostile tar: skipped in chunks, never held in memory
+            _skip(f, size + (-size % 512))
+            if kind in (b"0", b"\0", b"7"):
+                yield (long_name or header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")), None
+            long_name = None
+            continue
         data = _read_exact(f, size) if size else b""
         if size % 512:
             _read_exact(f, 512 - size % 512)
@@ -298,8 +313,9 @@ def tar_members(f: IO[bytes], url: str) -> Iterator[tuple[str, bytes]]:
         yield name, data
 
 
-def samples(f: IO[bytes], url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) for every sample of one tar stream: consecutive members grouped by key."""
+def samples(f: IO[bytes], url: str) -> Iterator[tuple[str, dict[str, bytes | None]]]:
+    """(key, {extension: bytes}) for every sample of one tar stream: consecutive members grouped by key (an
+    oversized member's bytes are None)."""
     key, fields = None, {}
     for name, data in tar_members(f, url):
         split = split_member(name)

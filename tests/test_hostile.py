@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,3 +176,57 @@ def test_a_bad_base_url_is_one_line(base, tmp_path):
 
     with pytest.raises(UserError, match="--base-url"):
         check_base_url(base)
+
+
+# ------------------------------------------------------------------------------------------- local reads
+
+
+def test_symlink_loops_fifos_devices_and_links_to_one_file(tmp_path):
+    import os
+
+    src = tmp_path / "imgs"
+    (src / "sub").mkdir(parents=True)
+    for i in range(3):
+        drawn_image(i, (20, 20)).save(src / "sub" / f"{i}.png")
+    os.symlink("..", src / "sub" / "loop")  # a folder link back up the tree
+    os.symlink(src, src / "again")
+    os.symlink(src / "sub" / "0.png", src / "same-picture.png")  # a second name for one file
+    os.mkfifo(src / "fifo.png")  # would block a plain read forever
+    os.symlink("/dev/zero", src / "zero.png")  # would never end
+    os.symlink(src / "missing.png", src / "dangling.png")
+    samples = list(open_input(str(src)))
+    assert len(samples) == 6  # the 3 pictures once each, and the 3 bad names
+    good, bad = [], []
+    for s in samples:
+        try:
+            good.append(s.read())
+        except OSError as e:
+            bad.append((s.origin, str(e)))
+    assert len(good) == 3
+    reasons = dict((Path(o).name, r) for o, r in bad)
+    assert reasons["fifo.png"] == "not a regular file (FIFO)" and reasons["zero.png"] == "not a regular file (device)"
+    summary = shard([src], tmp_path / "out", "s", ShardOptions(size=16, val_fraction=0.0))
+    assert summary.counts["total"] == 3 and summary.removed["unreadable"] == 3
+
+
+def test_oversized_files_and_tar_members_are_refused_before_they_are_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(shardset, "MAX_MEMBER_BYTES", 1 << 20)
+    big = tmp_path / "imgs" / "big.png"
+    big.parent.mkdir()
+    with open(big, "wb") as f:  # sparse: 8 MB on paper, nothing on disk
+        f.truncate(8 << 20)
+    with pytest.raises(OSError, match="over the 1 MiB limit"):
+        next(iter(open_input(str(big.parent)))).read()
+    tar = tmp_path / "sparse.tar"
+    header = tarfile.TarInfo("huge.png")
+    header.size = 8 << 20
+    with open(tar, "wb") as f:  # a 10 KB-on-disk tar claiming an 8 MB member, then a normal sample
+        f.write(header.tobuf(tarfile.USTAR_FORMAT))
+        f.seek(512 + (8 << 20))
+        small = tarfile.TarInfo("ok.png")
+        data = png_bytes(drawn_image(1, (8, 8)))
+        small.size = len(data)
+        f.write(small.tobuf(tarfile.USTAR_FORMAT) + data + b"\0" * (-len(data) % 512) + b"\0" * 1024)
+    src = open_input(str(tar))
+    got = [s.key for s in src]
+    assert got == ["ok"] and "over the 1 MiB limit" in src.problems[0].reason

@@ -36,7 +36,8 @@ def _decode(conditional: bool):
     def decode(sample: dict) -> tuple[np.ndarray, int]:
         data = next((sample[k] for k in IMAGE_KEYS.split(";") if k in sample), None)
         if data is None:
-            raise KeyError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no png, jpg or webp image")
+            raise KeyError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no png, jpg or webp image"
+                           " (or one over the size limit)")
         try:
             arr = images.decode_array(data)
         except images.ImageError:
