@@ -5,6 +5,7 @@ summary (``--json``: as one JSON object). Nothing else lives here.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import json
 import os
@@ -212,6 +213,13 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         os._exit(0)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" at {e.filename}" if e.filename else ""
+        _err(f"gandata: error: disk full{where}; free some space and run the same command again (what was written "
+             "is kept)")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ def atomic_file(path: str | os.PathLike, fsync: bool = True, mode: str = "wb") -
         f.close()
         os.replace(tmp, path)
     except BaseException:
-        f.close()
+        with contextlib.suppress(OSError):  # closing flushes the buffer: on a full disk that fails again
+            f.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise

@@ -230,3 +230,56 @@ def test_oversized_files_and_tar_members_are_refused_before_they_are_read(tmp_pa
     src = open_input(str(tar))
     got = [s.key for s in src]
     assert got == ["ok"] and "over the 1 MiB limit" in src.problems[0].reason
+
+
+# ---------------------------------------------------------------------------------------------- disk full
+
+
+def _full(*args, **kwargs):
+    import errno as _errno
+
+    raise OSError(_errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from gandata import fileio
+
+    monkeypatch.setattr(fileio.os, "fsync", _full)
+    with pytest.raises(OSError) as e:
+        fileio.atomic_write(tmp_path / "x.json", b"{}" * 1000)
+    assert e.value.errno == 28 and list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_in_a_checkpoint_is_an_oserror_and_no_temporary(tmp_path, monkeypatch):
+    import gandata.trainers.train as ttrain
+
+    def torch_full(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(ttrain.torch, "save", torch_full)
+    monkeypatch.setattr(ttrain.shutil, "disk_usage", lambda p: type("U", (), {"free": 0})())
+    with pytest.raises(OSError) as e:
+        ttrain.save_atomic({"x": 1}, tmp_path / "checkpoint-000000001.pt")
+    assert e.value.errno == 28 and e.value.filename.endswith("checkpoint-000000001.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(3):
+        drawn_image(i, (20, 20)).save(src / f"{i}.png")
+    code = ("import errno, os, sys\n"
+            "def full(fd): raise OSError(errno.ENOSPC, 'No space left on device', 'OUT/x')\n"
+            "os.fsync = full\n"
+            f"sys.argv = ['gandata', 'shard', {str(src)!r}, '--out', {str(tmp_path / 'out')!r}, '--name', 's']\n"
+            "from gandata.cli import main\nmain()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == ["gandata: error: disk full at OUT/x; free some space and run the same "
+                                             "command again (what was written is kept)"]
+    assert not [p for p in (tmp_path / "out").rglob(".*tmp-*")]

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import hashlib
 import json
 import math
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,7 +48,7 @@ from torch import nn
 
 from .. import shardset
 from ..errors import UserError
-from ..fileio import FolderLock, atomic_file, atomic_write, atomic_write_json, read_jsonl
+from ..fileio import FolderLock, atomic_file, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
 from ..summary import Summary
 from . import data as tdata
 from .kinds import CRITIC_CONDITIONING, DEFAULTS, KINDS
@@ -309,8 +311,16 @@ def latest_checkpoint(run: Path) -> Path | None:
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    with atomic_file(path) as f:
-        torch.save(obj, f)
+    """A checkpoint, whole or not at all. torch reports a full disk as a RuntimeError from its zip writer; it is
+    raised here as the OSError it is (ENOSPC, naming the file), and the temporary file is removed."""
+    try:
+        with atomic_file(path) as f:
+            torch.save(obj, f)
+    except RuntimeError as e:
+        free = shutil.disk_usage(path.parent).free
+        if free < (64 << 20) or "unexpected pos" in str(e) or "No space" in str(e):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+        raise
 
 
 def image_grid(images: torch.Tensor, rows: int) -> bytes:
@@ -371,6 +381,7 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
     run.mkdir(parents=True, exist_ok=True)
     try:
         lock = FolderLock(run).acquire(wait=RUN_LOCK_WAIT)
+        remove_stale_tmp(run)  # a checkpoint a killed run was writing
     except UserError:
         raise TrainError(f"another training run is writing to {run}; wait for it to end, or give another --out") \
             from None
