@@ -17,6 +17,7 @@ continues where it stopped, and a finished one is a quick no-op.
 from __future__ import annotations
 
 import os
+import re
 import time
 import tomllib
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from .options import values
 from .stages import TABLES, Context, Stage, for_table
 from .summary import Summary
 
-HEAD_KEYS = ("name", "dataset", "base_url", "data_dir")
+HEAD_KEYS = ("name", "dataset", "base_url", "data_dir", "allow_commands")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a folder name: never a path, never ".."
+BUILT_IN_EXTRACTORS = ("inception", "tiny-random")
 SHIPPED = Path(__file__).resolve().parent / "pipelines"  # an installed copy
 _CHECKOUT = Path(__file__).resolve().parents[1] / "pipelines"  # the repository's
 
@@ -68,7 +71,8 @@ def load(path: str | os.PathLike, sets: list[str] | None = None) -> dict:
             for k, v in table.items():
                 if isinstance(v, str) and v.startswith("~"):
                     table[k] = str(Path(v).expanduser())
-    spec.setdefault("pipeline", {}).setdefault("name", path.stem)
+    spec.setdefault("pipeline", {}).setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.")
+                                               or "pipeline")
     spec["pipeline"].setdefault("source_file", str(path))
     return spec
 
@@ -92,6 +96,12 @@ def plan(spec: dict, where: str = "pipeline") -> tuple[dict, list[Step]]:
     for key in ("name", "dataset", "base_url", "data_dir"):
         if key in head and not isinstance(head[key], str):
             raise UserError(f"{where}: [pipeline] {key} must be text (got {head[key]!r})")
+    for key in ("name", "dataset"):
+        if key in head and not NAME_RE.match(head[key]):
+            raise UserError(f"{where}: [pipeline] {key} = {head[key]!r} must be a plain name (letters, digits, "
+                            "'_', '-', '.'): it names a folder under the data dir or runs/")
+    if "allow_commands" in head and not isinstance(head["allow_commands"], bool):
+        raise UserError(f"{where}: [pipeline] allow_commands must be true or false")
     unknown = [k for k in spec if k != "pipeline" and k not in TABLES]
     if unknown:
         raise UserError(f"{where}: unknown table [{unknown[0]}]; a pipeline has [pipeline] and the stages "
@@ -107,7 +117,26 @@ def plan(spec: dict, where: str = "pipeline") -> tuple[dict, list[Step]]:
         stage = for_table(table, spec[table], where)
         given = {k: v for k, v in spec[table].items() if stage.select is None or k != stage.select[0]}
         steps.append(Step(table, stage, values(stage.options, given, table)))
+    if not head.get("allow_commands"):
+        for step in steps:
+            _refuse_commands(step, where)
     return head, steps
+
+
+def _refuse_commands(step: Step, where: str) -> None:
+    """A pipeline file runs no shell command (``pipe:`` shard specs) and imports no code (``module:function``
+    extractors) unless its ``[pipeline]`` says ``allow_commands = true``: a file someone sent you should not be able
+    to do more than its stages' data work."""
+    for key in ("shards", "eval_real", "real"):
+        value = step.values.get(key)
+        if isinstance(value, str) and any(part.strip().startswith("pipe:") for part in value.split("::")):
+            raise UserError(f"{where}: [{step.table}] {key} = {value!r} runs a shell command; a pipeline file may "
+                            "do that only with allow_commands = true in [pipeline]")
+    for key in ("extractor", "eval_extractor"):
+        value = step.values.get(key)
+        if isinstance(value, str) and value not in BUILT_IN_EXTRACTORS:
+            raise UserError(f"{where}: [{step.table}] {key} = {value!r} imports code; a pipeline file may do that "
+                            "only with allow_commands = true in [pipeline]")
 
 
 @dataclass

@@ -132,3 +132,29 @@ def test_the_command_line_starts_without_loading_the_heavy_libraries():
     code = "import sys, gandata.cli; print(sorted({'torch', 'cv2', 'numpy', 'PIL', 'aiohttp'} & set(sys.modules)))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[pipeline]\ndataset = '../../elsewhere'\n[shard]\n",
+     "[pipeline] dataset = '../../elsewhere' must be a plain name"),
+    ("[pipeline]\nname = 'a/b'\n[shard]\n", "[pipeline] name = 'a/b' must be a plain name"),
+    ("[train]\nkind = 'dcgan'\nshards = 'pipe:curl http://x/a.tar'\n", "runs a shell command"),
+    ("[eval]\nreal = 'data/x::pipe:cat a.tar'\n", "runs a shell command"),
+    ("[eval]\nextractor = 'os:system'\n", "imports code"),
+    ("[train]\nkind = 'wgan-gp'\neval_extractor = 'evil.py:f'\n", "imports code"),
+])
+def test_a_pipeline_file_cannot_reach_outside_or_run_code_unless_it_says_so(table, message, tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text(table)
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        pipeline.plan(pipeline.load(path))
+    if "plain name" not in message:  # the explicit opt-in lets it through
+        allowed = pipeline.load(path, ["pipeline.allow_commands=true"])
+        assert pipeline.plan(allowed)[1]
+
+
+def test_a_pipeline_file_name_with_spaces_still_gives_a_plain_run_name(tmp_path):
+    path = tmp_path / "my pipeline (v2).toml"
+    path.write_text("[shard]\nsize = 32\n")
+    head, _ = pipeline.plan(pipeline.load(path))
+    assert head["name"] == "my-pipeline-v2"
