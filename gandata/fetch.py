@@ -177,7 +177,7 @@ class FetchOptions:
     timeout: float = 30.0  # seconds per request, connect + read
     backoff: float = 1.0  # first backoff in seconds; doubles each attempt, with jitter
     max_backoff: float = 120.0
-    max_retry_after: float = 900.0  # longest Retry-After honoured
+    max_retry_after: float = 900.0  # longest Retry-After waited out (--max-wait); a longer one defers the job
     max_bytes: int = 50_000_000
     max_pixels: int = images.DEFAULT_MAX_PIXELS
     breaker_window: int = 200  # the circuit breaker looks at this many recent attempts …
@@ -249,6 +249,7 @@ class Fetcher:
         self._sha_lock = threading.Lock()
         self._skip: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
+        self.deferred: list[Job] = []  # jobs whose server asked for a wait over max_retry_after
 
     # ---- one request
 
@@ -341,7 +342,10 @@ class Fetcher:
             )
             self.stop.set()
 
-    async def _run_job(self, pool: ThreadPoolExecutor, job: Job, prog: Progress) -> None:
+    async def _run_job(self, pool: ThreadPoolExecutor, job: Job, prog: Progress, deferred: bool = False) -> None:
+        """One job to its end: accepted, or recorded as given up on. A server asking (Retry-After) for a longer wait
+        than ``max_retry_after`` (``--max-wait``) sends the job to the end of the run (``self.deferred``) the first
+        time, and is recorded as a failure that a later run tries again the second time."""
         loop = asyncio.get_running_loop()
         urls = [job.url, *job.fallbacks]
         last: _Outcome | None = None
@@ -367,6 +371,14 @@ class Fetcher:
                 except _Outcome as out:
                     last = out
                     self._note(False, out.label, url)
+                    if out.wait is not None and out.wait > self.opts.max_retry_after:
+                        if not deferred:
+                            self.deferred.append(job)
+                            self.counts["deferred"] += 1
+                            return
+                        last = _Outcome(f"asked to wait {out.wait:.0f} s (over --max-wait "
+                                        f"{self.opts.max_retry_after:g} s)", True, status=out.status)
+                        break
                     if out.retryable and attempt <= self.opts.retries and not self.stop.is_set():
                         self.counts["retries"] += 1
                         prog.advance(0, retry=1)
@@ -516,6 +528,14 @@ class Fetcher:
                         task.add_done_callback(lambda _t, k=job.key: in_flight_keys.discard(k))
                         tasks.add(task)
                     await settle(None)
+                    # the jobs a server asked to come back to much later: once more, at the end of the run
+                    while self.deferred and not self.stop.is_set():
+                        if want is not None and self.counts["accepted"] >= want:
+                            break
+                        job = self.deferred.pop(0)
+                        await settle(self.opts.concurrency)
+                        tasks.add(asyncio.create_task(self._run_job(pool, job, prog, deferred=True)))
+                    await settle(None)
         finally:
             stopper.cancel()
             for t in tasks:  # stopped: abandon requests and backoff sleeps; a write that started finishes in its thread
@@ -539,6 +559,7 @@ class Fetcher:
             "pages": self.counts["pages"],
             "duplicate_bodies": self.counts["duplicate_bodies"],
             "skipped_known": self.counts["skipped_known"],
+            "deferred": self.counts["deferred"],
             "bytes": self.bytes,
             "seconds": round(seconds, 3),
             "rate": round(added / seconds, 1) if seconds > 0 else None,
@@ -599,6 +620,7 @@ class FetchSummary(Summary):
     inputs: list[str]
     provenance: dict  # where the items came from (catalogues with their sha256, lists, manifests)
     options: dict  # every setting, the source's and the engine's
+    deferred: int = 0  # jobs a server asked to wait longer than --max-wait for: tried again at the end
     extra: dict = field(default_factory=dict)  # the source's own counts (bricklink's crawl, …), shown at top level
 
     def to_json(self) -> dict:

@@ -70,6 +70,8 @@ CONCURRENCY = Opt("concurrency", int, min=1, help="Requests in flight (default: 
 RATE = Opt("rate", float, min=0, help="Requests per second per host (default: the source's; 0: no pacing).")
 RETRIES = Opt("retries", int, min=0, help="Further tries after a 429, 5xx, timeout or broken body.")
 TIMEOUT = Opt("timeout", float, above=0, help="Seconds per request, connect and read together.")
+MAX_WAIT = Opt("max_wait", float, min=0, help="Longest Retry-After to wait out (default 900 s, or the manifest's "
+               "max_wait); a URL asked to wait longer is tried again at the end of the run, then left to a re-run.")
 LIMIT = Opt("limit", int, min=1, help="Stop when the dataset holds this many images.")
 WORKERS = Opt("workers", int, 0, min=0, help="Worker threads (0: one per core).")
 DEVICE = Opt("device", str, "auto", choices=("auto", "cpu", "cuda"), help="Where to run.")
@@ -82,7 +84,7 @@ EXTRACTOR_HELP = "inception (the FID standard), tiny-random (tests; meaningless 
 
 def _overrides(v: dict) -> dict:
     return {"concurrency": v["concurrency"], "per_host": v["concurrency"], "rate": v["rate"], "retries": v["retries"],
-            "timeout": v["timeout"]}
+            "timeout": v["timeout"], "max_retry_after": v["max_wait"]}
 
 
 def _base_url(v: dict, ctx: Context) -> str | None:
@@ -128,7 +130,8 @@ def _fetch_bricklink(v: dict, ctx: Context) -> Summary:
         categories_file=v["categories_file"], categories=v["categories"], limit=v["limit"],
         refresh_list=v["refresh_list"], manifest_file=v["manifest"], base_url=_base_url(v, ctx), delay=v["delay"],
         image_concurrency=v["concurrency"], image_rate=v["rate"],
-        overrides={"retries": v["retries"], "timeout": v["timeout"]}, progress=ctx.progress)
+        overrides={"retries": v["retries"], "timeout": v["timeout"], "max_retry_after": v["max_wait"]},
+        progress=ctx.progress)
 
 
 def _fetch_rebrickable(v: dict, ctx: Context) -> Summary:
@@ -146,7 +149,7 @@ def _fetch_weights(v: dict, ctx: Context) -> Summary:
     return fetch_weights(v["url"] or inception.WEIGHTS_URL, v["out"], progress=ctx.progress)
 
 
-ENGINE = (BASE_URL, CONCURRENCY, RATE, RETRIES, TIMEOUT)
+ENGINE = (BASE_URL, CONCURRENCY, RATE, RETRIES, TIMEOUT, MAX_WAIT)
 
 FETCH = [
     Stage(("fetch", "bitmoji"), "Bitmoji avatars from the public trait-preview (or comic) render URLs. Research use "
@@ -207,7 +210,7 @@ FETCH = [
            Opt("concurrency", int, min=1, help="Image requests in flight (default: the manifest's)."),
            Opt("rate", float, min=0, flags=("--rate", "--image-rate"),
                help="Image requests per second (default 4; 0: no pacing); listing pages follow --delay."),
-           RETRIES, TIMEOUT),
+           RETRIES, TIMEOUT, MAX_WAIT),
           _fetch_bricklink, "fetch", ("source", "bricklink")),
     Stage(("fetch", "rebrickable"), "LEGO minifigure images listed in Rebrickable's bulk CSV, with names and part "
           "counts.",

@@ -251,3 +251,26 @@ def test_ctrl_c_finishes_writes_and_records_stats(server, tmp_path):
     rows = check_dataset(root)
     assert stats["total"] == len(rows) >= 20
     assert (root / "manifest.jsonl").read_bytes().endswith(b"\n")
+
+
+def test_a_retry_after_over_max_wait_defers_the_url_to_the_end_of_the_run(server, tmp_path, monkeypatch):
+    """Retry-After: 99999 once (a later answer is fine) and always (never fine): neither makes the run sleep; the
+    first is fetched at the end of the run, the second is recorded for a later run (not permanent)."""
+    sent: list = []
+    monkeypatch.setattr(gandata.fetch, "SEND_LOG", sent)
+
+    def fault(req, attempt):
+        name = req.match_info["name"]
+        if name == "2.png" and attempt == 1 or name == "4.png":
+            return ("status", 503, {"Retry-After": "99999"})
+        return None
+
+    server.fault = fault
+    with Dataset.create(tmp_path / "ds") as ds:
+        stats = fetch(ds, "test", img_jobs(server, 8), options=fast(concurrency=1, per_host=1, max_retry_after=2.0))
+    assert stats["accepted"] == 7 and stats["deferred"] == 2
+    order = [url.rsplit("/", 1)[1] for url, _ in sent]
+    assert order[-2:] in (["2.png", "4.png"], ["4.png", "2.png"]) and order.count("4.png") == 2
+    fail = next(Dataset.open(tmp_path / "ds").failures())
+    assert fail["key"] == "img0004" and fail["permanent"] is False
+    assert fail["error"] == "asked to wait 99999 s (over --max-wait 2 s)"
