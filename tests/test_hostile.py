@@ -283,3 +283,63 @@ def test_a_full_disk_is_one_line_from_the_command_line(tmp_path):
     assert r.stderr.strip().splitlines() == ["gandata: error: disk full at OUT/x; free some space and run the same "
                                              "command again (what was written is kept)"]
     assert not [p for p in (tmp_path / "out").rglob(".*tmp-*")]
+
+
+# ------------------------------------------------------------------------------------------------ manifests
+
+BROKEN_BITMOJI = [  # (what is changed in the shipped bitmoji.toml, the message's words)
+    (lambda m: m["avatars"].pop("url"), "[avatars] url is missing"),
+    (lambda m: m["avatars"].update(url=42), "[avatars] url must be an address"),
+    (lambda m: m["avatars"]["none"].update(hat="often"), "[avatars] none [hat] must be a number from 0 to 1"),
+    (lambda m: m["avatars"]["none"].update(hat=5.0), "[avatars] none [hat] must be a number from 0 to 1"),
+    (lambda m: m["politeness"].update(concurrency="eight"), "[politeness] concurrency must be a whole number"),
+    (lambda m: m["politeness"].update(rate="fast"), "[politeness] rate must be a number"),
+    (lambda m: m.pop("catalogues"), "[catalogues] traits is missing"),
+    (lambda m: m["avatars"].update(url=m["avatars"]["url"] + "&x={nope}"), "has the placeholder {nope}"),
+    (lambda m: m["avatars"].update(url="file:///etc/{view}"), "must be an http(s) address"),
+    (lambda m: m.pop("avatars"), "[avatars] url is missing"),
+    (lambda m: m["avatars"].update(scale="big"), "[avatars] scale must be a whole number"),
+    (lambda m: m.update(politness=m.pop("politeness")), "unknown table [politness]"),
+    (lambda m: m["politeness"].update(retries=-1), "[politeness] retries must be a whole number from 0"),
+]
+
+
+@pytest.mark.parametrize("change, words", BROKEN_BITMOJI)
+def test_a_broken_manifest_is_one_line_naming_the_key(change, words, tmp_path):
+    import tomllib
+
+    from gandata.sources import MANIFESTS, load_manifest
+
+    manifest = tomllib.loads((MANIFESTS / "bitmoji.toml").read_text())
+    change(manifest)
+    path = tmp_path / "bitmoji.toml"
+    path.write_text(_toml(manifest))
+    with pytest.raises(UserError) as e:
+        load_manifest("bitmoji", path)
+    assert words in str(e.value) and str(e.value).startswith(f"the manifest {path}: ")
+
+
+def _toml(obj: dict, prefix: str = "") -> str:
+    """A small TOML writer for the tests' manifests (tables, scalars, lists, inline tables of scalars)."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+
+    lines, tables = [], []
+    for k, v in obj.items():
+        if isinstance(v, dict) and (not prefix or any(isinstance(x, dict) for x in v.values()) or k == "none"):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {value(v)}")
+    out = "\n".join(lines) + "\n"
+    for k, v in tables:
+        name = f"{prefix}.{k}" if prefix else k
+        out += f"\n[{name}]\n" + _toml(v, name)
+    return out

@@ -4,6 +4,7 @@ produce :class:`gandata.fetch.Job` objects for the shared engine. Their addresse
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +29,9 @@ def load_manifest(name: str, path: str | os.PathLike | None = None) -> tuple[dic
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f), str(path)
+            manifest = tomllib.load(f)
+        check_manifest(name, manifest, str(path))
+        return manifest, str(path)
     except FileNotFoundError:
         raise UserError(f"the {name} manifest {path} is missing; give one with --manifest FILE") from None
     except tomllib.TOMLDecodeError as e:
@@ -45,3 +48,121 @@ def politeness(manifest: dict) -> FetchOptions:
     conc = int(p.get("concurrency", 8))
     return FetchOptions(concurrency=conc, per_host=conc, rate=p.get("rate"), retries=int(p.get("retries", 5)),
                         timeout=float(p.get("timeout", 30.0)), max_retry_after=float(p.get("max_wait", 900.0)))
+
+
+# ------------------------------------------------------------------------------------------- manifest schemas
+# Every key a manifest may hold, with its type; a manifest is checked whole when it is loaded, so a bad value is one
+# line naming the file, the table and the key — never a traceback in the middle of a crawl.
+
+_FIELD = re.compile(r"{([^{}]*)}")
+
+
+def _url(*fields: str):
+    """An http(s) address template whose {placeholders} are among ``fields``."""
+
+    def check(value: object) -> str | None:
+        if not isinstance(value, str):
+            return "must be an address (text)"
+        if not re.match(r"^https?://[^/{}]+", value):
+            return "must be an http(s) address with a host"
+        unknown = [f for f in _FIELD.findall(value) if f not in fields]
+        if unknown:
+            return (f"has the placeholder {{{unknown[0]}}}; it may use "
+                    + (", ".join(f"{{{f}}}" for f in fields) if fields else "none"))
+        return None
+
+    return check
+
+
+def _number(low: float = 0.0, high: float | None = None, integer: bool = False):
+    def check(value: object) -> str | None:
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or value < low or (high is not None and value > high):
+            what = "a whole number" if integer else "a number"
+            return f"must be {what} from {low:g}" + (f" to {high:g}" if high is not None else " up")
+        return None
+
+    return check
+
+
+def _list(item):
+    def check(value: object) -> str | None:
+        if not isinstance(value, list):
+            return "must be a list"
+        for v in value:
+            problem = item(v)
+            if problem:
+                return f"holds {v!r}, which {problem}"
+        return None
+
+    return check
+
+
+def _text(value: object) -> str | None:
+    return None if isinstance(value, str) and value else "must be text"
+
+
+def _map(value_check):
+    def check(value: object) -> str | None:
+        if not isinstance(value, dict):
+            return "must be a table"
+        for k, v in value.items():
+            problem = value_check(v)
+            if problem:
+                return f"[{k}] {problem}"
+        return None
+
+    return check
+
+
+_POLITENESS = {"concurrency": _number(1, integer=True), "rate": _number(0), "retries": _number(0, 100, integer=True),
+               "timeout": _number(0.1), "max_wait": _number(0)}
+_AVATAR_FIELDS = ("view", "scale", "gender", "style", "traits", "outfit")
+SCHEMAS: dict[str, dict[str, dict]] = {
+    "bitmoji": {
+        "catalogues": {"traits": _url(), "templates": _url()},
+        "avatars": {"url": _url(*_AVATAR_FIELDS), "fallback_urls": _list(_url(*_AVATAR_FIELDS)),
+                    "scale": _number(1, 10, integer=True), "styles": _list(_number(1, integer=True)),
+                    "genders": _list(_number(1, integer=True)), "none": _map(_number(0, 1))},
+        "comics": {"query": _map(_text)},
+        "politeness": _POLITENESS,
+    },
+    "bricklink": {
+        "site": {"list_url": _url("cat", "page"), "list_all_url": _url("page"), "item_url": _url("no")},
+        "images": {"urls": _list(_url("no"))},
+        "markers": {"throttle": _list(_text), "challenge": _list(_text)},
+        "politeness": {"delay": _number(0), "throttle_wait": _number(0), "image_concurrency": _number(1, integer=True),
+                       "image_rate": _number(0), "retries": _number(0, 100, integer=True), "timeout": _number(0.1),
+                       "max_wait": _number(0)},
+    },
+    "rebrickable": {"catalogues": {"minifigs": _url()}, "politeness": _POLITENESS},
+}
+REQUIRED = {"bitmoji": {"catalogues": ("traits", "templates"), "avatars": ("url",)},
+            "bricklink": {"site": ("list_url", "list_all_url", "item_url"), "images": ("urls",)},
+            "rebrickable": {"catalogues": ("minifigs",)}}
+
+
+def check_manifest(name: str, manifest: dict, where: str) -> None:
+    """A :class:`UserError` naming the first bad table, key or value of a ``name`` manifest."""
+    schema = SCHEMAS.get(name)
+    if schema is None:
+        return
+
+    def bad(what: str) -> UserError:
+        return UserError(f"the manifest {where}: {what}; fix it or give another with --manifest")
+
+    for table, value in manifest.items():
+        if table not in schema:
+            raise bad(f"unknown table [{table}]; a {name} manifest has {', '.join(f'[{t}]' for t in schema)}")
+        if not isinstance(value, dict):
+            raise bad(f"{table} must be a table ([{table}])")
+        for key, v in value.items():
+            if key not in schema[table]:
+                raise bad(f"[{table}] has no key {key!r}; it takes {', '.join(schema[table])}")
+            problem = schema[table][key](v)
+            if problem:
+                raise bad(f"[{table}] {key} {problem}")
+    for table, keys in REQUIRED.get(name, {}).items():
+        for key in keys:
+            if key not in manifest.get(table, {}):
+                raise bad(f"[{table}] {key} is missing")

@@ -300,7 +300,7 @@ def fetch_bricklink(
     images = int(pol.get("image_concurrency", 4)) if image_concurrency is None else image_concurrency
     opts = with_overrides(FetchOptions(
         concurrency=images + 1, per_host=images, retries=int(pol.get("retries", 5)),
-        timeout=float(pol.get("timeout", 30.0)),
+        timeout=float(pol.get("timeout", 30.0)), max_retry_after=float(pol.get("max_wait", 900.0)),
         lanes={SITE: {"concurrency": 1, "rate": 1.0 / delay if delay > 0 else None},
                IMAGES: {"concurrency": images,
                         "rate": pol.get("image_rate") if image_rate is None else (image_rate or None)}},
