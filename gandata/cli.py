@@ -113,8 +113,7 @@ def _command(stage: Stage):
                                 default=inspect.Parameter.empty if o.required else o.default) for o in declared]
     if stage.data_dir_flag:
         params.append(inspect.Parameter("data_dir", inspect.Parameter.KEYWORD_ONLY, annotation=DATA_DIR, default=None))
-    if stage.json_flag:
-        params.append(inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, annotation=AS_JSON, default=False))
+    params.append(inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, annotation=AS_JSON, default=False))
 
     def command(**given: Any) -> None:
         as_json = given.pop("as_json", False)

@@ -7,7 +7,7 @@ files (:mod:`gandata.pipeline`) are built from this table; neither decides anyth
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,7 @@ class Stage:
     run: Callable[[dict[str, Any], Context], Summary]
     table: str | None = None  # the pipeline table that runs it (None: command line only)
     select: tuple[str, str] | None = None  # within a table, (key, value) choosing this stage: ("source", "bitmoji")
-    json_flag: bool = True  # --json
     data_dir_flag: bool = True  # --data-dir
-    notes: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
