@@ -157,12 +157,18 @@ class Dataset:
 
     # ---- reading
 
-    def rows(self) -> Iterator[dict]:
-        """The manifest rows, one per key (the first row of a key wins); a torn last line is skipped."""
+    def rows(self, problems: list | None = None) -> Iterator[dict]:
+        """The manifest rows, one per key (the first row of a key wins); a torn last line is skipped. A row whose
+        key is not a valid key (``../evil``) or that has no path is skipped, and listed in ``problems`` if given."""
         seen: set[str] = set()
         for row in read_jsonl(self.root / MANIFEST):
             key = row.get("key")
-            if is_key(key) and isinstance(row.get("path"), str) and key not in seen:
+            if not is_key(key) or not isinstance(row.get("path"), str):
+                if problems is not None:
+                    problems.append(Problem(f"{self.root / MANIFEST}", f"a row with the key {key!r} and the path "
+                                            f"{row.get('path')!r} is not a valid sample; skipped"))
+                continue
+            if key not in seen:
                 seen.add(key)
                 yield row
 
@@ -343,7 +349,7 @@ class DatasetInput(Input):
 
     def __iter__(self) -> Iterator[Sample]:
         ds = self.dataset
-        for row in ds.rows():
+        for row in ds.rows(self.problems):
             try:
                 file = ds.image_path(row)
             except ValueError as e:
@@ -353,7 +359,7 @@ class DatasetInput(Input):
                 self.problems.append(Problem(str(file), "listed in the manifest but missing on disk"))
                 continue
             ext = file.suffix.lower().lstrip(".")
-            yield Sample(row["key"], ext, row, str(file), file.read_bytes, row.get("sha256"))
+            yield Sample(row["key"], ext, row, str(file), lambda f=file: read_bounded(f), row.get("sha256"))
 
     def count_hint(self) -> int | None:
         return len(self.dataset)

@@ -343,3 +343,19 @@ def _toml(obj: dict, prefix: str = "") -> str:
         name = f"{prefix}.{k}" if prefix else k
         out += f"\n[{name}]\n" + _toml(v, name)
     return out
+
+
+def test_manifest_rows_with_invalid_keys_are_listed_not_dropped_silently(tmp_path):
+    from gandata.datasets import Dataset
+
+    root = tmp_path / "raw"
+    with Dataset.create(root) as ds:
+        ds.add("good", png_bytes(drawn_image(1, (20, 20))), "png", {"width": 20, "height": 20, "source": "t"})
+    with open(root / "manifest.jsonl", "a") as f:
+        f.write(json.dumps({"key": "../evil", "path": "../../etc/passwd"}) + "\n")
+        f.write(json.dumps({"key": "nopath"}) + "\n")
+    src = open_input(str(root))
+    assert [s.key for s in src] == ["good"]
+    assert len(src.problems) == 2 and "'../evil'" in src.problems[0].reason
+    summary = shard([root], tmp_path / "out", "x", ShardOptions(size=16, val_fraction=0.0))
+    assert summary.counts["total"] == 1 and summary.removed["unreadable"] == 2
