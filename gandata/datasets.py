@@ -493,6 +493,9 @@ class TarInput(Input):
             self.problems.append(Problem(str(tar), reason))
 
     def _sample(self, tar: Path, raw_key: str, fields: dict[str, bytes]) -> Iterator[Sample]:
+        for ext in fields.pop(shardset.REPEATED, []):
+            self.problems.append(Problem(f"{tar}:{raw_key}.{ext}", "member repeated in the tar; the first copy is "
+                                         "used"))
         image_ext = next((e for e in sorted(fields) if e.rsplit(".", 1)[-1] in IMAGE_EXTS), None)
         if image_ext is None:
             self.problems.append(Problem(f"{tar}:{raw_key}", f"sample has no image (fields: {', '.join(fields)})"))

@@ -313,9 +313,13 @@ def tar_members(f: IO[bytes], url: str) -> Iterator[tuple[str, bytes | None]]:
         yield name, data
 
 
+REPEATED = "__repeated__"  # in a sample's fields: the extensions whose member came again (the first copy is kept)
+
+
 def samples(f: IO[bytes], url: str) -> Iterator[tuple[str, dict[str, bytes | None]]]:
     """(key, {extension: bytes}) for every sample of one tar stream: consecutive members grouped by key (an
-    oversized member's bytes are None)."""
+    oversized member's bytes are None; a member repeated within a sample keeps its first copy and is listed under
+    :data:`REPEATED`)."""
     key, fields = None, {}
     for name, data in tar_members(f, url):
         split = split_member(name)
@@ -326,6 +330,9 @@ def samples(f: IO[bytes], url: str) -> Iterator[tuple[str, dict[str, bytes | Non
             if fields:
                 yield key, fields
             key, fields = k, {}
+        if ext in fields:  # the same member twice: the first is kept, the repeat is reported
+            fields.setdefault(REPEATED, []).append(ext)
+            continue
         fields[ext] = data
     if fields:
         yield key, fields

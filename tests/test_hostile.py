@@ -359,3 +359,13 @@ def test_manifest_rows_with_invalid_keys_are_listed_not_dropped_silently(tmp_pat
     assert len(src.problems) == 2 and "'../evil'" in src.problems[0].reason
     summary = shard([root], tmp_path / "out", "x", ShardOptions(size=16, val_fraction=0.0))
     assert summary.counts["total"] == 1 and summary.removed["unreadable"] == 2
+
+
+def test_a_repeated_tar_member_keeps_the_first_copy_and_is_reported(tmp_path):
+    first, second = png_bytes(drawn_image(1, (16, 16))), png_bytes(drawn_image(2, (16, 16)))
+    tar = tmp_path / "rep.tar"
+    shardset.write_tar(tar, [("a.png", first), ("a.json", b"{}"), ("a.png", second), ("b.png", second)])
+    src = open_input(str(tar))
+    got = {s.key: s.read() for s in src}
+    assert got == {"a": first, "b": second}
+    assert [p.reason for p in src.problems] == ["member repeated in the tar; the first copy is used"]
