@@ -103,7 +103,7 @@ def finish(result: Summary, as_json: bool) -> None:
     failure = result.failure()
     if failure:
         code, reason = failure
-        _err(f"gandata: {reason}")
+        _err(f"gandata: {reason}" if code == 130 else f"gandata: error: {reason}")  # 130: interrupted, not an error
         raise typer.Exit(code)
 
 

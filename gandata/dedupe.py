@@ -17,6 +17,7 @@ resolution, then smallest key); the others are near duplicates of it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -245,7 +246,8 @@ class HashCache:
 
     def close(self) -> None:
         if self._log is not None:
-            self._log.close()
+            with contextlib.suppress(OSError):  # a full cache disk: the cache is only a speed-up
+                self._log.close()
             self._log = None
 
     def __enter__(self) -> HashCache:

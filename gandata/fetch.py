@@ -646,7 +646,7 @@ class FetchSummary(Summary):
         if self.interrupted:
             return 130, "interrupted; run the same command again to continue"
         if self.stopped:
-            return 1, f"error: {self.stopped}"
+            return 1, self.stopped
         return None
 
 

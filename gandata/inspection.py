@@ -147,9 +147,11 @@ def inspect_path(
         report.failures = dict(reasons.most_common())
         report.last_run = ds.stats() or None
     if sset:
+        problems = shardset.verify(path, checksums=False)  # the tars were just read whole: sizes and names suffice
         expected = sset.total
         if expected is not None and expected != n + len(bad):
-            report.warning = f"{shardset.INFO} says {expected} samples but the shards hold {n}"
+            problems.append(f"{shardset.INFO} says {expected} samples but the shards hold {n}")
+        report.warning = "; ".join(problems) or None
     if grid:
         picked.sort(key=lambda item: item[0].key)
         cells = []

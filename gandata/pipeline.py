@@ -205,12 +205,12 @@ def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", se
             if failure:
                 if failure[0] == 130:
                     raise KeyboardInterrupt
-                raise UserError(f"[{step.table}] stopped: {failure[1].removeprefix('error: ')}")
-            out = _output(step.table, step.values, ctx, summary)
+                raise UserError(f"[{step.table}] stopped: {failure[1]}")
+        out = _output(step.table, step.values, ctx, summary)
+        if summary is not None:
             results.append(StageResult(step.table, out, summary.brief(), round(time.monotonic() - t, 1), summary))
             if echo:
                 echo(f"[{step.table}] {results[-1].line}  ({results[-1].seconds} s) → {out}")
-        out = _output(step.table, step.values, ctx, summary)
         if step.table in ("fetch", "crop", "shard"):
             ctx.current = out
         if step.table == "shard":

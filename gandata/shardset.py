@@ -120,10 +120,6 @@ class ShardSet:
     info: dict
 
     @property
-    def name(self) -> str | None:
-        return self.info.get("name")
-
-    @property
     def resolution(self) -> int | None:
         return self.info.get("resolution")
 
@@ -149,10 +145,6 @@ class ShardSet:
     @property
     def label_names(self) -> list[str] | None:
         return self.labels["names"] if self.labels else None
-
-    @property
-    def label_counts(self) -> dict[str, int]:
-        return dict(self.labels.get("counts") or {}) if self.labels else {}
 
 
 class BadInfo(UserError):
@@ -207,8 +199,13 @@ def local_tars(spec: str, splits: Iterable[str] | None = None) -> list[Path]:
         if ss is not None:
             wanted = set(splits) if splits else set(ss.info["splits"])
             return [t for sp in ss.info["splits"] if sp in wanted for t in ss.tars(sp)]
-        return sorted(p for p in path.iterdir() if p.suffix == ".tar" and not p.name.startswith("."))
+        return _folder_tars(path)
     return [Path(p) for p in braceexpand.braceexpand(spec)]
+
+
+def _folder_tars(path: Path) -> list[Path]:
+    """Every tar of a folder without a description (another tool's set), hidden ones (temporaries) left out."""
+    return sorted(p for p in path.iterdir() if p.suffix == ".tar" and not p.name.startswith("."))
 
 
 class NoShards(FileNotFoundError):
@@ -233,7 +230,7 @@ def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None
                 raise NoShards(f"{part} is a dataset folder, not shards; run  gandata shard {part}  first and train "
                                "on the folder it writes")
             else:
-                urls += [str(p) for p in local_tars(part)]  # another tool's set: every tar, hidden ones left out
+                urls += [str(p) for p in _folder_tars(path)]
         elif URL_RE.match(part) and not path.exists():
             urls += list(braceexpand.braceexpand(part))
         else:

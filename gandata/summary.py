@@ -32,7 +32,8 @@ class Summary:
         return type(self).__name__
 
     def failure(self) -> tuple[int, str] | None:
-        """(exit status, reason) when the stage ended without finishing its work (shown after the summary)."""
+        """(exit status, reason) when the stage ended without finishing its work (shown after the summary; 130:
+        interrupted)."""
         return None
 
 

@@ -79,3 +79,16 @@ def test_verify_finds_a_missing_a_cut_and_a_changed_shard(labelled_shards, tmp_p
     (copy / shardset.INFO).write_text(json.dumps({"splits": "not a table"}))
     with pytest.raises(shardset.BadInfo, match="not a shard set's description"):
         shardset.read(copy)
+
+
+def test_inspect_checks_a_shard_set_against_its_description(labelled_shards, tmp_path):  # noqa: F811
+    from gandata.inspection import inspect_path
+
+    copy = tmp_path / "set"
+    shutil.copytree(labelled_shards, copy)
+    assert inspect_path(str(copy)).warning is None
+    tar = shardset.read(copy).tars("train")[0]
+    with open(tar, "ab") as f:  # a tar rewritten by hand, or a copy gone wrong: still readable, not the one described
+        f.write(b"\0" * 1024)
+    report = inspect_path(str(copy))
+    assert f"{tar.name} has {tar.stat().st_size} bytes, dataset.json says" in report.warning
