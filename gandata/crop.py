@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -40,7 +40,7 @@ from .errors import UserError
 from .fileio import atomic_write
 from .progress import Progress
 from .summary import Summary
-from .workers import Done, cores, ordered
+from .workers import Done, MemoryBudget, cores, ordered
 
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
 CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
@@ -64,6 +64,7 @@ class CropOptions:
     detect_size: int = 1024  # images with a longer side are detected on a copy scaled down to this
     image_format: str = "png"
     workers: int = 0  # 0: one per core
+    memory: int = 1024  # MiB that decoded images may hold at once, all workers together
     lego: bool = False  # fall back on the layout locator where the cascade finds nothing
     locator: str = "auto"  # lego: auto (the cascade, then the layout) | layout (the layout only: no cascade needed)
 
@@ -106,6 +107,9 @@ def cascade_file(local: str | os.PathLike | None = None, base_url: str | None = 
     return path, origin
 
 
+KEEP_CASCADE_PIXELS = 4_000_000
+
+
 class Detector:
     """One CascadeClassifier per thread (they are not safe to share), with the speed-ups described above."""
 
@@ -136,6 +140,8 @@ class Detector:
         ms = max(o.min_size, int(np.ceil(o.min_face * scale)))
         found = self._cascade().detectMultiScale(gray, scaleFactor=o.scale_factor, minNeighbors=o.min_neighbors,
                                                  minSize=(ms, ms))
+        if gray.size > KEEP_CASCADE_PIXELS:  # the classifier keeps its pyramid buffers (~4 bytes a pixel) until it
+            self._local.cascade = None  # is dropped: after a large image, a fresh one (2 ms to load) next time
         boxes = [tuple(int(round(v / scale)) for v in b) for b in found]
         boxes = [b for b in boxes if b[2] >= o.min_face and b[3] >= o.min_face]
         return sorted(boxes, key=lambda b: (-b[2] * b[3], b[0], b[1])), scale
@@ -165,16 +171,17 @@ def crop_box(box: tuple[int, int, int, int], img_w: int, img_h: int, margin: flo
     return x0, y0, x0 + side, y0 + side
 
 
-def cut(im: Image.Image, box: tuple[int, int, int, int], pad: tuple[int, int, int]) -> Image.Image:
-    """``im`` cut to ``box``; parts outside the image are ``pad`` colour (never wrapped around)."""
+def cut(rgb: np.ndarray, box: tuple[int, int, int, int], pad: tuple[int, int, int]) -> Image.Image:
+    """The H×W×3 ``rgb`` cut to ``box`` (x0, y0, x1, y1); parts outside the image are ``pad`` colour (never wrapped
+    around)."""
     x0, y0, x1, y1 = box
-    if x0 >= 0 and y0 >= 0 and x1 <= im.width and y1 <= im.height:
-        return im.crop(box)
-    canvas = Image.new("RGB", (x1 - x0, y1 - y0), pad)
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, im.width), min(y1, im.height)
+    h, w = rgb.shape[:2]
+    canvas = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+    canvas[:] = pad
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if sx1 > sx0 and sy1 > sy0:
-        canvas.paste(im.crop((sx0, sy0, sx1, sy1)), (sx0 - x0, sy0 - y0))
-    return canvas
+        canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
+    return Image.fromarray(canvas)
 
 
 # ----------------------------------------------------------------------------------- the LEGO layout locator
@@ -223,13 +230,26 @@ def locate_head(rgb: np.ndarray) -> tuple[tuple[int, int, int, int] | None, str]
 # ----------------------------------------------------------------------------------------------- the stage
 
 
-def _process(data: bytes, key: str, opts: CropOptions, detector: Detector, pad: tuple, background: tuple) -> dict:
-    """One source image → its crops. Runs in a worker thread."""
+PREVIEW = 384  # long side of the copy of each image kept for --debug-grid
+# bytes a source pixel holds while it is processed (measured on 7900² images: the RGB array, the detector's grey
+# copy and its pyramid; other formats add Pillow's 4-byte image while it becomes the array)
+BYTES_PER_PIXEL = {"jpeg": 8}
+OTHER_BYTES_PER_PIXEL = 14
+
+
+def _process(data: bytes, key: str, opts: CropOptions, detector: Detector, pad: tuple, background: tuple,
+             preview: bool = False, budget: MemoryBudget | None = None) -> dict:
+    """One source image → its crops (and, with ``preview``, a small copy for the debug grid). Runs in a worker
+    thread, once ``budget`` has room for the image; holds it as one RGB array and the detector's grey copy."""
+    if budget is not None:
+        fmt, pixels = images.pixel_count(data)
+        with budget.hold(pixels * BYTES_PER_PIXEL.get(fmt, OTHER_BYTES_PER_PIXEL)):
+            return _process(data, key, opts, detector, pad, background, preview)
     try:
-        im = images.to_rgb(images.decode(data), background)
+        rgb = images.decode_rgb(data, background)
     except images.ImageError as e:
         return {"status": "unreadable", "reason": str(e)}
-    rgb = np.asarray(im)
+    height, width = rgb.shape[:2]
     boxes, scale = detector.detect(rgb)
     method = "cascade"
     why = None
@@ -239,16 +259,20 @@ def _process(data: bytes, key: str, opts: CropOptions, detector: Detector, pad: 
             boxes, method = [head], "layout"
     crops, shown = [], []
     for i, box in enumerate(boxes):
-        cb = crop_box(box, im.width, im.height, opts.margin, opts.edge)
+        cb = crop_box(box, width, height, opts.margin, opts.edge)
         shown.append((box, cb))
         if cb is None:
             continue
-        face = images.resize(cut(im, cb, pad), opts.size, "center-crop")
+        face = images.resize(cut(rgb, cb, pad), opts.size, "center-crop")
         crops.append({"index": i, "bbox": list(box), "crop_box": list(cb), "method": method,
                       "data": images.encode(face, opts.image_format)})
     status = "faces" if crops else ("no_head" if opts.lego else "no_face")
-    return {"status": status, "crops": crops, "boxes": shown, "scale": scale, "size": im.size,
-            "reason": why if status == "no_head" else None, "image": im}
+    small = None
+    if preview:
+        small = Image.fromarray(rgb)
+        small.thumbnail((PREVIEW, PREVIEW), Image.Resampling.BOX)
+    return {"status": status, "crops": crops, "boxes": shown, "scale": scale, "size": (width, height),
+            "reason": why if status == "no_head" else None, "preview": small}
 
 
 @dataclass
@@ -321,7 +345,7 @@ def crop(
     stage = "crop lego-faces" if opts.lego else "crop anime-faces"
     counts: Counter = Counter()
     methods: Counter = Counter()
-    examples: list[tuple[Image.Image, list, str]] = []
+    examples: list[tuple[Image.Image, tuple[int, int], list, str]] = []
     bad: list[dict] = []
     workers = opts.workers or cores()
     threads_before = cv2.getNumThreads()
@@ -333,7 +357,8 @@ def crop(
             done = {r["parent"] for r in ds.read_journal("parents") if "parent" in r}
             journal = ds.journal("parents")
             with Progress(stage, source.count_hint(), enabled=progress) as prog:
-                jobs = _jobs(source, done, opts, detector, pad, background, counts, prog)
+                jobs = _jobs(source, done, opts, detector, pad, background, counts, prog,
+                             lambda: bool(debug_grid) and len(examples) < grid_n, MemoryBudget(opts.memory << 20))
                 for sample, result in ordered(jobs, workers, 4 * workers, name="crop"):
                     status = result["status"]
                     counts[status] += 1
@@ -357,11 +382,11 @@ def crop(
                             methods[c["method"]] += 1
                     journal.append({"parent": sample.key, "status": status, "faces": len(result["crops"]),
                                     **({"reason": result["reason"]} if result["reason"] else {})})
-                    if debug_grid and len(examples) < grid_n:
-                        examples.append((result["image"], result["boxes"], sample.key))
+                    if result["preview"] is not None and len(examples) < grid_n:
+                        examples.append((result["preview"], result["size"], result["boxes"], sample.key))
                     prog.advance(1, faces=len(result["crops"]))
             for p in source.problems:  # a missing file, a damaged tar: listed, never fatal
-                counts["unreadable"] += 1
+                counts["unreadable"] += p.lost  # a repeated tar member lost nothing: listed only
                 bad.append({"origin": p.origin, "reason": p.reason})
             seconds = time.monotonic() - t0
             n_images = sum(counts[s] for s in ("faces", "no_face", "no_head", "unreadable"))
@@ -382,7 +407,7 @@ def crop(
 
 
 def _jobs(source: Input, done: set[str], opts: CropOptions, detector: Detector, pad: tuple, background: tuple,
-          counts: Counter, prog: Progress) -> Iterator[tuple]:
+          counts: Counter, prog: Progress, preview: Callable[[], bool], budget: MemoryBudget) -> Iterator[tuple]:
     """(sample, job) for every sample not done by an earlier run."""
     for sample in source:
         if sample.key in done:
@@ -394,20 +419,20 @@ def _jobs(source: Input, done: set[str], opts: CropOptions, detector: Detector, 
         except OSError as e:  # a dangling link, a FIFO, a device, a file over the size limit
             yield sample, Done({"status": "unreadable", "reason": f"cannot read ({e.strerror or e})"})
             continue
-        yield sample, partial(_process, data, sample.key, opts, detector, pad, background)
+        yield sample, partial(_process, data, sample.key, opts, detector, pad, background, preview(), budget)
 
 
 def _debug_sheet(examples: list, path: str | os.PathLike, stage: str) -> None:
     cells = []
-    for im, boxes, key in examples:
-        shown = im.copy()
+    for shown, (width, _), boxes, key in examples:
         d = ImageDraw.Draw(shown)
-        lw = max(2, im.width // 200)
+        f = shown.width / width  # boxes are in the source image's pixels
+        lw = max(2, shown.width // 200)
         for box, cb in boxes:
             x, y, w, h = box
-            d.rectangle((x, y, x + w, y + h), outline=(255, 40, 40), width=lw)
+            d.rectangle((x * f, y * f, (x + w) * f, (y + h) * f), outline=(255, 40, 40), width=lw)
             if cb is not None:
-                d.rectangle(tuple(cb), outline=(40, 220, 40), width=lw)
+                d.rectangle(tuple(v * f for v in cb), outline=(40, 220, 40), width=lw)
         cells.append((shown, f"{len(boxes)} {key}"))
     title = f"{stage}: red = detected, green = cropped ({len(examples)} images)"
     atomic_write(path, images.encode(images.contact_sheet(cells or [(None, "no images")], cell=192, title=title)))

@@ -312,6 +312,7 @@ class Sample:
 class Problem:
     origin: str
     reason: str
+    lost: bool = True  # a sample was lost to it; False: reported, and the sample is still read (minus the bad part)
 
     def __str__(self) -> str:
         return f"{self.origin}: {self.reason}"
@@ -495,7 +496,7 @@ class TarInput(Input):
     def _sample(self, tar: Path, raw_key: str, fields: dict[str, bytes]) -> Iterator[Sample]:
         for ext in fields.pop(shardset.REPEATED, []):
             self.problems.append(Problem(f"{tar}:{raw_key}.{ext}", "member repeated in the tar; the first copy is "
-                                         "used"))
+                                         "used", lost=False))
         image_ext = next((e for e in sorted(fields) if e.rsplit(".", 1)[-1] in IMAGE_EXTS), None)
         if image_ext is None:
             self.problems.append(Problem(f"{tar}:{raw_key}", f"sample has no image (fields: {', '.join(fields)})"))
@@ -512,13 +513,15 @@ class TarInput(Input):
                 if isinstance(loaded, dict):
                     record = loaded
             except ValueError:
-                self.problems.append(Problem(f"{tar}:{raw_key}.json", "invalid JSON; the image is kept without it"))
+                self.problems.append(Problem(f"{tar}:{raw_key}.json", "invalid JSON; the image is kept without it",
+                                             lost=False))
         cls_field = next((e for e in sorted(fields) if e.rsplit(".", 1)[-1] == "cls"), None)
         if cls_field and "cls" not in record:
             try:
                 record["cls"] = int(fields[cls_field].strip())
             except ValueError:
-                self.problems.append(Problem(f"{tar}:{raw_key}.{cls_field}", "class label is not an integer"))
+                self.problems.append(Problem(f"{tar}:{raw_key}.{cls_field}", "class label is not an integer; the "
+                                             "image is kept without it", lost=False))
         record.setdefault("source", "webdataset")
         record["shard"] = tar.name
         key = raw_key if is_key(raw_key) else make_key(raw_key)

@@ -308,7 +308,7 @@ def hash_inputs(
                 rows.append({"key": s.key, "origin": s.origin, "phash": h, "width": w, "height": hh})
                 cache.put(sha, h, w, hh)
                 prog.advance(1)
-            bad.extend({"origin": p.origin, "reason": p.reason} for p in src.problems)
+            bad.extend({"origin": p.origin, "reason": p.reason} for p in src.problems if p.lost)
     return rows, bad
 
 

@@ -8,7 +8,10 @@ A source turns its site into :class:`Job` objects (key, URL, the fields to recor
   exponential backoff with jitter; 5xx, 408, timeouts, resets and truncated bodies are retried; 400/403/404/410
   (and other 4xx) are permanent and recorded;
 * every body is validated off the event loop (magic bytes and a full decode in a thread pool): HTML error pages,
-  truncated or corrupt bodies never reach the dataset; identical bodies (same sha256) are stored once;
+  truncated or corrupt bodies never reach the dataset; bytes after the image's own end are not stored; identical
+  bodies (same sha256) are stored once;
+* memory is bounded by a byte budget (``memory``, ``--memory``), not by requests in flight × the largest body:
+  bodies being read and checked, and the pixels a check decodes, all reserve room in it before they take it;
 * ``X-Robots-Tag`` opt-outs (``noai``, ``noimageai``, ``noindex``, ``noimageindex``) are honoured and recorded;
 * a circuit breaker stops the run when nearly all recent attempts fail, naming the endpoint and what was seen;
 * writes go through :class:`~gandata.datasets.Dataset` (atomic files, flushed manifest), so any kill is safe
@@ -47,7 +50,7 @@ EXT_OF = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif", "bmp": "bmp
 
 
 RESERVED = {"key", "path", "sha256", "source", "url", "width", "height", "format", "bytes", "http_status",
-            "content_type"}  # fields the engine and the dataset fill in
+            "content_type", "trailing_bytes"}  # fields the engine and the dataset fill in
 
 
 def with_overrides(options: FetchOptions, overrides: dict | None) -> FetchOptions:
@@ -179,6 +182,7 @@ class FetchOptions:
     max_backoff: float = 120.0
     max_retry_after: float = 900.0  # longest Retry-After waited out (--max-wait); a longer one defers the job
     max_bytes: int = 50_000_000
+    memory: int = 512 << 20  # bytes held at once by bodies and the pixels their checks decode (--memory, in MiB)
     max_pixels: int = images.DEFAULT_MAX_PIXELS
     breaker_window: int = 200  # the circuit breaker looks at this many recent attempts …
     breaker_ratio: float = 0.9  # … and stops the run when this share of them failed
@@ -198,6 +202,8 @@ class FetchOptions:
             raise UserError("--retries must be 0 or more")
         if self.timeout <= 0:
             raise UserError("--timeout must be a positive number of seconds")
+        if self.memory < 1 << 20:
+            raise UserError("--memory must be at least 1 MiB")
 
 
 # (url, event-loop time it was released at) of every request, when set to a list: the client's own schedule, which
@@ -228,6 +234,81 @@ class _Host:
         self.paused_until = 0.0
 
 
+class _Budget:
+    """The bytes that bodies and their checks hold at once, all requests together. A request asks for room before it
+    takes it (a body's Content-Length at once, a body of unknown length a step at a time, then the pixels its check
+    decodes) and waits, first come first served, while there is none. When every request holding room is itself
+    waiting for more, none would ever give any back: the one that has held room longest is let over the budget, so
+    memory peaks at the budget plus one request's body and pixels."""
+
+    STEP = 1 << 20
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self.peak = limit, 0, 0
+        self.holders = 0  # requests holding room
+        self.queue: deque[tuple[_Hold, int, asyncio.Future]] = deque()
+        self._seq = 0
+
+    def _grant(self, hold: _Hold, n: int) -> None:
+        if hold.n == 0:
+            self.holders += 1
+            self._seq += 1
+            hold.seq = self._seq
+        hold.n += n
+        self.used += n
+        self.peak = max(self.peak, self.used)
+
+    def _wake(self) -> None:
+        while self.queue:
+            hold, n, fut = self.queue[0]
+            if fut.done():  # cancelled while waiting
+                self.queue.popleft()
+                continue
+            if self.used + n <= self.limit or self.used == 0:
+                self.queue.popleft()
+            else:
+                waiting = [e for e in self.queue if e[0].n > 0 and not e[2].done()]
+                if len(waiting) < self.holders:
+                    return  # a holder is still working: it will give room back
+                entry = min(waiting, key=lambda e: e[0].seq)
+                self.queue.remove(entry)
+                hold, n, fut = entry
+            self._grant(hold, n)
+            fut.set_result(None)
+
+    async def take(self, hold: _Hold, n: int) -> None:
+        if not self.queue and (self.used + n <= self.limit or self.used == 0):
+            self._grant(hold, n)
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self.queue.append((hold, n, fut))
+        self._wake()
+        await fut  # cancelled: _wake drops the entry; a grant that raced the cancel is held, and given back below
+
+    def give(self, hold: _Hold, n: int) -> None:
+        """Give back part of a hold (a body's chunks, once joined)."""
+        n = min(n, hold.n - 1)  # a hold stays a hold until give_back
+        if n > 0:
+            hold.n -= n
+            self.used -= n
+            self._wake()
+
+    def give_back(self, hold: _Hold) -> None:
+        if hold.n:
+            self.used -= hold.n
+            self.holders -= 1
+            hold.n = 0
+        self._wake()
+
+
+class _Hold:
+    """One request's room in the :class:`_Budget`."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.seq = 0
+
+
 class Fetcher:
     """Runs jobs into a dataset. Use :func:`fetch` unless you are already inside an event loop."""
 
@@ -250,6 +331,7 @@ class Fetcher:
         self._skip: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
         self.deferred: list[Job] = []  # jobs whose server asked for a wait over max_retry_after
+        self.budget = _Budget(self.opts.memory)
 
     # ---- one request
 
@@ -259,9 +341,11 @@ class Fetcher:
             self._hosts[lane] = _Host(limits.get("concurrency", self.opts.per_host), limits.get("rate", self.opts.rate))
         return self._hosts[lane]
 
-    async def _attempt(self, url: str, headers: dict, host: _Host, keep_error_body: bool = False) -> tuple[bytes, dict]:
+    async def _attempt(self, url: str, headers: dict, host: _Host, keep_error_body: bool = False,
+                       hold: _Hold | None = None) -> tuple[bytes, dict]:
         """One GET. Raises :class:`_Outcome` unless the answer is 200 with an acceptable body; with
-        ``keep_error_body`` the outcome of a non-200 answer carries its body (a page's check may recognise it)."""
+        ``keep_error_body`` the outcome of a non-200 answer carries its body (a page's check may recognise it).
+        With ``hold``, the body's bytes are reserved in the budget before they are read."""
         session = self._session
         loop = asyncio.get_running_loop()
         async with host.sem:
@@ -294,14 +378,24 @@ class Fetcher:
                     if length and length.isdigit():
                         if int(length) > self.opts.max_bytes:
                             raise _Outcome(f"body too large ({int(length)} bytes)", False, permanent=True, status=200)
-                        return await resp.read(), meta
+                        if hold is None:
+                            return await resp.read(), meta
+                        await self.budget.take(hold, 2 * int(length))  # the chunks, and their join
+                        body = await resp.read()
+                        self.budget.give(hold, int(length))
+                        return body, meta
                     chunks, size = [], 0
                     async for chunk in resp.content.iter_chunked(1 << 16):
                         size += len(chunk)
                         if size > self.opts.max_bytes:
                             raise _Outcome(f"body too large (over {self.opts.max_bytes} bytes)", False, True, 200)
+                        while hold is not None and 2 * size > hold.n:  # the body and the join's copy
+                            await self.budget.take(hold, _Budget.STEP)
                         chunks.append(chunk)
-                    return b"".join(chunks), meta
+                    body = b"".join(chunks)
+                    if hold is not None:
+                        self.budget.give(hold, max(0, hold.n - len(body)))
+                    return body, meta
             except _Outcome:
                 raise
             except TimeoutError:
@@ -361,14 +455,18 @@ class Fetcher:
             for attempt in range(1, self.opts.retries + 2):
                 if self.stop.is_set():
                     return
+                hold = _Hold()
                 try:
-                    body, meta = await self._attempt(url, job.headers, host)
+                    body, meta = await self._attempt(url, job.headers, host, hold=hold)
+                    await self.budget.take(hold, _check_cost(body))
                     result = await loop.run_in_executor(pool, self._accept, job, url, body, meta)
                     if result[0] == "bad":  # an error page with status 200 or a damaged body: worth another try
                         out = _Outcome(result[1].split(" (")[0], True, status=200)
                         out.detail = result[1]
                         raise out
                 except _Outcome as out:
+                    body = None
+                    self.budget.give_back(hold)  # before any backoff sleep
                     last = out
                     self._note(False, out.label, url)
                     if out.wait is not None and out.wait > self.opts.max_retry_after:
@@ -386,6 +484,8 @@ class Fetcher:
                         await asyncio.sleep(min(delay, self.opts.max_retry_after))
                         continue
                     break
+                finally:
+                    self.budget.give_back(hold)
                 if result[0] == "duplicate":  # a server answering one placeholder for everything trips the breaker
                     self._note(False, "duplicate body", url)
                     self.counts["duplicate_bodies"] += 1
@@ -463,8 +563,12 @@ class Fetcher:
         """In a worker thread: validate the body (full decode), then store it unless the same bytes are stored.
 
         Returns ``("bad", reason)``, ``("duplicate", first_key)`` or ``("ok", manifest_row_or_None)``."""
+        end = images.image_end(body)
+        trailing = len(body) - end
+        if trailing:  # junk after the image's end (a server's padding, an appended payload) is not stored
+            body = body[:end]
         try:
-            fmt, w, h = _validate(body, self.opts.max_pixels)
+            fmt, w, h = images.verify(body, self.opts.max_pixels)
         except images.ImageError as e:
             return ("bad", str(e))
         sha = hashlib.sha256(body).hexdigest()
@@ -474,7 +578,7 @@ class Fetcher:
             self.ds.fail(job.key, "duplicate body", detail=f"same bytes as {first}", url=url, permanent=True)
             return ("duplicate", first)
         record = {**job.record, "source": self.source, "url": url, "width": w, "height": h, "format": fmt,
-                  "bytes": len(body), **meta}
+                  "bytes": len(body), **meta, **({"trailing_bytes": trailing} if trailing else {})}
         return ("ok", self.ds.add(job.key, body, EXT_OF.get(fmt, fmt), record, sha256=sha))
 
     # ---- the run
@@ -561,6 +665,7 @@ class Fetcher:
             "skipped_known": self.counts["skipped_known"],
             "deferred": self.counts["deferred"],
             "bytes": self.bytes,
+            "memory_peak": self.budget.peak,
             "seconds": round(seconds, 3),
             "rate": round(added / seconds, 1) if seconds > 0 else None,
             "stopped": self.stop_reason,
@@ -591,9 +696,13 @@ def _connection_label(e: BaseException) -> str:
     return "connection reset"
 
 
-def _validate(body: bytes, max_pixels: int) -> tuple[str, int, int]:
-    im = images.decode(body, max_pixels)
-    return images.sniff(body) or (im.format or "").lower(), im.width, im.height
+def _check_cost(body: bytes) -> int:
+    """Bytes of pixels that checking ``body`` decodes at once (:func:`images.verify`: JPEGs at 1/8 scale)."""
+    try:
+        fmt, w, h = images.probe(body)
+    except images.ImageError:
+        return 0  # refused from its header
+    return w * h * 4 // (64 if fmt == "jpeg" else 1)
 
 
 @dataclass
@@ -621,6 +730,7 @@ class FetchSummary(Summary):
     provenance: dict  # where the items came from (catalogues with their sha256, lists, manifests)
     options: dict  # every setting, the source's and the engine's
     deferred: int = 0  # jobs a server asked to wait longer than --max-wait for: tried again at the end
+    memory_peak: int = 0  # most bytes bodies and their checks held at once (bounded by --memory + one body)
     extra: dict = field(default_factory=dict)  # the source's own counts (bricklink's crawl, …), shown at top level
 
     def to_json(self) -> dict:

@@ -1,8 +1,12 @@
 """The only module that decodes and encodes pixels.
 
 * :func:`decode` applies EXIF orientation (pixels upright, as viewers show them) and refuses what is not a whole
-  image — an HTML error page, a truncated body, a decompression bomb — with an :class:`ImageError` whose message
-  is the reason.
+  image — an HTML error page, a truncated body (a JPEG cut short and closed with an end marker included: JPEGs are
+  decoded by libjpeg-turbo through simplejpeg, which reports the premature end that Pillow hides and fills with
+  grey), a GIF whose first frame covers a sliver of its screen, a decompression bomb — with an
+  :class:`ImageError` whose message is the reason. :func:`verify` does the same checks with the least memory.
+* :func:`image_end` finds where an image's own bytes end (PNG, JPEG, GIF, WebP), so junk appended after it is not
+  stored.
 * :func:`to_rgb` turns every mode (palette, grey, LA, RGBA, 16-bit, CMYK) into RGB, compositing alpha onto a
   background colour (white by default: Bitmoji renders are transparent PNGs).
 * :func:`resize` has three modes — ``center-crop``, ``pad`` and ``keep-ratio`` — and uses area averaging (PIL's
@@ -17,11 +21,14 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
+import struct
 import warnings
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 × 8000; anything larger is refused before its pixels are decoded
@@ -85,6 +92,11 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageError(
             f"{w}x{h} = {w * h / 1e6:.0f} Mpx is over the {max_pixels / 1e6:.0f} Mpx limit (decompression bomb?)"
         )
+    if im.format == "GIF" and im.tile:  # the first frame's box: what is outside it is no picture, only background
+        x0, y0, x1, y1 = im.tile[0][1]
+        if (x1 - x0) * (y1 - y0) < w * h / 4:
+            raise ImageError(f"gif whose first frame ({x1 - x0}x{y1 - y0}) covers under a quarter of its {w}x{h} "
+                             "screen")
     return im
 
 
@@ -98,16 +110,101 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
-def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
-    """Format, width and height as displayed (EXIF orientation applied) from the header alone (no pixel decode)."""
-    im = _open(data, max_pixels)
+def _displayed(im: Image.Image, data: bytes) -> tuple[str, int, int]:
     w, h = (im.height, im.width) if _orientation(im) in _TRANSPOSED else (im.width, im.height)
     return (im.format or sniff(data) or "?").lower(), w, h
+
+
+def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
+    """Format, width and height as displayed (EXIF orientation applied) from the header alone (no pixel decode)."""
+    return _displayed(_open(data, max_pixels), data)
+
+
+def pixel_count(data: bytes) -> tuple[str, int]:
+    """Format and width × height from the header (0 when the header is refused): what a decode will hold."""
+    try:
+        fmt, w, h = probe(data)
+    except ImageError:
+        return "", 0
+    return fmt, w * h
 
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Fully decode an image body; the first frame of animations. Raises :class:`ImageError` with the reason."""
     im = _open(data, max_pixels)
+    orientation = _orientation(im)
+    if im.format == "JPEG" and im.mode in ("RGB", "L"):
+        arr = _jpeg(data, "GRAY" if im.mode == "L" else "RGB")
+        out = Image.fromarray(arr[..., 0] if im.mode == "L" else arr, im.mode)
+        out.format = "JPEG"
+        im = out
+    else:
+        if im.format == "JPEG":  # CMYK / YCCK: checked by libjpeg-turbo at 1/8 scale, decoded by Pillow
+            _jpeg(data, "CMYK", small=True)
+        _load(im)
+    if orientation != 1:  # a camera's sideways-stored photo: upright, as every viewer shows it
+        im = im.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else im
+    return im
+
+
+def decode_rgb(data: bytes, background: Sequence[int] = (255, 255, 255),
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An upright H×W×3 RGB uint8 array, with the checks of :func:`decode`. A JPEG goes from libjpeg-turbo's buffer
+    to the array with no Pillow image between (a Pillow RGB image takes 4 bytes a pixel): the least memory for
+    work on large arrays (the detector)."""
+    im = _open(data, max_pixels)
+    orientation = _orientation(im)
+    if im.format == "JPEG" and im.mode in ("RGB", "L"):
+        arr = _jpeg(data, "RGB")  # libjpeg expands grey to the same three equal channels as Pillow's convert
+    else:
+        _load(im)
+        arr = np.asarray(to_rgb(im, background))
+        del im
+    if orientation in _NP_TRANSPOSE:
+        arr = np.ascontiguousarray(_NP_TRANSPOSE[orientation](arr))
+    return arr
+
+
+_NP_TRANSPOSE = {  # the same as _TRANSPOSE, on H×W×C arrays
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1),
+}
+
+
+def verify(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
+    """Format, width and height as displayed, after the same checks as :func:`decode`: a JPEG is decoded at 1/8
+    scale (every byte of it is still read and checked, in 1/64 of the memory), other formats in full. Raises
+    :class:`ImageError` with the reason."""
+    im = _open(data, max_pixels)
+    fmt, w, h = _displayed(im, data)
+    if im.format == "JPEG":
+        _jpeg(data, {"L": "GRAY", "CMYK": "CMYK"}.get(im.mode, "RGB"), small=True)
+    else:
+        _load(im)
+    return fmt, w, h
+
+
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+
+
+def _jpeg(data: bytes, colorspace: str, small: bool = False) -> np.ndarray:
+    """Decode with libjpeg-turbo, refusing a premature end (Pillow pads it with grey and says nothing). Other
+    libjpeg warnings (extraneous bytes before a marker, common in camera files) leave a whole image: accepted."""
+    scale = {"min_width": 1, "min_height": 1} if small else {}
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace=colorspace, strict=True, **scale)
+    except ValueError as e:
+        if "premature end" in str(e).lower():
+            raise ImageError(f"truncated jpeg ({e})") from None
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace=colorspace, strict=False, **scale)
+        except ValueError as e2:
+            raise ImageError(f"corrupt jpeg ({e2})") from None
+
+
+def _load(im: Image.Image) -> None:
     fmt = (im.format or "image").lower()
     try:
         with warnings.catch_warnings():
@@ -122,9 +219,79 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         if "truncated" in msg or isinstance(e, EOFError):
             raise ImageError(f"truncated {fmt} ({msg or 'ends early'})") from None
         raise ImageError(f"corrupt {fmt} ({msg})") from None
-    if _orientation(im) != 1:  # a camera's sideways-stored photo: upright, as every viewer shows it
-        im = ImageOps.exif_transpose(im)
-    return im
+
+
+_JPEG_MARKER = re.compile(rb"\xff+([\x01-\xcf\xd8-\xfe])")  # a marker inside entropy-coded data (not FF00, RSTn)
+
+
+def image_end(data: bytes) -> int:
+    """How many leading bytes of ``data`` are the image: the end of a PNG's IEND chunk, a JPEG's end-of-image marker,
+    a GIF's trailer, a WebP's RIFF length. ``len(data)`` when the structure does not say (BMP, TIFF) or does not
+    parse (the decoder has the last word on damage)."""
+    try:
+        end = {"png": _png_end, "jpeg": _jpeg_end, "gif": _gif_end, "webp": _webp_end}.get(sniff(data) or "")
+        found = end(data) if end else None
+    except (IndexError, ValueError, struct.error):
+        found = None
+    return found if found is not None and 0 < found <= len(data) else len(data)
+
+
+def _png_end(data: bytes) -> int | None:
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        pos += 12 + length
+        if kind == b"IEND":
+            return pos
+    return None
+
+
+def _jpeg_end(data: bytes) -> int | None:
+    pos = 2  # after SOI
+    while pos < len(data):
+        if data[pos] != 0xFF:
+            return None
+        while data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:  # EOI
+            return pos
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
+            continue
+        length = struct.unpack_from(">H", data, pos)[0]
+        pos += length
+        if marker == 0xDA:  # a scan: entropy-coded data runs to the next real marker
+            m = _JPEG_MARKER.search(data, pos)
+            if m is None:
+                return None
+            pos = m.start(1) - 1
+    return None
+
+
+def _gif_end(data: bytes) -> int | None:
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while pos < len(data):
+        block = data[pos]
+        if block == 0x3B:  # trailer
+            return pos + 1
+        if block == 0x21:  # extension: label, then sub-blocks
+            pos += 2
+        elif block == 0x2C:  # image: descriptor, local colour table, LZW code size, then sub-blocks
+            flags = data[pos + 9]
+            pos += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+        else:
+            return None
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    return None
+
+
+def _webp_end(data: bytes) -> int | None:
+    size = struct.unpack_from("<I", data, 4)[0]
+    return 8 + size + (size & 1)
 
 
 def decode_array(data: bytes) -> np.ndarray:

@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from . import images, shardset
 from .datasets import DatasetInput, Sample, TarInput, lookup_field, open_input
 from .fileio import atomic_write
@@ -19,7 +21,8 @@ TOP = 10
 
 @dataclass
 class InspectReport(Summary):
-    OMIT_NONE = ("width_range", "height_range", "splits", "labels", "bad", "failures", "last_run", "warning", "grid")
+    OMIT_NONE = ("width_range", "height_range", "splits", "labels", "bad", "problems", "failures", "last_run",
+                 "warning", "grid")
     path: str
     kind: str  # dataset, folder or shards
     samples: int
@@ -31,6 +34,7 @@ class InspectReport(Summary):
     splits: dict[str, int] | None = None
     labels: dict[str, int] | None = None
     bad: list[dict] | None = None
+    problems: list[dict] | None = None  # problems that lost no sample (a repeated tar member, a bad .json)
     failures: dict[str, int] | None = None  # a dataset folder's failures.jsonl, by reason
     last_run: dict | None = None  # a dataset folder's stats.json
     warning: str | None = None
@@ -54,6 +58,7 @@ class InspectReport(Summary):
         if self.failures:
             out.append("  failures: " + ", ".join(f"{k}: {v}" for k, v in self.failures.items()))
         out += [f"  unreadable: {b['origin']}: {b['reason']}" for b in self.bad or []]
+        out += [f"  problem (nothing lost): {b['origin']}: {b['reason']}" for b in self.problems or []]
         if self.warning:
             out.append(f"  warning: {self.warning}")
         if self.grid:
@@ -97,8 +102,8 @@ def inspect_path(
             ):
                 w, h = rec["width"], rec["height"]
             else:
-                try:
-                    _, w, h = images.probe(s.read())
+                try:  # every byte checked, as shard will (a truncated file has a whole header)
+                    _, w, h = images.verify(s.read())
                 except (images.ImageError, OSError) as e:
                     bad.append({"origin": s.origin, "reason": str(e)})
                     continue
@@ -122,11 +127,12 @@ def inspect_path(
                 j = rng.randrange(good)
                 if j < grid_n:
                     picked[j] = (s, caption)
-    bad.extend({"origin": p.origin, "reason": p.reason} for p in src.problems)
+    bad.extend({"origin": p.origin, "reason": p.reason} for p in src.problems if p.lost)
+    notes = [{"origin": p.origin, "reason": p.reason} for p in src.problems if not p.lost]
 
     n = sum(sizes.values())
     report = InspectReport(
-        path=str(path), kind=src.kind, samples=n, unreadable=len(bad),
+        path=str(path), kind=src.kind, samples=n, unreadable=len(bad), problems=notes[:TOP] or None,
         sizes=[{"width": w, "height": h, "count": c} for (w, h), c in sizes.most_common(TOP)],
         distinct_sizes=len(sizes),
     )
@@ -156,8 +162,10 @@ def inspect_path(
         picked.sort(key=lambda item: item[0].key)
         cells = []
         for s, caption in picked:
-            try:
-                cells.append((images.decode(s.read()), caption))
+            try:  # one full-size image at a time, kept only as its thumbnail
+                thumb = images.to_rgb(images.decode(s.read()))
+                thumb.thumbnail((cell, cell), Image.Resampling.BOX)
+                cells.append((thumb, caption))
             except (images.ImageError, OSError):
                 cells.append((None, f"bad {s.key}"))
         title = f"{path}: {n} samples ({src.kind}), {len(cells)} shown"

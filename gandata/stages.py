@@ -70,6 +70,10 @@ RETRIES = Opt("retries", int, min=0, help="Further tries after a 429, 5xx, timeo
 TIMEOUT = Opt("timeout", float, above=0, help="Seconds per request, connect and read together.")
 MAX_WAIT = Opt("max_wait", float, min=0, help="Longest Retry-After to wait out (default 900 s, or the manifest's "
                "max_wait); a URL asked to wait longer is tried again at the end of the run, then left to a re-run.")
+MEMORY = Opt("memory", int, min=1, help="MiB that image bodies being read and checked may hold at once, all requests "
+             "together (default 512); a request waits for room.")
+WORK_MEMORY = Opt("memory", int, 1024, min=64, help="MiB that decoded images may hold at once, all workers together; "
+                  "a large image waits for room, and one larger than this runs alone.")
 LIMIT = Opt("limit", int, min=1, help="Stop when the dataset holds this many images.")
 WORKERS = Opt("workers", int, 0, min=0, help="Worker threads (0: one per core).")
 DEVICE = Opt("device", str, "auto", choices=("auto", "cpu", "cuda"), help="Where to run.")
@@ -81,8 +85,12 @@ EXTRACTOR_HELP = "inception (the FID standard), tiny-random (tests; meaningless 
 
 
 def _overrides(v: dict) -> dict:
-    return {"concurrency": v["concurrency"], "per_host": v["concurrency"], "rate": v["rate"], "retries": v["retries"],
-            "timeout": v["timeout"], "max_retry_after": v["max_wait"]}
+    return {"concurrency": v["concurrency"], "per_host": v["concurrency"], "rate": v["rate"], **_limits(v)}
+
+
+def _limits(v: dict) -> dict:
+    return {"retries": v["retries"], "timeout": v["timeout"], "max_retry_after": v["max_wait"],
+            "memory": v["memory"] << 20 if v["memory"] else None}
 
 
 def _base_url(v: dict, ctx: Context) -> str | None:
@@ -128,8 +136,7 @@ def _fetch_bricklink(v: dict, ctx: Context) -> Summary:
         categories_file=v["categories_file"], categories=v["categories"], limit=v["limit"],
         refresh_list=v["refresh_list"], manifest_file=v["manifest"], base_url=_base_url(v, ctx), delay=v["delay"],
         image_concurrency=v["concurrency"], image_rate=v["rate"],
-        overrides={"retries": v["retries"], "timeout": v["timeout"], "max_retry_after": v["max_wait"]},
-        progress=ctx.progress)
+        overrides=_limits(v), progress=ctx.progress)
 
 
 def _fetch_rebrickable(v: dict, ctx: Context) -> Summary:
@@ -147,7 +154,7 @@ def _fetch_weights(v: dict, ctx: Context) -> Summary:
     return fetch_weights(v["url"] or inception.WEIGHTS_URL, v["out"], progress=ctx.progress)
 
 
-ENGINE = (BASE_URL, CONCURRENCY, RATE, RETRIES, TIMEOUT, MAX_WAIT)
+ENGINE = (BASE_URL, CONCURRENCY, RATE, RETRIES, TIMEOUT, MAX_WAIT, MEMORY)
 
 FETCH = [
     Stage(("fetch", "bitmoji"), "Bitmoji avatars from the public trait-preview (or comic) render URLs. Research use "
@@ -208,7 +215,7 @@ FETCH = [
            Opt("concurrency", int, min=1, help="Image requests in flight (default: the manifest's)."),
            Opt("rate", float, min=0, flags=("--rate", "--image-rate"),
                help="Image requests per second (default 4; 0: no pacing); listing pages follow --delay."),
-           RETRIES, TIMEOUT, MAX_WAIT),
+           RETRIES, TIMEOUT, MAX_WAIT, MEMORY),
           _fetch_bricklink, "fetch", ("source", "bricklink")),
     Stage(("fetch", "rebrickable"), "LEGO minifigure images listed in Rebrickable's bulk CSV, with names and part "
           "counts.",
@@ -246,7 +253,7 @@ def _crop(lego: bool) -> Callable[[dict, Context], Summary]:
             lego=lego, size=v["size"], margin=v["margin"], edge=v["edge"], pad_color=v["pad_color"],
             background=v["background"], min_face=v["min_face"], scale_factor=v["scale_factor"],
             min_neighbors=v["min_neighbors"], min_size=v["min_size"], equalize=v["equalize"],
-            detect_size=v["detect_size"], workers=v["workers"], image_format=v["format"],
+            detect_size=v["detect_size"], workers=v["workers"], memory=v["memory"], image_format=v["format"],
             **({"locator": v["locator"]} if lego else {}))
         return crop(src, _dataset_out(v, ctx, dataset, "faces"), options, cascade=v["cascade"],
                     base_url=_base_url(v, ctx), debug_grid=v["debug_grid"], progress=ctx.progress)
@@ -274,7 +281,7 @@ def _crop_options(lego: bool) -> tuple[Opt, ...]:
         Opt("detect_size", int, 1024, min=64, help="Detect on a copy scaled down to this long side when larger."),
         Opt("cascade", PATH_TYPE, help="A local lbpcascade_animeface.xml (default: downloaded once, verified, "
             "cached)."),
-        WORKERS,
+        WORKERS, WORK_MEMORY,
         Opt("debug_grid", PATH_TYPE, help="Write a contact sheet of source images with their boxes drawn."),
         Opt("format", str, "png", choices=("png", "jpg", "webp"), help="Format of the crops."),
         *((Opt("locator", str, "auto", choices=("auto", "layout"),
@@ -333,7 +340,7 @@ def _shard(v: dict, ctx: Context) -> Summary:
         size=v["size"], resize=v["resize"], image_format=v["format"], quality=v["quality"],
         background=v["background"], pad_color=v["pad_color"], val_fraction=v["val_fraction"], seed=v["seed"],
         maxcount=v["maxcount"], min_shards=v["min_shards"], dedupe=v["dedupe"], threshold=v["threshold"],
-        label_field=v["label_field"], workers=v["workers"])
+        label_field=v["label_field"], workers=v["workers"], memory=v["memory"])
     src = v["src"] or ([ctx.current] if ctx.current else None)
     if ctx.pipeline and not src:
         src = [str(ctx.data_dir / ctx.dataset / "raw")]
@@ -382,7 +389,7 @@ SHARD = Stage(
          help="exact (identical pixels), near (perceptual hash within --threshold) or none."),
      Opt("threshold", int, 8, min=0, max=32, help="--dedupe near: bits of gandata-phash-v1 that may differ."),
      Opt("label_field", str, help="Record field whose values become class labels (.cls)."),
-     Opt("workers", int, 0, min=0, help="Threads for decoding and resizing (0: one per core).")),
+     Opt("workers", int, 0, min=0, help="Threads for decoding and resizing (0: one per core)."), WORK_MEMORY),
     _shard, "shard")
 
 # ---------------------------------------------------------------------------------------------- inspect

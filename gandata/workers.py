@@ -5,14 +5,20 @@ hashlib and zlib release the GIL for their heavy parts, so threads scale with co
 most ``window`` in flight (memory stays flat however large the input), and gives the results back in input order,
 so what a stage writes does not depend on thread timing. A job already answered (a cache hit, a refusal) is passed
 as :class:`Done` and keeps its place in the order.
+
+:class:`MemoryBudget` bounds what the jobs' decoded pixels hold at once: a job takes room for its image before it
+decodes it and waits while there is none, so a folder of 8000² images runs as many at a time as fit, not one per
+worker.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -26,6 +32,29 @@ class Done(Generic[R]):
 
     def __init__(self, value: R):
         self.value = value
+
+
+class MemoryBudget:
+    """Bytes that worker threads may hold at once (``--memory``). :meth:`hold` waits until the room is free; a job
+    needing more than the whole budget runs once nothing else holds any, so peaks stay within the budget plus one
+    image, and nothing waits forever."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self.peak = limit, 0, 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, n: int) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+            self.used += n
+            self.peak = max(self.peak, self.used)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= n
+                self._cond.notify_all()
 
 
 def cores() -> int:

@@ -89,7 +89,7 @@ def test_crop_box_margins_and_edge_policies():
 def test_cut_pads_instead_of_wrapping_around():
     im = Image.new("RGB", (100, 80), (0, 0, 255))
     im.paste((255, 0, 0), (90, 70, 100, 80))  # a red corner at the bottom right
-    out = cut(im, (-20, -10, 60, 70), (1, 2, 3))
+    out = cut(np.asarray(im), (-20, -10, 60, 70), (1, 2, 3))
     assert out.size == (80, 80)
     assert out.getpixel((0, 0)) == (1, 2, 3) and out.getpixel((19, 9)) == (1, 2, 3)
     assert out.getpixel((20, 10)) == (0, 0, 255)

@@ -369,3 +369,196 @@ def test_a_repeated_tar_member_keeps_the_first_copy_and_is_reported(tmp_path):
     got = {s.key: s.read() for s in src}
     assert got == {"a": first, "b": second}
     assert [p.reason for p in src.problems] == ["member repeated in the tar; the first copy is used"]
+    # nothing was lost: shard lists it without counting a removal; inspect and crop do not call it unreadable
+    s = shard([tar], tmp_path / "out", "rep", ShardOptions(size=16, val_fraction=0.0))
+    assert s.counts["total"] == 2 and s.removed["unreadable"] == 0 and s.input_problems == 1
+    rows = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows] == ["input_problem"]
+    assert json.loads((tmp_path / "out" / "dataset.json").read_text())["input_problems"] == 1
+    from gandata.inspection import inspect_path
+
+    report = inspect_path(tar)
+    assert report.samples == 2 and report.unreadable == 0 and len(report.problems) == 1
+
+
+def test_inspect_counts_what_shard_keeps(tmp_path):
+    """Truncated files have whole headers: inspect checks every byte, as shard does, and the counts agree."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"ok{i}.png").write_bytes(png_bytes(drawn_image(i, (64, 64))))
+    for name, make in TRUNCATED.items():
+        data = make()
+        (folder / f"{make_key(name)}.{images.sniff(data)}").write_bytes(data)
+    from gandata.inspection import inspect_path
+
+    report = inspect_path(folder)
+    s = shard([folder], tmp_path / "out", "t", ShardOptions(size=16, val_fraction=0.0, dedupe="none"))
+    assert report.samples == s.counts["total"] == 6
+    assert report.unreadable == s.removed["unreadable"] == len(TRUNCATED)
+
+
+# ---------------------------------------------------------------------------------------------- memory bounds
+
+
+BUDGET = 4 << 20
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_fetch_memory_is_bounded_by_its_budget_not_by_concurrency(tmp_path, chunked):
+    """20 bodies of ~1.2 MB, 16 requests in flight, a 4 MiB budget: without the budget 16 bodies (and their pixels)
+    would be held at once. The run completes (no deadlock when every holder wants more), and the peak stays within
+    the budget plus one request's body (twice, while its chunks are joined) and pixels."""
+    from aiohttp import web
+
+    from gandata.localserver import LocalServer
+    from gandata.sources.urls import fetch_urls
+
+    rng = np.random.default_rng(0)
+    bodies = [png_bytes(Image.fromarray(rng.integers(0, 256, (400, 1000, 3), np.uint8))) for _ in range(20)]
+
+    async def image(request):
+        body = bodies[int(request.match_info["n"])]
+        if not chunked:
+            return web.Response(body=body, content_type="image/png")
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i in range(0, len(body), 1 << 17):
+            await resp.write(body[i:i + (1 << 17)])
+        await resp.write_eof()
+        return resp
+
+    with LocalServer([("GET", "/img/{n}.png", image)]) as server:
+        lst = tmp_path / "list.txt"
+        lst.write_text("".join(f"{server.url}/img/{i}.png\n" for i in range(20)))
+        s = fetch_urls(lst, "big", tmp_path / "raw", overrides={"concurrency": 16, "per_host": 16, "memory": BUDGET})
+    assert s.accepted == 20 and not s.failures
+    one_request = 2 * max(map(len, bodies)) + 400 * 1000 * 4
+    assert 0 < s.memory_peak <= BUDGET + one_request, s.memory_peak
+
+
+def test_junk_after_an_image_is_not_stored(tmp_path):
+    from aiohttp import web
+
+    from gandata.datasets import Dataset
+    from gandata.localserver import LocalServer
+    from gandata.sources.urls import fetch_urls
+
+    clean = {"png": png_bytes(drawn_image(1, (32, 32)))}
+    for fmt, pil in (("jpg", "JPEG"), ("gif", "GIF"), ("webp", "WEBP")):
+        buf = io.BytesIO()
+        drawn_image(2, (32, 32)).save(buf, pil)
+        clean[fmt] = buf.getvalue()
+
+    async def image(request):
+        fmt = request.match_info["fmt"]
+        return web.Response(body=clean[fmt] + b"\0JUNK" * 20000, content_type="application/octet-stream")
+
+    with LocalServer([("GET", "/img.{fmt}", image)]) as server:
+        lst = tmp_path / "list.txt"
+        lst.write_text("".join(f"{server.url}/img.{f}\n" for f in clean))
+        s = fetch_urls(lst, "junk", tmp_path / "raw", overrides={"retries": 0})
+    assert s.accepted == 4
+    ds = Dataset.open(tmp_path / "raw")
+    for row in ds.rows():
+        fmt = row["url"].rsplit(".", 1)[1]
+        assert (tmp_path / "raw" / row["path"]).read_bytes() == clean[fmt], fmt
+        assert row["trailing_bytes"] == 100000 and row["bytes"] == len(clean[fmt])
+
+
+def _jpeg(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+def _claims(data: bytes, marker: bytes, offset: int, fmt: str, size: tuple[int, int]) -> bytes:
+    """``data`` with the width/height after ``marker`` rewritten to ``size``."""
+    import struct
+
+    out = bytearray(data)
+    at = out.index(marker) + offset
+    w, h = size
+    out[at:at + 4] = struct.pack(fmt, *((h, w) if fmt == ">HH" else (w, h)))
+    return bytes(out)
+
+
+def _tiny_gif_screen() -> bytes:
+    buf = io.BytesIO()
+    Image.new("P", (4, 4), 1).save(buf, "GIF")
+    return _claims(buf.getvalue(), b"GIF8", 6, "<HH", (8000, 8000))
+
+
+_PHOTO = drawn_image(3, (256, 256))
+TRUNCATED = {
+    "half a JPEG closed with an end marker": lambda: (lambda d: d[: len(d) // 2] + b"\xff\xd9")(_jpeg(_PHOTO)),
+    "nine tenths of a progressive JPEG + end marker": lambda: (lambda d: d[: len(d) * 9 // 10] + b"\xff\xd9")(
+        _jpeg(_PHOTO, progressive=True)),
+    "a 600-byte JPEG claiming 7000x7000": lambda: _claims(_jpeg(Image.new("RGB", (16, 16), (200, 10, 10))),
+                                                           b"\xff\xc0", 5, ">HH", (7000, 7000)),
+    "a 42-byte GIF claiming an 8000x8000 screen": _tiny_gif_screen,
+    "half a PNG closed with IEND": lambda: (lambda d: d[: len(d) // 2] + d[-12:])(png_bytes(_PHOTO)),
+}
+
+
+@pytest.mark.parametrize("case", list(TRUNCATED))
+def test_truncated_images_that_end_with_an_end_marker_are_refused(case, tmp_path):
+    data = TRUNCATED[case]()
+    for check in (images.decode, images.verify):
+        with pytest.raises(images.ImageError, match="truncated|covers under"):
+            check(data)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / f"bad.{images.sniff(data)}").write_bytes(data)
+    (tmp_path / "in" / "good.png").write_bytes(png_bytes(_PHOTO))
+    s = shard([tmp_path / "in"], tmp_path / "out", "t", ShardOptions(size=32, val_fraction=0.0))
+    assert s.counts["train"] == 1 and s.removed["unreadable"] == 1
+
+
+def test_whole_jpegs_decode_to_the_same_pixels_as_pillow():
+    for im in (_PHOTO, _PHOTO.convert("L"), _PHOTO.convert("CMYK")):
+        data = _jpeg(im)
+        ours = images.decode(data)
+        assert ours.mode == im.mode and np.array_equal(np.asarray(ours), np.asarray(Image.open(io.BytesIO(data))))
+        assert images.verify(data) == ("jpeg", 256, 256)
+
+
+def test_a_memory_budget_lets_through_what_fits_and_a_giant_alone():
+    import threading
+    import time
+
+    from gandata.workers import MemoryBudget
+
+    budget = MemoryBudget(1000)
+    running, most = [], []
+    lock = threading.Lock()
+
+    def job(n):
+        with budget.hold(n):
+            with lock:
+                running.append(n)
+                most.append(sum(running))
+            time.sleep(0.02)
+            with lock:
+                running.remove(n)
+
+    threads = [threading.Thread(target=job, args=(n,)) for n in [300] * 6 + [2000] + [300] * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)  # nothing waits forever, the giant included
+    assert budget.used == 0 and budget.peak == max(most)
+    assert all(m <= 1000 or m == 2000 for m in most)  # what fits shares; the giant ran alone
+
+
+def test_the_memory_budget_changes_no_output_byte(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(8):  # 4 of 7 Mpx (70 MB each at shard's 10 bytes a pixel: each runs alone in 64 MiB), 4 small
+        (folder / f"{i}.png").write_bytes(png_bytes(drawn_image(i, (2600 + i, 2700) if i % 2 else (96 + 8 * i, 80))))
+    tight = shard([folder], tmp_path / "a", "t", ShardOptions(size=16, val_fraction=0.2, memory=64, workers=2))
+    roomy = shard([folder], tmp_path / "b", "t", ShardOptions(size=16, val_fraction=0.2, workers=2))
+    assert tight.counts == roomy.counts
+    for f in sorted((tmp_path / "a").glob("*.tar")):
+        assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes()
