@@ -39,7 +39,7 @@ from .errors import UserError
 from .fileio import JsonlLog, atomic_write, read_jsonl
 from .progress import Progress
 from .summary import Summary
-from .workers import Done, cores, ordered
+from .workers import Done, MemoryBudget, cores, ordered
 
 HASH_NAME = "gandata-phash-v1"
 DEFAULT_THRESHOLD = 8  # see the README: edits measured at 0–8 bits, distinct images at 18 and more
@@ -257,11 +257,18 @@ class HashCache:
         self.close()
 
 
-def _hash_sample_of(s: Sample, data: bytes | None) -> tuple[int, int, int] | str:
+BYTES_PER_PIXEL = 10  # what a pixel holds while it is hashed: Pillow's RGB image, its grey copy, float32 grey
+
+
+def _hash_sample_of(s: Sample, data: bytes | None, budget: MemoryBudget | None = None) -> tuple[int, int, int] | str:
     try:
-        return _hash_sample(data if data is not None else s.read())
+        data = data if data is not None else s.read()
     except OSError as e:
         return f"cannot read ({e.strerror or e})"
+    if budget is None:
+        return _hash_sample(data)
+    with budget.hold(images.pixel_count(data)[1] * BYTES_PER_PIXEL):
+        return _hash_sample(data)
 
 
 def _hash_sample(data: bytes) -> tuple[int, int, int] | str:
@@ -273,11 +280,13 @@ def _hash_sample(data: bytes) -> tuple[int, int, int] | str:
 
 
 def hash_inputs(
-    srcs: list[str | os.PathLike], progress: bool = False, workers: int = 0
+    srcs: list[str | os.PathLike], progress: bool = False, workers: int = 0, memory: int = 1024
 ) -> tuple[list[dict], list[dict]]:
     """``[{key, origin, phash, width, height}]`` for every readable sample, and the unreadable ones. Hashes come
-    from the :class:`HashCache` when a file was hashed before (by dedupe or shard); inputs are only read."""
+    from the :class:`HashCache` when a file was hashed before (by dedupe or shard); inputs are only read. Decoded
+    pixels share a budget of ``memory`` MiB."""
     rows, bad = [], []
+    budget = MemoryBudget(memory << 20)
     inputs = [open_input(s) for s in srcs]
     total = sum(x.count_hint() or 0 for x in inputs) or None
     with Progress("hash", total, enabled=progress) as prog, HashCache() as cache:
@@ -297,7 +306,7 @@ def hash_inputs(
                                      "height": hit[2]})
                         prog.advance(1, cached=1)
                         continue
-                    yield (s, sha), partial(_hash_sample_of, s, data)
+                    yield (s, sha), partial(_hash_sample_of, s, data, budget)
 
             for (s, sha), res in ordered(jobs(), workers or cores(), 64, name="hash"):
                 if isinstance(res, str):
@@ -349,13 +358,14 @@ def dedupe(
     grid: str | os.PathLike | None = None,
     grid_clusters: int = 12,
     progress: bool = False,
+    memory: int = 1024,
 ) -> DedupeSummary:
     """Find near-duplicate clusters across ``srcs`` (nothing is changed); write a JSONL report and a contact sheet."""
     if not 0 <= threshold <= 32:
         raise UserError(f"--threshold must be 0-32 bits (got {threshold}); {DEFAULT_THRESHOLD} is the default")
     if not srcs:
         raise UserError("name at least one dataset folder, folder of images, or shards")
-    rows, bad = hash_inputs(list(srcs), progress)
+    rows, bad = hash_inputs(list(srcs), progress, memory=memory)
     seen: dict[str, str] = {}
     for r in rows:
         if r["key"] in seen:
@@ -402,8 +412,10 @@ def _cluster_sheet(ordered: list[list[dict]], srcs: list, path: str | os.PathLik
     for s in srcs:
         for sample in open_input(s):
             if sample.key in wanted and sample.key not in pictures:
-                try:
-                    pictures[sample.key] = images.decode(sample.read())
+                try:  # one full-size image at a time, kept only as its thumbnail
+                    thumb = images.to_rgb(images.decode(sample.read()))
+                    thumb.thumbnail((112, 112), Image.Resampling.BOX)
+                    pictures[sample.key] = thumb
                 except (images.ImageError, OSError):
                     pass
     cells = []

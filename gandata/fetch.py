@@ -357,7 +357,8 @@ class Fetcher:
             if slot > now:
                 await asyncio.sleep(slot - now)
             try:
-                async with session.get(url, headers=headers or None, allow_redirects=True, max_redirects=5) as resp:
+                async with (asyncio.timeout(self.opts.timeout) as deadline,
+                            session.get(url, headers=headers or None, allow_redirects=True, max_redirects=5) as resp):
                     status = resp.status
                     if status != 200:
                         wait = parse_retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
@@ -380,7 +381,7 @@ class Fetcher:
                             raise _Outcome(f"body too large ({int(length)} bytes)", False, permanent=True, status=200)
                         if hold is None:
                             return await resp.read(), meta
-                        await self.budget.take(hold, 2 * int(length))  # the chunks, and their join
+                        await self._room(deadline, hold, 2 * int(length))  # the chunks, and their join
                         body = await resp.read()
                         self.budget.give(hold, int(length))
                         return body, meta
@@ -390,7 +391,7 @@ class Fetcher:
                         if size > self.opts.max_bytes:
                             raise _Outcome(f"body too large (over {self.opts.max_bytes} bytes)", False, True, 200)
                         while hold is not None and 2 * size > hold.n:  # the body and the join's copy
-                            await self.budget.take(hold, _Budget.STEP)
+                            await self._room(deadline, hold, _Budget.STEP)
                         chunks.append(chunk)
                     body = b"".join(chunks)
                     if hold is not None:
@@ -412,6 +413,15 @@ class Fetcher:
                 raise _Outcome(_connection_label(e), True) from None
             except aiohttp.ClientResponseError as e:
                 raise _Outcome(f"bad response ({e.message})", True) from None
+
+    async def _room(self, deadline: asyncio.Timeout, hold: _Hold, n: int) -> None:
+        """Wait for room in the memory budget; the wait does not count against the request's --timeout (the server
+        is not the one keeping us waiting, and aiohttp stops reading the socket meanwhile)."""
+        loop = asyncio.get_running_loop()
+        left = deadline.when() - loop.time()
+        deadline.reschedule(None)
+        await self.budget.take(hold, n)
+        deadline.reschedule(loop.time() + left)
 
     def _backoff(self, attempt: int) -> float:
         return min(self.opts.max_backoff, self.opts.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
@@ -596,7 +606,7 @@ class Fetcher:
         pool = ThreadPoolExecutor(max_workers=self.opts.validate_threads or None, thread_name_prefix="fetch")
         connector = aiohttp.TCPConnector(limit=self.opts.concurrency, limit_per_host=self.opts.per_host,
                                          ttl_dns_cache=300)
-        timeout = aiohttp.ClientTimeout(total=self.opts.timeout)
+        timeout = aiohttp.ClientTimeout(total=None)  # each request's --timeout is its own deadline (_attempt)
         headers = {"User-Agent": self.opts.user_agent, **self.opts.headers}
         want = None if target is None else target - start_total
         label = f"fetch {self.source}"

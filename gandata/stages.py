@@ -314,7 +314,8 @@ CROP = [
 def _dedupe(v: dict, ctx: Context) -> Summary:
     from .dedupe import dedupe
 
-    return dedupe(v["src"], threshold=v["threshold"], report=v["report"], grid=v["grid"], progress=ctx.progress)
+    return dedupe(v["src"], threshold=v["threshold"], report=v["report"], grid=v["grid"], progress=ctx.progress,
+                  memory=v["memory"])
 
 
 class ShardAll(Summary):
@@ -361,7 +362,7 @@ DEDUPE = Stage(
     (Opt("src", LIST, required=True, argument=True, help="Dataset folders, image folders or shards."),
      Opt("threshold", int, 8, min=0, max=32, help="Bits of gandata-phash-v1 that may differ."),
      Opt("report", PATH_TYPE, help="Write every clustered sample as JSONL (kept or not, and why)."),
-     Opt("grid", PATH_TYPE, help="Write a contact sheet of the largest clusters, one a row.")),
+     Opt("grid", PATH_TYPE, help="Write a contact sheet of the largest clusters, one a row."), WORK_MEMORY),
     _dedupe, data_dir_flag=False)
 
 SHARD = Stage(
