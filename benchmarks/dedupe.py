@@ -1,13 +1,13 @@
-"""Benchmark: the near-duplicate search on 200 000 hashes, and hashing real images.
+"""Benchmark: the near-duplicate search at growing sizes, and hashing real images.
 
-    python benchmarks/dedupe.py                          # 200 000 hashes, threshold 8, brute force in full
-    python benchmarks/dedupe.py --n 100000 --brute-n 20000
+    python benchmarks/dedupe.py                          # 200 000, 1 000 000 and 2 000 000 hashes, threshold 8
+    python benchmarks/dedupe.py --n 200000 --brute-n 200000
     python benchmarks/dedupe.py --imagededup /path/to/venv/bin/python   # also imagededup's PHash, if installed
 
 1. Search: n random 64-bit hashes plus planted near pairs (1 in 20 hashes has a copy 0…threshold bits away);
-   gandata's multi-index search vs a brute-force numpy baseline (XOR + popcount of each hash against all later
-   ones). With --brute-n below n, the baseline runs on the first brute-n hashes and is extrapolated as n².
-   Both must return the same pairs (checked on the brute-forced subset).
+   gandata's multi-index search (each size in its own process: wall time, CPU time, peak RSS, the plan and the
+   cost model's estimate) vs a brute-force numpy baseline (XOR + popcount of each hash against all later ones) on
+   the first --brute-n hashes, extrapolated as n². Both must return the same pairs on that subset.
 2. Hashing: hashes/s of gandata-phash-v1 over real images (the anime tiles, repeated), decode included, in worker
    threads as `gandata dedupe` runs it; and imagededup's PHash.encode_image on the same files when a Python with
    imagededup is given (it pulls torch, so it lives in its own virtual environment).
@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,10 +46,44 @@ def planted(n: int, threshold: int, seed: int = 0) -> np.ndarray:
     return base
 
 
+def model_seconds(n: int, threshold: int) -> float | None:
+    """The planner's own estimate (one thread) of the search it plans."""
+    plan = dd._plan(n, threshold)
+    if plan is None:
+        return None
+    m, r = plan
+    ns = 0.0
+    for w in dd._widths(m):
+        ball = dd._ball(w, r) - 1
+        ns += (n * dd.ITEM_NS + (1 << w) * dd.BUCKET_NS + n * ball / 2 * dd.PROBE_NS
+               + n * n * (ball + 1) / (1 << w) / 2 * dd.CANDIDATE_NS)
+    return ns / 1e9
+
+
+def search_once(n: int, threshold: int, brute_n: int) -> dict:
+    h = planted(n, threshold)
+    t0, c0 = time.perf_counter(), time.process_time()
+    pairs = dd.near_pairs(h, threshold)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    bn = min(brute_n, n)
+    t0 = time.perf_counter()
+    brute = dd.brute_pairs(h[:bn], threshold)
+    t_brute = (time.perf_counter() - t0) * (n / bn) ** 2
+    sub = pairs[(pairs[:, 0] < bn) & (pairs[:, 1] < bn)]
+    return {
+        "hashes": n, "threshold": threshold, "plan_blocks_radius": dd._plan(n, threshold), "pairs": len(pairs),
+        "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss // 1024, "model_s_one_thread": round(model_seconds(n, threshold) or 0, 2),
+        "brute_force_s" + ("" if bn == n else "_extrapolated"): round(t_brute, 1), "brute_force_hashes": bn,
+        "speedup": round(t_brute / wall, 1), "same_pairs_as_brute_force": bool(np.array_equal(sub, brute)),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=200_000)
-    ap.add_argument("--brute-n", type=int, default=None, help="hashes for the brute-force baseline (default: all)")
+    ap.add_argument("--n", default="200000,1000000,2000000", help="sizes, comma-separated")
+    ap.add_argument("--brute-n", type=int, default=50_000, help="hashes for the brute-force baseline")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--threshold", type=int, default=dd.DEFAULT_THRESHOLD)
     ap.add_argument("--images", type=Path, default=SHARED / "anime")
     ap.add_argument("--copies", type=int, default=25)
@@ -55,30 +91,16 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=HERE / ".work-dedupe")
     args = ap.parse_args()
 
-    h = planted(args.n, args.threshold)
-    t0 = time.perf_counter()
-    pairs = dd.near_pairs(h, args.threshold)
-    t_mih = time.perf_counter() - t0
-    bn = args.brute_n or args.n
-    t0 = time.perf_counter()
-    brute = dd.brute_pairs(h[:bn], args.threshold)
-    t_brute = time.perf_counter() - t0
-    t_brute_full = t_brute * (args.n / bn) ** 2
-    sub = pairs[(pairs[:, 0] < bn) & (pairs[:, 1] < bn)]
-    result = {
-        "search": {
-            "hashes": args.n,
-            "threshold": args.threshold,
-            "plan_blocks_radius": dd._plan(args.n, args.threshold),
-            "pairs_found": len(pairs),
-            "gandata_s": round(t_mih, 2),
-            "brute_force_s": round(t_brute_full, 1) if bn == args.n else None,
-            "brute_force_s_extrapolated": round(t_brute_full, 1) if bn < args.n else None,
-            "brute_force_hashes": bn,
-            "speedup": round(t_brute_full / t_mih, 1),
-            "same_pairs_as_brute_force": bool(np.array_equal(sub, brute)),
-        },
-    }
+    if args.one:
+        print(json.dumps(search_once(args.one, args.threshold, args.brute_n)))
+        return
+    result = {"search": []}
+    for n in (int(x) for x in args.n.split(",")):
+        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--threshold", str(args.threshold),
+                              "--brute-n", str(args.brute_n)], capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout)
+        print(row, flush=True)
+        result["search"].append(row)
 
     src = args.work / "images"
     shutil.rmtree(src, ignore_errors=True)
@@ -88,6 +110,8 @@ def main() -> None:
         for p in originals:
             shutil.copy(p, src / f"c{i:03d}_{p.name}")
     n_img = len(originals) * args.copies
+    os.environ["GANDATA_CACHE"] = str(args.work / "cache")  # an empty hash cache: every image is decoded
+    shutil.rmtree(args.work / "cache", ignore_errors=True)
     t0 = time.perf_counter()
     rows, _ = dd.hash_inputs([src])
     t_hash = time.perf_counter() - t0

@@ -8,7 +8,8 @@ the median of the 63 AC coefficients; bit 0 is the most significant. It is writt
 **The search** finds every pair within ``threshold`` bits without comparing all pairs (multi-index hashing): the 64
 bits are cut into *m* blocks; two hashes within *t* bits agree within ⌊t/m⌋ bits on at least one block (pigeonhole),
 so each block's value is looked up, with every variant within ⌊t/m⌋ flipped bits, in a dense bucket table, and only
-those candidates are checked with a popcount. *m* is chosen by a cost model from the number of hashes and *t*.
+those candidates are checked with a popcount. *m* is chosen by a cost model of measured per-probe and
+per-candidate costs from the number of hashes and *t* (brute force when that is cheaper).
 ``brute_pairs`` compares all pairs and is the test oracle.
 
 **Clusters** are the connected components of the near pairs; each keeps one representative (largest source
@@ -24,6 +25,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from itertools import combinations
@@ -84,38 +86,65 @@ def _sorted_pairs(pairs: np.ndarray) -> np.ndarray:
     return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
 
 
-def _masks(bits: int, radius: int) -> np.ndarray:
-    """Every value of ``bits`` bits with at most ``radius`` bits set."""
-    masks = [0]
-    for r in range(1, radius + 1):
-        masks += [sum(1 << b for b in combo) for combo in combinations(range(bits), r)]
-    return np.array(masks, dtype=np.int64)
+# Costs measured on the 2-core development machine (benchmarks/dedupe.py prints the split): one probe (an XOR, a
+# gather from the bucket-count table, a compress) and one candidate (its hashes gathered, XOR, popcount, compare)
+# in nanoseconds; sorting one item into a block's buckets; one bucket of a table; one pair compared by brute force.
+PROBE_NS, CANDIDATE_NS, ITEM_NS, BUCKET_NS, BRUTE_NS = 3.3, 10.0, 150.0, 4.0, 0.45
+MAX_TABLE_BITS = 24  # a block's tables: 2^24 buckets × 17 bytes = 285 MB
 
 
-def _plan(n: int, threshold: int) -> tuple[int, int]:
-    """(blocks, radius per block) minimising lookups + expected candidates, with tables of at most 2^24 buckets."""
-    best = None
+def _widths(m: int) -> list[int]:
+    """64 bits cut into ``m`` blocks as equal as possible, widest first."""
+    return [64 // m + (i < 64 % m) for i in range(m)]
+
+
+def _ball(bits: int, radius: int) -> int:
+    return sum(math.comb(bits, k) for k in range(radius + 1))
+
+
+def _plan(n: int, threshold: int) -> tuple[int, int] | None:
+    """(blocks, radius per block) of the cheapest multi-index search by the measured costs above, or None when
+    comparing all pairs is cheaper (few hashes, or a threshold so loose that no block is selective). With *m* blocks
+    and radius ⌊t/m⌋, m·(⌊t/m⌋+1) > t, so two hashes within *t* bits are within the radius on some block. Each
+    item probes half its radius ball (see :func:`_probe_groups`) and finds, per probe, the bucket's items."""
+    best: tuple[float, int, int] | None = (n * (n - 1) / 2 * BRUTE_NS, 0, 0)
     for m in range(1, 65):
-        bits = math.ceil(64 / m)
-        if bits > 24:
+        widths = _widths(m)
+        if widths[0] > MAX_TABLE_BITS:
             continue
         r = threshold // m
-        probes = sum(math.comb(bits, k) for k in range(r + 1))
-        cost = m * probes * n * (1 + n / 2**bits) + m * 2**bits
-        if best is None or cost < best[0]:
+        cost = 0.0
+        for w in widths:
+            ball = _ball(w, r) - 1
+            cost += n * ITEM_NS + (1 << w) * BUCKET_NS + n * ball / 2 * PROBE_NS
+            cost += n * n * (ball + 1) / (1 << w) / 2 * CANDIDATE_NS
+        if cost < best[0]:
             best = (cost, m, r)
-    return best[1], best[2]
+    return None if best[1] == 0 else (best[1], best[2])
 
 
-def near_pairs(hashes: np.ndarray, threshold: int) -> np.ndarray:
-    """Every pair (i < j) of ``hashes`` within ``threshold`` bits (multi-index hashing). Shape (k, 2), sorted."""
+def _probe_groups(width: int, radius: int) -> list[tuple[int, np.ndarray]]:
+    """The non-zero masks of at most ``radius`` bits, grouped by their highest set bit *p*. Two block values that
+    differ by mask *x* are found once: from the one whose bit *p* = top(*x*) is 0 (only those items probe group *p*)."""
+    out = []
+    for p in range(width):
+        masks = [1 << p]
+        for k in range(1, radius):
+            masks += [(1 << p) | sum(1 << b for b in combo) for combo in combinations(range(p), k)]
+        out.append((p, np.array(masks, dtype=np.uint32)))
+    return out
+
+
+def near_pairs(hashes: np.ndarray, threshold: int, blocks: int | None = None) -> np.ndarray:
+    """Every pair (i < j) of ``hashes`` within ``threshold`` bits (multi-index hashing). Shape (k, 2), sorted.
+    ``blocks`` forces the number of blocks (tests; default: the planner's choice)."""
     h = np.asarray(hashes, dtype=np.uint64)
     if threshold < 0:
         raise ValueError("threshold must be 0 or more")
     if len(h) < 2:
         return np.empty((0, 2), np.int64)
     uniq, inverse = np.unique(h, return_inverse=True)
-    up = _unique_pairs(uniq, threshold)
+    up = _unique_pairs(uniq, threshold, blocks=blocks)
     if len(uniq) == len(h):  # no repeated hash: unique index → item index
         item = np.empty(len(h), np.int64)
         item[inverse] = np.arange(len(h))
@@ -132,45 +161,99 @@ def near_pairs(hashes: np.ndarray, threshold: int) -> np.ndarray:
     return _sorted_pairs(np.unique(pairs, axis=0))
 
 
-def _unique_pairs(h: np.ndarray, threshold: int) -> np.ndarray:
-    """Pairs of distinct hashes within ``threshold`` bits. For each block, a chunk of items (taken in bucket order,
-    so that neighbouring rows probe neighbouring buckets and the table stays in cache) × every probe mask is tested
-    at once against a table of occupied buckets; only hits are looked up and checked with a popcount."""
-    n = len(h)
-    m, r = _plan(n, threshold)
-    bits = math.ceil(64 / m)
-    seen = []
-    for b in range(m):
-        lo = b * bits
-        width = min(bits, 64 - lo)
-        if width <= 0:
-            break
+class _Block:
+    """One block of bits of every hash, in bucket order: ``order`` (item of each position), ``vs`` (block value of
+    each position), ``hs`` (hash of each position), and per bucket its item count (``count``, capped at 255: only
+    0, 1 and "more" matter), first position (``start``) and first item's hash (``head``)."""
+
+    def __init__(self, h: np.ndarray, lo: int, width: int):
+        self.width = width
         v = ((h >> np.uint64(64 - lo - width)) & np.uint64((1 << width) - 1)).astype(np.uint32)
-        order = np.argsort(v, kind="stable").astype(np.int64)
-        counts = np.bincount(v, minlength=1 << width).astype(np.int64)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.order = np.argsort(v, kind="stable")
+        self.vs = v[self.order]
+        self.hs = h[self.order]
+        counts = np.bincount(v, minlength=1 << width)
+        self.count = np.minimum(counts, 255).astype(np.uint8)
+        self.counts = counts
+        self.start = (np.cumsum(counts) - counts).astype(np.int64)
+        self.head = np.zeros(1 << width, np.uint64)
         occupied = counts > 0
-        masks = _masks(width, r).astype(np.uint32)
-        vs = v[order]  # items in bucket order: neighbouring rows probe neighbouring buckets, which stays in cache
-        chunk = max(1, (1 << 20) // len(masks))
-        for c0 in range(0, n, chunk):
-            q = (vs[c0 : c0 + chunk, None] ^ masks[None, :]).ravel()
-            flat = np.flatnonzero(occupied[q])
-            if not flat.size:
+        self.head[occupied] = self.hs[self.start[occupied]]
+
+    def same_bucket(self, threshold: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Close pairs (as positions) within one bucket: neighbours k apart in bucket order, for growing k."""
+        found, n, k = [], len(self.vs), 1
+        while k < n:
+            pa = np.flatnonzero(self.vs[k:] == self.vs[:-k])
+            if not pa.size:
+                break
+            _close(found, self.hs, pa, pa + k, self.hs[pa + k], threshold)
+            k += 1
+        return found
+
+    def probe(self, p: int, masks: np.ndarray, threshold: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Close pairs (as positions) between the items whose bit *p* is 0 and the buckets their masks lead to."""
+        found: list[tuple[np.ndarray, np.ndarray]] = []
+        sel = np.flatnonzero(((self.vs >> np.uint32(p)) & np.uint32(1)) == 0)
+        k = len(masks)
+        step = max(1, (1 << 18) // k)  # a few MB of probes at a time
+        for c0 in range(0, len(sel), step):
+            pos = sel[c0 : c0 + step]
+            q = (self.vs[pos, None] ^ masks[None, :]).ravel()
+            c = self.count[q]
+            hit = np.flatnonzero(c != 0)  # (nonzero() on a bool array is several times faster than on bytes)
+            if not hit.size:
                 continue
-            qs = q[flat].astype(np.int64)
-            reps = counts[qs]
-            left = np.repeat(order[c0 + flat // len(masks)], reps)
-            offs = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
-            right = order[np.repeat(starts[qs], reps) + offs]
-            keep = left < right
-            left, right = left[keep], right[keep]
-            close = np.bitwise_count(h[left] ^ h[right]) <= threshold
+            qh, pa = q[hit], pos[hit // k]
+            close = np.bitwise_count(self.hs[pa] ^ self.head[qh]) <= threshold
             if close.any():
-                seen.append(left[close] * n + right[close])
-    if not seen:
+                found.append((pa[close], self.start[qh[close]]))
+            more = np.flatnonzero(c[hit] > 1)  # buckets of several items: the others, one by one
+            if more.size:
+                qm = qh[more]
+                reps = self.counts[qm] - 1
+                offs = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps) + 1
+                pb = np.repeat(self.start[qm], reps) + offs
+                _close(found, self.hs, np.repeat(pa[more], reps), pb, self.hs[pb], threshold)
+        return found
+
+
+def _close(found: list, hs: np.ndarray, pa: np.ndarray, pb: np.ndarray, hb: np.ndarray, threshold: int) -> None:
+    close = np.bitwise_count(hs[pa] ^ hb) <= threshold
+    if close.any():
+        found.append((pa[close], pb[close]))
+
+
+def _unique_pairs(h: np.ndarray, threshold: int, workers: int = 0, blocks: int | None = None) -> np.ndarray:
+    """Pairs of distinct hashes within ``threshold`` bits, by the plan of :func:`_plan`: for each block, the items
+    are put in bucket order, and each probes half its radius ball (grouped by top bit, one task each, run on
+    ``workers`` threads: numpy releases the GIL in these loops); a probe reads the bucket's item count (a byte
+    table that stays in cache) and only a hit reads the bucket's first hash. Positions become item pairs only for
+    the close ones."""
+    n = len(h)
+    plan = _plan(n, threshold) if blocks is None else (blocks, threshold // blocks)
+    if plan is None:
+        return brute_pairs(h, threshold)
+    m, r = plan
+    widths = _widths(m)
+    workers = workers or cores()
+    with ThreadPoolExecutor(workers, thread_name_prefix="near") as pool:
+        los = np.cumsum([0] + widths[:-1])
+        blocks = list(pool.map(lambda a: _Block(h, int(a[0]), a[1]), zip(los, widths)))
+        tasks = [(b, None, None) for b in blocks]
+        if r:
+            tasks += [(b, p, masks) for b in blocks for p, masks in _probe_groups(b.width, r)]
+        tasks.sort(key=lambda t: -(0 if t[2] is None else len(t[2])))  # the longest first
+        results = pool.map(lambda t: (t[0], t[0].same_bucket(threshold) if t[1] is None
+                                      else t[0].probe(t[1], t[2], threshold)), tasks)
+        codes = []
+        for b, found in results:
+            for pa, pb in found:
+                a, c = b.order[pa], b.order[pb]
+                codes.append(np.minimum(a, c) * n + np.maximum(a, c))
+    if not codes:
         return np.empty((0, 2), np.int64)
-    codes = np.unique(np.concatenate(seen))
+    codes = np.unique(np.concatenate(codes))
     return np.stack([codes // n, codes % n], axis=1)
 
 
