@@ -1,7 +1,13 @@
 """Benchmark: images/s of `gandata fetch urls` vs img2dataset on the same local server, URL list and cores.
 
-    python benchmarks/fetch.py                     # 3000 PNGs of 256×256 (≈100 KB), 3 rounds each
-    python benchmarks/fetch.py --n 5000 --rounds 5
+    python benchmarks/fetch.py                     # 3000 PNGs of 256×256 (≈100 KB), 3 rounds each, idle and load 8
+    python benchmarks/fetch.py --n 30000 --rounds 1 --loads 8
+    python benchmarks/fetch.py --all-configs       # also img2dataset without decoding, and resizing to JPEG
+
+``--loads`` runs that many busy-looping processes meanwhile (a loaded machine: the reason a per-file fsync that
+blocks a worker thread costs more than its own time). gandata runs with ``--durability batch`` (the default: files
+fsynced in groups off the worker threads, before their manifest rows) and ``file`` (each file fsynced as it is
+written, the previous behaviour). Wall time, CPU seconds and peak RSS come from GNU time.
 
 A server process (aiohttp.web on 127.0.0.1) serves the PNGs from memory. gandata fetches every URL, decodes every
 body fully to validate it and stores the original bytes. img2dataset runs three ways: doing the same work
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import socket
@@ -88,23 +95,67 @@ def ensure_i2d(venv: Path) -> Path:
     return exe
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, subprocess.CompletedProcess]:
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, float, subprocess.CompletedProcess]:
+    """Wall seconds, CPU seconds, peak RSS in MB, and the run."""
     t0 = time.perf_counter()
-    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    run = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", *cmd], capture_output=True, text=True, env=env)
     dt = time.perf_counter() - t0
     if run.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed:\n{run.stderr[-2000:]}")
-    return dt, run
+    user, sys_, rss = run.stderr.strip().splitlines()[-1].split()
+    return dt, float(user) + float(sys_), int(rss) / 1024, run
+
+
+def busy() -> None:
+    while True:
+        pass
 
 
 def count_files(folder: Path, suffix: str) -> int:
     return sum(1 for p in folder.rglob(f"*{suffix}"))
 
 
+def one_load(args: argparse.Namespace, load: int, gandata: list[str], i2d_common: list[str], i2d_env: dict,
+             configs: dict) -> dict:
+    runs: dict[str, list[tuple]] = {"gandata": [], "gandata (--durability file)": [], **{c: [] for c in configs}}
+    stored: dict[str, int] = {}
+    for r in range(args.rounds):
+        for name in runs:
+            out = args.work / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            if name.startswith("gandata"):
+                extra = ["--durability", "file"] if "file" in name else []
+                dt, cpu, rss, run = timed(gandata + ["--out", str(out), *extra])
+                stored[name] = json.loads(run.stdout)["total"]
+            else:
+                dt, cpu, rss, _ = timed(i2d_common + [f"--output_folder={out}", *configs[name]], i2d_env)
+                stored[name] = count_files(out, ".png") + count_files(out, ".jpg")
+            runs[name].append((dt, cpu, rss))
+            print(f"load {load} round {r + 1} {name}: {dt:.2f} s, {cpu:.1f} CPU s, {rss:.0f} MB, "
+                  f"{stored[name]} stored, {stored[name] / dt:.0f} img/s", flush=True)
+    result = {
+        name: {
+            "median_s": round(statistics.median(t[0] for t in ts), 3),
+            "img_per_s": round(args.n / statistics.median(t[0] for t in ts), 1),
+            "cpu_s": round(statistics.median(t[1] for t in ts), 2),
+            "peak_rss_mb": round(max(t[2] for t in ts)),
+            "stored": stored[name],
+        }
+        for name, ts in runs.items()
+    }
+    g = result["gandata"]["img_per_s"]
+    for name in runs:
+        if name != "gandata":
+            result[name]["gandata_speedup"] = round(g / result[name]["img_per_s"], 2)
+    return {"load": load, "results": result}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--loads", default="0,8", help="busy processes running meanwhile, one setting per pass")
+    ap.add_argument("--all-configs", action="store_true", help="also img2dataset without decoding and resizing")
     ap.add_argument("--work", type=Path, default=HERE / ".work-fetch")
     ap.add_argument("--i2d-venv", type=Path, default=HERE / ".i2d-venv")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
@@ -131,42 +182,24 @@ def main() -> None:
             # the same work as gandata: decode every image (cv2), keep the original bytes
             "img2dataset (decode, keep bytes)": ["--resize_mode=no", "--skip_reencode=True", "--encode_format=png",
                                                  "--encode_quality=6"],
+        }
+        if args.all_configs:
             # less work than gandata: stores whatever arrived, no decode, no validation
-            "img2dataset (no decode)": ["--resize_mode=no", "--disable_all_reencoding=True", "--encode_format=png",
-                                        "--encode_quality=6"],
+            configs["img2dataset (no decode)"] = ["--resize_mode=no", "--disable_all_reencoding=True",
+                                                  "--encode_format=png", "--encode_quality=6"]
             # its usual use: decode, resize to 256, re-encode as JPEG
-            "img2dataset (resize 256, jpg)": ["--image_size=256"],
-        }
-        runs: dict[str, list[float]] = {"gandata": [], **{name: [] for name in configs}}
-        stored: dict[str, int] = {}
-        for r in range(args.rounds):
-            for name in runs:
-                out = args.work / "out"
-                shutil.rmtree(out, ignore_errors=True)
-                if name == "gandata":
-                    dt, run = timed(gandata + ["--out", str(out)])
-                    stored[name] = json.loads(run.stdout)["total"]
-                else:
-                    dt, _ = timed(i2d_common + [f"--output_folder={out}", *configs[name]], i2d_env)
-                    stored[name] = count_files(out, ".png") + count_files(out, ".jpg")
-                runs[name].append(dt)
-                print(
-                    f"round {r + 1} {name}: {dt:.2f} s, {stored[name]} stored, {stored[name] / dt:.0f} img/s",
-                    flush=True,
-                )
-        result = {
-            name: {
-                "median_s": round(statistics.median(t), 3),
-                "img_per_s": round(args.n / statistics.median(t), 1),
-                "stored": stored[name],
-            }
-            for name, t in runs.items()
-        }
-        g = result["gandata"]["img_per_s"]
-        for name in runs:
-            if name != "gandata":
-                result[name]["gandata_speedup"] = round(g / result[name]["img_per_s"], 2)
-        print(json.dumps({"n": args.n, "cores": os.cpu_count(), "rounds": args.rounds, "results": result}, indent=2))
+            configs["img2dataset (resize 256, jpg)"] = ["--image_size=256"]
+        report = []
+        for load in (int(x) for x in args.loads.split(",")):
+            loaders = [multiprocessing.Process(target=busy, daemon=True) for _ in range(load)]
+            for p in loaders:
+                p.start()
+            try:
+                report.append(one_load(args, load, gandata, i2d_common, i2d_env, configs))
+            finally:
+                for p in loaders:
+                    p.kill()
+        print(json.dumps({"n": args.n, "cores": os.cpu_count(), "rounds": args.rounds, "by_load": report}, indent=2))
     finally:
         server.terminate()
         server.wait()

@@ -29,12 +29,13 @@ from typing import Any
 
 from . import shardset
 from .errors import UserError
-from .fileio import FolderLock, JsonlLog, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
+from .fileio import FolderLock, GroupCommit, JsonlLog, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
 
 MANIFEST = "manifest.jsonl"
 FAILURES = "failures.jsonl"
 STATS = "stats.json"
 IMAGES = "images"
+DURABILITY = ("batch", "file", "none")
 
 MAX_KEY_LEN = 96  # `<key>.json` fits a plain USTAR name (100 bytes): ordinary samples need no pax header
 KEY_RE = re.compile(rf"^[a-z0-9_-]{{1,{MAX_KEY_LEN}}}$")
@@ -113,10 +114,13 @@ def is_dataset(path: str | os.PathLike) -> bool:
 class Dataset:
     """A dataset folder. ``Dataset.create`` opens it for writing (resuming what is there); ``Dataset.open`` reads."""
 
-    def __init__(self, root: str | os.PathLike, writable: bool = False, fsync: bool = True):
+    def __init__(self, root: str | os.PathLike, writable: bool = False, durability: str = "batch"):
+        if durability not in DURABILITY:
+            raise UserError(f"--durability must be one of {', '.join(DURABILITY)} (got {durability!r})")
         self.root = Path(root)
         self.writable = writable
-        self.fsync = fsync
+        self.durability = durability
+        self._commit: GroupCommit | None = None
         self._keys: set[str] | None = None
         self._manifest: JsonlLog | None = None
         self._failures: JsonlLog | None = None
@@ -128,9 +132,12 @@ class Dataset:
             self._open_for_writing()
 
     @classmethod
-    def create(cls, root: str | os.PathLike, fsync: bool = True) -> Dataset:
-        """Open (creating if needed) a dataset folder to append to. Keys already in its manifest are done."""
-        return cls(root, writable=True, fsync=fsync)
+    def create(cls, root: str | os.PathLike, durability: str = "batch") -> Dataset:
+        """Open (creating if needed) a dataset folder to append to. Keys already in its manifest are done.
+        ``durability``: ``batch`` (files fsynced in groups, off the writers' threads, before their rows are
+        written), ``file`` (each file fsynced as it is written, then its row) or ``none`` (no fsync: the operating
+        system writes when it likes; after a power loss a row may name a damaged file)."""
+        return cls(root, writable=True, durability=durability)
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> Dataset:
@@ -154,6 +161,8 @@ class Dataset:
         self._keys = {row["key"] for row in self.rows()}
         self._manifest = JsonlLog(self.root / MANIFEST)
         self._failures = JsonlLog(self.root / FAILURES)
+        if self.durability == "batch":
+            self._commit = GroupCommit(lambda lines: [log.append(obj) for log, obj in lines])
 
     # ---- reading
 
@@ -218,7 +227,8 @@ class Dataset:
             raise RuntimeError("dataset opened read-only; use Dataset.create to write")
 
     def add(self, key: str, data: bytes, ext: str, record: dict, sha256: str | None = None) -> dict | None:
-        """Store one accepted sample: its file (atomically), then its manifest row (flushed).
+        """Store one accepted sample: its file (atomically), then its manifest row (flushed) — at once with
+        ``durability`` file or none, once the file is on disk with batch (:class:`GroupCommit`).
 
         ``record`` must hold ``width``, ``height`` and ``source``; ``key``, ``path`` and ``sha256`` are filled in
         (pass ``sha256`` when the caller has already hashed ``data``).
@@ -240,10 +250,13 @@ class Dataset:
             rel = f"{IMAGES}/{_short_hash(key, 2)}/{key}.{ext}"
             path = self.root / rel
             path.parent.mkdir(exist_ok=True)
-            atomic_write(path, data, fsync=self.fsync)
+            atomic_write(path, data, fsync=self.durability == "file")
             row = {"key": key, "path": rel, "sha256": sha256 or hashlib.sha256(data).hexdigest()}
             row.update((k, v) for k, v in record.items() if k not in row)
-            self._manifest.append(row)
+            if self._commit is not None:
+                self._commit.put(path, (self._manifest, row))
+            else:
+                self._manifest.append(row)
             with self._mutex:
                 self._keys.add(key)
             return row
@@ -256,15 +269,16 @@ class Dataset:
         self._need_writable()
         self._failures.append({"key": key, "error": error, **info})
 
-    def journal(self, name: str) -> JsonlLog:
+    def journal(self, name: str) -> JsonlLog | _InOrder:
         """An append-only log a source keeps beside the manifest (``ROOT/<name>.jsonl``), e.g. listing pages already
-        read, so that a re-run neither asks for them again nor loses the items they listed."""
+        read, so that a re-run neither asks for them again nor loses the items they listed. Its lines are written
+        behind the manifest rows added before them (a crop's "parent done" line never outlives its crops' rows)."""
         self._need_writable()
         if not re.match(r"^[a-z][a-z0-9_-]*$", name) or name in ("manifest", "failures"):
             raise ValueError(f"bad journal name {name!r}")
         log = JsonlLog(self.root / f"{name}.jsonl")
         self._journals.append(log)
-        return log
+        return log if self._commit is None else _InOrder(log, self._commit)
 
     def read_journal(self, name: str) -> Iterator[dict]:
         return read_jsonl(self.root / f"{name}.jsonl")
@@ -276,18 +290,32 @@ class Dataset:
         atomic_write_json(self.root / STATS, stats)
 
     def close(self) -> None:
-        for log in (self._manifest, self._failures, *self._journals):
-            if log is not None:
-                log.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        try:
+            if self._commit is not None:
+                self._commit.close()  # the rows still waiting for their files to be on disk
+        finally:
+            for log in (self._manifest, self._failures, *self._journals):
+                if log is not None:
+                    log.close()
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def __enter__(self) -> Dataset:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _InOrder:
+    """A journal whose appends queue behind the rows waiting in a :class:`GroupCommit`."""
+
+    def __init__(self, log: JsonlLog, commit: GroupCommit):
+        self._log, self._commit = log, commit
+
+    def append(self, obj: dict) -> None:
+        self._commit.put(None, (self._log, obj))
 
 
 # ------------------------------------------------------------------------------------------------ inputs

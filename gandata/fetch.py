@@ -14,8 +14,9 @@ A source turns its site into :class:`Job` objects (key, URL, the fields to recor
   bodies being read and checked, and the pixels a check decodes, all reserve room in it before they take it;
 * ``X-Robots-Tag`` opt-outs (``noai``, ``noimageai``, ``noindex``, ``noimageindex``) are honoured and recorded;
 * a circuit breaker stops the run when nearly all recent attempts fail, naming the endpoint and what was seen;
-* writes go through :class:`~gandata.datasets.Dataset` (atomic files, flushed manifest), so any kill is safe
-  and a re-run skips every key already stored (and every key that failed permanently);
+* writes go through :class:`~gandata.datasets.Dataset` (atomic files; a manifest row only once its file is on disk,
+  the fsyncs batched off the worker threads: ``durability``), so any kill is safe and a re-run skips every key
+  already stored (and every key that failed permanently);
 * Ctrl-C stops new requests, lets the writes in flight finish, and still writes ``stats.json``.
 """
 
@@ -183,6 +184,7 @@ class FetchOptions:
     max_retry_after: float = 900.0  # longest Retry-After waited out (--max-wait); a longer one defers the job
     max_bytes: int = 50_000_000
     memory: int = 512 << 20  # bytes held at once by bodies and the pixels their checks decode (--memory, in MiB)
+    durability: str = "batch"  # batch | file | none: how stored files reach the disk (Dataset.create)
     max_pixels: int = images.DEFAULT_MAX_PIXELS
     breaker_window: int = 200  # the circuit breaker looks at this many recent attempts …
     breaker_ratio: float = 0.9  # … and stops the run when this share of them failed

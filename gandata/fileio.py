@@ -3,7 +3,9 @@
 Two rules make every stage safe to SIGKILL at any instant:
 
 * a file appears under its final name only complete: it is written to a hidden temporary name in the same
-  folder, flushed, fsynced and renamed (``atomic_write`` / ``atomic_file``);
+  folder, flushed, fsynced and renamed (``atomic_write`` / ``atomic_file``); where many small files are stored
+  (a dataset's images), the fsyncs are batched by :class:`GroupCommit` off the writers' threads, and what refers
+  to a file (its manifest row) is written only once the file and its folder are on disk;
 * an append-only JSONL log may end in a torn line; readers skip it and writers cut it off before appending
   (``JsonlLog``), so the sample it described is simply redone.
 """
@@ -16,7 +18,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,6 +51,125 @@ def atomic_file(path: str | os.PathLike, fsync: bool = True, mode: str = "wb") -
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+class GroupCommit:
+    """Makes stored files durable in batches, off the threads that write them, and only then hands their items on.
+
+    ``put(path, item)`` notes a file already written and renamed into place (``path`` None: an item with no file,
+    kept in order behind the files put before it); a background thread, every ``wait`` seconds or ``batch``
+    files, fsyncs each file and each folder they are in (once per batch), then calls ``durable(items)`` in order —
+    e.g. appends their manifest rows — so that nothing ever refers to a file a power loss could leave incomplete,
+    and a writer never waits for a disk flush. ``sync=False`` hands items on without any
+    fsync (``--durability none``). An error in the background (a full disk) is raised by the next ``put`` or by
+    ``close``, which hands on what is left and stops the thread."""
+
+    def __init__(self, durable: Callable[[list], None], sync: bool = True, batch: int = 1024, wait: float = 1.0):
+        self._durable, self._sync, self._batch, self._wait = durable, sync, batch, wait
+        self._pending: list[tuple[Path | None, Any]] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def put(self, path: Path | None, item: Any) -> None:
+        with self._cond:
+            if self._error is not None:
+                raise self._error
+            self._pending.append((path, item))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+                self._thread.start()
+            if len(self._pending) >= self._batch:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._closing and len(self._pending) < self._batch:
+                    self._cond.wait(self._wait)
+                batch, self._pending = self._pending, []
+                closing = self._closing
+            if batch:
+                try:
+                    self._commit(batch)
+                except BaseException as e:  # noqa: BLE001 - handed to the writers' thread
+                    with self._cond:
+                        self._error = e
+                    return
+            if closing:
+                with self._cond:
+                    if not self._pending:
+                        return
+
+    def _commit(self, batch: list[tuple[Path | None, Any]]) -> None:
+        paths = [path for path, _ in batch if path is not None]
+        if self._sync and paths:
+            flush_files(paths)
+        self._durable([item for _, item in batch])
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        with self._cond:
+            self._thread, self._closing = None, False
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(2) (one call flushes a whole filesystem: data, inodes, directory entries), else None."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs if hasattr(libc, "syncfs") else None
+    except (OSError, AttributeError):
+        return None
+
+
+SYNCFS = _syncfs()
+
+
+def flush_files(paths: list[Path]) -> None:
+    """Make ``paths`` (written and renamed into place) and the folder entries naming them durable: one syncfs on
+    each filesystem they are on where Linux has it (one flush for the whole batch: a group commit), else an fsync
+    of each file and each folder."""
+    if SYNCFS is not None:
+        done: set[int] = set()
+        for path in paths:
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                dev = os.fstat(fd).st_dev
+                if dev not in done:
+                    if SYNCFS(fd) != 0:
+                        import ctypes
+
+                        err = ctypes.get_errno()
+                        raise OSError(err, os.strerror(err), str(path.parent))
+                    done.add(dev)
+            finally:
+                os.close(fd)
+        return
+    folders = set()
+    for path in paths:
+        _fsync_path(path)
+        folders.update((path.parent, path.parent.parent))
+    for folder in folders:
+        _fsync_path(folder)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:

@@ -24,7 +24,7 @@ import math
 import re
 import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -131,20 +131,43 @@ def pixel_count(data: bytes) -> tuple[str, int]:
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Fully decode an image body; the first frame of animations. Raises :class:`ImageError` with the reason."""
+    return decode_scaled(data, 0, max_pixels)[0]
+
+
+def jpeg_eighths(short: int, short_min: int) -> int:
+    """The smallest libjpeg DCT scale M/8 (M = 1…8) that keeps a short side of ``short`` pixels at ``short_min`` or
+    more (8: the whole image; also for ``short_min`` 0, which asks for it)."""
+    if short_min <= 0:
+        return 8
+    return next((m for m in range(1, 8) if -(-short * m // 8) >= short_min), 8)
+
+
+def decode_scaled(data: bytes, short_min: int | Callable[[int, int], int], max_pixels: int = DEFAULT_MAX_PIXELS
+                  ) -> tuple[Image.Image, tuple[int, int], int]:
+    """Decode at the smallest size that still has a short side of ``short_min`` pixels, where the format allows it:
+    a JPEG at libjpeg-turbo's DCT scale M/8 (:func:`jpeg_eighths`: every coefficient is still read and checked, the
+    inverse transform is smaller); other formats whole. Returns the upright image, the displayed size of the whole
+    image and M (8 when whole), with the checks of :func:`decode`. ``short_min`` may be a function of the whole
+    image's displayed width and height."""
     im = _open(data, max_pixels)
     orientation = _orientation(im)
+    _, w, h = _displayed(im, data)
+    eighths = 8
     if im.format == "JPEG" and im.mode in ("RGB", "L"):
-        arr = _jpeg(data, "GRAY" if im.mode == "L" else "RGB")
+        eighths = jpeg_eighths(min(im.size), short_min(w, h) if callable(short_min) else short_min)
+        side = -(-min(im.size) * eighths // 8)  # the scaled short side: simplejpeg picks the same M for it
+        scale = {} if eighths == 8 else {"min_width" if im.width <= im.height else "min_height": side}
+        arr = _jpeg(data, "GRAY" if im.mode == "L" else "RGB", **scale)
         out = Image.fromarray(arr[..., 0] if im.mode == "L" else arr, im.mode)
         out.format = "JPEG"
         im = out
     else:
         if im.format == "JPEG":  # CMYK / YCCK: checked by libjpeg-turbo at 1/8 scale, decoded by Pillow
-            _jpeg(data, "CMYK", small=True)
+            _jpeg(data, "CMYK", min_width=1, min_height=1)
         _load(im)
     if orientation != 1:  # a camera's sideways-stored photo: upright, as every viewer shows it
         im = im.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else im
-    return im
+    return im, (w, h), eighths
 
 
 def decode_rgb(data: bytes, background: Sequence[int] = (255, 255, 255),
@@ -178,7 +201,7 @@ def verify(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int,
     im = _open(data, max_pixels)
     fmt, w, h = _displayed(im, data)
     if im.format == "JPEG":
-        _jpeg(data, {"L": "GRAY", "CMYK": "CMYK"}.get(im.mode, "RGB"), small=True)
+        _jpeg(data, {"L": "GRAY", "CMYK": "CMYK"}.get(im.mode, "RGB"), min_width=1, min_height=1)
     else:
         _load(im)
     return fmt, w, h
@@ -189,10 +212,10 @@ _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               8: Image.Transpose.ROTATE_90}
 
 
-def _jpeg(data: bytes, colorspace: str, small: bool = False) -> np.ndarray:
+def _jpeg(data: bytes, colorspace: str, **scale: int) -> np.ndarray:
     """Decode with libjpeg-turbo, refusing a premature end (Pillow pads it with grey and says nothing). Other
-    libjpeg warnings (extraneous bytes before a marker, common in camera files) leave a whole image: accepted."""
-    scale = {"min_width": 1, "min_height": 1} if small else {}
+    libjpeg warnings (extraneous bytes before a marker, common in camera files) leave a whole image: accepted.
+    ``scale``: simplejpeg's min_width / min_height (a DCT-scaled decode)."""
     try:
         return simplejpeg.decode_jpeg(data, colorspace=colorspace, strict=True, **scale)
     except ValueError as e:
@@ -340,39 +363,43 @@ def to_rgb(im: Image.Image, background: Sequence[int] = (255, 255, 255)) -> Imag
     return canvas.convert("RGB")
 
 
-def _scale(im: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float] | None = None) -> Image.Image:
-    if box is None:
-        box = (0, 0, im.width, im.height)
+def _scale(im: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float],
+           factor: float = 1.0) -> Image.Image:
+    """``box`` (in the whole image's pixels) of ``im`` resized to ``size``. ``im`` may be the whole image reduced by
+    ``factor`` (a DCT-scaled JPEG decode): the box is scaled, never recomputed from the reduced size, whose last row
+    and column can stand for a partial block."""
     src_w, src_h = box[2] - box[0], box[3] - box[1]
-    if (src_w, src_h) == size and box == (0, 0, im.width, im.height):
+    if factor == 1.0 and (src_w, src_h) == size and box == (0, 0, im.width, im.height):
         return im.copy()
     shrinking = size[0] <= src_w and size[1] <= src_h
     resample = Image.Resampling.BOX if shrinking else Image.Resampling.LANCZOS
-    return im.resize(size, resample, box=box)
+    return im.resize(size, resample, box=tuple(v * factor for v in box))
 
 
 def resize(
-    im: Image.Image, size: int, mode: str = "center-crop", pad_color: Sequence[int] = (255, 255, 255)
+    im: Image.Image, size: int, mode: str = "center-crop", pad_color: Sequence[int] = (255, 255, 255),
+    whole: tuple[int, int, float] | None = None,
 ) -> Image.Image:
     """Resize to ``size``: a ``size``×``size`` square (``center-crop``, ``pad``) or smallest side = ``size``
-    (``keep-ratio``)."""
+    (``keep-ratio``). ``whole`` = (width, height, factor) when ``im`` is that image reduced by ``factor``
+    (:func:`decode_scaled`): the geometry is the whole image's, so the output has the same size and framing."""
     if size < 1:
         raise ValueError("size must be a positive integer")
-    w, h = im.size
+    w, h, f = whole if whole is not None else (*im.size, 1.0)
     if mode == "center-crop":
         side = min(w, h)
         left, top = (w - side) / 2, (h - side) / 2
-        return _scale(im, (size, size), (left, top, left + side, top + side))
+        return _scale(im, (size, size), (left, top, left + side, top + side), f)
     if mode == "pad":
         scale = size / max(w, h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        inner = _scale(to_rgb(im), (nw, nh))
+        inner = _scale(to_rgb(im), (nw, nh), (0, 0, w, h), f)
         canvas = Image.new("RGB", (size, size), tuple(pad_color[:3]))
         canvas.paste(inner, ((size - nw) // 2, (size - nh) // 2))
         return canvas
     if mode == "keep-ratio":
         scale = size / min(w, h)
-        return _scale(im, (max(1, round(w * scale)), max(1, round(h * scale))))
+        return _scale(im, (max(1, round(w * scale)), max(1, round(h * scale))), (0, 0, w, h), f)
     raise ValueError(f"unknown resize mode {mode!r}; use one of {', '.join(RESIZE_MODES)}")
 
 

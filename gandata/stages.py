@@ -74,6 +74,9 @@ MEMORY = Opt("memory", int, min=1, help="MiB that image bodies being read and ch
              "together (default 512); a request waits for room.")
 WORK_MEMORY = Opt("memory", int, 1024, min=64, help="MiB that decoded images may hold at once, all workers together; "
                   "a large image waits for room, and one larger than this runs alone.")
+DURABILITY = Opt("durability", str, choices=("batch", "file", "none"),
+                 help="batch (default: files fsynced in groups before their manifest rows), file (each file "
+                 "fsynced as written) or none (no fsync: fastest; a power loss may leave a listed file damaged).")
 LIMIT = Opt("limit", int, min=1, help="Stop when the dataset holds this many images.")
 WORKERS = Opt("workers", int, 0, min=0, help="Worker threads (0: one per core).")
 DEVICE = Opt("device", str, "auto", choices=("auto", "cpu", "cuda"), help="Where to run.")
@@ -90,7 +93,7 @@ def _overrides(v: dict) -> dict:
 
 def _limits(v: dict) -> dict:
     return {"retries": v["retries"], "timeout": v["timeout"], "max_retry_after": v["max_wait"],
-            "memory": v["memory"] << 20 if v["memory"] else None}
+            "memory": v["memory"] << 20 if v["memory"] else None, "durability": v["durability"]}
 
 
 def _base_url(v: dict, ctx: Context) -> str | None:
@@ -154,7 +157,7 @@ def _fetch_weights(v: dict, ctx: Context) -> Summary:
     return fetch_weights(v["url"] or inception.WEIGHTS_URL, v["out"], progress=ctx.progress)
 
 
-ENGINE = (BASE_URL, CONCURRENCY, RATE, RETRIES, TIMEOUT, MAX_WAIT, MEMORY)
+ENGINE = (BASE_URL, CONCURRENCY, RATE, RETRIES, TIMEOUT, MAX_WAIT, MEMORY, DURABILITY)
 
 FETCH = [
     Stage(("fetch", "bitmoji"), "Bitmoji avatars from the public trait-preview (or comic) render URLs. Research use "
@@ -215,7 +218,7 @@ FETCH = [
            Opt("concurrency", int, min=1, help="Image requests in flight (default: the manifest's)."),
            Opt("rate", float, min=0, flags=("--rate", "--image-rate"),
                help="Image requests per second (default 4; 0: no pacing); listing pages follow --delay."),
-           RETRIES, TIMEOUT, MAX_WAIT, MEMORY),
+           RETRIES, TIMEOUT, MAX_WAIT, MEMORY, DURABILITY),
           _fetch_bricklink, "fetch", ("source", "bricklink")),
     Stage(("fetch", "rebrickable"), "LEGO minifigure images listed in Rebrickable's bulk CSV, with names and part "
           "counts.",
@@ -341,7 +344,7 @@ def _shard(v: dict, ctx: Context) -> Summary:
         size=v["size"], resize=v["resize"], image_format=v["format"], quality=v["quality"],
         background=v["background"], pad_color=v["pad_color"], val_fraction=v["val_fraction"], seed=v["seed"],
         maxcount=v["maxcount"], min_shards=v["min_shards"], dedupe=v["dedupe"], threshold=v["threshold"],
-        label_field=v["label_field"], workers=v["workers"], memory=v["memory"])
+        label_field=v["label_field"], draft=v["draft"], workers=v["workers"], memory=v["memory"])
     src = v["src"] or ([ctx.current] if ctx.current else None)
     if ctx.pipeline and not src:
         src = [str(ctx.data_dir / ctx.dataset / "raw")]
@@ -360,7 +363,7 @@ DEDUPE = Stage(
     "  gandata dedupe data/anime/faces ~/more-faces --threshold 6\n"
     "\b\nNothing is changed: remove near duplicates with gandata shard --dedupe near.",
     (Opt("src", LIST, required=True, argument=True, help="Dataset folders, image folders or shards."),
-     Opt("threshold", int, 8, min=0, max=32, help="Bits of gandata-phash-v1 that may differ."),
+     Opt("threshold", int, 8, min=0, max=32, help="Bits of gandata-phash-v2 that may differ."),
      Opt("report", PATH_TYPE, help="Write every clustered sample as JSONL (kept or not, and why)."),
      Opt("grid", PATH_TYPE, help="Write a contact sheet of the largest clusters, one a row."), WORK_MEMORY),
     _dedupe, data_dir_flag=False)
@@ -388,8 +391,10 @@ SHARD = Stage(
      Opt("min_shards", int, 8, min=1, help="Train shards to aim for when data allows (64+ per shard)."),
      Opt("dedupe", str, "exact", choices=("exact", "near", "none"),
          help="exact (identical pixels), near (perceptual hash within --threshold) or none."),
-     Opt("threshold", int, 8, min=0, max=32, help="--dedupe near: bits of gandata-phash-v1 that may differ."),
+     Opt("threshold", int, 8, min=0, max=32, help="--dedupe near: bits of gandata-phash-v2 that may differ."),
      Opt("label_field", str, help="Record field whose values become class labels (.cls)."),
+     Opt("draft", bool, True, help="Decode JPEGs at the smallest DCT scale that keeps twice the output size (fast; "
+         "0.4/255 from a whole decode on average); --no-draft decodes them whole."),
      Opt("workers", int, 0, min=0, help="Threads for decoding and resizing (0: one per core)."), WORK_MEMORY),
     _shard, "shard")
 

@@ -148,3 +148,78 @@ def test_sigkill_while_writing_leaves_a_consistent_dataset(tmp_path):
         ds.add("extra", png_bytes(drawn_image(999)), "png", {"width": 96, "height": 80, "source": "t"})
     keys = [json.loads(line)["key"] for line in (root / "manifest.jsonl").read_text().splitlines()]
     assert len(keys) == len(set(keys)) == n + 1
+
+
+@pytest.mark.parametrize("flush", ["syncfs", "fsync"])
+def test_rows_are_written_only_after_their_files_and_folders_are_fsynced(tmp_path, monkeypatch, flush):
+    """Group commit: a manifest row never reaches the file before its image and folder were flushed (one syncfs of
+    the filesystem for the batch on Linux, else an fsync of each file and folder); a journal line appended after
+    rows comes after them; a flush failing in the background is raised by close."""
+    import os
+
+    from gandata import fileio
+
+    events = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def syncfs(fd):  # flushes everything on the filesystem: every file and folder written so far
+        events.append(("syncfs", os.readlink(f"/proc/self/fd/{fd}")))
+        return 0
+
+    monkeypatch.setattr(fileio, "SYNCFS", syncfs if flush == "syncfs" else None)
+
+    real_append = fileio.JsonlLog.append
+
+    def append(self, obj):
+        events.append(("row", self.path.name, obj.get("key") or obj.get("parent")))
+        return real_append(self, obj)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(fileio.JsonlLog, "append", append)
+    png = png_bytes(drawn_image(1, (8, 8)))
+    with Dataset.create(tmp_path / "ds") as ds:
+        journal = ds.journal("parents")
+        for i in range(5):
+            ds.add(f"k{i}", png, "png", {"width": 8, "height": 8, "source": "t"})
+        journal.append({"parent": "p"})
+        assert len(ds) == 5
+    rows = [i for i, e in enumerate(events) if e[:2] == ("row", "manifest.jsonl")]
+    assert len(rows) == 5
+    for i, e in enumerate(events):
+        if e[0] == "row" and e[1] == "manifest.jsonl":
+            if flush == "syncfs":
+                assert any(kind == "syncfs" for kind, *_ in events[:i])
+                continue
+            synced = [p for kind, p in (x[:2] for x in events[:i]) if kind == "fsync"]
+            file = next(p for p in synced if p.endswith(f"/{e[2]}.png"))  # the file itself …
+            assert str(Path(file).parent) in synced  # … and the folder that names it
+    if flush == "syncfs":  # one flush for the whole batch
+        assert sum(kind == "syncfs" for kind, *_ in events) == 1
+    assert events.index(("row", "parents.jsonl", "p")) > max(rows)
+    assert [r["key"] for r in Dataset.open(tmp_path / "ds").rows()] == [f"k{i}" for i in range(5)]
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    monkeypatch.setattr(fileio, "SYNCFS", None)
+    ds = Dataset.create(tmp_path / "ds")
+    ds.add("k9", png, "png", {"width": 8, "height": 8, "source": "t"})
+    with pytest.raises(OSError, match="No space"):
+        ds.close()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert "k9" not in Dataset.open(tmp_path / "ds").keys()  # its file was not made durable: no row
+
+
+def test_durability_none_and_file_store_the_same(tmp_path):
+    png = png_bytes(drawn_image(2, (8, 8)))
+    for mode in ("none", "file", "batch"):
+        with Dataset.create(tmp_path / mode, mode) as ds:
+            ds.add("a", png, "png", {"width": 8, "height": 8, "source": "t"})
+        assert [r["key"] for r in Dataset.open(tmp_path / mode).rows()] == ["a"]
+    with pytest.raises(UserError, match="--durability"):
+        Dataset.create(tmp_path / "x", "sometimes")

@@ -180,7 +180,8 @@ def test_exact_duplicates_and_corrupt_files_are_counted_and_listed(tmp_path, ima
     (images12_copy / "error_page.jpg").write_bytes(b"<!DOCTYPE html><html><body>Quota Exceeded</body></html>")
     (images12_copy / "empty.png").write_bytes(b"")
     out = tmp_path / "out"
-    summary = shard([images12_copy], out, "anime", ShardOptions(size=32, workers=2))
+    # --no-draft decodes every JPEG whole: the PNG of its pixels makes the very same sample
+    summary = shard([images12_copy], out, "anime", ShardOptions(size=32, workers=2, draft=False))
     assert summary.removed["exact_duplicate"] == 2 and summary.removed["unreadable"] == 3
     assert summary.counts["total"] == 12
     report = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
@@ -193,6 +194,12 @@ def test_exact_duplicates_and_corrupt_files_are_counted_and_listed(tmp_path, ima
     assert "empty" in reasons["empty.png"]
     info = _check_output(out)
     assert info["removed"] == summary.removed
+    # by default a JPEG is decoded at a DCT scale, a PNG whole: the PNG of the JPEG's pixels makes a sample a few
+    # levels apart (not an exact duplicate), which --dedupe near finds (the same hash within 2 bits)
+    drafted = shard([images12_copy], tmp_path / "draft", "anime", ShardOptions(size=32))
+    assert drafted.removed["exact_duplicate"] == 1 and drafted.counts["total"] == 13
+    near = shard([images12_copy], tmp_path / "near", "anime", ShardOptions(size=32, dedupe="near"))
+    assert near.removed["exact_duplicate"] + near.removed["near_duplicate"] >= 2 and near.counts["total"] <= 12
     # --dedupe none keeps them
     kept = shard([images12_copy], tmp_path / "keep", "anime", ShardOptions(size=32, dedupe="none"))
     assert kept.counts["total"] == 14 and kept.removed["exact_duplicate"] == 0

@@ -225,7 +225,7 @@ def fetch_bitmoji(
             templates_file, parse=parse_templates)
         jobs = comic_jobs(templates, ids, manifest, seed, base_url)
         possible = len(templates) * len(ids)
-    with Dataset.create(out) as ds:
+    with Dataset.create(out, opts.durability) as ds:
         stats = fetch(ds, "bitmoji", jobs, target=count, options=opts, progress=progress, total_hint=possible)
         summary = describe_run(stats, "fetch bitmoji", out, provenance,
                      {"mode": mode, "view": view, "seed": seed, "count": count, "base_url": base_url})

@@ -308,7 +308,7 @@ def fetch_bricklink(
     throttle_wait = float(pol.get("throttle_wait", 60.0))
     crawl = {"pages": 0, "items": 0, "listed_total": {}, "page_failures": []}
     provenance: dict = {"manifest": manifest_path}
-    with Dataset.create(out) as ds:
+    with Dataset.create(out, opts.durability) as ds:
         if catalog_file is not None:
             items = _read_catalog(catalog_file, categories_file, cats)
             provenance["catalog_file"] = str(catalog_file)

@@ -74,7 +74,7 @@ def fetch_rebrickable(
         for r in rows
         if r["img_url"]
     ]
-    with Dataset.create(out) as ds:
+    with Dataset.create(out, opts.durability) as ds:
         stats = fetch(ds, "rebrickable", jobs, target=limit, options=opts, progress=progress, total_hint=len(jobs))
         summary = describe_run(stats, "fetch rebrickable", out, {"manifest": manifest_path, "csv": origin},
                      {"csv": str(csv_file) if csv_file else None, "limit": limit, "base_url": base_url})

@@ -107,7 +107,7 @@ def fetch_urls(
     first = next(read_url_list(path, url_col, fmt), None)  # fail on a bad list before creating anything
     if first is None:
         raise UserError(f"the URL list {path} holds no URLs")
-    with Dataset.create(out) as ds:
+    with Dataset.create(out, opts.durability) as ds:
         jobs = url_jobs(name, read_url_list(path, url_col, fmt), base_url)
         stats = fetch(ds, name, jobs, target=limit, options=opts, progress=progress)
         summary = describe_run(stats, "fetch urls", out, {"list": str(path)},
