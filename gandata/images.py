@@ -104,7 +104,16 @@ _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1: as stored). From the header only: Pillow's PNG getexif() decodes the whole image to
+    look for an eXIf chunk after the pixels, so a PNG's comes from a chunk before them (where writers put it)."""
     try:
+        if im.format == "PNG":
+            raw = im.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(0x0112, 1) or 1)
         return int(im.getexif().get(0x0112, 1) or 1)
     except Exception:  # a damaged EXIF block: the image as stored
         return 1
