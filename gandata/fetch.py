@@ -7,7 +7,8 @@ A source turns its site into :class:`Job` objects (key, URL, the fields to recor
 * retries: 429 honours ``Retry-After`` (seconds or an HTTP date) and pauses the whole host, otherwise
   exponential backoff with jitter; 5xx, 408, timeouts, resets and truncated bodies are retried; 400/403/404/410
   (and other 4xx) are permanent and recorded;
-* every body is validated off the event loop (magic bytes and a full decode in a thread pool): HTML error pages,
+* every body is validated off the event loop (magic bytes and every byte decoded, a JPEG at 1/8 scale, in a thread
+  pool: ``images.verify``): HTML error pages,
   truncated or corrupt bodies never reach the dataset; bytes after the image's own end are not stored; identical
   bodies (same sha256) are stored once;
 * memory is bounded by a byte budget (``memory``, ``--memory``), not by requests in flight × the largest body:
@@ -572,7 +573,8 @@ class Fetcher:
         raise PageError("no answer")
 
     def _accept(self, job: Job, url: str, body: bytes, meta: dict) -> tuple:
-        """In a worker thread: validate the body (full decode), then store it unless the same bytes are stored.
+        """In a worker thread: cut bytes after the image's end, check the rest (``images.verify``), then store it unless
+        the same bytes are stored.
 
         Returns ``("bad", reason)``, ``("duplicate", first_key)`` or ``("ok", manifest_row_or_None)``."""
         end = images.image_end(body)

@@ -5,6 +5,8 @@
   decoded by libjpeg-turbo through simplejpeg, which reports the premature end that Pillow hides and fills with
   grey), a GIF whose first frame covers a sliver of its screen, a decompression bomb — with an
   :class:`ImageError` whose message is the reason. :func:`verify` does the same checks with the least memory.
+* :func:`decode_scaled` decodes a JPEG at the smallest DCT scale (M/8) that keeps a given short side (shard's
+  ``--draft``, the perceptual hash); :func:`decode_rgb` goes from libjpeg-turbo straight to an RGB array (crop).
 * :func:`image_end` finds where an image's own bytes end (PNG, JPEG, GIF, WebP), so junk appended after it is not
   stored.
 * :func:`to_rgb` turns every mode (palette, grey, LA, RGBA, 16-bit, CMYK) into RGB, compositing alpha onto a
