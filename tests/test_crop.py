@@ -120,6 +120,23 @@ def test_large_images_are_detected_on_a_downscaled_copy(tmp_path, anime_dir, cas
     assert row["parent_width"] == 2048
 
 
+def test_a_large_image_leaves_only_small_things_behind(tmp_path, anime_dir, cascade, monkeypatch):
+    """What outlives one image's processing is small: the debug grid keeps a preview (not the image), and the
+    detector drops the classifier whose pyramid buffers a large image filled."""
+    from gandata import crop as crop_module
+
+    data = images.encode(Image.open(anime_dir / "tadne_r1c0.jpg").resize((2100, 2100)), "jpg")
+    opts = CropOptions(size=64, min_face=24)  # faces of 24 px: detection runs at full size, 2100² = 4.4 Mpx
+    detector = crop_module.Detector(str(cascade), opts)
+    result = crop_module._process(data, "k", opts, detector, (255, 255, 255), (255, 255, 255), preview=True)
+    assert result["status"] == "faces" and result["size"] == (2100, 2100) and result["scale"] == 1.0
+    assert max(result["preview"].size) == crop_module.PREVIEW and "image" not in result
+    assert getattr(detector._local, "cascade", None) is None  # over KEEP_CASCADE_PIXELS: dropped
+    small = crop_module._process(images.encode(Image.open(anime_dir / "tadne_r1c0.jpg"), "jpg"), "k", opts,
+                                 detector, (255, 255, 255), (255, 255, 255))
+    assert small["preview"] is None and detector._local.cascade is not None  # a small image keeps it
+
+
 def test_resume_and_unreadable_files(tmp_path, anime_copy, cascade):
     (anime_copy / "broken.jpg").write_bytes(b"<html>not found</html>")
     first = crop(anime_copy, tmp_path / "faces", cascade=cascade)

@@ -53,3 +53,24 @@ def test_inspect_shards_with_labels_and_a_plain_folder_with_a_bad_file(tmp_path,
     assert sum(r.splits.values()) == 10
     assert r.sizes == [{"width": 32, "height": 32, "count": 10}]
     assert Image.open(grid).mode == "RGB"
+
+
+def test_the_contact_sheet_keeps_thumbnails_not_images(tmp_path, monkeypatch):
+    """inspect --grid holds one full-size image at a time: each cell is a thumbnail by the time the next is read."""
+    from gandata import images as images_module
+    from gandata.inspection import inspect_path
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (1600 + i, 1200), (40 * i, 80, 120)).save(folder / f"{i}.png")
+    seen = []
+    real = images_module.contact_sheet
+
+    def sheet(cells, **kw):
+        seen.extend(im.size for im, _ in cells if im is not None)
+        return real(cells, **kw)
+
+    monkeypatch.setattr(images_module, "contact_sheet", sheet)
+    r = inspect_path(folder, grid=tmp_path / "g.png", cell=64)
+    assert r.samples == 4 and len(seen) == 4 and all(max(size) <= 64 for size in seen)
