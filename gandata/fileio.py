@@ -58,14 +58,14 @@ class GroupCommit:
 
     ``put(path, item)`` notes a file already written and renamed into place (``path`` None: an item with no file,
     kept in order behind the files put before it); a background thread, every ``wait`` seconds or ``batch``
-    files, fsyncs each file and each folder they are in (once per batch), then calls ``durable(items)`` in order —
+    files, flushes them and the folders naming them (:func:`flush_files`), then calls ``durable(items)`` in order —
     e.g. appends their manifest rows — so that nothing ever refers to a file a power loss could leave incomplete,
-    and a writer never waits for a disk flush. ``sync=False`` hands items on without any
-    fsync (``--durability none``). An error in the background (a full disk) is raised by the next ``put`` or by
-    ``close``, which hands on what is left and stops the thread."""
+    and a writer never waits for a disk flush. A kill loses at most the items of the last batch (their files are
+    on disk, unlisted, and are simply written again). An error in the background (a full disk) is raised by the
+    next ``put`` or by ``close``, which hands on what is left and stops the thread."""
 
-    def __init__(self, durable: Callable[[list], None], sync: bool = True, batch: int = 1024, wait: float = 1.0):
-        self._durable, self._sync, self._batch, self._wait = durable, sync, batch, wait
+    def __init__(self, durable: Callable[[list], None], batch: int = 1024, wait: float = 1.0):
+        self._durable, self._batch, self._wait = durable, batch, wait
         self._pending: list[tuple[Path | None, Any]] = []
         self._cond = threading.Condition()
         self._closing = False
@@ -93,7 +93,7 @@ class GroupCommit:
             if batch:
                 try:
                     self._commit(batch)
-                except BaseException as e:  # noqa: BLE001 - handed to the writers' thread
+                except BaseException as e:  # handed to the writers' thread
                     with self._cond:
                         self._error = e
                     return
@@ -104,7 +104,7 @@ class GroupCommit:
 
     def _commit(self, batch: list[tuple[Path | None, Any]]) -> None:
         paths = [path for path, _ in batch if path is not None]
-        if self._sync and paths:
+        if paths:
             flush_files(paths)
         self._durable([item for _, item in batch])
 
@@ -142,8 +142,8 @@ def flush_files(paths: list[Path]) -> None:
     of each file and each folder."""
     if SYNCFS is not None:
         done: set[int] = set()
-        for path in paths:
-            fd = os.open(path.parent, os.O_RDONLY)
+        for folder in dict.fromkeys(path.parent for path in paths):
+            fd = os.open(folder, os.O_RDONLY)
             try:
                 dev = os.fstat(fd).st_dev
                 if dev not in done:
@@ -151,7 +151,7 @@ def flush_files(paths: list[Path]) -> None:
                         import ctypes
 
                         err = ctypes.get_errno()
-                        raise OSError(err, os.strerror(err), str(path.parent))
+                        raise OSError(err, os.strerror(err), str(folder))
                     done.add(dev)
             finally:
                 os.close(fd)
