@@ -91,11 +91,12 @@ def _sorted_pairs(pairs: np.ndarray) -> np.ndarray:
     return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
 
 
-# Costs measured on the 2-core development machine (benchmarks/dedupe.py prints the split): one probe (an XOR, a
-# gather from the bucket-count table, a compress) and one candidate (its hashes gathered, XOR, popcount, compare)
-# in nanoseconds; sorting one item into a block's buckets; one bucket of a table; one pair compared by brute force.
+# Costs measured on the 2-core development machine by timing each operation of the search on 1 000 000 hashes
+# (benchmarks/dedupe.py prints the model's estimate beside the measured time): one probe (an XOR, a gather from the
+# bucket-count table, a compress) and one candidate (its hashes gathered, XOR, popcount, compare) in nanoseconds;
+# sorting one item into a block's buckets; one bucket of a table; one pair compared by brute force.
 PROBE_NS, CANDIDATE_NS, ITEM_NS, BUCKET_NS, BRUTE_NS = 3.3, 10.0, 150.0, 4.0, 0.45
-MAX_TABLE_BITS = 24  # a block's tables: 2^24 buckets × 17 bytes = 285 MB
+MAX_TABLE_BITS = 24  # a block's tables: 2^24 buckets × 25 bytes = 420 MB
 
 
 def _widths(m: int) -> list[int]:
@@ -112,7 +113,7 @@ def _plan(n: int, threshold: int) -> tuple[int, int] | None:
     comparing all pairs is cheaper (few hashes, or a threshold so loose that no block is selective). With *m* blocks
     and radius ⌊t/m⌋, m·(⌊t/m⌋+1) > t, so two hashes within *t* bits are within the radius on some block. Each
     item probes half its radius ball (see :func:`_probe_groups`) and finds, per probe, the bucket's items."""
-    best: tuple[float, int, int] | None = (n * (n - 1) / 2 * BRUTE_NS, 0, 0)
+    best = (n * (n - 1) / 2 * BRUTE_NS, 0, 0)  # (cost, blocks, radius); 0 blocks: brute force
     for m in range(1, 65):
         widths = _widths(m)
         if widths[0] > MAX_TABLE_BITS:
