@@ -86,7 +86,9 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise ImageError(f"decompression bomb refused ({e})") from None
     except Exception as e:  # PIL raises many types for bad headers
-        raise ImageError(f"unreadable {fmt} header ({e})") from None
+        # Pillow names the stream by its repr (<_io.BytesIO object at 0x7f…>): an address differs in every run
+        reason = re.sub(r"<[^<>]* object at 0x[0-9a-f]+>", "the data", str(e))
+        raise ImageError(f"unreadable {fmt} header ({reason})") from None
     w, h = im.size
     if w < 1 or h < 1:
         raise ImageError(f"{fmt} with no pixels ({w}x{h})")

@@ -20,24 +20,27 @@ How a run goes:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import pickle
 import re
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import __version__, images, shardset
-from .datasets import Input, dataset_stage_folders, lookup_field, open_input
+from . import __version__, images, shardset, storage
+from .datasets import Input, Problem, TarInput, dataset_stage_folders, lookup_field, open_input, read_bounded
 from .dedupe import DEFAULT_THRESHOLD, HASH_NAME, HASH_SIDE, HashCache, clusters, from_hex, phash, to_hex
 from .errors import UserError
-from .fileio import FolderLock, JsonlLog, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
+from .fileio import FolderLock, JsonlLog, atomic_write_json, read_jsonl, remove_stale_tmp
 from .progress import Progress
 from .shardset import SPLITS
 from .summary import Summary
@@ -133,6 +136,7 @@ class ShardSummary(Summary):
     processed: int = 0
     seconds: float = 0.0
     rate: float | None = None
+    tasks: dict | None = None  # --engine ray: {"map": {"tasks", "ran", "skipped"}}
 
     def lines(self) -> list[str]:
         c, r = self.counts, self.removed
@@ -154,6 +158,9 @@ class ShardSummary(Summary):
         if self.patterns["val"]:
             out.append(f"  val shards:   {self.patterns['val']}")
         out.append(f"  {self.seconds} s, {self.processed} images processed, {self.reused} reused from an earlier run")
+        if self.tasks:
+            m = self.tasks["map"]
+            out.append(f"  ray: {m['tasks']} map tasks, {m['ran']} run now, {m['skipped']} finished by an earlier run")
         out += [f"  warning: {w}" for w in self.warnings]
         return out
 
@@ -383,18 +390,10 @@ def _read_inputs(
                     prog.advance(1, bad=1)
                     continue
                 sha = s.sha256 or hashlib.sha256(data).hexdigest()
-                if s.key in samples:
-                    first = samples[s.key]
-                    if first["src"] != sha:
-                        raise UserError(
-                            f"two inputs give the key {s.key!r} to different images ({first['origin']} and "
-                            f"{s.origin}); "
-                            "shard them separately or rename one"
-                        )
-                    _reject(rejected, DUPLICATE, s.key, s.origin, f"same file as {first['origin']}")
+                if not _admit(samples, s.key, sha, s.record, s.origin, rejected):
                     prog.advance(1, duplicate=1)
                     continue
-                samples[s.key] = {"record": s.record, "origin": s.origin, "src": sha, "entry": None}
+                samples[s.key]["file"] = spool_file
                 entry = spool.lookup(s.key, sha)
                 if entry is not None:
                     samples[s.key]["entry"] = entry
@@ -418,6 +417,7 @@ def _read_inputs(
             for p in src.problems:  # a damaged tar, a missing file: removed; a repeated member: listed only
                 _reject(rejected, CORRUPT if p.lost else PROBLEM, None, p.origin, p.reason)
 
+    spool_file = str(spool.folder / "spool.bin")
     # the shared hash cache holds hashes of images composited on white (gandata-phash-v2's definition)
     cache = HashCache() if popts["background"] == [255, 255, 255] else None
     try:
@@ -432,57 +432,239 @@ def _read_inputs(
     return samples, reused
 
 
+TASK_SIZE = 2000  # samples of a dataset or image folder per map task (--engine ray); a tar is one task
+# (callable, per-task arguments, task names) -> {name: result}: how the write step runs its tasks on an engine
+Runner = Callable[[Callable[..., dict], list[tuple], list[str]], dict[str, dict]]
+
+
 def shard(
     inputs: list[str | os.PathLike],
     out: str | os.PathLike,
     name: str,
     options: ShardOptions | None = None,
     progress: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
+    task_size: int = TASK_SIZE,
 ) -> ShardSummary:
-    """Shard ``inputs`` into ``out`` as ``<name>-train-000000.tar`` … plus ``dataset.json``; returns the summary."""
+    """Shard ``inputs`` into ``out`` (a folder, or an object-store URL such as ``s3://bucket/prefix``) as
+    ``<name>-train-000000.tar`` … plus ``dataset.json``; returns the summary. ``engine="ray"`` runs the work as
+    Ray tasks (map: decode, resize, hash; reduce here: duplicates, split, order; write: one task per shard) with
+    byte-identical results."""
     opts = options or ShardOptions()
     opts.validate()
+    if engine not in ("local", "ray"):
+        raise UserError(f"--engine must be local or ray (got {engine!r})")
     if not NAME_RE.match(name):
         raise UserError(f"--name {name!r}: use letters, digits, '_', '-' and '.', starting with a letter or digit")
     if not inputs:
         raise UserError("no input given; name a dataset folder, a folder of images, or shards")
     t0 = time.monotonic()
-    out = Path(out)
+    remote = storage.is_url(out)
+    out = str(out) if remote else Path(out)
     srcs = [open_input(p) for p in inputs]
-    for p in inputs:
-        if out.exists() and Path(p).resolve() == out.resolve():
-            raise UserError(f"{p} is both an input and the output folder; give another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the output folder {out} ({e.strerror})") from None
-    rejected: list[dict] = []
-    with FolderLock(out):
-        remove_stale_tmp(out)
-        popts = opts.pixel_options()
-        workers = opts.workers or cores()
-        hints = [s.count_hint() for s in srcs]
-        spool = Spool(out / WORK, popts)
+    if not remote:
+        for p in inputs:
+            if out.exists() and Path(p).resolve() == out.resolve():
+                raise UserError(f"{p} is both an input and the output folder; give another --out")
         try:
-            with Progress(f"shard {name}", sum(hints) if None not in hints else None, enabled=progress) as prog:
-                samples, reused = _read_inputs(srcs, spool, popts, workers, prog, rejected,
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the output folder {out} ({e.strerror})") from None
+    rejected: list[dict] = []
+    popts = opts.pixel_options()
+    hints = [s.count_hint() for s in srcs]
+    with contextlib.ExitStack() as stack:
+        if not remote:  # an object store has no lock; one writer per prefix is the user's to keep
+            stack.enter_context(FolderLock(out))
+            remove_stale_tmp(out)
+        with Progress(f"shard {name}", sum(hints) if None not in hints else None, enabled=progress) as prog:
+            if engine == "ray":
+                samples, reused, run, tasks = _map_on_ray(srcs, out, popts, prog, rejected, ray_address,
+                                                          opts.workers, task_size)
+            else:
+                spool = Spool(_spool_folder(out), popts)
+                stack.callback(spool.close)
+                samples, reused = _read_inputs(srcs, spool, popts, opts.workers or cores(), prog, rejected,
                                                MemoryBudget(opts.memory << 20))
-            good = _usable(samples, srcs, rejected)
-            if opts.dedupe in ("exact", "near"):
-                _drop_exact_duplicates(good, rejected)
-            if opts.dedupe == "near":
-                _drop_near_duplicates(good, opts.threshold, rejected)
-            labels = _assign_labels(good, opts.label_field, rejected) if opts.label_field else None
-            summary = _write(out, name, opts, popts["format"], srcs, good, labels, rejected, spool, progress)
-        finally:
-            spool.close()
+                run = tasks = None
+        good = _usable(samples, srcs, rejected)
+        if opts.dedupe in ("exact", "near"):
+            _drop_exact_duplicates(good, rejected)
+        if opts.dedupe == "near":
+            _drop_near_duplicates(good, opts.threshold, rejected)
+        labels = _assign_labels(good, opts.label_field, rejected) if opts.label_field else None
+        summary = _write(str(out), name, opts, popts["format"], srcs, good, labels, rejected, progress, run)
     summary.reused = reused
+    summary.tasks = tasks
     summary.processed = len(samples) - reused
     summary.seconds = round(time.monotonic() - t0, 3)
     summary.rate = round(len(samples) / summary.seconds, 1) if summary.seconds else None
     return summary
 
 
+def _spool_folder(out: str | Path) -> Path:
+    """The local spool: ``OUT/.work``, or for an object-store output a cache folder named after the URL."""
+    if not storage.is_url(out):
+        return Path(out) / WORK
+    from .assets import cache_dir
+
+    return cache_dir() / "shard-spool" / hashlib.sha256(str(out).rstrip("/").encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------- the ray engine
+
+
+def _admit(samples: dict[str, dict], key: str, sha: str, record: dict, origin: str, rejected: list[dict]) -> bool:
+    """Take a sample into ``samples`` unless its key is already there: the same file again is a duplicate (listed),
+    a different file under the same key is an error. The one rule for both engines."""
+    first = samples.get(key)
+    if first is None:
+        samples[key] = {"record": record, "origin": origin, "src": sha, "entry": None}
+        return True
+    if first["src"] != sha:
+        raise UserError(
+            f"two inputs give the key {key!r} to different images ({first['origin']} and {origin}); "
+            "shard them separately or rename one"
+        )
+    _reject(rejected, DUPLICATE, key, origin, f"same file as {first['origin']}")
+    return False
+
+
+def _partitions(srcs: list[Input], popts: dict, task_size: int, rejected: list[dict]) -> list[Any]:
+    """The map tasks of a run, deterministic: runs of ``task_size`` samples of each dataset or image folder (read
+    by path on the worker), one task per tar. A task's id is a digest of the pixel options and what it holds, so a
+    grown input re-runs only the tasks whose samples changed."""
+    from .engine import Task
+
+    opts_digest = hashlib.sha256(json.dumps(popts, sort_keys=True).encode()).hexdigest()
+    tasks = []
+
+    def task(kind: str, payload: list, ident: list) -> None:
+        digest = hashlib.sha256(json.dumps([opts_digest, kind, ident]).encode()).hexdigest()[:24]
+        tasks.append(Task(f"map-{digest}", (kind, payload)))
+
+    for src in srcs:
+        if isinstance(src, TarInput):
+            for tar in src.tars:
+                st = tar.stat()
+                task("tar", [str(tar)], [str(tar.resolve()), st.st_size, st.st_mtime_ns])
+            continue
+        chunk: list[list] = []
+        for s in src:
+            chunk.append([s.key, s.ext, s.record, s.origin, s.sha256])
+            if len(chunk) == task_size:
+                task("files", chunk, [[c[0], c[3], c[4] or _file_ident(c[3])] for c in chunk])
+                chunk = []
+        if chunk:
+            task("files", chunk, [[c[0], c[3], c[4] or _file_ident(c[3])] for c in chunk])
+        for p in src.problems:  # rows without a file: found while listing
+            _reject(rejected, CORRUPT if p.lost else PROBLEM, None, p.origin, p.reason)
+    return tasks
+
+
+def _file_ident(path: str) -> list:
+    try:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    except OSError as e:
+        return [f"unreadable: {e.strerror}"]
+
+
+def map_part(task_id: str, kind: str, payload: list, popts: dict, work: str) -> dict:
+    """A map task: process its samples as the local engine does (:func:`process_image`), write their bytes as one
+    part (``WORK/<id>.bin``), and return per sample what the reduce step needs (key, record, source sha256, pixel
+    digest, perceptual hash, sizes, where its bytes lie), in input order, and the input's problems."""
+    items: list[dict] = []
+    parts: list[bytes] = []
+    end = 0
+    problems: list[Problem] = []
+
+    def take(key: str, record: dict, origin: str, sha: str, result: tuple) -> None:
+        nonlocal end
+        if result[0] == "ok":
+            _, data, digest, ow, oh, w, h, ph = result
+            entry = {"ok": True, "offset": end, "length": len(data), "digest": digest, "ow": ow, "oh": oh, "w": w,
+                     "h": h, "phash": ph}
+            parts.append(data)
+            end += len(data)
+        else:
+            entry = {"ok": False, "reason": result[1]}
+        items.append({"key": key, "record": record, "origin": origin, "src": sha, "entry": entry})
+
+    if kind == "tar":
+        src = TarInput(payload[0], [Path(payload[0])])
+        for s in src:
+            data = s.read()
+            take(s.key, s.record, s.origin, hashlib.sha256(data).hexdigest(), process_image(data, popts))
+        problems = src.problems
+    else:
+        for key, _ext, record, origin, sha in payload:
+            try:
+                data = read_bounded(Path(origin))
+            except OSError as e:
+                if sha is None:  # not a sample yet: the local engine lists it without taking its key
+                    items.append({"key": key, "origin": origin, "unreadable": f"cannot read ({e.strerror or e})"})
+                else:
+                    take(key, record, origin, sha, ("bad", f"cannot read ({e.strerror or e})"))
+                continue
+            actual = hashlib.sha256(data).hexdigest()
+            if sha is not None and actual != sha:
+                take(key, record, origin, sha,
+                     ("bad", "file changed on disk since its manifest row was written (sha256 differs)"))
+                continue
+            take(key, record, origin, actual, process_image(data, popts))
+    storage.put(storage.join(work, f"{task_id}.bin"), b"".join(parts))
+    return {"items": items, "problems": [[p.origin, p.reason, p.lost] for p in problems]}
+
+
+def _map_on_ray(srcs: list[Input], out: str | Path, popts: dict, prog: Progress, rejected: list[dict],
+                address: str | None, workers: int, task_size: int) -> tuple[dict[str, dict], int, Runner, dict]:
+    """Run the map tasks on Ray and reduce their results into the local engine's ``samples`` (in input order, with
+    the same key rules). Returns ``(samples, how many were reused from an earlier run, the write step's runner,
+    the map tasks' counts)``."""
+    from . import engine
+    from .engine import Task
+
+    work = storage.join(out, WORK, "ray")
+    markers = storage.join(work, "markers")
+    tasks = _partitions(srcs, popts, task_size, rejected)
+    tasks = [Task(t.id, (t.id, *t.args, popts, work)) for t in tasks]
+    reused_tasks = set(engine.done(markers)) & {t.id for t in tasks}
+
+    def advance(_task: Any, result: dict) -> None:
+        prog.advance(len(result["items"]))
+
+    report = engine.run(map_part, tasks, markers, address=address, workers=workers, label="shard map",
+                        on_result=advance)
+    samples: dict[str, dict] = {}
+    reused = 0
+    for t in tasks:
+        result = report.results[t.id]
+        for item in result["items"]:
+            if "unreadable" in item:
+                _reject(rejected, CORRUPT, item["key"], item["origin"], item["unreadable"])
+                continue
+            if _admit(samples, item["key"], item["src"], item["record"], item["origin"], rejected):
+                samples[item["key"]].update(entry=item["entry"], file=storage.join(work, f"{t.id}.bin"))
+                reused += t.id in reused_tasks
+        for origin, reason, lost in result["problems"]:
+            _reject(rejected, CORRUPT if lost else PROBLEM, None, origin, reason)
+    keep = {t.id for t in tasks}
+    for name in storage.names(markers):  # parts of other options or other inputs: not read again
+        if name.startswith("map-") and name[:-5] not in keep:
+            storage.remove(storage.join(markers, name))
+            storage.remove(storage.join(work, name[:-5] + ".bin"))
+
+    def run(fn: Callable[..., dict], args: list[tuple], names: list[str]) -> dict[str, dict]:
+        ids = [f"write-{hashlib.sha256(pickle.dumps(a)).hexdigest()[:24]}" for a in args]
+        rep = engine.run(fn, [Task(i, a) for i, a in zip(ids, args)], markers, address=address, workers=workers,
+                         label="shard write")
+        for i in ids:  # a write marker only bridges a killed write step; the next run writes again
+            storage.remove(engine.marker(markers, i))
+        return {n: rep.results[i] for n, i in zip(names, ids)}
+
+    return samples, reused, run, {"map": report.to_json()}
 def _usable(samples: dict[str, dict], srcs: list[Input], rejected: list[dict]) -> dict[str, dict]:
     good = {}
     for key, s in samples.items():
@@ -551,18 +733,8 @@ def _sample_json(key: str, s: dict, split: str, labels: dict | None) -> dict:
     return js
 
 
-def _write(
-    out: Path,
-    name: str,
-    opts: ShardOptions,
-    ext: str,
-    srcs: list[Input],
-    good: dict[str, dict],
-    labels: dict | None,
-    rejected: list[dict],
-    spool: Spool,
-    progress: bool,
-) -> ShardSummary:
+def _plan(opts: ShardOptions, good: dict[str, dict], labels: dict | None) -> tuple[dict[str, list[str]], dict]:
+    """The split and order of the kept samples, and the JSON written beside each: ``(keys by split, json by key)``."""
     by_split: dict[str, list[str]] = {sp: [] for sp in SPLITS}
     for key in good:
         by_split[split_of(key, opts.val_fraction)].append(key)
@@ -572,37 +744,107 @@ def _write(
     json_by_key = dict(
         zip((k for k, _ in ordered), harmonize([_sample_json(k, good[k], sp, labels) for k, sp in ordered]))
     )
+    return by_split, json_by_key
 
+
+def _members(keys: list[str], good: dict[str, dict], json_by_key: dict, labels: dict | None,
+             ext: str) -> list[tuple[str, bytes | list]]:
+    """One shard's members in order: ``(name, bytes)``, the image as ``(name, [file, offset, length])`` — where its
+    processed bytes lie (the spool, or a map task's part), read only when the tar is written."""
+    out: list[tuple[str, bytes | list]] = []
+    for key in keys:
+        e = good[key]["entry"]
+        fields: dict[str, bytes | list] = {
+            "json": json.dumps(json_by_key[key], sort_keys=True, ensure_ascii=False).encode()}
+        if labels:
+            fields["cls"] = str(labels["ids"][key]).encode()
+        fields[ext] = [good[key]["file"], e["offset"], e["length"]]
+        out.extend((f"{key}.{fext}", fields[fext]) for fext in sorted(fields))
+    return out
+
+
+def write_shard(dest: str, members: list[tuple[str, bytes | list]], on_sample: Callable[[], None] | None = None,
+                ) -> dict:
+    """Write one reproducible tar at ``dest`` (a local path: atomically; a URL: written locally, then uploaded as
+    one object) from :func:`_members`; returns ``{"bytes", "sha256"}``. Runs in the driver (``--engine local``) or
+    as a Ray task, reading the images from wherever :func:`_members` says they are."""
+    handles: dict[str, Any] = {}
+
+    def read(loc: list) -> bytes:
+        file, offset, length = loc
+        if storage.is_url(file):
+            return storage.read_bytes(file, offset, offset + length)
+        f = handles.get(file) or handles.setdefault(file, open(file, "rb"))
+        return os.pread(f.fileno(), length, offset)
+
+    def resolved() -> Iterator[tuple[str, bytes]]:
+        for name, data in members:
+            yield name, data if isinstance(data, bytes) else read(data)
+            if on_sample is not None and not isinstance(data, bytes):
+                on_sample()
+
+    try:
+        if not storage.is_url(dest):
+            size, sha = shardset.write_tar(Path(dest), resolved())
+        else:
+            with tempfile.TemporaryDirectory(prefix="gandata-tar-") as tmp:
+                size, sha = shardset.write_tar(Path(tmp) / "shard.tar", resolved())
+                storage.put_file(Path(tmp) / "shard.tar", dest)
+    finally:
+        for f in handles.values():
+            f.close()
+    return {"bytes": size, "sha256": sha}
+
+
+def _write(
+    out: str,
+    name: str,
+    opts: ShardOptions,
+    ext: str,
+    srcs: list[Input],
+    good: dict[str, dict],
+    labels: dict | None,
+    rejected: list[dict],
+    progress: bool,
+    run: Runner | None = None,
+) -> ShardSummary:
+    """Write the shards, then ``dataset.json``. ``run`` writes the shards as tasks (``--engine ray``); without it
+    they are written here, one after another."""
+    by_split, json_by_key = _plan(opts, good, labels)
+    total = sum(len(v) for v in by_split.values())
     shardset.remove_info(out)  # absent until the new set is complete
-    rejected.sort(key=lambda r: (r["kind"], r["origin"], r["reason"]))
-    atomic_write(out / REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected).encode())
+    rejected.sort(key=lambda r: (r["kind"], r["origin"], r["reason"], r["key"] or ""))
+    storage.put(storage.join(out, REJECTED),
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected).encode())
 
-    def members(chunk: list[str], prog: Progress) -> Iterable[tuple[str, bytes]]:
-        for key in chunk:
-            fields = {"json": json.dumps(json_by_key[key], sort_keys=True, ensure_ascii=False).encode()}
-            if labels:
-                fields["cls"] = str(labels["ids"][key]).encode()
-            fields[ext] = spool.read(good[key]["entry"])
-            for fext in sorted(fields):
-                yield f"{key}.{fext}", fields[fext]
-            prog.advance(1)
-
+    layout: dict[str, list[tuple[str, list[str]]]] = {}  # split -> [(file name, keys)]
+    for sp in SPLITS:
+        keys = by_split[sp]
+        n_shards = shard_count(len(keys), opts.maxcount, opts.min_shards if sp == "train" else 1)
+        sizes, starts = even_sizes(len(keys), n_shards), 0
+        layout[sp] = []
+        for i, n in enumerate(sizes):
+            layout[sp].append((shardset.shard_name(name, sp, i), keys[starts: starts + n]))
+            starts += n
+    jobs = [(fname, keys) for sp in SPLITS for fname, keys in layout[sp]]
+    if run is not None:
+        written = run(write_shard, [(storage.join(out, f), _members(k, good, json_by_key, labels, ext))
+                                    for f, k in jobs], [f for f, _ in jobs])
+    else:
+        written = {}
+        with Progress(f"write {name}", total, enabled=progress) as prog:
+            for fname, keys in jobs:
+                written[fname] = write_shard(storage.join(out, fname), _members(keys, good, json_by_key, labels, ext),
+                                             lambda: prog.advance(1))
     splits_info: dict[str, dict] = {}
-    with Progress(f"write {name}", len(ordered), enabled=progress) as prog:
-        for sp in SPLITS:
-            keys = by_split[sp]
-            n_shards = shard_count(len(keys), opts.maxcount, opts.min_shards if sp == "train" else 1)
-            shards, start = [], 0
-            for i, n in enumerate(even_sizes(len(keys), n_shards)):
-                fname = shardset.shard_name(name, sp, i)
-                size, sha = shardset.write_tar(out / fname, members(keys[start : start + n], prog))
-                start += n
-                shards.append({"name": fname, "samples": n, "bytes": size, "sha256": sha})
-            splits_info[sp] = {
-                "pattern": shardset.brace_pattern([s["name"] for s in shards]),
-                "samples": len(keys),
-                "shards": shards,
-            }
+    for sp in SPLITS:
+        shards = [{"name": f, "samples": len(k), "bytes": written[f]["bytes"], "sha256": written[f]["sha256"]}
+                  for f, k in layout[sp]]
+        splits_info[sp] = {
+            "pattern": shardset.brace_pattern([s["name"] for s in shards]),
+            "samples": len(by_split[sp]),
+            "shards": shards,
+        }
 
     removed = {kind: sum(1 for r in rejected if r["kind"] == kind) for kind in (CORRUPT, DUPLICATE, NEAR, NO_LABEL)}
     problems = sum(1 for r in rejected if r["kind"] == PROBLEM)
@@ -618,7 +860,7 @@ def _write(
         "resolution": opts.size if opts.resize != "keep-ratio" else None,
         "image_format": ext,
         "fields": sorted(["json", ext] + (["cls"] if labels else [])),
-        "counts": {"train": len(by_split["train"]), "val": len(by_split["val"]), "total": len(ordered)},
+        "counts": {"train": len(by_split["train"]), "val": len(by_split["val"]), "total": total},
         "splits": splits_info,
         "labels": label_info,
         "removed": removed,
@@ -627,11 +869,10 @@ def _write(
         "options": asdict(opts),
     }
     shardset.write_info(out, info)
-    written = {s["name"] for v in splits_info.values() for s in v["shards"]}
     stale = shardset.stale_shard_re(name)
-    for p in out.iterdir():
-        if stale.match(p.name) and p.name not in written:
-            p.unlink()
+    for fname in storage.names(out):
+        if stale.match(fname) and fname not in written:
+            storage.remove(storage.join(out, fname))
 
     warnings = []
     n_train, n_train_shards = len(by_split["train"]), len(splits_info["train"]["shards"])
@@ -648,11 +889,12 @@ def _write(
         image_format=ext,
         counts=info["counts"],
         shards={sp: len(splits_info[sp]["shards"]) for sp in SPLITS},
-        patterns={sp: str(out / splits_info[sp]["pattern"]) if splits_info[sp]["pattern"] else None for sp in SPLITS},
+        patterns={sp: storage.join(out, splits_info[sp]["pattern"]) if splits_info[sp]["pattern"] else None
+                  for sp in SPLITS},
         removed=removed,
         input_problems=problems,
         rejected=rejected[:20],
-        report=str(out / REJECTED),
+        report=storage.join(out, REJECTED),
         labels=label_info,
         warnings=warnings,
     )

@@ -26,8 +26,9 @@ from typing import IO, Any
 
 import braceexpand
 
+from . import storage
 from .errors import UserError
-from .fileio import atomic_file, atomic_write_json
+from .fileio import atomic_file
 
 INFO = "dataset.json"
 SPLITS = ("train", "val")
@@ -100,13 +101,14 @@ def write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> tuple[int, st
     return hw.n, hw.h.hexdigest()
 
 
-def write_info(folder: Path, info: dict) -> None:
-    atomic_write_json(folder / INFO, info)
+def write_info(folder: str | Path, info: dict) -> None:
+    """``dataset.json``, written last: one atomic write (a renamed temporary, or one object PUT)."""
+    storage.put(storage.join(folder, INFO), (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode())
 
 
-def remove_info(folder: Path) -> None:
+def remove_info(folder: str | Path) -> None:
     """Before a set is rewritten: without its description, a half-rewritten set is never taken for a whole one."""
-    (folder / INFO).unlink(missing_ok=True)
+    storage.remove(storage.join(folder, INFO))
 
 
 # ------------------------------------------------------------------------------------------------- reading
@@ -116,7 +118,7 @@ def remove_info(folder: Path) -> None:
 class ShardSet:
     """A shard folder's ``dataset.json``, read."""
 
-    folder: Path
+    folder: Path | str  # a local folder, or an object-store prefix (s3://bucket/shards)
     info: dict
 
     @property
@@ -135,7 +137,10 @@ class ShardSet:
         return [s for sp, v in self.info["splits"].items() if split in (None, sp) for s in v.get("shards", [])]
 
     def tars(self, split: str | None = None) -> list[Path]:
-        return [self.folder / s["name"] for s in self.shards(split)]
+        """Each shard's path (its URL, for a set in object storage)."""
+        if storage.is_url(self.folder):
+            return [storage.join(self.folder, s["name"]) for s in self.shards(split)]
+        return [Path(self.folder) / s["name"] for s in self.shards(split)]
 
     @property
     def labels(self) -> dict | None:
@@ -157,9 +162,9 @@ _SHARD_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.tar$")  # a plain file n
 def read(folder: str | Path) -> ShardSet | None:
     """The shard set in ``folder``; None when the folder has no ``dataset.json``. A description that is damaged or
     names a shard outside its folder (``../x.tar``, ``/etc/…``, ``sub/x.tar``) raises :class:`BadInfo`."""
-    folder = Path(folder)
+    folder = str(folder).rstrip("/") if storage.is_url(folder) else Path(folder)
     try:
-        info = json.loads((folder / INFO).read_text("utf-8"))
+        info = json.loads(storage.read_bytes(storage.join(folder, INFO)).decode("utf-8"))
     except (FileNotFoundError, NotADirectoryError):
         return None
     except (ValueError, UnicodeDecodeError) as e:
@@ -220,7 +225,14 @@ def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None
     ss = None
     for part in spec.split("::"):
         path = Path(part)
-        if path.is_dir():
+        if storage.is_url(part) and not part.endswith(".tar") and "{" not in part:  # a set in object storage
+            found = read(part)
+            if found is None:
+                raise NoShards(f"{part} has no {INFO}; name its tars (s3://…/x-train-{{000000..000007}}.tar) or "
+                               "write the set there with  gandata shard … --out " + part)
+            ss = found
+            urls += [str(t) for t in found.tars(split)]
+        elif path.is_dir():
             _refuse_unfinished(path)
             found = read(path)
             if found is not None:

@@ -77,6 +77,12 @@ WORK_MEMORY = Opt("memory", int, 1024, min=64, help="MiB that decoded images may
 DURABILITY = Opt("durability", str, choices=("batch", "file", "none"),
                  help="batch (default: files fsynced in groups before their manifest rows), file (each file "
                  "fsynced as written) or none (no fsync: fastest; a power loss may leave a listed file damaged).")
+RUN_ON = Opt("engine", str, "local", choices=("local", "ray"),
+             help="local (threads in this process) or ray (tasks on the Ray cluster at --ray-address, else "
+             "$RAY_ADDRESS, else a local one; pip install 'gandata[ray]').")
+RAY_ADDRESS = Opt("ray_address", str, help="--engine ray: the cluster to join (default $RAY_ADDRESS, else a new "
+                  "local Ray).")
+TASK_SIZE = Opt("task_size", int, 2000, min=1, help="--engine ray: samples per task (a tar is always one task).")
 LIMIT = Opt("limit", int, min=1, help="Stop when the dataset holds this many images.")
 WORKERS = Opt("workers", int, 0, min=0, help="Worker threads (0: one per core).")
 DEVICE = Opt("device", str, "auto", choices=("auto", "cpu", "cuda"), help="Where to run.")
@@ -98,6 +104,12 @@ def _limits(v: dict) -> dict:
 
 def _base_url(v: dict, ctx: Context) -> str | None:
     return v.get("base_url") or ctx.base_url
+
+
+def storage_url(path: Any) -> bool:
+    from .storage import is_url
+
+    return is_url(str(path))
 
 
 def _dataset_out(v: dict, ctx: Context, dataset: str, stage: str) -> Path:
@@ -351,9 +363,13 @@ def _shard(v: dict, ctx: Context) -> Summary:
     if not src:
         if v["out"] is not None or v["name"] is not None:
             raise UserError("--out and --name need SRC; without SRC every dataset goes to DATA/<dataset>/shards")
+        if v["engine"] != "local":
+            raise UserError("--engine ray needs SRC (one dataset at a time)")
         return ShardAll(shard_all(ctx.data_dir, opts, progress=ctx.progress))
     name = v["name"] or ctx.dataset or default_name(src[0], ctx.data_dir)
-    return shard(src, v["out"] or ctx.data_dir / name / "shards", name, opts, progress=ctx.progress)
+    out = v["out"] or ctx.data_dir / name / "shards"
+    return shard(src, out if storage_url(out) else Path(out).expanduser(), name, opts, progress=ctx.progress,
+                 engine=v["engine"], ray_address=v["ray_address"], task_size=v["task_size"])
 
 
 DEDUPE = Stage(
@@ -376,7 +392,8 @@ SHARD = Stage(
     "  gandata shard data/bricklink/raw --label-field category --size 128 --resize pad",
     (Opt("src", LIST, argument=True, help="Dataset folders, image folders or .tar shards (default: every dataset "
          "under the data dir; in a pipeline: what the stage before wrote)."),
-     _out("DATA/<name>/shards"),
+     Opt("out", str, help="Output folder, or an object-store prefix: s3://bucket/prefix, gs://… (pip install "
+         "'gandata[s3]'); default DATA/<name>/shards."),
      Opt("name", str, help="Shard name prefix (default: the dataset's name)."),
      Opt("size", int, 64, min=1, help="Output side in pixels."),
      Opt("resize", str, "center-crop", choices=RESIZE_MODES,
@@ -395,7 +412,8 @@ SHARD = Stage(
      Opt("label_field", str, help="Record field whose values become class labels (.cls)."),
      Opt("draft", bool, True, help="Decode JPEGs at the smallest DCT scale that keeps twice the output size (fast; "
          "0.4/255 from a whole decode on average); --no-draft decodes them whole."),
-     Opt("workers", int, 0, min=0, help="Threads for decoding and resizing (0: one per core)."), WORK_MEMORY),
+     Opt("workers", int, 0, min=0, help="Threads for decoding and resizing (0: one per core); --engine ray: tasks "
+         "at once (0: one per CPU of the cluster)."), WORK_MEMORY, RUN_ON, RAY_ADDRESS, TASK_SIZE),
     _shard, "shard")
 
 # ---------------------------------------------------------------------------------------------- inspect

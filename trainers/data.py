@@ -1,8 +1,9 @@
 """Streaming WebDataset shards into uint8 batches, one stream per rank, never unpacked to disk.
 
-* Shard specs: a folder with ``dataset.json`` (its train split, or ``split=``), a folder of ``.tar`` files, a tar,
-  a brace pattern (``shards/x-train-{000000..000019}.tar``), or anything WebDataset opens (``https://…``,
-  ``pipe:aws s3 cp s3://… -``). Several specs may be joined with ``::``.
+* Shard specs: a folder with ``dataset.json`` (its train split, or ``split=``), the same in object storage
+  (``s3://bucket/shards``), a folder of ``.tar`` files, a tar, a brace pattern (``shards/x-train-{000000..000019}.tar``,
+  ``s3://…/x-train-{000000..000019}.tar``), or anything WebDataset opens (``https://…``, ``pipe:…``). Several specs
+  may be joined with ``::``.
 * The stream is endless and every reader (rank × loader worker) has one: a seeded permutation of the shards per
   epoch, epochs one after another, the sequence dealt round-robin to the readers — so every rank runs the same
   number of steps (the loop counts steps, not epochs), and every shard is read once per epoch across the readers.
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from .. import images, shardset
+from .. import images, shardset, storage
 
 IMAGE_KEYS = "png;jpg;jpeg;webp"
 
@@ -57,10 +58,12 @@ def _collate(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch
 
 def tar_samples(src):
     """Shard URLs → WebDataset samples (``{"__key__", "__url__", ext: bytes}``), read with the shard set's own tar
-    reader (:func:`gandata.shardset.samples`)."""
+    reader (:func:`gandata.shardset.samples`). Object-store URLs (``s3://``, ``gs://``) are streamed through
+    fsspec (:func:`gandata.storage.open_stream`: credentials from the environment, no ``aws`` CLI in a pipe);
+    ``https://`` and ``pipe:`` through WebDataset's opener."""
     for shard in src:
         url = shard["url"]
-        stream = wds.gopen(url)
+        stream = storage.open_stream(url) if storage.is_url(url) else wds.gopen(url)
         try:
             for key, fields in shardset.samples(stream, url):
                 yield {"__key__": key, "__url__": url, **fields}

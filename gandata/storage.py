@@ -1,0 +1,128 @@
+"""Where a path may be an object-store URL: ``s3://bucket/prefix``, ``gs://…``, ``file://…`` (fsspec), or a local path.
+
+The one owner of reading and writing through fsspec. Object stores have no directories and no rename, so:
+
+* a file is written whole, as one object (``put``): an S3 PUT, or a multipart upload completed in one call, becomes
+  visible all at once or not at all — the object store's atomic write, as a rename is the local disk's;
+* nothing relies on a "folder" existing: listing a prefix is how its objects are found;
+* a local path is written with :func:`gandata.fileio.atomic_write` (temporary name, fsync, rename).
+
+fsspec and the store's driver are imported only when a URL is used (``pip install 'gandata[s3]'`` or
+``'gandata[gcs]'``); a local path never needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import UserError
+from .fileio import atomic_write
+
+# a scheme fsspec reads (not https:// or pipe:, which WebDataset opens itself; not a Windows drive letter)
+_URL_RE = re.compile(r"^(s3|s3a|gs|gcs|az|abfs|file|memory)://")
+_EXTRA = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """A path fsspec must open (an object store, ``file://``, fsspec's ``memory://``)."""
+    return bool(_URL_RE.match(str(path)))
+
+
+def filesystem(url: str):
+    """``(fsspec filesystem, path within it)`` for an object-store URL, or a one-line error naming the extra."""
+    try:
+        from fsspec.core import url_to_fs
+    except ImportError:
+        raise UserError(f"{url}: reading object storage needs fsspec; pip install 'gandata[s3]' (or [gcs])") from None
+    scheme = url.split("://", 1)[0]
+    try:
+        fs, path = url_to_fs(url, **_options(scheme))
+    except ImportError as e:
+        extra = _EXTRA.get(scheme, scheme)
+        raise UserError(f"{url}: {scheme}:// needs its fsspec driver ({e}); pip install 'gandata[{extra}]'") from None
+    return fs, path
+
+
+def _options(scheme: str) -> dict:
+    """Connection options from the environment: ``AWS_ENDPOINT_URL`` (MinIO, a local test server, any S3-compatible
+    store) is passed to s3fs, which does not read it itself in every version."""
+    if scheme in ("s3", "s3a") and os.environ.get("AWS_ENDPOINT_URL"):
+        return {"client_kwargs": {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}}
+    return {}
+
+
+def join(base: str | os.PathLike, *names: str) -> str:
+    """``base/name`` for a URL or a local path."""
+    if is_url(base):
+        return "/".join([str(base).rstrip("/"), *names])
+    return str(Path(base, *names))
+
+
+def exists(path: str | os.PathLike) -> bool:
+    if not is_url(path):
+        return os.path.exists(path)
+    fs, p = filesystem(str(path))
+    return fs.exists(p)
+
+
+def read_bytes(path: str | os.PathLike, start: int | None = None, end: int | None = None) -> bytes:
+    """A file's bytes, or the range ``[start, end)`` of them (one ranged GET on an object store)."""
+    if not is_url(path):
+        with open(path, "rb") as f:
+            f.seek(start or 0)
+            return f.read() if end is None else f.read(end - (start or 0))
+    fs, p = filesystem(str(path))
+    return fs.cat_file(p, start=start, end=end)
+
+
+def put(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` as the whole of ``path``, atomically: one object on a store, a renamed temporary locally."""
+    if not is_url(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data)
+        return
+    fs, p = filesystem(str(path))
+    fs.pipe_file(p, data)
+
+
+def put_file(local: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Upload a finished local file as the object ``path`` (atomic: visible only when the upload completes)."""
+    if not is_url(path):
+        raise ValueError("put_file is for object-store destinations")
+    fs, p = filesystem(str(path))
+    fs.put_file(str(local), p)
+
+
+def remove(path: str | os.PathLike) -> None:
+    """Delete a file or object; nothing when it is not there."""
+    if not is_url(path):
+        Path(path).unlink(missing_ok=True)
+        return
+    fs, p = filesystem(str(path))
+    try:
+        fs.rm_file(p)
+    except FileNotFoundError:
+        pass
+
+
+def names(prefix: str | os.PathLike) -> list[str]:
+    """The file names directly under a folder or prefix (sorted; none when it does not exist)."""
+    if not is_url(prefix):
+        try:
+            return sorted(e.name for e in os.scandir(prefix) if e.is_file())
+        except FileNotFoundError:
+            return []
+    fs, p = filesystem(str(prefix))
+    try:
+        found = fs.ls(p.rstrip("/"), detail=True, refresh=True)
+    except FileNotFoundError:
+        return []
+    return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in found if e.get("type") == "file")
+
+
+def open_stream(url: str):
+    """A readable binary stream of the object ``url`` (the trainers' tar reader takes it as it comes)."""
+    fs, p = filesystem(url)
+    return fs.open(p, "rb", block_size=8 << 20)

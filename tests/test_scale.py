@@ -1,0 +1,207 @@
+"""Beyond one machine: the data stages on Ray (a local cluster of 2 CPUs, started and stopped here) and shard sets
+in object storage (moto's S3 server on 127.0.0.1). Skipped only when the extras are not installed
+(``pip install -e '.[test,ray,s3]'``, which CI does)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import drawn_image, png_bytes, write_drawn_folder
+
+from gandata import engine, storage
+from gandata.datasets import Dataset
+from gandata.errors import UserError
+from gandata.shard import ShardOptions, shard
+
+ray = pytest.importorskip("ray", reason="needs the ray extra: pip install -e '.[ray]'")
+
+OPTS = dict(size=32, maxcount=8, min_shards=2, val_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 with a bucket, and the environment that points s3fs at it — set before the
+    Ray cluster starts, so that its workers inherit it as a real cluster's nodes have their own credentials.
+    None when the s3 extra or moto's server is not installed."""
+    try:
+        import s3fs
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        yield None
+        return
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}).mkdir("gandata-test")
+    yield "s3://gandata-test"
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def s3(s3_server):
+    if s3_server is None:
+        pytest.skip("needs the s3 extra and moto's server: pip install -e '.[s3]' 'moto[server]'")
+    return s3_server
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server):
+    """A local Ray of 2 CPUs for this module (no dashboard); the stages join it instead of starting their own."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict:
+    """A dataset folder with labels, an exact duplicate and a damaged file; a plain image folder; tars."""
+    base = tmp_path_factory.mktemp("inputs")
+    with Dataset.create(base / "raw") as ds:
+        for i in range(30):
+            ds.add(f"k{i:03d}", png_bytes(drawn_image(i, (48, 40))), "png",
+                   {"width": 48, "height": 40, "source": "t", "category": ["a", "b", "c"][i % 3]})
+        ds.add("copy", png_bytes(drawn_image(4, (48, 40))), "png", {"width": 48, "height": 40, "source": "t",
+                                                                    "category": "a"})
+        ds.add("broken", b"\x89PNG\r\n\x1a\n not really", "png", {"width": 1, "height": 1, "source": "t",
+                                                                  "category": "b"})
+    write_drawn_folder(base / "folder", 12, start=100)
+    (base / "folder" / "junk.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    shard([base / "folder"], base / "set", "f", ShardOptions(size=40, maxcount=4, min_shards=1, val_fraction=0))
+    (base / "tars").mkdir()  # another tool's tars (no dataset.json), one of them damaged
+    for t in sorted((base / "set").glob("*.tar")):
+        (base / "tars" / t.name).write_bytes(t.read_bytes())
+    (base / "tars" / "g-000000.tar").write_bytes(t.read_bytes()[:1500])
+    return {"raw": base / "raw", "folder": base / "folder", "tars": base / "tars"}
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in (".tar", ".json",
+                                                                                                       ".jsonl")}
+
+
+@pytest.mark.parametrize("src, extra", [
+    ("raw", dict(label_field="category", dedupe="near")),
+    ("folder", {}),
+    ("tars", dict(image_format="jpg")),
+])
+def test_shard_on_ray_is_byte_identical_to_local(cluster, inputs, tmp_path, src, extra):
+    opts = ShardOptions(**OPTS, **extra)
+    local = shard([inputs[src]], tmp_path / "local", "x", opts)
+    on_ray = shard([inputs[src]], tmp_path / "ray", "x", opts, engine="ray", task_size=5)
+    assert on_ray.tasks["map"]["ran"] == on_ray.tasks["map"]["tasks"] >= 2
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")  # tars, dataset.json, rejected.jsonl
+    assert (on_ray.counts, on_ray.removed) == (local.counts, local.removed)
+    assert sum(local.removed.values()) >= 1  # the damaged or duplicate inputs were met on both engines
+
+
+def test_a_rerun_submits_only_the_tasks_without_a_marker(cluster, inputs, tmp_path):
+    opts = ShardOptions(**OPTS, label_field="category")
+    first = shard([inputs["raw"]], tmp_path / "s", "x", opts, engine="ray", task_size=4)
+    total = first.tasks["map"]["tasks"]
+    markers = tmp_path / "s" / ".work" / "ray" / "markers"
+    lost = sorted(markers.glob("map-*.json"))[:3]  # as if the run had been killed before these finished
+    for m in lost:
+        m.unlink()
+    (tmp_path / "s" / "dataset.json").unlink()
+    again = shard([inputs["raw"]], tmp_path / "s", "x", opts, engine="ray", task_size=4)
+    assert again.tasks["map"] == {"tasks": total, "ran": 3, "skipped": total - 3}
+    assert again.processed < first.processed and again.reused > 0
+    local = shard([inputs["raw"]], tmp_path / "local", "x", opts)
+    assert _files(tmp_path / "s") == _files(tmp_path / "local") and local.counts == again.counts
+    assert not list(markers.glob("write-*.json"))  # write markers only bridge a killed write step
+
+
+def test_a_task_that_fails_once_is_retried_and_the_run_completes(cluster, tmp_path):
+    tries = tmp_path / "tries"
+    tries.mkdir()
+
+    def flaky(n: int) -> dict:  # a local function: Ray ships it by value to its workers
+        seen = len(list(tries.glob(f"{n}-*")))
+        (tries / f"{n}-{seen}").touch()
+        if n == 2 and seen == 0:
+            raise ConnectionResetError("the object store hung up")
+        return {"n": n, "square": n * n}
+
+    tasks = [engine.Task(f"t{n}", (n,)) for n in range(4)]
+    report = engine.run(flaky, tasks, str(tmp_path / "markers"))
+    assert {k: v["square"] for k, v in report.results.items()} == {"t0": 0, "t1": 1, "t2": 4, "t3": 9}
+    assert len(list(tries.glob("2-*"))) == 2 and len(list(tries.glob("0-*"))) == 1
+    assert sorted(p.name for p in (tmp_path / "markers").iterdir()) == [f"t{n}.json" for n in range(4)]
+
+
+def test_a_task_that_keeps_failing_stops_the_run_and_keeps_the_others(cluster, tmp_path):
+    def broken(n: int) -> dict:
+        if n == 1:
+            raise ValueError("this input is bad")
+        return {"n": n}
+
+    tasks = [engine.Task(f"t{n}", (n,)) for n in range(3)]
+    with pytest.raises(UserError, match="this input is bad"):
+        engine.run(broken, tasks, str(tmp_path / "m"), retries=1)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["t0.json", "t2.json"]
+    again = engine.run(lambda n: {"n": n, "fixed": True}, tasks, str(tmp_path / "m"))
+    assert (again.ran, again.skipped) == (1, 2) and again.results["t1"]["fixed"]
+
+
+def test_shards_written_to_s3_match_local_and_train_streams_them(cluster, s3, inputs, tmp_path):
+    from gandata.trainers.metrics import evaluate
+    from gandata.trainers.train import TrainOptions, train
+
+    from gandata.shardset import resolve
+
+    opts = ShardOptions(**OPTS, label_field="category")
+    local = shard([inputs["raw"]], tmp_path / "local", "x", opts)
+    for eng in ("local", "ray"):
+        url = f"{s3}/sets/{eng}"
+        remote = shard([inputs["raw"]], url, "x", opts, engine=eng, task_size=6)
+        assert remote.counts == local.counts and remote.patterns["train"].startswith(url + "/x-train-")
+        objects = {n: storage.read_bytes(f"{url}/{n}") for n in storage.names(url)}
+        assert objects == _files(tmp_path / "local")
+    urls, sset = resolve(f"{s3}/sets/ray")
+    assert urls == [f"{s3}/sets/ray/x-train-{i:06d}.tar" for i in range(len(urls))] and sset.labels
+    out = tmp_path / "run"
+    summary = train(TrainOptions(kind="cdcgan", shards=f"{s3}/sets/ray", out=str(out), kimg=0.05, batch=8,
+                                 snap_kimg=0.05, ngf=8, ndf=8, nz=16, workers=0, shuffle=16, device="cpu", grid=9),
+                    progress=False)
+    assert summary.kimg >= 0.05 and sorted(out.glob("checkpoint-*.pt"))
+    result = evaluate(out, f"{s3}/sets/ray", n=16, metrics=("kid",), extractor="tiny-random", progress=False)
+    assert result.results and result.results[-1]["real"] == f"{s3}/sets/ray"
+    assert result.results[-1]["n_real"] == local.counts["train"]
+
+
+def test_an_object_store_path_without_its_extra_says_what_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_fsspec(name, *a, **k):
+        if name.startswith("fsspec"):
+            raise ImportError("No module named 'fsspec'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_fsspec)
+    with pytest.raises(UserError, match=r"pip install 'gandata\[s3\]'"):
+        storage.exists("s3://bucket/x")
+
+
+def test_engine_results_are_read_back_from_markers_without_a_cluster(tmp_path):
+    markers = tmp_path / "m"
+    markers.mkdir()
+    (markers / "a.json").write_text(json.dumps({"ok": 1}) + "\n")
+    (markers / "b.json").write_text('{"torn')  # a marker cut short counts as not done
+    report = engine.run(lambda: {"never": True}, [engine.Task("a")], str(markers))
+    assert (report.ran, report.skipped, report.results) == (0, 1, {"a": {"ok": 1}})
+    assert set(engine.done(str(markers))) == {"a"}
