@@ -21,7 +21,11 @@ Each record says which method cut it. Images where neither finds a plausible hea
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -34,8 +38,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import assets, images
-from .datasets import Dataset, Input, child_key, open_input
+from . import assets, images, storage
+from .datasets import Dataset, Input, Part, Problem, Sample, child_key, open_input, part_samples, partitions
 from .errors import UserError
 from .fileio import atomic_write
 from .progress import Progress
@@ -323,8 +327,13 @@ def crop(
     debug_grid: str | os.PathLike | None = None,
     grid_n: int = 36,
     progress: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
+    task_size: int = 2000,
 ) -> CropSummary:
-    """Cut faces (or LEGO heads) out of every image of ``src`` into the dataset folder ``out``; returns the summary."""
+    """Cut faces (or LEGO heads) out of every image of ``src`` into the dataset folder ``out``; returns the summary.
+    ``engine="ray"``: the detection and cutting run as Ray tasks of ``task_size`` images (a tar is one task); this
+    process writes their crops into ``out`` in input order, so the dataset is the one the local engine makes."""
     opts = options or CropOptions()
     opts.validate()
     t0 = time.monotonic()
@@ -356,35 +365,46 @@ def crop(
         with Dataset.create(out) as ds:
             done = {r["parent"] for r in ds.read_journal("parents") if "parent" in r}
             journal = ds.journal("parents")
+
+            def take(sample: Sample, result: dict) -> None:
+                """Write one source image's crops, its journal line and counts (both engines)."""
+                status = result["status"]
+                counts[status] += 1
+                if status == "unreadable":
+                    bad.append({"origin": sample.origin, "reason": result["reason"]})
+                    ds.fail(sample.key, result["reason"], origin=sample.origin)
+                    journal.append({"parent": sample.key, "status": status})
+                    prog.advance(1, bad=1)
+                    return
+                parent = {k: v for k, v in sample.record.items() if k not in _FILE_FIELDS}
+                for c in result["crops"]:
+                    record = {**parent, "source": sample.record.get("source", source.kind), "parent": sample.key,
+                              "bbox": c["bbox"], "crop_box": c["crop_box"], "method": c["method"],
+                              "detector": DETECTOR if c["method"] == "cascade" else "layout",
+                              "detector_params": params if c["method"] == "cascade" else {},
+                              "margin": opts.margin, "edge": opts.edge, "width": opts.size, "height": opts.size,
+                              "parent_width": result["size"][0], "parent_height": result["size"][1]}
+                    key = child_key(sample.key, f"_f{c['index']}")
+                    if ds.add(key, c["data"], opts.image_format, record) is not None:
+                        counts["crops"] += 1
+                        methods[c["method"]] += 1
+                journal.append({"parent": sample.key, "status": status, "faces": len(result["crops"]),
+                                **({"reason": result["reason"]} if result["reason"] else {})})
+                if result["preview"] is not None and len(examples) < grid_n:
+                    examples.append((result["preview"], result["size"], result["boxes"], sample.key))
+                prog.advance(1, faces=len(result["crops"]))
+
             with Progress(stage, source.count_hint(), enabled=progress) as prog:
                 jobs = _jobs(source, done, opts, detector, pad, background, counts, prog,
                              lambda: bool(debug_grid) and len(examples) < grid_n, MemoryBudget(opts.memory << 20))
-                for sample, result in ordered(jobs, workers, 4 * workers, name="crop"):
-                    status = result["status"]
-                    counts[status] += 1
-                    if status == "unreadable":
-                        bad.append({"origin": sample.origin, "reason": result["reason"]})
-                        ds.fail(sample.key, result["reason"], origin=sample.origin)
-                        journal.append({"parent": sample.key, "status": status})
-                        prog.advance(1, bad=1)
-                        continue
-                    parent = {k: v for k, v in sample.record.items() if k not in _FILE_FIELDS}
-                    for c in result["crops"]:
-                        record = {**parent, "source": sample.record.get("source", source.kind), "parent": sample.key,
-                                  "bbox": c["bbox"], "crop_box": c["crop_box"], "method": c["method"],
-                                  "detector": DETECTOR if c["method"] == "cascade" else "layout",
-                                  "detector_params": params if c["method"] == "cascade" else {},
-                                  "margin": opts.margin, "edge": opts.edge, "width": opts.size, "height": opts.size,
-                                  "parent_width": result["size"][0], "parent_height": result["size"][1]}
-                        key = child_key(sample.key, f"_f{c['index']}")
-                        if ds.add(key, c["data"], opts.image_format, record) is not None:
-                            counts["crops"] += 1
-                            methods[c["method"]] += 1
-                    journal.append({"parent": sample.key, "status": status, "faces": len(result["crops"]),
-                                    **({"reason": result["reason"]} if result["reason"] else {})})
-                    if result["preview"] is not None and len(examples) < grid_n:
-                        examples.append((result["preview"], result["size"], result["boxes"], sample.key))
-                    prog.advance(1, faces=len(result["crops"]))
+                if engine == "ray":
+                    results = _crop_on_ray(source, done, opts, path, pad, background,
+                                           grid_n if debug_grid else 0, Path(out), ray_address, task_size, counts,
+                                           prog)
+                else:
+                    results = ordered(jobs, workers, 4 * workers, name="crop")
+                for sample, result in results:
+                    take(sample, result)
             for p in source.problems:  # a missing file, a damaged tar: listed, never fatal
                 counts["unreadable"] += p.lost  # a repeated tar member lost nothing: listed only
                 bad.append({"origin": p.origin, "reason": p.reason})
@@ -404,6 +424,90 @@ def crop(
         _debug_sheet(examples, debug_grid, stage)
         summary.debug_grid = str(debug_grid)
     return summary
+
+
+def crop_part(part: Part, done: list[str], opts: CropOptions, cascade_xml: bytes | None, pad: tuple,
+              background: tuple, preview_n: int, part_file: str) -> dict:
+    """A Ray task of ``crop --engine ray``: every image of the part not in ``done``, through :func:`_process` as
+    the local engine runs it. The crops (and up to ``preview_n`` previews, as PNG) go to one file, ``part_file``;
+    the result says per image what :func:`crop` writes, in input order, with each crop's place in that file."""
+    cv2.setNumThreads(1)
+    skip = set(done)
+    blobs: list[bytes] = []
+    end = 0
+
+    def put(data: bytes) -> list[int]:
+        nonlocal end
+        blobs.append(data)
+        end += len(data)
+        return [end - len(data), len(data)]
+
+    with tempfile.TemporaryDirectory(prefix="gandata-cascade-") as tmp:
+        path = None
+        if cascade_xml is not None:  # shipped with the task: a worker on another machine has no cache of it
+            path = str(Path(tmp) / "cascade.xml")
+            Path(path).write_bytes(cascade_xml)
+        detector = Detector(path, opts)
+        items, shown = [], 0
+        samples, problems = part_samples(part)
+        for s in samples:
+            if s.key in skip:
+                continue
+            try:
+                data = s.read()
+            except OSError as e:
+                result = {"status": "unreadable", "reason": f"cannot read ({e.strerror or e})"}
+            else:
+                result = _process(data, s.key, opts, detector, pad, background, preview=shown < preview_n)
+            if result.get("preview") is not None:
+                shown += 1
+                result["preview"] = put(images.encode(result["preview"], "png"))
+            for c in result.get("crops", []):
+                c["data"] = put(c["data"])
+            items.append({"key": s.key, "ext": s.ext, "origin": s.origin, "record": s.record, "result": result})
+    storage.put(part_file, b"".join(blobs))
+    return {"items": items, "problems": [[p.origin, p.reason, p.lost] for p in problems]}
+
+
+def _crop_on_ray(source: Input, done: set[str], opts: CropOptions, cascade: str | None, pad: tuple,
+                 background: tuple, grid_n: int, out: Path, address: str | None, task_size: int, counts: Counter,
+                 prog: Progress) -> Iterator[tuple[Sample, dict]]:
+    """``(sample, result)`` for every image not done, as the local engine yields them, computed by Ray tasks."""
+    from . import engine
+
+    work = out / ".work" / "ray"
+    parts = partitions([source], task_size, [])  # the listing's own problems stay in source.problems
+    xml = Path(cascade).read_bytes() if cascade else None
+    opts_digest = hashlib.sha256(json.dumps([asdict(opts), hashlib.sha256(xml or b"").hexdigest(), pad,
+                                             background]).encode()).hexdigest()[:16]
+    tasks = []
+    for i, part in enumerate(parts):
+        task_id = f"crop-{hashlib.sha256((opts_digest + part.ident).encode()).hexdigest()[:24]}"
+        keys = [row[0] for row in part.payload] if part.kind == "files" else []
+        tasks.append(engine.Task(task_id, (part, sorted(done.intersection(keys)), opts, xml, pad, background,
+                                           grid_n if i < 2 else 0, str(work / f"{task_id}.bin"))))
+    report = engine.run(crop_part, tasks, str(work / "markers"), address=address, workers=opts.workers,
+                        label="crop")
+    for t in tasks:
+        result = report.results[t.id]
+        blob = storage.read_bytes(t.args[-1])
+        for item in result["items"]:
+            if item["key"] in done:  # taken by an earlier run that read this task's marker
+                counts["skipped_done"] += 1
+                prog.advance(1)
+                continue
+            r = item["result"]
+            for c in r.get("crops", []):
+                off, n = c["data"]
+                c["data"] = blob[off: off + n]
+            if r.get("preview") is not None:
+                off, n = r["preview"]
+                r["preview"] = Image.open(io.BytesIO(blob[off: off + n])).convert("RGB")
+            r.setdefault("preview", None)
+            r.setdefault("reason", None)
+            r["boxes"] = [(tuple(b), tuple(cb) if cb else None) for b, cb in r.get("boxes", [])]
+            yield Sample(item["key"], item["ext"], item["record"], item["origin"], lambda: b""), r
+        source.problems.extend(Problem(o, reason, lost) for o, reason, lost in result["problems"])
 
 
 def _jobs(source: Input, done: set[str], opts: CropOptions, detector: Detector, pad: tuple, background: tuple,

@@ -557,6 +557,65 @@ class TarInput(Input):
         yield Sample(key, image_ext.rsplit(".", 1)[-1], record, f"{tar}:{raw_key}.{image_ext}", lambda d=data: d)
 
 
+@dataclass(frozen=True)
+class Part:
+    """A deterministic slice of the inputs, the unit of work of ``--engine ray``: ``files`` (a run of samples of a
+    dataset or image folder, each read by its path where the task runs) or ``tar`` (one tar). ``ident`` is a digest
+    of what it holds (keys, file paths and their sha256 or size and mtime; a tar's path, size and mtime), so the
+    same inputs give the same parts and a grown input changes only the parts it touched."""
+
+    kind: str
+    payload: tuple
+    ident: str
+
+
+def partitions(inputs: list[Input], size: int, problems: list[Problem]) -> list[Part]:
+    """The inputs cut into :class:`Part` s of ``size`` samples (a tar is one part), in input order. Problems met
+    while listing (a manifest row whose file is missing) are appended to ``problems``."""
+    parts: list[Part] = []
+
+    def part(kind: str, payload: list, ident: list) -> None:
+        parts.append(Part(kind, tuple(payload), hashlib.sha256(json.dumps([kind, ident]).encode()).hexdigest()[:24]))
+
+    def flush(chunk: list[list]) -> None:
+        if chunk:
+            part("files", chunk, [[c[0], c[3], c[4] or _file_ident(c[3])] for c in chunk])
+
+    for src in inputs:
+        if isinstance(src, TarInput):
+            for tar in src.tars:
+                st = tar.stat()
+                part("tar", [str(tar)], [str(tar.resolve()), st.st_size, st.st_mtime_ns])
+            continue
+        chunk: list[list] = []
+        for s in src:
+            chunk.append([s.key, s.ext, s.record, s.origin, s.sha256])
+            if len(chunk) == size:
+                flush(chunk)
+                chunk = []
+        flush(chunk)
+        problems.extend(src.problems)
+    return parts
+
+
+def _file_ident(path: str) -> list:
+    try:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    except OSError as e:
+        return [f"unreadable: {e.strerror}"]
+
+
+def part_samples(part: Part) -> tuple[Iterator[Sample], list[Problem]]:
+    """The samples of a part, read where the task runs, as its input would give them; and the list that problems
+    met while reading (a damaged tar) are appended to."""
+    if part.kind == "tar":
+        src = TarInput(part.payload[0], [Path(part.payload[0])])
+        return iter(src), src.problems
+    return (Sample(key, ext, record, origin, lambda f=Path(origin): read_bounded(f), sha)
+            for key, ext, record, origin, sha in part.payload), []
+
+
 def open_input(spec: str | os.PathLike) -> Input:
     """Open any input a stage accepts, or raise :class:`UserError` with one line saying what is wrong."""
     spec = str(spec)

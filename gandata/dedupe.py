@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from . import images
-from .datasets import Sample, open_input
+from .datasets import Part, Sample, open_input, part_samples, partitions
 from .errors import UserError
 from .fileio import JsonlLog, atomic_write, read_jsonl
 from .progress import Progress
@@ -373,12 +373,50 @@ def _hash_sample(data: bytes) -> tuple[int, int, int] | str:
         return str(e)
 
 
+def hash_part(part: Part) -> dict:
+    """A Ray task of ``dedupe --engine ray``: the rows and the unreadable samples of one part of the inputs, as
+    :func:`hash_inputs` finds them (hex hashes: the marker is JSON)."""
+    rows, bad = [], []
+    samples, problems = part_samples(part)
+    for s in samples:
+        res = _hash_sample_of(s, None)
+        if isinstance(res, str):
+            bad.append({"origin": s.origin, "reason": res})
+        else:
+            rows.append({"key": s.key, "origin": s.origin, "phash": to_hex(res[0]), "width": res[1],
+                         "height": res[2]})
+    bad.extend({"origin": p.origin, "reason": p.reason} for p in problems if p.lost)
+    return {"rows": rows, "bad": bad}
+
+
+def _hash_on_ray(inputs: list, progress: bool, address: str | None, workers: int, task_size: int,
+                 work: str | None) -> tuple[list[dict], list[dict]]:
+    from . import engine
+    from .assets import cache_dir
+
+    listed: list = []
+    parts = partitions(inputs, task_size, listed)
+    tasks = [engine.Task(f"hash-{p.ident}", (p,)) for p in parts]
+    markers = work or str(cache_dir() / "dedupe-tasks")  # keyed by content: one folder serves every run
+    total = sum(x.count_hint() or 0 for x in inputs) or None
+    with Progress("hash", total, enabled=progress) as prog:
+        report = engine.run(hash_part, tasks, markers, address=address, workers=workers, label="hash",
+                            on_result=lambda _t, r: prog.advance(len(r["rows"]) + len(r["bad"])))
+    rows = [{**r, "phash": from_hex(r["phash"])} for t in tasks for r in report.results[t.id]["rows"]]
+    bad = [b for t in tasks for b in report.results[t.id]["bad"]]
+    return rows, bad + [{"origin": p.origin, "reason": p.reason} for p in listed if p.lost]
+
+
 def hash_inputs(
-    srcs: list[str | os.PathLike], progress: bool = False, workers: int = 0, memory: int = 1024
+    srcs: list[str | os.PathLike], progress: bool = False, workers: int = 0, memory: int = 1024,
+    engine: str = "local", ray_address: str | None = None, task_size: int = 2000, work: str | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """``[{key, origin, phash, width, height}]`` for every readable sample, and the unreadable ones. Hashes come
     from the :class:`HashCache` when a file was hashed before (by dedupe or shard); inputs are only read. Decoded
-    pixels share a budget of ``memory`` MiB."""
+    pixels share a budget of ``memory`` MiB. ``engine="ray"``: hashed by Ray tasks of ``task_size`` samples (a tar
+    is one task), whose markers go to ``work`` (default: the cache; on a cluster, a shared folder or s3://…)."""
+    if engine == "ray":
+        return _hash_on_ray([open_input(s) for s in srcs], progress, ray_address, workers, task_size, work)
     rows, bad = [], []
     budget = MemoryBudget(memory << 20)
     inputs = [open_input(s) for s in srcs]
@@ -453,13 +491,19 @@ def dedupe(
     grid_clusters: int = 12,
     progress: bool = False,
     memory: int = 1024,
+    engine: str = "local",
+    ray_address: str | None = None,
+    task_size: int = 2000,
+    work: str | None = None,
 ) -> DedupeSummary:
-    """Find near-duplicate clusters across ``srcs`` (nothing is changed); write a JSONL report and a contact sheet."""
+    """Find near-duplicate clusters across ``srcs`` (nothing is changed); write a JSONL report and a contact sheet.
+    ``engine="ray"`` hashes on Ray (see :func:`hash_inputs`); the clusters are the same."""
     if not 0 <= threshold <= 32:
         raise UserError(f"--threshold must be 0-32 bits (got {threshold}); {DEFAULT_THRESHOLD} is the default")
     if not srcs:
         raise UserError("name at least one dataset folder, folder of images, or shards")
-    rows, bad = hash_inputs(list(srcs), progress, memory=memory)
+    rows, bad = hash_inputs(list(srcs), progress, memory=memory, engine=engine, ray_address=ray_address,
+                            task_size=task_size, work=work)
     seen: dict[str, str] = {}
     for r in rows:
         if r["key"] in seen:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, images, shardset, storage
-from .datasets import Input, Problem, TarInput, dataset_stage_folders, lookup_field, open_input, read_bounded
+from .datasets import Input, Part, Problem, dataset_stage_folders, lookup_field, open_input, part_samples, partitions
 from .dedupe import DEFAULT_THRESHOLD, HASH_NAME, HASH_SIDE, HashCache, clusters, from_hex, phash, to_hex
 from .errors import UserError
 from .fileio import FolderLock, JsonlLog, atomic_write_json, read_jsonl, remove_stale_tmp
@@ -531,89 +531,37 @@ def _admit(samples: dict[str, dict], key: str, sha: str, record: dict, origin: s
     return False
 
 
-def _partitions(srcs: list[Input], popts: dict, task_size: int, rejected: list[dict]) -> list[Any]:
-    """The map tasks of a run, deterministic: runs of ``task_size`` samples of each dataset or image folder (read
-    by path on the worker), one task per tar. A task's id is a digest of the pixel options and what it holds, so a
-    grown input re-runs only the tasks whose samples changed."""
-    from .engine import Task
-
-    opts_digest = hashlib.sha256(json.dumps(popts, sort_keys=True).encode()).hexdigest()
-    tasks = []
-
-    def task(kind: str, payload: list, ident: list) -> None:
-        digest = hashlib.sha256(json.dumps([opts_digest, kind, ident]).encode()).hexdigest()[:24]
-        tasks.append(Task(f"map-{digest}", (kind, payload)))
-
-    for src in srcs:
-        if isinstance(src, TarInput):
-            for tar in src.tars:
-                st = tar.stat()
-                task("tar", [str(tar)], [str(tar.resolve()), st.st_size, st.st_mtime_ns])
-            continue
-        chunk: list[list] = []
-        for s in src:
-            chunk.append([s.key, s.ext, s.record, s.origin, s.sha256])
-            if len(chunk) == task_size:
-                task("files", chunk, [[c[0], c[3], c[4] or _file_ident(c[3])] for c in chunk])
-                chunk = []
-        if chunk:
-            task("files", chunk, [[c[0], c[3], c[4] or _file_ident(c[3])] for c in chunk])
-        for p in src.problems:  # rows without a file: found while listing
-            _reject(rejected, CORRUPT if p.lost else PROBLEM, None, p.origin, p.reason)
-    return tasks
-
-
-def _file_ident(path: str) -> list:
-    try:
-        st = os.stat(path)
-        return [st.st_size, st.st_mtime_ns]
-    except OSError as e:
-        return [f"unreadable: {e.strerror}"]
-
-
-def map_part(task_id: str, kind: str, payload: list, popts: dict, work: str) -> dict:
-    """A map task: process its samples as the local engine does (:func:`process_image`), write their bytes as one
-    part (``WORK/<id>.bin``), and return per sample what the reduce step needs (key, record, source sha256, pixel
-    digest, perceptual hash, sizes, where its bytes lie), in input order, and the input's problems."""
+def map_part(task_id: str, part: Part, popts: dict, work: str) -> dict:
+    """A map task: process the part's samples as the local engine does (:func:`process_image`), write their bytes
+    as one file (``WORK/<id>.bin``), and return per sample what the reduce step needs (key, record, source sha256,
+    pixel digest, perceptual hash, sizes, where its bytes lie), in input order, and the part's problems."""
     items: list[dict] = []
     parts: list[bytes] = []
     end = 0
-    problems: list[Problem] = []
-
-    def take(key: str, record: dict, origin: str, sha: str, result: tuple) -> None:
-        nonlocal end
+    samples, problems = part_samples(part)
+    for s in samples:
+        try:
+            data = s.read()
+        except OSError as e:
+            if s.sha256 is None:  # not a sample yet: the local engine lists it without taking its key
+                items.append({"key": s.key, "origin": s.origin, "unreadable": f"cannot read ({e.strerror or e})"})
+                continue
+            data, result = None, ("bad", f"cannot read ({e.strerror or e})")
+        if data is not None:
+            sha = hashlib.sha256(data).hexdigest()
+            if s.sha256 is not None and sha != s.sha256:
+                result = ("bad", "file changed on disk since its manifest row was written (sha256 differs)")
+            else:
+                result = process_image(data, popts)
         if result[0] == "ok":
-            _, data, digest, ow, oh, w, h, ph = result
-            entry = {"ok": True, "offset": end, "length": len(data), "digest": digest, "ow": ow, "oh": oh, "w": w,
-                     "h": h, "phash": ph}
-            parts.append(data)
-            end += len(data)
+            _, encoded, digest, ow, oh, w, h, ph = result
+            entry = {"ok": True, "offset": end, "length": len(encoded), "digest": digest, "ow": ow, "oh": oh,
+                     "w": w, "h": h, "phash": ph}
+            parts.append(encoded)
+            end += len(encoded)
         else:
             entry = {"ok": False, "reason": result[1]}
-        items.append({"key": key, "record": record, "origin": origin, "src": sha, "entry": entry})
-
-    if kind == "tar":
-        src = TarInput(payload[0], [Path(payload[0])])
-        for s in src:
-            data = s.read()
-            take(s.key, s.record, s.origin, hashlib.sha256(data).hexdigest(), process_image(data, popts))
-        problems = src.problems
-    else:
-        for key, _ext, record, origin, sha in payload:
-            try:
-                data = read_bounded(Path(origin))
-            except OSError as e:
-                if sha is None:  # not a sample yet: the local engine lists it without taking its key
-                    items.append({"key": key, "origin": origin, "unreadable": f"cannot read ({e.strerror or e})"})
-                else:
-                    take(key, record, origin, sha, ("bad", f"cannot read ({e.strerror or e})"))
-                continue
-            actual = hashlib.sha256(data).hexdigest()
-            if sha is not None and actual != sha:
-                take(key, record, origin, sha,
-                     ("bad", "file changed on disk since its manifest row was written (sha256 differs)"))
-                continue
-            take(key, record, origin, actual, process_image(data, popts))
+        items.append({"key": s.key, "record": s.record, "origin": s.origin, "src": s.sha256 or sha, "entry": entry})
     storage.put(storage.join(work, f"{task_id}.bin"), b"".join(parts))
     return {"items": items, "problems": [[p.origin, p.reason, p.lost] for p in problems]}
 
@@ -628,8 +576,14 @@ def _map_on_ray(srcs: list[Input], out: str | Path, popts: dict, prog: Progress,
 
     work = storage.join(out, WORK, "ray")
     markers = storage.join(work, "markers")
-    tasks = _partitions(srcs, popts, task_size, rejected)
-    tasks = [Task(t.id, (t.id, *t.args, popts, work)) for t in tasks]
+    listed: list[Problem] = []
+    opts_digest = hashlib.sha256(json.dumps(popts, sort_keys=True).encode()).hexdigest()[:16]
+    tasks = []
+    for part in partitions(srcs, task_size, listed):
+        task_id = f"map-{hashlib.sha256((opts_digest + part.ident).encode()).hexdigest()[:24]}"
+        tasks.append(Task(task_id, (task_id, part, popts, work)))
+    for p in listed:  # rows without a file: found while listing
+        _reject(rejected, CORRUPT if p.lost else PROBLEM, None, p.origin, p.reason)
     reused_tasks = set(engine.done(markers)) & {t.id for t in tasks}
 
     def advance(_task: Any, result: dict) -> None:

@@ -271,7 +271,8 @@ def _crop(lego: bool) -> Callable[[dict, Context], Summary]:
             detect_size=v["detect_size"], workers=v["workers"], memory=v["memory"], image_format=v["format"],
             **({"locator": v["locator"]} if lego else {}))
         return crop(src, _dataset_out(v, ctx, dataset, "faces"), options, cascade=v["cascade"],
-                    base_url=_base_url(v, ctx), debug_grid=v["debug_grid"], progress=ctx.progress)
+                    base_url=_base_url(v, ctx), debug_grid=v["debug_grid"], progress=ctx.progress,
+                    engine=v["engine"], ray_address=v["ray_address"], task_size=v["task_size"])
 
     return run
 
@@ -296,7 +297,7 @@ def _crop_options(lego: bool) -> tuple[Opt, ...]:
         Opt("detect_size", int, 1024, min=64, help="Detect on a copy scaled down to this long side when larger."),
         Opt("cascade", PATH_TYPE, help="A local lbpcascade_animeface.xml (default: downloaded once, verified, "
             "cached)."),
-        WORKERS, WORK_MEMORY,
+        WORKERS, WORK_MEMORY, RUN_ON, RAY_ADDRESS, TASK_SIZE,
         Opt("debug_grid", PATH_TYPE, help="Write a contact sheet of source images with their boxes drawn."),
         Opt("format", str, "png", choices=("png", "jpg", "webp"), help="Format of the crops."),
         *((Opt("locator", str, "auto", choices=("auto", "layout"),
@@ -330,7 +331,8 @@ def _dedupe(v: dict, ctx: Context) -> Summary:
     from .dedupe import dedupe
 
     return dedupe(v["src"], threshold=v["threshold"], report=v["report"], grid=v["grid"], progress=ctx.progress,
-                  memory=v["memory"])
+                  memory=v["memory"], engine=v["engine"], ray_address=v["ray_address"], task_size=v["task_size"],
+                  work=v["work"])
 
 
 class ShardAll(Summary):
@@ -381,7 +383,10 @@ DEDUPE = Stage(
     (Opt("src", LIST, required=True, argument=True, help="Dataset folders, image folders or shards."),
      Opt("threshold", int, 8, min=0, max=32, help="Bits of gandata-phash-v2 that may differ."),
      Opt("report", PATH_TYPE, help="Write every clustered sample as JSONL (kept or not, and why)."),
-     Opt("grid", PATH_TYPE, help="Write a contact sheet of the largest clusters, one a row."), WORK_MEMORY),
+     Opt("grid", PATH_TYPE, help="Write a contact sheet of the largest clusters, one a row."), WORK_MEMORY,
+     RUN_ON, RAY_ADDRESS, TASK_SIZE,
+     Opt("work", str, help="--engine ray: where tasks leave their markers, so a re-run hashes only what is missing "
+         "(default: the cache; on a cluster of several machines, a shared folder or s3://…).")),
     _dedupe, data_dir_flag=False)
 
 SHARD = Stage(

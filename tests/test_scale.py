@@ -9,10 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import drawn_image, png_bytes, write_drawn_folder
+from conftest import drawn_image, fixture_path, png_bytes, write_drawn_folder
 
 from gandata import engine, storage
+from gandata.crop import CropOptions, crop
 from gandata.datasets import Dataset
+from gandata.dedupe import dedupe
 from gandata.errors import UserError
 from gandata.shard import ShardOptions, shard
 
@@ -105,6 +107,45 @@ def test_shard_on_ray_is_byte_identical_to_local(cluster, inputs, tmp_path, src,
     assert _files(tmp_path / "ray") == _files(tmp_path / "local")  # tars, dataset.json, rejected.jsonl
     assert (on_ray.counts, on_ray.removed) == (local.counts, local.removed)
     assert sum(local.removed.values()) >= 1  # the damaged or duplicate inputs were met on both engines
+
+
+def _rows(folder: Path) -> list[str]:
+    """A dataset's manifest rows, sorted (the same manifest modulo row order), without the time they were written."""
+    rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+    return sorted(json.dumps({k: v for k, v in r.items() if k not in ("added", "time")}, sort_keys=True) for r in rows)
+
+
+def test_crop_on_ray_writes_the_same_dataset(cluster, tmp_path):
+    cascade = fixture_path("cascades/lbpcascade_animeface.xml")
+    src = tmp_path / "anime"
+    src.mkdir()
+    for f in sorted(fixture_path("anime").iterdir()):
+        (src / f.name).write_bytes(f.read_bytes())
+    (src / "zz-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    opts = dict(size=48, min_face=24)
+    local = crop(src, tmp_path / "local", CropOptions(**opts), cascade=cascade)
+    on_ray = crop(src, tmp_path / "ray", CropOptions(**opts), cascade=cascade, engine="ray", task_size=3,
+                  debug_grid=tmp_path / "grid.png")
+    assert local.crops >= 3 and local.unreadable == on_ray.unreadable == 1
+    assert (on_ray.images, on_ray.crops, on_ray.with_faces, on_ray.methods) == \
+        (local.images, local.crops, local.with_faces, local.methods)
+    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")
+    for row in json.loads(json.dumps(_rows(tmp_path / "local"))):
+        path = json.loads(row)["path"]
+        assert (tmp_path / "ray" / path).read_bytes() == (tmp_path / "local" / path).read_bytes()
+    assert (tmp_path / "grid.png").stat().st_size > 1000
+    again = crop(src, tmp_path / "ray", CropOptions(**opts), cascade=cascade, engine="ray", task_size=3)
+    assert again.crops == 0 and again.skipped_done == local.images
+
+
+def test_dedupe_on_ray_finds_the_same_clusters(cluster, inputs, tmp_path):
+    srcs = [inputs["raw"], inputs["tars"]]
+    local = dedupe(srcs, report=tmp_path / "local.jsonl")
+    on_ray = dedupe(srcs, report=tmp_path / "ray.jsonl", engine="ray", task_size=4, work=str(tmp_path / "w"))
+    assert local.clusters >= 1 and local.unreadable >= 2
+    assert (on_ray.samples, on_ray.clusters, on_ray.unreadable, on_ray.near_duplicates) == \
+        (local.samples, local.clusters, local.unreadable, local.near_duplicates)
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
 
 
 def test_a_rerun_submits_only_the_tasks_without_a_marker(cluster, inputs, tmp_path):
