@@ -128,6 +128,7 @@ class Dataset:
         self._mutex = threading.Lock()
         self._writing: set[str] = set()
         self._journals: list[JsonlLog] = []
+        self._shas: dict[str, str] | None = None  # sha256 → key of the stored bodies, once adopt() needs it
         if writable:
             self._open_for_writing()
 
@@ -263,6 +264,49 @@ class Dataset:
         finally:
             with self._mutex:
                 self._writing.discard(key)
+
+    def adopt(self, part: Dataset) -> dict[str, int]:
+        """Move the samples of another dataset folder on the same file system (a Ray task's part) into this one:
+        each file renamed into place, then its row (the same durability as :meth:`add`); a key already here, or a
+        body already stored under another key (the same sha256: a duplicate body), is not taken and its file is
+        left behind. The part's failures of keys still missing here are recorded here. Returns the counts."""
+        self._need_writable()
+        counts = {"adopted": 0, "known": 0, "duplicate_bodies": 0}
+        if self._shas is None:  # rows adopted before may still wait in the group commit: kept here, not re-read
+            self._shas = {row["sha256"]: row["key"] for row in self.rows()}
+        shas = self._shas
+        for row in part.rows():
+            key = row["key"]
+            if key in self._keys:
+                counts["known"] += 1
+                continue
+            if row["sha256"] in shas:
+                counts["duplicate_bodies"] += 1
+                self.fail(key, "duplicate body", detail=f"same bytes as {shas[row['sha256']]}", url=row.get("url"),
+                          permanent=True)
+                continue
+            try:
+                src = part.image_path(row)
+            except ValueError:
+                continue
+            path = self.image_path(row)
+            path.parent.mkdir(exist_ok=True)
+            try:
+                os.replace(src, path)
+            except FileNotFoundError:  # moved by an earlier, interrupted adoption whose row was not written
+                if not path.is_file():
+                    continue
+            shas[row["sha256"]] = key
+            if self._commit is not None:
+                self._commit.put(path, (self._manifest, row))
+            else:
+                self._manifest.append(row)
+            self._keys.add(key)
+            counts["adopted"] += 1
+        for key, failure in part.open_failures().items():
+            if key not in self._keys:
+                self._failures.append(failure)
+        return counts
 
     def fail(self, key: str, error: str, **info: Any) -> None:
         """Record a sample given up on (e.g. url, status), so that nothing fails silently."""

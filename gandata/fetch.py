@@ -524,6 +524,7 @@ class Fetcher:
             if last.detail:
                 info["detail"] = last.detail
             await loop.run_in_executor(pool, lambda: self.ds.fail(job.key, last.label, **info))
+            self._skip.add(job.key)  # the list naming it again later in this run does not ask again
             prog.advance(0, failed=1)
 
     async def page(self, url: str, lane: str | None = None, headers: dict | None = None,

@@ -140,7 +140,8 @@ def _fetch_urls(v: dict, ctx: Context) -> Summary:
         raise UserError("[fetch] source = urls needs url_list = FILE")
     return fetch_urls(v["url_list"], name, v["out"] or ctx.data_dir / name / "raw", url_col=v["url_col"],
                       fmt=v["format"], limit=v["limit"], base_url=_base_url(v, ctx), overrides=_overrides(v),
-                      progress=ctx.progress)
+                      progress=ctx.progress, engine=v["engine"], ray_address=v["ray_address"],
+                      retry_failed=v["retry_failed"], host_groups=v["host_groups"], workers=v["workers"])
 
 
 def _fetch_bricklink(v: dict, ctx: Context) -> Summary:
@@ -197,7 +198,9 @@ FETCH = [
           "\b\nExamples:\n"
           "  gandata fetch urls anime.txt --name anime              # one URL per line → data/anime/raw\n"
           "  gandata fetch urls list.csv --name anime --url-col image_url --rate 5\n"
-          "  gandata fetch urls list.jsonl --name anime --limit 10000",
+          "  gandata fetch urls list.jsonl --name anime --limit 10000\n"
+          "  gandata fetch urls big.txt --name anime --engine ray    # hosts dealt to Ray tasks\n"
+          "  gandata fetch urls anime.txt --name anime --retry-failed   # only the timeouts, 5xx, 429s of before",
           (Opt("url_list", PATH_TYPE, required=True, argument=True, help="A .txt (one URL per line), .csv/.tsv or "
                ".jsonl list."),
            Opt("name", str, required=True, pipeline=False, help="Dataset name: images go to DATA/NAME/raw (in a "
@@ -206,7 +209,13 @@ FETCH = [
            Opt("url_col", str, "url", help="Column (csv/tsv) or field (jsonl) holding the URL."),
            Opt("format", str, choices=("txt", "csv", "tsv", "jsonl"), help="The list's format (default: from the "
                "extension)."),
-           LIMIT, *ENGINE),
+           LIMIT, *ENGINE,
+           Opt("retry_failed", bool, False, help="Fetch only the URLs whose last try failed for a reason worth "
+               "another (timeouts, resets, 5xx, 429; not 404 or a refused body), as failures.jsonl lists them."),
+           RUN_ON, RAY_ADDRESS,
+           Opt("host_groups", int, 64, min=1, help="--engine ray: tasks the hosts are dealt to (each host is "
+               "fetched by one task, so --rate and --concurrency hold per host for the whole cluster)."),
+           Opt("workers", int, 0, min=0, help="--engine ray: tasks at once (0: one per CPU of the cluster).")),
           _fetch_urls, "fetch", ("source", "urls")),
     Stage(("fetch", "bricklink"), "LEGO minifigure images from BrickLink, with item numbers, names and categories.",
           "\b\nExamples:\n"

@@ -4,8 +4,10 @@ in object storage (moto's S3 server on 127.0.0.1). Skipped only when the extras 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -146,6 +148,92 @@ def test_dedupe_on_ray_finds_the_same_clusters(cluster, inputs, tmp_path):
     assert (on_ray.samples, on_ray.clusters, on_ray.unreadable, on_ray.near_duplicates) == \
         (local.samples, local.clusters, local.unreadable, local.near_duplicates)
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+
+
+class HostServer:
+    """Images on two host names (127.0.0.1 and localhost, one server; each host draws its own): each request waits
+    a little, and the most requests in flight at once per Host header is kept. ``/img/e*`` answers 503 while
+    ``failing`` is set, ``/img/m*`` 404, ``/img/same*`` the bytes of 127.0.0.1's ``/img/0.png`` (a duplicate
+    body)."""
+
+    def __init__(self) -> None:
+        from aiohttp import web
+        from renderserver import draw_png
+
+        from gandata.localserver import LocalServer
+
+        self.failing = True
+        self.inflight: Counter = Counter()
+        self.most: Counter = Counter()
+        self.paths: list[str] = []
+
+        async def image(request):
+            host, name = request.headers["Host"].split(":")[0], request.match_info["name"]
+            self.paths.append(request.path)
+            self.inflight[host] += 1
+            self.most[host] = max(self.most[host], self.inflight[host])
+            try:
+                await asyncio.sleep(0.03)
+            finally:
+                self.inflight[host] -= 1
+            if name.startswith("e") and self.failing:
+                return web.Response(status=503, text="busy")
+            if name.startswith("m"):
+                return web.Response(status=404, text="gone")
+            seed = "127.0.0.1/img/0.png" if name.startswith("same") else host + request.path
+            return web.Response(body=draw_png(seed), content_type="image/png")
+
+        self._server = LocalServer([("GET", "/img/{name}", image)])
+        self.port = self._server.port
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _url_list(path: Path, port: int) -> Path:
+    names = [f"{i}.png" for i in range(24)] + ["e1.png", "e2.png", "m1.png"]
+    urls = [f"http://{host}:{port}/img/{n}" for n in names for host in ("127.0.0.1", "localhost")]
+    urls.append(f"http://127.0.0.1:{port}/img/same1.png")  # the body of 127.0.0.1's 0.png again
+    path.write_text("\n".join(urls + urls[:3]) + "\n")  # three listed twice
+    return path
+
+
+def _manifest(root: Path) -> list[dict]:
+    return sorted((json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()),
+                  key=lambda r: r["key"])
+
+
+def _failures(root: Path) -> set:
+    return {(f["key"], f["error"], f.get("permanent")) for f in Dataset(root).open_failures().values()}
+
+
+def test_fetch_on_ray_matches_local_and_keeps_each_hosts_limit(cluster, tmp_path):
+    from gandata.sources.urls import fetch_urls
+
+    server = HostServer()
+    try:
+        lst = _url_list(tmp_path / "list.txt", server.port)
+        polite = {"concurrency": 3, "per_host": 2, "retries": 0, "backoff": 0.01}
+        local = fetch_urls(lst, "u", tmp_path / "local", overrides=polite)
+        server.most.clear()
+        on_ray = fetch_urls(lst, "u", tmp_path / "ray", overrides=polite, engine="ray", host_groups=2)
+        assert max(server.most.values()) <= 2 and set(server.most) == {"127.0.0.1", "localhost"}
+        assert (on_ray.accepted, on_ray.skipped_known) == (local.accepted, local.skipped_known) == (48, 3)
+        assert on_ray.failures == local.failures == {"HTTP 503": 4, "HTTP 404": 2, "duplicate body": 1}
+        assert _manifest(tmp_path / "ray") == _manifest(tmp_path / "local")  # the same rows, in another order
+        for r in _manifest(tmp_path / "ray"):
+            assert (tmp_path / "ray" / r["path"]).read_bytes() == (tmp_path / "local" / r["path"]).read_bytes()
+        assert _failures(tmp_path / "ray") == _failures(tmp_path / "local")
+        assert not list((tmp_path / "ray" / ".work" / "ray").glob("fetch-*/"))  # every part moved in, then removed
+
+        server.failing = False  # the busy host is back: only the transient failures are asked again
+        for eng in ("local", "ray"):
+            server.paths.clear()
+            again = fetch_urls(lst, "u", tmp_path / eng, overrides=polite, engine=eng, retry_failed=True)
+            assert again.accepted == 4 and sorted(server.paths) == sorted(["/img/e1.png", "/img/e2.png"] * 2)
+            assert {f[1] for f in _failures(tmp_path / eng)} == {"HTTP 404", "duplicate body"}
+    finally:
+        server.close()
 
 
 def test_a_rerun_submits_only_the_tasks_without_a_marker(cluster, inputs, tmp_path):

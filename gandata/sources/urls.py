@@ -8,10 +8,16 @@ what is already stored.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import shutil
+import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..datasets import Dataset, hash_key
 from ..errors import UserError
@@ -26,6 +32,7 @@ from ..fetch import (
     rebase,
     with_overrides,
 )
+from ..fileio import atomic_write, read_jsonl
 
 FORMATS = ("txt", "csv", "tsv", "jsonl")
 
@@ -87,6 +94,9 @@ def url_jobs(name: str, rows: Iterator[tuple[str, dict]], base_url: str | None) 
         yield Job(hash_key(name, url), rebase(url, base_url), {"list_url": url, **record} if base_url else record)
 
 
+HOST_GROUPS = 64  # --engine ray: the hosts of a list are dealt to this many tasks (a host is in one task only)
+
+
 def fetch_urls(
     list_file: str | os.PathLike,
     name: str,
@@ -97,20 +107,126 @@ def fetch_urls(
     base_url: str | None = None,
     overrides: dict | None = None,
     progress: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
+    retry_failed: bool = False,
+    host_groups: int = HOST_GROUPS,
+    workers: int = 0,
 ) -> FetchSummary:
-    """Fetch every URL of a list into the dataset folder ``out`` (at most ``limit`` images in the dataset)."""
+    """Fetch every URL of a list into the dataset folder ``out`` (at most ``limit`` images in the dataset).
+
+    ``retry_failed``: only the URLs whose last attempt failed for a reason worth another try (a timeout, a 5xx, a
+    429 past --max-wait; not a 404) — the failures recorded in ``out/failures.jsonl``. ``engine="ray"``: the hosts
+    are dealt to ``host_groups`` tasks by a hash of the host name, so every host is fetched by one task at a time and
+    its politeness (requests in flight, rate) holds for the whole cluster as on one machine."""
     check_base_url(base_url, limit)
     path = Path(list_file)
     if not path.is_file():
         raise UserError(f"the URL list {path} does not exist; give a .txt, .csv, .tsv or .jsonl file")
+    if engine == "ray" and limit is not None:
+        raise UserError("--limit cannot be kept across Ray tasks that run at once; cut the list to size, or use "
+                        "--engine local")
     opts = with_overrides(FetchOptions(), overrides)
     first = next(read_url_list(path, url_col, fmt), None)  # fail on a bad list before creating anything
     if first is None:
         raise UserError(f"the URL list {path} holds no URLs")
+    settings = {"list": str(path), "url_col": url_col, "limit": limit, "base_url": base_url,
+                "retry_failed": retry_failed}
     with Dataset.create(out, opts.durability) as ds:
-        jobs = url_jobs(name, read_url_list(path, url_col, fmt), base_url)
-        stats = fetch(ds, name, jobs, target=limit, options=opts, progress=progress)
-        summary = describe_run(stats, "fetch urls", out, {"list": str(path)},
-                     {"list": str(path), "url_col": url_col, "limit": limit, "base_url": base_url})
+        jobs: Iterator[Job] = url_jobs(name, read_url_list(path, url_col, fmt), base_url)
+        retry = None
+        if retry_failed:
+            retry = {k for k, f in ds.open_failures().items() if not f.get("permanent")}
+            jobs = (j for j in jobs if j.key in retry)
+        if engine == "ray":
+            stats = _fetch_on_ray(ds, name, jobs, opts, host_groups, ray_address, workers, progress)
+        else:
+            stats = fetch(ds, name, jobs, target=limit, options=opts, progress=progress,
+                          total_hint=len(retry) if retry is not None else None)
+        summary = describe_run(stats, "fetch urls", out, {"list": str(path)}, settings)
         ds.write_stats(summary.to_json())
     return summary
+
+
+def host_group(url: str, groups: int) -> int:
+    """The task a URL's host belongs to: a hash of the host name (lower case, with its port)."""
+    host = urlsplit(url).netloc.lower()
+    return int.from_bytes(hashlib.sha256(host.encode()).digest()[:8], "little") % groups
+
+
+def fetch_part(name: str, part: str, job_file: str, options: FetchOptions) -> dict:
+    """A Ray task of ``fetch urls --engine ray``: the jobs of one host group (``job_file``, JSONL) fetched into the
+    dataset folder ``part`` by the same engine as a local run; a task started again resumes from that folder."""
+    jobs = (Job(j["key"], j["url"], j["record"]) for j in read_jsonl(job_file))
+    with Dataset.create(part, options.durability) as ds:
+        stats = fetch(ds, name, jobs, options=options)
+    stats.pop("options", None)
+    return stats
+
+
+def _fetch_on_ray(ds: Dataset, name: str, jobs: Iterator[Job], opts: FetchOptions, groups: int,
+                  address: str | None, workers: int, progress: bool) -> dict:
+    """Deal the jobs to host groups (one task each), run the tasks, and move each finished part into ``ds`` as it
+    comes back. Returns the run's stats, summed over the tasks."""
+    from .. import engine
+
+    t0 = time.monotonic()
+    work = ds.root / ".work" / "ray"
+    work.mkdir(parents=True, exist_ok=True)
+    skip = ds.keys() | {k for k, f in ds.open_failures().items() if f.get("permanent")}
+    lines: dict[int, list[str]] = {}
+    skipped = 0
+    for job in jobs:
+        if job.key in skip:
+            skipped += 1
+            continue
+        skip.add(job.key)  # a URL listed twice is one job
+        lines.setdefault(host_group(job.url, groups), []).append(
+            json.dumps({"key": job.key, "url": job.url, "record": job.record}, sort_keys=True) + "\n")
+    tasks = []
+    for group in sorted(lines):
+        body = "".join(lines[group]).encode()
+        task_id = f"fetch-{hashlib.sha256(body).hexdigest()[:24]}"  # named by its jobs: a re-run resumes it
+        job_file = work / f"{task_id}.jsonl"
+        if not job_file.exists():
+            atomic_write(job_file, body)
+        tasks.append(engine.Task(task_id, (name, str(work / task_id), str(job_file), opts)))
+    total: Counter = Counter()
+    failures: Counter = Counter()
+    adopted = 0
+    start_total = len(ds)
+
+    def take(task: engine.Task, stats: dict) -> None:
+        nonlocal adopted
+        part = work / task.id
+        if part.is_dir():
+            counts = ds.adopt(Dataset(part))
+            adopted += counts["adopted"]
+            total["duplicate_bodies"] += counts["duplicate_bodies"]
+            if counts["duplicate_bodies"]:
+                failures["duplicate body"] += counts["duplicate_bodies"]
+            shutil.rmtree(part)
+        (work / f"{task.id}.jsonl").unlink(missing_ok=True)
+        for k in ("retries", "duplicate_bodies", "deferred", "bytes"):
+            total[k] += stats.get(k) or 0
+        total["memory_peak"] = max(total["memory_peak"], stats.get("memory_peak") or 0)
+        failures.update(stats.get("failures") or {})
+        if stats.get("stopped"):
+            total["stopped"] += 1
+
+    report = engine.run(fetch_part, tasks, str(work / "markers"), address=address, workers=workers,
+                        label=f"fetch {name}", progress=progress, on_result=take)
+    seconds = time.monotonic() - t0
+    return {
+        "source": name, "accepted": adopted, "total": len(ds), "target": None, "complete": True,
+        "failures": dict(failures.most_common()), "retries": total["retries"], "pages": 0,
+        "duplicate_bodies": total["duplicate_bodies"], "skipped_known": skipped, "deferred": total["deferred"],
+        "bytes": total["bytes"], "memory_peak": total["memory_peak"], "seconds": round(seconds, 3),
+        "rate": round((len(ds) - start_total) / seconds, 1) if seconds > 0 else None,
+        "stopped": (f"{total['stopped']} of {len(tasks)} host groups stopped early (their circuit breaker or a "
+                    "site's refusal; see failures.jsonl); run the same command again to continue")
+        if total["stopped"] else None,
+        "interrupted": False,
+        "options": {**{k: v for k, v in asdict(opts).items() if k != "headers"}, "engine": "ray",
+                    "host_groups": groups, "tasks": report.to_json()},
+    }
