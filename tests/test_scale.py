@@ -7,11 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import drawn_image, fixture_path, png_bytes, write_drawn_folder
+from conftest import drawn_image, fixture_path, kill_when, png_bytes, write_drawn_folder
+from PIL import Image
 
 from gandata import engine, storage
 from gandata.crop import CropOptions, crop
@@ -251,6 +255,29 @@ def test_a_rerun_submits_only_the_tasks_without_a_marker(cluster, inputs, tmp_pa
     local = shard([inputs["raw"]], tmp_path / "local", "x", opts)
     assert _files(tmp_path / "s") == _files(tmp_path / "local") and local.counts == again.counts
     assert not list(markers.glob("write-*.json"))  # write markers only bridge a killed write step
+
+
+def test_a_killed_ray_run_run_again_does_only_the_missing_tasks(cluster, tmp_path):
+    """SIGKILL the driver of ``gandata shard --engine ray`` once a few map tasks have left their markers; the same
+    command again submits only the others, and the set is the local engine's."""
+    src = tmp_path / "big"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(36):  # noise PNGs of 400² take a moment each to decode: the run is still going at the kill
+        Image.fromarray(rng.integers(0, 255, (400, 400, 3), dtype=np.uint8)).save(src / f"n{i:02d}.png",
+                                                                               compress_level=1)
+    out, markers = tmp_path / "out", tmp_path / "out" / ".work" / "ray" / "markers"
+    cmd = [sys.executable, "-m", "gandata", "shard", str(src), "--out", str(out), "--name", "n", "--size", "32",
+           "--engine", "ray", "--task-size", "2", "--ray-address", ray.get_runtime_context().gcs_address]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(proc, lambda: len(list(markers.glob("map-*.json"))) >= 3, timeout=120)
+    finished = len(list(markers.glob("map-*.json")))
+    assert finished < 18 and not (out / "dataset.json").exists()
+    again = shard([src], out, "n", ShardOptions(size=32), engine="ray", task_size=2)
+    assert again.tasks["map"]["tasks"] == 18 and again.tasks["map"]["skipped"] >= finished
+    assert again.tasks["map"]["ran"] == 18 - again.tasks["map"]["skipped"] >= 1
+    shard([src], tmp_path / "local", "n", ShardOptions(size=32))
+    assert _files(out) == _files(tmp_path / "local")
 
 
 def test_a_task_that_fails_once_is_retried_and_the_run_completes(cluster, tmp_path):
