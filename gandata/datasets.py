@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import shardset
+import braceexpand
+
+from . import shardset, storage
 from .errors import UserError
 from .fileio import FolderLock, GroupCommit, JsonlLog, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
 
@@ -543,29 +545,29 @@ class TarInput(Input):
 
     kind = "shards"
 
-    def __init__(self, path: str, tars: list[Path]):
+    def __init__(self, path: str, tars: list[Path] | list[str]):
         super().__init__(path)
-        self.tars = tars
+        self.tars = tars  # local paths, or object-store URLs
 
     def count_hint(self) -> int | None:
-        ss = shardset.read(self.path) if Path(self.path).is_dir() else None
+        ss = shardset.read(self.path) if storage.is_url(self.path) or Path(self.path).is_dir() else None
         return ss.total if ss else None
 
     def __iter__(self) -> Iterator[Sample]:
         for tar in self.tars:
             yield from self._read_tar(tar)
 
-    def _read_tar(self, tar: Path) -> Iterator[Sample]:
+    def _read_tar(self, tar: Path | str) -> Iterator[Sample]:
         key: str | None = None
         try:
-            with open(tar, "rb") as f:
+            with storage.open_stream(str(tar)) if storage.is_url(tar) else open(tar, "rb") as f:
                 for key, fields in shardset.samples(f, str(tar)):
                     yield from self._sample(tar, key, fields)
         except (ValueError, OSError, EOFError, UnicodeDecodeError) as e:
             reason = f"not a readable tar ({e})" if key is None else f"tar is damaged after {key!r} ({e})"
             self.problems.append(Problem(str(tar), reason))
 
-    def _sample(self, tar: Path, raw_key: str, fields: dict[str, bytes]) -> Iterator[Sample]:
+    def _sample(self, tar: Path | str, raw_key: str, fields: dict[str, bytes]) -> Iterator[Sample]:
         for ext in fields.pop(shardset.REPEATED, []):
             self.problems.append(Problem(f"{tar}:{raw_key}.{ext}", "member repeated in the tar; the first copy is "
                                          "used", lost=False))
@@ -595,7 +597,7 @@ class TarInput(Input):
                 self.problems.append(Problem(f"{tar}:{raw_key}.{cls_field}", "class label is not an integer; the "
                                              "image is kept without it", lost=False))
         record.setdefault("source", "webdataset")
-        record["shard"] = tar.name
+        record["shard"] = str(tar).rstrip("/").rsplit("/", 1)[-1]
         key = raw_key if is_key(raw_key) else make_key(raw_key)
         data = fields[image_ext]
         yield Sample(key, image_ext.rsplit(".", 1)[-1], record, f"{tar}:{raw_key}.{image_ext}", lambda d=data: d)
@@ -628,8 +630,7 @@ def partitions(inputs: list[Input], size: int, problems: list[Problem]) -> list[
     for src in inputs:
         if isinstance(src, TarInput):
             for tar in src.tars:
-                st = tar.stat()
-                part("tar", [str(tar)], [str(tar.resolve()), st.st_size, st.st_mtime_ns])
+                part("tar", [str(tar)], _tar_ident(tar))
             continue
         chunk: list[list] = []
         for s in src:
@@ -640,6 +641,16 @@ def partitions(inputs: list[Input], size: int, problems: list[Problem]) -> list[
         flush(chunk)
         problems.extend(src.problems)
     return parts
+
+
+def _tar_ident(tar: Path | str) -> list:
+    """What names a tar's content: its path, size and mtime; an object's URL, size and ETag (or mtime)."""
+    if storage.is_url(tar):
+        info = storage.info(str(tar))
+        return [str(tar), info.get("size"), info.get("ETag") or info.get("etag") or str(info.get("LastModified")
+                                                                                           or info.get("mtime"))]
+    st = Path(tar).stat()
+    return [str(Path(tar).resolve()), st.st_size, st.st_mtime_ns]
 
 
 def _file_ident(path: str) -> list:
@@ -654,7 +665,8 @@ def part_samples(part: Part) -> tuple[Iterator[Sample], list[Problem]]:
     """The samples of a part, read where the task runs, as its input would give them; and the list that problems
     met while reading (a damaged tar) are appended to."""
     if part.kind == "tar":
-        src = TarInput(part.payload[0], [Path(part.payload[0])])
+        tar = part.payload[0]
+        src = TarInput(tar, [tar if storage.is_url(tar) else Path(tar)])
         return iter(src), src.problems
     return (Sample(key, ext, record, origin, lambda f=Path(origin): read_bounded(f), sha)
             for key, ext, record, origin, sha in part.payload), []
@@ -663,8 +675,11 @@ def part_samples(part: Part) -> tuple[Iterator[Sample], list[Problem]]:
 def open_input(spec: str | os.PathLike) -> Input:
     """Open any input a stage accepts, or raise :class:`UserError` with one line saying what is wrong."""
     spec = str(spec)
+    if storage.is_url(spec):
+        return _remote_tars(spec)
     if re.match(r"^[a-z][a-z0-9+.-]*:", spec) and not os.path.exists(spec):
-        raise UserError(f"{spec}: only local paths can be read here; download the shards first")
+        raise UserError(f"{spec}: only local paths and object storage (s3://, gs://) can be read here; download "
+                        "the shards first")
     path = Path(spec)
     if path.is_dir():
         if is_dataset(path):
@@ -692,6 +707,27 @@ def open_input(spec: str | os.PathLike) -> Input:
     if path.exists():
         raise UserError(f"{spec} is a file; give a folder of images, a dataset folder, or .tar shards")
     raise UserError(f"{spec} does not exist; give a folder of images, a dataset folder, or .tar shards")
+
+
+def _remote_tars(spec: str) -> TarInput:
+    """Tars in object storage: a shard set's prefix (its dataset.json), a prefix of tars, one tar, a brace pattern."""
+    try:
+        if spec.endswith(".tar") or "{" in spec:
+            tars = list(braceexpand.braceexpand(spec))
+            missing = [t for t in tars if not storage.exists(t)]
+            if missing:
+                raise UserError(f"{missing[0]} does not exist ({len(missing)} of the {len(tars)} shards named are "
+                                "missing)")
+            return TarInput(spec, tars)
+        ss = shardset.read(spec)
+        if ss is not None:
+            return TarInput(spec, [str(t) for t in ss.tars()])
+        tars = [storage.join(spec, n) for n in storage.names(spec) if n.endswith(".tar") and not n.startswith(".")]
+    except OSError as e:
+        raise UserError(f"{spec}: cannot read it ({e})") from None
+    if not tars:
+        raise UserError(f"{spec} holds no dataset.json and no .tar objects; object storage is read as shards")
+    return TarInput(spec, tars)
 
 
 def dataset_stage_folders(data_dir: str | os.PathLike) -> dict[str, Path]:

@@ -67,6 +67,12 @@ def exists(path: str | os.PathLike) -> bool:
     return fs.exists(p)
 
 
+def info(url: str) -> dict:
+    """An object's metadata (``size``, and the store's ETag or modification time)."""
+    fs, p = filesystem(url)
+    return fs.info(p)
+
+
 def read_bytes(path: str | os.PathLike, start: int | None = None, end: int | None = None) -> bytes:
     """A file's bytes, or the range ``[start, end)`` of them (one ranged GET on an object store)."""
     if not is_url(path):

@@ -326,6 +326,14 @@ def test_shards_written_to_s3_match_local_and_train_streams_them(cluster, s3, in
         assert remote.counts == local.counts and remote.patterns["train"].startswith(url + "/x-train-")
         objects = {n: storage.read_bytes(f"{url}/{n}") for n in storage.names(url)}
         assert objects == _files(tmp_path / "local")
+    # and read back as an input: the set in the bucket sharded again, on both engines, the same
+    for eng in ("local", "ray"):
+        shard([f"{s3}/sets/ray"], tmp_path / f"again-{eng}", "y", ShardOptions(size=16, min_shards=1), engine=eng)
+    assert _files(tmp_path / "again-ray") == _files(tmp_path / "again-local")
+    assert json.loads((tmp_path / "again-local" / "dataset.json").read_text())["counts"]["total"] == \
+        local.counts["total"]
+    found = dedupe([f"{s3}/sets/ray/x-train-{{000000..000001}}.tar"], engine="ray", work=f"{s3}/dedupe-work")
+    assert found.samples > 0 and storage.names(f"{s3}/dedupe-work")
     urls, sset = resolve(f"{s3}/sets/ray")
     assert urls == [f"{s3}/sets/ray/x-train-{i:06d}.tar" for i in range(len(urls))] and sset.labels
     out = tmp_path / "run"
