@@ -354,11 +354,28 @@ def harmonize(records: list[dict]) -> list[dict]:
     kinds: dict[tuple, set] = {}
     for r in records:
         _collect_kinds(r, (), kinds)
-    plan = {}
-    for path, ks in kinds.items():
-        if len(ks) > 1:
-            plan[path] = "float" if ks == {"int", "float"} else "str"
+    plan = type_plan(kinds)
     return [_conform(r, (), plan) for r in records]
+
+
+def type_plan(kinds: dict[tuple, set]) -> dict[tuple, str]:
+    """``{path: "float" | "str"}`` for every JSON path seen with more than one type."""
+    return {path: "float" if ks == {"int", "float"} else "str" for path, ks in kinds.items() if len(ks) > 1}
+
+
+# fields _sample_json writes over the record's own (with labels also cls and label; with --dedupe near, cluster)
+_OVERRIDDEN = ("key", "source_sha256", "original_width", "original_height", "width", "height", "split", "phash")
+
+
+def record_kinds(record: dict, labelled: bool, near: bool) -> list:
+    """The JSON types of the part of a sample's JSON that comes from its record, as ``[[path...], kind]`` pairs —
+    what a map task reports so that the reduce can make the type plan of :func:`harmonize` without the records.
+    (The fields _sample_json adds have one type each, and replace the record's fields of the same name.)"""
+    over = set(_FILE_FIELDS) | set(_OVERRIDDEN) | ({"cls", "label"} if labelled else set()) | \
+        ({"cluster"} if near else set())
+    kinds: dict[tuple, set] = {}
+    _collect_kinds({k: v for k, v in record.items() if k not in over}, (), kinds)
+    return sorted([list(path), k] for path, ks in kinds.items() for k in ks)
 
 
 # --------------------------------------------------------------------------------------------------- shard
@@ -432,6 +449,7 @@ def _read_inputs(
     return samples, reused
 
 
+MAP_FORMAT = 2  # the layout of a map task's part and result; a change makes earlier parts be redone
 TASK_SIZE = 2000  # samples of a dataset or image folder per map task (--engine ray); a tar is one task
 # (callable, per-task arguments, task names) -> {name: result}: how the write step runs its tasks on an engine
 Runner = Callable[[Callable[..., dict], list[tuple], list[str]], dict[str, dict]]
@@ -480,21 +498,22 @@ def shard(
             remove_stale_tmp(out)
         with Progress(f"shard {name}", sum(hints) if None not in hints else None, enabled=progress) as prog:
             if engine == "ray":
-                samples, reused, run, tasks = _map_on_ray(srcs, out, popts, prog, rejected, ray_address,
-                                                          opts.workers, task_size)
+                samples, reused, run, tasks, sigs = _map_on_ray(
+                    srcs, out, popts, prog, rejected, ray_address, opts.workers, task_size, opts.label_field,
+                    opts.dedupe == "near")
             else:
                 spool = Spool(_spool_folder(out), popts)
                 stack.callback(spool.close)
                 samples, reused = _read_inputs(srcs, spool, popts, opts.workers or cores(), prog, rejected,
                                                MemoryBudget(opts.memory << 20))
-                run = tasks = None
+                run = tasks = sigs = None
         good = _usable(samples, srcs, rejected)
         if opts.dedupe in ("exact", "near"):
             _drop_exact_duplicates(good, rejected)
         if opts.dedupe == "near":
             _drop_near_duplicates(good, opts.threshold, rejected)
-        labels = _assign_labels(good, opts.label_field, rejected) if opts.label_field else None
-        summary = _write(str(out), name, opts, popts["format"], srcs, good, labels, rejected, progress, run)
+        labels = _assign_labels(good, opts.label_field, rejected, sigs) if opts.label_field else None
+        summary = _write(str(out), name, opts, popts["format"], srcs, good, labels, rejected, progress, run, sigs)
     summary.reused = reused
     summary.tasks = tasks
     summary.processed = len(samples) - reused
@@ -531,10 +550,14 @@ def _admit(samples: dict[str, dict], key: str, sha: str, record: dict, origin: s
     return False
 
 
-def map_part(task_id: str, part: Part, popts: dict, work: str) -> dict:
+def map_part(task_id: str, part: Part, popts: dict, work: str, label_field: str | None = None,
+             near: bool = False) -> dict:
     """A map task: process the part's samples as the local engine does (:func:`process_image`), write their bytes
-    as one file (``WORK/<id>.bin``), and return per sample what the reduce step needs (key, record, source sha256,
-    pixel digest, perceptual hash, sizes, where its bytes lie), in input order, and the part's problems."""
+    as one file (``WORK/<id>.bin``: each image, then its record as JSON), and return per sample what the reduce
+    step needs — key, source sha256, pixel digest, perceptual hash, sizes, where its bytes lie, its label value,
+    the JSON types of its record (an index into ``sigs``) — in input order, and the part's problems. The records
+    themselves stay in the part: the write tasks read them back."""
+    sigs: dict[str, int] = {}
     items: list[dict] = []
     parts: list[bytes] = []
     end = 0
@@ -553,35 +576,45 @@ def map_part(task_id: str, part: Part, popts: dict, work: str) -> dict:
                 result = ("bad", "file changed on disk since its manifest row was written (sha256 differs)")
             else:
                 result = process_image(data, popts)
+        item = {"key": s.key, "origin": s.origin, "src": s.sha256 or sha}
         if result[0] == "ok":
             _, encoded, digest, ow, oh, w, h, ph = result
-            entry = {"ok": True, "offset": end, "length": len(encoded), "digest": digest, "ow": ow, "oh": oh,
-                     "w": w, "h": h, "phash": ph}
-            parts.append(encoded)
-            end += len(encoded)
+            record = json.dumps(s.record, sort_keys=True, ensure_ascii=False).encode()
+            item["entry"] = {"ok": True, "offset": end, "length": len(encoded), "rlen": len(record),
+                             "digest": digest, "ow": ow, "oh": oh, "w": w, "h": h, "phash": ph}
+            parts += [encoded, record]
+            end += len(encoded) + len(record)
+            sig = json.dumps(record_kinds(s.record, label_field is not None, near))
+            item["sig"] = sigs.setdefault(sig, len(sigs))
+            if label_field:
+                item["label"] = lookup_field(s.record, label_field)
         else:
-            entry = {"ok": False, "reason": result[1]}
-        items.append({"key": s.key, "record": s.record, "origin": s.origin, "src": s.sha256 or sha, "entry": entry})
+            item["entry"] = {"ok": False, "reason": result[1]}
+        items.append(item)
     storage.put(storage.join(work, f"{task_id}.bin"), b"".join(parts))
-    return {"items": items, "problems": [[p.origin, p.reason, p.lost] for p in problems]}
+    return {"items": items, "sigs": [json.loads(k) for k in sigs],
+            "problems": [[p.origin, p.reason, p.lost] for p in problems]}
 
 
 def _map_on_ray(srcs: list[Input], out: str | Path, popts: dict, prog: Progress, rejected: list[dict],
-                address: str | None, workers: int, task_size: int) -> tuple[dict[str, dict], int, Runner, dict]:
-    """Run the map tasks on Ray and reduce their results into the local engine's ``samples`` (in input order, with
-    the same key rules). Returns ``(samples, how many were reused from an earlier run, the write step's runner,
-    the map tasks' counts)``."""
+                address: str | None, workers: int, task_size: int, label_field: str | None,
+                near: bool) -> tuple[dict[str, dict], int, Runner, dict, list]:
+    """Run the map tasks on Ray and gather their results into the local engine's ``samples`` (in input order, with
+    the same key rules) — without the records, which stay in the parts: a sample holds its label value and the
+    index of its record's JSON types instead. Returns ``(samples, how many were reused from an earlier run, the
+    write step's runner, the map tasks' counts, the record signatures)``."""
     from . import engine
     from .engine import Task
 
     work = storage.join(out, WORK, "ray")
     markers = storage.join(work, "markers")
     listed: list[Problem] = []
-    opts_digest = hashlib.sha256(json.dumps(popts, sort_keys=True).encode()).hexdigest()[:16]
+    what = [popts, label_field, near, MAP_FORMAT]  # everything a map task's output depends on, besides its input
+    opts_digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
     tasks = []
     for part in partitions(srcs, task_size, listed):
         task_id = f"map-{hashlib.sha256((opts_digest + part.ident).encode()).hexdigest()[:24]}"
-        tasks.append(Task(task_id, (task_id, part, popts, work)))
+        tasks.append(Task(task_id, (task_id, part, popts, work, label_field, near)))
     for p in listed:  # rows without a file: found while listing
         _reject(rejected, CORRUPT if p.lost else PROBLEM, None, p.origin, p.reason)
     reused_tasks = set(engine.done(markers)) & {t.id for t in tasks}
@@ -592,15 +625,24 @@ def _map_on_ray(srcs: list[Input], out: str | Path, popts: dict, prog: Progress,
     report = engine.run(map_part, tasks, markers, address=address, workers=workers, label="shard map",
                         on_result=advance)
     samples: dict[str, dict] = {}
+    sigs: dict[str, int] = {}  # every record signature of the run, interned: a sample keeps its index
     reused = 0
     for t in tasks:
         result = report.results[t.id]
+        file = storage.join(work, f"{t.id}.bin")
+        local_sigs = [sigs.setdefault(json.dumps(sg), len(sigs)) for sg in result["sigs"]]
         for item in result["items"]:
             if "unreadable" in item:
                 _reject(rejected, CORRUPT, item["key"], item["origin"], item["unreadable"])
                 continue
-            if _admit(samples, item["key"], item["src"], item["record"], item["origin"], rejected):
-                samples[item["key"]].update(entry=item["entry"], file=storage.join(work, f"{t.id}.bin"))
+            if _admit(samples, item["key"], item["src"], None, item["origin"], rejected):
+                s = samples[item["key"]]
+                del s["record"]  # it stays in the part, after the image
+                s.update(entry=item["entry"], file=file)
+                if "sig" in item:
+                    s["sig"] = local_sigs[item["sig"]]
+                if label_field:
+                    s["label"] = item.get("label")
                 reused += t.id in reused_tasks
         for origin, reason, lost in result["problems"]:
             _reject(rejected, CORRUPT if lost else PROBLEM, None, origin, reason)
@@ -618,7 +660,7 @@ def _map_on_ray(srcs: list[Input], out: str | Path, popts: dict, prog: Progress,
             storage.remove(engine.marker(markers, i))
         return {n: rep.results[i] for n, i in zip(names, ids)}
 
-    return samples, reused, run, {"map": report.to_json()}
+    return samples, reused, run, {"map": report.to_json()}, [json.loads(k) for k in sigs]
 def _usable(samples: dict[str, dict], srcs: list[Input], rejected: list[dict]) -> dict[str, dict]:
     good = {}
     for key, s in samples.items():
@@ -659,12 +701,13 @@ def _drop_near_duplicates(good: dict[str, dict], threshold: int, rejected: list[
             _reject(rejected, NEAR, k, good.pop(k)["origin"], reason)
 
 
-def _assign_labels(good: dict[str, dict], field: str, rejected: list[dict]) -> dict:
+def _assign_labels(good: dict[str, dict], field: str, rejected: list[dict], sigs: list | None = None) -> dict:
     """Class ids from a record field: ``{"field", "names", "ids": {key: id}}``; samples without it are rejected."""
-    values = {k: lookup_field(s["record"], field) for k, s in good.items()}
+    values = {k: lookup_field(s["record"], field) if "record" in s else s.get("label") for k, s in good.items()}
     present = {k: v for k, v in values.items() if v is not None and not isinstance(v, (dict, list))}
     if not present:
-        fields = sorted({f for s in good.values() for f in s["record"]})
+        fields = sorted({f for s in good.values() for f in s.get("record", {})} |
+                        {path[0] for sig in sigs or [] for path, _ in sig if path})
         raise UserError(f"--label-field {field}: no sample has that field; fields seen: {', '.join(fields[:20])}")
     for k in [k for k in good if k not in present]:
         _reject(rejected, NO_LABEL, k, good.pop(k)["origin"], f"no {field!r} field for a label")
@@ -687,54 +730,76 @@ def _sample_json(key: str, s: dict, split: str, labels: dict | None) -> dict:
     return js
 
 
-def _plan(opts: ShardOptions, good: dict[str, dict], labels: dict | None) -> tuple[dict[str, list[str]], dict]:
-    """The split and order of the kept samples, and the JSON written beside each: ``(keys by split, json by key)``."""
+def _order(opts: ShardOptions, good: dict[str, dict]) -> dict[str, list[str]]:
+    """The split and order of the kept samples: keys by split."""
     by_split: dict[str, list[str]] = {sp: [] for sp in SPLITS}
     for key in good:
         by_split[split_of(key, opts.val_fraction)].append(key)
     for sp in SPLITS:
         by_split[sp].sort(key=lambda k: order_key(k, opts.seed))
-    ordered = [(k, sp) for sp in SPLITS for k in by_split[sp]]
-    json_by_key = dict(
-        zip((k for k, _ in ordered), harmonize([_sample_json(k, good[k], sp, labels) for k, sp in ordered]))
-    )
-    return by_split, json_by_key
+    return by_split
 
 
-def _members(keys: list[str], good: dict[str, dict], json_by_key: dict, labels: dict | None,
-             ext: str) -> list[tuple[str, bytes | list]]:
-    """One shard's members in order: ``(name, bytes)``, the image as ``(name, [file, offset, length])`` — where its
-    processed bytes lie (the spool, or a map task's part), read only when the tar is written."""
-    out: list[tuple[str, bytes | list]] = []
+def _lean_plan(good: dict[str, dict], sigs: list) -> list:
+    """The type plan over the kept samples from their record signatures (:func:`record_kinds`, interned in
+    ``sigs``), as :func:`harmonize` would make it from their JSON."""
+    kinds: dict[tuple, set] = {}
+    for sig in {s["sig"] for s in good.values()}:
+        for path, kind in sigs[sig]:
+            kinds.setdefault(tuple(path), set()).add(kind)
+    # the fields _sample_json adds: one type each (see _OVERRIDDEN)
+    return [[list(path), kind] for path, kind in type_plan(kinds).items()]
+
+
+def _samples_of(keys: list[str], split: str, good: dict[str, dict], labels: dict | None,
+                json_by_key: dict | None) -> list[list]:
+    """One shard's samples for :func:`write_shard`: ``[key, [file, offset, length, record length], json, cls]``.
+    ``json`` is the sample's JSON, ready (the local engine), or what :func:`write_shard` needs to make it from
+    the record stored after the image in a map task's part (``--engine ray``: the records never reach the driver)."""
+    out = []
     for key in keys:
-        e = good[key]["entry"]
-        fields: dict[str, bytes | list] = {
-            "json": json.dumps(json_by_key[key], sort_keys=True, ensure_ascii=False).encode()}
-        if labels:
-            fields["cls"] = str(labels["ids"][key]).encode()
-        fields[ext] = [good[key]["file"], e["offset"], e["length"]]
-        out.extend((f"{key}.{fext}", fields[fext]) for fext in sorted(fields))
+        s, e = good[key], good[key]["entry"]
+        if json_by_key is not None:
+            js: Any = json.dumps(json_by_key[key], sort_keys=True, ensure_ascii=False).encode()
+        else:
+            js = {"src": s["src"], "ow": e["ow"], "oh": e["oh"], "w": e["w"], "h": e["h"], "phash": e["phash"],
+                  "split": split, **({"cluster": s["cluster"]} if "cluster" in s else {})}
+        out.append([key, [s["file"], e["offset"], e["length"], e.get("rlen", 0)], js,
+                    labels["ids"][key] if labels else None])
     return out
 
 
-def write_shard(dest: str, members: list[tuple[str, bytes | list]], on_sample: Callable[[], None] | None = None,
-                ) -> dict:
+def write_shard(dest: str, samples: list[list], ext: str, plan: list | None = None,
+                label_names: list[str] | None = None, on_sample: Callable[[], None] | None = None) -> dict:
     """Write one reproducible tar at ``dest`` (a local path: atomically; a URL: written locally, then uploaded as
-    one object) from :func:`_members`; returns ``{"bytes", "sha256"}``. Runs in the driver (``--engine local``) or
-    as a Ray task, reading the images from wherever :func:`_members` says they are."""
+    one object) from :func:`_samples_of`; returns ``{"bytes", "sha256"}``. Runs in the driver (``--engine local``)
+    or as a Ray task, reading each image (and, for a map task's part, the record after it) from where it lies.
+    ``plan``: the type plan of :func:`type_plan` as ``[[path...], kind]`` pairs, for JSON made here."""
     handles: dict[str, Any] = {}
+    types = {tuple(path): kind for path, kind in plan or []}
 
-    def read(loc: list) -> bytes:
-        file, offset, length = loc
+    def read(file: str, offset: int, length: int) -> bytes:
         if storage.is_url(file):
             return storage.read_bytes(file, offset, offset + length)
         f = handles.get(file) or handles.setdefault(file, open(file, "rb"))
         return os.pread(f.fileno(), length, offset)
 
     def resolved() -> Iterator[tuple[str, bytes]]:
-        for name, data in members:
-            yield name, data if isinstance(data, bytes) else read(data)
-            if on_sample is not None and not isinstance(data, bytes):
+        for key, (file, offset, length, rlen), js, cls in samples:
+            data = read(file, offset, length + rlen)
+            if not isinstance(js, bytes):  # made here from the record that follows the image in the part
+                s = {"record": json.loads(data[length:]), "src": js["src"], "entry": js}
+                if "cluster" in js:
+                    s["cluster"] = js["cluster"]
+                labels = {"ids": {key: cls}, "names": label_names} if cls is not None else None
+                made = _conform(_sample_json(key, s, js["split"], labels), (), types)
+                js = json.dumps(made, sort_keys=True, ensure_ascii=False).encode()
+            fields = {"json": js, ext: data[:length]}
+            if cls is not None:
+                fields["cls"] = str(cls).encode()
+            for fext in sorted(fields):
+                yield f"{key}.{fext}", fields[fext]
+            if on_sample is not None:
                 on_sample()
 
     try:
@@ -761,11 +826,19 @@ def _write(
     rejected: list[dict],
     progress: bool,
     run: Runner | None = None,
+    sigs: list | None = None,
 ) -> ShardSummary:
     """Write the shards, then ``dataset.json``. ``run`` writes the shards as tasks (``--engine ray``); without it
     they are written here, one after another."""
-    by_split, json_by_key = _plan(opts, good, labels)
+    by_split = _order(opts, good)
     total = sum(len(v) for v in by_split.values())
+    split_of_key = {k: sp for sp in SPLITS for k in by_split[sp]}
+    lean = "record" not in next(iter(good.values()))  # --engine ray: the records stayed in the parts
+    if lean:
+        json_by_key, plan = None, _lean_plan(good, sigs or [])
+    else:
+        json_by_key, plan = dict(zip(split_of_key, harmonize([_sample_json(k, good[k], split_of_key[k], labels)
+                                                               for k in split_of_key]))), None
     shardset.remove_info(out)  # absent until the new set is complete
     rejected.sort(key=lambda r: (r["kind"], r["origin"], r["reason"], r["key"] or ""))
     storage.put(storage.join(out, REJECTED),
@@ -780,15 +853,17 @@ def _write(
         for i, n in enumerate(sizes):
             layout[sp].append((shardset.shard_name(name, sp, i), keys[starts: starts + n]))
             starts += n
-    jobs = [(fname, keys) for sp in SPLITS for fname, keys in layout[sp]]
+    jobs = [(fname, sp, keys) for sp in SPLITS for fname, keys in layout[sp]]
+    names = labels["names"] if labels else None
     if run is not None:
-        written = run(write_shard, [(storage.join(out, f), _members(k, good, json_by_key, labels, ext))
-                                    for f, k in jobs], [f for f, _ in jobs])
+        written = run(write_shard, [(storage.join(out, f), _samples_of(k, sp, good, labels, json_by_key), ext, plan,
+                                     names) for f, sp, k in jobs], [f for f, _, _ in jobs])
     else:
         written = {}
         with Progress(f"write {name}", total, enabled=progress) as prog:
-            for fname, keys in jobs:
-                written[fname] = write_shard(storage.join(out, fname), _members(keys, good, json_by_key, labels, ext),
+            for fname, sp, keys in jobs:
+                written[fname] = write_shard(storage.join(out, fname),
+                                             _samples_of(keys, sp, good, labels, json_by_key), ext, plan, names,
                                              lambda: prog.advance(1))
     splits_info: dict[str, dict] = {}
     for sp in SPLITS:

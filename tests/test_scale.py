@@ -78,9 +78,11 @@ def inputs(tmp_path_factory) -> dict:
     """A dataset folder with labels, an exact duplicate and a damaged file; a plain image folder; tars."""
     base = tmp_path_factory.mktemp("inputs")
     with Dataset.create(base / "raw") as ds:
-        for i in range(30):
+        for i in range(30):  # fields of mixed types (made one type in the shards), and fields shard writes over
             ds.add(f"k{i:03d}", png_bytes(drawn_image(i, (48, 40))), "png",
-                   {"width": 48, "height": 40, "source": "t", "category": ["a", "b", "c"][i % 3]})
+                   {"width": 48, "height": 40, "source": "t", "category": ["a", "b", "c"][i % 3],
+                    "score": [i, i / 2, "n/a"][i % 3], "meta": {"n": i} if i % 2 else {"n": str(i)},
+                    "split": "old", "label": i, "cluster": None if i % 4 else "x"})
         ds.add("copy", png_bytes(drawn_image(4, (48, 40))), "png", {"width": 48, "height": 40, "source": "t",
                                                                     "category": "a"})
         ds.add("broken", b"\x89PNG\r\n\x1a\n not really", "png", {"width": 1, "height": 1, "source": "t",
@@ -113,6 +115,19 @@ def test_shard_on_ray_is_byte_identical_to_local(cluster, inputs, tmp_path, src,
     assert _files(tmp_path / "ray") == _files(tmp_path / "local")  # tars, dataset.json, rejected.jsonl
     assert (on_ray.counts, on_ray.removed) == (local.counts, local.removed)
     assert sum(local.removed.values()) >= 1  # the damaged or duplicate inputs were met on both engines
+    if src == "raw":  # the JSON was harmonised the same way, though the ray engine never held the records
+        js = json.loads(next(m for m in _tar_members(tmp_path / "ray") if m[0].endswith(".json"))[1])
+        assert isinstance(js["score"], str) and isinstance(js["meta"]["n"], str) and js["split"] in ("train", "val")
+
+
+def _tar_members(folder: Path) -> list[tuple[str, bytes]]:
+    import tarfile
+
+    out = []
+    for tar in sorted(folder.glob("*.tar")):
+        with tarfile.open(tar) as tf:
+            out += [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()]
+    return out
 
 
 def _rows(folder: Path) -> list[str]:
