@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,18 +61,37 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
         import ray
     except ImportError:
         raise UserError("--engine ray needs Ray; pip install 'gandata[ray]' (or use --engine local)") from None
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        _check_reachable(address)
     if ray.is_initialized():
         return ray
-    address = address or os.environ.get("RAY_ADDRESS") or None
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    except ConnectionError as e:
-        raise UserError(f"cannot reach the Ray cluster at {address} ({e}); start it with  ray start --head  or "
-                        "give --ray-address") from None
+    except (ConnectionError, SystemExit) as e:  # Ray exits (code 15) when the cluster stops answering
+        raise UserError(f"cannot reach the Ray cluster at {address} ({e or 'no answer'}); start it with  ray start "
+                        "--head  or give --ray-address") from None
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A quick TCP connect to a cluster's address (``host:port`` or ``ray://host:port``; ``auto`` is left to Ray):
+    Ray itself waits minutes on an address nobody answers, then exits."""
+    if address == "auto" or address.startswith(("local", "anyscale")):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address {address!r}: give HOST:PORT (the head's GCS port, 6379 by default), "
+                        "ray://HOST:PORT, or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); start it with  ray start "
+                        "--head  on that machine, or give the right --ray-address (or RAY_ADDRESS)") from None
 
 
 def marker(markers: str, task_id: str) -> str:

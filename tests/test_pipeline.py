@@ -123,6 +123,7 @@ def test_a_pipeline_killed_in_fetch_and_in_train_finishes_with_nothing_lost_or_d
     ("[shard]\nsize = 32\nmaxcnt = 5\n", "[shard] has no option 'maxcnt'"),
     ("[fetch]\nsource = 'flickr'\n", "[fetch] needs source = one of"),
     ("[train\n", "is not valid TOML"),
+    ("[shard]\nengine = 'spark'\n", "[shard] engine must be one of local, ray"),
 ])
 def test_bad_pipeline_files_are_one_line(tmp_path, text, message):
     path = tmp_path / "bad.toml"
@@ -131,6 +132,14 @@ def test_bad_pipeline_files_are_one_line(tmp_path, text, message):
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_the_engine_is_a_pipeline_key_like_any_option(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("[crop]\nkind = 'anime-faces'\nengine = 'ray'\ntask_size = 500\n"
+                    "[shard]\nengine = 'ray'\nray_address = '10.0.0.1:6379'\nout = 's3://bucket/set'\n")
+    spec = load(path)
+    assert spec["crop"]["engine"] == spec["shard"]["engine"] == "ray" and spec["shard"]["out"] == "s3://bucket/set"
 
 
 def test_set_overrides_parse_toml_values_and_fall_back_to_strings(tmp_path):

@@ -376,6 +376,18 @@ def test_an_object_store_path_without_its_extra_says_what_to_install(monkeypatch
         storage.exists("s3://bucket/x")
 
 
+def test_an_unreachable_cluster_is_one_line_at_once(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UserError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        engine.connect(f"127.0.0.1:{port}")
+    with pytest.raises(UserError, match="give HOST:PORT"):
+        engine.connect("headnode")
+
+
 def test_engine_results_are_read_back_from_markers_without_a_cluster(tmp_path):
     markers = tmp_path / "m"
     markers.mkdir()
