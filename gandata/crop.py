@@ -399,8 +399,8 @@ def crop(
                              lambda: bool(debug_grid) and len(examples) < grid_n, MemoryBudget(opts.memory << 20))
                 if engine == "ray":
                     results = _crop_on_ray(source, done, opts, path, pad, background,
-                                           grid_n if debug_grid else 0, Path(out), ray_address, task_size, counts,
-                                           prog)
+                                           grid_n if debug_grid else 0, ds.work_folder("ray"), ray_address,
+                                           task_size, counts, prog)
                 else:
                     results = ordered(jobs, workers, 4 * workers, name="crop")
                 for sample, result in results:
@@ -470,12 +470,12 @@ def crop_part(part: Part, done: list[str], opts: CropOptions, cascade_xml: bytes
 
 
 def _crop_on_ray(source: Input, done: set[str], opts: CropOptions, cascade: str | None, pad: tuple,
-                 background: tuple, grid_n: int, out: Path, address: str | None, task_size: int, counts: Counter,
+                 background: tuple, grid_n: int, work: Path, address: str | None, task_size: int, counts: Counter,
                  prog: Progress) -> Iterator[tuple[Sample, dict]]:
-    """``(sample, result)`` for every image not done, as the local engine yields them, computed by Ray tasks."""
+    """``(sample, result)`` for every image not done, as the local engine yields them, computed by Ray tasks whose
+    parts and markers go to ``work``."""
     from . import engine
 
-    work = out / ".work" / "ray"
     parts = partitions([source], task_size, [])  # the listing's own problems stay in source.problems
     xml = Path(cascade).read_bytes() if cascade else None
     opts_digest = hashlib.sha256(json.dumps([asdict(opts), hashlib.sha256(xml or b"").hexdigest(), pad,

@@ -267,6 +267,13 @@ class Dataset:
             with self._mutex:
                 self._writing.discard(key)
 
+    def work_folder(self, name: str) -> Path:
+        """A folder for a stage's own work beside the samples (``ROOT/.work/<name>``: a Ray run's parts and markers);
+        hidden, so no reader of the dataset takes it for images."""
+        folder = self.root / ".work" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def adopt(self, part: Dataset) -> dict[str, int]:
         """Move the samples of another dataset folder on the same file system (a Ray task's part) into this one:
         each file renamed into place, then its row (the same durability as :meth:`add`); a key already here, or a

@@ -661,6 +661,11 @@ def _map_on_ray(srcs: list[Input], out: str | Path, popts: dict, prog: Progress,
         return {n: rep.results[i] for n, i in zip(names, ids)}
 
     return samples, reused, run, {"map": report.to_json()}, [json.loads(k) for k in sigs]
+
+
+# ------------------------------------------------------------------------------------------------ the reduce
+
+
 def _usable(samples: dict[str, dict], srcs: list[Input], rejected: list[dict]) -> dict[str, dict]:
     good = {}
     for key, s in samples.items():

@@ -171,8 +171,7 @@ def _fetch_on_ray(ds: Dataset, name: str, jobs: Iterator[Job], opts: FetchOption
     from .. import engine
 
     t0 = time.monotonic()
-    work = ds.root / ".work" / "ray"
-    work.mkdir(parents=True, exist_ok=True)
+    work = ds.work_folder("ray")
     skip = ds.keys() | {k for k, f in ds.open_failures().items() if f.get("permanent")}
     lines: dict[int, list[str]] = {}
     skipped = 0
