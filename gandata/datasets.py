@@ -17,12 +17,13 @@ WebDataset tars (ours, img2dataset's, anyone's) — as one iterator of :class:`S
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,16 @@ import braceexpand
 
 from . import shardset, storage
 from .errors import UserError
-from .fileio import FolderLock, GroupCommit, JsonlLog, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
+from .fileio import (
+    FolderLock,
+    GroupCommit,
+    JsonlLog,
+    atomic_write,
+    atomic_write_json,
+    jsonl_objects,
+    read_jsonl,
+    remove_stale_tmp,
+)
 
 MANIFEST = "manifest.jsonl"
 FAILURES = "failures.jsonl"
@@ -113,6 +123,21 @@ def is_dataset(path: str | os.PathLike) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
+def manifest_rows(objects: Iterable[dict], where: str, problems: list | None = None) -> Iterator[dict]:
+    """A manifest's valid rows, one per key (see :meth:`Dataset.rows`)."""
+    seen: set[str] = set()
+    for row in objects:
+        key = row.get("key")
+        if not is_key(key) or not isinstance(row.get("path"), str):
+            if problems is not None:
+                problems.append(Problem(where, f"a row with the key {key!r} and the path {row.get('path')!r} is not "
+                                        "a valid sample; skipped"))
+            continue
+        if key not in seen:
+            seen.add(key)
+            yield row
+
+
 class Dataset:
     """A dataset folder. ``Dataset.create`` opens it for writing (resuming what is there); ``Dataset.open`` reads."""
 
@@ -172,17 +197,7 @@ class Dataset:
     def rows(self, problems: list | None = None) -> Iterator[dict]:
         """The manifest rows, one per key (the first row of a key wins); a torn last line is skipped. A row whose
         key is not a valid key (``../evil``) or that has no path is skipped, and listed in ``problems`` if given."""
-        seen: set[str] = set()
-        for row in read_jsonl(self.root / MANIFEST):
-            key = row.get("key")
-            if not is_key(key) or not isinstance(row.get("path"), str):
-                if problems is not None:
-                    problems.append(Problem(f"{self.root / MANIFEST}", f"a row with the key {key!r} and the path "
-                                            f"{row.get('path')!r} is not a valid sample; skipped"))
-                continue
-            if key not in seen:
-                seen.add(key)
-                yield row
+        return manifest_rows(read_jsonl(self.root / MANIFEST), str(self.root / MANIFEST), problems)
 
     def keys(self) -> set[str]:
         if self._keys is not None:
@@ -450,6 +465,38 @@ class DatasetInput(Input):
         return {"path": self.path, "kind": self.kind, "lineage": lineage(self.path)}
 
 
+class RemoteDatasetInput(Input):
+    """A dataset folder in object storage (``s3://bucket/data/anime/faces``, copied there whole), read: its manifest
+    in one GET, each image by its URL when a task reads it."""
+
+    kind = "dataset"
+
+    def __init__(self, url: str):
+        super().__init__(url.rstrip("/"))
+        self._rows: list[dict] | None = None
+
+    def rows(self) -> list[dict]:
+        if self._rows is None:
+            where = storage.join(self.path, MANIFEST)
+            data = storage.read_bytes(where)
+            self._rows = list(manifest_rows(jsonl_objects(io.BytesIO(data)), where, self.problems))
+        return self._rows
+
+    def __iter__(self) -> Iterator[Sample]:
+        for row in self.rows():
+            rel = row["path"]
+            if rel.startswith("/") or ".." in rel.split("/"):
+                self.problems.append(Problem(storage.join(self.path, MANIFEST),
+                                             f"manifest path {rel!r} leaves the dataset folder"))
+                continue
+            url = storage.join(self.path, rel)
+            ext = rel.rsplit(".", 1)[-1].lower()
+            yield Sample(row["key"], ext, row, url, lambda u=url: read_bounded(u), row.get("sha256"))
+
+    def count_hint(self) -> int | None:
+        return len(self.rows())
+
+
 def lineage(path: str | os.PathLike, _depth: int = 0) -> list[dict]:
     """The stages that made a dataset folder, newest first: ``[{"path", "stage", "options"}, …]``, following each
     stage's recorded inputs (from stats.json) back to the source."""
@@ -464,10 +511,16 @@ def lineage(path: str | os.PathLike, _depth: int = 0) -> list[dict]:
     return chain
 
 
-def read_bounded(path: Path, limit: int | None = None) -> bytes:
+def read_bounded(path: Path | str, limit: int | None = None) -> bytes:
     """A local file's bytes, refusing (``OSError``) what is not a regular file (a FIFO would block, a device never
-    ends) or is larger than ``limit`` (default :data:`shardset.MAX_MEMBER_BYTES`) — checked before reading."""
+    ends) or is larger than ``limit`` (default :data:`shardset.MAX_MEMBER_BYTES`) — checked before reading. An
+    object-store URL is read the same way: its size checked first (one HEAD), then one GET."""
     limit = shardset.MAX_MEMBER_BYTES if limit is None else limit
+    if storage.is_url(path):
+        size = storage.info(str(path)).get("size") or 0
+        if size > limit:
+            raise OSError(f"{size} bytes, over the {limit >> 20} MiB limit for one image")
+        return storage.read_bytes(str(path))
     with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
@@ -661,6 +714,8 @@ def _tar_ident(tar: Path | str) -> list:
 
 
 def _file_ident(path: str) -> list:
+    if storage.is_url(path):
+        return _tar_ident(path)[1:]
     try:
         st = os.stat(path)
         return [st.st_size, st.st_mtime_ns]
@@ -675,7 +730,7 @@ def part_samples(part: Part) -> tuple[Iterator[Sample], list[Problem]]:
         tar = part.payload[0]
         src = TarInput(tar, [tar if storage.is_url(tar) else Path(tar)])
         return iter(src), src.problems
-    return (Sample(key, ext, record, origin, lambda f=Path(origin): read_bounded(f), sha)
+    return (Sample(key, ext, record, origin, lambda f=origin: read_bounded(f if storage.is_url(f) else Path(f)), sha)
             for key, ext, record, origin, sha in part.payload), []
 
 
@@ -683,7 +738,7 @@ def open_input(spec: str | os.PathLike) -> Input:
     """Open any input a stage accepts, or raise :class:`UserError` with one line saying what is wrong."""
     spec = str(spec)
     if storage.is_url(spec):
-        return _remote_tars(spec)
+        return _remote_input(spec)
     if re.match(r"^[a-z][a-z0-9+.-]*:", spec) and not os.path.exists(spec):
         raise UserError(f"{spec}: only local paths and object storage (s3://, gs://) can be read here; download "
                         "the shards first")
@@ -716,9 +771,12 @@ def open_input(spec: str | os.PathLike) -> Input:
     raise UserError(f"{spec} does not exist; give a folder of images, a dataset folder, or .tar shards")
 
 
-def _remote_tars(spec: str) -> TarInput:
-    """Tars in object storage: a shard set's prefix (its dataset.json), a prefix of tars, one tar, a brace pattern."""
+def _remote_input(spec: str) -> Input:
+    """Object storage: a dataset folder's prefix (its manifest.jsonl), a shard set's prefix (its dataset.json), a
+    prefix of tars, one tar, a brace pattern."""
     try:
+        if not spec.endswith(".tar") and "{" not in spec and storage.exists(storage.join(spec, MANIFEST)):
+            return RemoteDatasetInput(spec)
         if spec.endswith(".tar") or "{" in spec:
             tars = list(braceexpand.braceexpand(spec))
             missing = [t for t in tars if not storage.exists(t)]

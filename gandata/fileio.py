@@ -18,7 +18,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -200,15 +200,20 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     except FileNotFoundError:
         return
     with f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                return  # torn last line: the writer was killed mid-write
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                yield obj
+        yield from jsonl_objects(f)
+
+
+def jsonl_objects(lines: Iterable[bytes]) -> Iterator[dict]:
+    """The JSON objects of JSONL lines (with their newlines): a torn last line ends them, a corrupt one is skipped."""
+    for line in lines:
+        if not line.endswith(b"\n"):
+            return  # torn last line: the writer was killed mid-write
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            yield obj
 
 
 def cut_torn_tail(path: str | os.PathLike) -> None:

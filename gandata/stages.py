@@ -138,7 +138,8 @@ def _fetch_urls(v: dict, ctx: Context) -> Summary:
         raise UserError(f"--name {name!r}: use lower-case letters, digits, '_' and '-'")
     if v["url_list"] is None:
         raise UserError("[fetch] source = urls needs url_list = FILE")
-    return fetch_urls(v["url_list"], name, v["out"] or ctx.data_dir / name / "raw", url_col=v["url_col"],
+    url_list = v["url_list"] if storage_url(v["url_list"]) else Path(v["url_list"]).expanduser()
+    return fetch_urls(url_list, name, v["out"] or ctx.data_dir / name / "raw", url_col=v["url_col"],
                       fmt=v["format"], limit=v["limit"], base_url=_base_url(v, ctx), overrides=_overrides(v),
                       progress=ctx.progress, engine=v["engine"], ray_address=v["ray_address"],
                       retry_failed=v["retry_failed"], host_groups=v["host_groups"], workers=v["workers"])
@@ -201,8 +202,8 @@ FETCH = [
           "  gandata fetch urls list.jsonl --name anime --limit 10000\n"
           "  gandata fetch urls big.txt --name anime --engine ray    # hosts dealt to Ray tasks\n"
           "  gandata fetch urls anime.txt --name anime --retry-failed   # only the timeouts, 5xx, 429s of before",
-          (Opt("url_list", PATH_TYPE, required=True, argument=True, help="A .txt (one URL per line), .csv/.tsv or "
-               ".jsonl list."),
+          (Opt("url_list", str, required=True, argument=True, help="A .txt (one URL per line), .csv/.tsv or "
+               ".jsonl list (a path, or s3://… with the s3 extra)."),
            Opt("name", str, required=True, pipeline=False, help="Dataset name: images go to DATA/NAME/raw (in a "
                "pipeline: its dataset)."),
            _out("DATA/NAME/raw"),

@@ -255,6 +255,19 @@ def test_fetch_on_ray_matches_local_and_keeps_each_hosts_limit(cluster, tmp_path
         server.close()
 
 
+def test_a_url_list_in_object_storage(s3, tmp_path):
+    from gandata.sources.urls import fetch_urls
+
+    server = HostServer()
+    try:
+        lst = _url_list(tmp_path / "list.txt", server.port)
+        storage.put(f"{s3}/lists/anime.txt", lst.read_bytes())
+        got = fetch_urls(f"{s3}/lists/anime.txt", "u", tmp_path / "raw", overrides={"retries": 0})
+        assert got.accepted == 48 and got.skipped_known == 3
+    finally:
+        server.close()
+
+
 def test_a_rerun_submits_only_the_tasks_without_a_marker(cluster, inputs, tmp_path):
     opts = ShardOptions(**OPTS, label_field="category")
     first = shard([inputs["raw"]], tmp_path / "s", "x", opts, engine="ray", task_size=4)
@@ -347,6 +360,15 @@ def test_shards_written_to_s3_match_local_and_train_streams_them(cluster, s3, in
     assert _files(tmp_path / "again-ray") == _files(tmp_path / "again-local")
     assert json.loads((tmp_path / "again-local" / "dataset.json").read_text())["counts"]["total"] == \
         local.counts["total"]
+    # a dataset folder copied to the bucket is an input too: the same tars as from the disk
+    for f in sorted(inputs["raw"].rglob("*")):
+        if f.is_file() and not f.name.startswith("."):
+            storage.put(f"{s3}/raw/{f.relative_to(inputs['raw']).as_posix()}", f.read_bytes())
+    for eng in ("local", "ray"):
+        shard([f"{s3}/raw"], tmp_path / f"from-s3-{eng}", "x", opts, engine=eng, task_size=6)
+        tars = {k: v for k, v in _files(tmp_path / f"from-s3-{eng}").items() if k.endswith(".tar")}
+        assert tars == {k: v for k, v in _files(tmp_path / "local").items() if k.endswith(".tar")}
+    assert _files(tmp_path / "from-s3-ray") == _files(tmp_path / "from-s3-local")
     found = dedupe([f"{s3}/sets/ray/x-train-{{000000..000001}}.tar"], engine="ray", work=f"{s3}/dedupe-work")
     assert found.samples > 0 and storage.names(f"{s3}/dedupe-work")
     urls, sset = resolve(f"{s3}/sets/ray")

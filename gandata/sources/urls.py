@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .. import storage
 from ..datasets import Dataset, hash_key
 from ..errors import UserError
 from ..fetch import (
@@ -52,13 +54,16 @@ def list_format(path: Path, fmt: str | None) -> str:
 
 
 def read_url_list(path: str | os.PathLike, url_col: str = "url", fmt: str | None = None) -> Iterator[tuple[str, dict]]:
-    """Yield (url, other columns) for every row, streaming. Raises UserError for a list it cannot read at all."""
-    path = Path(path)
-    kind = list_format(path, fmt)
+    """Yield (url, other columns) for every row, streaming. Raises UserError for a list it cannot read at all.
+    ``path`` may be in object storage (``s3://bucket/lists/anime.csv``)."""
+    remote = storage.is_url(path)
+    path = str(path) if remote else Path(path)
+    kind = list_format(Path(str(path).rsplit("/", 1)[-1]), fmt)
     try:
-        f = open(path, encoding="utf-8", newline="")
+        f = (io.TextIOWrapper(storage.open_stream(path), encoding="utf-8", newline="") if remote
+             else open(path, encoding="utf-8", newline=""))
     except OSError as e:
-        raise UserError(f"cannot read the URL list {path} ({e.strerror})") from None
+        raise UserError(f"cannot read the URL list {path} ({e.strerror or e})") from None
     with f:
         if kind == "txt":
             for line in f:
@@ -120,8 +125,8 @@ def fetch_urls(
     are dealt to ``host_groups`` tasks by a hash of the host name, so every host is fetched by one task at a time and
     its politeness (requests in flight, rate) holds for the whole cluster as on one machine."""
     check_base_url(base_url, limit)
-    path = Path(list_file)
-    if not path.is_file():
+    path = str(list_file) if storage.is_url(list_file) else Path(list_file)
+    if not (storage.exists(path) if isinstance(path, str) else path.is_file()):
         raise UserError(f"the URL list {path} does not exist; give a .txt, .csv, .tsv or .jsonl file")
     if engine == "ray" and limit is not None:
         raise UserError("--limit cannot be kept across Ray tasks that run at once; cut the list to size, or use "
