@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,6 @@ class Report:
     results: dict[str, Any] = field(default_factory=dict)
     ran: int = 0
     skipped: int = 0  # finished by an earlier run (marker present)
-    attempts: int = 0  # task executions, retries included (as far as the driver saw them)
 
     def to_json(self) -> dict:
         return {"tasks": self.ran + self.skipped, "ran": self.ran, "skipped": self.skipped}
@@ -143,18 +143,17 @@ def run(fn: Callable[..., Any], tasks: Sequence[Task], markers: str, *, address:
                                           retry_exceptions=list(TRANSIENT))
     limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1) / cpus_per_task))
     pending: dict[Any, Task] = {}
-    queue = list(todo)
+    queue = deque(todo)
     first_error: BaseException | None = None
     failed = 0
     with Progress(label, len(todo), enabled=progress) as prog:
         while queue or pending:
             while queue and len(pending) < limit:
-                t = queue.pop(0)
+                t = queue.popleft()
                 pending[remote.remote(fn, t, markers)] = t
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 t = pending.pop(ref)
-                report.attempts += 1
                 try:
                     report.results[t.id] = ray.get(ref)
                     report.ran += 1
