@@ -487,7 +487,7 @@ def _crop_on_ray(source: Input, done: set[str], opts: CropOptions, cascade: str 
         tasks.append(engine.Task(task_id, (part, sorted(done.intersection(keys)), opts, xml, pad, background,
                                            grid_n if i < 2 else 0, str(work / f"{task_id}.bin"))))
     report = engine.run(crop_part, tasks, str(work / "markers"), address=address, workers=opts.workers,
-                        label="crop")
+                        label="crop", intact=lambda t: Path(t.args[-1]).is_file())
     for t in tasks:
         result = report.results[t.id]
         blob = storage.read_bytes(t.args[-1])

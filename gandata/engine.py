@@ -49,6 +49,7 @@ class Report:
     results: dict[str, Any] = field(default_factory=dict)
     ran: int = 0
     skipped: int = 0  # finished by an earlier run (marker present)
+    fresh: set[str] = field(default_factory=set)  # the ids of the tasks run now
 
     def to_json(self) -> dict:
         return {"tasks": self.ran + self.skipped, "ran": self.ran, "skipped": self.skipped}
@@ -120,15 +121,23 @@ def _execute(fn: Callable[..., Any], task: Task, markers: str) -> Any:
 
 def run(fn: Callable[..., Any], tasks: Sequence[Task], markers: str, *, address: str | None = None,
         workers: int = 0, cpus_per_task: float = 1.0, retries: int = RETRIES, label: str = "tasks",
-        progress: bool = False, on_result: Callable[[Task, Any], None] | None = None) -> Report:
+        progress: bool = False, on_result: Callable[[Task, Any], None] | None = None,
+        intact: Callable[[Task], bool] | None = None) -> Report:
     """Run ``fn(*task.args)`` for every task without a marker under ``markers``, on Ray; at most ``workers`` at a
     time (0: as many as the cluster's CPUs allow). Returns every task's result, earlier runs' included.
-    ``on_result(task, result)`` is called in the driver for every task, finished earlier or now."""
+    ``on_result(task, result)`` is called in the driver for every task, finished earlier or now. ``intact(task)``
+    says whether a finished task's output is still there: a marker whose output was deleted is dropped and the task
+    runs again (else the run would fail on the missing output every time)."""
     ids = [t.id for t in tasks]
     if len(set(ids)) != len(ids):
         raise ValueError("task ids must be unique")
     report = Report()
     finished = done(markers)
+    if intact is not None:
+        for t in tasks:
+            if t.id in finished and not intact(t):
+                storage.remove(marker(markers, t.id))
+                del finished[t.id]
     todo = [t for t in tasks if t.id not in finished]
     report.results = {t.id: finished[t.id] for t in tasks if t.id in finished}
     report.skipped = len(tasks) - len(todo)
@@ -157,6 +166,7 @@ def run(fn: Callable[..., Any], tasks: Sequence[Task], markers: str, *, address:
                 try:
                     report.results[t.id] = ray.get(ref)
                     report.ran += 1
+                    report.fresh.add(t.id)
                     if on_result is not None:
                         on_result(t, report.results[t.id])
                 except Exception as e:  # the task's own error, after its retries: the other tasks go on

@@ -617,16 +617,16 @@ def _map_on_ray(srcs: list[Input], out: str | Path, popts: dict, prog: Progress,
         tasks.append(Task(task_id, (task_id, part, popts, work, label_field, near)))
     for p in listed:  # rows without a file: found while listing
         _reject(rejected, CORRUPT if p.lost else PROBLEM, None, p.origin, p.reason)
-    reused_tasks = set(engine.done(markers)) & {t.id for t in tasks}
-
     def advance(_task: Any, result: dict) -> None:
         prog.advance(len(result["items"]))
 
+    present = set(storage.names(work))  # a part deleted since its task finished is made again
     report = engine.run(map_part, tasks, markers, address=address, workers=workers, label="shard map",
-                        on_result=advance)
+                        on_result=advance, intact=lambda t: f"{t.id}.bin" in present)
     samples: dict[str, dict] = {}
     sigs: dict[str, int] = {}  # every record signature of the run, interned: a sample keeps its index
     reused = 0
+    reused_tasks = {t.id for t in tasks} - report.fresh
     for t in tasks:
         result = report.results[t.id]
         file = storage.join(work, f"{t.id}.bin")

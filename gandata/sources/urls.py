@@ -218,8 +218,10 @@ def _fetch_on_ray(ds: Dataset, name: str, jobs: Iterator[Job], opts: FetchOption
         if stats.get("stopped"):
             total["stopped"] += 1
 
+    # a finished task whose part is gone before it was moved in (deleted by hand) runs again
     report = engine.run(fetch_part, tasks, str(work / "markers"), address=address, workers=workers,
-                        label=f"fetch {name}", progress=progress, on_result=take)
+                        label=f"fetch {name}", progress=progress, on_result=take,
+                        intact=lambda t: (work / t.id).is_dir())
     seconds = time.monotonic() - t0
     return {
         "source": name, "accepted": adopted, "total": len(ds), "target": None, "complete": True,
