@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .errors import UserError
-from .options import LIST, Opt, values
+from .options import LIST, PATH_TYPE, Opt, values
 from .stages import STAGES, Context, Stage
 from .summary import Summary
 
@@ -74,6 +74,8 @@ def _annotation(o: Opt) -> Any:
         base = str  # checked by Opt.check (one line, exit 1, like every other bad value); shown in the metavar
     elif o.type == LIST:
         base = list[str]
+    elif o.type is PATH_TYPE:
+        base = str  # Opt.check makes it a Path — or keeps an object-store URL (s3://…) whole; click's Path would not
     else:
         base = o.type
     if not o.required and o.default is None:

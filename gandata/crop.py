@@ -41,7 +41,6 @@ from PIL import Image, ImageDraw
 from . import assets, images, storage
 from .datasets import Dataset, Input, Part, Problem, Sample, child_key, open_input, part_samples, partitions
 from .errors import UserError
-from .fileio import atomic_write
 from .progress import Progress
 from .summary import Summary
 from .workers import Done, MemoryBudget, cores, ordered
@@ -539,4 +538,4 @@ def _debug_sheet(examples: list, path: str | os.PathLike, stage: str) -> None:
                 d.rectangle(tuple(v * f for v in cb), outline=(40, 220, 40), width=lw)
         cells.append((shown, f"{len(boxes)} {key}"))
     title = f"{stage}: red = detected, green = cropped ({len(examples)} images)"
-    atomic_write(path, images.encode(images.contact_sheet(cells or [(None, "no images")], cell=192, title=title)))
+    storage.put(path, images.encode(images.contact_sheet(cells or [(None, "no images")], cell=192, title=title)))

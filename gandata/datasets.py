@@ -465,6 +465,71 @@ class DatasetInput(Input):
         return {"path": self.path, "kind": self.kind, "lineage": lineage(self.path)}
 
 
+PUBLISHED = "published.jsonl"  # in a staging folder: the keys whose image is in the object store
+
+
+def staging_folder(url: str) -> Path:
+    """The local folder that stands in for the dataset folder at ``url`` while a stage writes it."""
+    from .assets import cache_dir
+
+    return cache_dir() / "staged-datasets" / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
+
+
+def stage_remote(url: str) -> Path:
+    """A local dataset folder for a stage that writes the dataset folder at ``url`` (``s3://bucket/data/x/raw``):
+    the stage writes there as always (atomic files, manifest rows, resumable), then :func:`publish` copies it to
+    the store. When the folder is new here but the store already holds the dataset (written from another machine),
+    its manifest, failures and journals are brought down first, so the stage goes on from them."""
+    url = url.rstrip("/")
+    local = staging_folder(url)
+    if (local / MANIFEST).exists():
+        return local
+    local.mkdir(parents=True, exist_ok=True)
+    for name in storage.names(url):
+        if name.endswith(".jsonl") and name != PUBLISHED or name == STATS:
+            atomic_write(local / name, storage.read_bytes(storage.join(url, name)))
+    keys = [row["key"] for row in read_jsonl(local / MANIFEST)]
+    atomic_write(local / PUBLISHED, "".join(json.dumps({"key": k}) + "\n" for k in keys).encode())
+    return local
+
+
+def publish(local: Path, url: str, threads: int = 16) -> int:
+    """Copy a staged dataset folder to ``url``: every image not there yet (one object each; the local copy is then
+    removed, so the staging folder keeps only the rows), then the failures, journals and stats, the manifest last
+    — so the store's manifest only ever names images that are there. Returns how many images were uploaded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = url.rstrip("/")
+    ds = Dataset(local)
+    done = {r.get("key") for r in read_jsonl(local / PUBLISHED)}
+    todo = [row for row in ds.rows() if row["key"] not in done]
+    log = JsonlLog(local / PUBLISHED)
+
+    def upload(row: dict) -> str | None:
+        file = ds.image_path(row)
+        if not file.is_file():
+            return None
+        storage.put_file(file, storage.join(url, row["path"]))
+        return row["key"]
+
+    sent = 0
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            for row, key in zip(todo, pool.map(upload, todo)):
+                if key is not None:
+                    log.append({"key": key})
+                    ds.image_path(row).unlink(missing_ok=True)
+                    sent += 1
+    finally:
+        log.close()
+    names = sorted(p.name for p in local.iterdir() if p.is_file() and (p.suffix == ".jsonl" or p.name == STATS)
+                   and p.name not in (PUBLISHED, MANIFEST))
+    for name in [*names, MANIFEST]:
+        if (local / name).exists():
+            storage.put(storage.join(url, name), (local / name).read_bytes())
+    return sent
+
+
 class RemoteDatasetInput(Input):
     """A dataset folder in object storage (``s3://bucket/data/anime/faces``, copied there whole), read: its manifest
     in one GET, each image by its URL when a task reads it."""

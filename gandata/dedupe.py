@@ -38,10 +38,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import images
+from . import images, storage
 from .datasets import Part, Sample, open_input, part_samples, partitions
 from .errors import UserError
-from .fileio import JsonlLog, atomic_write, read_jsonl
+from .fileio import JsonlLog, read_jsonl
 from .progress import Progress
 from .summary import Summary
 from .workers import Done, MemoryBudget, cores, ordered
@@ -527,7 +527,7 @@ def dedupe(
                               "width": m["width"], "height": m["height"],
                               "reason": None if m["key"] == m["representative"]
                               else f"near duplicate of {m['representative']} ({m['distance']} bits)"})
-        atomic_write(report, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode())
+        storage.put(report, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode())
     if grid:
         _cluster_sheet(ordered[:grid_clusters], srcs, grid, threshold)
     sizes = Counter(len(m) for m in ordered)
@@ -564,5 +564,5 @@ def _cluster_sheet(ordered: list[list[dict]], srcs: list, path: str | os.PathLik
             cells.append((pictures.get(m["key"]), f"{tag} {m['key']}"))
         cells.extend([(None, "")] * (8 - len(row)))
     title = f"largest near-duplicate clusters at {threshold} bits (one cluster a row; KEEP = representative)"
-    atomic_write(path, images.encode(images.contact_sheet(cells or [(None, "no clusters")], cell=112, cols=8,
+    storage.put(path, images.encode(images.contact_sheet(cells or [(None, "no clusters")], cell=112, cols=8,
                                                           title=title)))

@@ -10,9 +10,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import images, shardset
+from . import images, shardset, storage
 from .datasets import DatasetInput, Sample, TarInput, lookup_field, open_input
-from .fileio import atomic_write
 from .progress import Progress
 from .summary import Summary
 
@@ -169,6 +168,6 @@ def inspect_path(
             except (images.ImageError, OSError):
                 cells.append((None, f"bad {s.key}"))
         title = f"{path}: {n} samples ({src.kind}), {len(cells)} shown"
-        atomic_write(grid, images.encode(images.contact_sheet(cells, cell=cell, title=title)))
+        storage.put(grid, images.encode(images.contact_sheet(cells, cell=cell, title=title)))
         report.grid = str(grid)
     return report

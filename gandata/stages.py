@@ -59,7 +59,8 @@ def _color(value: str) -> None:
 # ------------------------------------------------------------------------------------------ shared options
 
 def _out(where: str) -> Opt:
-    return Opt("out", PATH_TYPE, help=f"Output folder (default {where}).")
+    return Opt("out", PATH_TYPE, help=f"Output folder (default {where}); or s3://bucket/prefix (written to a local "
+               "staging folder, then published: images, then the manifest).")
 
 
 BASE_URL = Opt("base_url", str, help="Replace the scheme and host of every address of the source (a mirror, a test "
@@ -112,8 +113,22 @@ def storage_url(path: Any) -> bool:
     return is_url(str(path))
 
 
-def _dataset_out(v: dict, ctx: Context, dataset: str, stage: str) -> Path:
+def _dataset_out(v: dict, ctx: Context, dataset: str, stage: str) -> Path | str:
     return v["out"] or ctx.data_dir / (ctx.dataset or dataset) / stage
+
+
+def _into(out: Path | str, write: Callable[[Path], Summary]) -> Summary:
+    """Run a stage that writes a dataset folder. For an object-store ``--out`` (``s3://…``) it writes a local staging
+    folder (``$GANDATA_CACHE/staged-datasets``), which is then published to the store; the summary names the store."""
+    if not storage_url(out):
+        return write(Path(out))
+    from .datasets import publish, stage_remote
+
+    local = stage_remote(str(out))
+    summary = write(local)
+    publish(local, str(out))
+    summary.out = str(out).rstrip("/")
+    return summary
 
 
 # -------------------------------------------------------------------------------------------------- fetch
@@ -121,10 +136,10 @@ def _dataset_out(v: dict, ctx: Context, dataset: str, stage: str) -> Path:
 def _fetch_bitmoji(v: dict, ctx: Context) -> Summary:
     from .sources.bitmoji import fetch_bitmoji
 
-    return fetch_bitmoji(
-        _dataset_out(v, ctx, "bitmoji", "raw"), v["count"], mode=v["mode"], view=v["view"], seed=v["seed"],
+    return _into(_dataset_out(v, ctx, "bitmoji", "raw"), lambda out: fetch_bitmoji(
+        out, v["count"], mode=v["mode"], view=v["view"], seed=v["seed"],
         traits_file=v["traits"], templates_file=v["templates"], avatar_ids_file=v["avatar_ids"],
-        manifest_file=v["manifest"], base_url=_base_url(v, ctx), overrides=_overrides(v), progress=ctx.progress)
+        manifest_file=v["manifest"], base_url=_base_url(v, ctx), overrides=_overrides(v), progress=ctx.progress))
 
 
 def _fetch_urls(v: dict, ctx: Context) -> Summary:
@@ -139,29 +154,29 @@ def _fetch_urls(v: dict, ctx: Context) -> Summary:
     if v["url_list"] is None:
         raise UserError("[fetch] source = urls needs url_list = FILE")
     url_list = v["url_list"] if storage_url(v["url_list"]) else Path(v["url_list"]).expanduser()
-    return fetch_urls(url_list, name, v["out"] or ctx.data_dir / name / "raw", url_col=v["url_col"],
-                      fmt=v["format"], limit=v["limit"], base_url=_base_url(v, ctx), overrides=_overrides(v),
-                      progress=ctx.progress, engine=v["engine"], ray_address=v["ray_address"],
-                      retry_failed=v["retry_failed"], host_groups=v["host_groups"], workers=v["workers"])
+    return _into(v["out"] or ctx.data_dir / name / "raw", lambda out: fetch_urls(
+        url_list, name, out, url_col=v["url_col"], fmt=v["format"], limit=v["limit"], base_url=_base_url(v, ctx),
+        overrides=_overrides(v), progress=ctx.progress, engine=v["engine"], ray_address=v["ray_address"],
+        retry_failed=v["retry_failed"], host_groups=v["host_groups"], workers=v["workers"]))
 
 
 def _fetch_bricklink(v: dict, ctx: Context) -> Summary:
     from .sources.bricklink import fetch_bricklink
 
-    return fetch_bricklink(
-        _dataset_out(v, ctx, "bricklink", "raw"), catalog_file=v["catalog_file"],
+    return _into(_dataset_out(v, ctx, "bricklink", "raw"), lambda out: fetch_bricklink(
+        out, catalog_file=v["catalog_file"],
         categories_file=v["categories_file"], categories=v["categories"], limit=v["limit"],
         refresh_list=v["refresh_list"], manifest_file=v["manifest"], base_url=_base_url(v, ctx), delay=v["delay"],
         image_concurrency=v["concurrency"], image_rate=v["rate"],
-        overrides=_limits(v), progress=ctx.progress)
+        overrides=_limits(v), progress=ctx.progress))
 
 
 def _fetch_rebrickable(v: dict, ctx: Context) -> Summary:
     from .sources.rebrickable import fetch_rebrickable
 
-    return fetch_rebrickable(_dataset_out(v, ctx, "rebrickable", "raw"), csv_file=v["csv"], limit=v["limit"],
-                             manifest_file=v["manifest"], base_url=_base_url(v, ctx), overrides=_overrides(v),
-                             progress=ctx.progress)
+    return _into(_dataset_out(v, ctx, "rebrickable", "raw"), lambda out: fetch_rebrickable(
+        out, csv_file=v["csv"], limit=v["limit"], manifest_file=v["manifest"], base_url=_base_url(v, ctx),
+        overrides=_overrides(v), progress=ctx.progress))
 
 
 def _fetch_weights(v: dict, ctx: Context) -> Summary:
@@ -280,9 +295,9 @@ def _crop(lego: bool) -> Callable[[dict, Context], Summary]:
             min_neighbors=v["min_neighbors"], min_size=v["min_size"], equalize=v["equalize"],
             detect_size=v["detect_size"], workers=v["workers"], memory=v["memory"], image_format=v["format"],
             **({"locator": v["locator"]} if lego else {}))
-        return crop(src, _dataset_out(v, ctx, dataset, "faces"), options, cascade=v["cascade"],
-                    base_url=_base_url(v, ctx), debug_grid=v["debug_grid"], progress=ctx.progress,
-                    engine=v["engine"], ray_address=v["ray_address"], task_size=v["task_size"])
+        return _into(_dataset_out(v, ctx, dataset, "faces"), lambda out: crop(
+            src, out, options, cascade=v["cascade"], base_url=_base_url(v, ctx), debug_grid=v["debug_grid"],
+            progress=ctx.progress, engine=v["engine"], ray_address=v["ray_address"], task_size=v["task_size"]))
 
     return run
 

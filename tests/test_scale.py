@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -264,6 +265,39 @@ def test_a_url_list_in_object_storage(s3, tmp_path):
         storage.put(f"{s3}/lists/anime.txt", lst.read_bytes())
         got = fetch_urls(f"{s3}/lists/anime.txt", "u", tmp_path / "raw", overrides={"retries": 0})
         assert got.accepted == 48 and got.skipped_known == 3
+    finally:
+        server.close()
+
+
+def test_fetch_and_crop_write_their_datasets_to_object_storage(s3, tmp_path):
+    """`--out s3://…` for the stages that write dataset folders: staged locally, published (images, then the
+    manifest), resumed from the staging folder, and on a machine without it from the store's manifest."""
+    server = HostServer()
+    env = {**os.environ, "GANDATA_CACHE": str(tmp_path / "cache")}
+
+    def gandata(*args: str) -> dict:
+        r = subprocess.run([sys.executable, "-m", "gandata", *args, "--json"], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    try:
+        lst = _url_list(tmp_path / "list.txt", server.port)
+        raw, faces = f"{s3}/data/u/raw", f"{s3}/data/u/faces"
+        got = gandata("fetch", "urls", str(lst), "--name", "u", "--out", raw, "--retries", "0")
+        assert got["accepted"] == 48 and got["out"] == raw
+        rows = [json.loads(line) for line in storage.read_bytes(f"{raw}/manifest.jsonl").splitlines()]
+        assert len(rows) == 48 and all(storage.exists(f"{raw}/{r['path']}") for r in rows)
+        assert b"HTTP 404" in storage.read_bytes(f"{raw}/failures.jsonl")
+        staged = list((tmp_path / "cache" / "staged-datasets").iterdir())
+        assert len(staged) == 1 and not list(staged[0].rglob("*.png"))  # published images leave the staging folder
+        assert gandata("fetch", "urls", str(lst), "--name", "u", "--out", raw)["accepted"] == 0  # resumed
+        shutil.rmtree(tmp_path / "cache" / "staged-datasets")  # another machine: only the store remains
+        again = gandata("fetch", "urls", str(lst), "--name", "u", "--out", raw)
+        assert again["accepted"] == 0 and again["skipped_known"] >= 48
+        crops = gandata("crop", "lego-faces", "--locator", "layout", "--src", raw, "--out", faces, "--size", "32")
+        assert crops["images"] == 48 and crops["out"] == faces and storage.exists(f"{faces}/manifest.jsonl")
+        sharded = shard([raw], tmp_path / "shards", "u", ShardOptions(size=16, min_shards=1))
+        assert sharded.counts["total"] == 48
     finally:
         server.close()
 
