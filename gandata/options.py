@@ -7,15 +7,13 @@ line, ``[shard] val_fraction`` in a pipeline file).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
+from .storage import is_url
 
 PATH_TYPE = Path
 LIST = "list"  # a list of strings (a single string is taken as a list of one)
@@ -93,7 +91,7 @@ class Opt:
         elif t is PATH_TYPE:
             if not isinstance(value, (str, Path)) or not str(value):
                 raise bad
-            value = value if _URL.match(str(value)) else Path(value).expanduser()  # s3://… is not a local path
+            value = value if is_url(value) else Path(value).expanduser()  # s3://… is not a local path
         elif t == LIST:
             if isinstance(value, (str, Path)):
                 value = [value]
