@@ -39,7 +39,10 @@ TRANSIENT = (OSError, TimeoutError, ConnectionError, MemoryError)
 @dataclass(frozen=True)
 class Task:
     id: str  # [A-Za-z0-9_-]: names the task's outputs and its marker
-    args: tuple = ()
+    args: tuple | Callable[[], tuple] = ()  # or a function making them when the task is submitted (large ones)
+
+    def arguments(self) -> tuple:
+        return self.args() if callable(self.args) else self.args
 
 
 @dataclass
@@ -112,10 +115,10 @@ def done(markers: str) -> dict[str, Any]:
     return found
 
 
-def _execute(fn: Callable[..., Any], task: Task, markers: str) -> Any:
+def _execute(fn: Callable[..., Any], task_id: str, args: tuple, markers: str) -> Any:
     """On a worker: the task, then its marker (only after the whole output is written)."""
-    result = fn(*task.args)
-    storage.put(marker(markers, task.id), (json.dumps(result, sort_keys=True) + "\n").encode())
+    result = fn(*args)
+    storage.put(marker(markers, task_id), (json.dumps(result, sort_keys=True) + "\n").encode())
     return result
 
 
@@ -123,7 +126,7 @@ def run(fn: Callable[..., Any], tasks: Sequence[Task], markers: str, *, address:
         workers: int = 0, cpus_per_task: float = 1.0, retries: int = RETRIES, label: str = "tasks",
         progress: bool = False, on_result: Callable[[Task, Any], None] | None = None,
         intact: Callable[[Task], bool] | None = None) -> Report:
-    """Run ``fn(*task.args)`` for every task without a marker under ``markers``, on Ray; at most ``workers`` at a
+    """Run ``fn(*task.arguments())`` for every task without a marker under ``markers``, on Ray; at most ``workers`` at a
     time (0: as many as the cluster's CPUs allow). Returns every task's result, earlier runs' included.
     ``on_result(task, result)`` is called in the driver for every task, finished earlier or now. ``intact(task)``
     says whether a finished task's output is still there: a marker whose output was deleted is dropped and the task
@@ -159,7 +162,7 @@ def run(fn: Callable[..., Any], tasks: Sequence[Task], markers: str, *, address:
         while queue or pending:
             while queue and len(pending) < limit:
                 t = queue.popleft()
-                pending[remote.remote(fn, t, markers)] = t
+                pending[remote.remote(fn, t.id, t.arguments(), markers)] = t
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 t = pending.pop(ref)

@@ -451,8 +451,8 @@ def _read_inputs(
 
 MAP_FORMAT = 2  # the layout of a map task's part and result; a change makes earlier parts be redone
 TASK_SIZE = 2000  # samples of a dataset or image folder per map task (--engine ray); a tar is one task
-# (callable, per-task arguments, task names) -> {name: result}: how the write step runs its tasks on an engine
-Runner = Callable[[Callable[..., dict], list[tuple], list[str]], dict[str, dict]]
+# (callable, per-task argument makers, task names) -> {name: result}: how the write step runs its tasks on an engine
+Runner = Callable[[Callable[..., dict], list[Callable[[], tuple]], list[str]], dict[str, dict]]
 
 
 def shard(
@@ -652,8 +652,10 @@ def _map_on_ray(srcs: list[Input], out: str | Path, popts: dict, prog: Progress,
             storage.remove(storage.join(markers, name))
             storage.remove(storage.join(work, name[:-5] + ".bin"))
 
-    def run(fn: Callable[..., dict], args: list[tuple], names: list[str]) -> dict[str, dict]:
-        ids = [f"write-{hashlib.sha256(pickle.dumps(a)).hexdigest()[:24]}" for a in args]
+    def run(fn: Callable[..., dict], args: list[Callable[[], tuple]], names: list[str]) -> dict[str, dict]:
+        # each shard's arguments are made when its task is submitted, then dropped: the driver never holds every
+        # sample's description at once; the id is a digest of them (made once here, not kept)
+        ids = [f"write-{hashlib.sha256(pickle.dumps(a())).hexdigest()[:24]}" for a in args]
         rep = engine.run(fn, [Task(i, a) for i, a in zip(ids, args)], markers, address=address, workers=workers,
                          label="shard write")
         for i in ids:  # a write marker only bridges a killed write step; the next run writes again
@@ -861,8 +863,9 @@ def _write(
     jobs = [(fname, sp, keys) for sp in SPLITS for fname, keys in layout[sp]]
     names = labels["names"] if labels else None
     if run is not None:
-        written = run(write_shard, [(storage.join(out, f), _samples_of(k, sp, good, labels, json_by_key), ext, plan,
-                                     names) for f, sp, k in jobs], [f for f, _, _ in jobs])
+        written = run(write_shard, [partial(lambda f, sp, k: (storage.join(out, f), _samples_of(
+            k, sp, good, labels, json_by_key), ext, plan, names), f, sp, k) for f, sp, k in jobs],
+            [f for f, _, _ in jobs])
     else:
         written = {}
         with Progress(f"write {name}", total, enabled=progress) as prog:
