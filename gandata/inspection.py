@@ -80,7 +80,8 @@ def inspect_path(
     """Count samples, image sizes, labels and failures of ``path``; with ``grid``, write a contact sheet PNG of
     ``grid_n`` samples drawn evenly at random (fixed ``seed``)."""
     src = open_input(path)
-    sset = shardset.read(path) if isinstance(src, TarInput) and Path(path).is_dir() else None
+    sset = shardset.read(path) if isinstance(src, TarInput) and (storage.is_url(path) or Path(path).is_dir()) \
+        else None
     label_names = sset.label_names if sset else None
     sizes: Counter = Counter()
     labels: Counter = Counter()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -360,15 +361,19 @@ def verify(folder: str | Path, checksums: bool = True) -> list[str]:
     for split, v in ss.info["splits"].items():
         if sum(s.get("samples", 0) for s in v.get("shards", [])) != v.get("samples", 0):
             problems.append(f"{split}: the shards' sample counts do not add up to {v.get('samples')}")
+    remote = storage.is_url(ss.folder)
     for s in ss.shards():
-        path = ss.folder / s["name"]
-        if not path.is_file():
+        path = storage.join(ss.folder, s["name"])
+        try:
+            size = storage.info(path)["size"] if remote else os.stat(path).st_size
+        except FileNotFoundError:
             problems.append(f"{s['name']} is missing")
-        elif path.stat().st_size != s.get("bytes"):
-            problems.append(f"{s['name']} has {path.stat().st_size} bytes, {INFO} says {s.get('bytes')}")
+            continue
+        if size != s.get("bytes"):
+            problems.append(f"{s['name']} has {size} bytes, {INFO} says {s.get('bytes')}")
         elif checksums:
             h = hashlib.sha256()
-            with open(path, "rb") as f:
+            with storage.open_stream(path) if remote else open(path, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
             if h.hexdigest() != s.get("sha256"):

@@ -406,6 +406,10 @@ def test_shards_written_to_s3_match_local_and_train_streams_them(cluster, s3, in
     assert _files(tmp_path / "from-s3-ray") == _files(tmp_path / "from-s3-local")
     found = dedupe([f"{s3}/sets/ray/x-train-{{000000..000001}}.tar"], engine="ray", work=f"{s3}/dedupe-work")
     assert found.samples > 0 and storage.names(f"{s3}/dedupe-work")
+    from gandata.inspection import inspect_path
+
+    seen = inspect_path(f"{s3}/sets/ray", grid=f"{s3}/sheets/ray.png", grid_n=9)
+    assert seen.samples == local.counts["total"] and seen.labels and storage.exists(f"{s3}/sheets/ray.png")
     urls, sset = resolve(f"{s3}/sets/ray")
     assert urls == [f"{s3}/sets/ray/x-train-{i:06d}.tar" for i in range(len(urls))] and sset.labels
     out = tmp_path / "run"
