@@ -628,7 +628,7 @@ def _map_on_ray(srcs: list[Input], out: str | Path, popts: dict, prog: Progress,
     reused = 0
     reused_tasks = {t.id for t in tasks} - report.fresh
     for t in tasks:
-        result = report.results[t.id]
+        result = report.results.pop(t.id)  # dropped as it is taken in: the reduce keeps only the samples
         file = storage.join(work, f"{t.id}.bin")
         local_sigs = [sigs.setdefault(json.dumps(sg), len(sigs)) for sg in result["sigs"]]
         for item in result["items"]:

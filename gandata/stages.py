@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import UserError
 from .options import LIST, PATH_TYPE, Opt
+from .storage import is_url
 from .summary import Summary
 from .trainers.kinds import CRITIC_CONDITIONING, DEFAULTS, KINDS, PAPERS
 
@@ -107,12 +108,6 @@ def _base_url(v: dict, ctx: Context) -> str | None:
     return v.get("base_url") or ctx.base_url
 
 
-def storage_url(path: Any) -> bool:
-    from .storage import is_url
-
-    return is_url(str(path))
-
-
 def _dataset_out(v: dict, ctx: Context, dataset: str, stage: str) -> Path | str:
     return v["out"] or ctx.data_dir / (ctx.dataset or dataset) / stage
 
@@ -120,7 +115,7 @@ def _dataset_out(v: dict, ctx: Context, dataset: str, stage: str) -> Path | str:
 def _into(out: Path | str, write: Callable[[Path], Summary]) -> Summary:
     """Run a stage that writes a dataset folder. For an object-store ``--out`` (``s3://…``) it writes a local staging
     folder (``$GANDATA_CACHE/staged-datasets``), which is then published to the store; the summary names the store."""
-    if not storage_url(out):
+    if not is_url(out):
         return write(Path(out))
     from .datasets import publish, stage_remote
 
@@ -153,7 +148,7 @@ def _fetch_urls(v: dict, ctx: Context) -> Summary:
         raise UserError(f"--name {name!r}: use lower-case letters, digits, '_' and '-'")
     if v["url_list"] is None:
         raise UserError("[fetch] source = urls needs url_list = FILE")
-    url_list = v["url_list"] if storage_url(v["url_list"]) else Path(v["url_list"]).expanduser()
+    url_list = v["url_list"] if is_url(v["url_list"]) else Path(v["url_list"]).expanduser()
     return _into(v["out"] or ctx.data_dir / name / "raw", lambda out: fetch_urls(
         url_list, name, out, url_col=v["url_col"], fmt=v["format"], limit=v["limit"], base_url=_base_url(v, ctx),
         overrides=_overrides(v), progress=ctx.progress, engine=v["engine"], ray_address=v["ray_address"],
@@ -395,7 +390,7 @@ def _shard(v: dict, ctx: Context) -> Summary:
         return ShardAll(shard_all(ctx.data_dir, opts, progress=ctx.progress))
     name = v["name"] or ctx.dataset or default_name(src[0], ctx.data_dir)
     out = v["out"] or ctx.data_dir / name / "shards"
-    return shard(src, out if storage_url(out) else Path(out).expanduser(), name, opts, progress=ctx.progress,
+    return shard(src, out if is_url(out) else Path(out).expanduser(), name, opts, progress=ctx.progress,
                  engine=v["engine"], ray_address=v["ray_address"], task_size=v["task_size"])
 
 
