@@ -132,6 +132,41 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float 
     assert proc.wait() == -signal.SIGKILL
 
 
+# What a test run may leave in the checkout: caches of the tools themselves. Anything else is a test (or the code it
+# runs) writing into the working directory — once a click option turned s3://bucket/x into a local s3:/bucket/x and
+# a later commit took those files in.
+_OWN_LITTER = ("__pycache__", ".pytest_cache", ".ruff_cache", ".egg-info", ".ci-venv", ".venv")
+
+
+def _checkout_entries() -> set[str] | None:
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=normal"], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode:
+        return None  # not a git checkout (an unpacked sdist): nothing to compare
+    return {line[3:] for line in out.stdout.splitlines()
+            if line[:2] in ("??", "!!") and not any(m in line for m in _OWN_LITTER)}
+
+
+def pytest_sessionstart(session) -> None:
+    session.config._checkout_before = _checkout_entries()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Fail the run when the tests left files in the checkout (they must write under tmp_path only)."""
+    before = getattr(session.config, "_checkout_before", None)
+    after = _checkout_entries() if before is not None else None
+    if before is None or after is None or getattr(session.config.option, "collectonly", False):
+        return
+    left = sorted(after - before)
+    if left:
+        print(f"\nthe tests left {len(left)} path(s) in the checkout (tests must write under tmp_path): "
+              + ", ".join(left[:10]))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """Skips grouped by reason, one line each (a fresh clone skips the tests that need the real-fixture corpus)."""
     reasons: dict[str, int] = {}
