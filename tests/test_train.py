@@ -200,7 +200,14 @@ def test_untrusted_pickles_are_refused(tmp_path):
 
 def test_bad_options_are_one_line(tmp_path, labelled_shards):
     r = subprocess.run(_cli("cdcgan", "--shards", str(tmp_path / "nope"), "--device", "cpu"), capture_output=True,
-                       text=True)
+                       text=True, cwd=tmp_path)
     assert r.returncode == 1 and "--shards" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()  # the refused run left no runs/cdcgan (with its lock file) behind
+    # a folder that was there before is kept, with what it held
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    r = subprocess.run(_cli("dcgan", "--shards", str(tmp_path / "nope"), "--out", str(tmp_path / "mine")),
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     r = subprocess.run(_cli("gan9000", "--shards", str(labelled_shards)), capture_output=True, text=True)
     assert r.returncode == 1 and "unknown trainer" in r.stderr

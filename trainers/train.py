@@ -82,6 +82,7 @@ class TrainOptions:
     clip: float = 0.01
     critic_warmup: bool = True  # wgan: 100 critic steps for the first 25 G steps and every 500th
     gp_lambda: float = 10.0
+    label_smoothing: float = 0.0  # dcgan, cdcgan, lsgan: the critic's target for reals is 1 − this (one-sided)
     ema_kimg: float = 10.0
     ema_rampup: float = 0.05  # early on the EMA half-life is at most this share of the images seen (stylegan2-ada)
     snap_kimg: float = 50.0
@@ -119,6 +120,11 @@ class TrainOptions:
             raise TrainError("--precision must be fp32 or bf16")
         if o.critic_cond not in CRITIC_CONDITIONING:
             raise TrainError(f"--critic-cond must be one of {', '.join(CRITIC_CONDITIONING)}")
+        if not 0 <= o.label_smoothing < 0.5:
+            raise TrainError("--label-smoothing must be at least 0 and below 0.5 (the critic's target for reals is 1 "
+                             "minus it)")
+        if o.label_smoothing and o.kind in ("wgan", "wgan-gp"):
+            raise TrainError(f"--label-smoothing has no meaning for {o.kind} (its critic has no targets); leave it 0")
         if o.threads < 0:
             raise TrainError("--threads must be 0 (fitted to the machine) or a positive number")
         if o.kimg <= 0 or o.batch < 1 or o.snap_kimg <= 0 or o.log_kimg <= 0:
@@ -378,6 +384,7 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
                          "delete the folder) to start a new one")
     if _dist()[0] != 0:
         return _train(o, progress)
+    created = [p for p in (run, *run.parents) if not p.exists()]  # the folders this call makes, deepest first
     run.mkdir(parents=True, exist_ok=True)
     try:
         lock = FolderLock(run).acquire(wait=RUN_LOCK_WAIT)
@@ -387,8 +394,25 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
             from None
     try:
         return _train(o, progress)
+    except BaseException:
+        lock.release()
+        _remove_if_unused(run, created)
+        raise
     finally:
         lock.release()
+
+
+def _remove_if_unused(run: Path, created: list[Path]) -> None:
+    """A run refused before it wrote anything (bad shards, bad options) leaves no folder behind: the ones it made are
+    removed again while they hold nothing but the lock file."""
+    if not created or any(p.name != ".lock" for p in run.iterdir()):
+        return
+    try:
+        (run / ".lock").unlink(missing_ok=True)
+        for folder in created:
+            folder.rmdir()
+    except OSError:
+        pass  # not empty after all (another command wrote there): leave it
 
 
 def _train(o: TrainOptions, progress: bool) -> TrainSummary:
@@ -536,7 +560,7 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
                 with autocast:
                     d_real = Dd(real, y_real) if y_real is not None else Dd(real)
                     d_fake = Dd(fake, y_fake) if y_fake is not None else Dd(fake)
-                loss = d_loss(o.kind, d_real, d_fake)
+                loss = d_loss(o.kind, d_real, d_fake, 1.0 - o.label_smoothing)
                 gp = torch.zeros((), device=device)
                 if o.kind == "wgan-gp":
                     gp = gradient_penalty(Dd, real, fake, alpha, y_fake)
