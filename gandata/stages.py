@@ -494,9 +494,9 @@ def _train(kind: str) -> Callable[[dict, Context], Summary]:
 
 
 TRAIN_PASSED = ("kimg", "batch", "lr", "n_critic", "critic_norm", "critic_cond", "g_norm", "nz", "ngf", "ndf",
-                "gp_lambda", "clip", "critic_warmup", "ema_kimg", "ema_rampup", "snap_kimg", "log_kimg", "seed",
-                "workers", "shuffle", "threads", "device", "precision", "gpus", "resolution", "n_classes", "grid",
-                "eval_real", "eval_n", "eval_extractor")
+                "gp_lambda", "clip", "critic_warmup", "label_smoothing", "ema_kimg", "ema_rampup", "snap_kimg",
+                "log_kimg", "seed", "workers", "shuffle", "threads", "device", "precision", "gpus", "resolution",
+                "n_classes", "grid", "eval_real", "eval_n", "eval_extractor")
 
 
 def _train_options(kind: str) -> tuple[Opt, ...]:
@@ -524,6 +524,9 @@ def _train_options(kind: str) -> tuple[Opt, ...]:
             help="Critic weights are clipped to ±clip."),
         Opt("critic_warmup", bool, True, cli=kind == "wgan", pipeline=kind == "wgan",
             help="100 critic steps for the first 25 G steps and every 500th."),
+        Opt("label_smoothing", float, 0.0, min=0, cli=kind not in ("wgan", "wgan-gp"),
+            pipeline=kind not in ("wgan", "wgan-gp"),
+            help="One-sided label smoothing: the critic's target for real images is 1 minus this (0: off)."),
         Opt("ema_kimg", float, 10.0, min=0, help="Half-life of the generator's EMA, in kimg."),
         Opt("ema_rampup", float, 0.05, min=0, help="Early on, the EMA half-life is at most this share of the images "
             "seen."),

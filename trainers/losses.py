@@ -16,13 +16,18 @@ from torch import nn
 OBJECTIVES = {"dcgan": "gan", "cdcgan": "gan", "lsgan": "lsgan", "wgan": "wgan", "wgan-gp": "wgan"}
 
 
-def d_loss(kind: str, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+def d_loss(kind: str, d_real: torch.Tensor, d_fake: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+    """The critic's loss. ``real_target`` < 1 is one-sided label smoothing (gan, lsgan): the reals' target is
+    lowered, the fakes' stays 0 (Salimans et al. 2016)."""
     r, f = d_real.float(), d_fake.float()
     obj = OBJECTIVES[kind]
     if obj == "gan":
-        return F.softplus(-r).mean() + F.softplus(f).mean()
+        real = F.softplus(-r)
+        if real_target != 1.0:
+            real = real_target * real + (1 - real_target) * F.softplus(r)
+        return real.mean() + F.softplus(f).mean()
     if obj == "lsgan":
-        return 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean()
+        return 0.5 * ((r - real_target) ** 2).mean() + 0.5 * (f**2).mean()
     return f.mean() - r.mean()
 
 
