@@ -405,9 +405,9 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
 def _remove_if_unused(run: Path, created: list[Path]) -> None:
     """A run refused before it wrote anything (bad shards, bad options) leaves no folder behind: the ones it made are
     removed again while they hold nothing but the lock file."""
-    if not created or any(p.name != ".lock" for p in run.iterdir()):
-        return
     try:
+        if not created or any(p.name != ".lock" for p in run.iterdir()):
+            return
         (run / ".lock").unlink(missing_ok=True)
         for folder in created:
             folder.rmdir()
