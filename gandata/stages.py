@@ -524,9 +524,10 @@ def _train_options(kind: str) -> tuple[Opt, ...]:
             help="Critic weights are clipped to ±clip."),
         Opt("critic_warmup", bool, True, cli=kind == "wgan", pipeline=kind == "wgan",
             help="100 critic steps for the first 25 G steps and every 500th."),
-        Opt("label_smoothing", float, 0.0, min=0, cli=kind not in ("wgan", "wgan-gp"),
+        Opt("label_smoothing", float, min=0, cli=kind not in ("wgan", "wgan-gp"),
             pipeline=kind not in ("wgan", "wgan-gp"),
-            help="One-sided label smoothing: the critic's target for real images is 1 minus this (0: off)."),
+            help="One-sided label smoothing: the critic's target for real images is 1 minus this (default "
+            f"{d['label_smoothing']:g}; 0: off)."),
         Opt("ema_kimg", float, 10.0, min=0, help="Half-life of the generator's EMA, in kimg."),
         Opt("ema_rampup", float, 0.05, min=0, help="Early on, the EMA half-life is at most this share of the images "
             "seen."),

@@ -82,7 +82,7 @@ class TrainOptions:
     clip: float = 0.01
     critic_warmup: bool = True  # wgan: 100 critic steps for the first 25 G steps and every 500th
     gp_lambda: float = 10.0
-    label_smoothing: float = 0.0  # dcgan, cdcgan, lsgan: the critic's target for reals is 1 − this (one-sided)
+    label_smoothing: float | None = None  # gan/lsgan critics: the reals' target is 1 − this (one-sided); dcgan 0.1
     ema_kimg: float = 10.0
     ema_rampup: float = 0.05  # early on the EMA half-life is at most this share of the images seen (stylegan2-ada)
     snap_kimg: float = 50.0
@@ -113,6 +113,7 @@ class TrainOptions:
         o.lr = o.lr or d["lr"]
         o.n_critic = o.n_critic or d["n_critic"]
         o.critic_norm = o.critic_norm or d["critic_norm"]
+        o.label_smoothing = d["label_smoothing"] if o.label_smoothing is None else o.label_smoothing
         if o.kind == "wgan-gp" and o.critic_norm == "batch":
             raise TrainError("wgan-gp needs a critic without batch norm (--critic-norm group or none): the gradient "
                              "penalty is per sample")
