@@ -121,7 +121,8 @@ def _command(stage: Stage):
         as_json = given.pop("as_json", False)
         data_dir = given.pop("data_dir", None)
         checked = values(stage.options, given, "cli")
-        finish(stage.run(checked, Context(data_dir=data_dir or Path("data"), progress=not as_json)), as_json)
+        ctx = Context(data_dir=data_dir or Path("data"), progress=not as_json, allow_commands=True)  # the user typed it
+        finish(stage.run(checked, ctx), as_json)
 
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = {p.name: p.annotation for p in params}

@@ -87,6 +87,13 @@ def make_key(*parts: object) -> str:
     return f"{head}-{_short_hash(text)}" if head else _short_hash(text, 16)
 
 
+def clean_key(raw: str) -> str:
+    """A key for a sample whose name came from outside (a tar member's ``../../x``, ``/tmp/x``, ``Photo 1``): itself
+    when it is already a key, else :func:`make_key` of it — what every reader of foreign tars uses, so no name ever
+    becomes a path outside the folder it is written into."""
+    return raw if is_key(raw) else make_key(raw)
+
+
 def hash_key(prefix: str, fields: Any) -> str:
     """A key for a sample described by parameters (``fields``: any JSON value), e.g. ``bitmoji-3f9a0c51e2d4b7a8``.
 
@@ -723,7 +730,7 @@ class TarInput(Input):
                                              "image is kept without it", lost=False))
         record.setdefault("source", "webdataset")
         record["shard"] = str(tar).rstrip("/").rsplit("/", 1)[-1]
-        key = raw_key if is_key(raw_key) else make_key(raw_key)
+        key = clean_key(raw_key)
         data = fields[image_ext]
         yield Sample(key, image_ext.rsplit(".", 1)[-1], record, f"{tar}:{raw_key}.{image_ext}", lambda d=data: d)
 

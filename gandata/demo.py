@@ -286,7 +286,7 @@ def pipelines(out: Path, base_url: str, size: str) -> tuple[dict, dict]:
     """The two pipelines the demo runs (the same tables a pipeline file holds)."""
     z = SIZES[size]
     avatars = {
-        "pipeline": {"name": "avatars", "dataset": "bitmoji", "base_url": base_url},
+        "pipeline": {"name": "avatars", "dataset": "bitmoji", "base_url": base_url, "allow_outside": True},
         "fetch": {"source": "bitmoji", "count": z["avatars"], "rate": 0, "concurrency": 16},
         # exact duplicates only: faces drawn on one template are close in a perceptual hash (README, dedupe)
         "shard": {"size": 32, "dedupe": "exact", "val_fraction": 0.05, "maxcount": 64, "min_shards": 1},
@@ -297,7 +297,7 @@ def pipelines(out: Path, base_url: str, size: str) -> tuple[dict, dict]:
                   "workers": 0, "shuffle": 256, "device": "cpu", "ema_kimg": 1.0},
     }
     minifigs = {
-        "pipeline": {"name": "minifigs", "dataset": "bricklink", "base_url": base_url},
+        "pipeline": {"name": "minifigs", "dataset": "bricklink", "base_url": base_url, "allow_outside": True},
         "fetch": {"source": "bricklink", "catalog_file": str(out / "minifigs-catalog.txt"), "concurrency": 8,
                   "rate": 0},
         "crop": {"kind": "lego-faces", "locator": "layout", "size": 64, "debug_grid": str(out / "minifig-heads.png")},

@@ -26,6 +26,8 @@ from pathlib import Path
 from PIL import Image
 
 from . import images, shardset
+from . import storage
+from .datasets import clean_key
 from .errors import UserError
 from .fileio import atomic_file, atomic_write, atomic_write_json, remove_stale_tmp
 from .progress import Progress
@@ -56,18 +58,12 @@ class ExportSummary(Summary):
         return self.lines()[0]
 
 
-def _open(url: str):
-    if shardset.URL_RE.match(url) and not Path(url).exists():
-        import webdataset as wds
-
-        return wds.gopen(url)
-    return open(url, "rb")
-
-
-def _samples(urls: list[str]):
-    """(key, image extension, image bytes, class id or None) of every sample, in shard order."""
+def _samples(urls: list[str], commands: bool, names: list[str] | None):
+    """(key, image extension, image bytes, class id or None) of every sample, in shard order; keys cleaned as shard
+    cleans a foreign tar's (:func:`gandata.datasets.clean_key`), so a member ``../../x.png`` is the key ``x-…``.
+    A class id must be a whole number from 0 (below the number of label names, when the set has them)."""
     for url in urls:
-        with _open(url) as f:
+        with shardset.open_shard(url, commands) as f:
             try:
                 for key, fields in shardset.samples(f, url):
                     ext = next((e for e in IMAGE_EXTS if e in fields), None)
@@ -80,9 +76,12 @@ def _samples(urls: list[str]):
                     if "cls" in fields:
                         try:
                             cls = int(fields["cls"].strip())
-                        except ValueError:
+                        except (ValueError, AttributeError):
                             raise UserError(f"{url}: sample {key} has a class label that is not a number") from None
-                    yield key, ext, fields[ext], cls
+                        if cls < 0 or (names and cls >= len(names)):
+                            raise UserError(f"{url}: sample {key} has the class label {cls}, outside 0-"
+                                            f"{len(names) - 1 if names else 'N'}; shard the set again")
+                    yield clean_key(key), ext, fields[ext], cls
             except (ValueError, EOFError) as e:
                 raise UserError(f"{url} is damaged ({e}); check it with gandata inspect, or shard again") from None
 
@@ -92,30 +91,38 @@ def _splits(split: str) -> list[str]:
 
 
 def export(spec: str, out: str | os.PathLike, fmt: str = "stylegan", split: str = "train",
-           progress: bool = False) -> ExportSummary:
-    """Write the ``split`` (train, val or all) of the shard set ``spec`` to ``out`` as ``fmt``."""
+           progress: bool = False, commands: bool = False) -> ExportSummary:
+    """Write the ``split`` (train, val or all) of the shard set ``spec`` to ``out`` as ``fmt``. ``commands``:
+    ``pipe:`` specs may run (the user's own command line)."""
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
     if split not in ("train", "val", "all"):
         raise UserError(f"--split must be train, val or all (got {split!r})")
+    if storage.is_url(out):
+        raise UserError(f"--out {out}: export writes to a local path; copy the result to object storage after")
+    if not commands:
+        shardset.refuse_commands([spec], "shards")
     urls: list[str] = []
     sset = None
-    try:
-        for sp in _splits(split):
+    for sp in _splits(split):
+        try:
             found, sset = shardset.resolve(spec, sp)
-            urls += [u for u in found if u not in urls]
-    except FileNotFoundError as e:
-        raise UserError(f"{spec}: {e}") from None
+        except FileNotFoundError as e:
+            if split == "all" and sp != "train" and urls:
+                continue  # --split all of a set whose val split is empty
+            raise UserError(f"{spec}: {e}") from None
+        urls += [u for u in found if u not in urls]
     names = sset.label_names if sset else None
     total = sum(sset.samples_in(sp) for sp in _splits(split)) if sset else None
     out = Path(out)
     t0 = time.monotonic()
+    samples = _samples(urls, commands, names)
     with Progress(f"export {fmt}", total, enabled=progress) as prog:
         if fmt == "stylegan":
-            n, resolution, classes = _stylegan(urls, out, names, prog)
+            n, resolution, classes = _stylegan(samples, out, names, prog)
             written = n + 2
         else:
-            n, written, classes = _imagefolder(urls, out, names, prog)
+            n, written, classes = _imagefolder(samples, out, names, prog)
             resolution = None
     if n == 0:
         raise UserError(f"{spec} holds no {split} images to export")
@@ -138,9 +145,13 @@ def _stylegan_png(data: bytes, ext: str, key: str) -> tuple[bytes, tuple[int, in
     return images.encode(rgb, "png"), (rgb.width, rgb.height, 3 if rgb.mode == "RGB" else 1)
 
 
-def _stylegan(urls: list[str], out: Path, names: list[str] | None, prog: Progress) -> tuple[int, int, int | None]:
+def _stylegan(samples, out: Path, names: list[str] | None, prog: Progress) -> tuple[int, int, int | None]:
     if out.suffix != ".zip":
         raise UserError(f"--out {out}: a StyleGAN dataset is a .zip file (e.g. --out data/anime-64.zip)")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; a StyleGAN dataset is a .zip file")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"--out {out}: {out.parent} is a file, not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.tmp-*"):  # a killed export's (only ours: the folder may be shared)
         stale.unlink(missing_ok=True)
@@ -150,7 +161,7 @@ def _stylegan(urls: list[str], out: Path, names: list[str] | None, prog: Progres
     labelled = False
     with atomic_file(out, mode="w+b") as f:
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
-            for i, (key, ext, data, cls) in enumerate(_samples(urls)):
+            for i, (key, ext, data, cls) in enumerate(samples):
                 png, shape = _stylegan_png(data, ext, key)
                 if attrs is None:
                     attrs = shape
@@ -200,20 +211,42 @@ def _folder_name(cls: int | None, names: list[str] | None) -> str:
     return f"{cls:04d}_{safe}"
 
 
-def _imagefolder(urls: list[str], out: Path, names: list[str] | None, prog: Progress) -> tuple[int, int, int | None]:
+MARK = ".gandata-export"  # in an ImageFolder export: this folder is gandata's to replace
+
+
+def _imagefolder(samples, out: Path, names: list[str] | None, prog: Progress) -> tuple[int, int, int | None]:
+    """Write the samples as ``OUT/<class>/<key>.<ext>``. The folder must be new, empty, or an earlier export (its
+    :data:`MARK`); afterwards it holds exactly this export: a file already there with the same bytes is kept (a
+    killed export resumes), one with other bytes is replaced, and whatever an earlier export left that this one
+    did not write (other classes, other keys) is removed. A key that comes again gets ``-2``, ``-3``… so every
+    sample counted is a file."""
     if out.suffix == ".zip" or (out.exists() and not out.is_dir()):
         raise UserError(f"--out {out}: an ImageFolder export is a folder")
+    if out.is_dir() and not (out / MARK).exists() and any(out.iterdir()):
+        raise UserError(f"--out {out} holds files that gandata export did not write; give a new or empty folder "
+                        "(an earlier export's folder is replaced)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--out {out}: a part of this path is a file, not a folder") from None
+    atomic_write(out / MARK, b"written by gandata export; the next export into this folder replaces it\n")
     n = written = 0
+    keep: set[str] = {MARK}
     seen: set[str] = set()
     classes: set[int] = set()
-    for key, ext, data, cls in _samples(urls):
+    for key, ext, data, cls in samples:
         folder = out / _folder_name(cls, names)
         if folder.name not in seen:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(exist_ok=True)
             remove_stale_tmp(folder)
             seen.add(folder.name)
-        path = folder / f"{key}.{ext}"
-        if not path.exists():
+        name, again = f"{folder.name}/{key}.{ext}", 1
+        while name in keep:
+            again += 1
+            name = f"{folder.name}/{key}-{again}.{ext}"
+        keep.add(name)
+        path = out / name
+        if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
             atomic_write(path, data, fsync=False)
             written += 1
         if cls is not None:
@@ -222,7 +255,20 @@ def _imagefolder(urls: list[str], out: Path, names: list[str] | None, prog: Prog
         prog.advance(1)
     if classes:
         atomic_write_json(out / "classes.json", {"classes": sorted(seen), "label_names": names})
+        keep.add("classes.json")
+    _remove_all_but(out, keep)
     return n, written, len(classes) or None
+
+
+def _remove_all_but(out: Path, keep: set[str]) -> None:
+    """Remove what an earlier export left in ``out`` that this one did not write (files, then empty folders)."""
+    for folder, dirs, files in os.walk(out, topdown=False):
+        rel = Path(folder).relative_to(out)
+        for f in files:
+            if (rel / f).as_posix() not in keep:
+                (Path(folder) / f).unlink()
+        if rel != Path(".") and not any(Path(folder).iterdir()):
+            Path(folder).rmdir()
 
 
 def read_back_stylegan(path) -> tuple[list[str], list | None, tuple]:

@@ -31,6 +31,7 @@ import random
 import signal
 import threading
 import time
+import zlib
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -218,6 +219,60 @@ class BreakerTripped(Exception):
     pass
 
 
+class _Decoder:
+    """A response body's ``Content-Encoding`` (gzip, deflate or none) undone as the body arrives, in pieces of at
+    most :data:`STEP` bytes, so that the caller counts decoded bytes against its caps before more are made."""
+
+    STEP = 1 << 16
+
+    def __init__(self, encoding: str | None):
+        enc = (encoding or "identity").strip().lower()
+        self.z = None
+        self.raw_deflate_tried = enc != "deflate"
+        if enc in ("gzip", "x-gzip"):
+            self.z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif enc == "deflate":
+            self.z = zlib.decompressobj(zlib.MAX_WBITS)  # zlib-wrapped, as the RFC says; raw deflate if it is not
+        elif enc not in ("", "identity"):
+            raise _Outcome(f"unsupported Content-Encoding {encoding!r}", False, permanent=True, status=200)
+
+    def pieces(self, chunk: bytes):
+        if self.z is None:
+            yield chunk
+            return
+        data = chunk
+        while data:
+            try:
+                out = self.z.decompress(data, self.STEP)
+            except zlib.error:
+                if self.raw_deflate_tried:
+                    raise _Outcome("body does not decompress", False, permanent=True, status=200) from None
+                self.raw_deflate_tried = True  # servers that send raw deflate under "deflate"
+                self.z = zlib.decompressobj(-zlib.MAX_WBITS)
+                continue
+            self.raw_deflate_tried = True
+            yield out
+            data = self.z.unconsumed_tail
+
+    def finish(self) -> None:
+        if self.z is not None and not self.z.eof:
+            raise _Outcome("truncated body", True)
+
+    @classmethod
+    def whole(cls, encoding: str | None, raw: bytes, limit: int) -> bytes:
+        """At most ``limit`` decoded bytes of a short body (an error page); the raw bytes when it does not decode."""
+        out, size = [], 0
+        try:
+            for piece in cls(encoding).pieces(raw):
+                out.append(piece[: limit - size])
+                size += len(out[-1])
+                if size >= limit:
+                    break
+        except _Outcome:
+            return raw[:limit]
+        return b"".join(out)
+
+
 class _Outcome(Exception):
     """How one attempt ended when it did not end with an accepted image."""
 
@@ -371,7 +426,8 @@ class Fetcher:
                         retryable = status in RETRYABLE or (500 <= status < 600 and status not in (501, 505))
                         out = _Outcome(f"HTTP {status}", retryable, permanent=not retryable, status=status, wait=wait)
                         if keep_error_body:
-                            out.body = await resp.content.read(1 << 20)
+                            out.body = _Decoder.whole(resp.headers.get("Content-Encoding"),
+                                                      await resp.content.read(1 << 20), 1 << 20)
                         raise out
                     if self.opts.respect_opt_out:
                         directive = opted_out(resp.headers.getall("X-Robots-Tag", []))
@@ -379,23 +435,27 @@ class Fetcher:
                             raise _Outcome(f"opted out (X-Robots-Tag: {directive})", False, permanent=True, status=200)
                     meta = {"http_status": status, "content_type": resp.headers.get("Content-Type")}
                     length = resp.headers.get("Content-Length")
-                    if length and length.isdigit():
-                        if int(length) > self.opts.max_bytes:
-                            raise _Outcome(f"body too large ({int(length)} bytes)", False, permanent=True, status=200)
+                    decoder = _Decoder(resp.headers.get("Content-Encoding"))
+                    if length and length.isdigit() and int(length) > self.opts.max_bytes:
+                        raise _Outcome(f"body too large ({int(length)} bytes)", False, permanent=True, status=200)
+                    if length and length.isdigit() and decoder.z is None:
                         if hold is None:
                             return await resp.read(), meta
                         await self._room(deadline, hold, 2 * int(length))  # the chunks, and their join
                         body = await resp.read()
                         self.budget.give(hold, int(length))
                         return body, meta
-                    chunks, size = [], 0
+                    chunks, size = [], 0  # decoded bytes: a 1 MB gzip of 1 GiB stops at max_bytes, as it grows
                     async for chunk in resp.content.iter_chunked(1 << 16):
-                        size += len(chunk)
-                        if size > self.opts.max_bytes:
-                            raise _Outcome(f"body too large (over {self.opts.max_bytes} bytes)", False, True, 200)
-                        while hold is not None and 2 * size > hold.n:  # the body and the join's copy
-                            await self._room(deadline, hold, _Budget.STEP)
-                        chunks.append(chunk)
+                        for piece in decoder.pieces(chunk):
+                            size += len(piece)
+                            if size > self.opts.max_bytes:
+                                raise _Outcome(f"body too large (over {self.opts.max_bytes} bytes"
+                                               f"{' decoded' if decoder.z else ''})", False, True, 200)
+                            while hold is not None and 2 * size > hold.n:  # the body and the join's copy
+                                await self._room(deadline, hold, _Budget.STEP)
+                            chunks.append(piece)
+                    decoder.finish()
                     body = b"".join(chunks)
                     if hold is not None:
                         self.budget.give(hold, max(0, hold.n - len(body)))
@@ -628,7 +688,10 @@ class Fetcher:
                     t.result()
 
         try:
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+            # bodies are decoded here (_Decoder), counted as they grow: aiohttp's own decoding inflates a whole
+            # gzip body at once, past every cap; only the encodings _Decoder reads are offered
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                             headers={"Accept-Encoding": "gzip, deflate", **headers}) as session:
                 self._session = session
                 with Progress(label, want if want is not None else total_hint, enabled=self.progress) as prog:
                     in_flight_keys: set[str] = set()

@@ -39,6 +39,7 @@ class Opt:
     validate: Callable[[Any], Any] | None = (
         None  # raises ValueError with the reason (e.g. a colour that does not parse)
     )
+    output: bool = False  # a place the stage writes (a pipeline file may name one only inside its workspace)
 
     @property
     def flag(self) -> str:

@@ -26,10 +26,12 @@ from typing import Any
 
 from .errors import UserError
 from .options import values
+from .shardset import refuse_commands
+from .storage import is_url
 from .stages import TABLES, Context, Stage, for_table
 from .summary import Summary
 
-HEAD_KEYS = ("name", "dataset", "base_url", "data_dir", "allow_commands")
+HEAD_KEYS = ("name", "dataset", "base_url", "data_dir", "allow_commands", "allow_outside")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a folder name: never a path, never ".."
 BUILT_IN_EXTRACTORS = ("inception", "tiny-random")
 SHIPPED = Path(__file__).resolve().parent / "pipelines"  # an installed copy
@@ -84,9 +86,10 @@ class Step:
     values: dict[str, Any]
 
 
-def plan(spec: dict, where: str = "pipeline") -> tuple[dict, list[Step]]:
+def plan(spec: dict, where: str = "pipeline", data_dir: str | os.PathLike = "data") -> tuple[dict, list[Step]]:
     """Check a whole pipeline — its tables, every key and value — and return its head and its steps in order.
-    Nothing runs; every mistake is found here, before a 7-hour fetch rather than after it."""
+    Nothing runs; every mistake is found here, before a 7-hour fetch rather than after it. ``data_dir`` is the
+    workspace the command line gave (``--data-dir``)."""
     head = spec.get("pipeline", {})
     if not isinstance(head, dict):
         raise UserError(f"{where}: [pipeline] must be a table")
@@ -100,8 +103,9 @@ def plan(spec: dict, where: str = "pipeline") -> tuple[dict, list[Step]]:
         if key in head and not NAME_RE.match(head[key]):
             raise UserError(f"{where}: [pipeline] {key} = {head[key]!r} must be a plain name (letters, digits, "
                             "'_', '-', '.'): it names a folder under the data dir or runs/")
-    if "allow_commands" in head and not isinstance(head["allow_commands"], bool):
-        raise UserError(f"{where}: [pipeline] allow_commands must be true or false")
+    for key in ("allow_commands", "allow_outside"):
+        if key in head and not isinstance(head[key], bool):
+            raise UserError(f"{where}: [pipeline] {key} must be true or false")
     unknown = [k for k in spec if k != "pipeline" and k not in TABLES]
     if unknown:
         raise UserError(f"{where}: unknown table [{unknown[0]}]; a pipeline has [pipeline] and the stages "
@@ -120,7 +124,32 @@ def plan(spec: dict, where: str = "pipeline") -> tuple[dict, list[Step]]:
     if not head.get("allow_commands"):
         for step in steps:
             _refuse_commands(step, where)
+    if not head.get("allow_outside"):
+        roots = [Path.cwd(), Path(os.path.abspath(data_dir))]
+        if "data_dir" in head:
+            _inside(head["data_dir"], roots, f"{where}: [pipeline] data_dir")
+        for step in steps:
+            for o in step.stage.options:
+                value = step.values.get(o.key)
+                if o.output and o.pipeline and value is not None:
+                    _inside(value, roots, f"{where}: [{step.table}] {o.key}")
     return head, steps
+
+
+def _inside(value: Any, roots: list[Path], name: str) -> None:
+    """A pipeline file writes only inside its workspace: the working directory and the command line's data dir
+    (paths compared as written, ``..`` folded; an object store is outside). ``allow_outside = true`` in
+    [pipeline] (or ``--set pipeline.allow_outside=true``) lifts this."""
+    text = str(value)
+    if is_url(text):
+        where_to = "to object storage"
+    else:
+        path = Path(os.path.abspath(Path(text).expanduser()))
+        if any(path == r or r in path.parents for r in roots):
+            return
+        where_to = "outside the working directory and the data dir"
+    raise UserError(f"{name} = {text!r} writes {where_to}; a pipeline file may do that only with allow_outside = "
+                    "true in [pipeline] (or --set pipeline.allow_outside=true)")
 
 
 def _refuse_commands(step: Step, where: str) -> None:
@@ -129,9 +158,11 @@ def _refuse_commands(step: Step, where: str) -> None:
     to do more than its stages' data work."""
     for key in ("shards", "eval_real", "real"):
         value = step.values.get(key)
-        if isinstance(value, str) and any(part.strip().startswith("pipe:") for part in value.split("::")):
-            raise UserError(f"{where}: [{step.table}] {key} = {value!r} runs a shell command; a pipeline file may "
-                            "do that only with allow_commands = true in [pipeline]")
+        if isinstance(value, str):
+            try:
+                refuse_commands([value], f"[{step.table}] {key}")
+            except UserError as e:
+                raise UserError(f"{where}: {e}") from None
     for key in ("extractor", "eval_extractor"):
         value = step.values.get(key)
         if isinstance(value, str) and value not in BUILT_IN_EXTRACTORS:
@@ -184,7 +215,7 @@ def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", se
     if not isinstance(spec, dict):
         spec = load(spec, sets)
     where = spec.get("pipeline", {}).get("source_file", "pipeline")
-    head, steps = plan(spec, where)
+    head, steps = plan(spec, where, data_dir)
     for bad in only or []:
         if bad not in TABLES:
             raise UserError(f"--only {bad}: the stages are {', '.join(TABLES)}")
@@ -193,7 +224,7 @@ def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", se
     source = fetch.stage.select[1] if fetch else None
     dataset = str(head.get("dataset") or (source if source in ("bitmoji", "bricklink", "rebrickable") else name))
     ctx = Context(data_dir=Path(head.get("data_dir") or data_dir), progress=progress, pipeline=True, name=name,
-                  dataset=dataset, base_url=head.get("base_url"))
+                  dataset=dataset, base_url=head.get("base_url"), allow_commands=bool(head.get("allow_commands")))
     t0 = time.monotonic()
     results = []
     for step in steps:

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlparse
 
 import braceexpand
 
@@ -216,6 +217,94 @@ def _folder_tars(path: Path) -> list[Path]:
 
 class NoShards(FileNotFoundError):
     """A shard spec that names nothing, or nothing whole (its message says what to do)."""
+
+
+# ------------------------------------------------------------------------------------- expanding and opening
+
+
+def expand(spec: str) -> list[str]:
+    """Every name a shard spec stands for: its ``::``-joined parts, each brace pattern expanded — what is checked
+    before anything is opened (``{pipe:cmd,a}.tar`` is the command ``pipe:cmd.tar`` and the file ``a.tar``)."""
+    return [u for part in spec.split("::") for u in braceexpand.braceexpand(part)]
+
+
+def is_command(url: str) -> bool:
+    """A name that runs a shell command when WebDataset opens it (``pipe:…``, also after blanks or in capitals, as
+    ``urllib.parse`` reads a scheme)."""
+    return urlparse(url).scheme == "pipe" or url.strip().lower().startswith("pipe:")
+
+
+class CommandRefused(UserError):
+    """A shard spec that would run a shell command where that is not allowed (a pipeline file without
+    ``allow_commands = true``; a library call that did not ask for it)."""
+
+
+def refuse_commands(names: Iterable[str], where: str) -> None:
+    """Raise :class:`CommandRefused` naming the first command among ``names`` (shard names or specs, expanded
+    here). ``where`` says whose value it is (``--shards``, ``[train] shards``…)."""
+    for name in names:
+        bad = next((u for u in expand(name) if is_command(u)), None)
+        if bad is not None:
+            raise CommandRefused(f"{where} = {name!r} runs a shell command ({bad!r}); on the command line that is "
+                                 "allowed, in a pipeline file only with allow_commands = true in [pipeline]")
+
+
+HTTP_TIMEOUT = 30.0  # seconds to connect, and between two reads of a shard's body
+HTTP_TRIES = 4  # a connection error or a 429/5xx is tried again after 1, 2, 4 s
+
+
+def open_shard(url: str, commands: bool = False):
+    """A readable binary stream of one shard, and the only place a shard is opened: a local path; an object-store
+    URL through fsspec; ``http(s)://`` streamed with a timeout and bounded retries (no ``curl`` in a subprocess);
+    ``pipe:`` only when ``commands`` (the user's own command line, or a pipeline that says ``allow_commands``).
+    Anything else is one line."""
+    if is_command(url):
+        if not commands:
+            raise CommandRefused(f"{url!r} runs a shell command, which is not allowed here (in a pipeline file: "
+                                 "allow_commands = true in [pipeline])")
+        import webdataset as wds
+
+        return wds.gopen(url.strip())
+    if storage.is_url(url):
+        return storage.open_stream(url)
+    scheme = urlparse(url).scheme.lower() if URL_RE.match(url) else ""
+    if scheme in ("http", "https"):
+        return _open_http(url)
+    if scheme and not Path(url).exists():
+        raise UserError(f"{url}: cannot open {scheme}: addresses; give a path, http(s)://, s3:// or gs://")
+    try:
+        return open(url, "rb")
+    except FileNotFoundError:
+        raise UserError(f"{url} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"{url} is a folder, not a tar") from None
+    except PermissionError:
+        raise UserError(f"{url}: permission denied") from None
+
+
+def _open_http(url: str):
+    import time
+
+    import requests
+
+    for attempt in range(HTTP_TRIES):
+        try:
+            resp = requests.get(url, stream=True, timeout=HTTP_TIMEOUT, headers={"Accept-Encoding": "identity"})
+        except (requests.ConnectionError, requests.Timeout) as e:
+            why = "timed out" if isinstance(e, requests.Timeout) else "cannot connect"
+        except requests.RequestException as e:
+            raise UserError(f"{url}: {type(e).__name__}") from None
+        else:
+            if resp.status_code == 200:
+                resp.raw.decode_content = False
+                return resp.raw
+            resp.close()
+            why = f"HTTP {resp.status_code}"
+            if resp.status_code not in (408, 429) and resp.status_code < 500:
+                break
+        if attempt + 1 < HTTP_TRIES:
+            time.sleep(2 ** attempt)
+    raise UserError(f"{url}: {why}; check the address (it must serve the .tar itself)")
 
 
 def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None]:

@@ -33,6 +33,8 @@ class Context:
     shards: str | None = None  # the pipeline's shard folder (train's and eval's input)
     run: str | None = None  # the pipeline's run folder (eval's input)
     base_url: str | None = None  # the pipeline's [pipeline] base_url
+    allow_commands: bool = False  # pipe: shard specs and code extractors: the user's own command line, or a
+    # pipeline file that says allow_commands = true
 
 
 @dataclass
@@ -60,7 +62,7 @@ def _color(value: str) -> None:
 # ------------------------------------------------------------------------------------------ shared options
 
 def _out(where: str) -> Opt:
-    return Opt("out", PATH_TYPE, help=f"Output folder (default {where}); or s3://bucket/prefix (written to a local "
+    return Opt("out", PATH_TYPE, output=True, help=f"Output folder (default {where}); or s3://bucket/prefix (written to a local "
                "staging folder, then published: images, then the manifest).")
 
 
@@ -271,7 +273,7 @@ FETCH = [
           (Opt("what", str, required=True, argument=True, choices=("inception",),
                help="inception: the FID Inception-v3 weights (2015-12-05)."),
            Opt("url", str, help="Download from this address instead (a mirror)."),
-           Opt("out", PATH_TYPE, help="Write here instead of the cache.")),
+           Opt("out", PATH_TYPE, output=True, help="Write here instead of the cache.")),
           _fetch_weights, data_dir_flag=False),
 ]
 
@@ -318,7 +320,7 @@ def _crop_options(lego: bool) -> tuple[Opt, ...]:
         Opt("cascade", PATH_TYPE, help="A local lbpcascade_animeface.xml (default: downloaded once, verified, "
             "cached)."),
         WORKERS, WORK_MEMORY, RUN_ON, RAY_ADDRESS, TASK_SIZE,
-        Opt("debug_grid", PATH_TYPE, help="Write a contact sheet of source images with their boxes drawn."),
+        Opt("debug_grid", PATH_TYPE, output=True, help="Write a contact sheet of source images with their boxes drawn."),
         Opt("format", str, "png", choices=("png", "jpg", "webp"), help="Format of the crops."),
         *((Opt("locator", str, "auto", choices=("auto", "layout"),
                help="auto (the cascade, then the figure's layout) or layout (the layout only: no cascade, works "
@@ -402,10 +404,10 @@ DEDUPE = Stage(
     "\b\nNothing is changed: remove near duplicates with gandata shard --dedupe near.",
     (Opt("src", LIST, required=True, argument=True, help="Dataset folders, image folders or shards."),
      Opt("threshold", int, 8, min=0, max=32, help="Bits of gandata-phash-v2 that may differ."),
-     Opt("report", PATH_TYPE, help="Write every clustered sample as JSONL (kept or not, and why)."),
-     Opt("grid", PATH_TYPE, help="Write a contact sheet of the largest clusters, one a row."), WORK_MEMORY,
+     Opt("report", PATH_TYPE, output=True, help="Write every clustered sample as JSONL (kept or not, and why)."),
+     Opt("grid", PATH_TYPE, output=True, help="Write a contact sheet of the largest clusters, one a row."), WORK_MEMORY,
      RUN_ON, RAY_ADDRESS, TASK_SIZE,
-     Opt("work", str, help="--engine ray: where tasks leave their markers, so a re-run hashes only what is missing "
+     Opt("work", str, output=True, help="--engine ray: where tasks leave their markers, so a re-run hashes only what is missing "
          "(default: the cache; on a cluster of several machines, a shared folder or s3://…).")),
     _dedupe, data_dir_flag=False)
 
@@ -417,7 +419,7 @@ SHARD = Stage(
     "  gandata shard data/bricklink/raw --label-field category --size 128 --resize pad",
     (Opt("src", LIST, argument=True, help="Dataset folders, image folders or .tar shards (default: every dataset "
          "under the data dir; in a pipeline: what the stage before wrote)."),
-     Opt("out", str, help="Output folder, or an object-store prefix: s3://bucket/prefix, gs://… (pip install "
+     Opt("out", str, output=True, help="Output folder, or an object-store prefix: s3://bucket/prefix, gs://… (pip install "
          "'gandata[s3]'); default DATA/<name>/shards."),
      Opt("name", str, help="Shard name prefix (default: the dataset's name)."),
      Opt("size", int, 64, min=1, help="Output side in pixels."),
@@ -459,7 +461,7 @@ INSPECT = Stage(
     "  gandata inspect ~/anime-faces --grid sheet.png --grid-n 100",
     (Opt("path", str, required=True, argument=True,
          help="A dataset folder, a folder of images, or shards (folder, .tar, brace pattern)."),
-     Opt("grid", PATH_TYPE, help="Write a contact sheet PNG of samples drawn at random."),
+     Opt("grid", PATH_TYPE, output=True, help="Write a contact sheet PNG of samples drawn at random."),
      Opt("grid_n", int, 64, min=1, help="Samples on the contact sheet."),
      Opt("cell", int, 128, min=16, help="Contact sheet cell size in pixels."),
      Opt("label_field", str, help="Count the values of this record field as labels."),
@@ -481,7 +483,7 @@ def _train(kind: str) -> Callable[[dict, Context], Summary]:
         o = TrainOptions(
             kind=kind, shards=str(shards), out=str(out), resume=resume,
             inception_weights=str(v["inception_weights"]) if v["inception_weights"] else None,
-            eval_metrics=v["eval"], **{k: v[k] for k in TRAIN_PASSED if k in v})
+            eval_metrics=v["eval"], allow_commands=ctx.allow_commands, **{k: v[k] for k in TRAIN_PASSED if k in v})
         o.resolved()
         if ctx.pipeline and (out / "summary.json").exists():
             done = TrainSummary.read(out)
@@ -504,7 +506,7 @@ def _train_options(kind: str) -> tuple[Opt, ...]:
     return (
         Opt("shards", str, required=True, help="A shard folder (with dataset.json), brace pattern, URL or pipe: "
             "command (in a pipeline: the [shard] stage's folder)."),
-        Opt("out", PATH_TYPE, help=f"Run folder (default runs/{kind}; in a pipeline runs/<pipeline name>)."),
+        Opt("out", PATH_TYPE, output=True, help=f"Run folder (default runs/{kind}; in a pipeline runs/<pipeline name>)."),
         Opt("kimg", float, 1000.0, above=0, help="Length: thousands of real images shown to the critic."),
         Opt("batch", int, min=1, help=f"Global batch, split over the GPUs (default {d['batch']})."),
         Opt("lr", float, above=0, help=f"Learning rate of G and D (default {d['lr']:g}, {d['opt']}"
@@ -582,7 +584,7 @@ SAMPLE = Stage(
     (Opt("run", PATH_TYPE, required=True, argument=True, help="A run folder (its newest checkpoint) or a checkpoint "
          "file."),
      Opt("n", int, 64, min=1, help="Images in the grid."),
-     Opt("out", PATH_TYPE, Path("samples.png"), help="The PNG to write."),
+     Opt("out", PATH_TYPE, Path("samples.png"), output=True, help="The PNG to write."),
      Opt("label", int, min=0, help="cdcgan: draw only this class (default: one class per row)."),
      Opt("seed", int, 0, help="Seed of the latent vectors."),
      DEVICE, PRECISION),
@@ -599,7 +601,7 @@ def _eval(v: dict, ctx: Context) -> Summary:
                         "real")
     return evaluate(target, str(real), n=v["n"], metrics=v["metrics"], extractor=v["extractor"],
                     weights=v["inception_weights"], n_real=v["n_real"], every=v["every"], batch=v["batch"],
-                    seed=v["seed"], device=v["device"], progress=ctx.progress)
+                    seed=v["seed"], device=v["device"], progress=ctx.progress, commands=ctx.allow_commands)
 
 
 EVAL = Stage(
@@ -612,7 +614,7 @@ EVAL = Stage(
     "\b\nThe Inception weights come from --inception-weights, $GANDATA_INCEPTION_WEIGHTS or the cache\n"
     "(`gandata fetch weights inception`); nothing is downloaded here. FIDs compare only when the extractor,\n"
     "weights, resize, N real and N generated match: every result line records them (RUN/eval.jsonl).",
-    (Opt("target", PATH_TYPE, required=True, argument=True, help="A run folder (its newest checkpoint; all with "
+    (Opt("target", PATH_TYPE, required=True, argument=True, output=True, help="A run folder (its newest checkpoint; all with "
          "--every) or a checkpoint (in a pipeline: the [train] stage's run)."),
      Opt("real", str, required=True, help="The real images: a shard folder (its train split), brace pattern or URL "
          "(in a pipeline: the [shard] stage's folder)."),
@@ -630,7 +632,8 @@ EVAL = Stage(
 def _export(v: dict, ctx: Context) -> Summary:
     from .export import export
 
-    return export(v["shards"], v["out"], fmt=v["format"], split=v["split"], progress=ctx.progress)
+    return export(v["shards"], v["out"], fmt=v["format"], split=v["split"], progress=ctx.progress,
+                  commands=ctx.allow_commands)
 
 
 EXPORT = Stage(
@@ -642,7 +645,7 @@ EXPORT = Stage(
     "  gandata export data/anime/shards --format imagefolder --out anime-folder --split all",
     (Opt("shards", str, required=True, argument=True, help="A shard folder (with dataset.json), a tar, a brace "
          "pattern or a URL."),
-     Opt("out", PATH_TYPE, required=True, help="stylegan: the .zip to write; imagefolder: the folder."),
+     Opt("out", PATH_TYPE, required=True, output=True, help="stylegan: the .zip to write; imagefolder: the folder."),
      Opt("format", str, "stylegan", choices=("stylegan", "imagefolder"),
          help="stylegan (dataset_tool.py's zip, labels in dataset.json) or imagefolder (a folder per class)."),
      Opt("split", str, "train", choices=("train", "val", "all"), help="Which split of the set.")),

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from .. import images, shardset, storage
+from .. import images, shardset
 
 IMAGE_KEYS = "png;jpg;jpeg;webp"
 
@@ -56,14 +57,13 @@ def _collate(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch
     return torch.from_numpy(chw), torch.tensor([s[1] for s in samples], dtype=torch.int64)
 
 
-def tar_samples(src):
+def tar_samples(src, commands: bool = False):
     """Shard URLs → WebDataset samples (``{"__key__", "__url__", ext: bytes}``), read with the shard set's own tar
-    reader (:func:`gandata.shardset.samples`). Object-store URLs (``s3://``, ``gs://``) are streamed through
-    fsspec (:func:`gandata.storage.open_stream`: credentials from the environment, no ``aws`` CLI in a pipe);
-    ``https://`` and ``pipe:`` through WebDataset's opener."""
+    reader (:func:`gandata.shardset.samples`), each opened by :func:`gandata.shardset.open_shard` (object stores
+    through fsspec, ``https://`` with a timeout, ``pipe:`` only with ``commands``)."""
     for shard in src:
         url = shard["url"]
-        stream = storage.open_stream(url) if storage.is_url(url) else wds.gopen(url)
+        stream = shardset.open_shard(url, commands)
         try:
             for key, fields in shardset.samples(stream, url):
                 yield {"__key__": key, "__url__": url, **fields}
@@ -123,13 +123,13 @@ class Shuffled:
 
 
 def stream(urls: list[str], batch: int, conditional: bool = False, workers: int = 2, shuffle: int = 2000,
-           seed: int = 0, pin_memory: bool = False) -> wds.WebLoader:
+           seed: int = 0, pin_memory: bool = False, commands: bool = False) -> wds.WebLoader:
     """An endless loader of ``(images uint8 B×3×H×W, labels int64 B)`` for this rank (labels −1 when
     unconditional), in an order fixed by ``seed``."""
     cv2.setNumThreads(1)
     ds = wds.DataPipeline(
         ShardCycle(urls, seed),  # this reader's share of an endless, seeded sequence of shard permutations
-        tar_samples,
+        functools.partial(tar_samples, commands=commands),
         Shuffled(shuffle, seed),
         wds.map(_decode(conditional)),
         wds.batched(batch, partial=False, collation_fn=_collate),
@@ -156,13 +156,14 @@ def to_device(
     return x, labels.to(device, non_blocking=True) if conditional else None
 
 
-def in_order(urls: list[str], batch: int, limit: int | None = None, conditional: bool = False):
+def in_order(urls: list[str], batch: int, limit: int | None = None, conditional: bool = False,
+             commands: bool = False):
     """``(uint8 B×3×H×W RGB, int64 B labels)`` batches of every sample of ``urls`` in shard order, each read once
     (the last batch may be short; at most ``limit`` samples) — for evaluation and in-memory checks."""
     decode = _decode(conditional)
     pending: list[tuple[np.ndarray, int]] = []
     seen = 0
-    for sample in tar_samples({"url": u} for u in urls):
+    for sample in tar_samples(({"url": u} for u in urls), commands):
         if limit is not None and seen >= limit:
             break
         if not any(k in sample for k in IMAGE_KEYS.split(";")):

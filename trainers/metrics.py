@@ -343,11 +343,13 @@ def _shard_digests(urls: list[str], sset: shardset.ShardSet | None) -> list[str]
 
 
 def real_stats(spec: str, extractor: Extractor, n_real: int | None = None, batch: int = 64,
-               progress: bool = True) -> dict:
+               progress: bool = True, commands: bool = False) -> dict:
     """Mean, covariance and KID pool of the real images' features (and the set's ``labels``), from
     the cache when this (shard set, extractor, N real) was done before. ``n_real`` None: every image of the set."""
     from ..progress import Progress
 
+    if not commands:
+        shardset.refuse_commands([spec], "--real")
     try:
         urls, sset = shardset.resolve(spec)
     except FileNotFoundError as e:
@@ -366,7 +368,7 @@ def real_stats(spec: str, extractor: Extractor, n_real: int | None = None, batch
     stats = FeatureStats(extractor.dims)
     with Progress("real features", total, enabled=progress) as bar:
         try:
-            for images, _ in tdata.in_order(urls, batch, n_real):
+            for images, _ in tdata.in_order(urls, batch, n_real, commands=commands):
                 stats.add(extractor(images))
                 bar.advance(len(images))
         except ValueError as e:
@@ -489,7 +491,7 @@ class WeightsResult(Summary):
 def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str | tuple = ("fid", "kid"),
              extractor: str | Extractor = "inception", weights: str | os.PathLike | None = None,
              n_real: int | None = None, every: bool = False, batch: int = 64, seed: int = 0, device: str = "auto",
-             progress: bool = True) -> EvalSummary:
+             progress: bool = True, commands: bool = False) -> EvalSummary:
     """FID/KID of a checkpoint, a run's newest checkpoint, or (``every``) each of a run's checkpoints. Results are
     appended to the run's ``eval.jsonl``; a checkpoint already evaluated with the same settings is not redone."""
     names = parse_metrics(metrics) if isinstance(metrics, str) else tuple(metrics)
@@ -506,7 +508,7 @@ def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str
     else:
         raise EvalError(f"{target} does not exist")
     ext = extractor if isinstance(extractor, Extractor) else load_extractor(extractor, weights, device)
-    reals = real_stats(real, ext, n_real, batch, progress)
+    reals = real_stats(real, ext, n_real, batch, progress, commands)
     log_path = run / "eval.jsonl"
     done = {_config(line): line for line in read_jsonl(log_path)} if log_path.exists() else {}
     results = []
@@ -553,7 +555,8 @@ class SnapshotEval:
     def __call__(self, G: nn.Module, ckpt: Path, cur_nimg: int) -> dict:
         t0 = time.monotonic()
         if self.reals is None:
-            self.reals = real_stats(self.real_spec, self.ext, None, progress=self.progress)
+            self.reals = real_stats(self.real_spec, self.ext, None, progress=self.progress,
+                                    commands=self.o.allow_commands)
         labels = tdata.label_sampler(self.reals["labels"], self.n_classes)
         fake = fake_stats(G, self.o.nz, self.n_classes, self.ext, self.o.eval_n, seed=self.o.seed, labels=labels,
                           device=self.ext.device, progress=False)

@@ -102,6 +102,8 @@ class TrainOptions:
     eval_n: int = 10_000  # generated images per evaluation
     eval_extractor: str = "inception"
     inception_weights: str | None = None
+    allow_commands: bool = False  # pipe: shard specs run shell commands: the command line allows them, a pipeline
+    # file only with allow_commands = true, a library call only when it says so
     extra: dict = field(default_factory=dict)
 
     def resolved(self) -> TrainOptions:
@@ -444,6 +446,8 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
+    if not o.allow_commands:
+        shardset.refuse_commands([o.shards, o.eval_real or ""], "--shards or --eval-real")
     try:
         urls, sset = shardset.resolve(o.shards)
     except FileNotFoundError as e:
@@ -454,7 +458,7 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
     if o.kind == "cdcgan" and n_classes < 2:
         raise TrainError("cdcgan needs labelled shards (gandata shard --label-field FIELD) with at least 2 classes")
     loader = tdata.stream(urls, per_rank, conditional=o.kind == "cdcgan", workers=o.workers, shuffle=o.shuffle,
-                          seed=_stream_seed(o), pin_memory=device.type == "cuda")
+                          seed=_stream_seed(o), pin_memory=device.type == "cuda", commands=o.allow_commands)
     batches = iter(loader)
     if resolution is None:
         first = next(batches)

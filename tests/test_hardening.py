@@ -1,0 +1,303 @@
+"""The third hardening pass: what an attacker or a careless user sends to the commands that came last (pipeline
+files, export, train, sample, eval) and to the fetch engine's bodies. Each case ends in one line, a recorded
+failure, or a run that does what it says — never a command run, a file written outside its place, or unbounded
+memory."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import zlib
+from pathlib import Path
+
+import pytest
+from conftest import drawn_image, png_bytes
+
+from gandata import shardset
+from gandata.errors import UserError
+from gandata.export import export
+from gandata.pipeline import load, plan
+
+
+def _cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gandata.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+def one_line(r: subprocess.CompletedProcess, *words: str) -> str:
+    """The command failed with exactly one line on stderr holding ``words``; no traceback."""
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode in (1, 2) and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert all(w in lines[0] for w in words), lines[0]
+    return lines[0]
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w") as tf:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return path
+
+
+class Server:
+    """A 127.0.0.1 HTTP server whose answers the test sets: ``routes[path] = (status, headers, body)``."""
+
+    def __init__(self):
+        routes: dict = {}
+        self.routes, self.hits = routes, []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(h):  # noqa: N802
+                self.hits.append(h.path)
+                status, headers, body = routes.get(h.path, (404, {}, b"not here"))
+                h.send_response(status)
+                for k, v in {"Content-Length": str(len(body)), **headers}.items():
+                    h.send_header(k, v)
+                h.end_headers()
+                h.wfile.write(body)
+
+            def log_message(h, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def labelled_set(tmp_path_factory) -> Path:
+    """A small labelled shard set (32 px, 3 classes, train and val)."""
+    from gandata.datasets import Dataset
+    from gandata.shard import ShardOptions, shard
+
+    base = tmp_path_factory.mktemp("set")
+    with Dataset.create(base / "raw") as ds:
+        for i in range(24):
+            ds.add(f"k{i:03d}", png_bytes(drawn_image(i, (40, 40))), "png",
+                   {"width": 40, "height": 40, "source": "t", "kind": ["zebra", "ant", "moth"][i % 3]})
+    shard([base / "raw"], base / "lab", "lab", ShardOptions(size=32, label_field="kind", val_fraction=0.2,
+                                                             maxcount=8, min_shards=1))
+    return base / "lab"
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+# ------------------------------------------------------------------------------ security: commands in specs
+
+
+@pytest.mark.parametrize("spec", [
+    "{pipe:touch CANARY; cat a,a}.tar",
+    "pipe:touch CANARY",
+    " pipe:touch CANARY",
+    "PIPE:touch CANARY",
+    "a.tar::{x,pipe:touch CANARY}",
+])
+def test_a_pipeline_file_never_runs_a_command_hidden_in_a_shard_spec(spec, tmp_path):
+    canary = tmp_path / "canary"
+    spec = spec.replace("CANARY", str(canary))
+    _tar(tmp_path / "a.tar", [("k.png", png_bytes(drawn_image(0, (16, 16))))])
+    for table in (f"[train]\nkind = 'dcgan'\nshards = {json.dumps(spec)}\nkimg = 0.01\ndevice = 'cpu'\n",
+                  f"[eval]\ntarget = 'runs/x'\nreal = {json.dumps(spec)}\nextractor = 'tiny-random'\n"):
+        path = tmp_path / "p.toml"
+        path.write_text(table)
+        one_line(_cli("run", str(path), "--data-dir", str(tmp_path / "data"), cwd=tmp_path), "runs a shell command",
+                 "allow_commands")
+    assert not canary.exists()
+
+
+def test_no_library_path_opens_a_command_it_was_not_allowed(tmp_path):
+    canary = tmp_path / "canary"
+    url = f"pipe:touch {canary}; cat {tmp_path}/a.tar"
+    _tar(tmp_path / "a.tar", [("k.png", png_bytes(drawn_image(0, (16, 16))))])
+    with pytest.raises(shardset.CommandRefused):
+        shardset.open_shard(url)
+    from gandata.trainers import data as tdata
+
+    with pytest.raises(shardset.CommandRefused):
+        list(tdata.in_order([url], 4))
+    with pytest.raises(UserError, match="shell command"):
+        export(f"{{{url},b}}", tmp_path / "x.zip")
+    from gandata.trainers.train import TrainOptions, train
+
+    with pytest.raises(UserError, match="shell command"):
+        train(TrainOptions(kind="dcgan", shards=f"{{{url},{tmp_path}/a}}.tar", out=str(tmp_path / "run"),
+                           device="cpu", kimg=0.01))
+    assert not canary.exists()
+    assert shardset.expand("{pipe:x,a}.tar::b.tar") == ["pipe:x.tar", "a.tar", "b.tar"]
+
+
+def test_the_command_line_may_still_read_a_pipe_it_was_given(tmp_path, labelled_set):
+    src = sorted(labelled_set.glob("*-train-*.tar"))[0]
+    r = _cli("export", f"pipe:cat {src}", "--out", str(tmp_path / "x.zip"))
+    assert r.returncode == 0, r.stderr
+
+
+def test_shards_over_http_open_without_curl_and_fail_in_one_line(tmp_path, server, labelled_set, monkeypatch):
+    src = sorted(labelled_set.glob("*-train-*.tar"))[0]
+    server.routes["/a.tar"] = (200, {}, src.read_bytes())
+    server.routes["/page.tar"] = (200, {"Content-Type": "text/html"}, b"<html>" + b"x" * 2000 + b"</html>")
+    s = export(f"{server.url}/a.tar", tmp_path / "a.zip")
+    assert s.images > 0
+    monkeypatch.setattr(shardset, "HTTP_TRIES", 1)
+    for path, words in (("/missing.tar", "HTTP 404"), ("/page.tar", "damaged")):
+        with pytest.raises(UserError, match=words):
+            export(f"{server.url}{path}", tmp_path / "b.zip")
+    with pytest.raises(UserError, match="cannot connect"):
+        export("http://127.0.0.1:9/a.tar", tmp_path / "b.zip")
+    with pytest.raises(UserError, match="cannot open ftp"):
+        export("ftp://127.0.0.1/a.tar", tmp_path / "b.zip")
+
+
+# ----------------------------------------------------------------------------- security: export keys as paths
+
+
+HOSTILE_MEMBERS = ["../../escaped1", "/tmp/gandata-escaped2", "sub/../../../escaped3", "a b/../..//x", "./../y"]
+
+
+@pytest.mark.parametrize("via", ["file", "http"])
+def test_export_writes_only_inside_out_whatever_the_member_names(via, tmp_path, server):
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    members = []
+    for i, name in enumerate(HOSTILE_MEMBERS):
+        members += [(f"{name}.png", png_bytes(drawn_image(i, (16, 16)))), (f"{name}.cls", b"0")]
+    tar = _tar(deep / "evil.tar", members)
+    spec = str(tar)
+    if via == "http":
+        server.routes["/evil.tar"] = (200, {}, tar.read_bytes())
+        spec = f"{server.url}/evil.tar"
+    before = {p for p in tmp_path.rglob("*")}
+    out = deep / "out"
+    s = export(spec, out, fmt="imagefolder")
+    after = {p for p in tmp_path.rglob("*")} - before
+    assert after and all(out == p or out in p.parents for p in after), sorted(after)
+    assert not Path("/tmp/gandata-escaped2.png").exists()
+    files = [p for p in out.rglob("*.png")]
+    assert s.images == len(HOSTILE_MEMBERS) == len(files)  # every sample counted is a file
+    assert all(p.parent.parent == out for p in files)
+
+
+def test_an_export_folder_is_exactly_what_the_export_says(tmp_path, labelled_set):
+    out = tmp_path / "folder"
+    out.mkdir()
+    (out / "mine.txt").write_text("a user's file")
+    with pytest.raises(UserError, match="did not write"):
+        export(str(labelled_set), out, fmt="imagefolder")
+    assert (out / "mine.txt").read_text() == "a user's file"
+    (out / "mine.txt").unlink()
+    first = export(str(labelled_set), out, fmt="imagefolder", split="all")
+    (out / "0000_old-class").mkdir()
+    (out / "0000_old-class" / "stale.png").write_bytes(b"x")
+    victim = next(p for p in out.rglob("*.png") if p.parent.name != "0000_old-class")
+    victim.write_bytes(b"another resolution")
+    again = export(str(labelled_set), out, fmt="imagefolder", split="train")
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.suffix != ".json" and p.name != ".gandata-export")
+    assert len(files) == again.images < first.images and not (out / "0000_old-class").exists()
+    assert b"another" not in b"".join(p.read_bytes()[:16] for p in files)
+
+
+def test_duplicate_keys_across_tars_are_all_written(tmp_path):
+    a = _tar(tmp_path / "a.tar", [("k.png", png_bytes(drawn_image(1, (8, 8))))])
+    _tar(tmp_path / "b.tar", [("k.png", png_bytes(drawn_image(2, (8, 8))))])
+    s = export(str(a.with_name("{a,b}.tar")), tmp_path / "out", fmt="imagefolder")
+    assert s.images == 2 == len(list((tmp_path / "out").rglob("*.png")))
+
+
+# --------------------------------------------------------------------------- security: pipeline output paths
+
+
+@pytest.mark.parametrize("table", [
+    "[pipeline]\ndata_dir = 'ELSEWHERE'\n[shard]\nsize = 8\n",
+    "[shard]\nsrc = 'imgs'\nout = 'ELSEWHERE'\n",
+    "[shard]\nsrc = 'imgs'\nout = '../../escaped'\n",
+    "[shard]\nsrc = 'imgs'\nout = 'data/../../escaped'\n",
+    "[shard]\nsrc = 'imgs'\nout = 's3://someone-elses/bucket'\n",
+    "[fetch]\nsource = 'urls'\nurl_list = 'l.txt'\nout = 'ELSEWHERE'\n",
+    "[train]\nkind = 'dcgan'\nshards = 'x'\nout = 'ELSEWHERE'\n",
+    "[crop]\nkind = 'lego-faces'\nsrc = 'imgs'\ndebug_grid = 'ELSEWHERE/g.png'\n",
+    "[eval]\ntarget = 'ELSEWHERE'\nreal = 'x'\n",
+])
+def test_a_pipeline_file_writes_only_inside_its_workspace(table, tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    path = work / "p.toml"
+    path.write_text(table.replace("ELSEWHERE", str(elsewhere)))
+    with pytest.raises(UserError, match=r"writes (outside the working directory|to object storage).*allow_outside"):
+        plan(load(path), "p.toml", work / "data")
+    r = _cli("run", str(path), "--data-dir", str(work / "data"), cwd=work)
+    one_line(r, "allow_outside")
+    assert not elsewhere.exists() and not (tmp_path / "escaped").exists()
+    plan(load(path, ["pipeline.allow_outside=true"]), "p.toml", work / "data")  # the command line may say so
+    path.write_text("[pipeline]\nallow_outside = true\n" + table.replace("[pipeline]\n", "")
+                    .replace("ELSEWHERE", str(elsewhere)))
+    plan(load(path), "p.toml", work / "data")  # and the file itself
+    if "s3://" not in table and ".." not in table:
+        path.write_text(table.replace("ELSEWHERE", str(elsewhere / "x")))
+        plan(load(path), "p.toml", elsewhere)  # inside the data dir the command line gave
+
+
+# ------------------------------------------------------------------------ security: compressed HTTP bodies
+
+
+def _bomb(mib: int) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b"\0" * (1 << 20)
+    return b"".join(z.compress(block) for _ in range(mib)) + z.flush()
+
+
+def test_a_gzip_bomb_stops_at_the_size_cap_as_it_inflates(tmp_path, server):
+    bomb = _bomb(512)
+    assert len(bomb) < 1 << 20
+    good = png_bytes(drawn_image(5, (64, 64)))
+    server.routes.update({f"/bomb{i}.png": (200, {"Content-Encoding": "gzip", "Content-Type": "image/png"}, bomb)
+                          for i in range(2)})
+    server.routes["/deflate.png"] = (200, {"Content-Encoding": "deflate"}, zlib.compress(good))
+    server.routes["/gzip.png"] = (200, {"Content-Encoding": "gzip"}, gzip.compress(good))
+    server.routes["/br.png"] = (200, {"Content-Encoding": "br"}, b"??")
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"{server.url}{p}\n" for p in ("/bomb0.png", "/bomb1.png", "/deflate.png", "/gzip.png",
+                                                         "/br.png")))
+    proc = subprocess.Popen([sys.executable, "-m", "gandata.cli", "fetch", "urls", str(lst), "--name", "b", "--out",
+                             str(tmp_path / "raw"), "--memory", "16", "--retries", "0", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, _ = proc.communicate(timeout=120)
+    stats = json.loads(out)
+    assert stats["accepted"] == 1  # gzip and deflate of one image: the same body, stored once
+    fails = [json.loads(line) for line in (tmp_path / "raw" / "failures.jsonl").read_text().splitlines()]
+    errors = sorted(f["error"] for f in fails)
+    assert errors[:2] == ["body too large (over 50000000 bytes decoded)"] * 2, errors
+    assert any("unsupported Content-Encoding" in e for e in errors)
+    rows = [json.loads(line) for line in (tmp_path / "raw" / "manifest.jsonl").read_text().splitlines()]
+    stored = (tmp_path / "raw" / rows[0]["path"]).read_bytes()
+    assert stored == good
+
+
+def test_a_gzip_bomb_does_not_grow_the_process(tmp_path, server):
+    server.routes["/bomb.png"] = (200, {"Content-Encoding": "gzip"}, _bomb(1024))
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{server.url}/bomb.png\n")
+    proc = subprocess.Popen([sys.executable, "-m", "gandata.cli", "fetch", "urls", str(lst), "--name", "b", "--out",
+                             str(tmp_path / "raw"), "--retries", "0"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert usage.ru_maxrss < 600 * 1024, f"peak RSS {usage.ru_maxrss >> 10} MiB for one 1 GiB gzip bomb"
