@@ -25,8 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import images, shardset
-from . import storage
+from . import images, shardset, storage
 from .datasets import clean_key
 from .errors import UserError
 from .fileio import atomic_file, atomic_write, atomic_write_json, remove_stale_tmp
@@ -262,7 +261,7 @@ def _imagefolder(samples, out: Path, names: list[str] | None, prog: Progress) ->
 
 def _remove_all_but(out: Path, keep: set[str]) -> None:
     """Remove what an earlier export left in ``out`` that this one did not write (files, then empty folders)."""
-    for folder, dirs, files in os.walk(out, topdown=False):
+    for folder, _dirs, files in os.walk(out, topdown=False):
         rel = Path(folder).relative_to(out)
         for f in files:
             if (rel / f).as_posix() not in keep:

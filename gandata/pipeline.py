@@ -27,8 +27,8 @@ from typing import Any
 from .errors import UserError
 from .options import values
 from .shardset import refuse_commands
-from .storage import is_url
 from .stages import TABLES, Context, Stage, for_table
+from .storage import is_url
 from .summary import Summary
 
 HEAD_KEYS = ("name", "dataset", "base_url", "data_dir", "allow_commands", "allow_outside")

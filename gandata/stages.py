@@ -62,7 +62,8 @@ def _color(value: str) -> None:
 # ------------------------------------------------------------------------------------------ shared options
 
 def _out(where: str) -> Opt:
-    return Opt("out", PATH_TYPE, output=True, help=f"Output folder (default {where}); or s3://bucket/prefix (written to a local "
+    return Opt("out", PATH_TYPE, output=True,
+        help=f"Output folder (default {where}); or s3://bucket/prefix (written to a local "
                "staging folder, then published: images, then the manifest).")
 
 
@@ -320,7 +321,8 @@ def _crop_options(lego: bool) -> tuple[Opt, ...]:
         Opt("cascade", PATH_TYPE, help="A local lbpcascade_animeface.xml (default: downloaded once, verified, "
             "cached)."),
         WORKERS, WORK_MEMORY, RUN_ON, RAY_ADDRESS, TASK_SIZE,
-        Opt("debug_grid", PATH_TYPE, output=True, help="Write a contact sheet of source images with their boxes drawn."),
+        Opt("debug_grid", PATH_TYPE, output=True,
+            help="Write a contact sheet of source images with their boxes drawn."),
         Opt("format", str, "png", choices=("png", "jpg", "webp"), help="Format of the crops."),
         *((Opt("locator", str, "auto", choices=("auto", "layout"),
                help="auto (the cascade, then the figure's layout) or layout (the layout only: no cascade, works "
@@ -407,7 +409,8 @@ DEDUPE = Stage(
      Opt("report", PATH_TYPE, output=True, help="Write every clustered sample as JSONL (kept or not, and why)."),
      Opt("grid", PATH_TYPE, output=True, help="Write a contact sheet of the largest clusters, one a row."), WORK_MEMORY,
      RUN_ON, RAY_ADDRESS, TASK_SIZE,
-     Opt("work", str, output=True, help="--engine ray: where tasks leave their markers, so a re-run hashes only what is missing "
+     Opt("work", str, output=True,
+         help="--engine ray: where tasks leave their markers, so a re-run hashes only what is missing "
          "(default: the cache; on a cluster of several machines, a shared folder or s3://…).")),
     _dedupe, data_dir_flag=False)
 
@@ -419,7 +422,8 @@ SHARD = Stage(
     "  gandata shard data/bricklink/raw --label-field category --size 128 --resize pad",
     (Opt("src", LIST, argument=True, help="Dataset folders, image folders or .tar shards (default: every dataset "
          "under the data dir; in a pipeline: what the stage before wrote)."),
-     Opt("out", str, output=True, help="Output folder, or an object-store prefix: s3://bucket/prefix, gs://… (pip install "
+     Opt("out", str, output=True,
+         help="Output folder, or an object-store prefix: s3://bucket/prefix, gs://… (pip install "
          "'gandata[s3]'); default DATA/<name>/shards."),
      Opt("name", str, help="Shard name prefix (default: the dataset's name)."),
      Opt("size", int, 64, min=1, help="Output side in pixels."),
@@ -506,7 +510,8 @@ def _train_options(kind: str) -> tuple[Opt, ...]:
     return (
         Opt("shards", str, required=True, help="A shard folder (with dataset.json), brace pattern, URL or pipe: "
             "command (in a pipeline: the [shard] stage's folder)."),
-        Opt("out", PATH_TYPE, output=True, help=f"Run folder (default runs/{kind}; in a pipeline runs/<pipeline name>)."),
+        Opt("out", PATH_TYPE, output=True,
+            help=f"Run folder (default runs/{kind}; in a pipeline runs/<pipeline name>)."),
         Opt("kimg", float, 1000.0, above=0, help="Length: thousands of real images shown to the critic."),
         Opt("batch", int, min=1, help=f"Global batch, split over the GPUs (default {d['batch']})."),
         Opt("lr", float, above=0, help=f"Learning rate of G and D (default {d['lr']:g}, {d['opt']}"
@@ -614,7 +619,8 @@ EVAL = Stage(
     "\b\nThe Inception weights come from --inception-weights, $GANDATA_INCEPTION_WEIGHTS or the cache\n"
     "(`gandata fetch weights inception`); nothing is downloaded here. FIDs compare only when the extractor,\n"
     "weights, resize, N real and N generated match: every result line records them (RUN/eval.jsonl).",
-    (Opt("target", PATH_TYPE, required=True, argument=True, output=True, help="A run folder (its newest checkpoint; all with "
+    (Opt("target", PATH_TYPE, required=True, argument=True, output=True,
+        help="A run folder (its newest checkpoint; all with "
          "--every) or a checkpoint (in a pipeline: the [train] stage's run)."),
      Opt("real", str, required=True, help="The real images: a shard folder (its train split), brace pattern or URL "
          "(in a pipeline: the [shard] stage's folder)."),
