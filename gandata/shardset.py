@@ -161,6 +161,53 @@ class BadInfo(UserError):
 _SHARD_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.tar$")  # a plain file name in the folder: no path, no dot first
 
 
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 53
+
+
+def check_info(info: Any, where: str) -> None:
+    """A ``dataset.json``'s whole shape, or one :class:`BadInfo` line naming the file and the field: splits with
+    whole sample counts and shards that are plain file names in the folder, a resolution that is a size or null,
+    counts that are whole numbers, labels that are ``{field, names: [text…], counts}`` or null."""
+
+    def bad(field: str, what: str) -> BadInfo:
+        return BadInfo(f"{where}: {field} {what}; make the set again with gandata shard")
+
+    if not isinstance(info, dict):
+        raise bad("the description", "is not a JSON object")
+    splits = info.get("splits")
+    if not isinstance(splits, dict):
+        raise bad("'splits'", "is missing or not an object: this is not a shard set's description")
+    for split, v in splits.items():
+        if not isinstance(v, dict) or not isinstance(v.get("shards", []), list):
+            raise bad(f"splits.{split}", "is not an object with a list of shards")
+        if not _count(v.get("samples", 0)):
+            raise bad(f"splits.{split}.samples", f"must be a whole number (got {v.get('samples')!r})")
+        for i, s in enumerate(v.get("shards", [])):
+            if not isinstance(s, dict) or not isinstance(s.get("name"), str):
+                raise bad(f"splits.{split}.shards[{i}]", "has no file name")
+            if not _SHARD_FILE.match(s["name"]):
+                raise BadInfo(f"{where} names the shard {s['name']!r}, which is not a file in its folder; refusing "
+                              "to read it (a shard set names only its own tars)")
+            for key in ("samples", "bytes"):
+                if key in s and not _count(s[key]):
+                    raise bad(f"splits.{split}.shards[{i}].{key}", f"must be a whole number (got {s[key]!r})")
+    res = info.get("resolution")
+    if res is not None and not (_count(res) and 0 < res <= 1 << 16):
+        raise bad("'resolution'", f"must be a size in pixels or null (got {res!r})")
+    counts = info.get("counts", {})
+    if not isinstance(counts, dict) or not all(_count(c) for c in counts.values()):
+        raise bad("'counts'", f"must map splits to whole numbers (got {counts!r:.80})")
+    labels = info.get("labels")
+    if labels:
+        if not isinstance(labels, dict) or not isinstance(labels.get("names"), list) \
+                or not all(isinstance(n, str) for n in labels["names"]):
+            raise bad("'labels'", "must be {\"field\", \"names\": [text…], \"counts\"} or null")
+        if not isinstance(labels.get("counts", {}), dict) \
+                or not all(_count(c) for c in labels.get("counts", {}).values()):
+            raise bad("'labels.counts'", "must map label names to whole numbers")
+
+
 def read(folder: str | Path) -> ShardSet | None:
     """The shard set in ``folder``; None when the folder has no ``dataset.json``. A description that is damaged or
     names a shard outside its folder (``../x.tar``, ``/etc/…``, ``sub/x.tar``) raises :class:`BadInfo`."""
@@ -169,18 +216,12 @@ def read(folder: str | Path) -> ShardSet | None:
         info = json.loads(storage.read_bytes(storage.join(folder, INFO)).decode("utf-8"))
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadInfo(f"{folder / INFO} is damaged ({e}); make the set again with gandata shard") from None
-    splits = info.get("splits") if isinstance(info, dict) else None
-    shards = [s for v in splits.values() if isinstance(v, dict) for s in v.get("shards", [])] \
-        if isinstance(splits, dict) else None
-    if shards is None or not all(isinstance(v, dict) for v in splits.values()) \
-            or not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in shards):
-        raise BadInfo(f"{folder / INFO} is not a shard set's description; make the set again with gandata shard")
-    bad = next((s["name"] for s in shards if not _SHARD_FILE.match(s["name"])), None)
-    if bad is not None:
-        raise BadInfo(f"{folder / INFO} names the shard {bad!r}, which is not a file in its folder; refusing to "
-                      "read it (a shard set names only its own tars)")
+    except OSError as e:
+        raise BadInfo(f"{storage.join(folder, INFO)} cannot be read ({e.strerror or e})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise BadInfo(f"{storage.join(folder, INFO)} is damaged ({str(e)[:120]}); make the set again with gandata "
+                      "shard") from None
+    check_info(info, f"{storage.join(folder, INFO)}")
     return ShardSet(folder, info)
 
 

@@ -477,7 +477,7 @@ INSPECT = Stage(
 
 def _train(kind: str) -> Callable[[dict, Context], Summary]:
     def run(v: dict, ctx: Context) -> Summary:
-        from .trainers.train import TrainOptions, TrainSummary, launch
+        from .trainers.train import TrainOptions, TrainSummary, changed_since, launch
 
         shards = v["shards"] or ctx.current or ctx.shards
         if not shards:
@@ -489,6 +489,10 @@ def _train(kind: str) -> Callable[[dict, Context], Summary]:
             inception_weights=str(v["inception_weights"]) if v["inception_weights"] else None,
             eval_metrics=v["eval"], allow_commands=ctx.allow_commands, **{k: v[k] for k in TRAIN_PASSED if k in v})
         o.resolved()
+        changed = changed_since(o, out) if ctx.pipeline else None
+        if changed:
+            raise UserError(f"[train] {out} was trained with {changed}; give [train] out = a new folder to train "
+                            f"with these options, or delete {out} to train it again")
         if ctx.pipeline and (out / "summary.json").exists():
             done = TrainSummary.read(out)
             if done.kind == kind and done.kimg >= o.kimg:

@@ -131,7 +131,7 @@ def test_no_library_path_opens_a_command_it_was_not_allowed(tmp_path):
         shardset.open_shard(url)
     from gandata.trainers import data as tdata
 
-    with pytest.raises(shardset.CommandRefused):
+    with pytest.raises(UserError, match="runs a shell command"):
         list(tdata.in_order([url], 4))
     with pytest.raises(UserError, match="shell command"):
         export(f"{{{url},b}}", tmp_path / "x.zip")
@@ -301,3 +301,130 @@ def test_a_gzip_bomb_does_not_grow_the_process(tmp_path, server):
     _, status, usage = os.wait4(proc.pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert usage.ru_maxrss < 600 * 1024, f"peak RSS {usage.ru_maxrss >> 10} MiB for one 1 GiB gzip bomb"
+
+
+# ------------------------------------------------------------------------------- hangs and silent losses
+
+
+def gd(capsys, *args: str) -> tuple[int | str, str, str]:
+    """``gandata ARGS`` in this process: (exit status, or "traceback"; stdout; stderr)."""
+    from gandata.cli import main
+
+    old = sys.argv
+    sys.argv = ["gandata", *args]
+    try:
+        main()
+        code: int | str = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException as e:  # noqa: BLE001 (what the test looks for)
+        code = f"traceback: {type(e).__name__}: {e}"
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def fails_in_one_line(capsys, *args: str, words: tuple[str, ...] = ()) -> str:
+    """The command failed with one error line, the last on stderr (progress lines may come before it)."""
+    code, _, err = gd(capsys, *args)
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("gandata:") or "Error" in line or "Traceback" in line]
+    assert code in (1, 2) and errors == lines[-1:], (code, err[-3000:])
+    assert all(w in lines[-1] for w in words), lines[-1]
+    return lines[-1]
+
+
+TRAIN = ("--kimg", "0.02", "--batch", "4", "--ngf", "8", "--ndf", "8", "--nz", "8", "--workers", "0", "--device", "cpu",
+         "--shuffle", "8")
+
+
+@pytest.mark.parametrize("members, with_info", [
+    ([], False), ([], True), ([("README", b"not a sample")], False), ([("x.json", b"{}")], True),
+    ([("x.txt", b"text only")], False),
+])
+def test_training_on_shards_without_samples_is_one_line_not_a_spin(members, with_info, tmp_path, capsys):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    _tar(folder / "s-train-000000.tar", members)
+    _tar(folder / "s-train-000001.tar", members)
+    if with_info:
+        shardset.write_info(folder, {"name": "s", "resolution": 32, "counts": {"train": 0, "total": 0},
+                                     "splits": {"train": {"samples": 0, "shards": [
+                                         {"name": "s-train-000000.tar", "samples": 0},
+                                         {"name": "s-train-000001.tar", "samples": 0}]}}})
+    fails_in_one_line(capsys, "train", "dcgan", "--shards", str(folder), "--out", str(tmp_path / "run"), *TRAIN,
+                      words=("no samples",))
+
+
+def test_an_empty_stream_in_loader_workers_is_one_line_too(tmp_path):
+    _tar(tmp_path / "a.tar", [("x.txt", b"no image")])
+    r = _cli("train", "dcgan", "--shards", str(tmp_path / "a.tar"), "--out", str(tmp_path / "run"), "--kimg", "0.02",
+             "--batch", "4", "--workers", "2", "--device", "cpu", timeout=120)
+    one_line(r, "no samples with an image")
+
+
+def test_two_trainings_on_one_folder_never_both_run(tmp_path, labelled_set):
+    args = ["train", "dcgan", "--shards", str(labelled_set), "--out", str(tmp_path / "run"), "--kimg", "0.3", "--batch",
+            "4", "--ngf", "8", "--ndf", "8", "--workers", "0", "--device", "cpu"]
+    procs = [subprocess.Popen([sys.executable, "-m", "gandata.cli", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 1], results
+    err = next(e for code, e in results if code == 1)
+    assert "already holds a run" in err or "another training run" in err
+    assert len(json.loads((tmp_path / "run" / "options.json").read_text())) > 0
+
+
+def test_a_diverging_run_stops_at_the_first_check_and_keeps_its_good_checkpoint(tmp_path, labelled_set, capsys):
+    run = tmp_path / "run"
+    assert gd(capsys, "train", "dcgan", "--shards", str(labelled_set), "--out", str(run), *TRAIN)[0] == 0
+    good = sorted(run.glob("checkpoint-*.pt"))
+    line = fails_in_one_line(capsys, "train", "dcgan", "--shards", str(labelled_set), "--out", str(run), *TRAIN[2:],
+                             "--kimg", "0.2", "--lr", "1e30", "--resume", "auto", "--snap-kimg", "0.004",
+                             "--log-kimg", "0.004", words=("diverged", "NaN"))
+    assert str(good[-1]) in line
+    assert sorted(run.glob("checkpoint-*.pt")) == good  # no checkpoint of NaN weights
+    from gandata.trainers.train import load_checkpoint
+
+    import torch
+    ck = load_checkpoint(good[-1])
+    assert all(torch.isfinite(t).all() for t in ck["G"].values() if t.is_floating_point())
+
+
+def test_a_zero_byte_newest_checkpoint_is_passed_over_everywhere(tmp_path, labelled_set, capsys):
+    run = tmp_path / "run"
+    assert gd(capsys, "train", "dcgan", "--shards", str(labelled_set), "--out", str(run), *TRAIN)[0] == 0
+    (run / "checkpoint-999999999.pt").write_bytes(b"")
+    code, _, err = gd(capsys, "sample", str(run), "--out", str(tmp_path / "s.png"), "--n", "4")
+    assert code == 0 and "skipping" in err and (tmp_path / "s.png").exists()
+    code, out, err = gd(capsys, "eval", str(run), "--real", str(labelled_set), "--extractor", "tiny-random", "--n", "8",
+                        "--json")
+    assert code == 0, err
+    assert json.loads(out)["results"][0]["checkpoint"].endswith("checkpoint-000000020.pt")
+    code, _, err = gd(capsys, "train", "dcgan", "--shards", str(labelled_set), "--out", str(run), *TRAIN[2:],
+                      "--kimg", "0.03", "--resume", "auto")
+    assert code == 0 and "skipping" in err, err
+    fails_in_one_line(capsys, "sample", str(run / "checkpoint-999999999.pt"), "--out", str(tmp_path / "t.png"),
+                      words=("not a plain gandata checkpoint",))
+
+
+def test_a_pipeline_re_run_with_changed_options_is_never_silently_skipped(tmp_path, labelled_set):
+    path = tmp_path / "p.toml"
+    base = (f"[pipeline]\nname = 'p'\n[train]\nkind = 'dcgan'\nshards = '{labelled_set}'\nkimg = 0.02\nbatch = 4\n"
+            "ngf = 8\nndf = 8\nworkers = 0\ndevice = 'cpu'\n")
+    path.write_text(base)
+    r = _cli("run", str(path), "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    again = _cli("run", str(path), "--json", cwd=tmp_path)
+    assert again.returncode == 0 and "already trained" in again.stdout
+    one_line(_cli("run", str(path), "--set", "train.lr=0.1", cwd=tmp_path), "lr 0.0002 (now 0.1)", "new folder")
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(labelled_set, other)
+    info = json.loads((other / "dataset.json").read_text())
+    info["name"] = "changed"
+    (other / "dataset.json").write_text(json.dumps(info))
+    one_line(_cli("run", str(path), "--set", f"train.shards='{other}'", cwd=tmp_path), "other shards")
+    assert _cli("run", str(path), "--set", "train.kimg=0.03", "--set", "train.workers=1", cwd=tmp_path).returncode == 0

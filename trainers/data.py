@@ -28,47 +28,121 @@ import torch
 import webdataset as wds
 
 from .. import images, shardset
+from ..errors import UserError
 
 IMAGE_KEYS = "png;jpg;jpeg;webp"
 
 
-def _decode(conditional: bool):
-    """Sample → (uint8 H×W×3 RGB array, label). Only the image (and ``cls``) is decoded."""
+class DataError(UserError):
+    """Shards the trainer cannot use — unreadable, damaged, empty, an image that does not decode, a label out of
+    range, sizes that differ — said in one line that names the shard and the sample."""
 
-    def decode(sample: dict) -> tuple[np.ndarray, int]:
+
+class Decode:
+    """Sample → (uint8 H×W×3 RGB array, label). Only the image (and ``cls``) is decoded. ``n_classes`` (cdcgan):
+    the label must be a whole number in 0…n_classes−1; ``resolution``: the image must be that square size. A class,
+    not a closure, so that loader workers started by spawn can receive it."""
+
+    def __init__(self, conditional: bool, n_classes: int = 0, resolution: int | None = None):
+        self.conditional, self.n_classes, self.resolution = conditional, n_classes, resolution
+
+    def __call__(self, sample: dict) -> tuple[np.ndarray, int]:
+        where = f"sample {sample.get('__key__')} in {sample.get('__url__')}"
         data = next((sample[k] for k in IMAGE_KEYS.split(";") if k in sample), None)
         if data is None:
-            raise KeyError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no png, jpg or webp image"
-                           " (or one over the size limit)")
+            raise DataError(f"{where}: its image is over the {shardset.MAX_MEMBER_BYTES >> 20} MiB limit")
         try:
             arr = images.decode_array(data)
         except images.ImageError:
-            raise ValueError(
-                f"sample {sample.get('__key__')} in {sample.get('__url__')}: the image does not decode"
-            ) from None
-        label = int(sample["cls"]) if conditional else -1
-        return arr, label
+            raise DataError(f"{where}: the image does not decode (not an image, or damaged)") from None
+        if self.resolution and arr.shape[:2] != (self.resolution, self.resolution):
+            raise DataError(f"{where} is {arr.shape[1]}×{arr.shape[0]} px, the run trains at {self.resolution} px; "
+                            f"make the shards at one size (gandata shard --size {self.resolution}), or leave "
+                            "--resolution out")
+        return arr, self._label(sample, where) if self.conditional else -1
 
-    return decode
+    def _label(self, sample: dict, where: str) -> int:
+        raw = sample.get("cls")
+        if raw is None:
+            raise DataError(f"{where} has no .cls label; cdcgan needs every sample labelled (gandata shard "
+                            "--label-field FIELD)")
+        try:
+            label = int(raw.strip() if isinstance(raw, bytes) else raw)
+        except (ValueError, TypeError):
+            raise DataError(f"{where}: its .cls label {raw[:20]!r} is not a whole number") from None
+        if not 0 <= label < self.n_classes:
+            raise DataError(f"{where}: its .cls label {label} is outside 0-{self.n_classes - 1} (the set has "
+                            f"{self.n_classes} classes)")
+        return label
 
 
 def _collate(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    shapes = {s[0].shape for s in samples}
+    if len(shapes) > 1:
+        got = " and ".join(sorted(f"{w}×{h}" for h, w, _ in shapes))
+        raise DataError(f"the shards hold images of different sizes ({got} px); make them at one size with "
+                        "gandata shard --size")
     chw = np.ascontiguousarray(np.stack([s[0] for s in samples]).transpose(0, 3, 1, 2))  # B×H×W×3 → B×3×H×W
     return torch.from_numpy(chw), torch.tensor([s[1] for s in samples], dtype=torch.int64)
 
 
 def tar_samples(src, commands: bool = False):
-    """Shard URLs → WebDataset samples (``{"__key__", "__url__", ext: bytes}``), read with the shard set's own tar
-    reader (:func:`gandata.shardset.samples`), each opened by :func:`gandata.shardset.open_shard` (object stores
-    through fsspec, ``https://`` with a timeout, ``pipe:`` only with ``commands``)."""
+    """Shard URLs → WebDataset samples (``{"__key__", "__url__", ext: bytes}``) that hold an image, read with the
+    shard set's own tar reader (:func:`gandata.shardset.samples`), each opened by
+    :func:`gandata.shardset.open_shard` (object stores through fsspec, ``https://`` with a timeout, ``pipe:`` only
+    with ``commands``). A shard that cannot be opened or read is a :class:`DataError`. When the source says how
+    many shards there are (``n_urls``, as :class:`ShardCycle` does), a reader that has met every one of them
+    without finding one image since the last it found raises :class:`DataError`: an endless stream of empty shards
+    would otherwise spin for ever."""
+    empty: set[str] = set()
     for shard in src:
-        url = shard["url"]
-        stream = shardset.open_shard(url, commands)
+        url, found = shard["url"], False
+        try:
+            stream = shardset.open_shard(url, commands)
+        except UserError as e:
+            raise DataError(str(e)) from None
         try:
             for key, fields in shardset.samples(stream, url):
-                yield {"__key__": key, "__url__": url, **fields}
+                if any(k in fields for k in IMAGE_KEYS.split(";")):
+                    found = True
+                    yield {"__key__": key, "__url__": url, **fields}
+        except (ValueError, EOFError, OSError) as e:
+            raise DataError(f"{url} cannot be read ({e}); check it with gandata inspect") from None
         finally:
             stream.close()
+        if found:
+            empty.clear()
+        elif "n_urls" in shard:
+            empty.add(url)
+            if len(empty) >= shard["n_urls"]:
+                raise DataError(f"the shards hold no samples with an image ({len(empty)} shard(s) read, e.g. "
+                                f"{url}); check them with gandata inspect")
+
+
+def batches(loader):
+    """The loader's batches in the main process. A :class:`DataError` raised in a loader worker arrives wrapped in
+    the worker's traceback; it is raised again as the one line it was."""
+    it, shape = iter(loader), None
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except DataError as e:
+            raise DataError(_first_words(str(e))) from None
+        if shape is not None and batch[0].shape[1:] != shape:
+            raise DataError(f"the shards hold images of different sizes ({shape[-1]} and {batch[0].shape[-1]} px); "
+                            "make them at one size with gandata shard --size")
+        shape = batch[0].shape[1:]
+        yield batch
+
+
+def _first_words(message: str) -> str:
+    """The original message of an error that a loader worker raised (torch puts its traceback in front)."""
+    if "Original Traceback" not in message:
+        return message
+    last = [line for line in message.splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if ": " in last and "." in last.split(": ", 1)[0] else last
 
 
 def reader_seed(seed: int, purpose: str) -> int:
@@ -96,7 +170,7 @@ class ShardCycle(torch.utils.data.IterableDataset):
             digest = hashlib.sha256(f"{self.seed}:epoch:{epoch}".encode()).digest()
             for url in random.Random(int.from_bytes(digest[:8], "little")).sample(self.urls, len(self.urls)):
                 if i % readers == reader:
-                    yield {"url": url}
+                    yield {"url": url, "n_urls": len(self.urls)}
                 i += 1
             epoch += 1
 
@@ -123,7 +197,8 @@ class Shuffled:
 
 
 def stream(urls: list[str], batch: int, conditional: bool = False, workers: int = 2, shuffle: int = 2000,
-           seed: int = 0, pin_memory: bool = False, commands: bool = False) -> wds.WebLoader:
+           seed: int = 0, pin_memory: bool = False, commands: bool = False, n_classes: int = 0,
+           resolution: int | None = None) -> wds.WebLoader:
     """An endless loader of ``(images uint8 B×3×H×W, labels int64 B)`` for this rank (labels −1 when
     unconditional), in an order fixed by ``seed``."""
     cv2.setNumThreads(1)
@@ -131,7 +206,7 @@ def stream(urls: list[str], batch: int, conditional: bool = False, workers: int 
         ShardCycle(urls, seed),  # this reader's share of an endless, seeded sequence of shard permutations
         functools.partial(tar_samples, commands=commands),
         Shuffled(shuffle, seed),
-        wds.map(_decode(conditional)),
+        wds.map(Decode(conditional, n_classes, resolution)),
         wds.batched(batch, partial=False, collation_fn=_collate),
     )
     return wds.WebLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
@@ -157,17 +232,15 @@ def to_device(
 
 
 def in_order(urls: list[str], batch: int, limit: int | None = None, conditional: bool = False,
-             commands: bool = False):
+             commands: bool = False, n_classes: int = 0):
     """``(uint8 B×3×H×W RGB, int64 B labels)`` batches of every sample of ``urls`` in shard order, each read once
     (the last batch may be short; at most ``limit`` samples) — for evaluation and in-memory checks."""
-    decode = _decode(conditional)
+    decode = Decode(conditional, n_classes)
     pending: list[tuple[np.ndarray, int]] = []
     seen = 0
     for sample in tar_samples(({"url": u} for u in urls), commands):
         if limit is not None and seen >= limit:
             break
-        if not any(k in sample for k in IMAGE_KEYS.split(";")):
-            continue  # a sample of another tool's set that holds no image
         pending.append(decode(sample))
         seen += 1
         if len(pending) == batch:
@@ -180,8 +253,9 @@ def in_order(urls: list[str], batch: int, limit: int | None = None, conditional:
 def load_arrays(spec: str, split: str = "train", conditional: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Every sample of one split of a (small) shard set, in shard order, as ``(uint8 N×3×H×W RGB, int64 N labels)``
     — for benchmarks and checks that need the whole set in memory (labels −1 when unconditional)."""
-    urls, _ = shardset.resolve(spec, split)
-    parts = list(in_order(urls, 4096, conditional=conditional))
+    urls, ss = shardset.resolve(spec, split)
+    n_classes = len(ss.label_names) if ss and ss.label_names else 0
+    parts = list(in_order(urls, 4096, conditional=conditional and n_classes > 0, n_classes=n_classes))
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 

@@ -38,7 +38,7 @@ from ..fileio import JsonlLog, atomic_file, read_jsonl
 from ..summary import Summary
 from . import data as tdata
 from . import inception
-from .train import latest_checkpoint, load_generator, pick_device
+from .train import TrainError, load_generator, newest_checkpoint, pick_device
 
 
 class EvalError(UserError):
@@ -499,7 +499,7 @@ def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str
         raise EvalError("--n must be at least 2")
     target = Path(target)
     if target.is_dir():
-        ckpts = sorted(target.glob("checkpoint-*.pt")) if every else [p for p in [latest_checkpoint(target)] if p]
+        ckpts = sorted(target.glob("checkpoint-*.pt")) if every else [p for p in [newest_checkpoint(target)] if p]
         if not ckpts:
             raise EvalError(f"{target} holds no checkpoint-*.pt; train first, or give a checkpoint file")
         run = target
@@ -519,7 +519,13 @@ def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str
             results.append({**done[key], "reused": True})
             continue
         t0 = time.monotonic()
-        G, o, n_classes, meta = load_generator(ck, ext.device)
+        try:
+            G, o, n_classes, meta = load_generator(ck, ext.device)
+        except TrainError as e:
+            if not every:
+                raise
+            print(f"skipping {ck.name}: {e}", file=sys.stderr, flush=True)
+            continue
         fake = fake_stats(
             G,
             o.nz,

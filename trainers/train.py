@@ -53,7 +53,7 @@ from ..summary import Summary
 from . import data as tdata
 from .kinds import CRITIC_CONDITIONING, DEFAULTS, KINDS
 from .losses import clip_weights, d_loss, g_loss, gradient_penalty
-from .models import Critic, Generator
+from .models import RESOLUTIONS, Critic, Generator
 
 CHECKPOINT_RE = "checkpoint-*.pt"
 PROGRESS_SECONDS = 10.0  # a progress line at least this often (rank 0), also between metrics rows
@@ -170,7 +170,14 @@ class TrainSummary(Summary):
     @classmethod
     def read(cls, run: Path) -> TrainSummary:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads((run / "summary.json").read_text()).items() if k in known})
+        try:
+            data = json.loads((run / "summary.json").read_text())
+            done = cls(**{k: v for k, v in data.items() if k in known})
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError):
+            done = None
+        if done is None or not isinstance(done.kind, str) or not isinstance(done.kimg, (int, float)):
+            raise TrainError(f"{run / 'summary.json'} is not a gandata run's summary; give the run another folder")
+        return done
 
     def lines(self) -> list[str]:
         return [f"trained {self.kind} for {self.kimg} kimg ({self.steps} steps, {self.world} process(es), "
@@ -310,8 +317,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except FileNotFoundError:
         raise TrainError(f"{path} does not exist") from None
     except Exception as e:  # UnpicklingError and friends: not a plain checkpoint
+        first = (str(e).splitlines() or ["empty or damaged"])[0][:200]
         raise TrainError(f"refusing to load {path}: it is not a plain gandata checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]})") from None
+                         f"{first})") from None
 
 
 def latest_checkpoint(run: Path) -> Path | None:
@@ -382,13 +390,17 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
     ``resume``, never silently started over."""
     o = options.resolved()
     run = Path(o.out)
-    if o.resume is None and (latest_checkpoint(run) is not None or (run / "metrics.jsonl").exists()):
-        raise TrainError(f"{run} already holds a run; continue it with --resume auto, or give another --out (or "
-                         "delete the folder) to start a new one")
     if _dist()[0] != 0:
+        _refuse_a_finished_run(o, run)
         return _train(o, progress)
+    for p in (run, *run.parents):
+        if p.exists() and not p.is_dir():
+            raise TrainError(f"--out {run}: {p} is a file, not a folder")
     created = [p for p in (run, *run.parents) if not p.exists()]  # the folders this call makes, deepest first
-    run.mkdir(parents=True, exist_ok=True)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrainError(f"--out {run}: cannot make the folder ({e.strerror})") from None
     try:
         lock = FolderLock(run).acquire(wait=RUN_LOCK_WAIT)
         remove_stale_tmp(run)  # a checkpoint a killed run was writing
@@ -396,6 +408,7 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
         raise TrainError(f"another training run is writing to {run}; wait for it to end, or give another --out") \
             from None
     try:
+        _refuse_a_finished_run(o, run)  # under the lock: two runs started together cannot both pass it
         return _train(o, progress)
     except BaseException:
         lock.release()
@@ -403,6 +416,13 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
         raise
     finally:
         lock.release()
+
+
+def _refuse_a_finished_run(o: TrainOptions, run: Path) -> None:
+    if o.resume is None and (latest_checkpoint(run) is not None or (run / "metrics.jsonl").exists()
+                             or (run / "summary.json").exists()):
+        raise TrainError(f"{run} already holds a run; continue it with --resume auto, or give another --out (or "
+                         "delete the folder) to start a new one")
 
 
 def _remove_if_unused(run: Path, created: list[Path]) -> None:
@@ -457,12 +477,24 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
     n_classes = o.n_classes or (len(labels["names"]) if labels else 0)
     if o.kind == "cdcgan" and n_classes < 2:
         raise TrainError("cdcgan needs labelled shards (gandata shard --label-field FIELD) with at least 2 classes")
+    if sset is not None and sset.total == 0:
+        raise TrainError(f"--shards {o.shards}: the set holds no samples ({shardset.INFO} counts 0); shard a "
+                         "folder that has images")
+    _check_resolution(resolution, "--resolution" if o.resolution else f"the shards ({o.shards})")
+    ckpt_path, ck = None, None
+    if o.resume == "auto":
+        ckpt_path, ck = _newest_loadable(run, device, warn=rank == 0)
+    elif o.resume:
+        ckpt_path = Path(o.resume)
+        ck = load_checkpoint(ckpt_path, map_location=device)
     loader = tdata.stream(urls, per_rank, conditional=o.kind == "cdcgan", workers=o.workers, shuffle=o.shuffle,
-                          seed=_stream_seed(o), pin_memory=device.type == "cuda", commands=o.allow_commands)
-    batches = iter(loader)
+                          seed=_stream_seed(o, ckpt_path), pin_memory=device.type == "cuda", commands=o.allow_commands,
+                          n_classes=n_classes, resolution=resolution)
+    batches = tdata.batches(loader)
     if resolution is None:
         first = next(batches)
         resolution = int(first[0].shape[-1])
+        _check_resolution(resolution, f"the shards ({o.shards})")
     G, D = build(o, resolution, n_classes)
     G.to(device)
     D.to(device)
@@ -470,16 +502,12 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
     optG, optD = _optimizer(o, G.parameters()), _optimizer(o, D.parameters())
     step, cur_nimg = 0, 0
     resumed_from = None
-    ckpt_path, ck = None, None
-    if o.resume == "auto":
-        ckpt_path, ck = _newest_loadable(run, device, warn=rank == 0)
-    elif o.resume:
-        ckpt_path = Path(o.resume)
-        ck = load_checkpoint(ckpt_path, map_location=device)
     if ck is not None:
         _load_networks(ck, ckpt_path, o, G, D, G_ema)
         optG.load_state_dict(ck["optG"])
         optD.load_state_dict(ck["optD"])
+        for group in (*optG.param_groups, *optD.param_groups):  # the command's --lr, as every other option
+            group["lr"] = o.lr
         step, cur_nimg = int(ck["step"]), int(ck["cur_nimg"])
         if ck.get("world") == world:
             set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
@@ -491,6 +519,7 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
         resolved = {**asdict(o), "resolution": resolution, "n_classes": n_classes, "world": world,
                     "per_rank_batch": per_rank, "device": str(device), "threads": threads,
                     "label_names": labels["names"] if labels else None, "shard_urls": urls[:50],
+                    "shards_digest": shards_digest(urls, sset),
                     "torch": torch.__version__}
         atomic_write_json(run / "options.json", resolved)
 
@@ -526,6 +555,7 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
     next_log = (cur_nimg // int(o.log_kimg * 1000) + 1) * int(o.log_kimg * 1000)
     next_snap = (cur_nimg // int(o.snap_kimg * 1000) + 1) * int(o.snap_kimg * 1000)
     sums = torch.zeros(5, device=device)  # d_loss, g_loss, gap, gp, count
+    diverged = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss since the last check
     t_start, t_tick, nimg_tick = time.monotonic(), time.monotonic(), cur_nimg
     start_nimg, last_line = cur_nimg, time.monotonic()
     if rank == 0 and progress and resumed_from:
@@ -598,8 +628,12 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
                 sums += torch.stack([loss.detach().float(), lg.detach().float(),
                                      (d_real.float().mean() - d_fake.float().mean()).detach(), gp.detach().float(),
                                      torch.ones((), device=device)])
+                diverged |= ~(torch.isfinite(loss.detach()) & torch.isfinite(lg.detach()))
             step += 1
 
+            due = cur_nimg >= next_log or cur_nimg >= next_snap or cur_nimg >= total
+            if due or (ctrl_c is not None and ctrl_c.requested):
+                _stop_if_diverged(diverged, world, o, cur_nimg, step, run)
             if cur_nimg >= next_log or cur_nimg >= total:
                 now = time.monotonic()
                 vals = sums.tolist()
@@ -719,12 +753,47 @@ def _newest_loadable(run: Path, device: torch.device, warn: bool = True) -> tupl
     return None, None
 
 
-def _stream_seed(o: TrainOptions) -> int:
-    """The data order's seed: the run's seed, and on resume the images already shown (read from the newest
-    checkpoint's name), so a resumed run goes on with new batches instead of replaying the first ones."""
+SAME_RUN = ("kind", "batch", "lr", "n_critic", "critic_norm", "critic_cond", "g_norm", "nz", "ngf", "ndf", "clip",
+            "critic_warmup", "gp_lambda", "label_smoothing", "ema_kimg", "ema_rampup", "seed", "shuffle", "precision",
+            "resolution", "n_classes")  # what a run's result depends on, besides its shards (kimg only lengthens it)
+
+
+def shards_digest(urls: list[str], sset: shardset.ShardSet | None) -> str:
+    """What a run was trained on: its set's description (which names every shard's sha256), else the shards' names."""
+    what = json.dumps(sset.info, sort_keys=True) if sset is not None else json.dumps(urls)
+    return hashlib.sha256(what.encode()).hexdigest()[:16]
+
+
+def changed_since(o: TrainOptions, run: Path) -> str | None:
+    """How ``o`` differs from the options the run in ``run`` was trained with (``options.json``), in words, or
+    None: the shards (their description's digest) and every option in :data:`SAME_RUN` that ``o`` sets."""
+    try:
+        was = json.loads((run / "options.json").read_text())
+    except (OSError, ValueError):
+        return None
+    now = o.resolved()
+    diff = [f"{k} {was.get(k)!r} (now {getattr(now, k)!r})" for k in SAME_RUN
+            if k in was and getattr(now, k) is not None and was.get(k) != getattr(now, k)]
+    if was.get("shards_digest"):
+        try:
+            urls, sset = shardset.resolve(now.shards)
+        except FileNotFoundError:
+            urls, sset = [], None
+        if urls and shards_digest(urls, sset) != was["shards_digest"]:
+            diff.insert(0, f"other shards ({now.shards} has changed since)")
+    return ", ".join(diff) or None
+
+
+def newest_checkpoint(run: Path) -> Path | None:
+    """The newest checkpoint of a run folder that loads (a damaged newest one is passed over with a line)."""
+    return _newest_loadable(run, torch.device("cpu"))[0]
+
+
+def _stream_seed(o: TrainOptions, ck: Path | None) -> int:
+    """The data order's seed: the run's seed, and on resume the images already shown (read from the name of the
+    checkpoint it continues from), so a resumed run goes on with new batches instead of replaying the first ones."""
     if o.resume is None:
         return o.seed
-    ck = latest_checkpoint(Path(o.out)) if o.resume == "auto" else Path(o.resume)
     digits = re.findall(r"\d+", ck.stem) if ck is not None else []
     return o.seed + (int(digits[-1]) if digits else 0) * 1_000_003
 
@@ -742,6 +811,26 @@ def _load_networks(ck: dict, path: Path, o: TrainOptions, G: nn.Module, D: nn.Mo
         why = ", ".join(diff) if diff else f"the layers differ ({str(e).splitlines()[0][:120]})"
         raise TrainError(f"cannot resume from {path}: it was trained with another architecture ({why}); use the "
                          "options it was trained with, or another --out for a new run") from None
+
+
+def _stop_if_diverged(diverged: torch.Tensor, world: int, o: TrainOptions, cur_nimg: int, step: int,
+                      run: Path) -> None:
+    """Checked before every log line and snapshot (one sync, agreed by every rank): a loss that became NaN or
+    infinite stops the run before a damaged checkpoint is written; the last one written is good."""
+    flag = diverged.to(torch.int32)
+    if world > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item():
+        last = latest_checkpoint(run)
+        raise TrainError(f"training diverged: a loss became NaN or infinite by {cur_nimg / 1000:g} kimg (step {step}); "
+                         f"lower --lr (now {o.lr:g}) and start again, or --resume from the last good checkpoint "
+                         f"({last if last else 'none was written'})")
+
+
+def _check_resolution(resolution: int | None, what: str) -> None:
+    if resolution is not None and resolution not in RESOLUTIONS:
+        raise TrainError(f"{what}: {resolution} px is not a size the trainers build ({', '.join(map(str, RESOLUTIONS))}"
+                         " px); make shards at one of them with gandata shard --size 64")
 
 
 def _barrier(world: int) -> None:
@@ -846,9 +935,9 @@ def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "sampl
            device: str = "auto", precision: str = "fp32", seed: int = 0) -> SampleResult:
     """A grid of ``n`` images from a run's newest checkpoint (or a checkpoint file), drawn by the EMA generator."""
     path = Path(path)
-    ck_path = latest_checkpoint(path) if path.is_dir() else path
+    ck_path = newest_checkpoint(path) if path.is_dir() else path
     if ck_path is None:
-        raise TrainError(f"{path} holds no checkpoint-*.pt; train first, or give a checkpoint file")
+        raise TrainError(f"{path} holds no checkpoint-*.pt that loads; train first, or give a checkpoint file")
     dev = pick_device(device)
     G, o, n_classes, meta = load_generator(ck_path, dev)
     z = torch.randn(n, o.nz, generator=torch.Generator().manual_seed(seed)).to(dev)
