@@ -385,9 +385,8 @@ def test_a_diverging_run_stops_at_the_first_check_and_keeps_its_good_checkpoint(
                              "--log-kimg", "0.004", words=("diverged", "NaN"))
     assert str(good[-1]) in line
     assert sorted(run.glob("checkpoint-*.pt")) == good  # no checkpoint of NaN weights
-    from gandata.trainers.train import load_checkpoint
-
     import torch
+    from gandata.trainers.train import load_checkpoint
     ck = load_checkpoint(good[-1])
     assert all(torch.isfinite(t).all() for t in ck["G"].values() if t.is_floating_point())
 
