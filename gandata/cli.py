@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
-from .errors import UserError
+from .errors import OptionError, UserError
 from .options import LIST, PATH_TYPE, Opt, values
 from .stages import STAGES, Context, Stage
 from .summary import Summary
@@ -85,10 +85,9 @@ def _annotation(o: Opt) -> Any:
                               show_default=False)
     else:
         names = () if o.type is bool and not o.flags else (o.flags or (o.flag,))
-        bounds = {} if o.type not in (int, float) else {"min": o.min, "max": o.max}
-        metavar = "<" + "|".join(o.choices) + ">" if o.choices else None
+        metavar = "<" + "|".join(o.choices) + ">" if o.choices else None  # ranges: Opt.check, one message
         info = typer.Option(*names, help=o.help, envvar=o.envvar, show_default=o.default is not None,
-                            metavar=metavar, **bounds)
+                            metavar=metavar)
     return Annotated[base, info]
 
 
@@ -204,12 +203,30 @@ def demo_cmd(
 
 
 def main() -> None:
-    """Console entry point: a user's mistake ends in one line on stderr and exit status 1, never a traceback."""
+    """Console entry point: a user's mistake ends in one line on stderr and exit status 1 (a malformed command
+    line: 2), never a traceback."""
     try:
-        app()
+        from typer._click import exceptions as cx  # the click that typer runs on (vendored in recent typer)
+    except ImportError:
+        from click import exceptions as cx
+
+    try:
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except cx.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:  # `gandata fetch`: its help
+            print(e.ctx.get_help())
+            return
+        where = f"; see {e.ctx.command_path} --help" if e.ctx else ""
+        _err(f"gandata: error: {' '.join(e.format_message().split()).rstrip('.')}{where}")
+        sys.exit(2)
+    except typer.Abort:
+        _err("gandata: interrupted; run the same command again to continue where it stopped")
+        sys.exit(130)
     except UserError as e:
         _err(f"gandata: error: {e}")
-        sys.exit(1)
+        sys.exit(2 if isinstance(e, OptionError) else 1)
     except KeyboardInterrupt:
         _err("gandata: interrupted; run the same command again to continue where it stopped")
         sys.exit(130)

@@ -7,12 +7,13 @@ line, ``[shard] val_fraction`` in a pipeline file).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import OptionError, UserError
 from .storage import is_url
 
 PATH_TYPE = Path
@@ -56,15 +57,18 @@ class Opt:
             return "one of " + ", ".join(self.choices)
         kind = {bool: "true or false", int: "a whole number", float: "a number", str: "text", PATH_TYPE: "a path",
                 LIST: "a list of text values"}[self.type]
+        def num(v: float) -> str:
+            return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
         bounds = []
         if self.min is not None:
-            bounds.append(f"at least {self.min:g}")
+            bounds.append(f"at least {num(self.min)}")
         if self.above is not None:
-            bounds.append(f"above {self.above:g}")
+            bounds.append(f"above {num(self.above)}")
         if self.max is not None:
-            bounds.append(f"at most {self.max:g}")
+            bounds.append(f"at most {num(self.max)}")
         if self.below is not None:
-            bounds.append(f"below {self.below:g}")
+            bounds.append(f"below {num(self.below)}")
         return kind + (" " + " and ".join(bounds) if bounds else "")
 
     def check(self, value: Any, where: str) -> Any:
@@ -72,9 +76,10 @@ class Opt:
         (``"cli"`` or a pipeline table's name)."""
         if value is None:
             if self.required and where == "cli":
-                raise UserError(f"{self.name(where)} is required")
+                raise OptionError(f"{self.name(where)} is required")
             return None
-        bad = UserError(f"{self.name(where)} must be {self.expects()} (got {value!r})")
+        error = OptionError if where == "cli" else UserError  # the command line's usage error (exit 2); a file's: 1
+        bad = error(f"{self.name(where)} must be {self.expects()} (got {_shown(value)})")
         t = self.type
         if t is bool:
             if not isinstance(value, bool):
@@ -83,8 +88,8 @@ class Opt:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise bad
         elif t is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise bad
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad  # nan passes every comparison with a bound; inf is no length, rate or share
             value = float(value)
         elif t is str:
             if not isinstance(value, str):
@@ -110,8 +115,14 @@ class Opt:
             try:
                 self.validate(value)
             except ValueError as e:
-                raise UserError(f"{self.name(where)}: {e}") from None
+                raise error(f"{self.name(where)}: {e}") from None
         return value
+
+
+def _shown(value: Any) -> str:
+    """A value as an error line shows it: at most 80 characters of its repr."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def values(options: tuple[Opt, ...], given: dict[str, Any], where: str) -> dict[str, Any]:

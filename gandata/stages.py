@@ -15,7 +15,7 @@ from .errors import UserError
 from .options import LIST, PATH_TYPE, Opt
 from .storage import is_url
 from .summary import Summary
-from .trainers.kinds import CRITIC_CONDITIONING, DEFAULTS, KINDS, PAPERS
+from .trainers.kinds import CRITIC_CONDITIONING, DEFAULTS, KINDS, PAPERS, RESOLUTIONS
 
 RESIZE_MODES = ("center-crop", "pad", "keep-ratio")  # images.RESIZE_MODES (a test holds them equal)
 
@@ -53,6 +53,14 @@ class Stage:
         return " ".join(self.command)
 
 
+SEED_MAX = 2**32 - 1  # numpy's seeds; torch's and Python's take more
+
+
+def _resolution(value: int) -> None:
+    if value not in RESOLUTIONS:
+        raise ValueError(f"the trainers build {', '.join(map(str, RESOLUTIONS))} px images (got {value})")
+
+
 def _color(value: str) -> None:
     from .images import parse_color  # not at import: `gandata --help` should not load OpenCV
 
@@ -69,15 +77,15 @@ def _out(where: str) -> Opt:
 
 BASE_URL = Opt("base_url", str, help="Replace the scheme and host of every address of the source (a mirror, a test "
                "server).")
-CONCURRENCY = Opt("concurrency", int, min=1, help="Requests in flight (default: the source's).")
-RATE = Opt("rate", float, min=0, help="Requests per second per host (default: the source's; 0: no pacing).")
-RETRIES = Opt("retries", int, min=0, help="Further tries after a 429, 5xx, timeout or broken body.")
-TIMEOUT = Opt("timeout", float, above=0, help="Seconds per request, connect and read together.")
-MAX_WAIT = Opt("max_wait", float, min=0, help="Longest Retry-After to wait out (default 900 s, or the manifest's "
+CONCURRENCY = Opt("concurrency", int, min=1, max=4096, help="Requests in flight (default: the source's).")
+RATE = Opt("rate", float, min=0, max=10_000, help="Requests per second per host (default: the source's; 0: no pacing).")
+RETRIES = Opt("retries", int, min=0, max=100, help="Further tries after a 429, 5xx, timeout or broken body.")
+TIMEOUT = Opt("timeout", float, above=0, max=3600, help="Seconds per request, connect and read together.")
+MAX_WAIT = Opt("max_wait", float, min=0, max=86_400, help="Longest Retry-After to wait out (default 900 s, or the manifest's "
                "max_wait); a URL asked to wait longer is tried again at the end of the run, then left to a re-run.")
-MEMORY = Opt("memory", int, min=1, help="MiB that image bodies being read and checked may hold at once, all requests "
+MEMORY = Opt("memory", int, min=1, max=65_536, help="MiB that image bodies being read and checked may hold at once, all requests "
              "together (default 512); a request waits for room.")
-WORK_MEMORY = Opt("memory", int, 1024, min=64, help="MiB that decoded images may hold at once, all workers together; "
+WORK_MEMORY = Opt("memory", int, 1024, min=64, max=1 << 20, help="MiB that decoded images may hold at once, all workers together; "
                   "a large image waits for room, and one larger than this runs alone.")
 DURABILITY = Opt("durability", str, choices=("batch", "file", "none"),
                  help="batch (default: files fsynced in groups before their manifest rows), file (each file "
@@ -87,9 +95,9 @@ RUN_ON = Opt("engine", str, "local", choices=("local", "ray"),
              "$RAY_ADDRESS, else a local one; pip install 'gandata[ray]').")
 RAY_ADDRESS = Opt("ray_address", str, help="--engine ray: the cluster to join (default $RAY_ADDRESS, else a new "
                   "local Ray).")
-TASK_SIZE = Opt("task_size", int, 2000, min=1, help="--engine ray: samples per task (a tar is always one task).")
-LIMIT = Opt("limit", int, min=1, help="Stop when the dataset holds this many images.")
-WORKERS = Opt("workers", int, 0, min=0, help="Worker threads (0: one per core).")
+TASK_SIZE = Opt("task_size", int, 2000, min=1, max=10_000_000, help="--engine ray: samples per task (a tar is always one task).")
+LIMIT = Opt("limit", int, min=1, max=10**9, help="Stop when the dataset holds this many images.")
+WORKERS = Opt("workers", int, 0, min=0, max=1024, help="Worker threads (0: one per core).")
 DEVICE = Opt("device", str, "auto", choices=("auto", "cpu", "cuda"), help="Where to run.")
 PRECISION = Opt("precision", str, "fp32", choices=("fp32", "bf16"), help="bf16: autocast on GPUs.")
 INCEPTION_WEIGHTS = Opt("inception_weights", PATH_TYPE,
@@ -195,13 +203,13 @@ FETCH = [
           "  gandata fetch bitmoji --mode comics --avatar-ids ids.txt --count 20000\n"
           "\b\nThe images are Bitmoji artwork: for research use only. Keep them local and do not redistribute them.\n"
           "Addresses and politeness settings are in the bitmoji manifest (gandata/manifests/bitmoji.toml).",
-          (Opt("count", int, required=True, min=1, help="Distinct images the dataset should hold, counting earlier "
+          (Opt("count", int, required=True, min=1, max=10**9, help="Distinct images the dataset should hold, counting earlier "
                "runs."),
            _out("DATA/bitmoji/raw"),
            Opt("mode", str, "avatars", choices=("avatars", "comics"),
                help="avatars (random avatars from the trait catalogue) or comics."),
            Opt("view", str, "head", choices=("head", "body"), help="avatars: the head or the whole body."),
-           Opt("seed", int, 0, help="Seed of the sequence of avatars (or of comic × avatar pairs)."),
+           Opt("seed", int, 0, min=0, max=SEED_MAX, help="Seed of the sequence of avatars (or of comic × avatar pairs)."),
            Opt("traits", PATH_TYPE, help="Local trait catalogue JSON (default: fetched and cached)."),
            Opt("templates", PATH_TYPE, help="Local templates catalogue JSON for --mode comics."),
            Opt("avatar_ids", PATH_TYPE, help="comics: file of avatar ids, one per line."),
@@ -227,9 +235,9 @@ FETCH = [
            Opt("retry_failed", bool, False, help="Fetch only the URLs whose last try failed for a reason worth "
                "another (timeouts, resets, 5xx, 429; not 404 or a refused body), as failures.jsonl lists them."),
            RUN_ON, RAY_ADDRESS,
-           Opt("host_groups", int, 64, min=1, help="--engine ray: tasks the hosts are dealt to (each host is "
+           Opt("host_groups", int, 64, min=1, max=65_536, help="--engine ray: tasks the hosts are dealt to (each host is "
                "fetched by one task, so --rate and --concurrency hold per host for the whole cluster)."),
-           Opt("workers", int, 0, min=0, help="--engine ray: tasks at once (0: one per CPU of the cluster).")),
+           Opt("workers", int, 0, min=0, max=1024, help="--engine ray: tasks at once (0: one per CPU of the cluster).")),
           _fetch_urls, "fetch", ("source", "urls")),
     Stage(("fetch", "bricklink"), "LEGO minifigure images from BrickLink, with item numbers, names and categories.",
           "\b\nExamples:\n"
@@ -245,13 +253,13 @@ FETCH = [
                "a catalog file."),
            Opt("categories", str, help="Only these categories: ids or dotted catStrings, e.g. 65,746 or 65.257."),
            LIMIT,
-           Opt("delay", float, min=0, help="Seconds between two listing-page requests (default 3)."),
+           Opt("delay", float, min=0, max=3600, help="Seconds between two listing-page requests (default 3)."),
            Opt("refresh_list", bool, False, help="Read the listing pages again instead of the ones saved by "
                "earlier runs."),
            Opt("manifest", PATH_TYPE, help="Another bricklink manifest (default: the one installed with gandata)."),
            BASE_URL,
-           Opt("concurrency", int, min=1, help="Image requests in flight (default: the manifest's)."),
-           Opt("rate", float, min=0, flags=("--rate", "--image-rate"),
+           Opt("concurrency", int, min=1, max=4096, help="Image requests in flight (default: the manifest's)."),
+           Opt("rate", float, min=0, max=10_000, flags=("--rate", "--image-rate"),
                help="Image requests per second (default 4; 0: no pacing); listing pages follow --delay."),
            RETRIES, TIMEOUT, MAX_WAIT, MEMORY, DURABILITY),
           _fetch_bricklink, "fetch", ("source", "bricklink")),
@@ -305,19 +313,19 @@ def _crop_options(lego: bool) -> tuple[Opt, ...]:
         Opt("src", str, flags=("--src",), help="A dataset folder, a folder of images or shards (default "
             f"DATA/{'bricklink' if lego else 'anime'}/raw; in a pipeline: what the stage before wrote)."),
         _out(f"DATA/{'bricklink' if lego else 'anime'}/faces"),
-        Opt("size", int, 128, min=8, help="Output side in pixels."),
+        Opt("size", int, 128, min=8, max=4096, help="Output side in pixels."),
         Opt("margin", float, 0.2, min=0, max=2, help="Added to each side of the face box, as a fraction of it."),
         Opt("edge", str, "pad", choices=("pad", "shift", "drop"),
             help="Crops running off the image: pad, shift (move inside) or drop."),
         Opt("pad_color", str, "white", validate=_color, help="Colour of --edge pad."),
         Opt("background", str, "white", validate=_color, help="Colour that transparency is composited onto."),
-        Opt("min_face", int, 24 if lego else 64, min=1,
+        Opt("min_face", int, 24 if lego else 64, min=1, max=1 << 16,
             help="Faces smaller than this many pixels (in the source image) are dropped."),
-        Opt("scale_factor", float, 1.1, above=1, help="Detector: scale step between pyramid levels."),
-        Opt("min_neighbors", int, 5, min=0, help="Detector: overlapping detections needed to keep a face."),
-        Opt("min_size", int, 24, min=1, help="Detector: smallest window in pixels."),
+        Opt("scale_factor", float, 1.1, above=1, max=4, help="Detector: scale step between pyramid levels."),
+        Opt("min_neighbors", int, 5, min=0, max=1000, help="Detector: overlapping detections needed to keep a face."),
+        Opt("min_size", int, 24, min=1, max=4096, help="Detector: smallest window in pixels."),
         Opt("equalize", bool, True, help="Detector: equalise the grey image's histogram first."),
-        Opt("detect_size", int, 1024, min=64, help="Detect on a copy scaled down to this long side when larger."),
+        Opt("detect_size", int, 1024, min=64, max=1 << 15, help="Detect on a copy scaled down to this long side when larger."),
         Opt("cascade", PATH_TYPE, help="A local lbpcascade_animeface.xml (default: downloaded once, verified, "
             "cached)."),
         WORKERS, WORK_MEMORY, RUN_ON, RAY_ADDRESS, TASK_SIZE,
@@ -426,7 +434,7 @@ SHARD = Stage(
          help="Output folder, or an object-store prefix: s3://bucket/prefix, gs://… (pip install "
          "'gandata[s3]'); default DATA/<name>/shards."),
      Opt("name", str, help="Shard name prefix (default: the dataset's name)."),
-     Opt("size", int, 64, min=1, help="Output side in pixels."),
+     Opt("size", int, 64, min=1, max=4096, help="Output side in pixels."),
      Opt("resize", str, "center-crop", choices=RESIZE_MODES,
          help="center-crop, pad or keep-ratio (smallest side = size)."),
      Opt("format", str, "png", choices=("png", "jpg", "webp"), help="Image format in the shards."),
@@ -434,16 +442,16 @@ SHARD = Stage(
      Opt("background", str, "white", validate=_color, help="Colour that transparency is composited onto."),
      Opt("pad_color", str, "white", validate=_color, help="Padding colour for --resize pad."),
      Opt("val_fraction", float, 0.02, min=0, below=1, help="Share of samples in the val split (fixed per key)."),
-     Opt("seed", int, 0, help="Seed of the shuffle."),
-     Opt("maxcount", int, 10000, min=1, help="At most this many samples per shard."),
-     Opt("min_shards", int, 8, min=1, help="Train shards to aim for when data allows (64+ per shard)."),
+     Opt("seed", int, 0, min=0, max=SEED_MAX, help="Seed of the shuffle."),
+     Opt("maxcount", int, 10000, min=1, max=10_000_000, help="At most this many samples per shard."),
+     Opt("min_shards", int, 8, min=1, max=100_000, help="Train shards to aim for when data allows (64+ per shard)."),
      Opt("dedupe", str, "exact", choices=("exact", "near", "none"),
          help="exact (identical pixels), near (perceptual hash within --threshold) or none."),
      Opt("threshold", int, 8, min=0, max=32, help="--dedupe near: bits of gandata-phash-v2 that may differ."),
      Opt("label_field", str, help="Record field whose values become class labels (.cls)."),
      Opt("draft", bool, True, help="Decode JPEGs at the smallest DCT scale that keeps twice the output size (fast; "
          "0.4/255 from a whole decode on average); --no-draft decodes them whole."),
-     Opt("workers", int, 0, min=0, help="Threads for decoding and resizing (0: one per core); --engine ray: tasks "
+     Opt("workers", int, 0, min=0, max=1024, help="Threads for decoding and resizing (0: one per core); --engine ray: tasks "
          "at once (0: one per CPU of the cluster)."), WORK_MEMORY, RUN_ON, RAY_ADDRESS, TASK_SIZE),
     _shard, "shard")
 
@@ -466,10 +474,10 @@ INSPECT = Stage(
     (Opt("path", str, required=True, argument=True,
          help="A dataset folder, a folder of images, or shards (folder, .tar, brace pattern)."),
      Opt("grid", PATH_TYPE, output=True, help="Write a contact sheet PNG of samples drawn at random."),
-     Opt("grid_n", int, 64, min=1, help="Samples on the contact sheet."),
-     Opt("cell", int, 128, min=16, help="Contact sheet cell size in pixels."),
+     Opt("grid_n", int, 64, min=1, max=10_000, help="Samples on the contact sheet."),
+     Opt("cell", int, 128, min=16, max=1024, help="Contact sheet cell size in pixels."),
      Opt("label_field", str, help="Count the values of this record field as labels."),
-     Opt("seed", int, 0, help="Seed for picking the contact sheet's samples.")),
+     Opt("seed", int, 0, min=0, max=SEED_MAX, help="Seed for picking the contact sheet's samples.")),
     _inspect, data_dir_flag=False)
 
 # ------------------------------------------------------------------------------------- train, sample, eval
@@ -516,50 +524,50 @@ def _train_options(kind: str) -> tuple[Opt, ...]:
             "command (in a pipeline: the [shard] stage's folder)."),
         Opt("out", PATH_TYPE, output=True,
             help=f"Run folder (default runs/{kind}; in a pipeline runs/<pipeline name>)."),
-        Opt("kimg", float, 1000.0, above=0, help="Length: thousands of real images shown to the critic."),
-        Opt("batch", int, min=1, help=f"Global batch, split over the GPUs (default {d['batch']})."),
-        Opt("lr", float, above=0, help=f"Learning rate of G and D (default {d['lr']:g}, {d['opt']}"
+        Opt("kimg", float, 1000.0, above=0, max=10**7, help="Length: thousands of real images shown to the critic."),
+        Opt("batch", int, min=1, max=65_536, help=f"Global batch, split over the GPUs (default {d['batch']})."),
+        Opt("lr", float, above=0, max=10, help=f"Learning rate of G and D (default {d['lr']:g}, {d['opt']}"
             + (f" betas {d['betas']})." if d["betas"] else ").")),
-        Opt("n_critic", int, min=1, help=f"Critic steps per generator step (default {d['n_critic']})."),
+        Opt("n_critic", int, min=1, max=1000, help=f"Critic steps per generator step (default {d['n_critic']})."),
         Opt("critic_norm", str, choices=("batch", "group", "none"),
             help=f"Critic normalisation (default {d['critic_norm']})."),
         Opt("g_norm", str, "batch", choices=("batch", "none"), help="Generator normalisation."),
         Opt("critic_cond", str, "both", choices=CRITIC_CONDITIONING, pipeline=kind == "cdcgan", cli=kind == "cdcgan",
             help="How the critic sees the label: as input planes, through a projection head, or both."),
-        Opt("nz", int, 100, min=1, help="Latent size."),
-        Opt("ngf", int, 64, min=1, help="Generator width."),
-        Opt("ndf", int, 64, min=1, help="Critic width."),
-        Opt("gp_lambda", float, 10.0, min=0, cli=kind == "wgan-gp", pipeline=kind == "wgan-gp",
+        Opt("nz", int, 100, min=1, max=4096, help="Latent size."),
+        Opt("ngf", int, 64, min=1, max=1024, help="Generator width."),
+        Opt("ndf", int, 64, min=1, max=1024, help="Critic width."),
+        Opt("gp_lambda", float, 10.0, min=0, max=10_000, cli=kind == "wgan-gp", pipeline=kind == "wgan-gp",
             help="Weight of the gradient penalty."),
-        Opt("clip", float, 0.01, above=0, cli=kind == "wgan", pipeline=kind == "wgan",
+        Opt("clip", float, 0.01, above=0, max=100, cli=kind == "wgan", pipeline=kind == "wgan",
             help="Critic weights are clipped to ±clip."),
         Opt("critic_warmup", bool, True, cli=kind == "wgan", pipeline=kind == "wgan",
             help="100 critic steps for the first 25 G steps and every 500th."),
-        Opt("label_smoothing", float, min=0, cli=kind not in ("wgan", "wgan-gp"),
+        Opt("label_smoothing", float, min=0, below=0.5, cli=kind not in ("wgan", "wgan-gp"),
             pipeline=kind not in ("wgan", "wgan-gp"),
             help="One-sided label smoothing: the critic's target for real images is 1 minus this (default "
             f"{d['label_smoothing']:g}; 0: off)."),
-        Opt("ema_kimg", float, 10.0, min=0, help="Half-life of the generator's EMA, in kimg."),
-        Opt("ema_rampup", float, 0.05, min=0, help="Early on, the EMA half-life is at most this share of the images "
+        Opt("ema_kimg", float, 10.0, min=0, max=100_000, help="Half-life of the generator's EMA, in kimg."),
+        Opt("ema_rampup", float, 0.05, min=0, max=1, help="Early on, the EMA half-life is at most this share of the images "
             "seen."),
-        Opt("snap_kimg", float, 50.0, above=0, help="Sample grid and checkpoint every this many kimg."),
-        Opt("log_kimg", float, 1.0, above=0, help="Metrics every this many kimg."),
-        Opt("seed", int, 0, help="Seed (each rank derives its own); the same seed gives the same run."),
-        Opt("workers", int, 2, min=0, help="Data-loader worker processes per GPU."),
-        Opt("shuffle", int, 2000, min=1, help="Shuffle buffer of each loader worker, in samples."),
-        Opt("threads", int, 0, min=0, help="CPU threads per process (0: fitted to the cores and the load; "
+        Opt("snap_kimg", float, 50.0, above=0, max=10**7, help="Sample grid and checkpoint every this many kimg."),
+        Opt("log_kimg", float, 1.0, above=0, max=10**7, help="Metrics every this many kimg."),
+        Opt("seed", int, 0, min=0, max=SEED_MAX, help="Seed (each rank derives its own); the same seed gives the same run."),
+        Opt("workers", int, 2, min=0, max=64, help="Data-loader worker processes per GPU."),
+        Opt("shuffle", int, 2000, min=1, max=100_000, help="Shuffle buffer of each loader worker, in samples."),
+        Opt("threads", int, 0, min=0, max=1024, help="CPU threads per process (0: fitted to the cores and the load; "
             "OMP_NUM_THREADS also works)."),
         DEVICE, PRECISION,
         Opt("resume", str, help="auto (the newest checkpoint in --out) or a checkpoint file (in a pipeline: auto)."),
-        Opt("gpus", int, 1, min=1, help="Processes to launch with torchrun (GPUs; on --device cpu, CPU processes)."),
-        Opt("resolution", int, min=8, help="Image side (default: the shards')."),
-        Opt("n_classes", int, min=2, cli=kind == "cdcgan", pipeline=kind == "cdcgan",
+        Opt("gpus", int, 1, min=1, max=1024, help="Processes to launch with torchrun (GPUs; on --device cpu, CPU processes)."),
+        Opt("resolution", int, validate=_resolution, help="Image side: 32, 64 or 128 (default: the shards')."),
+        Opt("n_classes", int, min=2, max=100_000, cli=kind == "cdcgan", pipeline=kind == "cdcgan",
             help="Classes (default: the shards' labels)."),
-        Opt("grid", int, 64, min=1, help="Samples on each snapshot's grid."),
+        Opt("grid", int, 64, min=1, max=1024, help="Samples on each snapshot's grid."),
         Opt("eval", str, help="Metrics at every snapshot, e.g. fid,kid (off by default; needs the Inception weights, "
             "see gandata eval)."),
         Opt("eval_real", str, help="Real set for --eval (default: --shards)."),
-        Opt("eval_n", int, 10_000, min=2, help="Generated images per --eval."),
+        Opt("eval_n", int, 10_000, min=2, max=1_000_000, help="Generated images per --eval."),
         Opt("eval_extractor", str, "inception", help="Feature extractor for --eval: " + EXTRACTOR_HELP),
         INCEPTION_WEIGHTS,
     )
@@ -592,10 +600,10 @@ SAMPLE = Stage(
     "  gandata sample runs/cdcgan/checkpoint-000500000.pt --label 3 --out hats.png",
     (Opt("run", PATH_TYPE, required=True, argument=True, help="A run folder (its newest checkpoint) or a checkpoint "
          "file."),
-     Opt("n", int, 64, min=1, help="Images in the grid."),
+     Opt("n", int, 64, min=1, max=10_000, help="Images in the grid."),
      Opt("out", PATH_TYPE, Path("samples.png"), output=True, help="The PNG to write."),
-     Opt("label", int, min=0, help="cdcgan: draw only this class (default: one class per row)."),
-     Opt("seed", int, 0, help="Seed of the latent vectors."),
+     Opt("label", int, min=0, max=100_000, help="cdcgan: draw only this class (default: one class per row)."),
+     Opt("seed", int, 0, min=0, max=SEED_MAX, help="Seed of the latent vectors."),
      DEVICE, PRECISION),
     _sample, data_dir_flag=False)
 
@@ -628,14 +636,14 @@ EVAL = Stage(
          "--every) or a checkpoint (in a pipeline: the [train] stage's run)."),
      Opt("real", str, required=True, help="The real images: a shard folder (its train split), brace pattern or URL "
          "(in a pipeline: the [shard] stage's folder)."),
-     Opt("n", int, 10_000, min=2, help="Generated images."),
+     Opt("n", int, 10_000, min=2, max=1_000_000, help="Generated images."),
      Opt("metrics", str, "fid,kid", help="fid, kid or fid,kid."),
-     Opt("n_real", int, min=2, help="Use only the first N real images (default: all)."),
+     Opt("n_real", int, min=2, max=10**9, help="Use only the first N real images (default: all)."),
      Opt("every", bool, False, help="Evaluate every checkpoint of the run (those done before are reused)."),
      INCEPTION_WEIGHTS,
      Opt("extractor", str, "inception", help=EXTRACTOR_HELP),
-     Opt("batch", int, 64, min=1, help="Images per forward pass."),
-     Opt("seed", int, 0, help="Seed of the latent vectors and KID subsets."),
+     Opt("batch", int, 64, min=1, max=4096, help="Images per forward pass."),
+     Opt("seed", int, 0, min=0, max=SEED_MAX, help="Seed of the latent vectors and KID subsets."),
      DEVICE),
     _eval, "eval", data_dir_flag=False)
 

@@ -40,17 +40,17 @@ def test_help_lists_only_working_commands_each_with_an_example():
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "args, message, code",
     [
-        (["shard", "/no/such/folder"], "does not exist"),
-        (["inspect", "/no/such/folder"], "does not exist"),
-        (["shard", "--resize", "stretch", "{anime}"], "--resize must be one of"),
+        (["shard", "/no/such/folder"], "does not exist", 1),
+        (["inspect", "/no/such/folder"], "does not exist", 1),
+        (["shard", "--resize", "stretch", "{anime}"], "--resize must be one of", 2),  # a bad option value: usage
     ],
 )
-def test_user_errors_are_one_line_on_stderr(args, message, images12, tmp_path):
+def test_user_errors_are_one_line_on_stderr(args, message, code, images12, tmp_path):
     args = [a.replace("{anime}", str(images12)) for a in args]
     r = gandata(*args, "--data-dir", str(tmp_path)) if args[0] == "shard" else gandata(*args)
-    assert r.returncode == 1
+    assert r.returncode == code
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gandata: error:") and message in lines[0]
     assert "Traceback" not in r.stderr

@@ -63,12 +63,12 @@ def test_the_same_bad_value_is_named_as_the_user_wrote_it():
     with pytest.raises(UserError, match=r"^\[shard\] pad_color: "):
         values(shard.options, {"pad_color": "not-a-colour"}, "shard")
     r = gandata("shard", "x", "--val-fraction", "1", "--data-dir", "/nonexistent")
-    assert r.returncode == 1 and r.stderr.strip() == ("gandata: error: --val-fraction must be a number at least 0 and "
+    assert r.returncode == 2 and r.stderr.strip() == ("gandata: error: --val-fraction must be a number at least 0 and "
                                                      "below 1 (got 1.0)")
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[train]\nkind = 'wgan-gp'\nkimg = 'lots'\n", "[train] kimg must be a number above 0 (got 'lots')"),
+    ("[train]\nkind = 'wgan-gp'\nkimg = 'lots'\n", "[train] kimg must be a number above 0 and at most 10000000 (got 'lots')"),
     ("[train]\nkind = 'wgan-gp'\nspeed = 3\n", "[train] has no option 'speed'; it takes"),
     ("[train]\nkind = 'dcgan'\ngp_lambda = 3.0\n", "[train] has no option 'gp_lambda'"),  # wgan-gp only
     ("[shard]\nsize = 32\nresize = 'stretch'\n", "[shard] resize must be one of center-crop, pad, keep-ratio"),

@@ -30,3 +30,5 @@ PAPERS = {
     "cdcgan": "conditional DCGAN on labelled shards: label embedding and class-conditional batch norm in G, a "
               "projection critic (Miyato & Koyama 2018) with the label also as input planes",
 }
+
+RESOLUTIONS = (32, 64, 128)  # image sides the generators and critics are built for (models.py)

@@ -24,9 +24,7 @@ import math
 import torch
 from torch import nn
 
-from .kinds import CRITIC_CONDITIONING
-
-RESOLUTIONS = (32, 64, 128)
+from .kinds import CRITIC_CONDITIONING, RESOLUTIONS
 
 
 def _depth(resolution: int) -> int:
