@@ -81,11 +81,14 @@ CONCURRENCY = Opt("concurrency", int, min=1, max=4096, help="Requests in flight 
 RATE = Opt("rate", float, min=0, max=10_000, help="Requests per second per host (default: the source's; 0: no pacing).")
 RETRIES = Opt("retries", int, min=0, max=100, help="Further tries after a 429, 5xx, timeout or broken body.")
 TIMEOUT = Opt("timeout", float, above=0, max=3600, help="Seconds per request, connect and read together.")
-MAX_WAIT = Opt("max_wait", float, min=0, max=86_400, help="Longest Retry-After to wait out (default 900 s, or the manifest's "
+MAX_WAIT = Opt("max_wait", float, min=0, max=86_400,
+               help="Longest Retry-After to wait out (default 900 s, or the manifest's "
                "max_wait); a URL asked to wait longer is tried again at the end of the run, then left to a re-run.")
-MEMORY = Opt("memory", int, min=1, max=65_536, help="MiB that image bodies being read and checked may hold at once, all requests "
+MEMORY = Opt("memory", int, min=1, max=65_536,
+             help="MiB that image bodies being read and checked may hold at once, all requests "
              "together (default 512); a request waits for room.")
-WORK_MEMORY = Opt("memory", int, 1024, min=64, max=1 << 20, help="MiB that decoded images may hold at once, all workers together; "
+WORK_MEMORY = Opt("memory", int, 1024, min=64, max=1 << 20,
+                  help="MiB that decoded images may hold at once, all workers together; "
                   "a large image waits for room, and one larger than this runs alone.")
 DURABILITY = Opt("durability", str, choices=("batch", "file", "none"),
                  help="batch (default: files fsynced in groups before their manifest rows), file (each file "
@@ -95,7 +98,8 @@ RUN_ON = Opt("engine", str, "local", choices=("local", "ray"),
              "$RAY_ADDRESS, else a local one; pip install 'gandata[ray]').")
 RAY_ADDRESS = Opt("ray_address", str, help="--engine ray: the cluster to join (default $RAY_ADDRESS, else a new "
                   "local Ray).")
-TASK_SIZE = Opt("task_size", int, 2000, min=1, max=10_000_000, help="--engine ray: samples per task (a tar is always one task).")
+TASK_SIZE = Opt("task_size", int, 2000, min=1, max=10_000_000,
+                help="--engine ray: samples per task (a tar is always one task).")
 LIMIT = Opt("limit", int, min=1, max=10**9, help="Stop when the dataset holds this many images.")
 WORKERS = Opt("workers", int, 0, min=0, max=1024, help="Worker threads (0: one per core).")
 DEVICE = Opt("device", str, "auto", choices=("auto", "cpu", "cuda"), help="Where to run.")
@@ -203,13 +207,15 @@ FETCH = [
           "  gandata fetch bitmoji --mode comics --avatar-ids ids.txt --count 20000\n"
           "\b\nThe images are Bitmoji artwork: for research use only. Keep them local and do not redistribute them.\n"
           "Addresses and politeness settings are in the bitmoji manifest (gandata/manifests/bitmoji.toml).",
-          (Opt("count", int, required=True, min=1, max=10**9, help="Distinct images the dataset should hold, counting earlier "
+          (Opt("count", int, required=True, min=1, max=10**9,
+               help="Distinct images the dataset should hold, counting earlier "
                "runs."),
            _out("DATA/bitmoji/raw"),
            Opt("mode", str, "avatars", choices=("avatars", "comics"),
                help="avatars (random avatars from the trait catalogue) or comics."),
            Opt("view", str, "head", choices=("head", "body"), help="avatars: the head or the whole body."),
-           Opt("seed", int, 0, min=0, max=SEED_MAX, help="Seed of the sequence of avatars (or of comic × avatar pairs)."),
+           Opt("seed", int, 0, min=0, max=SEED_MAX,
+               help="Seed of the sequence of avatars (or of comic × avatar pairs)."),
            Opt("traits", PATH_TYPE, help="Local trait catalogue JSON (default: fetched and cached)."),
            Opt("templates", PATH_TYPE, help="Local templates catalogue JSON for --mode comics."),
            Opt("avatar_ids", PATH_TYPE, help="comics: file of avatar ids, one per line."),
@@ -235,9 +241,11 @@ FETCH = [
            Opt("retry_failed", bool, False, help="Fetch only the URLs whose last try failed for a reason worth "
                "another (timeouts, resets, 5xx, 429; not 404 or a refused body), as failures.jsonl lists them."),
            RUN_ON, RAY_ADDRESS,
-           Opt("host_groups", int, 64, min=1, max=65_536, help="--engine ray: tasks the hosts are dealt to (each host is "
+           Opt("host_groups", int, 64, min=1, max=65_536,
+               help="--engine ray: tasks the hosts are dealt to (each host is "
                "fetched by one task, so --rate and --concurrency hold per host for the whole cluster)."),
-           Opt("workers", int, 0, min=0, max=1024, help="--engine ray: tasks at once (0: one per CPU of the cluster).")),
+           Opt("workers", int, 0, min=0, max=1024,
+               help="--engine ray: tasks at once (0: one per CPU of the cluster).")),
           _fetch_urls, "fetch", ("source", "urls")),
     Stage(("fetch", "bricklink"), "LEGO minifigure images from BrickLink, with item numbers, names and categories.",
           "\b\nExamples:\n"
@@ -325,7 +333,8 @@ def _crop_options(lego: bool) -> tuple[Opt, ...]:
         Opt("min_neighbors", int, 5, min=0, max=1000, help="Detector: overlapping detections needed to keep a face."),
         Opt("min_size", int, 24, min=1, max=4096, help="Detector: smallest window in pixels."),
         Opt("equalize", bool, True, help="Detector: equalise the grey image's histogram first."),
-        Opt("detect_size", int, 1024, min=64, max=1 << 15, help="Detect on a copy scaled down to this long side when larger."),
+        Opt("detect_size", int, 1024, min=64, max=1 << 15,
+            help="Detect on a copy scaled down to this long side when larger."),
         Opt("cascade", PATH_TYPE, help="A local lbpcascade_animeface.xml (default: downloaded once, verified, "
             "cached)."),
         WORKERS, WORK_MEMORY, RUN_ON, RAY_ADDRESS, TASK_SIZE,
@@ -451,7 +460,8 @@ SHARD = Stage(
      Opt("label_field", str, help="Record field whose values become class labels (.cls)."),
      Opt("draft", bool, True, help="Decode JPEGs at the smallest DCT scale that keeps twice the output size (fast; "
          "0.4/255 from a whole decode on average); --no-draft decodes them whole."),
-     Opt("workers", int, 0, min=0, max=1024, help="Threads for decoding and resizing (0: one per core); --engine ray: tasks "
+     Opt("workers", int, 0, min=0, max=1024,
+         help="Threads for decoding and resizing (0: one per core); --engine ray: tasks "
          "at once (0: one per CPU of the cluster)."), WORK_MEMORY, RUN_ON, RAY_ADDRESS, TASK_SIZE),
     _shard, "shard")
 
@@ -548,18 +558,21 @@ def _train_options(kind: str) -> tuple[Opt, ...]:
             help="One-sided label smoothing: the critic's target for real images is 1 minus this (default "
             f"{d['label_smoothing']:g}; 0: off)."),
         Opt("ema_kimg", float, 10.0, min=0, max=100_000, help="Half-life of the generator's EMA, in kimg."),
-        Opt("ema_rampup", float, 0.05, min=0, max=1, help="Early on, the EMA half-life is at most this share of the images "
+        Opt("ema_rampup", float, 0.05, min=0, max=1,
+            help="Early on, the EMA half-life is at most this share of the images "
             "seen."),
         Opt("snap_kimg", float, 50.0, above=0, max=10**7, help="Sample grid and checkpoint every this many kimg."),
         Opt("log_kimg", float, 1.0, above=0, max=10**7, help="Metrics every this many kimg."),
-        Opt("seed", int, 0, min=0, max=SEED_MAX, help="Seed (each rank derives its own); the same seed gives the same run."),
+        Opt("seed", int, 0, min=0, max=SEED_MAX,
+            help="Seed (each rank derives its own); the same seed gives the same run."),
         Opt("workers", int, 2, min=0, max=64, help="Data-loader worker processes per GPU."),
         Opt("shuffle", int, 2000, min=1, max=100_000, help="Shuffle buffer of each loader worker, in samples."),
         Opt("threads", int, 0, min=0, max=1024, help="CPU threads per process (0: fitted to the cores and the load; "
             "OMP_NUM_THREADS also works)."),
         DEVICE, PRECISION,
         Opt("resume", str, help="auto (the newest checkpoint in --out) or a checkpoint file (in a pipeline: auto)."),
-        Opt("gpus", int, 1, min=1, max=1024, help="Processes to launch with torchrun (GPUs; on --device cpu, CPU processes)."),
+        Opt("gpus", int, 1, min=1, max=1024,
+            help="Processes to launch with torchrun (GPUs; on --device cpu, CPU processes)."),
         Opt("resolution", int, validate=_resolution, help="Image side: 32, 64 or 128 (default: the shards')."),
         Opt("n_classes", int, min=2, max=100_000, cli=kind == "cdcgan", pipeline=kind == "cdcgan",
             help="Classes (default: the shards' labels)."),

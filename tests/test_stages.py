@@ -68,7 +68,8 @@ def test_the_same_bad_value_is_named_as_the_user_wrote_it():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[train]\nkind = 'wgan-gp'\nkimg = 'lots'\n", "[train] kimg must be a number above 0 and at most 10000000 (got 'lots')"),
+    ("[train]\nkind = 'wgan-gp'\nkimg = 'lots'\n",
+     "[train] kimg must be a number above 0 and at most 10000000 (got 'lots')"),
     ("[train]\nkind = 'wgan-gp'\nspeed = 3\n", "[train] has no option 'speed'; it takes"),
     ("[train]\nkind = 'dcgan'\ngp_lambda = 3.0\n", "[train] has no option 'gp_lambda'"),  # wgan-gp only
     ("[shard]\nsize = 32\nresize = 'stretch'\n", "[shard] resize must be one of center-crop, pad, keep-ratio"),
