@@ -202,6 +202,31 @@ def demo_cmd(
                 echo=_err if not as_json else (lambda m: None)), as_json)
 
 
+_COMMAND = None
+
+
+def _click_command():
+    """The click command typer builds from the app (built once: the build is most of a short command's time)."""
+    global _COMMAND
+    if _COMMAND is None:
+        _COMMAND = typer.main.get_command(app)
+    return _COMMAND
+
+
+PATH_ERRORS = {  # a path the user gave (or one made from it) that the system refused: what it means, what to do
+    errno.ENOENT: "no such file or folder (check the path; an output's folder is made only where a command says so)",
+    errno.ENOTDIR: "a part of this path is a file, not a folder",
+    errno.EISDIR: "this is a folder; give a file name",
+    errno.EEXIST: "something is already there",
+    errno.ENAMETOOLONG: "a name in this path is too long for the file system (at most 255 bytes a name)",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "the file system is read-only",
+    errno.ELOOP: "too many symbolic links (a link loop?)",
+    errno.ENXIO: "not a regular file (a socket or a device)",
+}
+
+
 def main() -> None:
     """Console entry point: a user's mistake ends in one line on stderr and exit status 1 (a malformed command
     line: 2), never a traceback."""
@@ -211,7 +236,7 @@ def main() -> None:
         from click import exceptions as cx
 
     try:
-        code = app(standalone_mode=False)
+        code = _click_command().main(args=sys.argv[1:], prog_name="gandata", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except cx.UsageError as e:
@@ -233,11 +258,14 @@ def main() -> None:
     except BrokenPipeError:
         os._exit(0)
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" at {e.filename}" if e.filename else ""
+            _err(f"gandata: error: disk full{where}; free some space and run the same command again (what was "
+                 "written is kept)")
+            sys.exit(1)
+        if e.filename is None or e.errno not in PATH_ERRORS:
             raise
-        where = f" at {e.filename}" if e.filename else ""
-        _err(f"gandata: error: disk full{where}; free some space and run the same command again (what was written "
-             "is kept)")
+        _err(f"gandata: error: {e.filename}: {PATH_ERRORS[e.errno]}")
         sys.exit(1)
 
 

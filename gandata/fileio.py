@@ -37,14 +37,20 @@ def atomic_file(path: str | os.PathLike, fsync: bool = True, mode: str = "wb") -
     the block may read back what it wrote, to check it before it appears)."""
     path = Path(path)
     tmp = _tmp_name(path)
-    f = open(tmp, mode)
+    try:
+        f = open(tmp, mode)
+    except OSError as e:  # named as the user wrote it, not by its temporary name
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         yield f
         f.flush()
         if fsync:
             os.fsync(f.fileno())
         f.close()
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(path)) from None
     except BaseException:
         with contextlib.suppress(OSError):  # closing flushes the buffer: on a full disk that fails again
             f.close()

@@ -931,6 +931,9 @@ def load_generator(ck_path: str | os.PathLike, device: torch.device) -> tuple[nn
                                                           "label_names": saved.get("label_names")}
 
 
+SAMPLE_CHUNK = 256  # images the generator draws at once in sample()
+
+
 def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "samples.png", label: int | None = None,
            device: str = "auto", precision: str = "fp32", seed: int = 0) -> SampleResult:
     """A grid of ``n`` images from a run's newest checkpoint (or a checkpoint file), drawn by the EMA generator."""
@@ -953,9 +956,16 @@ def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "sampl
         raise TrainError(f"--label only applies to cdcgan models; this one is {o.kind}")
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" and dev.type == "cuda"
                 else contextlib.nullcontext())
-    with torch.no_grad(), autocast:
-        images = G(z, y) if y is not None else G(z)
-    atomic_write(out, image_grid(images, rows))
+    out = Path(out)
+    if out.is_dir():
+        raise TrainError(f"--out {out} is a folder; give the PNG's file name (e.g. {out / 'samples.png'})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parts = []
+    with torch.no_grad(), autocast:  # in chunks: the generator's activations for 10 000 images at once are GBs
+        for i in range(0, n, SAMPLE_CHUNK):
+            zi, yi = z[i:i + SAMPLE_CHUNK], y[i:i + SAMPLE_CHUNK] if y is not None else None
+            parts.append((G(zi, yi) if yi is not None else G(zi)).float().cpu())
+    atomic_write(out, image_grid(torch.cat(parts), rows))
     return SampleResult(checkpoint=str(ck_path), out=str(out), n=n, kind=o.kind, kimg=meta["cur_nimg"] / 1000,
                         label_names=meta["label_names"])
 
