@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ def download(url: str, part: Path, label: str, progress: bool = False, timeout: 
             os.fsync(f.fileno())
 
 
+MAX_ASSET_BYTES = 64 << 20  # a cascade is 247 KB, a trait catalogue a few MB: anything far larger is a mistake
+
+
 def asset(
     what: str,
     url: str,
@@ -91,6 +95,12 @@ def asset(
     if local is not None:
         path = Path(local).expanduser()
         try:
+            st = path.stat()
+            if not stat.S_ISREG(st.st_mode):  # /dev/zero, a FIFO, a folder: never read whole
+                raise UserError(f"{option} {path} is not a regular file; give the {what} file itself")
+            if st.st_size > MAX_ASSET_BYTES:
+                raise UserError(f"{option} {path} has {st.st_size} bytes, more than any {what} "
+                                f"({MAX_ASSET_BYTES >> 20} MiB at most); check the path")
             data = path.read_bytes()
         except OSError as e:
             raise UserError(f"cannot read {what} {path} ({e.strerror}); check the path given to {option}") from None
@@ -105,8 +115,15 @@ def asset(
         except UserError:
             cached.unlink()  # a bad cached copy is fetched again
     try:
-        resp = requests.get(url, timeout=timeout, headers={"User-Agent": USER_AGENT})
+        resp = requests.get(url, timeout=timeout, headers={"User-Agent": USER_AGENT}, stream=True)
         resp.raise_for_status()
+        body = bytearray()
+        for chunk in resp.iter_content(1 << 20):
+            body += chunk
+            if len(body) > MAX_ASSET_BYTES:
+                raise UserError(f"the {what} at {url} is over {MAX_ASSET_BYTES >> 20} MiB, more than it can be; "
+                                f"check the address, or give a local copy with {option} FILE")
+        resp._content = bytes(body)
     except requests.RequestException as e:
         raise UserError(
             f"could not download the {what} from {url} ({failure(e)}); give a local copy with {option} FILE, "

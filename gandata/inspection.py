@@ -115,7 +115,8 @@ def inspect_path(
                 label = lookup_field(rec, label_field)
             elif isinstance(rec.get("cls"), int):
                 label = rec.get("label") or (
-                    label_names[rec["cls"]] if label_names and rec["cls"] < len(label_names) else rec["cls"]
+                    label_names[rec["cls"]] if label_names and 0 <= rec["cls"] < len(label_names)
+                    else rec["cls"]  # a class id the names do not cover is shown as the number it is
                 )
             if label is not None:
                 labels[str(label)] += 1

@@ -58,6 +58,8 @@ def load(path: str | os.PathLike, sets: list[str] | None = None) -> dict:
                         f"{known}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid TOML ({e})") from None
+    except RecursionError:
+        raise UserError(f"{path} nests tables or lists too deeply to be a pipeline file") from None
     for item in sets or []:
         target, eq, raw = item.partition("=")
         stage, dot, key = target.partition(".")
@@ -65,15 +67,19 @@ def load(path: str | os.PathLike, sets: list[str] | None = None) -> dict:
             raise UserError(f"--set {item!r}: write STAGE.KEY=VALUE, e.g. --set fetch.count=500")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
+        except (tomllib.TOMLDecodeError, RecursionError):
             value = raw
-        spec.setdefault(stage, {})[key] = value
+        if not isinstance(spec.setdefault(stage, {}), dict):
+            raise UserError(f"--set {item!r}: {stage} in {path} is not a table")
+        spec[stage][key] = value
     for table in spec.values():
         if isinstance(table, dict):
             for k, v in table.items():
                 if isinstance(v, str) and v.startswith("~"):
                     table[k] = str(Path(v).expanduser())
-    spec.setdefault("pipeline", {}).setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.")
+    if not isinstance(spec.setdefault("pipeline", {}), dict):
+        raise UserError(f"{path}: [pipeline] must be a table (got pipeline = {spec['pipeline']!r:.40})")
+    spec["pipeline"].setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.")
                                                or "pipeline")
     spec["pipeline"].setdefault("source_file", str(path))
     return spec

@@ -13,6 +13,7 @@ fsspec and the store's driver are imported only when a URL is used (``pip instal
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -53,6 +54,52 @@ def _options(scheme: str) -> dict:
     return {}
 
 
+class StoreError(UserError):
+    """An object store that refused or could not be reached, in one line: which URL, why, what to check."""
+
+
+def _why(e: BaseException) -> str:
+    name = type(e).__name__
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or "the store's default endpoint"
+    if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
+        return ("no credentials for the store; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile) on "
+                "every machine that runs gandata")
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ReadTimeoutError") \
+            or isinstance(e, (ConnectionError, TimeoutError)):
+        return f"cannot reach {endpoint} ({name}); check AWS_ENDPOINT_URL and the network"
+    if isinstance(e, PermissionError):
+        return "access denied; check the credentials' rights on this bucket"
+    first = (str(e).splitlines() or [""])[0][:200]
+    return f"{name}: {first}"
+
+
+def _store_errors(write: bool, arg: int = 0):
+    """Errors of an object store as one :class:`StoreError` line. A missing object stays ``FileNotFoundError`` for
+    readers (they test for it); for a write it means the bucket is missing."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            url = args[arg]
+            if not is_url(url):
+                return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except UserError:
+                raise
+            except (FileNotFoundError, NotADirectoryError) as e:
+                if not write:
+                    raise
+                raise StoreError(f"{url}: the bucket does not exist ({str(e)[:120]}); create it, or check the "
+                                 "name") from None
+            except Exception as e:  # botocore's and the driver's own types: none is a user's traceback
+                raise StoreError(f"{url}: {_why(e)}") from None
+
+        return wrapper
+
+    return deco
+
+
 def join(base: str | os.PathLike, *names: str) -> str:
     """``base/name`` for a URL or a local path."""
     if is_url(base):
@@ -60,6 +107,7 @@ def join(base: str | os.PathLike, *names: str) -> str:
     return str(Path(base, *names))
 
 
+@_store_errors(write=False)
 def exists(path: str | os.PathLike) -> bool:
     if not is_url(path):
         return os.path.exists(path)
@@ -67,12 +115,14 @@ def exists(path: str | os.PathLike) -> bool:
     return fs.exists(p)
 
 
+@_store_errors(write=False)
 def info(url: str) -> dict:
     """An object's metadata (``size``, and the store's ETag or modification time)."""
     fs, p = filesystem(url)
     return fs.info(p)
 
 
+@_store_errors(write=False)
 def read_bytes(path: str | os.PathLike, start: int | None = None, end: int | None = None) -> bytes:
     """A file's bytes, or the range ``[start, end)`` of them (one ranged GET on an object store)."""
     if not is_url(path):
@@ -83,6 +133,7 @@ def read_bytes(path: str | os.PathLike, start: int | None = None, end: int | Non
     return fs.cat_file(p, start=start, end=end)
 
 
+@_store_errors(write=True)
 def put(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` as the whole of ``path``, atomically: one object on a store, a renamed temporary locally."""
     if not is_url(path):
@@ -93,6 +144,7 @@ def put(path: str | os.PathLike, data: bytes) -> None:
     fs.pipe_file(p, data)
 
 
+@_store_errors(write=True, arg=1)
 def put_file(local: str | os.PathLike, path: str | os.PathLike) -> None:
     """Upload a finished local file as the object ``path`` (atomic: visible only when the upload completes)."""
     if not is_url(path):
@@ -101,6 +153,7 @@ def put_file(local: str | os.PathLike, path: str | os.PathLike) -> None:
     fs.put_file(str(local), p)
 
 
+@_store_errors(write=True)
 def remove(path: str | os.PathLike) -> None:
     """Delete a file or object; nothing when it is not there."""
     if not is_url(path):
@@ -113,6 +166,7 @@ def remove(path: str | os.PathLike) -> None:
         pass
 
 
+@_store_errors(write=False)
 def names(prefix: str | os.PathLike) -> list[str]:
     """The file names directly under a folder or prefix (sorted; none when it does not exist)."""
     if not is_url(prefix):
@@ -128,6 +182,7 @@ def names(prefix: str | os.PathLike) -> list[str]:
     return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in found if e.get("type") == "file")
 
 
+@_store_errors(write=False)
 def open_stream(url: str):
     """A readable binary stream of the object ``url`` (the trainers' tar reader takes it as it comes)."""
     fs, p = filesystem(url)

@@ -32,11 +32,13 @@ def _cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subproces
 
 
 def one_line(r: subprocess.CompletedProcess, *words: str) -> str:
-    """The command failed with exactly one line on stderr holding ``words``; no traceback."""
+    """The command failed with one error line holding ``words``, the last on stderr (progress lines may come before
+    it); no traceback."""
     lines = r.stderr.strip().splitlines()
-    assert r.returncode in (1, 2) and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert all(w in lines[0] for w in words), lines[0]
-    return lines[0]
+    errors = [line for line in lines if line.startswith("gandata:") or "Error" in line or "Traceback" in line]
+    assert r.returncode in (1, 2) and errors == lines[-1:], r.stderr[-3000:]
+    assert all(w in lines[-1] for w in words), lines[-1]
+    return lines[-1]
 
 
 def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
@@ -58,7 +60,7 @@ class Server:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(h):  # noqa: N802
                 self.hits.append(h.path)
-                status, headers, body = routes.get(h.path, (404, {}, b"not here"))
+                status, headers, body = routes.get(h.path.split("?")[0], (404, {}, b"not here"))
                 h.send_response(status)
                 for k, v in {"Content-Length": str(len(body)), **headers}.items():
                     h.send_header(k, v)
@@ -432,3 +434,196 @@ def test_a_pipeline_re_run_with_changed_options_is_never_silently_skipped(tmp_pa
     (other / "dataset.json").write_text(json.dumps(info))
     one_line(_cli("run", str(path), "--set", f"train.shards='{other}'", cwd=tmp_path), "other shards")
     assert _cli("run", str(path), "--set", "train.kimg=0.03", "--set", "train.workers=1", cwd=tmp_path).returncode == 0
+
+
+# ------------------------------------------------------------------ tracebacks where one line was due
+
+
+def _png(seed: int, side: int) -> bytes:
+    return png_bytes(drawn_image(seed, (side, side)))
+
+
+def _shards(folder: Path, samples: list[list[tuple[str, bytes]]], info: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, members in enumerate(samples):
+        _tar(folder / f"s-train-{i:06d}.tar", members)
+    if info is not None:
+        shardset.write_info(folder, info)
+    return folder
+
+
+def _info(n: int, resolution: int | None = 32, labels: object = None, **extra) -> dict:
+    info = {"name": "s", "resolution": resolution, "counts": {"train": n, "total": n},
+            "splits": {"train": {"samples": n, "shards": [{"name": "s-train-000000.tar", "samples": n}]}}}
+    if labels is not None:
+        info["labels"] = labels
+    info.update(extra)
+    return info
+
+
+LABELS = {"field": "kind", "names": ["a", "b"], "counts": {"a": 4, "b": 4}}
+SHARD_CASES = {  # name: (members of one tar, dataset.json or None, kind, extra options, words of the line)
+    "16 px": ([(f"k{i}.png", _png(i, 16)) for i in range(8)], _info(8, 16), "dcgan", [], "16 px is not a size"),
+    "256 px": ([(f"k{i}.png", _png(i, 256)) for i in range(8)], None, "dcgan", [], "256 px is not a size"),
+    "--resolution 64 on 32 px": ([(f"k{i}.png", _png(i, 32)) for i in range(8)], _info(8), "dcgan",
+                                 ["--resolution", "64"], "the run trains at 64 px"),
+    "mixed 32/64 px": ([(f"k{i}.png", _png(i, 32 if i % 2 else 64)) for i in range(16)], None, "dcgan", [],
+                       "different sizes"),
+    "HTML as .png": ([(f"k{i}.png", b"<html><body>Not found</body></html>") for i in range(8)], _info(8), "dcgan",
+                     [], "does not decode"),
+    "only .json": ([(f"k{i}.json", b"{}") for i in range(8)], None, "dcgan", [], "no samples"),
+    "truncated": ([(f"k{i}.png", _png(i, 32)) for i in range(8)], _info(8), "dcgan", ["TRUNCATE"], "cannot be read"),
+    "label out of range": ([m for i in range(8) for m in ((f"k{i}.png", _png(i, 32)), (f"k{i}.cls", b"7"))],
+                           _info(8, labels=LABELS), "cdcgan", [], "outside 0-1"),
+    "label negative": ([m for i in range(8) for m in ((f"k{i}.png", _png(i, 32)), (f"k{i}.cls", b"-1"))],
+                       _info(8, labels=LABELS), "cdcgan", [], "outside 0-1"),
+    "label missing": ([(f"k{i}.png", _png(i, 32)) for i in range(8)], _info(8, labels=LABELS), "cdcgan", [],
+                      "no .cls label"),
+    "label not a number": ([m for i in range(8) for m in ((f"k{i}.png", _png(i, 32)), (f"k{i}.cls", b"hat"))],
+                           _info(8, labels=LABELS), "cdcgan", [], "not a whole number"),
+    "labels a list": ([(f"k{i}.png", _png(i, 32)) for i in range(8)], _info(8, labels=["a", "b"]), "dcgan", [],
+                      "'labels' must be"),
+    "samples = lots": ([(f"k{i}.png", _png(i, 32)) for i in range(8)], _info(8, counts={"train": "lots"}), "dcgan",
+                       [], "'counts' must map"),
+}
+
+
+@pytest.mark.parametrize("case", list(SHARD_CASES))
+def test_bad_shards_are_one_line_for_the_trainer(case, tmp_path, capsys):
+    members, info, kind, extra, words = SHARD_CASES[case]
+    folder = _shards(tmp_path / "set", [members], info)
+    if "TRUNCATE" in extra:
+        tar = folder / "s-train-000000.tar"
+        tar.write_bytes(tar.read_bytes()[:3000])
+        extra = []
+    fails_in_one_line(capsys, "train", kind, "--shards", str(folder), "--out", str(tmp_path / "run"), *TRAIN, *extra,
+                      words=(words,))
+
+
+def test_a_dataset_json_with_1e999_is_one_line(tmp_path, capsys):
+    folder = _shards(tmp_path / "set", [[("k.png", _png(0, 32))]])
+    (folder / "dataset.json").write_text(json.dumps(_info(1)).replace('"samples": 1,', '"samples": 1e999,', 1))
+    for args in (["train", "dcgan", "--shards", str(folder), "--out", str(tmp_path / "run"), *TRAIN],
+                 ["inspect", str(folder)], ["export", str(folder), "--out", str(tmp_path / "x.zip")]):
+        fails_in_one_line(capsys, *args, words=("dataset.json",))
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[train]\nkind = 'dcgan'\nshards = 'x'\nkimg = inf\n", "[train] kimg must be"),
+    ("[shard]\nsize = 100000000000000000000000\n", "[shard] size must be"),
+    ("[train]\nkind = 'dcgan'\nshards = " + "[" * 2000 + "]" * 2000 + "\n", "nests tables or lists too deeply"),
+    ("pipeline = 5\n[shard]\nsize = 8\n", "[pipeline] must be a table"),
+])
+def test_hostile_pipeline_files_are_one_line(text, words, tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    one_line(_cli("run", str(path), cwd=tmp_path), words)
+
+
+def test_a_foreign_summary_in_the_run_folder_is_one_line(tmp_path, labelled_set):
+    run = tmp_path / "runs" / "p"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text('{"kind": ["not", "ours"], "kimg": "lots"}')
+    path = tmp_path / "p.toml"
+    path.write_text(f"[pipeline]\nname = 'p'\n[train]\nkind = 'dcgan'\nshards = '{labelled_set}'\nkimg = 0.01\n"
+                    "device = 'cpu'\nworkers = 0\n")
+    one_line(_cli("run", str(path), cwd=tmp_path), "summary.json is not a gandata run's summary")
+
+
+def test_inspect_shows_a_class_id_its_names_do_not_cover_as_the_number(tmp_path, capsys):
+    folder = _shards(tmp_path / "set", [[m for i, c in enumerate((b"-5", b"-1", b"0")) for m in
+                                         ((f"k{i}.png", _png(i, 32)), (f"k{i}.cls", c))]],
+                     _info(3, labels={"field": "kind", "names": ["a", "b"], "counts": {"a": 1, "b": 0}}))
+    code, out, err = gd(capsys, "inspect", str(folder), "--json")
+    assert code == 0, err
+    labels = json.loads(out)["labels"]
+    assert labels == {"-5": 1, "-1": 1, "a": 1}, labels  # -1 is not "the last class"
+
+
+def test_a_url_list_with_latin1_bytes_is_read_whole(tmp_path, server):
+    server.routes["/caf%E9.png"] = (200, {"Content-Type": "image/png"}, _png(1, 32))
+    server.routes["/b.png"] = (200, {"Content-Type": "image/png"}, _png(2, 32))
+    lst = tmp_path / "list.txt"
+    lst.write_bytes(b"# an anime list\n" * 2903 + f"{server.url}/caf".encode() + b"\xe9.png\n"
+                    + f"{server.url}/b.png\n".encode())
+    r = _cli("fetch", "urls", str(lst), "--name", "l", "--out", str(tmp_path / "raw"), "--json", "--rate", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "raw" / "manifest.jsonl").read_text().splitlines()]
+    assert any(row["url"].endswith("/caf%E9.png") for row in rows)
+    assert json.loads(r.stdout)["accepted"] == 2  # the line after the latin-1 one too
+
+
+def test_a_cascade_that_is_not_a_file_is_refused_before_it_is_read(tmp_path, capsys):
+    (tmp_path / "imgs").mkdir()
+    drawn_image(0, (64, 64)).save(tmp_path / "imgs" / "a.png")
+    for cascade in ("/dev/zero", str(tmp_path)):
+        fails_in_one_line(capsys, "crop", "anime-faces", "--src", str(tmp_path / "imgs"), "--out",
+                          str(tmp_path / "faces"), "--cascade", cascade, words=("not a regular file",))
+    big = tmp_path / "big.xml"
+    with open(big, "wb") as f:
+        f.truncate(100 << 20)
+    fails_in_one_line(capsys, "crop", "anime-faces", "--src", str(tmp_path / "imgs"), "--out",
+                      str(tmp_path / "faces"), "--cascade", str(big), words=("MiB at most",))
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "dcgan", "--shards", "SET", "--out", "FILE", *TRAIN],
+    ["export", "SET", "--out", "FILE/x.zip"],
+    ["export", "SET", "--out", "FILE", "--format", "imagefolder"],
+    ["inspect", "FILE"],
+    ["dedupe", "FILE"],
+    ["demo", "--small", "--out", "FILE"],
+    ["sample", "FILE"],
+    ["shard", "SET", "--out", "FILE", "--name", "n", "--size", "8"],
+    ["fetch", "urls", "FILE", "--name", "n" * 300],
+])
+def test_a_file_where_a_folder_goes_is_one_line(args, tmp_path, labelled_set, capsys):
+    f = tmp_path / "a-file"
+    f.write_text("not a folder")
+    args = [a.replace("FILE", str(f)).replace("SET", str(labelled_set)) for a in args]
+    fails_in_one_line(capsys, *args)
+    assert f.read_text() == "not a folder"
+
+
+@pytest.fixture(scope="module")
+def bucket():
+    """moto's S3 server on 127.0.0.1 with one bucket, and the environment pointing s3fs at it."""
+    try:
+        import s3fs
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        pytest.skip("needs the s3 extra and moto's server: pip install -e '.[s3]' 'moto[server]'")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}, key="testing",
+                      secret="testing").mkdir("hardening")
+    yield env
+    server.stop()
+
+
+def test_object_store_failures_are_one_line(tmp_path, bucket, labelled_set):
+    import shutil
+
+    env = {**os.environ, **bucket, "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"}
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(4):
+        drawn_image(i, (20, 20)).save(imgs / f"{i}.png")
+
+    def run(*args, **change):
+        e = {k: v for k, v in {**env, **change}.items() if v is not None}
+        return subprocess.run([sys.executable, "-m", "gandata.cli", *args], capture_output=True, text=True, env=e,
+                              timeout=300)
+
+    shard = ("shard", str(imgs), "--name", "n", "--size", "8", "--out")
+    one_line(run(*shard, "s3://no-such-bucket/x"), "the bucket does not exist")
+    one_line(run(*shard, "s3://hardening/x", AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None),
+             "no credentials")
+    one_line(run(*shard, "s3://hardening/x", AWS_ENDPOINT_URL="http://127.0.0.1:9"), "cannot reach")
+    assert run(*shard, "s3://hardening/set").returncode == 0
+    r = run("export", "s3://hardening/set", "--out", str(tmp_path / "x.zip"))
+    assert r.returncode == 0, r.stderr
+    shutil.rmtree(tmp_path / "imgs")

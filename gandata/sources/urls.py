@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -59,38 +60,57 @@ def read_url_list(path: str | os.PathLike, url_col: str = "url", fmt: str | None
     remote = storage.is_url(path)
     path = str(path) if remote else Path(path)
     kind = list_format(Path(str(path).rsplit("/", 1)[-1]), fmt)
-    try:
-        f = (io.TextIOWrapper(storage.open_stream(path), encoding="utf-8", newline="") if remote
-             else open(path, encoding="utf-8", newline=""))
+    try:  # bytes that are not UTF-8 (a latin-1 list) are read as they are and escaped below, never a crash mid-list
+        f = (io.TextIOWrapper(storage.open_stream(path), encoding="utf-8", errors="surrogateescape", newline="")
+             if remote else open(path, encoding="utf-8", errors="surrogateescape", newline=""))
     except OSError as e:
         raise UserError(f"cannot read the URL list {path} ({e.strerror or e})") from None
     with f:
-        if kind == "txt":
-            for line in f:
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    yield line, {}
-        elif kind in ("csv", "tsv"):
-            reader = csv.DictReader(f, delimiter="\t" if kind == "tsv" else ",")
-            if reader.fieldnames is None or url_col not in reader.fieldnames:
-                cols = ", ".join(reader.fieldnames or [])
-                raise UserError(f"{path} has no {url_col!r} column (columns: {cols}); name it with --url-col")
-            for row in reader:
-                url = (row.pop(url_col) or "").strip()
-                if url:
-                    yield url, {k: v for k, v in row.items() if k is not None}
-        else:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    raise UserError(f"{path}, line {n}: not a JSON object; each line of a .jsonl list is one") from None
-                if not isinstance(obj, dict) or not isinstance(obj.get(url_col), str):
-                    raise UserError(f"{path}, line {n}: no {url_col!r} string field; name the field with --url-col")
-                url = obj.pop(url_col).strip()
-                yield url, obj
+        for url, extra in _rows(f, kind, path, url_col):
+            yield _escape_bytes(url), {_clean_text(k): _clean_text(v) for k, v in extra.items()}
+
+
+_RAW_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _escape_bytes(url: str) -> str:
+    """A URL with the bytes that were not UTF-8 percent-encoded, as a browser sends raw bytes (``caf\xe9`` →
+    ``caf%E9``)."""
+    return _RAW_BYTE.sub(lambda m: f"%{ord(m.group()) - 0xDC00:02X}", url)
+
+
+def _clean_text(value):
+    return _RAW_BYTE.sub("\ufffd", value) if isinstance(value, str) else value
+
+
+def _rows(f, kind: str, path, url_col: str) -> Iterator[tuple[str, dict]]:
+    """(url, other columns) of each row of an open list."""
+    if kind == "txt":
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                yield line, {}
+    elif kind in ("csv", "tsv"):
+        reader = csv.DictReader(f, delimiter="\t" if kind == "tsv" else ",")
+        if reader.fieldnames is None or url_col not in reader.fieldnames:
+            cols = ", ".join(reader.fieldnames or [])
+            raise UserError(f"{path} has no {url_col!r} column (columns: {cols}); name it with --url-col")
+        for row in reader:
+            url = (row.pop(url_col) or "").strip()
+            if url:
+                yield url, {k: v for k, v in row.items() if k is not None}
+    else:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                raise UserError(f"{path}, line {n}: not a JSON object; each line of a .jsonl list is one") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get(url_col), str):
+                raise UserError(f"{path}, line {n}: no {url_col!r} string field; name the field with --url-col")
+            url = obj.pop(url_col).strip()
+            yield url, obj
 
 
 def url_jobs(name: str, rows: Iterator[tuple[str, dict]], base_url: str | None) -> Iterator[Job]:
