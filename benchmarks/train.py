@@ -30,6 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 from gandata.trainers import data as tdata  # noqa: E402
 from gandata.trainers.train import KINDS, TrainOptions, train  # noqa: E402
 
+from gandata import shardset  # noqa: E402
 from gandata.datasets import Dataset  # noqa: E402
 from gandata.shard import ShardOptions, shard  # noqa: E402
 
@@ -87,7 +88,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=HERE / ".work-train")
     args = ap.parse_args()
     shards, folder = make_data(args.work, args.n)
-    urls, _ = tdata.resolve(str(shards))
+    urls, _ = shardset.resolve(str(shards))
     wds_it = iter(tdata.stream(urls, args.batch, workers=args.workers))
     t_wds = time_batches(wds_it, args.batches)
     loader = torch.utils.data.DataLoader(Folder(folder), batch_size=args.batch, shuffle=True, num_workers=args.workers,

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 import braceexpand
 
 from . import storage
-from .errors import UserError
+from .errors import FormatError, UserError
 from .fileio import atomic_file
 
 INFO = "dataset.json"
@@ -154,7 +154,7 @@ class ShardSet:
         return self.labels["names"] if self.labels else None
 
 
-class BadInfo(UserError):
+class BadInfo(FormatError):
     """A ``dataset.json`` that cannot be trusted: damaged, or naming files outside its folder."""
 
 

@@ -627,3 +627,33 @@ def test_object_store_failures_are_one_line(tmp_path, bucket, labelled_set):
     r = run("export", "s3://hardening/set", "--out", str(tmp_path / "x.zip"))
     assert r.returncode == 0, r.stderr
     shutil.rmtree(tmp_path / "imgs")
+
+
+@pytest.mark.parametrize("content, words", [
+    ([1, 2], "does not hold a dictionary"),
+    ({"G": {}, "x": 1}, "'D' is missing"),
+    ("GOOD-but-step", "'step' must be a whole number"),
+    ("GOOD-but-kind", "'options' must name the kind"),
+])
+def test_a_checkpoint_is_checked_whole_and_named_with_its_field(content, words, tmp_path, labelled_set, capsys):
+    import torch
+    from gandata.trainers.train import TrainOptions, load_checkpoint, train
+
+    from gandata.errors import FormatError
+
+    if isinstance(content, str):
+        run = tmp_path / "good"
+        train(TrainOptions(kind="dcgan", shards=str(labelled_set), out=str(run), kimg=0.008, batch=4, ngf=4, ndf=4,
+                           nz=4, workers=0, device="cpu", grid=4), progress=False)
+        content = load_checkpoint(next(run.glob("checkpoint-*.pt")))
+        if content.__class__ is dict and "step" in content and words.startswith("'step'"):
+            content["step"] = "many"
+        else:
+            content["options"]["kind"] = "stylegan9"
+    path = tmp_path / "checkpoint-000000100.pt"
+    torch.save(content, path)
+    with pytest.raises(FormatError, match=words):
+        load_checkpoint(path)
+    fails_in_one_line(capsys, "sample", str(path), "--out", str(tmp_path / "s.png"), words=(words,))
+    fails_in_one_line(capsys, "eval", str(path), "--real", str(labelled_set), "--extractor", "tiny-random",
+                      words=(words,))

@@ -28,12 +28,12 @@ import torch
 import webdataset as wds
 
 from .. import images, shardset
-from ..errors import UserError
+from ..errors import FormatError, UserError
 
 IMAGE_KEYS = "png;jpg;jpeg;webp"
 
 
-class DataError(UserError):
+class DataError(FormatError):
     """Shards the trainer cannot use — unreadable, damaged, empty, an image that does not decode, a label out of
     range, sizes that differ — said in one line that names the shard and the sample."""
 

@@ -47,7 +47,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .. import shardset
-from ..errors import UserError
+from ..errors import FormatError, UserError
 from ..fileio import FolderLock, atomic_file, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
 from ..summary import Summary
 from . import data as tdata
@@ -61,6 +61,10 @@ RUN_LOCK_WAIT = 10.0  # seconds to wait for a run folder's lock: a killed run's 
 
 class TrainError(UserError):
     """A problem with the options or the data, said in one line."""
+
+
+class BadCheckpoint(TrainError, FormatError):
+    """A checkpoint (or a run's summary) that is not what gandata writes: damaged, foreign, or of another shape."""
 
 
 @dataclass
@@ -176,7 +180,7 @@ class TrainSummary(Summary):
         except (OSError, ValueError, TypeError, AttributeError, RecursionError):
             done = None
         if done is None or not isinstance(done.kind, str) or not isinstance(done.kimg, (int, float)):
-            raise TrainError(f"{run / 'summary.json'} is not a gandata run's summary; give the run another folder")
+            raise BadCheckpoint(f"{run / 'summary.json'} is not a gandata run's summary; give the run another folder")
         return done
 
     def lines(self) -> list[str]:
@@ -313,13 +317,41 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """A checkpoint's contents. Only plain tensors and containers are accepted (``weights_only=True``): a file that
     needs arbitrary unpickling is refused."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        ck = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise TrainError(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise TrainError(f"{path} is a folder; give a checkpoint file, or the run folder where a run folder goes") \
+            from None
     except Exception as e:  # UnpicklingError and friends: not a plain checkpoint
         first = (str(e).splitlines() or ["empty or damaged"])[0][:200]
-        raise TrainError(f"refusing to load {path}: it is not a plain gandata checkpoint ({type(e).__name__}: "
+        raise BadCheckpoint(f"refusing to load {path}: it is not a plain gandata checkpoint ({type(e).__name__}: "
                          f"{first})") from None
+    check_checkpoint(ck, path)
+    return ck
+
+
+def check_checkpoint(ck: object, path: str | os.PathLike) -> None:
+    """A checkpoint's whole shape, or one :class:`TrainError` naming the file and the field: the three networks'
+    and two optimisers' states, whole step and image counts, and the options it was trained with."""
+
+    def bad(field: str, what: str) -> BadCheckpoint:
+        return BadCheckpoint(f"{path}: {field} {what}; it is not a gandata checkpoint (or a damaged one)")
+
+    if not isinstance(ck, dict):
+        raise bad("the file", "does not hold a dictionary")
+    for key in ("G", "D", "G_ema"):
+        if not isinstance(ck.get(key), dict) or not all(isinstance(t, torch.Tensor) for t in ck[key].values()):
+            raise bad(f"{key!r}", "is missing or not a network's state")
+    for key in ("optG", "optD"):
+        if not isinstance(ck.get(key), dict):
+            raise bad(f"{key!r}", "is missing or not an optimiser's state")
+    for key in ("step", "cur_nimg"):
+        if isinstance(ck.get(key), bool) or not isinstance(ck.get(key), int) or ck[key] < 0:
+            raise bad(f"{key!r}", f"must be a whole number (got {ck.get(key)!r:.40})")
+    options = ck.get("options")
+    if not isinstance(options, dict) or options.get("kind") not in KINDS:
+        raise bad("'options'", f"must name the kind it was trained as ({', '.join(KINDS)})")
 
 
 def latest_checkpoint(run: Path) -> Path | None:
@@ -915,9 +947,17 @@ def load_generator(ck_path: str | os.PathLike, device: torch.device) -> tuple[nn
     cdcgan); and ``{"cur_nimg", "label_names"}``."""
     ck_path = Path(ck_path)
     ck = load_checkpoint(ck_path)
-    o = TrainOptions(**ck["options"]).resolved()
+    known = {f.name for f in fields(TrainOptions)}
+    try:
+        o = TrainOptions(**{k: v for k, v in ck["options"].items() if k in known}).resolved()
+    except (TypeError, UserError) as e:
+        raise TrainError(f"{ck_path}: its 'options' do not describe a run this version can build ({e})") from None
     opts_file = ck_path.parent / "options.json"
-    saved = json.loads(opts_file.read_text()) if opts_file.exists() else {}
+    try:
+        saved = json.loads(opts_file.read_text()) if opts_file.exists() else {}
+    except (OSError, ValueError):
+        saved = {}
+    saved = saved if isinstance(saved, dict) else {}
     resolution = saved.get("resolution") or _resolution_of(ck["G_ema"])
     n_classes = saved.get("n_classes") or (ck["G_ema"]["embed.weight"].shape[0] if "embed.weight" in ck["G_ema"] else 0)
     G, _ = build(o, resolution, n_classes)
