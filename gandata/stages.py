@@ -56,6 +56,17 @@ class Stage:
 SEED_MAX = 2**32 - 1  # numpy's seeds; torch's and Python's take more
 
 
+NAME_MAX = 64  # a dataset's or shard set's name: folders and tar names are made of it
+
+
+def _name(value: str) -> None:
+    import re
+
+    if not re.fullmatch(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{NAME_MAX - 1}}}", value):
+        raise ValueError(f"use 1-{NAME_MAX} letters, digits, '_', '-' or '.', starting with a letter or digit "
+                         f"(got {value[:40]!r}{'…' if len(value) > 40 else ''})")
+
+
 def _resolution(value: int) -> None:
     if value not in RESOLUTIONS:
         raise ValueError(f"the trainers build {', '.join(map(str, RESOLUTIONS))} px images (got {value})")
@@ -231,8 +242,8 @@ FETCH = [
           "  gandata fetch urls anime.txt --name anime --retry-failed   # only the timeouts, 5xx, 429s of before",
           (Opt("url_list", str, required=True, argument=True, help="A .txt (one URL per line), .csv/.tsv or "
                ".jsonl list (a path, or s3://… with the s3 extra)."),
-           Opt("name", str, required=True, pipeline=False, help="Dataset name: images go to DATA/NAME/raw (in a "
-               "pipeline: its dataset)."),
+           Opt("name", str, required=True, pipeline=False, validate=_name,
+               help="Dataset name: images go to DATA/NAME/raw (in a pipeline: its dataset)."),
            _out("DATA/NAME/raw"),
            Opt("url_col", str, "url", help="Column (csv/tsv) or field (jsonl) holding the URL."),
            Opt("format", str, choices=("txt", "csv", "tsv", "jsonl"), help="The list's format (default: from the "
@@ -442,7 +453,7 @@ SHARD = Stage(
      Opt("out", str, output=True,
          help="Output folder, or an object-store prefix: s3://bucket/prefix, gs://… (pip install "
          "'gandata[s3]'); default DATA/<name>/shards."),
-     Opt("name", str, help="Shard name prefix (default: the dataset's name)."),
+     Opt("name", str, validate=_name, help="Shard name prefix (default: the dataset's name)."),
      Opt("size", int, 64, min=1, max=4096, help="Output side in pixels."),
      Opt("resize", str, "center-crop", choices=RESIZE_MODES,
          help="center-crop, pad or keep-ratio (smallest side = size)."),

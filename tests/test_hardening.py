@@ -657,3 +657,14 @@ def test_a_checkpoint_is_checked_whole_and_named_with_its_field(content, words, 
     fails_in_one_line(capsys, "sample", str(path), "--out", str(tmp_path / "s.png"), words=(words,))
     fails_in_one_line(capsys, "eval", str(path), "--real", str(labelled_set), "--extractor", "tiny-random",
                       words=(words,))
+
+
+def test_eval_refuses_to_score_a_generator_against_shards_of_another_size(tmp_path, labelled_set, capsys):
+    from gandata.trainers.train import TrainOptions, train
+
+    run = tmp_path / "run"
+    train(TrainOptions(kind="dcgan", shards=str(labelled_set), out=str(run), kimg=0.008, batch=4, ngf=4, ndf=4, nz=4,
+                       workers=0, device="cpu", grid=4), progress=False)
+    big = _shards(tmp_path / "big", [[(f"k{i}.png", _png(i, 64)) for i in range(8)]], _info(8, 64))
+    fails_in_one_line(capsys, "eval", str(run), "--real", str(big), "--extractor", "tiny-random", "--n", "8",
+                      words=("makes 32 px images", "64 px"))

@@ -361,7 +361,8 @@ def real_stats(spec: str, extractor: Extractor, n_real: int | None = None, batch
         try:
             with np.load(path) as z:
                 return {"mu": z["mu"], "sigma": z["sigma"], "pool": z["pool"], "n": int(z["n"]), "key": key,
-                        "cached": str(path), "labels": sset.labels if sset else None}
+                        "cached": str(path), "labels": sset.labels if sset else None,
+            "resolution": sset.resolution if sset else None}
         except (OSError, ValueError, KeyError):
             path.unlink()  # damaged: computed again
     total = n_real or (sset.samples_in("train") if sset else None) or None
@@ -380,7 +381,8 @@ def real_stats(spec: str, extractor: Extractor, n_real: int | None = None, batch
     with atomic_file(path) as f:
         np.savez(f, mu=mu, sigma=sigma, pool=stats.kid_pool(), n=stats.n, key=json.dumps(key_src))
     return {"mu": mu, "sigma": sigma, "pool": stats.kid_pool(), "n": stats.n, "key": key, "cached": None,
-            "labels": sset.labels if sset else None}
+            "labels": sset.labels if sset else None,
+            "resolution": sset.resolution if sset else None}
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -526,6 +528,10 @@ def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str
                 raise
             print(f"skipping {ck.name}: {e}", file=sys.stderr, flush=True)
             continue
+        if reals["resolution"] and meta["resolution"] != reals["resolution"]:
+            raise EvalError(f"{ck} makes {meta['resolution']} px images and {real} holds {reals['resolution']} px "
+                            "ones: a FID across sizes measures the resize; evaluate against a set of the same size "
+                            "(or train again on these shards)")
         fake = fake_stats(
             G,
             o.nz,

@@ -967,7 +967,7 @@ def load_generator(ck_path: str | os.PathLike, device: torch.device) -> tuple[nn
         raise TrainError(f"{ck_path} was written by an older gandata whose {o.kind} generator had other layers; "
                          "train it again with this version") from None
     G.to(device).eval()
-    return G, o, n_classes if o.kind == "cdcgan" else 0, {"cur_nimg": int(ck["cur_nimg"]),
+    return G, o, n_classes if o.kind == "cdcgan" else 0, {"cur_nimg": int(ck["cur_nimg"]), "resolution": resolution,
                                                           "label_names": saved.get("label_names")}
 
 
