@@ -25,7 +25,7 @@ from .fileio import atomic_write
 def cache_dir() -> Path:
     env = os.environ.get("GANDATA_CACHE")
     if env:
-        return Path(env)
+        return Path(os.path.abspath(os.path.expanduser(env)))  # absolute: a Ray task elsewhere gets the same path
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "gandata"
 

@@ -100,7 +100,10 @@ def finish(result: Summary, as_json: bool) -> None:
     """Print a stage's summary (only rank 0 of a torchrun job prints), then end with its failure, if any."""
     if int(os.environ.get("RANK", 0)) != 0:
         return
-    print(json.dumps(result.to_json(), ensure_ascii=False, default=str) if as_json else "\n".join(result.lines()))
+    from .engine import stdout  # the real stdout: under Ray, descriptor 1 carries Ray's own lines to stderr
+
+    print(json.dumps(result.to_json(), ensure_ascii=False, default=str) if as_json else "\n".join(result.lines()),
+          file=stdout(), flush=True)
     failure = result.failure()
     if failure:
         code, reason = failure

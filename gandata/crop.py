@@ -39,7 +39,18 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import assets, images, storage
-from .datasets import Dataset, Input, Part, Problem, Sample, child_key, open_input, part_samples, partitions
+from .datasets import (
+    Dataset,
+    Input,
+    MissingInput,
+    Part,
+    Problem,
+    Sample,
+    child_key,
+    open_input,
+    part_samples,
+    partitions,
+)
 from .errors import UserError
 from .progress import Progress
 from .summary import Summary
@@ -336,6 +347,8 @@ def crop(
     opts = options or CropOptions()
     opts.validate()
     t0 = time.monotonic()
+    if engine == "ray":  # every path a task sees is resolved here: a worker's current folder is its node's
+        src, out = storage.absolute(src), storage.absolute(out)
     source = open_input(src)
     if Path(out).resolve() == Path(src).resolve():
         raise UserError(f"{src} is both the input and the output; give another --out")
@@ -454,6 +467,8 @@ def crop_part(part: Part, done: list[str], opts: CropOptions, cascade_xml: bytes
                 continue
             try:
                 data = s.read()
+            except MissingInput:
+                raise
             except OSError as e:
                 result = {"status": "unreadable", "reason": f"cannot read ({e.strerror or e})"}
             else:
@@ -486,7 +501,8 @@ def _crop_on_ray(source: Input, done: set[str], opts: CropOptions, cascade: str 
         tasks.append(engine.Task(task_id, (part, sorted(done.intersection(keys)), opts, xml, pad, background,
                                            grid_n if i < 2 else 0, str(work / f"{task_id}.bin"))))
     report = engine.run(crop_part, tasks, str(work / "markers"), address=address, workers=opts.workers,
-                        label="crop", intact=lambda t: Path(t.args[-1]).is_file())
+                        label="crop", intact=lambda t: Path(t.args[-1]).is_file(), reads=[source.path],
+                        writes=[str(work)])
     for t in tasks:
         result = report.results[t.id]
         blob = storage.read_bytes(t.args[-1])

@@ -16,11 +16,13 @@ WebDataset tars (ours, img2dataset's, anyone's) — as one iterator of :class:`S
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
 import re
+import socket
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -795,14 +797,36 @@ def _file_ident(path: str) -> list:
         return [f"unreadable: {e.strerror}"]
 
 
+class MissingInput(OSError):
+    """A file the driver listed that the machine running a task cannot find: the task's failure (retried, then the
+    run's), never a sample's verdict — a marker must not record what a re-run on a machine that sees the file would
+    not reproduce."""
+
+
+def _missing(path: str, code: int = errno.ENOENT) -> MissingInput:
+    return MissingInput(code, f"{path} is not there on {socket.gethostname()} (the machine that listed it sees it); "
+                        "every machine of the cluster must see the inputs at the same path (a shared file system) "
+                        "or read them from object storage")
+
+
+def _on_this_node(path: str) -> bytes:
+    try:
+        return read_bounded(path if storage.is_url(path) else Path(path))
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise _missing(path, e.errno) from None
+
+
 def part_samples(part: Part) -> tuple[Iterator[Sample], list[Problem]]:
     """The samples of a part, read where the task runs, as its input would give them; and the list that problems
-    met while reading (a damaged tar) are appended to."""
+    met while reading (a damaged tar) are appended to. A file or tar that is not there raises
+    :class:`MissingInput`."""
     if part.kind == "tar":
         tar = part.payload[0]
+        if not storage.is_url(tar) and not os.path.exists(tar):
+            raise _missing(tar)
         src = TarInput(tar, [tar if storage.is_url(tar) else Path(tar)])
         return iter(src), src.problems
-    return (Sample(key, ext, record, origin, lambda f=origin: read_bounded(f if storage.is_url(f) else Path(f)), sha)
+    return (Sample(key, ext, record, origin, lambda f=origin: _on_this_node(f), sha)
             for key, ext, record, origin, sha in part.payload), []
 
 

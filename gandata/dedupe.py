@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from . import images, storage
-from .datasets import Part, Sample, open_input, part_samples, partitions
+from .datasets import MissingInput, Part, Sample, open_input, part_samples, partitions
 from .errors import UserError
 from .fileio import JsonlLog, read_jsonl
 from .progress import Progress
@@ -352,6 +352,8 @@ BYTES_PER_PIXEL = 10  # what a pixel holds while it is hashed: Pillow's RGB imag
 def _hash_sample_of(s: Sample, data: bytes | None, budget: MemoryBudget | None = None) -> tuple[int, int, int] | str:
     try:
         data = data if data is not None else s.read()
+    except MissingInput:
+        raise
     except OSError as e:
         return f"cannot read ({e.strerror or e})"
     if budget is None:
@@ -401,7 +403,8 @@ def _hash_on_ray(inputs: list, progress: bool, address: str | None, workers: int
     total = sum(x.count_hint() or 0 for x in inputs) or None
     with Progress("hash", total, enabled=progress) as prog:
         report = engine.run(hash_part, tasks, markers, address=address, workers=workers, label="hash",
-                            on_result=lambda _t, r: prog.advance(len(r["rows"]) + len(r["bad"])))
+                            on_result=lambda _t, r: prog.advance(len(r["rows"]) + len(r["bad"])),
+                            reads=[x.path for x in inputs])
     rows = [{**r, "phash": from_hex(r["phash"])} for t in tasks for r in report.results[t.id]["rows"]]
     bad = [b for t in tasks for b in report.results[t.id]["bad"]]
     return rows, bad + [{"origin": p.origin, "reason": p.reason} for p in listed if p.lost]
@@ -415,8 +418,9 @@ def hash_inputs(
     from the :class:`HashCache` when a file was hashed before (by dedupe or shard); inputs are only read. Decoded
     pixels share a budget of ``memory`` MiB. ``engine="ray"``: hashed by Ray tasks of ``task_size`` samples (a tar
     is one task), whose markers go to ``work`` (default: the cache; on a cluster, a shared folder or s3://…)."""
-    if engine == "ray":
-        return _hash_on_ray([open_input(s) for s in srcs], progress, ray_address, workers, task_size, work)
+    if engine == "ray":  # every path a task sees is resolved here: a worker's current folder is its node's
+        return _hash_on_ray([open_input(storage.absolute(s)) for s in srcs], progress, ray_address, workers,
+                            task_size, storage.absolute(work) if work else None)
     rows, bad = [], []
     budget = MemoryBudget(memory << 20)
     inputs = [open_input(s) for s in srcs]

@@ -22,10 +22,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import braceexpand
 
 from . import storage
 from .errors import UserError
@@ -33,6 +37,8 @@ from .progress import Progress
 
 ENGINES = ("local", "ray")
 RETRIES = 3  # further tries of a task after a transient error or a lost worker
+PREFLIGHT_SECONDS = 60.0  # the check every node answers before the work starts
+PROBE_SECONDS = 20.0  # how long a --ray-address may take to answer as Ray
 TRANSIENT = (OSError, TimeoutError, ConnectionError, MemoryError)
 
 
@@ -70,6 +76,7 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
         _check_reachable(address)
     if ray.is_initialized():
         return ray
+    keep_stdout_clean()
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -79,6 +86,25 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
         raise UserError(f"cannot reach the Ray cluster at {address} ({e or 'no answer'}); start it with  ray start "
                         "--head  or give --ray-address") from None
     return ray
+
+
+_STDOUT: Any = None  # this process's real standard output, once Ray may write to file descriptor 1
+
+
+def keep_stdout_clean() -> None:
+    """From here on, file descriptor 1 is standard error: Ray's own processes and its C++ core log lines there
+    (a lost node, a worker's death), and a command's stdout must hold only its summary (``--json``: one object).
+    The summary goes to :func:`stdout`, the real one."""
+    global _STDOUT
+    if _STDOUT is None:
+        sys.stdout.flush()
+        _STDOUT = os.fdopen(os.dup(1), "w", encoding="utf-8")
+        os.dup2(2, 1)
+
+
+def stdout():
+    """Where a command's summary goes: the real standard output (see :func:`keep_stdout_clean`)."""
+    return _STDOUT if _STDOUT is not None else sys.stdout
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -92,10 +118,117 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise UserError(f"--ray-address {address!r}: give HOST:PORT (the head's GCS port, 6379 by default), "
                         "ray://HOST:PORT, or auto")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        conn = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as e:
         raise UserError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); start it with  ray start "
                         "--head  on that machine, or give the right --ray-address (or RAY_ADDRESS)") from None
+    # Ray's GCS (and its client server) speak gRPC: HTTP/2 answers the connection preface with a SETTINGS frame.
+    # Anything else — a web server, a dashboard port, a port that accepts and says nothing — is one line in a bounded
+    # time, where Ray itself retries for minutes.
+    answer = b""
+    try:
+        conn.settimeout(PROBE_SECONDS)
+        conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        while len(answer) < 9:
+            more = conn.recv(9 - len(answer))
+            if not more:
+                break
+            answer += more
+    except OSError:
+        pass
+    finally:
+        conn.close()
+    if len(answer) < 9 or answer[3] != 0x04:
+        what = f"it answered {answer[:40]!r}" if answer else f"nothing came back in {PROBE_SECONDS:g} s"
+        raise UserError(f"{address} is not a Ray cluster ({what}); give the head's GCS address (HOST:6379 by "
+                        "default, not the dashboard's port), or ray://HOST:10001 for Ray Client")
+
+
+_CHECKED: set = set()  # (cluster, reads, writes) already checked by this process
+
+
+def _look(path: str) -> list:
+    """What a machine sees at a local path: its kind, its size for a file, the first names of a folder."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return ["missing", e.strerror or str(e)]
+    if os.path.isdir(path):
+        try:
+            return ["folder", sorted(os.listdir(path))[:20]]
+        except OSError as e:
+            return ["unreadable", e.strerror or str(e)]
+    return ["file", st.st_size]
+
+
+def _preflight_task(reads: list[tuple[str, list]], writes: list[tuple[str, str]], token: str,
+                    host: str) -> list[str]:
+    """On the node ``host``: the problems it has with the driver's paths (none: it sees and may write what the
+    driver does)."""
+    problems = []
+    for path, seen in reads:
+        try:
+            here = _look(path) if not storage.is_url(path) else (["object"] if storage.exists(path) else
+                                                                 ["missing", "no such object"])
+        except (OSError, UserError) as e:
+            here = ["unreadable", str(e)]
+        if here != seen:
+            why = here[1] if here[0] in ("missing", "unreadable") else "it holds other files there"
+            problems.append(f"node {host} cannot see {path} as this machine does ({why})")
+    for folder, probe in writes:
+        try:
+            if storage.read_bytes(probe) != token.encode():
+                raise OSError("another file under the same name")
+            mine = storage.join(folder, f".gandata-preflight-{token}-{uuid.uuid4().hex[:8]}")
+            storage.put(mine, token.encode())
+            storage.remove(mine)
+        except (OSError, UserError) as e:
+            what = "is not shared with this machine" if isinstance(e, FileNotFoundError) else f"({e})"
+            problems.append(f"node {host} cannot write {folder}: it {what}")
+    return problems
+
+
+def preflight(ray: Any, reads: Sequence[str], writes: Sequence[str]) -> None:
+    """One small task on every live node of the cluster: it must see each path in ``reads`` as this process does
+    (local paths: the same kind, size or first names) and read a token this process wrote under each folder in
+    ``writes`` (the same shared folder, not a same-named one of its own), then write there itself. A node that
+    cannot is one line naming the node and the path, before any work starts."""
+    for p in (*reads, *writes):
+        if not storage.is_url(p) and not os.path.isabs(p):
+            raise ValueError(f"a task's path must be absolute, resolved here: {p}")
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    key = (tuple(sorted(n["NodeID"] for n in nodes)), tuple(reads), tuple(writes))
+    if key in _CHECKED or not nodes:
+        return
+    token = uuid.uuid4().hex
+    probes = []
+    for folder in dict.fromkeys(writes):
+        if not storage.is_url(folder):
+            os.makedirs(folder, exist_ok=True)
+        probe = storage.join(folder, f".gandata-preflight-{token}")
+        storage.put(probe, token.encode())
+        probes.append((folder, probe))
+    firsts = [next(iter(braceexpand.braceexpand(p))) for p in dict.fromkeys(reads)]  # a pattern: its first name
+    seen = [(p, _look(p) if not storage.is_url(p) else ["object"]) for p in dict.fromkeys(firsts)]
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    check = ray.remote(_preflight_task)
+    try:
+        refs = [check.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(seen, probes, token, f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})")
+            for n in nodes]
+        ready, late = ray.wait(refs, num_returns=len(refs), timeout=PREFLIGHT_SECONDS)
+        problems = [p for ref in ready for p in ray.get(ref)]
+    finally:
+        for _, probe in probes:
+            storage.remove(probe)
+    if late:
+        problems.append(f"{len(late)} node(s) did not answer a check in {PREFLIGHT_SECONDS:g} s")
+    if problems:
+        raise UserError(f"{problems[0]}{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; nothing "
+                        "was written. Every machine must see the inputs and outputs at the same paths: a shared file "
+                        "system mounted at the same path on every node (NFS…), or object storage (s3://…)")
+    _CHECKED.add(key)
 
 
 def marker(markers: str, task_id: str) -> str:
@@ -126,12 +259,15 @@ def _execute(fn: Callable[..., Any], task_id: str, args: tuple, markers: str) ->
 def run(fn: Callable[..., Any], tasks: Sequence[Task], markers: str, *, address: str | None = None,
         workers: int = 0, cpus_per_task: float = 1.0, retries: int = RETRIES, label: str = "tasks",
         progress: bool = False, on_result: Callable[[Task, Any], None] | None = None,
-        intact: Callable[[Task], bool] | None = None) -> Report:
+        intact: Callable[[Task], bool] | None = None, reads: Sequence[str] = (),
+        writes: Sequence[str] = ()) -> Report:
     """Run ``fn(*task.arguments())`` for every task without a marker under ``markers``, on Ray; at most ``workers`` at a
     time (0: as many as the cluster's CPUs allow). Returns every task's result, earlier runs' included.
     ``on_result(task, result)`` is called in the driver for every task, finished earlier or now. ``intact(task)``
     says whether a finished task's output is still there: a marker whose output was deleted is dropped and the task
-    runs again (else the run would fail on the missing output every time)."""
+    runs again (else the run would fail on the missing output every time). ``reads`` and ``writes`` are the
+    paths the tasks read and write (``markers`` is always one of the latter): before the first task, every node of
+    the cluster is checked to see them as this process does (:func:`preflight`)."""
     ids = [t.id for t in tasks]
     if len(set(ids)) != len(ids):
         raise ValueError("task ids must be unique")
@@ -152,6 +288,7 @@ def run(fn: Callable[..., Any], tasks: Sequence[Task], markers: str, *, address:
     if not todo:
         return report
     ray = connect(address, cpus=workers or None)
+    preflight(ray, reads, [markers, *writes])
     remote = ray.remote(_execute).options(num_cpus=cpus_per_task, max_retries=retries,
                                           retry_exceptions=list(TRANSIENT))
     limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1) / cpus_per_task))

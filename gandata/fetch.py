@@ -61,6 +61,24 @@ def with_overrides(options: FetchOptions, overrides: dict | None) -> FetchOption
     return replace(options, **{k: v for k, v in (overrides or {}).items() if v is not None})
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def host_key(url: str) -> str:
+    """The host a URL's requests are paced as: its name in lower case without a trailing dot, and its port unless
+    it is the scheme's default — ``LOCALHOST.``, ``localhost`` and ``localhost:80`` are one host, on both
+    engines (:func:`gandata.sources.urls.host_group` deals hosts to Ray tasks by this key)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return host if port in (None, DEFAULT_PORTS.get(parts.scheme.lower())) else f"{host}:{port}"
+
+
 def rebase(url: str, base_url: str | None) -> str:
     """Replace the scheme, host and port of ``url`` with those of ``base_url`` (the path and query stay)."""
     if not base_url:
@@ -498,7 +516,7 @@ class Fetcher:
         if len(w) == w.maxlen and not self.stop.is_set() and self._window_failed >= self.opts.breaker_ratio * len(w):
             failed = [x for x in w if not x[0]]
             seen = Counter(label for _, label, _ in failed).most_common(4)
-            hosts = Counter(urlsplit(u).netloc for _, _, u in failed).most_common(1)[0][0]
+            hosts = Counter(host_key(u) for _, _, u in failed).most_common(1)[0][0]
             example = failed[-1][2]
             self.stop_reason = (
                 f"stopped: {len(failed)} of the last {len(w)} requests to {hosts} failed "
@@ -524,7 +542,7 @@ class Fetcher:
                 last = _Outcome(refused, False, permanent=True)
                 attempt = 0
                 continue
-            host = self._host(job.lane or urlsplit(url).netloc)
+            host = self._host(job.lane or host_key(url))
             for attempt in range(1, self.opts.retries + 2):
                 if self.stop.is_set():
                     return
@@ -593,7 +611,7 @@ class Fetcher:
 
         ``check(text)`` may raise :class:`PageRetry` (wait, then ask again) or :class:`PageStop` (end the run).
         Raises :class:`PageError` when the page cannot be had, :class:`Stopped` when the run is stopping."""
-        host = self._host(lane or urlsplit(url).netloc)
+        host = self._host(lane or host_key(url))
         for attempt in range(1, self.opts.retries + 2):
             if self.stop.is_set():
                 raise Stopped()

@@ -37,7 +37,17 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, images, shardset, storage
-from .datasets import Input, Part, Problem, dataset_stage_folders, lookup_field, open_input, part_samples, partitions
+from .datasets import (
+    Input,
+    MissingInput,
+    Part,
+    Problem,
+    dataset_stage_folders,
+    lookup_field,
+    open_input,
+    part_samples,
+    partitions,
+)
 from .dedupe import DEFAULT_THRESHOLD, HASH_NAME, HASH_SIDE, HashCache, clusters, from_hex, phash, to_hex
 from .errors import UserError
 from .fileio import FolderLock, JsonlLog, atomic_write_json, read_jsonl, remove_stale_tmp
@@ -478,6 +488,8 @@ def shard(
     if not inputs:
         raise UserError("no input given; name a dataset folder, a folder of images, or shards")
     t0 = time.monotonic()
+    if engine == "ray":  # every path a task sees is resolved here: a worker's current folder is its node's
+        inputs, out = [storage.absolute(p) for p in inputs], storage.absolute(out)
     remote = storage.is_url(out)
     out = str(out) if remote else Path(out)
     srcs = [open_input(p) for p in inputs]
@@ -565,6 +577,8 @@ def map_part(task_id: str, part: Part, popts: dict, work: str, label_field: str 
     for s in samples:
         try:
             data = s.read()
+        except MissingInput:
+            raise
         except OSError as e:
             if s.sha256 is None:  # not a sample yet: the local engine lists it without taking its key
                 items.append({"key": s.key, "origin": s.origin, "unreadable": f"cannot read ({e.strerror or e})"})
@@ -622,7 +636,8 @@ def _map_on_ray(srcs: list[Input], out: str | Path, popts: dict, prog: Progress,
 
     present = set(storage.names(work))  # a part deleted since its task finished is made again
     report = engine.run(map_part, tasks, markers, address=address, workers=workers, label="shard map",
-                        on_result=advance, intact=lambda t: f"{t.id}.bin" in present)
+                        on_result=advance, intact=lambda t: f"{t.id}.bin" in present,
+                        reads=[s.path for s in srcs], writes=[work, str(out)])
     samples: dict[str, dict] = {}
     sigs: dict[str, int] = {}  # every record signature of the run, interned: a sample keeps its index
     reused = 0

@@ -100,6 +100,12 @@ def _store_errors(write: bool, arg: int = 0):
     return deco
 
 
+def absolute(path: str | os.PathLike) -> str:
+    """An object-store URL as it is; a local path made absolute (``~`` expanded) — what a task on another machine,
+    started from another folder, must be given."""
+    return str(path) if is_url(path) else os.path.abspath(os.path.expanduser(str(path)))
+
+
 def join(base: str | os.PathLike, *names: str) -> str:
     """``base/name`` for a URL or a local path."""
     if is_url(base):

@@ -303,7 +303,8 @@ def test_a_gzip_bomb_does_not_grow_the_process(tmp_path, server):
             f"sys.argv = ['gandata', 'fetch', 'urls', {str(lst)!r}, '--name', 'b', '--out', {str(tmp_path / 'raw')!r},"
             " '--retries', '0']\n"
             "try:\n    main()\nfinally:\n"
-            f"    open({str(peak)!r}, 'w').write(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')))\n")
+            f"    open({str(peak)!r}, 'w').write(next(line for line in open('/proc/self/status')\n"
+            "                                        if line.startswith('VmHWM')))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     kib = int(peak.read_text().split()[1])

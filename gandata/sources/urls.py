@@ -8,21 +8,22 @@ what is already stored.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .. import storage
-from ..datasets import Dataset, hash_key
+from ..datasets import Dataset, MissingInput, hash_key
 from ..errors import UserError
 from ..fetch import (
     RESERVED,
@@ -32,6 +33,7 @@ from ..fetch import (
     check_base_url,
     describe_run,
     fetch,
+    host_key,
     rebase,
     with_overrides,
 )
@@ -152,6 +154,8 @@ def fetch_urls(
         raise UserError("--limit cannot be kept across Ray tasks that run at once; cut the list to size, or use "
                         "--engine local")
     opts = with_overrides(FetchOptions(), overrides)
+    if engine == "ray":  # every path a task sees is resolved here: a worker's current folder is its node's
+        out = storage.absolute(out)
     first = next(read_url_list(path, url_col, fmt), None)  # fail on a bad list before creating anything
     if first is None:
         raise UserError(f"the URL list {path} holds no URLs")
@@ -174,14 +178,18 @@ def fetch_urls(
 
 
 def host_group(url: str, groups: int) -> int:
-    """The task a URL's host belongs to: a hash of the host name (lower case, with its port)."""
-    host = urlsplit(url).netloc.lower()
+    """The task a URL's host belongs to: a hash of its :func:`~gandata.fetch.host_key` (lower case, no trailing dot,
+    the port unless it is the default)."""
+    host = host_key(url)
     return int.from_bytes(hashlib.sha256(host.encode()).digest()[:8], "little") % groups
 
 
 def fetch_part(name: str, part: str, job_file: str, options: FetchOptions) -> dict:
     """A Ray task of ``fetch urls --engine ray``: the jobs of one host group (``job_file``, JSONL) fetched into the
     dataset folder ``part`` by the same engine as a local run; a task started again resumes from that folder."""
+    if not os.path.isfile(job_file):  # a machine that cannot see the driver's folder: the task fails, never "done"
+        raise MissingInput(errno.ENOENT, f"{job_file} is not there on {socket.gethostname()}; every machine of the "
+                           "cluster must see --out at the same path (a shared file system)")
     jobs = (Job(j["key"], j["url"], j["record"]) for j in read_jsonl(job_file))
     with Dataset.create(part, options.durability) as ds:
         stats = fetch(ds, name, jobs, options=options)
@@ -241,7 +249,7 @@ def _fetch_on_ray(ds: Dataset, name: str, jobs: Iterator[Job], opts: FetchOption
     # a finished task whose part is gone before it was moved in (deleted by hand) runs again
     report = engine.run(fetch_part, tasks, str(work / "markers"), address=address, workers=workers,
                         label=f"fetch {name}", progress=progress, on_result=take,
-                        intact=lambda t: (work / t.id).is_dir())
+                        intact=lambda t: (work / t.id).is_dir(), writes=[str(work)])
     seconds = time.monotonic() - t0
     return {
         "source": name, "accepted": adopted, "total": len(ds), "target": None, "complete": True,

@@ -1,0 +1,232 @@
+"""``--engine ray`` as it is deployed: a head and a second node, each started by ``ray start`` from its own folder
+with its own ``--temp-dir`` (the second in its own mount namespace, where a tmpfs hides a folder the driver has),
+and the driver run as a user runs it, from a third folder. Both nodes are stopped by the test, by the PIDs it
+started and their children. Skipped where Ray is not installed or ``unshare`` is not allowed (it needs root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_drawn_folder
+
+ray = pytest.importorskip("ray", reason="needs Ray: pip install -e '.[ray]'")
+psutil = pytest.importorskip("psutil", reason="Ray's psutil stops the nodes")
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    r = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    return r.returncode == 0
+
+
+class Node:
+    """One ``ray start --block`` process, its folder and its temp dir; stopped with every process under it."""
+
+    def __init__(self, args: list[str], folder: Path, env: dict, private: Path | None = None):
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [RAY, "start", *args, "--block", "--disable-usage-stats"]
+        if private is not None:  # its own mount namespace: a tmpfs over `private`, which the driver sees whole
+            inner = " ".join(f"'{a}'" for a in cmd)
+            cmd = ["unshare", "-m", "sh", "-c", f"mount -t tmpfs none '{private}' && exec {inner}"]
+        self.log = open(folder.parent / f"{folder.name}.log", "wb")
+        self.proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.folder = folder
+
+    def tree(self) -> list:
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self) -> None:
+        procs = self.tree()  # taken before any dies: children re-parented to init are still in it
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=20)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not _unshare_works():
+        pytest.skip("needs `unshare -m` (root) to give the second node its own view of one folder")
+    base = Path(tempfile.mkdtemp(prefix="gdc-"))  # short: Ray's socket paths must fit AF_UNIX's 107 bytes
+    private = base / "driver-only"
+    private.mkdir()
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    head = Node(["--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={base / 'head-tmp'}",
+                 "--include-dashboard=false"], base / "head-folder", env)
+    address = f"127.0.0.1:{port}"
+    nodes = [head]
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or head.proc.poll() is not None:
+                    pytest.fail("the Ray head did not start")
+                time.sleep(0.5)
+        second = Node([f"--address={address}", "--num-cpus=1", f"--temp-dir={base / 'node-tmp'}"],
+                      base / "node-folder", env, private=private)
+        nodes.append(second)
+        probe = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+                 "print(sum(1 for n in ray.nodes() if n['Alive']))")
+        while True:
+            r = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, env=env,
+                               timeout=120)
+            if r.stdout.strip() == "2":
+                break
+            if time.monotonic() > deadline or second.proc.poll() is not None:
+                pytest.fail(f"the second node did not join: {r.stdout} {r.stderr[-500:]}")
+            time.sleep(1)
+        yield {"address": address, "base": base, "private": private, "env": env, "nodes": nodes}
+    finally:
+        for n in reversed(nodes):
+            n.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def gandata(cluster, *args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gandata.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**cluster["env"], "GANDATA_CACHE": str(cwd / "cache")}, timeout=timeout)
+
+
+def one_line(r: subprocess.CompletedProcess, *words: str) -> str:
+    lines = r.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("gandata:") or "Traceback" in line]
+    assert r.returncode in (1, 2) and errors == lines[-1:], r.stderr[-3000:]
+    assert all(w in lines[-1] for w in words), lines[-1]
+    return lines[-1]
+
+
+def _strays(cluster) -> list[Path]:
+    """What a run left in the nodes' own folders (a relative path resolved on a worker lands there)."""
+    return [p for n in cluster["nodes"] for p in n.folder.rglob("*")]
+
+
+def test_relative_inputs_and_outputs_give_the_whole_set_on_two_nodes(cluster, tmp_path):
+    work = tmp_path / "work"
+    write_drawn_folder(work / "imgs", 60, size=(40, 40))
+    local = gandata(cluster, "shard", "imgs", "--out", "local", "--name", "r", "--size", "16", "--json", cwd=work)
+    assert local.returncode == 0, local.stderr
+    r = gandata(cluster, "shard", "imgs", "--out", "out", "--name", "r", "--size", "16", "--engine", "ray",
+                "--ray-address", cluster["address"], "--task-size", "10", "--json", cwd=work)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout)  # exactly one JSON object on stdout
+    assert summary["counts"]["total"] == 60 and summary["tasks"]["map"]["tasks"] == 6
+    for f in sorted((work / "local").glob("*.tar")):
+        assert (work / "out" / f.name).read_bytes() == f.read_bytes()
+    assert not _strays(cluster)
+
+
+def test_fetch_urls_with_the_default_data_dir_fetches_everything(cluster, tmp_path):
+    from aiohttp import web
+    from conftest import drawn_image, png_bytes
+
+    from gandata.localserver import LocalServer
+
+    async def image(request):
+        return web.Response(body=png_bytes(drawn_image(int(request.match_info["n"]), (24, 24))),
+                            content_type="image/png")
+
+    with LocalServer([("GET", "/{n}.png", image)]) as server:
+        work = tmp_path / "work"
+        work.mkdir()
+        hosts = [server.url, server.url.replace("127.0.0.1", "localhost")]
+        (work / "list.txt").write_text("".join(f"{hosts[i % 2]}/{i}.png\n" for i in range(40)))
+        r = gandata(cluster, "fetch", "urls", "list.txt", "--name", "h", "--engine", "ray", "--ray-address",
+                    cluster["address"], "--json", cwd=work)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert json.loads(r.stdout)["accepted"] == 40
+        assert len((work / "data" / "h" / "raw" / "manifest.jsonl").read_text().splitlines()) == 40
+    assert not _strays(cluster)
+
+
+def test_a_path_only_the_driver_sees_is_one_line_naming_the_node(cluster, tmp_path):
+    imgs = cluster["private"] / "imgs"
+    write_drawn_folder(imgs, 12, size=(32, 32))
+    out = tmp_path / "out"
+    r = gandata(cluster, "shard", str(imgs), "--out", str(out), "--name", "p", "--size", "16", "--engine", "ray",
+                "--ray-address", cluster["address"], cwd=tmp_path)
+    line = one_line(r, "cannot see", str(imgs), "shared file system")
+    assert "node " in line
+    assert not list(out.glob("*.tar")) and not (out / "dataset.json").exists()
+    private_out = cluster["private"] / "out"
+    r = gandata(cluster, "shard", str(tmp_path / "nowhere"), cwd=tmp_path)  # sanity: a plain bad input is one line
+    assert r.returncode == 1
+    write_drawn_folder(tmp_path / "imgs", 12, size=(32, 32))
+    r = gandata(cluster, "shard", str(tmp_path / "imgs"), "--out", str(private_out), "--name", "p", "--size", "16",
+                "--engine", "ray", "--ray-address", cluster["address"], cwd=tmp_path)
+    one_line(r, "cannot write", str(private_out))
+    assert not list(private_out.glob("*.tar"))
+
+
+def test_an_address_that_is_not_ray_is_one_line_at_once(cluster, tmp_path):
+    import http.server
+    import threading
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    write_drawn_folder(tmp_path / "imgs", 4, size=(32, 32))
+    t = time.monotonic()
+    r = gandata(cluster, "shard", "imgs", "--engine", "ray", "--ray-address", f"127.0.0.1:{httpd.server_address[1]}",
+                cwd=tmp_path, timeout=60)
+    one_line(r, "is not a Ray cluster")
+    assert time.monotonic() - t < 30
+    httpd.shutdown()
+
+
+def test_a_file_missing_where_a_task_runs_fails_the_task_and_is_never_a_marker(tmp_path):
+    """What a node that cannot see a listed file does, without a cluster: the task raises (Ray retries it, then the
+    run fails), so no marker records the file as unreadable and a re-run on a node that sees it completes."""
+    from gandata import engine
+    from gandata.crop import CropOptions, crop_part
+    from gandata.datasets import MissingInput, open_input, partitions
+    from gandata.dedupe import hash_part
+    from gandata.fetch import FetchOptions
+    from gandata.shard import ShardOptions, map_part
+    from gandata.sources.urls import fetch_part
+
+    imgs = tmp_path / "imgs"
+    write_drawn_folder(imgs, 4, size=(32, 32))
+    (part,) = partitions([open_input(str(imgs))], 10, [])
+    (imgs / "img00002.png").unlink()  # listed by the driver, gone where the task runs
+    with pytest.raises(MissingInput, match="img00002.png is not there on"):
+        map_part("t", part, ShardOptions(size=16).pixel_options(), str(tmp_path / "work"))
+    with pytest.raises(MissingInput):
+        crop_part(part, [], CropOptions(locator="layout"), None, (255, 255, 255), (255, 255, 255), 0,
+                  str(tmp_path / "crop.bin"))
+    with pytest.raises(MissingInput):
+        hash_part(part)
+    with pytest.raises(MissingInput, match="must see --out"):
+        fetch_part("n", str(tmp_path / "part"), str(tmp_path / "jobs.jsonl"), FetchOptions())
+    assert not (tmp_path / "work").exists() or not list((tmp_path / "work").rglob("*.json"))
+    assert issubclass(MissingInput, engine.TRANSIENT)  # retried by Ray before the run fails
