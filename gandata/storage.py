@@ -43,15 +43,32 @@ def filesystem(url: str):
     except ImportError as e:
         extra = _EXTRA.get(scheme, scheme)
         raise UserError(f"{url}: {scheme}:// needs its fsspec driver ({e}); pip install 'gandata[{extra}]'") from None
+    if scheme in ("s3", "s3a") and isinstance(getattr(fs, "retries", None), int):
+        fs.retries = 2  # s3fs's own retries of a failed call (5 by default), on top of botocore's: bounded waits
     return fs, path
 
 
+def timeout() -> float:
+    """Seconds an object store may take to connect or to answer one read (``GANDATA_STORE_TIMEOUT``, default 30):
+    a store that stopped answering is an error in bounded time, never a hang."""
+    try:
+        return max(0.5, float(os.environ.get("GANDATA_STORE_TIMEOUT", "30")))
+    except ValueError:
+        return 30.0
+
+
 def _options(scheme: str) -> dict:
-    """Connection options from the environment: ``AWS_ENDPOINT_URL`` (MinIO, a local test server, any S3-compatible
-    store) is passed to s3fs, which does not read it itself in every version."""
-    if scheme in ("s3", "s3a") and os.environ.get("AWS_ENDPOINT_URL"):
-        return {"client_kwargs": {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}}
-    return {}
+    """Connection options: timeouts and bounded retries (botocore's two attempts), and from the
+    environment ``AWS_ENDPOINT_URL`` (MinIO, a local test server, any S3-compatible store), which s3fs does not
+    read itself in every version."""
+    if scheme not in ("s3", "s3a"):
+        return {}
+    t = timeout()
+    opts: dict = {"config_kwargs": {"connect_timeout": t, "read_timeout": t,
+                                    "retries": {"max_attempts": 2, "mode": "standard"}}}
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        opts["client_kwargs"] = {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}
+    return opts
 
 
 class StoreError(UserError):

@@ -230,3 +230,128 @@ def test_a_file_missing_where_a_task_runs_fails_the_task_and_is_never_a_marker(t
         fetch_part("n", str(tmp_path / "part"), str(tmp_path / "jobs.jsonl"), FetchOptions())
     assert not (tmp_path / "work").exists() or not list((tmp_path / "work").rglob("*.json"))
     assert issubclass(MissingInput, engine.TRANSIENT)  # retried by Ray before the run fails
+
+
+# ------------------------------------------------------------------------------ a store that fails or freezes
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 in front of a server: ``freeze()`` keeps accepting and holding connections but
+    forwards nothing (a store that hangs), ``stop()`` refuses every connection (a store that went away)."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        import threading
+
+        self.upstream, self.frozen, self.stopped = upstream, False, False
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while not self.stopped:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(client)
+            if self.frozen:
+                continue  # held open, never answered
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            self.conns.append(server)
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket):
+        try:
+            while True:
+                data = a.recv(65536)
+                while self.frozen and not self.stopped:
+                    time.sleep(0.1)
+                if not data or self.stopped:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def freeze(self):
+        self.frozen = True
+
+    def stop(self):
+        self.stopped = True
+        for s in [self.sock, *self.conns]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+@pytest.fixture
+def store(tmp_path):
+    """moto's S3 server behind a :class:`Proxy`, with a shard set in it; the environment that reaches it."""
+    pytest.importorskip("s3fs", reason="needs the s3 extra: pip install -e '.[s3]'")
+    moto = pytest.importorskip("moto.server", reason="needs moto's server: pip install 'moto[server]'")
+    server = moto.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    proxy = Proxy(server.get_host_and_port())
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "GANDATA_STORE_TIMEOUT": "1",
+           "GANDATA_CACHE": str(tmp_path / "cache")}
+    import s3fs
+
+    try:  # moto's buckets live in this process: an earlier test's is still there
+        s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}, key="testing",
+                          secret="testing", skip_instance_cache=True).mkdir("flaky")
+    except FileExistsError:
+        pass
+    write_drawn_folder(tmp_path / "imgs", 24, size=(40, 40))
+    r = subprocess.run([sys.executable, "-m", "gandata.cli", "shard", str(tmp_path / "imgs"), "--out", "s3://flaky/set",
+                        "--name", "f", "--size", "32", "--min-shards", "2", "--val-fraction", "0"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    yield proxy, env
+    proxy.stop()
+    server.stop()
+
+
+@pytest.mark.parametrize("failure", ["stop", "freeze"])
+def test_the_trainer_stops_in_one_line_with_a_checkpoint_when_the_store_fails(failure, store, tmp_path):
+    proxy, env = store
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "gandata.cli", "train", "dcgan", "--shards", "s3://flaky/set",
+                             "--out", str(run), "--kimg", "100", "--snap-kimg", "0.024", "--batch", "4", "--ngf", "4",
+                             "--ndf", "4", "--nz", "4", "--workers", "0", "--device", "cpu", "--shuffle", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not list(run.glob("checkpoint-*.pt")):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint in 120 s"
+        time.sleep(0.2)
+    getattr(proxy, failure)()
+    t = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the trainer hung on a store that was made to {failure}")
+    waited = time.monotonic() - t
+    lines = err.strip().splitlines()
+    assert proc.returncode == 1 and lines[-1].startswith("gandata: error:") and "Traceback" not in err, err[-3000:]
+    assert "could not be read after 3 tries" in lines[-1] and "saved" in lines[-1], lines[-1]
+    saved = lines[-1].rsplit("saved ", 1)[1].split(" first")[0]
+    assert Path(saved).is_file() and waited < 150

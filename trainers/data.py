@@ -21,13 +21,14 @@ import functools
 import hashlib
 import os
 import random
+import time
 
 import cv2
 import numpy as np
 import torch
 import webdataset as wds
 
-from .. import images, shardset
+from .. import images, shardset, storage
 from ..errors import FormatError, UserError
 
 IMAGE_KEYS = "png;jpg;jpeg;webp"
@@ -96,20 +97,16 @@ def tar_samples(src, commands: bool = False):
     would otherwise spin for ever."""
     empty: set[str] = set()
     for shard in src:
-        url, found = shard["url"], False
-        try:
-            stream = shardset.open_shard(url, commands)
-        except UserError as e:
-            raise DataError(str(e)) from None
-        try:
-            for key, fields in shardset.samples(stream, url):
-                if any(k in fields for k in IMAGE_KEYS.split(";")):
-                    found = True
-                    yield {"__key__": key, "__url__": url, **fields}
-        except (ValueError, EOFError, OSError) as e:
-            raise DataError(f"{url} cannot be read ({e}); check it with gandata inspect") from None
-        finally:
-            stream.close()
+        url, found = shard["url"], 0
+        for attempt in range(SHARD_TRIES):
+            try:
+                found = yield from _read_shard(url, commands, skip=found)
+                break
+            except _Transient as e:  # a store or server that failed mid-read: the shard again, past what was read
+                if attempt + 1 == SHARD_TRIES:
+                    raise DataError(f"{url} could not be read after {SHARD_TRIES} tries ({e.args[0]}); check the "
+                                    "store or server, then resume with --resume auto") from None
+                time.sleep(2 ** attempt)
         if found:
             empty.clear()
         elif "n_urls" in shard:
@@ -117,6 +114,46 @@ def tar_samples(src, commands: bool = False):
             if len(empty) >= shard["n_urls"]:
                 raise DataError(f"the shards hold no samples with an image ({len(empty)} shard(s) read, e.g. "
                                 f"{url}); check them with gandata inspect")
+
+
+SHARD_TRIES = 3  # reads of one shard before the run stops (a transient error: a timeout, a reset, a 5xx)
+
+
+class _Transient(Exception):
+    pass
+
+
+def _read_shard(url: str, commands: bool, skip: int):
+    """The samples with an image of one shard, past the first ``skip``; returns how many it yielded. A store or
+    server that does not answer raises :class:`_Transient`; damaged content is a :class:`DataError`."""
+    n = 0
+    try:
+        stream = shardset.open_shard(url, commands)
+    except storage.StoreError as e:
+        raise _Transient(str(e)) from None
+    except UserError as e:
+        if "timed out" in str(e) or "cannot connect" in str(e) or "HTTP 5" in str(e):
+            raise _Transient(str(e)) from None
+        raise DataError(str(e)) from None
+    try:
+        for key, fields in shardset.samples(stream, url):
+            if any(k in fields for k in IMAGE_KEYS.split(";")):
+                n += 1
+                if n > skip:
+                    yield {"__key__": key, "__url__": url, **fields}
+    except (ValueError, EOFError) as e:
+        raise DataError(f"{url} cannot be read ({e}); check it with gandata inspect") from None
+    except Exception as e:  # a timeout, a reset connection, a store that went away (OSError, urllib3's, botocore's)
+        if isinstance(e, (OSError, storage.StoreError)) or type(e).__module__.split(".")[0] in ("urllib3", "botocore",
+                                                                                                 "aiohttp"):
+            raise _Transient(f"{type(e).__name__}: {str(e)[:160]}") from None
+        raise
+    finally:
+        try:
+            stream.close()
+        except Exception:  # noqa: BLE001 (closing a broken connection may fail again; the error that matters is above)
+            pass
+    return n
 
 
 def batches(loader):

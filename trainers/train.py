@@ -588,6 +588,7 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
     next_snap = (cur_nimg // int(o.snap_kimg * 1000) + 1) * int(o.snap_kimg * 1000)
     sums = torch.zeros(5, device=device)  # d_loss, g_loss, gap, gp, count
     diverged = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss since the last check
+    saved_step = step  # the step of the newest checkpoint (the one resumed from, or 0)
     t_start, t_tick, nimg_tick = time.monotonic(), time.monotonic(), cur_nimg
     start_nimg, last_line = cur_nimg, time.monotonic()
     if rank == 0 and progress and resumed_from:
@@ -619,7 +620,16 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
             reuse = n_d == 1
             G.requires_grad_(reuse)
             for i in range(n_d):
-                real, y_real = tdata.to_device(next(batches), device, o.kind == "cdcgan")
+                try:
+                    batch = next(batches)
+                except tdata.DataError as e:  # the shards cannot be read (any more): keep what was trained
+                    if i == 0 and world == 1 and step > saved_step:
+                        _stop_if_diverged(diverged, world, o, cur_nimg, step, run)
+                        saved = _snapshot(run, rank, world, step, cur_nimg, o, G, D, G_ema, optG, optD, gz, gy,
+                                          rows)
+                        raise tdata.DataError(f"{e} (saved {saved['checkpoint']} first)") from None
+                    raise
+                real, y_real = tdata.to_device(batch, device, o.kind == "cdcgan")
                 z, y_fake, alpha = draw(f"d{i}")
                 with torch.set_grad_enabled(reuse), autocast:
                     generated = Gd(z, y_fake) if y_fake is not None else Gd(z)
@@ -701,6 +711,7 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
             if cur_nimg >= next_snap or cur_nimg >= total:
                 summary = _snapshot(run, rank, world, step, cur_nimg, o, G, D, G_ema, optG, optD, gz, gy, rows,
                                     evaluator)
+                saved_step = step
                 next_snap += int(o.snap_kimg * 1000)
             elif ctrl_c is not None and ctrl_c.requested:
                 saved = _snapshot(run, rank, world, step, cur_nimg, o, G, D, G_ema, optG, optD, gz, gy, rows)
