@@ -218,7 +218,12 @@ def preflight(ray: Any, reads: Sequence[str], writes: Sequence[str]) -> None:
             n["NodeID"], soft=False)).remote(seen, probes, token, f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})")
             for n in nodes]
         ready, late = ray.wait(refs, num_returns=len(refs), timeout=PREFLIGHT_SECONDS)
-        problems = [p for ref in ready for p in ray.get(ref)]
+        problems = []
+        for ref in ready:
+            try:
+                problems += ray.get(ref)
+            except ray.exceptions.RayError:  # the node left the cluster meanwhile: no task will run there
+                continue
     finally:
         for _, probe in probes:
             storage.remove(probe)

@@ -27,6 +27,7 @@ import math
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -147,9 +148,13 @@ class ShardSummary(Summary):
     seconds: float = 0.0
     rate: float | None = None
     tasks: dict | None = None  # --engine ray: {"map": {"tasks", "ran", "skipped"}}
+    finished_before: bool = False  # the same job (inputs and options) had already written this set: nothing done
 
     def lines(self) -> list[str]:
         c, r = self.counts, self.removed
+        if self.finished_before:
+            return [f"{self.name} is already sharded from these inputs with these options ({c['total']} samples in "
+                    f"{self.out}); nothing read or written"]
         out = [f"sharded {self.name}: {c['train']} train + {c['val']} val samples"
                + (f" at {self.resolution} px" if self.resolution else "")
                + f" → {self.shards['train']} + {self.shards['val']} shards in {self.out}"]
@@ -175,6 +180,8 @@ class ShardSummary(Summary):
         return out
 
     def brief(self) -> str:
+        if self.finished_before:
+            return self.lines()[0]
         removed = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in self.removed.items() if v) or "none"
         return (f"{self.counts.get('train', 0)} train / {self.counts.get('val', 0)} val samples at {self.resolution} px"
                 f" in {self.shards['train']} + {self.shards['val']} shards; removed: {removed}")
@@ -474,11 +481,18 @@ def shard(
     engine: str = "local",
     ray_address: str | None = None,
     task_size: int = TASK_SIZE,
+    keep_work: bool = False,
 ) -> ShardSummary:
     """Shard ``inputs`` into ``out`` (a folder, or an object-store URL such as ``s3://bucket/prefix``) as
     ``<name>-train-000000.tar`` … plus ``dataset.json``; returns the summary. ``engine="ray"`` runs the work as
     Ray tasks (map: decode, resize, hash; reduce here: duplicates, split, order; write: one task per shard) with
-    byte-identical results."""
+    byte-identical results.
+
+    Finished means finished: ``dataset.json`` records the job (a digest of the inputs' listing — paths, sizes,
+    dates or sha256s, never the pixels — and the options); a run of the same job over a whole set reads no sample,
+    submits no task and writes nothing. A new set is written beside the old one (``.work/next``) and moved into
+    place just before its ``dataset.json`` replaces the old one, which is never deleted first. The work folder
+    (spool, parts, markers) is removed after success unless ``keep_work``."""
     opts = options or ShardOptions()
     opts.validate()
     if engine not in ("local", "ray"):
@@ -508,6 +522,11 @@ def shard(
         if not remote:  # an object store has no lock; one writer per prefix is the user's to keep
             stack.enter_context(FolderLock(out))
             remove_stale_tmp(out)
+        job = job_digest(srcs, name, opts)
+        done = finished(str(out), job)
+        if done is not None:
+            done.seconds = round(time.monotonic() - t0, 3)
+            return done
         with Progress(f"shard {name}", sum(hints) if None not in hints else None, enabled=progress) as prog:
             if engine == "ray":
                 samples, reused, run, tasks, sigs = _map_on_ray(
@@ -525,13 +544,73 @@ def shard(
         if opts.dedupe == "near":
             _drop_near_duplicates(good, opts.threshold, rejected)
         labels = _assign_labels(good, opts.label_field, rejected, sigs) if opts.label_field else None
-        summary = _write(str(out), name, opts, popts["format"], srcs, good, labels, rejected, progress, run, sigs)
+        summary = _write(str(out), name, opts, popts["format"], srcs, good, labels, rejected, progress, run, sigs,
+                         job)
+    if not keep_work:
+        _remove_work(out)
     summary.reused = reused
     summary.tasks = tasks
     summary.processed = len(samples) - reused
     summary.seconds = round(time.monotonic() - t0, 3)
     summary.rate = round(len(samples) / summary.seconds, 1) if summary.seconds else None
     return summary
+
+
+def job_digest(srcs: list[Input], name: str, opts: ShardOptions) -> str:
+    """What a shard set is made of: the inputs as listed (each part's identity: paths with sizes and dates, or the
+    manifests' sha256s — the samples are not read), the name and every option. The same digest in ``dataset.json``
+    means the set there is this job's, whole."""
+    kept = [list(s.problems) for s in srcs]  # listing again must not list an input's problems twice
+    idents = [p.ident for p in partitions(srcs, TASK_SIZE, [])]
+    for s, problems in zip(srcs, kept):
+        s.problems[:] = problems
+    options = {k: v for k, v in asdict(opts).items() if k not in ("workers", "memory")}  # they change no byte
+    what = [MAP_FORMAT, name, options, idents]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def finished(out: str, job: str) -> ShardSummary | None:
+    """The summary of the set in ``out`` when it is this job's and whole (its description says so, and every tar it
+    names is there at its size: a stat or a HEAD each); else None."""
+    try:
+        ss = shardset.read(out)
+    except UserError:
+        return None
+    if ss is None or ss.info.get("job") != job:
+        return None
+    for s in ss.shards():
+        try:
+            path = storage.join(out, s["name"])
+            size = storage.info(path)["size"] if storage.is_url(out) else os.stat(path).st_size
+        except (OSError, KeyError, UserError):
+            return None
+        if size != s.get("bytes"):
+            return None
+    info = ss.info
+    splits = info["splits"]
+    return ShardSummary(
+        name=info.get("name", ""), out=str(out), resolution=info.get("resolution"),
+        image_format=info.get("image_format", ""), counts=info.get("counts", {}),
+        shards={sp: len(splits.get(sp, {}).get("shards", [])) for sp in SPLITS},
+        patterns={sp: storage.join(out, splits[sp]["pattern"]) if splits.get(sp, {}).get("pattern") else None
+                  for sp in SPLITS},
+        removed=info.get("removed", {}), input_problems=info.get("input_problems", 0), rejected=[],
+        report=storage.join(out, REJECTED), labels=info.get("labels"), warnings=[], finished_before=True)
+
+
+def _remove_work(out: str | Path) -> None:
+    """After success: the spool, the Ray parts and markers (``OUT/.work``, or the cache's spool of an object-store
+    output), which are only there to resume a run that did not finish."""
+    if storage.is_url(out):
+        shutil.rmtree(_spool_folder(out), ignore_errors=True)
+        try:
+            fs, path = storage.filesystem(storage.join(out, WORK))
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+        except (OSError, UserError):
+            pass  # left for the next run to reuse or remove
+        return
+    shutil.rmtree(Path(out) / WORK, ignore_errors=True)
 
 
 def _spool_folder(out: str | Path) -> Path:
@@ -826,6 +905,7 @@ def write_shard(dest: str, samples: list[list], ext: str, plan: list | None = No
 
     try:
         if not storage.is_url(dest):
+            Path(dest).parent.mkdir(parents=True, exist_ok=True)
             size, sha = shardset.write_tar(Path(dest), resolved())
         else:
             with tempfile.TemporaryDirectory(prefix="gandata-tar-") as tmp:
@@ -849,9 +929,11 @@ def _write(
     progress: bool,
     run: Runner | None = None,
     sigs: list | None = None,
+    job: str | None = None,
 ) -> ShardSummary:
-    """Write the shards, then ``dataset.json``. ``run`` writes the shards as tasks (``--engine ray``); without it
-    they are written here, one after another."""
+    """Write the shards beside the set (``OUT/.work/next``), move them into place, then replace ``dataset.json``
+    (never deleted first: a reader sees the old description until the new one is there). ``run`` writes the shards
+    as tasks (``--engine ray``); without it they are written here, one after another."""
     by_split = _order(opts, good)
     total = sum(len(v) for v in by_split.values())
     split_of_key = {k: sp for sp in SPLITS for k in by_split[sp]}
@@ -861,7 +943,7 @@ def _write(
     else:
         json_by_key, plan = dict(zip(split_of_key, harmonize([_sample_json(k, good[k], split_of_key[k], labels)
                                                                for k in split_of_key]))), None
-    shardset.remove_info(out)  # absent until the new set is complete
+    nxt = storage.join(out, WORK, "next")  # the new tars, until all are whole
     rejected.sort(key=lambda r: (r["kind"], r["origin"], r["reason"], r["key"] or ""))
     storage.put(storage.join(out, REJECTED),
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected).encode())
@@ -878,14 +960,14 @@ def _write(
     jobs = [(fname, sp, keys) for sp in SPLITS for fname, keys in layout[sp]]
     names = labels["names"] if labels else None
     if run is not None:
-        written = run(write_shard, [partial(lambda f, sp, k: (storage.join(out, f), _samples_of(
+        written = run(write_shard, [partial(lambda f, sp, k: (storage.join(nxt, f), _samples_of(
             k, sp, good, labels, json_by_key), ext, plan, names), f, sp, k) for f, sp, k in jobs],
             [f for f, _, _ in jobs])
     else:
         written = {}
         with Progress(f"write {name}", total, enabled=progress) as prog:
             for fname, sp, keys in jobs:
-                written[fname] = write_shard(storage.join(out, fname),
+                written[fname] = write_shard(storage.join(nxt, fname),
                                              _samples_of(keys, sp, good, labels, json_by_key), ext, plan, names,
                                              lambda: prog.advance(1))
     splits_info: dict[str, dict] = {}
@@ -905,9 +987,12 @@ def _write(
         c = Counter(labels["ids"].values())
         label_info = {"field": labels["field"], "names": labels["names"],
                       "counts": {nm: c[i] for i, nm in enumerate(labels["names"])}}
+    for fname in written:  # every new tar is whole: into place, then the description that names them
+        storage.move(storage.join(nxt, fname), storage.join(out, fname))
     info = {
         "format": "webdataset",
         "created_by": f"gandata {__version__}",
+        "job": job,
         "name": name,
         "resolution": opts.size if opts.resize != "keep-ratio" else None,
         "image_format": ext,

@@ -423,7 +423,7 @@ def _shard(v: dict, ctx: Context) -> Summary:
     name = v["name"] or ctx.dataset or default_name(src[0], ctx.data_dir)
     out = v["out"] or ctx.data_dir / name / "shards"
     return shard(src, out if is_url(out) else Path(out).expanduser(), name, opts, progress=ctx.progress,
-                 engine=v["engine"], ray_address=v["ray_address"], task_size=v["task_size"])
+                 engine=v["engine"], ray_address=v["ray_address"], task_size=v["task_size"], keep_work=v["keep_work"])
 
 
 DEDUPE = Stage(
@@ -473,7 +473,9 @@ SHARD = Stage(
          "0.4/255 from a whole decode on average); --no-draft decodes them whole."),
      Opt("workers", int, 0, min=0, max=1024,
          help="Threads for decoding and resizing (0: one per core); --engine ray: tasks "
-         "at once (0: one per CPU of the cluster)."), WORK_MEMORY, RUN_ON, RAY_ADDRESS, TASK_SIZE),
+         "at once (0: one per CPU of the cluster)."), WORK_MEMORY, RUN_ON, RAY_ADDRESS, TASK_SIZE,
+     Opt("keep_work", bool, False, help="Keep OUT/.work (the processed images, Ray's parts and markers) after "
+         "success, so that a run with other split, order or label options reuses every image; removed by default.")),
     _shard, "shard")
 
 # ---------------------------------------------------------------------------------------------- inspect

@@ -177,6 +177,20 @@ def put_file(local: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 @_store_errors(write=True)
+def move(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """``src`` to ``dst`` whole: a rename on a local disk; on an object store a server-side copy (``dst`` appears
+    whole or not at all), then ``src`` is deleted."""
+    if not is_url(src):
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+        return
+    fs, p = filesystem(str(src))
+    _, q = filesystem(str(dst))
+    fs.copy(p, q)
+    fs.rm_file(p)
+
+
+@_store_errors(write=True)
 def remove(path: str | os.PathLike) -> None:
     """Delete a file or object; nothing when it is not there."""
     if not is_url(path):

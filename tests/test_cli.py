@@ -71,8 +71,7 @@ def test_shard_and_inspect_end_to_end(tmp_path, images12):
     assert summary["counts"]["total"] == 12
     assert summary["patterns"]["train"].endswith("anime-train-000000.tar")
     human = gandata("shard", str(images12), "--name", "anime", "--size", "32", "--data-dir", str(tmp_path / "data"))
-    assert "--shards" in human.stdout and "12 images" not in human.stdout  # all reused
-    assert "12 reused" in human.stdout
+    assert "anime is already sharded from these inputs with these options (12 samples" in human.stdout
     r = gandata("inspect", str(tmp_path / "data" / "anime" / "shards"), "--grid", str(tmp_path / "g.png"))
     assert r.returncode == 0 and "12 samples (shards)" in r.stdout and (tmp_path / "g.png").exists()
     # no SRC: every dataset under the data dir (here none is a dataset folder, only shards)

@@ -204,6 +204,36 @@ def test_an_address_that_is_not_ray_is_one_line_at_once(cluster, tmp_path):
     httpd.shutdown()
 
 
+def test_json_stays_one_object_when_a_node_dies_mid_run(cluster, tmp_path):
+    """Kill the second node while its tasks run: Ray retries them on the head, its own messages about the lost node
+    go to stderr, and stdout is exactly the one JSON object. (Last of the cluster tests: the node stays dead.)"""
+    import numpy as np
+    from PIL import Image
+
+    src = tmp_path / "noise"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(48):  # noise PNGs of 400² take a moment each to decode: the run is still going at the kill
+        Image.fromarray(rng.integers(0, 255, (400, 400, 3), dtype=np.uint8)).save(src / f"n{i:02d}.png",
+                                                                               compress_level=1)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "gandata.cli", "shard", str(src), "--out", str(out), "--name", "n",
+                             "--size", "16", "--engine", "ray", "--task-size", "2", "--ray-address",
+                             cluster["address"], "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, env={**cluster["env"], "GANDATA_CACHE": str(tmp_path / "c")})
+    markers = out / ".work" / "ray" / "markers"
+    deadline = time.monotonic() + 120
+    while len(list(markers.glob("map-*.json"))) < 3:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    cluster["nodes"][1].stop()
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout)  # the whole of stdout is one object
+    assert summary["counts"]["total"] == 48
+
+
 def test_a_file_missing_where_a_task_runs_fails_the_task_and_is_never_a_marker(tmp_path):
     """What a node that cannot see a listed file does, without a cluster: the task raises (Ray retries it, then the
     run fails), so no marker records the file as unreadable and a re-run on a node that sees it completes."""
@@ -355,3 +385,23 @@ def test_the_trainer_stops_in_one_line_with_a_checkpoint_when_the_store_fails(fa
     assert "could not be read after 3 tries" in lines[-1] and "saved" in lines[-1], lines[-1]
     saved = lines[-1].rsplit("saved ", 1)[1].split(" first")[0]
     assert Path(saved).is_file() and waited < 150
+
+
+def test_a_finished_set_in_object_storage_is_neither_read_nor_written_again(store, tmp_path, caplog):
+    """The same ``gandata shard`` again over a finished set in a bucket: one GET of dataset.json and a HEAD per tar;
+    no sample read, no PUT, no DELETE (counted on the S3 stand-in's own request log)."""
+    import logging
+    import re
+
+    _, env = store
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    caplog.clear()
+    r = subprocess.run([sys.executable, "-m", "gandata.cli", "shard", str(tmp_path / "imgs"), "--out",
+                        "s3://flaky/set", "--name", "f", "--size", "32", "--min-shards", "2", "--val-fraction", "0",
+                        "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["finished_before"]
+    calls = [m.groups() for m in (re.search(r'"([A-Z]+) (/\S*)', line) for line in caplog.messages) if m]
+    assert calls, "the stand-in logged no request"
+    assert not [c for c in calls if c[0] in ("PUT", "POST", "DELETE")], calls
+    assert not [p for m, p in calls if m == "GET" and not p.endswith("dataset.json") and "list-type" not in p], calls

@@ -304,7 +304,7 @@ def test_fetch_and_crop_write_their_datasets_to_object_storage(s3, tmp_path):
 
 def test_a_rerun_submits_only_the_tasks_without_a_marker(cluster, inputs, tmp_path):
     opts = ShardOptions(**OPTS, label_field="category")
-    first = shard([inputs["raw"]], tmp_path / "s", "x", opts, engine="ray", task_size=4)
+    first = shard([inputs["raw"]], tmp_path / "s", "x", opts, engine="ray", task_size=4, keep_work=True)
     total = first.tasks["map"]["tasks"]
     markers = tmp_path / "s" / ".work" / "ray" / "markers"
     marked = sorted(markers.glob("map-*.json"))
@@ -312,7 +312,7 @@ def test_a_rerun_submits_only_the_tasks_without_a_marker(cluster, inputs, tmp_pa
         m.unlink()
     (markers.parent / f"{marked[3].stem}.bin").unlink()  # a finished task's part deleted by hand: made again
     (tmp_path / "s" / "dataset.json").unlink()
-    again = shard([inputs["raw"]], tmp_path / "s", "x", opts, engine="ray", task_size=4)
+    again = shard([inputs["raw"]], tmp_path / "s", "x", opts, engine="ray", task_size=4, keep_work=True)
     assert again.tasks["map"] == {"tasks": total, "ran": 4, "skipped": total - 4}
     assert again.processed < first.processed and again.reused > 0
     local = shard([inputs["raw"]], tmp_path / "local", "x", opts)

@@ -20,6 +20,7 @@ from gandata import images, shardset
 from gandata.datasets import Dataset
 from gandata.errors import UserError
 from gandata.shard import ShardOptions, even_sizes, harmonize, shard, shard_all, shard_count, split_of
+from gandata.shardset import verify
 
 
 def _info(folder):
@@ -111,10 +112,18 @@ def test_same_inputs_give_byte_identical_shards_whatever_the_order(tmp_path, ima
     ]
     for s in ia["splits"]["train"]["shards"] + ia["splits"]["val"]["shards"]:
         assert (tmp_path / "a" / s["name"]).read_bytes() == (tmp_path / "b" / s["name"]).read_bytes()
-    # a second run in place reuses the spool and rewrites the same bytes
+    # a second run in place finds the set finished: it reads no sample and writes nothing
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()}
     again = shard([images12, extra], tmp_path / "a", "x", opts)
-    assert again.reused == 42 and again.processed == 0
-    assert _info(tmp_path / "a")["splits"] == ia["splits"]
+    assert again.finished_before and again.processed == 0 and again.reused == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()} == stamps
+    assert again.lines()[0].startswith("x is already sharded") and again.counts == a.counts
+    # kept work (--keep-work): a run with another split reuses every processed image
+    shard([images12, extra], tmp_path / "k", "x", opts, keep_work=True)
+    other = shard([images12, extra], tmp_path / "k", "x", ShardOptions(**{**opts.__dict__, "val_fraction": 0.3}),
+                  keep_work=True)
+    assert other.reused == 42 and other.processed == 0 and not other.finished_before
+    assert not (tmp_path / "a" / ".work").exists()  # removed after success without --keep-work
     # another seed: same split membership, another order
     c = shard([images12, extra], tmp_path / "c", "x", ShardOptions(**{**opts.__dict__, "seed": 1}))
     assert c.counts == a.counts
@@ -132,10 +141,10 @@ def test_split_is_stable_when_inputs_grow(tmp_path):
         info = _check_output(out)
         return {s["__key__"]: sp for sp in ("train", "val") for s in _read_wds(_tars(out, info, sp))}
 
-    shard([folder], tmp_path / "s1", "g", opts)
+    shard([folder], tmp_path / "s1", "g", opts, keep_work=True)
     first = splits(tmp_path / "s1")
     write_drawn_folder(folder, 60, start=40)
-    summary = shard([folder], tmp_path / "s1", "g", opts)
+    summary = shard([folder], tmp_path / "s1", "g", opts, keep_work=True)  # the spool kept: the new images only
     assert summary.reused == 40 and summary.processed == 60
     second = splits(tmp_path / "s1")
     assert len(second) == 100 and set(first.values()) == {"train", "val"}
@@ -359,11 +368,13 @@ def test_sigkill_while_writing_shards_then_rerun(tmp_path, many_images):
     out = tmp_path / "out"
     assert subprocess.run(_cli(*args, "--out", str(out)), capture_output=True).returncode == 0
     before = _info(out)
-    # run again with another seed and kill it once it has replaced some shards
-    old = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    # run again with another seed and kill it once it has written some of the new shards
+    old = {p.name: p.read_bytes() for p in out.glob("*.tar")}
     reseed = [*args, "--seed", "7", "--out", str(out)]
-    _run_and_kill(_cli(*reseed), lambda: any(p.stat().st_mtime_ns != old.get(p.name) for p in out.glob("many-*.tar")))
-    assert not (out / "dataset.json").exists()  # an incomplete set is never described as complete
+    _run_and_kill(_cli(*reseed), lambda: len(list((out / ".work" / "next").glob("many-*.tar"))) >= 2)
+    # the old set is still there, whole and described: a reader never sees a set without its dataset.json
+    assert _info(out) == before and verify(out) == []
+    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == old
     assert subprocess.run(_cli(*reseed), capture_output=True).returncode == 0
     info = _check_output(out)
     assert info["counts"] == before["counts"] and info["splits"] != before["splits"]
