@@ -108,7 +108,11 @@ def finish(result: Summary, as_json: bool) -> None:
     if failure:
         code, reason = failure
         _err(f"gandata: {reason}" if code == 130 else f"gandata: error: {reason}")  # 130: interrupted, not an error
-        raise typer.Exit(code)
+        raise _Said(code)
+
+
+class _Said(typer.Exit):
+    """An exit whose line :func:`finish` has printed already."""
 
 
 def _command(stage: Stage):
@@ -230,6 +234,9 @@ PATH_ERRORS = {  # a path the user gave (or one made from it) that the system re
 }
 
 
+INTERRUPTED = "gandata: interrupted; run the same command again to continue where it stopped"
+
+
 def main() -> None:
     """Console entry point: a user's mistake ends in one line on stderr and exit status 1 (a malformed command
     line: 2), never a traceback."""
@@ -240,8 +247,8 @@ def main() -> None:
 
     try:
         code = _click_command().main(args=sys.argv[1:], prog_name="gandata", standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
+    except _Said as e:
+        sys.exit(e.exit_code)
     except cx.UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:  # `gandata fetch`: its help
             print(e.ctx.get_help())
@@ -249,15 +256,12 @@ def main() -> None:
         where = f"; see {e.ctx.command_path} --help" if e.ctx else ""
         _err(f"gandata: error: {' '.join(e.format_message().split()).rstrip('.')}{where}")
         sys.exit(2)
-    except typer.Abort:
-        _err("gandata: interrupted; run the same command again to continue where it stopped")
+    except (typer.Abort, KeyboardInterrupt):
+        _err(INTERRUPTED)
         sys.exit(130)
     except UserError as e:
         _err(f"gandata: error: {e}")
         sys.exit(2 if isinstance(e, OptionError) else 1)
-    except KeyboardInterrupt:
-        _err("gandata: interrupted; run the same command again to continue where it stopped")
-        sys.exit(130)
     except BrokenPipeError:
         os._exit(0)
     except OSError as e:
@@ -270,6 +274,10 @@ def main() -> None:
             raise
         _err(f"gandata: error: {e.filename}: {PATH_ERRORS[e.errno]}")
         sys.exit(1)
+    if code == 130:  # typer turns Ctrl-C (and SIGTERM under Ray) into a silent exit 130
+        _err(INTERRUPTED)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -39,6 +41,7 @@ ENGINES = ("local", "ray")
 RETRIES = 3  # further tries of a task after a transient error or a lost worker
 PREFLIGHT_SECONDS = 60.0  # the check every node answers before the work starts
 PROBE_SECONDS = 20.0  # how long a --ray-address may take to answer as Ray
+WAIT_SECONDS = 0.5  # the driver's longest wait for a task before it looks at signals again
 TRANSIENT = (OSError, TimeoutError, ConnectionError, MemoryError)
 
 
@@ -85,7 +88,13 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
     except (ConnectionError, SystemExit) as e:  # Ray exits (code 15) when the cluster stops answering
         raise UserError(f"cannot reach the Ray cluster at {address} ({e or 'no answer'}); start it with  ray start "
                         "--head  or give --ray-address") from None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM as Ctrl-C: one line, markers kept
+        signal.signal(signal.SIGTERM, _terminated)
     return ray
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 _STDOUT: Any = None  # this process's real standard output, once Ray may write to file descriptor 1
@@ -306,7 +315,8 @@ def run(fn: Callable[..., Any], tasks: Sequence[Task], markers: str, *, address:
             while queue and len(pending) < limit:
                 t = queue.popleft()
                 pending[remote.remote(fn, t.id, t.arguments(), markers)] = t
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            # a bounded wait: between two, Python runs its signal handlers (Ctrl-C, SIGTERM end the driver at once)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
             for ref in ready:
                 t = pending.pop(ref)
                 try:

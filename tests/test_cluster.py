@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -204,18 +205,49 @@ def test_an_address_that_is_not_ray_is_one_line_at_once(cluster, tmp_path):
     httpd.shutdown()
 
 
-def test_json_stays_one_object_when_a_node_dies_mid_run(cluster, tmp_path):
-    """Kill the second node while its tasks run: Ray retries them on the head, its own messages about the lost node
-    go to stderr, and stdout is exactly the one JSON object. (Last of the cluster tests: the node stays dead.)"""
+def _noise(folder: Path, n: int, side: int) -> Path:
+    """PNGs of noise: each takes a moment to decode, so a run is still going when the test steps in."""
     import numpy as np
     from PIL import Image
 
-    src = tmp_path / "noise"
-    src.mkdir()
+    folder.mkdir()
     rng = np.random.default_rng(2)
-    for i in range(48):  # noise PNGs of 400² take a moment each to decode: the run is still going at the kill
-        Image.fromarray(rng.integers(0, 255, (400, 400, 3), dtype=np.uint8)).save(src / f"n{i:02d}.png",
-                                                                               compress_level=1)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(folder / f"n{i:02d}.png",
+                                                                                 compress_level=0)
+    return folder
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_the_driver_ends_within_seconds_on_a_signal_and_a_rerun_finishes(sig, cluster, tmp_path):
+    src = _noise(tmp_path / "noise", 24, 1200)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "gandata.cli", "shard", str(src), "--out", str(out), "--name", "n", "--size", "16",
+           "--engine", "ray", "--task-size", "1", "--ray-address", cluster["address"], "--json"]
+    env = {**cluster["env"], "GANDATA_CACHE": str(tmp_path / "c")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    markers = out / ".work" / "ray" / "markers"
+    deadline = time.monotonic() + 120
+    while len(list(markers.glob("map-*.json"))) < 2:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, sig))
+    t = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - t < 15 and proc.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("gandata: interrupted") and stdout == ""
+    done = len(list(markers.glob("map-*.json")))
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    summary = json.loads(again.stdout)
+    assert summary["counts"]["total"] == 24 and summary["tasks"]["map"]["skipped"] >= done > 0
+
+
+def test_json_stays_one_object_when_a_node_dies_mid_run(cluster, tmp_path):
+    """Kill the second node while its tasks run: Ray retries them on the head, its own messages about the lost node
+    go to stderr, and stdout is exactly the one JSON object. (Last of the cluster tests: the node stays dead.)"""
+    src = _noise(tmp_path / "noise", 48, 400)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "gandata.cli", "shard", str(src), "--out", str(out), "--name", "n",
                              "--size", "16", "--engine", "ray", "--task-size", "2", "--ray-address",
@@ -405,3 +437,40 @@ def test_a_finished_set_in_object_storage_is_neither_read_nor_written_again(stor
     assert calls, "the stand-in logged no request"
     assert not [c for c in calls if c[0] in ("PUT", "POST", "DELETE")], calls
     assert not [p for m, p in calls if m == "GET" and not p.endswith("dataset.json") and "list-type" not in p], calls
+
+
+def test_one_host_is_paced_as_one_whatever_its_spelling(tmp_path):
+    """localhost, LOCALHOST, localhost. and localhost:PORT are one host: never more requests in flight than its
+    limit, and one Ray host group."""
+    import asyncio
+
+    from aiohttp import web
+    from conftest import drawn_image, png_bytes
+
+    from gandata.datasets import Dataset
+    from gandata.fetch import FetchOptions, Job, fetch, host_key
+    from gandata.localserver import LocalServer
+    from gandata.sources.urls import host_group
+
+    state = {"now": 0, "most": 0}
+
+    async def image(request):
+        state["now"] += 1
+        state["most"] = max(state["most"], state["now"])
+        await asyncio.sleep(0.05)
+        state["now"] -= 1
+        return web.Response(body=png_bytes(drawn_image(int(request.match_info["n"]), (16, 16))),
+                            content_type="image/png")
+
+    with LocalServer([("GET", "/{n}.png", image)]) as server:
+        port = server.port
+        spellings = [f"http://localhost:{port}", f"http://LOCALHOST:{port}", f"http://LocalHost:{port}",
+                     f"HTTP://localHOST:{port}"]  # a trailing dot is one more spelling (below; no DNS for it here)
+        jobs = [Job(f"k{i}", f"{spellings[i % 4]}/{i}.png", {}) for i in range(24)]
+        with Dataset.create(tmp_path / "ds") as ds:
+            stats = fetch(ds, "t", jobs, options=FetchOptions(concurrency=16, per_host=1, rate=0, retries=0))
+    assert stats["accepted"] == 24 and state["most"] == 1, stats["failures"]
+    assert len({host_key(j.url) for j in jobs}) == 1 and len({host_group(j.url, 64) for j in jobs}) == 1
+    assert host_key("https://Example.COM:443/x") == host_key("https://example.com./y") == "example.com"
+    assert host_key(f"http://localhost.:{port}/") == host_key(f"http://localhost:{port}/")
+    assert host_key("http://example.com:8080/") == "example.com:8080"
