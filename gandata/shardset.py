@@ -290,6 +290,11 @@ def refuse_commands(names: Iterable[str], where: str) -> None:
                                  "allowed, in a pipeline file only with allow_commands = true in [pipeline]")
 
 
+class Unreachable(UserError):
+    """A shard's server that did not answer, or answered 429/5xx, through every try: worth trying again later,
+    unlike a 404 or content that is not a tar."""
+
+
 HTTP_TIMEOUT = 30.0  # seconds to connect, and between two reads of a shard's body
 HTTP_TRIES = 4  # a connection error or a 429/5xx is tried again after 1, 2, 4 s
 
@@ -328,6 +333,7 @@ def _open_http(url: str):
 
     import requests
 
+    transient = True
     for attempt in range(HTTP_TRIES):
         try:
             resp = requests.get(url, stream=True, timeout=HTTP_TIMEOUT, headers={"Accept-Encoding": "identity"})
@@ -342,10 +348,12 @@ def _open_http(url: str):
             resp.close()
             why = f"HTTP {resp.status_code}"
             if resp.status_code not in (408, 429) and resp.status_code < 500:
+                transient = False
                 break
         if attempt + 1 < HTTP_TRIES:
             time.sleep(2 ** attempt)
-    raise UserError(f"{url}: {why}; check the address (it must serve the .tar itself)")
+    raise (Unreachable if transient else UserError)(f"{url}: {why}; check the address (it must serve the .tar "
+                                                     "itself)")
 
 
 def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None]:

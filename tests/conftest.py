@@ -8,6 +8,7 @@ import random
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,6 +107,16 @@ def write_drawn_folder(folder: Path, n: int, start: int = 0, size: tuple[int, in
         drawn_image(i, size).save(p)
         paths.append(p)
     return paths
+
+
+def tar_of(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A plain tar of ``members`` (name, bytes), as any tool writes one: names are not checked here."""
+    with tarfile.open(path, "w") as tf:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return path
 
 
 def lines_in(path: Path) -> int:

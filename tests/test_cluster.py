@@ -218,6 +218,17 @@ def _noise(folder: Path, n: int, side: int) -> Path:
     return folder
 
 
+def _wait_for_markers(proc: subprocess.Popen, out: Path, n: int) -> Path:
+    """Wait until ``n`` map tasks of the run writing ``out`` have left their markers (the run still going)."""
+    markers = out / ".work" / "ray" / "markers"
+    deadline = time.monotonic() + 120
+    while len(list(markers.glob("map-*.json"))) < n:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return markers
+
+
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_the_driver_ends_within_seconds_on_a_signal_and_a_rerun_finishes(sig, cluster, tmp_path):
     src = _noise(tmp_path / "noise", 24, 1200)
@@ -226,12 +237,7 @@ def test_the_driver_ends_within_seconds_on_a_signal_and_a_rerun_finishes(sig, cl
            "--engine", "ray", "--task-size", "1", "--ray-address", cluster["address"], "--json"]
     env = {**cluster["env"], "GANDATA_CACHE": str(tmp_path / "c")}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
-    markers = out / ".work" / "ray" / "markers"
-    deadline = time.monotonic() + 120
-    while len(list(markers.glob("map-*.json"))) < 2:
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    markers = _wait_for_markers(proc, out, 2)
     proc.send_signal(getattr(signal, sig))
     t = time.monotonic()
     stdout, stderr = proc.communicate(timeout=60)
@@ -253,12 +259,7 @@ def test_json_stays_one_object_when_a_node_dies_mid_run(cluster, tmp_path):
                              "--size", "16", "--engine", "ray", "--task-size", "2", "--ray-address",
                              cluster["address"], "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=tmp_path, env={**cluster["env"], "GANDATA_CACHE": str(tmp_path / "c")})
-    markers = out / ".work" / "ray" / "markers"
-    deadline = time.monotonic() + 120
-    while len(list(markers.glob("map-*.json"))) < 3:
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_for_markers(proc, out, 3)
     cluster["nodes"][1].stop()
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import gzip
 import http.server
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import threading
 import zlib
 from pathlib import Path
 
 import pytest
-from conftest import drawn_image, png_bytes
+from conftest import drawn_image, png_bytes, tar_of
 
 from gandata import shardset
 from gandata.errors import UserError
@@ -39,15 +37,6 @@ def one_line(r: subprocess.CompletedProcess, *words: str) -> str:
     assert r.returncode in (1, 2) and errors == lines[-1:], r.stderr[-3000:]
     assert all(w in lines[-1] for w in words), lines[-1]
     return lines[-1]
-
-
-def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tf:
-        for name, data in members:
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
-    return path
 
 
 class Server:
@@ -115,7 +104,7 @@ def server():
 def test_a_pipeline_file_never_runs_a_command_hidden_in_a_shard_spec(spec, tmp_path):
     canary = tmp_path / "canary"
     spec = spec.replace("CANARY", str(canary))
-    _tar(tmp_path / "a.tar", [("k.png", png_bytes(drawn_image(0, (16, 16))))])
+    tar_of(tmp_path / "a.tar", [("k.png", png_bytes(drawn_image(0, (16, 16))))])
     for table in (f"[train]\nkind = 'dcgan'\nshards = {json.dumps(spec)}\nkimg = 0.01\ndevice = 'cpu'\n",
                   f"[eval]\ntarget = 'runs/x'\nreal = {json.dumps(spec)}\nextractor = 'tiny-random'\n"):
         path = tmp_path / "p.toml"
@@ -128,7 +117,7 @@ def test_a_pipeline_file_never_runs_a_command_hidden_in_a_shard_spec(spec, tmp_p
 def test_no_library_path_opens_a_command_it_was_not_allowed(tmp_path):
     canary = tmp_path / "canary"
     url = f"pipe:touch {canary}; cat {tmp_path}/a.tar"
-    _tar(tmp_path / "a.tar", [("k.png", png_bytes(drawn_image(0, (16, 16))))])
+    tar_of(tmp_path / "a.tar", [("k.png", png_bytes(drawn_image(0, (16, 16))))])
     with pytest.raises(shardset.CommandRefused):
         shardset.open_shard(url)
     from gandata.trainers import data as tdata
@@ -181,7 +170,7 @@ def test_export_writes_only_inside_out_whatever_the_member_names(via, tmp_path, 
     members = []
     for i, name in enumerate(HOSTILE_MEMBERS):
         members += [(f"{name}.png", png_bytes(drawn_image(i, (16, 16)))), (f"{name}.cls", b"0")]
-    tar = _tar(deep / "evil.tar", members)
+    tar = tar_of(deep / "evil.tar", members)
     spec = str(tar)
     if via == "http":
         server.routes["/evil.tar"] = (200, {}, tar.read_bytes())
@@ -217,8 +206,8 @@ def test_an_export_folder_is_exactly_what_the_export_says(tmp_path, labelled_set
 
 
 def test_duplicate_keys_across_tars_are_all_written(tmp_path):
-    a = _tar(tmp_path / "a.tar", [("k.png", png_bytes(drawn_image(1, (8, 8))))])
-    _tar(tmp_path / "b.tar", [("k.png", png_bytes(drawn_image(2, (8, 8))))])
+    a = tar_of(tmp_path / "a.tar", [("k.png", png_bytes(drawn_image(1, (8, 8))))])
+    tar_of(tmp_path / "b.tar", [("k.png", png_bytes(drawn_image(2, (8, 8))))])
     s = export(str(a.with_name("{a,b}.tar")), tmp_path / "out", fmt="imagefolder")
     assert s.images == 2 == len(list((tmp_path / "out").rglob("*.png")))
 
@@ -354,8 +343,8 @@ TRAIN = ("--kimg", "0.02", "--batch", "4", "--ngf", "8", "--ndf", "8", "--nz", "
 def test_training_on_shards_without_samples_is_one_line_not_a_spin(members, with_info, tmp_path, capsys):
     folder = tmp_path / "shards"
     folder.mkdir()
-    _tar(folder / "s-train-000000.tar", members)
-    _tar(folder / "s-train-000001.tar", members)
+    tar_of(folder / "s-train-000000.tar", members)
+    tar_of(folder / "s-train-000001.tar", members)
     if with_info:
         shardset.write_info(folder, {"name": "s", "resolution": 32, "counts": {"train": 0, "total": 0},
                                      "splits": {"train": {"samples": 0, "shards": [
@@ -366,7 +355,7 @@ def test_training_on_shards_without_samples_is_one_line_not_a_spin(members, with
 
 
 def test_an_empty_stream_in_loader_workers_is_one_line_too(tmp_path):
-    _tar(tmp_path / "a.tar", [("x.txt", b"no image")])
+    tar_of(tmp_path / "a.tar", [("x.txt", b"no image")])
     r = _cli("train", "dcgan", "--shards", str(tmp_path / "a.tar"), "--out", str(tmp_path / "run"), "--kimg", "0.02",
              "--batch", "4", "--workers", "2", "--device", "cpu", timeout=120)
     one_line(r, "no samples with an image")
@@ -452,7 +441,7 @@ def _png(seed: int, side: int) -> bytes:
 def _shards(folder: Path, samples: list[list[tuple[str, bytes]]], info: dict | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i, members in enumerate(samples):
-        _tar(folder / f"s-train-{i:06d}.tar", members)
+        tar_of(folder / f"s-train-{i:06d}.tar", members)
     if info is not None:
         shardset.write_info(folder, info)
     return folder

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import drawn_image, png_bytes
+from conftest import drawn_image, png_bytes, tar_of
 
 from gandata.datasets import Dataset, DatasetInput, FolderInput, TarInput, dataset_stage_folders, is_key, open_input
 from gandata.errors import UserError
-
-
-def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tf:
-        for name, data in members:
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
-    return path
 
 
 def test_plain_folder_is_read_recursively_with_stable_safe_keys(tmp_path, images12):
@@ -60,7 +49,7 @@ def test_img2dataset_style_tar_is_read(tmp_path, images12):
     meta = {"url": "http://example.com/1.jpg", "key": "000000001", "status": "success", "width": 512, "height": 512}
     shards = tmp_path / "i2d"
     shards.mkdir()
-    _tar(shards / "00000.tar", [("000000001.jpg", jpg), ("000000001.json", json.dumps(meta).encode()),
+    tar_of(shards / "00000.tar", [("000000001.jpg", jpg), ("000000001.json", json.dumps(meta).encode()),
                                 ("000000002.jpg", jpg[:100]), ("000000002.json", b"{broken")])
     src = open_input(shards)
     assert isinstance(src, TarInput)
@@ -73,13 +62,13 @@ def test_img2dataset_style_tar_is_read(tmp_path, images12):
 
 def test_dotted_and_slashed_tar_keys_become_safe(tmp_path):
     png = png_bytes(drawn_image(1))
-    path = _tar(tmp_path / "x.tar", [("dir/Sample.seg.png", png), ("dir/Sample.seg.cls", b"3")])
+    path = tar_of(tmp_path / "x.tar", [("dir/Sample.seg.png", png), ("dir/Sample.seg.cls", b"3")])
     samples = list(open_input(path))
     assert len(samples) == 1 and is_key(samples[0].key) and samples[0].record["cls"] == 3
 
 
 def test_unreadable_and_truncated_tars_are_problems_not_crashes(tmp_path):
-    good = _tar(tmp_path / "good.tar", [(f"k{i}.png", png_bytes(drawn_image(i))) for i in range(4)])
+    good = tar_of(tmp_path / "good.tar", [(f"k{i}.png", png_bytes(drawn_image(i))) for i in range(4)])
     data = good.read_bytes()
     (tmp_path / "cut.tar").write_bytes(data[: len(data) // 2])
     (tmp_path / "junk.tar").write_bytes(b"this is not a tar file at all" * 40)

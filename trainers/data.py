@@ -129,11 +129,9 @@ def _read_shard(url: str, commands: bool, skip: int):
     n = 0
     try:
         stream = shardset.open_shard(url, commands)
-    except storage.StoreError as e:
+    except (storage.StoreError, shardset.Unreachable) as e:
         raise _Transient(str(e)) from None
     except UserError as e:
-        if "timed out" in str(e) or "cannot connect" in str(e) or "HTTP 5" in str(e):
-            raise _Transient(str(e)) from None
         raise DataError(str(e)) from None
     try:
         for key, fields in shardset.samples(stream, url):
