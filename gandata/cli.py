@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
+from .engine import keep_stdout_clean, stdout  # the real stdout: under Ray, descriptor 1 goes to stderr
 from .errors import OptionError, UserError
 from .options import LIST, PATH_TYPE, Opt, values
 from .stages import STAGES, Context, Stage
@@ -100,7 +101,6 @@ def finish(result: Summary, as_json: bool) -> None:
     """Print a stage's summary (only rank 0 of a torchrun job prints), then end with its failure, if any."""
     if int(os.environ.get("RANK", 0)) != 0:
         return
-    from .engine import stdout  # the real stdout: under Ray, descriptor 1 carries Ray's own lines to stderr
 
     print(json.dumps(result.to_json(), ensure_ascii=False, default=str) if as_json else "\n".join(result.lines()),
           file=stdout(), flush=True)
@@ -128,6 +128,8 @@ def _command(stage: Stage):
         data_dir = given.pop("data_dir", None)
         checked = values(stage.options, given, "cli")
         ctx = Context(data_dir=data_dir or Path("data"), progress=not as_json, allow_commands=True)  # the user typed it
+        if checked.get("engine") == "ray":
+            keep_stdout_clean()
         finish(stage.run(checked, ctx), as_json)
 
     command.__signature__ = inspect.Signature(params)
@@ -184,9 +186,16 @@ def run_cmd(
     as_json: AS_JSON = False,
 ) -> None:
     """Run the stages of a pipeline file in order (every stage resumable); a summary line per stage."""
+    from .pipeline import load as load_pipeline
+    from .pipeline import plan
     from .pipeline import run as run_pipeline
 
-    r = run_pipeline(pipeline_file, data_dir=data_dir or Path("data"), sets=set_, only=only, progress=not as_json,
+    spec = load_pipeline(pipeline_file, set_)
+    steps = plan(spec, spec["pipeline"].get("source_file", "pipeline"), data_dir or "data")[1]
+    if any(step.values.get("engine") == "ray" for step in steps):
+        keep_stdout_clean()
+
+    r = run_pipeline(spec, data_dir=data_dir or Path("data"), only=only, progress=not as_json,
                      echo=None if as_json else _err)
     finish(r, as_json)
 

@@ -79,7 +79,6 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
         _check_reachable(address)
     if ray.is_initialized():
         return ray
-    keep_stdout_clean()
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -103,7 +102,8 @@ _STDOUT: Any = None  # this process's real standard output, once Ray may write t
 def keep_stdout_clean() -> None:
     """From here on, file descriptor 1 is standard error: Ray's own processes and its C++ core log lines there
     (a lost node, a worker's death), and a command's stdout must hold only its summary (``--json``: one object).
-    The summary goes to :func:`stdout`, the real one."""
+    The summary goes to :func:`stdout`, the real one. The command line calls it before a stage runs on Ray (a
+    library caller keeps its own descriptors)."""
     global _STDOUT
     if _STDOUT is None:
         sys.stdout.flush()
