@@ -445,6 +445,18 @@ class Input:
     def describe(self) -> dict:
         return {"path": self.path, "kind": self.kind}
 
+    def identity(self) -> str:
+        """A digest of what the input holds as listed — paths with sizes and dates, a manifest's size and date, a
+        tar's size and date or ETag — without reading a sample or keeping the listing: what a finished job is
+        compared by."""
+        h = hashlib.sha256(f"{self.kind}:{storage.absolute(self.path)}".encode())
+        for item in self._listing():
+            h.update(json.dumps(item, default=str).encode())
+        return h.hexdigest()
+
+    def _listing(self) -> Iterator:
+        raise NotImplementedError
+
 
 class DatasetInput(Input):
     kind = "dataset"
@@ -472,6 +484,9 @@ class DatasetInput(Input):
 
     def describe(self) -> dict:
         return {"path": self.path, "kind": self.kind, "lineage": lineage(self.path)}
+
+    def _listing(self) -> Iterator:
+        yield _file_ident(str(Path(self.path) / MANIFEST))  # rows are appended, never changed in place
 
 
 PUBLISHED = "published.jsonl"  # in a staging folder: the keys whose image is in the object store
@@ -569,6 +584,9 @@ class RemoteDatasetInput(Input):
 
     def count_hint(self) -> int | None:
         return len(self.rows())
+
+    def _listing(self) -> Iterator:
+        yield _tar_ident(storage.join(self.path, MANIFEST))[1:]  # its size and ETag: one HEAD
 
 
 def lineage(path: str | os.PathLike, _depth: int = 0) -> list[dict]:
@@ -673,6 +691,10 @@ class FolderInput(Input):
     def count_hint(self) -> int | None:
         return len(self.files())
 
+    def _listing(self) -> Iterator:
+        for file in self.files():
+            yield [file.relative_to(self.root).as_posix(), *_file_ident(str(file))]
+
 
 class TarInput(Input):
     """WebDataset shards: ours (a folder with dataset.json), img2dataset's output, or any tar list."""
@@ -686,6 +708,10 @@ class TarInput(Input):
     def count_hint(self) -> int | None:
         ss = shardset.read(self.path) if storage.is_url(self.path) or Path(self.path).is_dir() else None
         return ss.total if ss else None
+
+    def _listing(self) -> Iterator:
+        for tar in self.tars:
+            yield _tar_ident(tar)
 
     def __iter__(self) -> Iterator[Sample]:
         for tar in self.tars:

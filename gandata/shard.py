@@ -557,15 +557,11 @@ def shard(
 
 
 def job_digest(srcs: list[Input], name: str, opts: ShardOptions) -> str:
-    """What a shard set is made of: the inputs as listed (each part's identity: paths with sizes and dates, or the
-    manifests' sha256s — the samples are not read), the name and every option. The same digest in ``dataset.json``
-    means the set there is this job's, whole."""
-    kept = [list(s.problems) for s in srcs]  # listing again must not list an input's problems twice
-    idents = [p.ident for p in partitions(srcs, TASK_SIZE, [])]
-    for s, problems in zip(srcs, kept):
-        s.problems[:] = problems
+    """What a shard set is made of: the inputs as listed (:meth:`~gandata.datasets.Input.identity`: paths with sizes
+    and dates, a manifest's size and date — no sample is read), the name and every option. The same digest in
+    ``dataset.json`` means the set there is this job's, whole."""
     options = {k: v for k, v in asdict(opts).items() if k not in ("workers", "memory")}  # they change no byte
-    what = [MAP_FORMAT, name, options, idents]
+    what = [MAP_FORMAT, name, options, [s.identity() for s in srcs]]
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
