@@ -663,3 +663,15 @@ def test_eval_refuses_to_score_a_generator_against_shards_of_another_size(tmp_pa
     big = _shards(tmp_path / "big", [[(f"k{i}.png", _png(i, 64)) for i in range(8)]], _info(8, 64))
     fails_in_one_line(capsys, "eval", str(run), "--real", str(big), "--extractor", "tiny-random", "--n", "8",
                       words=("makes 32 px images", "64 px"))
+
+
+def test_export_of_all_splits_when_the_val_split_is_empty(tmp_path):
+    from gandata.datasets import Dataset
+    from gandata.shard import ShardOptions, shard
+
+    with Dataset.create(tmp_path / "raw") as ds:
+        for i in range(6):
+            ds.add(f"k{i}", png_bytes(drawn_image(i, (32, 32))), "png", {"width": 32, "height": 32, "source": "t"})
+    shard([tmp_path / "raw"], tmp_path / "set", "s", ShardOptions(size=32, val_fraction=0.0, min_shards=1))
+    s = export(str(tmp_path / "set"), tmp_path / "all", fmt="imagefolder", split="all")
+    assert s.images == 6 == len(list((tmp_path / "all").rglob("*.png")))
