@@ -109,6 +109,22 @@ def write_drawn_folder(folder: Path, n: int, start: int = 0, size: tuple[int, in
     return paths
 
 
+def labelled_set(base: Path, n: int, names: tuple[str, ...] = ("zebra", "ant", "moth"), field: str = "kind",
+                 **shard_options) -> Path:
+    """A real labelled shard set at ``base/set`` (from ``base/raw``: ``n`` drawn 40² images whose ``field`` cycles
+    through ``names``), 32 px unless ``shard_options`` say otherwise."""
+    from gandata.datasets import Dataset
+    from gandata.shard import ShardOptions, shard
+
+    with Dataset.create(base / "raw") as ds:
+        for i in range(n):
+            ds.add(f"k{i:03d}", png_bytes(drawn_image(i, (40, 40))), "png",
+                   {"width": 40, "height": 40, "source": "t", field: names[i % len(names)]})
+    options = {"size": 32, "label_field": field, "val_fraction": 0.2, "min_shards": 1, **shard_options}
+    shard([base / "raw"], base / "set", "set", ShardOptions(**options))
+    return base / "set"
+
+
 def tar_of(path: Path, members: list[tuple[str, bytes]]) -> Path:
     """A plain tar of ``members`` (name, bytes), as any tool writes one: names are not checked here."""
     with tarfile.open(path, "w") as tf:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import drawn_image, png_bytes, tar_of
+from conftest import labelled_set as make_labelled_set
 
 from gandata import shardset
 from gandata.errors import UserError
@@ -68,20 +69,10 @@ class Server:
         self.httpd.server_close()
 
 
-@pytest.fixture(scope="module")
-def labelled_set(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", name="labelled_set")
+def _labelled_set(tmp_path_factory) -> Path:
     """A small labelled shard set (32 px, 3 classes, train and val)."""
-    from gandata.datasets import Dataset
-    from gandata.shard import ShardOptions, shard
-
-    base = tmp_path_factory.mktemp("set")
-    with Dataset.create(base / "raw") as ds:
-        for i in range(24):
-            ds.add(f"k{i:03d}", png_bytes(drawn_image(i, (40, 40))), "png",
-                   {"width": 40, "height": 40, "source": "t", "kind": ["zebra", "ant", "moth"][i % 3]})
-    shard([base / "raw"], base / "lab", "lab", ShardOptions(size=32, label_field="kind", val_fraction=0.2,
-                                                             maxcount=8, min_shards=1))
-    return base / "lab"
+    return make_labelled_set(tmp_path_factory.mktemp("set"), 24, maxcount=8)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import drawn_image, png_bytes
+from conftest import drawn_image, labelled_set, png_bytes
 
 from gandata import stages
 from gandata.errors import UserError
@@ -146,20 +146,12 @@ def world(tmp_path_factory):
 
     from gandata.trainers.train import TrainOptions, train
 
-    from gandata.datasets import Dataset
-    from gandata.shard import ShardOptions, shard
-
     base = tmp_path_factory.mktemp("world")
     imgs = base / "imgs"
     imgs.mkdir()
     for i in range(8):
         drawn_image(i, (40, 40)).save(imgs / f"i{i}.png")
-    with Dataset.create(base / "raw") as ds:
-        for i in range(12):
-            ds.add(f"k{i:03d}", png_bytes(drawn_image(i, (40, 40))), "png",
-                   {"width": 40, "height": 40, "source": "t", "kind": ["a", "b", "c"][i % 3]})
-    shard([base / "raw"], base / "set", "set", ShardOptions(size=32, label_field="kind", val_fraction=0.2,
-                                                            min_shards=1))
+    labelled_set(base, 12, names=("a", "b", "c"))
     run = base / "run"
     train(TrainOptions(kind="cdcgan", shards=str(base / "set"), out=str(run), kimg=0.008, batch=4, ngf=4, ndf=4,
                        nz=4, workers=0, device="cpu", grid=4, snap_kimg=0.008), progress=False)

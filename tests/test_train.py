@@ -11,13 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import webdataset as wds
-from conftest import drawn_image, kill_when, png_bytes
+from conftest import drawn_image, kill_when, labelled_set, png_bytes
 from gandata.trainers.losses import gradient_penalty
 from gandata.trainers.models import Critic, Generator
 from gandata.trainers.train import TrainError, TrainOptions, load_checkpoint, rng_state, sample, set_rng_state, train
-
-from gandata.datasets import Dataset
-from gandata.shard import ShardOptions, shard
 
 TINY = dict(ngf=8, ndf=8, nz=16, workers=0, shuffle=64, log_kimg=0.05, device="cpu", grid=16)
 
@@ -25,14 +22,8 @@ TINY = dict(ngf=8, ndf=8, nz=16, workers=0, shuffle=64, log_kimg=0.05, device="c
 @pytest.fixture(scope="module")
 def labelled_shards(tmp_path_factory) -> Path:
     """Real gandata shards at 32 px with three classes."""
-    base = tmp_path_factory.mktemp("shards")
-    with Dataset.create(base / "raw") as ds:
-        for i in range(96):
-            ds.add(f"k{i:03d}", png_bytes(drawn_image(i, (40, 40))), "png",
-                   {"width": 40, "height": 40, "source": "t", "category": ["bald", "hair", "hat"][i % 3]})
-    shard([base / "raw"], base / "shards", "t", ShardOptions(size=32, label_field="category", val_fraction=0.0,
-                                                             maxcount=32, min_shards=1))
-    return base / "shards"
+    return labelled_set(tmp_path_factory.mktemp("shards"), 96, names=("bald", "hair", "hat"), field="category",
+                        val_fraction=0.0, maxcount=32)
 
 
 @pytest.fixture(scope="module")
