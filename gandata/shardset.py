@@ -108,11 +108,6 @@ def write_info(folder: str | Path, info: dict) -> None:
     storage.put(storage.join(folder, INFO), (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode())
 
 
-def remove_info(folder: str | Path) -> None:
-    """Before a set is rewritten: without its description, a half-rewritten set is never taken for a whole one."""
-    storage.remove(storage.join(folder, INFO))
-
-
 # ------------------------------------------------------------------------------------------------- reading
 
 
