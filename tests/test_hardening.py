@@ -666,3 +666,12 @@ def test_export_of_all_splits_when_the_val_split_is_empty(tmp_path):
     shard([tmp_path / "raw"], tmp_path / "set", "s", ShardOptions(size=32, val_fraction=0.0, min_shards=1))
     s = export(str(tmp_path / "set"), tmp_path / "all", fmt="imagefolder", split="all")
     assert s.images == 6 == len(list((tmp_path / "all").rglob("*.png")))
+
+
+def test_training_refuses_an_eval_set_of_another_size_before_it_starts(tmp_path, labelled_set, capsys):
+    big = _shards(tmp_path / "big", [[(f"k{i}.png", _png(i, 64)) for i in range(8)]], _info(8, 64))
+    run = tmp_path / "run"
+    fails_in_one_line(capsys, "train", "dcgan", "--shards", str(labelled_set), "--out", str(run), *TRAIN, "--eval",
+                      "fid", "--eval-extractor", "tiny-random", "--eval-real", str(big),
+                      words=("holds 64 px images and the run trains at 32 px",))
+    assert not list(run.glob("checkpoint-*.pt"))

@@ -557,10 +557,20 @@ class SnapshotEval:
     """Metrics of the EMA generator at each training snapshot, on rank 0; the real statistics are computed (or
     found in the cache) at the first one. Lines go to the run's ``eval.jsonl`` like ``gandata eval``'s."""
 
-    def __init__(self, o, device: torch.device, n_classes: int, progress: bool = True):
+    def __init__(self, o, device: torch.device, n_classes: int, progress: bool = True,
+                 resolution: int | None = None):
         self.o, self.n_classes, self.progress = o, n_classes, progress
         self.names = parse_metrics(o.eval_metrics)
         self.real_spec = o.eval_real or o.shards
+        if o.eval_real and resolution:  # refused before training, not at the first snapshot
+            try:
+                _, sset = shardset.resolve(o.eval_real)
+            except FileNotFoundError as e:
+                raise EvalError(f"--eval-real {o.eval_real}: {e}") from None
+            if sset is not None and sset.resolution and sset.resolution != resolution:
+                raise EvalError(f"--eval-real {o.eval_real} holds {sset.resolution} px images and the run trains at "
+                                f"{resolution} px: a FID across sizes measures the resize; give a set of the same "
+                                "size")
         self.ext = load_extractor(o.eval_extractor, o.inception_weights, device)
         self.reals: dict | None = None
 

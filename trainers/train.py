@@ -605,7 +605,7 @@ def _train(o: TrainOptions, progress: bool) -> TrainSummary:
     if o.eval_metrics and rank == 0:
         from .metrics import SnapshotEval
 
-        evaluator = SnapshotEval(o, device, n_classes if o.kind == "cdcgan" else 0, progress)
+        evaluator = SnapshotEval(o, device, n_classes if o.kind == "cdcgan" else 0, progress, resolution)
     summary: dict = {}
     ctrl_c = CtrlC.install() if world == 1 else None  # several ranks: each stops where the signal finds it
     try:
