@@ -295,7 +295,8 @@ HTTP_TRIES = 4  # a connection error or a 429/5xx is tried again after 1, 2, 4 s
 
 
 def open_shard(url: str, commands: bool = False):
-    """A readable binary stream of one shard, and the only place a shard is opened: a local path; an object-store
+    """A readable binary stream of one shard, and where every reader of shards as training data (the trainers, eval,
+    export) opens one: a local path; an object-store
     URL through fsspec; ``http(s)://`` streamed with a timeout and bounded retries (no ``curl`` in a subprocess);
     ``pipe:`` only when ``commands`` (the user's own command line, or a pipeline that says ``allow_commands``).
     Anything else is one line."""
@@ -484,10 +485,11 @@ def samples(f: IO[bytes], url: str) -> Iterator[tuple[str, dict[str, bytes | Non
 # ---------------------------------------------------------------------------------------------- verifying
 
 
-def verify(folder: str | Path, checksums: bool = True) -> list[str]:
-    """What is wrong with a shard set against its ``dataset.json``: missing tars, other sizes, other sha256 (with
-    ``checksums``), sample counts that do not add up. An empty list means it is whole."""
-    ss = read(folder)
+def verify(folder: str | Path | ShardSet, checksums: bool = True) -> list[str]:
+    """What is wrong with a shard set against its ``dataset.json`` (a folder, or a set already read): missing tars,
+    other sizes, other sha256 (with ``checksums``), sample counts that do not add up. An empty list means it is
+    whole."""
+    ss = folder if isinstance(folder, ShardSet) else read(folder)
     if ss is None:
         return [f"{folder} has no readable {INFO}; make the set with gandata shard"]
     problems = []
