@@ -465,14 +465,11 @@ def run_job(job: dict, work: Path) -> dict:
             imgs, asked = generate(G, 100, conditional, onehot=True)
             result[f"{mode}_mode"] = scorer.score(imgs, asked)
     else:
-        from gandata.trainers.train import (
-            TrainOptions,
-            build,
-            latest_checkpoint,
-            load_checkpoint,
-            load_generator,
-            train,
-        )
+        from gandata.trainers.checkpoints import latest_checkpoint, load_checkpoint
+        from gandata.trainers.models import build
+        from gandata.trainers.options import TrainOptions
+        from gandata.trainers.sampling import load_generator
+        from gandata.trainers.train import train
 
         out = work / "runs" / f"{job_name(job)}"
         if not latest_checkpoint(out) or load_checkpoint(latest_checkpoint(out))["cur_nimg"] < nimg:

@@ -28,7 +28,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from gandata.trainers import data as tdata  # noqa: E402
-from gandata.trainers.train import KINDS, TrainOptions, train  # noqa: E402
+from gandata.trainers.kinds import KINDS  # noqa: E402
+from gandata.trainers.options import TrainOptions  # noqa: E402
+from gandata.trainers.train import train  # noqa: E402
 
 from gandata import shardset  # noqa: E402
 from gandata.datasets import Dataset  # noqa: E402

@@ -340,7 +340,7 @@ def demo(out: str | Path = "gandata-demo", size: str = "full", progress: bool = 
     """Run the offline demo into ``out``; returns what each stage produced and where."""
     from . import pipeline
     from .inspection import inspect_path
-    from .trainers.train import sample
+    from .trainers.sampling import sample
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}")

@@ -134,3 +134,18 @@ def values(options: tuple[Opt, ...], given: dict[str, Any], where: str) -> dict[
             raise UserError(f"[{where}] has no option {key!r}; it takes {', '.join(sorted(known))}")
     given = {k.replace("-", "_"): v for k, v in given.items()}
     return {key: o.check(given[key], where) if key in given else o.default for key, o in known.items()}
+
+
+def check_declared(obj: Any, options: tuple[Opt, ...], error: type[UserError] = UserError) -> None:
+    """A library call's options (a dataclass whose fields carry the declared names) checked by the stage's
+    declaration — the same check the command line and pipeline files make, so that the library repeats none of it.
+    Fields that are not declared, and values left None, are not checked here. The error names the option as the
+    command line does."""
+    for o in options:
+        value = getattr(obj, o.key, None)
+        if value is None or o.argument:
+            continue
+        try:
+            o.check(value, "cli")
+        except UserError as e:
+            raise error(str(e)) from None

@@ -15,7 +15,7 @@ from .errors import UserError
 from .options import LIST, PATH_TYPE, Opt
 from .storage import is_url
 from .summary import Summary
-from .trainers.kinds import CRITIC_CONDITIONING, DEFAULTS, KINDS, PAPERS, RESOLUTIONS
+from .trainers.kinds import BY_NAME, CRITIC_CONDITIONING, KINDS, RESOLUTIONS
 
 RESIZE_MODES = ("center-crop", "pad", "keep-ratio")  # images.RESIZE_MODES (a test holds them equal)
 
@@ -508,7 +508,8 @@ INSPECT = Stage(
 
 def _train(kind: str) -> Callable[[dict, Context], Summary]:
     def run(v: dict, ctx: Context) -> Summary:
-        from .trainers.train import TrainOptions, TrainSummary, changed_since, launch
+        from .trainers.options import TrainOptions, changed_since
+        from .trainers.train import TrainSummary, launch
 
         shards = v["shards"] or ctx.current or ctx.shards
         if not shards:
@@ -541,35 +542,38 @@ TRAIN_PASSED = ("kimg", "batch", "lr", "n_critic", "critic_norm", "critic_cond",
 
 
 def _train_options(kind: str) -> tuple[Opt, ...]:
-    d = DEFAULTS[kind]
+    k = BY_NAME[kind]
+
+    def only(applies: bool) -> dict:  # an option the kind has: offered on the command line and in files
+        return {"cli": applies, "pipeline": applies}
+
     return (
         Opt("shards", str, required=True, help="A shard folder (with dataset.json), brace pattern, URL or pipe: "
             "command (in a pipeline: the [shard] stage's folder)."),
         Opt("out", PATH_TYPE, output=True,
             help=f"Run folder (default runs/{kind}; in a pipeline runs/<pipeline name>)."),
         Opt("kimg", float, 1000.0, above=0, max=10**7, help="Length: thousands of real images shown to the critic."),
-        Opt("batch", int, min=1, max=65_536, help=f"Global batch, split over the GPUs (default {d['batch']})."),
-        Opt("lr", float, above=0, max=10, help=f"Learning rate of G and D (default {d['lr']:g}, {d['opt']}"
-            + (f" betas {d['betas']})." if d["betas"] else ").")),
-        Opt("n_critic", int, min=1, max=1000, help=f"Critic steps per generator step (default {d['n_critic']})."),
+        Opt("batch", int, min=1, max=65_536, help=f"Global batch, split over the GPUs (default {k.batch})."),
+        Opt("lr", float, above=0, max=10, help=f"Learning rate of G and D (default {k.lr:g}, {k.optimizer}"
+            + (f" betas {k.betas})." if k.betas else ").")),
+        Opt("n_critic", int, min=1, max=1000, help=f"Critic steps per generator step (default {k.n_critic})."),
         Opt("critic_norm", str, choices=("batch", "group", "none"),
-            help=f"Critic normalisation (default {d['critic_norm']})."),
+            help=f"Critic normalisation (default {k.critic_norm})."),
         Opt("g_norm", str, "batch", choices=("batch", "none"), help="Generator normalisation."),
-        Opt("critic_cond", str, "both", choices=CRITIC_CONDITIONING, pipeline=kind == "cdcgan", cli=kind == "cdcgan",
+        Opt("critic_cond", str, "both", choices=CRITIC_CONDITIONING, **only(k.conditional),
             help="How the critic sees the label: as input planes, through a projection head, or both."),
         Opt("nz", int, 100, min=1, max=4096, help="Latent size."),
         Opt("ngf", int, 64, min=1, max=1024, help="Generator width."),
         Opt("ndf", int, 64, min=1, max=1024, help="Critic width."),
-        Opt("gp_lambda", float, 10.0, min=0, max=10_000, cli=kind == "wgan-gp", pipeline=kind == "wgan-gp",
+        Opt("gp_lambda", float, 10.0, min=0, max=10_000, **only(k.penalty == "gp"),
             help="Weight of the gradient penalty."),
-        Opt("clip", float, 0.01, above=0, max=100, cli=kind == "wgan", pipeline=kind == "wgan",
+        Opt("clip", float, 0.01, above=0, max=100, **only(k.penalty == "clip"),
             help="Critic weights are clipped to ±clip."),
-        Opt("critic_warmup", bool, True, cli=kind == "wgan", pipeline=kind == "wgan",
+        Opt("critic_warmup", bool, True, **only(k.warmup),
             help="100 critic steps for the first 25 G steps and every 500th."),
-        Opt("label_smoothing", float, min=0, below=0.5, cli=kind not in ("wgan", "wgan-gp"),
-            pipeline=kind not in ("wgan", "wgan-gp"),
+        Opt("label_smoothing", float, min=0, below=0.5, **only(k.has_targets),
             help="One-sided label smoothing: the critic's target for real images is 1 minus this (default "
-            f"{d['label_smoothing']:g}; 0: off)."),
+            f"{k.label_smoothing:g}; 0: off)."),
         Opt("ema_kimg", float, 10.0, min=0, max=100_000, help="Half-life of the generator's EMA, in kimg."),
         Opt("ema_rampup", float, 0.05, min=0, max=1,
             help="Early on, the EMA half-life is at most this share of the images "
@@ -587,7 +591,7 @@ def _train_options(kind: str) -> tuple[Opt, ...]:
         Opt("gpus", int, 1, min=1, max=1024,
             help="Processes to launch with torchrun (GPUs; on --device cpu, CPU processes)."),
         Opt("resolution", int, validate=_resolution, help="Image side: 32, 64 or 128 (default: the shards')."),
-        Opt("n_classes", int, min=2, max=100_000, cli=kind == "cdcgan", pipeline=kind == "cdcgan",
+        Opt("n_classes", int, min=2, max=100_000, **only(k.conditional),
             help="Classes (default: the shards' labels)."),
         Opt("grid", int, 64, min=1, max=1024, help="Samples on each snapshot's grid."),
         Opt("eval", str, help="Metrics at every snapshot, e.g. fid,kid (off by default; needs the Inception weights, "
@@ -600,7 +604,7 @@ def _train_options(kind: str) -> tuple[Opt, ...]:
 
 
 TRAIN = [
-    Stage(("train", kind), f"Train {kind} on shards, streaming them: {PAPERS[kind]}.",
+    Stage(("train", kind), f"Train {kind} on shards, streaming them: {BY_NAME[kind].paper}.",
           "\b\nExamples:\n"
           f"  gandata train {kind} --shards data/bitmoji/shards                      # one GPU (or the CPU)\n"
           f"  gandata train {kind} --shards data/bricklink/shards --gpus 4 --kimg 2000\n"
@@ -613,7 +617,7 @@ TRAIN = [
 
 
 def _sample(v: dict, ctx: Context) -> Summary:
-    from .trainers.train import sample
+    from .trainers.sampling import sample
 
     return sample(v["run"], n=v["n"], out=v["out"], label=v["label"], device=v["device"], precision=v["precision"],
                   seed=v["seed"])
@@ -712,3 +716,12 @@ def for_table(table: str, spec: dict, where: str) -> Stage:
             return s
     raise UserError(f"{where}: [{table}] needs {key} = one of {', '.join(s.select[1] for s in candidates)} "
                     f"(got {value!r})")
+
+
+def declared(*command: str) -> tuple[Opt, ...]:
+    """The declared options of a command (``declared("shard")``, ``declared("train", "wgan-gp")``): what a library
+    call's options are checked against (:func:`gandata.options.check_declared`)."""
+    for s in STAGES:
+        if s.command == command:
+            return s.options
+    raise KeyError(command)

@@ -117,7 +117,8 @@ def test_no_library_path_opens_a_command_it_was_not_allowed(tmp_path):
         list(tdata.in_order([url], 4))
     with pytest.raises(UserError, match="shell command"):
         export(f"{{{url},b}}", tmp_path / "x.zip")
-    from gandata.trainers.train import TrainOptions, train
+    from gandata.trainers.options import TrainOptions
+    from gandata.trainers.train import train
 
     with pytest.raises(UserError, match="shell command"):
         train(TrainOptions(kind="dcgan", shards=f"{{{url},{tmp_path}/a}}.tar", out=str(tmp_path / "run"),
@@ -366,7 +367,9 @@ def test_two_trainings_on_one_folder_never_both_run(tmp_path, labelled_set):
 
 def test_a_diverging_run_stops_at_the_first_check_and_keeps_its_good_checkpoint(tmp_path, labelled_set, capsys):
     import torch
-    from gandata.trainers.train import TrainError, TrainOptions, load_checkpoint, train
+    from gandata.trainers.checkpoints import load_checkpoint
+    from gandata.trainers.options import TrainError, TrainOptions
+    from gandata.trainers.train import train
 
     run = tmp_path / "run"
     assert gd(capsys, "train", "dcgan", "--shards", str(labelled_set), "--out", str(run), *TRAIN)[0] == 0
@@ -623,7 +626,9 @@ def test_object_store_failures_are_one_line(tmp_path, bucket, labelled_set):
 ])
 def test_a_checkpoint_is_checked_whole_and_named_with_its_field(content, words, tmp_path, labelled_set, capsys):
     import torch
-    from gandata.trainers.train import TrainOptions, load_checkpoint, train
+    from gandata.trainers.checkpoints import load_checkpoint
+    from gandata.trainers.options import TrainOptions
+    from gandata.trainers.train import train
 
     from gandata.errors import FormatError
 
@@ -646,7 +651,8 @@ def test_a_checkpoint_is_checked_whole_and_named_with_its_field(content, words, 
 
 
 def test_eval_refuses_to_score_a_generator_against_shards_of_another_size(tmp_path, labelled_set, capsys):
-    from gandata.trainers.train import TrainOptions, train
+    from gandata.trainers.options import TrainOptions
+    from gandata.trainers.train import train
 
     run = tmp_path / "run"
     train(TrainOptions(kind="dcgan", shards=str(labelled_set), out=str(run), kimg=0.008, batch=4, ngf=4, ndf=4, nz=4,

@@ -251,7 +251,7 @@ def test_a_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
 
 
 def test_a_full_disk_in_a_checkpoint_is_an_oserror_and_no_temporary(tmp_path, monkeypatch):
-    import gandata.trainers.train as ttrain
+    import gandata.trainers.checkpoints as ttrain
 
     def torch_full(obj, f):
         f.write(b"partial")

@@ -26,7 +26,8 @@ from gandata.trainers.metrics import (
     load_extractor,
     verify_weights,
 )
-from gandata.trainers.train import TrainOptions, train
+from gandata.trainers.options import TrainOptions
+from gandata.trainers.train import train
 from test_train import TINY, labelled_shards  # noqa: F401 (a fixture)
 
 from gandata.assets import cache_dir

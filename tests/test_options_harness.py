@@ -144,7 +144,8 @@ def world(tmp_path_factory):
     """Small real inputs every runnable command can start from, and a server for fetch urls."""
     import http.server
 
-    from gandata.trainers.train import TrainOptions, train
+    from gandata.trainers.options import TrainOptions
+    from gandata.trainers.train import train
 
     base = tmp_path_factory.mktemp("world")
     imgs = base / "imgs"

@@ -377,7 +377,8 @@ def test_a_task_that_keeps_failing_stops_the_run_and_keeps_the_others(cluster, t
 
 def test_shards_written_to_s3_match_local_and_train_streams_them(cluster, s3, inputs, tmp_path):
     from gandata.trainers.metrics import evaluate
-    from gandata.trainers.train import TrainOptions, train
+    from gandata.trainers.options import TrainOptions
+    from gandata.trainers.train import train
 
     from gandata.shardset import resolve
 

@@ -12,9 +12,12 @@ import pytest
 import torch
 import webdataset as wds
 from conftest import drawn_image, kill_when, labelled_set, png_bytes
+from gandata.trainers.checkpoints import load_checkpoint, rng_state, set_rng_state
 from gandata.trainers.losses import gradient_penalty
 from gandata.trainers.models import Critic, Generator
-from gandata.trainers.train import TrainError, TrainOptions, load_checkpoint, rng_state, sample, set_rng_state, train
+from gandata.trainers.options import TrainError, TrainOptions
+from gandata.trainers.sampling import sample
+from gandata.trainers.train import train
 
 TINY = dict(ngf=8, ndf=8, nz=16, workers=0, shuffle=64, log_kimg=0.05, device="cpu", grid=16)
 

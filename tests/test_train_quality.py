@@ -11,13 +11,19 @@ import signal
 import subprocess
 import sys
 
+import gandata.trainers.checkpoints as tcheck
+import gandata.trainers.cpu as tcpu
 import gandata.trainers.train as ttrain
 import numpy as np
 import pytest
 import torch
 from conftest import lines_in, png_bytes, wait_for
+from gandata.trainers.checkpoints import latest_checkpoint
+from gandata.trainers.cpu import configure_threads
 from gandata.trainers.models import Generator, label_influence
-from gandata.trainers.train import TrainOptions, configure_threads, ema_beta, latest_checkpoint, load_generator, train
+from gandata.trainers.options import TrainError, TrainOptions
+from gandata.trainers.sampling import load_generator
+from gandata.trainers.train import ema_beta, train
 from PIL import Image, ImageDraw
 
 from gandata.datasets import Dataset
@@ -135,14 +141,14 @@ def test_threads_fit_the_machine(monkeypatch):
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.delenv("GANDATA_AUTO_THREADS", raising=False)
-        monkeypatch.setattr(ttrain.os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
+        monkeypatch.setattr(tcpu.os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
         cpu = torch.device("cpu")
-        monkeypatch.setattr(ttrain, "others_load", lambda world: 0.1)
+        monkeypatch.setattr(tcpu, "others_load", lambda world: 0.1)
         assert configure_threads(cpu) == 8 and torch.get_num_threads() == 8
         assert configure_threads(cpu, world=2) == 4
-        monkeypatch.setattr(ttrain, "others_load", lambda world: 6.2)  # six cores kept busy by others
+        monkeypatch.setattr(tcpu, "others_load", lambda world: 6.2)  # six cores kept busy by others
         assert configure_threads(cpu) == 2
-        monkeypatch.setattr(ttrain, "others_load", lambda world: 30.0)
+        monkeypatch.setattr(tcpu, "others_load", lambda world: 30.0)
         assert configure_threads(cpu) == 1
         assert configure_threads(torch.device("cuda", 0), world=2, workers=1) == 2  # 8 // 2 // 2
         assert configure_threads(cpu, threads=3) == 3  # asked for
@@ -150,35 +156,40 @@ def test_threads_fit_the_machine(monkeypatch):
         torch.set_num_threads(1)
         assert configure_threads(cpu) == 1  # the user's setting is kept
         monkeypatch.setenv("GANDATA_AUTO_THREADS", "1")  # set by `--gpus N` for its ranks: fitted again
-        monkeypatch.setattr(ttrain, "others_load", lambda world: 0.0)
+        monkeypatch.setattr(tcpu, "others_load", lambda world: 0.0)
         assert configure_threads(cpu, world=2) == 4
     finally:
         torch.set_num_threads(before)
 
 
-def test_own_runnable_threads_are_counted():
-    assert ttrain._own_runnable() >= 1  # this thread is running
+def test_own_runnable_threads_are_counted(tmp_path):
+    assert tcpu.own_runnable() >= 1  # this thread is running
+    for i, state in enumerate("RSRDR"):  # a /proc/self of five threads, three running; names with ') ' in them
+        (tmp_path / "task" / str(i)).mkdir(parents=True)
+        (tmp_path / "task" / str(i) / "stat").write_text(f"{100 + i} (py) thread {i}) {state} 1 2 3\n")
+    assert tcpu.own_runnable(str(tmp_path)) == 3
+    assert tcpu.own_runnable(str(tmp_path / "absent")) == 0  # no /proc: nothing counted
 
 
 def test_others_load_counts_what_runs_now(monkeypatch, tmp_path):
     proc = tmp_path / "loadavg"
     proc.write_text("0.20 0.10 0.00 5/300 99\n")
-    monkeypatch.setattr(ttrain.os, "getloadavg", lambda: (7.5, 0, 0))  # a lagging average is not used
-    monkeypatch.setattr(ttrain, "_own_runnable", lambda: 1)
-    assert ttrain.others_load(1, str(proc), samples=2) == 4.0  # five runnable threads, one of them this process's
-    assert ttrain.others_load(2, str(proc), samples=1) == 3.0  # and a sibling rank of this job
-    monkeypatch.setattr(ttrain, "_own_runnable", lambda: 2)
-    assert ttrain.others_load(1, str(proc), samples=1) == 3.0  # two of them this process's
+    monkeypatch.setattr(tcpu.os, "getloadavg", lambda: (7.5, 0, 0))  # a lagging average is not used
+    monkeypatch.setattr(tcpu, "own_runnable", lambda: 1)
+    assert tcpu.others_load(1, str(proc), samples=2) == 4.0  # five runnable threads, one of them this process's
+    assert tcpu.others_load(2, str(proc), samples=1) == 3.0  # and a sibling rank of this job
+    monkeypatch.setattr(tcpu, "own_runnable", lambda: 2)
+    assert tcpu.others_load(1, str(proc), samples=1) == 3.0  # two of them this process's
     proc.write_text("3.20 2.10 2.00 1/300 99\n")
-    assert ttrain.others_load(1, str(proc), samples=1) == 0.0  # just after a load ended: idle now
-    assert ttrain.others_load(1, str(tmp_path / "none")) == 7.5  # no /proc (not Linux): the average alone
+    assert tcpu.others_load(1, str(proc), samples=1) == 0.0  # just after a load ended: idle now
+    assert tcpu.others_load(1, str(tmp_path / "none")) == 7.5  # no /proc (not Linux): the average alone
 
 
 def test_resuming_with_another_architecture_is_one_line(colour_shards, tmp_path):
     out = tmp_path / "r"
     train(TrainOptions(kind="dcgan", shards=str(colour_shards), out=str(out), kimg=0.05, batch=8, snap_kimg=0.05,
                        **TINY), progress=False)
-    with pytest.raises(ttrain.TrainError, match=r"another architecture \(ngf 8 → 16\)"):
+    with pytest.raises(TrainError, match=r"another architecture \(ngf 8 → 16\)"):
         train(TrainOptions(kind="dcgan", shards=str(colour_shards), out=str(out), kimg=0.1, batch=8, snap_kimg=0.05,
                            resume="auto", **{**TINY, "ngf": 16}), progress=False)
 
@@ -225,7 +236,7 @@ def test_ctrl_c_writes_a_checkpoint_then_resume_continues(colour_shards, tmp_pat
     assert proc.returncode == 130, err
     assert "interrupted at" in err and "--resume auto" in err and "Traceback" not in err, err
     [ck] = sorted(out.glob("checkpoint-*.pt"))
-    nimg = ttrain.load_checkpoint(ck)["cur_nimg"]
+    nimg = tcheck.load_checkpoint(ck)["cur_nimg"]
     assert 0 < nimg < 50_000
     r = subprocess.run([*cmd[:cmd.index("--kimg") + 1], str(nimg / 1000 + 0.04), *cmd[cmd.index("--kimg") + 2:],
                         "--resume", "auto"], capture_output=True, text=True, timeout=120)
@@ -241,12 +252,12 @@ def test_a_run_folder_is_never_started_over_or_shared(colour_shards, tmp_path, m
     opts = dict(kind="dcgan", shards=str(colour_shards), out=str(out), kimg=0.04, batch=8, snap_kimg=0.04, **TINY)
     train(TrainOptions(**opts), progress=False)
     before = sorted(p.name for p in out.iterdir())
-    with pytest.raises(ttrain.TrainError, match="already holds a run; continue it with --resume auto, or give another"):
+    with pytest.raises(TrainError, match="already holds a run; continue it with --resume auto, or give another"):
         train(TrainOptions(**opts), progress=False)
     assert sorted(p.name for p in out.iterdir()) == before  # nothing overwritten
     monkeypatch.setattr(ttrain, "RUN_LOCK_WAIT", 0.1)
     with FolderLock(out):  # another run holds the folder
-        with pytest.raises(ttrain.TrainError, match="another training run is writing to"):
+        with pytest.raises(TrainError, match="another training run is writing to"):
             train(TrainOptions(**{**opts, "kimg": 0.08}, resume="auto"), progress=False)
     assert train(TrainOptions(**{**opts, "kimg": 0.08}, resume="auto"), progress=False).resumed_from
 
@@ -277,24 +288,23 @@ def test_one_sided_label_smoothing_lowers_only_the_reals_target():
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     g = torch.Generator().manual_seed(0)
     r, f = torch.randn(64, generator=g) * 4, torch.randn(64, generator=g) * 4
-    assert torch.allclose(d_loss("dcgan", r, f, 0.9), bce(r, torch.full_like(r, 0.9)) + bce(f, torch.zeros_like(f)),
+    assert torch.allclose(d_loss("gan", r, f, 0.9), bce(r, torch.full_like(r, 0.9)) + bce(f, torch.zeros_like(f)),
                           atol=1e-6)
-    assert torch.allclose(d_loss("dcgan", r, f), bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f)), atol=1e-6)
+    assert torch.allclose(d_loss("gan", r, f), bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f)), atol=1e-6)
     assert torch.allclose(d_loss("lsgan", r, f, 0.9), 0.5 * ((r - 0.9) ** 2).mean() + 0.5 * (f**2).mean())
     # a real the critic is sure of no longer pulls its logit on towards +inf: the pull stops at logit(0.9)
     for logit, sign in ((math.log(9), 0), (8.0, 1), (1.0, -1)):
         x = torch.tensor([logit], requires_grad=True)
-        d_loss("dcgan", x, torch.tensor([-50.0]), 0.9).backward()
+        d_loss("gan", x, torch.tensor([-50.0]), 0.9).backward()
         assert (abs(x.grad.item()) < 1e-6) if sign == 0 else (x.grad.item() * sign > 1e-3)
     # the fakes' side and the generator's loss are untouched
-    assert torch.equal(g_loss("dcgan", f), torch.nn.functional.softplus(-f).mean())
+    assert torch.equal(g_loss("gan", f), torch.nn.functional.softplus(-f).mean())
 
 
 def test_label_smoothing_options(colour_shards, tmp_path):
-    from gandata.trainers.kinds import DEFAULTS
-    from gandata.trainers.train import TrainError
+    from gandata.trainers.kinds import KINDS
 
-    for kind in DEFAULTS:  # 0.1 for dcgan (its tail of failed seeds, README's quality section), else off
+    for kind in KINDS:  # 0.1 for dcgan (its tail of failed seeds, README's quality section), else off
         assert TrainOptions(kind=kind, shards="x", out="y").resolved().label_smoothing == (0.1 if kind == "dcgan"
                                                                                             else 0.0)
     assert TrainOptions(kind="dcgan", shards="x", out="y", label_smoothing=0.0).resolved().label_smoothing == 0.0

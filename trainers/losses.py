@@ -1,5 +1,7 @@
 """The adversarial objectives, on critic logits, computed in fp32 (AMP-safe: no sigmoid + BCELoss).
 
+The objective is a kind's ``objective`` (kinds.py):
+
 * ``gan`` (dcgan, cdcgan): non-saturating — D: −log σ(D(x)) − log(1 − σ(D(G(z)))), G: −log σ(D(G(z))) (softplus form).
 * ``lsgan``: 0-1 coding — D: ½(D(x)−1)² + ½D(G(z))², G: ½(D(G(z))−1)².
 * ``wgan`` (wgan, wgan-gp): D: D(G(z)) − D(x), G: −D(G(z)).
@@ -13,14 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-OBJECTIVES = {"dcgan": "gan", "cdcgan": "gan", "lsgan": "lsgan", "wgan": "wgan", "wgan-gp": "wgan"}
 
-
-def d_loss(kind: str, d_real: torch.Tensor, d_fake: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+def d_loss(obj: str, d_real: torch.Tensor, d_fake: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
     """The critic's loss. ``real_target`` < 1 is one-sided label smoothing (gan, lsgan): the reals' target is
     lowered, the fakes' stays 0 (Salimans et al. 2016)."""
     r, f = d_real.float(), d_fake.float()
-    obj = OBJECTIVES[kind]
     if obj == "gan":
         real = F.softplus(-r)
         if real_target != 1.0:
@@ -31,9 +30,8 @@ def d_loss(kind: str, d_real: torch.Tensor, d_fake: torch.Tensor, real_target: f
     return f.mean() - r.mean()
 
 
-def g_loss(kind: str, d_fake: torch.Tensor) -> torch.Tensor:
+def g_loss(obj: str, d_fake: torch.Tensor) -> torch.Tensor:
     f = d_fake.float()
-    obj = OBJECTIVES[kind]
     if obj == "gan":
         return F.softplus(-f).mean()
     if obj == "lsgan":

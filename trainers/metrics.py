@@ -38,7 +38,10 @@ from ..fileio import JsonlLog, atomic_file, read_jsonl
 from ..summary import Summary
 from . import data as tdata
 from . import inception
-from .train import TrainError, load_generator, newest_checkpoint, pick_device
+from .checkpoints import newest_checkpoint
+from .cpu import pick_device
+from .options import TrainError
+from .sampling import load_generator
 
 
 class EvalError(UserError):

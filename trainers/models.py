@@ -158,3 +158,12 @@ def label_influence(G: Generator, n_z: int = 32, seed: int = 0) -> float:
     z = torch.randn(n_z, G.nz, generator=torch.Generator().manual_seed(seed))
     x = G(z.repeat_interleave(k, 0).to(device), torch.arange(k).repeat(n_z).to(device)).float().view(n_z, k, -1)
     return float(x.var(dim=1).mean() / x.var(dim=0).mean().clamp_min(1e-12))
+
+
+def build(o, resolution: int, n_classes: int) -> tuple[Generator, Critic]:
+    """The generator and critic of a run's options (:class:`~gandata.trainers.options.TrainOptions`): conditional on
+    ``n_classes`` labels where the kind is."""
+    classes = n_classes if o.spec.conditional else 0
+    G = Generator(resolution, o.nz, o.ngf, 3, classes, norm=o.g_norm)
+    D = Critic(resolution, o.ndf, 3, o.critic_norm, classes, o.critic_cond)
+    return G, D

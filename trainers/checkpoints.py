@@ -1,0 +1,172 @@
+"""A run's checkpoints and random state: written whole or not at all, loaded only as plain tensors, checked whole on
+load, the newest loadable one found; the RNG states a resumed run continues from; which data order it continues
+with."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import FormatError, UserError
+from ..fileio import atomic_file
+from .kinds import KINDS
+from .options import TrainError, TrainOptions
+
+CHECKPOINT_RE = "checkpoint-*.pt"
+
+
+class BadCheckpoint(TrainError, FormatError):
+    """A checkpoint (or a run's summary) that is not what gandata writes: damaged, foreign, or of another shape."""
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint's contents. Only plain tensors and containers are accepted (``weights_only=True``): a file that
+    needs arbitrary unpickling is refused."""
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise TrainError(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise TrainError(f"{path} is a folder; give a checkpoint file, or the run folder where a run folder goes") \
+            from None
+    except Exception as e:  # UnpicklingError and friends: not a plain checkpoint
+        first = (str(e).splitlines() or ["empty or damaged"])[0][:200]
+        raise BadCheckpoint(f"refusing to load {path}: it is not a plain gandata checkpoint ({type(e).__name__}: "
+                         f"{first})") from None
+    check_checkpoint(ck, path)
+    return ck
+
+
+def check_checkpoint(ck: object, path: str | os.PathLike) -> None:
+    """A checkpoint's whole shape, or one :class:`BadCheckpoint` naming the file and the field: the three networks'
+    and two optimisers' states, whole step and image counts, and the options it was trained with."""
+
+    def bad(field: str, what: str) -> BadCheckpoint:
+        return BadCheckpoint(f"{path}: {field} {what}; it is not a gandata checkpoint (or a damaged one)")
+
+    if not isinstance(ck, dict):
+        raise bad("the file", "does not hold a dictionary")
+    for key in ("G", "D", "G_ema"):
+        if not isinstance(ck.get(key), dict) or not all(isinstance(t, torch.Tensor) for t in ck[key].values()):
+            raise bad(f"{key!r}", "is missing or not a network's state")
+    for key in ("optG", "optD"):
+        if not isinstance(ck.get(key), dict):
+            raise bad(f"{key!r}", "is missing or not an optimiser's state")
+    for key in ("step", "cur_nimg"):
+        if isinstance(ck.get(key), bool) or not isinstance(ck.get(key), int) or ck[key] < 0:
+            raise bad(f"{key!r}", f"must be a whole number (got {ck.get(key)!r:.40})")
+    options = ck.get("options")
+    if not isinstance(options, dict) or options.get("kind") not in KINDS:
+        raise bad("'options'", f"must name the kind it was trained as ({', '.join(KINDS)})")
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    found = sorted(run.glob(CHECKPOINT_RE))
+    return found[-1] if found else None
+
+
+def newest_loadable(run: Path, device: torch.device, warn: bool = True) -> tuple[Path | None, dict | None]:
+    """The newest checkpoint of ``run`` that loads, newest first: a damaged one (a truncated copy, a full disk) is
+    passed over with a line, and the one before it is used."""
+    for path in sorted(run.glob(CHECKPOINT_RE), reverse=True):
+        try:
+            return path, load_checkpoint(path, map_location=device)
+        except TrainError as e:
+            if warn:
+                print(f"skipping {path}: it does not load ({str(e)[:160]}); trying the one before", file=sys.stderr,
+                      flush=True)
+    return None, None
+
+
+def newest_checkpoint(run: Path) -> Path | None:
+    """The newest checkpoint of a run folder that loads (a damaged newest one is passed over with a line)."""
+    return newest_loadable(run, torch.device("cpu"))[0]
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """A checkpoint, whole or not at all. torch reports a full disk as a RuntimeError from its zip writer; it is
+    raised here as the OSError it is (ENOSPC, naming the file), and the temporary file is removed."""
+    try:
+        with atomic_file(path) as f:
+            torch.save(obj, f)
+    except RuntimeError as e:
+        free = shutil.disk_usage(path.parent).free
+        if free < (64 << 20) or "unexpected pos" in str(e) or "No space" in str(e):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+        raise
+
+
+def stream_seed(o: TrainOptions, ck: Path | None) -> int:
+    """The data order's seed: the run's seed, and on resume the images already shown (read from the name of the
+    checkpoint it continues from), so a resumed run goes on with new batches instead of replaying the first ones."""
+    if o.resume is None:
+        return o.seed
+    digits = re.findall(r"\d+", ck.stem) if ck is not None else []
+    return o.seed + (int(digits[-1]) if digits else 0) * 1_000_003
+
+
+def load_networks(ck: dict, path: Path, o: TrainOptions, G: nn.Module, D: nn.Module, G_ema: nn.Module) -> None:
+    """Load a checkpoint's networks, or say in one line that it was trained with another architecture."""
+    try:
+        G.load_state_dict(ck["G"])
+        D.load_state_dict(ck["D"])
+        G_ema.load_state_dict(ck["G_ema"])
+    except (RuntimeError, KeyError) as e:
+        was = ck.get("options") or {}
+        keys = ("kind", "nz", "ngf", "ndf", "critic_norm", "critic_cond", "g_norm")
+        diff = [f"{k} {was.get(k)!r} → {getattr(o, k)!r}" for k in keys if k in was and was.get(k) != getattr(o, k)]
+        why = ", ".join(diff) if diff else f"the layers differ ({str(e).splitlines()[0][:120]})"
+        raise TrainError(f"cannot resume from {path}: it was trained with another architecture ({why}); use the "
+                         "options it was trained with, or another --out for a new run") from None
+
+
+def options_of(ck: dict, path: Path) -> TrainOptions:
+    """The resolved options a checkpoint was trained with."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(TrainOptions)}
+    try:
+        return TrainOptions(**{k: v for k, v in ck["options"].items() if k in known}).resolved()
+    except (TypeError, UserError) as e:
+        raise TrainError(f"{path}: its 'options' do not describe a run this version can build ({e})") from None
+
+
+def recorded(run: Path) -> dict:
+    """A run folder's ``options.json`` (empty when it is missing or not a JSON object)."""
+    f = run / "options.json"
+    try:
+        saved = json.loads(f.read_text()) if f.exists() else {}
+    except (OSError, ValueError):
+        saved = {}
+    return saved if isinstance(saved, dict) else {}

@@ -1,0 +1,117 @@
+"""What a trained run gives back: its EMA generator, loaded from a checkpoint, and grids of samples from it."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..fileio import atomic_write
+from ..summary import Summary
+from .checkpoints import load_checkpoint, newest_checkpoint, options_of, recorded
+from .cpu import pick_device
+from .models import build
+from .options import TrainError, TrainOptions
+
+SAMPLE_CHUNK = 256  # images the generator draws at once in sample()
+
+
+@dataclass
+class SampleResult(Summary):
+    checkpoint: str
+    out: str
+    n: int
+    kind: str
+    kimg: float
+    label_names: list[str] | None
+
+    def brief(self) -> str:
+        return f"{self.n} samples of {self.kind} at {self.kimg:g} kimg → {self.out}"
+
+
+def image_grid(images: torch.Tensor, rows: int) -> bytes:
+    """B×C×H×W in [-1, 1] → a PNG of ``rows`` rows with 2-px gaps."""
+    from PIL import Image
+
+    from .. import images as gimages
+
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+    b, c, h, w = x.shape
+    cols = math.ceil(b / rows)
+    grid = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, 3), 32, np.uint8)
+    for i in range(b):
+        r, k = divmod(i, cols)
+        tile = x[i].transpose(1, 2, 0)
+        grid[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + k * (w + 2) : 2 + k * (w + 2) + w] = (
+            tile if c == 3 else tile[..., :1]
+        )
+    return gimages.encode(Image.fromarray(grid), "png")
+
+
+def grid_labels(n: int, rows: int, n_classes: int) -> torch.Tensor:
+    """One class per row of a grid of ``n`` (cycling through the classes)."""
+    return torch.arange(n) // math.ceil(n / rows) % max(n_classes, 1)
+
+
+def load_generator(ck_path: str | os.PathLike, device: torch.device) -> tuple[nn.Module, TrainOptions, int, dict]:
+    """The EMA generator of a checkpoint, in eval mode on ``device``; its options; its number of classes (0 unless
+    conditional); and ``{"cur_nimg", "resolution", "label_names"}``."""
+    ck_path = Path(ck_path)
+    ck = load_checkpoint(ck_path)
+    o = options_of(ck, ck_path)
+    saved = recorded(ck_path.parent)
+    resolution = saved.get("resolution") or _resolution_of(ck["G_ema"])
+    n_classes = saved.get("n_classes") or (ck["G_ema"]["embed.weight"].shape[0] if "embed.weight" in ck["G_ema"] else 0)
+    G, _ = build(o, resolution, n_classes)
+    try:
+        G.load_state_dict(ck["G_ema"])
+    except RuntimeError:
+        raise TrainError(f"{ck_path} was written by an older gandata whose {o.kind} generator had other layers; "
+                         "train it again with this version") from None
+    G.to(device).eval()
+    return G, o, n_classes if o.spec.conditional else 0, {"cur_nimg": int(ck["cur_nimg"]), "resolution": resolution,
+                                                           "label_names": saved.get("label_names")}
+
+
+def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "samples.png", label: int | None = None,
+           device: str = "auto", precision: str = "fp32", seed: int = 0) -> SampleResult:
+    """A grid of ``n`` images from a run's newest checkpoint (or a checkpoint file), drawn by the EMA generator."""
+    from .precision import autocast
+
+    path = Path(path)
+    ck_path = newest_checkpoint(path) if path.is_dir() else path
+    if ck_path is None:
+        raise TrainError(f"{path} holds no checkpoint-*.pt that loads; train first, or give a checkpoint file")
+    dev = pick_device(device)
+    G, o, n_classes, meta = load_generator(ck_path, dev)
+    z = torch.randn(n, o.nz, generator=torch.Generator().manual_seed(seed)).to(dev)
+    y = None
+    rows = max(1, int(math.sqrt(n)))
+    if o.spec.conditional:
+        if label is not None and not 0 <= label < n_classes:
+            raise TrainError(f"--label {label}: this model has labels 0-{n_classes - 1}")
+        y = (torch.full((n,), label) if label is not None else grid_labels(n, rows, n_classes)).to(dev)
+    elif label is not None:
+        raise TrainError(f"--label only applies to cdcgan models; this one is {o.kind}")
+    out = Path(out)
+    if out.is_dir():
+        raise TrainError(f"--out {out} is a folder; give the PNG's file name (e.g. {out / 'samples.png'})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parts = []
+    with torch.no_grad(), autocast(precision, dev):  # in chunks: the activations of 10 000 images at once are GBs
+        for i in range(0, n, SAMPLE_CHUNK):
+            zi, yi = z[i:i + SAMPLE_CHUNK], y[i:i + SAMPLE_CHUNK] if y is not None else None
+            parts.append((G(zi, yi) if yi is not None else G(zi)).float().cpu())
+    atomic_write(out, image_grid(torch.cat(parts), rows))
+    return SampleResult(checkpoint=str(ck_path), out=str(out), n=n, kind=o.kind, kimg=meta["cur_nimg"] / 1000,
+                        label_names=meta["label_names"])
+
+
+def _resolution_of(g_state: dict) -> int:
+    ups = sum(1 for k in g_state if k.startswith("net.") and k.endswith(".weight") and g_state[k].dim() == 4)
+    return 2 ** (ups + 1)
