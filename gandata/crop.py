@@ -39,19 +39,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import assets, images, storage
-from .datasets import (
-    Dataset,
-    Input,
-    MissingInput,
-    Part,
-    Problem,
-    Sample,
-    child_key,
-    open_input,
-    part_samples,
-    partitions,
-)
+from .datasets import Dataset, Problem, child_key
 from .errors import UserError
+from .inputs import Input, MissingInput, Part, Sample, open_input, part_samples, partitions
 from .progress import Progress
 from .summary import Summary
 from .workers import Done, MemoryBudget, cores, ordered
@@ -76,34 +66,19 @@ class CropOptions:
     min_size: int = 24
     equalize: bool = True
     detect_size: int = 1024  # images with a longer side are detected on a copy scaled down to this
-    image_format: str = "png"
+    format: str = "png"  # of the crops
     workers: int = 0  # 0: one per core
     memory: int = 1024  # MiB that decoded images may hold at once, all workers together
     lego: bool = False  # fall back on the layout locator where the cascade finds nothing
     locator: str = "auto"  # lego: auto (the cascade, then the layout) | layout (the layout only: no cascade needed)
 
     def validate(self) -> None:
-        if self.size < 8:
-            raise UserError(f"--size must be at least 8 pixels (got {self.size})")
-        if not 0 <= self.margin <= 2:
-            raise UserError(f"--margin must be between 0 and 2 (a fraction of the face box; got {self.margin})")
-        if self.edge not in EDGES:
-            raise UserError(f"--edge must be pad, shift or drop (got {self.edge!r})")
-        if self.scale_factor <= 1.0:
-            raise UserError(f"--scale-factor must be above 1 (got {self.scale_factor})")
-        if self.min_neighbors < 0 or self.min_size < 1 or self.min_face < 1 or self.detect_size < 64:
-            raise UserError("--min-neighbors must be ≥ 0, --min-size and --min-face ≥ 1, --detect-size ≥ 64")
-        if self.locator not in ("auto", "layout") or (self.locator == "layout" and not self.lego):
-            raise UserError(
-                f"--locator must be auto or layout, and layout is for lego-faces only (got {self.locator!r})"
-            )
-        if self.image_format not in ("png", "jpg", "webp"):
-            raise UserError(f"--format must be png, jpg or webp (got {self.image_format!r})")
-        for opt, value in (("--pad-color", self.pad_color), ("--background", self.background)):
-            try:
-                images.parse_color(value)
-            except ValueError as e:
-                raise UserError(f"{opt}: {e}") from None
+        from .options import check_declared
+        from .stages import declared
+
+        check_declared(self, declared("crop", "lego-faces" if self.lego else "anime-faces"))
+        if self.locator == "layout" and not self.lego:
+            raise UserError("--locator layout is for lego-faces only (anime faces have no figure layout)")
 
 
 # -------------------------------------------------------------------------------------------- the cascade
@@ -279,7 +254,7 @@ def _process(data: bytes, key: str, opts: CropOptions, detector: Detector, pad: 
             continue
         face = images.resize(cut(rgb, cb, pad), opts.size, "center-crop")
         crops.append({"index": i, "bbox": list(box), "crop_box": list(cb), "method": method,
-                      "data": images.encode(face, opts.image_format)})
+                      "data": images.encode(face, opts.format)})
     status = "faces" if crops else ("no_head" if opts.lego else "no_face")
     small = None
     if preview:
@@ -397,7 +372,7 @@ def crop(
                               "margin": opts.margin, "edge": opts.edge, "width": opts.size, "height": opts.size,
                               "parent_width": result["size"][0], "parent_height": result["size"][1]}
                     key = child_key(sample.key, f"_f{c['index']}")
-                    if ds.add(key, c["data"], opts.image_format, record) is not None:
+                    if ds.add(key, c["data"], opts.format, record) is not None:
                         counts["crops"] += 1
                         methods[c["method"]] += 1
                 journal.append({"parent": sample.key, "status": status, "faces": len(result["crops"]),

@@ -39,9 +39,9 @@ import numpy as np
 from PIL import Image
 
 from . import images, storage
-from .datasets import MissingInput, Part, Sample, open_input, part_samples, partitions
 from .errors import UserError
 from .fileio import JsonlLog, read_jsonl
+from .inputs import MissingInput, Part, Sample, open_input, part_samples, partitions
 from .progress import Progress
 from .summary import Summary
 from .workers import Done, MemoryBudget, cores, ordered

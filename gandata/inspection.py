@@ -11,7 +11,8 @@ from pathlib import Path
 from PIL import Image
 
 from . import images, shardset, storage
-from .datasets import DatasetInput, Sample, TarInput, lookup_field, open_input
+from .datasets import lookup_field
+from .inputs import DatasetInput, Sample, TarInput, open_input
 from .progress import Progress
 from .summary import Summary
 

@@ -130,6 +130,14 @@ def _limits(v: dict) -> dict:
             "memory": v["memory"] << 20 if v["memory"] else None, "durability": v["durability"]}
 
 
+def library_options(cls: type, v: dict, **more: Any) -> Any:
+    """A library's options dataclass from the checked values: its fields carry the declared names, so nothing is
+    renamed on the way."""
+    from dataclasses import fields
+
+    return cls(**{f.name: v[f.name] for f in fields(cls) if f.name in v}, **more)
+
+
 def _base_url(v: dict, ctx: Context) -> str | None:
     return v.get("base_url") or ctx.base_url
 
@@ -314,12 +322,7 @@ def _crop(lego: bool) -> Callable[[dict, Context], Summary]:
 
         dataset = "bricklink" if lego else "anime"
         src = v["src"] or ctx.current or ctx.data_dir / (ctx.dataset or dataset) / "raw"
-        options = CropOptions(
-            lego=lego, size=v["size"], margin=v["margin"], edge=v["edge"], pad_color=v["pad_color"],
-            background=v["background"], min_face=v["min_face"], scale_factor=v["scale_factor"],
-            min_neighbors=v["min_neighbors"], min_size=v["min_size"], equalize=v["equalize"],
-            detect_size=v["detect_size"], workers=v["workers"], memory=v["memory"], image_format=v["format"],
-            **({"locator": v["locator"]} if lego else {}))
+        options = library_options(CropOptions, v, lego=lego)
         return _into(_dataset_out(v, ctx, dataset, "faces"), lambda out: crop(
             src, out, options, cascade=v["cascade"], base_url=_base_url(v, ctx), debug_grid=v["debug_grid"],
             progress=ctx.progress, engine=v["engine"], ray_address=v["ray_address"], task_size=v["task_size"]))
@@ -406,11 +409,7 @@ class ShardAll(Summary):
 def _shard(v: dict, ctx: Context) -> Summary:
     from .shard import ShardOptions, default_name, shard, shard_all
 
-    opts = ShardOptions(
-        size=v["size"], resize=v["resize"], image_format=v["format"], quality=v["quality"],
-        background=v["background"], pad_color=v["pad_color"], val_fraction=v["val_fraction"], seed=v["seed"],
-        maxcount=v["maxcount"], min_shards=v["min_shards"], dedupe=v["dedupe"], threshold=v["threshold"],
-        label_field=v["label_field"], draft=v["draft"], workers=v["workers"], memory=v["memory"])
+    opts = library_options(ShardOptions, v)
     src = v["src"] or ([ctx.current] if ctx.current else None)
     if ctx.pipeline and not src:
         src = [str(ctx.data_dir / ctx.dataset / "raw")]

@@ -272,10 +272,11 @@ def test_a_file_missing_where_a_task_runs_fails_the_task_and_is_never_a_marker(t
     run fails), so no marker records the file as unreadable and a re-run on a node that sees it completes."""
     from gandata import engine
     from gandata.crop import CropOptions, crop_part
-    from gandata.datasets import MissingInput, open_input, partitions
     from gandata.dedupe import hash_part
     from gandata.fetch import FetchOptions
-    from gandata.shard import ShardOptions, map_part
+    from gandata.inputs import MissingInput, open_input, partitions
+    from gandata.shard import ShardOptions
+    from gandata.shard_map import map_part
     from gandata.sources.urls import fetch_part
 
     imgs = tmp_path / "imgs"

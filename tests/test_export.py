@@ -43,7 +43,7 @@ def sets(tmp_path_factory) -> dict[str, Path]:
                    {"width": 48, "height": 40, "source": "t", "kind": ["zebra", "ant", "moth"][i % 3]})
     shard([base / "raw"], base / "lab", "lab", ShardOptions(size=32, label_field="kind", val_fraction=0.2,
                                                              maxcount=8, min_shards=1))
-    shard([base / "raw"], base / "jpg", "jpg", ShardOptions(size=32, image_format="jpg", val_fraction=0.0))
+    shard([base / "raw"], base / "jpg", "jpg", ShardOptions(size=32, format="jpg", val_fraction=0.0))
     shard([base / "raw"], base / "odd", "odd", ShardOptions(size=24, val_fraction=0.0))
     return {"labelled": base / "lab", "jpg": base / "jpg", "odd": base / "odd"}
 

@@ -365,22 +365,32 @@ def test_two_trainings_on_one_folder_never_both_run(tmp_path, labelled_set):
     assert len(json.loads((tmp_path / "run" / "options.json").read_text())) > 0
 
 
-def test_a_diverging_run_stops_at_the_first_check_and_keeps_its_good_checkpoint(tmp_path, labelled_set, capsys):
+def test_a_diverging_run_stops_at_the_first_check_and_keeps_its_good_checkpoint(tmp_path, labelled_set, capsys,
+                                                                                 monkeypatch):
     import torch
+    from gandata.trainers import train as ttrain
     from gandata.trainers.checkpoints import load_checkpoint
     from gandata.trainers.options import TrainError, TrainOptions
-    from gandata.trainers.train import train
 
     run = tmp_path / "run"
     assert gd(capsys, "train", "dcgan", "--shards", str(labelled_set), "--out", str(run), *TRAIN)[0] == 0
     good = sorted(run.glob("checkpoint-*.pt"))
     fails_in_one_line(capsys, "train", "dcgan", "--shards", str(labelled_set), "--out", str(run), "--lr", "1e30",
                       words=("--lr must be a number above 0 and at most 10",))
-    # the library takes any learning rate; a run that diverges stops before it writes NaN weights
     o = TrainOptions(kind="dcgan", shards=str(labelled_set), out=str(run), kimg=0.2, lr=1e30, resume="auto",
                      batch=4, ngf=8, ndf=8, nz=8, workers=0, device="cpu", shuffle=8, snap_kimg=0.004, log_kimg=0.004)
+    with pytest.raises(TrainError, match="--lr must be a number above 0 and at most 10"):  # the library: the same
+        ttrain.train(o, progress=False)
+    # a run whose loss becomes NaN stops before it writes NaN weights
+    real_loss = ttrain.d_loss
+
+    def d_loss_going_nan(*args, **kwargs):
+        return real_loss(*args, **kwargs) * float("nan")
+
+    monkeypatch.setattr(ttrain, "d_loss", d_loss_going_nan)
+    o.lr = 2e-4
     with pytest.raises(TrainError, match="diverged: a loss became NaN or infinite") as e:
-        train(o, progress=False)
+        ttrain.train(o, progress=False)
     assert str(good[-1]) in str(e.value)
     assert sorted(run.glob("checkpoint-*.pt")) == good  # no checkpoint of NaN weights
     ck = load_checkpoint(good[-1])

@@ -15,8 +15,9 @@ from conftest import drawn_image, png_bytes
 from PIL import Image
 
 from gandata import images, shardset
-from gandata.datasets import MAX_KEY_LEN, child_key, hash_key, is_key, make_key, open_input
+from gandata.datasets import MAX_KEY_LEN, child_key, hash_key, is_key, make_key
 from gandata.errors import UserError
+from gandata.inputs import open_input
 from gandata.shard import ShardOptions, shard
 
 # ------------------------------------------------------------------------------------------ long names and keys

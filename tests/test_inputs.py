@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import drawn_image, png_bytes, tar_of
 
-from gandata.datasets import Dataset, DatasetInput, FolderInput, TarInput, dataset_stage_folders, is_key, open_input
+from gandata.datasets import Dataset, dataset_stage_folders, is_key
 from gandata.errors import UserError
+from gandata.inputs import DatasetInput, FolderInput, TarInput, open_input
 
 
 def test_plain_folder_is_read_recursively_with_stable_safe_keys(tmp_path, images12):

@@ -106,7 +106,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("src, extra", [
     ("raw", dict(label_field="category", dedupe="near")),
     ("folder", {}),
-    ("tars", dict(image_format="jpg")),
+    ("tars", dict(format="jpg")),
 ])
 def test_shard_on_ray_is_byte_identical_to_local(cluster, inputs, tmp_path, src, extra):
     opts = ShardOptions(**OPTS, **extra)

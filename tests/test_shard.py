@@ -19,7 +19,8 @@ from conftest import drawn_image, kill_when, png_bytes, write_drawn_folder
 from gandata import images, shardset
 from gandata.datasets import Dataset
 from gandata.errors import UserError
-from gandata.shard import ShardOptions, even_sizes, harmonize, shard, shard_all, shard_count, split_of
+from gandata.records import harmonize
+from gandata.shard import ShardOptions, even_sizes, shard, shard_all, shard_count, split_of
 from gandata.shardset import verify
 
 
@@ -278,7 +279,7 @@ def test_bad_input_gets_one_clear_line(tmp_path, images12):
         (dict(size=0), "--size"),
         (dict(resize="stretch"), "--resize"),
         (dict(val_fraction=1.5), "--val-fraction"),
-        (dict(image_format="gif"), "--format"),
+        (dict(format="gif"), "--format"),
         (dict(background="blurple"), "--background"),
     ]:
         with pytest.raises(UserError, match=msg):

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import storage
-from ..datasets import Dataset, MissingInput, hash_key
+from ..datasets import Dataset, hash_key
 from ..errors import UserError
 from ..fetch import (
     RESERVED,
@@ -38,6 +38,7 @@ from ..fetch import (
     with_overrides,
 )
 from ..fileio import atomic_write, read_jsonl
+from ..inputs import MissingInput
 
 FORMATS = ("txt", "csv", "tsv", "jsonl")
 
