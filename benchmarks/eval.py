@@ -8,16 +8,12 @@ Fréchet distance at 2 048-d against pytorch-fid's scipy ``sqrtm`` formulation (
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from gandata.trainers.inception import FIDInception  # noqa: E402
 from gandata.trainers.metrics import frechet_distance, gaussian_stats, kid  # noqa: E402
 

@@ -48,7 +48,6 @@ import torch.nn.functional as F
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 from gandata.trainers import data as tdata  # noqa: E402
 from gandata.trainers.metrics import Extractor, frechet_distance, gaussian_stats, weights_sha256  # noqa: E402
@@ -92,7 +91,13 @@ def prepare(work: Path) -> Path:
 
 
 def arrays(shards: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return tdata.load_arrays(str(shards), split, conditional=True)
+    """Every sample of one split of the (small) digits set, in shard order: uint8 N×3×H×W and int64 labels."""
+    from gandata import shardset
+
+    urls, ss = shardset.resolve(str(shards), split)
+    n_classes = len(ss.label_names) if ss and ss.label_names else 0
+    parts = list(tdata.in_order(urls, 4096, conditional=n_classes > 0, n_classes=n_classes))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 # ------------------------------------------------------------------------------------------------ classifier

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 SPIN = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 600: pass\n"

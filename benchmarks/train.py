@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +24,6 @@ import torch
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 from gandata.trainers import data as tdata  # noqa: E402
 from gandata.trainers.kinds import KINDS  # noqa: E402

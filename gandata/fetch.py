@@ -57,8 +57,12 @@ RESERVED = {"key", "path", "sha256", "source", "url", "width", "height", "format
 
 
 def with_overrides(options: FetchOptions, overrides: dict | None) -> FetchOptions:
-    """``options`` with the non-None values of ``overrides`` (e.g. the CLI's --rate) put in."""
-    return replace(options, **{k: v for k, v in (overrides or {}).items() if v is not None})
+    """``options`` with the non-None values of ``overrides`` (e.g. the CLI's --rate) put in. A new ``concurrency``
+    is also the new ``per_host`` unless that is given too (a source's requests mostly go to one host)."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "concurrency" in given:
+        given.setdefault("per_host", given["concurrency"])
+    return replace(options, **given)
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -195,15 +199,15 @@ class Stopped(Exception):
 @dataclass
 class FetchOptions:
     concurrency: int = 64  # requests in flight, all hosts together
-    per_host: int = 16  # requests in flight to one host
+    per_host: int = 16  # requests in flight to one host (set with concurrency unless given: with_overrides)
     rate: float | None = None  # requests per second per host (None or 0: no pacing)
     retries: int = 4  # further attempts after a retryable failure
     timeout: float = 30.0  # seconds per request, connect + read
     backoff: float = 1.0  # first backoff in seconds; doubles each attempt, with jitter
     max_backoff: float = 120.0
-    max_retry_after: float = 900.0  # longest Retry-After waited out (--max-wait); a longer one defers the job
+    max_wait: float = 900.0  # longest Retry-After waited out (--max-wait); a longer one defers the job
     max_bytes: int = 50_000_000
-    memory: int = 512 << 20  # bytes held at once by bodies and the pixels their checks decode (--memory, in MiB)
+    memory: int = 512  # MiB held at once by bodies and the pixels their checks decode
     durability: str = "batch"  # batch | file | none: how stored files reach the disk (Dataset.create)
     max_pixels: int = images.DEFAULT_MAX_PIXELS
     breaker_window: int = 200  # the circuit breaker looks at this many recent attempts …
@@ -215,26 +219,12 @@ class FetchOptions:
     lanes: dict = field(default_factory=dict)  # lane → {"concurrency": n, "rate": r} overriding per_host and rate
 
     def validate(self) -> None:
-        for name in ("concurrency", "per_host"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.rate is not None and self.rate < 0:
-            raise UserError("--rate must be a number of requests per second (0: no pacing)")
-        if self.retries < 0:
-            raise UserError("--retries must be 0 or more")
-        if self.timeout <= 0:
-            raise UserError("--timeout must be a positive number of seconds")
-        if self.memory < 1 << 20:
-            raise UserError("--memory must be at least 1 MiB")
+        from .options import check_declared
+        from .stages import declared
 
-
-# (url, event-loop time it was released at) of every request, when set to a list: the client's own schedule, which
-# is what pacing promises (a server's arrival times add the machine's scheduling noise). Tests read it.
-SEND_LOG: list[tuple[str, float]] | None = None
-
-
-class BreakerTripped(Exception):
-    pass
+        check_declared(self, declared("fetch", "urls"))  # the engine's options, declared alike for every source
+        if self.per_host < 1:
+            raise UserError("per_host must be at least 1")
 
 
 class _Decoder:
@@ -406,8 +396,8 @@ class Fetcher:
         self._sha_lock = threading.Lock()
         self._skip: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
-        self.deferred: list[Job] = []  # jobs whose server asked for a wait over max_retry_after
-        self.budget = _Budget(self.opts.memory)
+        self.deferred: list[Job] = []  # jobs whose server asked for a wait over max_wait
+        self.budget = _Budget(self.opts.memory << 20)
 
     # ---- one request
 
@@ -428,8 +418,6 @@ class Fetcher:
             now = loop.time()
             slot = max(now, host.next_slot, host.paused_until)
             host.next_slot = slot + host.interval
-            if SEND_LOG is not None:
-                SEND_LOG.append((url, slot))
             if slot > now:
                 await asyncio.sleep(slot - now)
             try:
@@ -439,7 +427,7 @@ class Fetcher:
                     if status != 200:
                         wait = parse_retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
                         if status == 429:
-                            pause = min(wait if wait is not None else self._backoff(1), self.opts.max_retry_after)
+                            pause = min(wait if wait is not None else self._backoff(1), self.opts.max_wait)
                             host.paused_until = max(host.paused_until, loop.time() + pause)
                         retryable = status in RETRYABLE or (500 <= status < 600 and status not in (501, 505))
                         out = _Outcome(f"HTTP {status}", retryable, permanent=not retryable, status=status, wait=wait)
@@ -529,7 +517,7 @@ class Fetcher:
 
     async def _run_job(self, pool: ThreadPoolExecutor, job: Job, prog: Progress, deferred: bool = False) -> None:
         """One job to its end: accepted, or recorded as given up on. A server asking (Retry-After) for a longer wait
-        than ``max_retry_after`` (``--max-wait``) sends the job to the end of the run (``self.deferred``) the first
+        than ``max_wait`` (``--max-wait``) sends the job to the end of the run (``self.deferred``) the first
         time, and is recorded as a failure that a later run tries again the second time."""
         loop = asyncio.get_running_loop()
         urls = [job.url, *job.fallbacks]
@@ -560,19 +548,19 @@ class Fetcher:
                     self.budget.give_back(hold)  # before any backoff sleep
                     last = out
                     self._note(False, out.label, url)
-                    if out.wait is not None and out.wait > self.opts.max_retry_after:
+                    if out.wait is not None and out.wait > self.opts.max_wait:
                         if not deferred:
                             self.deferred.append(job)
                             self.counts["deferred"] += 1
                             return
                         last = _Outcome(f"asked to wait {out.wait:.0f} s (over --max-wait "
-                                        f"{self.opts.max_retry_after:g} s)", True, status=out.status)
+                                        f"{self.opts.max_wait:g} s)", True, status=out.status)
                         break
                     if out.retryable and attempt <= self.opts.retries and not self.stop.is_set():
                         self.counts["retries"] += 1
                         prog.advance(0, retry=1)
                         delay = out.wait if out.wait is not None else self._backoff(attempt)
-                        await asyncio.sleep(min(delay, self.opts.max_retry_after))
+                        await asyncio.sleep(min(delay, self.opts.max_wait))
                         continue
                     break
                 finally:
@@ -647,7 +635,7 @@ class Fetcher:
                     raise PageError(out.label, out.status) from None
                 self.counts["retries"] += 1
                 await asyncio.sleep(
-                    min(out.wait if out.wait is not None else self._backoff(attempt), self.opts.max_retry_after)
+                    min(out.wait if out.wait is not None else self._backoff(attempt), self.opts.max_wait)
                 )
         raise PageError("no answer")
 

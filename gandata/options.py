@@ -137,12 +137,12 @@ def values(options: tuple[Opt, ...], given: dict[str, Any], where: str) -> dict[
 
 
 def check_declared(obj: Any, options: tuple[Opt, ...], error: type[UserError] = UserError) -> None:
-    """A library call's options (a dataclass whose fields carry the declared names) checked by the stage's
-    declaration — the same check the command line and pipeline files make, so that the library repeats none of it.
-    Fields that are not declared, and values left None, are not checked here. The error names the option as the
-    command line does."""
+    """A library call's options (a dataclass whose fields carry the declared names, or a dict of a function's
+    arguments) checked by the stage's declaration — the same check the command line and pipeline files make, so that
+    the library repeats none of it. Fields that are not declared, and values left None, are not checked here. The
+    error names the option as the command line does."""
     for o in options:
-        value = getattr(obj, o.key, None)
+        value = obj.get(o.key) if isinstance(obj, dict) else getattr(obj, o.key, None)
         if value is None or o.argument:
             continue
         try:

@@ -64,11 +64,6 @@ class Progress:
     def _extra(self) -> str:
         return " ".join(f"{k} {v}" for k, v in self.counters.items() if v)
 
-    def set_total(self, total: int | None) -> None:
-        self.total = total
-        if self._bar is not None:
-            self._bar.update(self._task, total=total)
-
     def advance(self, n: int = 1, **counters: int) -> None:
         self.done += n
         for k, v in counters.items():

@@ -121,13 +121,10 @@ EXTRACTOR_HELP = "inception (the FID standard), tiny-random (tests; meaningless 
                  "file.py:function."
 
 
-def _overrides(v: dict) -> dict:
-    return {"concurrency": v["concurrency"], "per_host": v["concurrency"], "rate": v["rate"], **_limits(v)}
-
-
-def _limits(v: dict) -> dict:
-    return {"retries": v["retries"], "timeout": v["timeout"], "max_retry_after": v["max_wait"],
-            "memory": v["memory"] << 20 if v["memory"] else None, "durability": v["durability"]}
+def _overrides(v: dict, keys: tuple[str, ...] = ("concurrency", "rate", "retries", "timeout", "max_wait", "memory",
+                                               "durability")) -> dict:
+    """The fetch engine's options a stage was given (declared names, the engine's own)."""
+    return {k: v[k] for k in keys}
 
 
 def library_options(cls: type, v: dict, **more: Any) -> Any:
@@ -167,8 +164,8 @@ def _fetch_bitmoji(v: dict, ctx: Context) -> Summary:
 
     return _into(_dataset_out(v, ctx, "bitmoji", "raw"), lambda out: fetch_bitmoji(
         out, v["count"], mode=v["mode"], view=v["view"], seed=v["seed"],
-        traits_file=v["traits"], templates_file=v["templates"], avatar_ids_file=v["avatar_ids"],
-        manifest_file=v["manifest"], base_url=_base_url(v, ctx), overrides=_overrides(v), progress=ctx.progress))
+        traits=v["traits"], templates=v["templates"], avatar_ids=v["avatar_ids"],
+        manifest=v["manifest"], base_url=_base_url(v, ctx), overrides=_overrides(v), progress=ctx.progress))
 
 
 def _fetch_urls(v: dict, ctx: Context) -> Summary:
@@ -195,16 +192,16 @@ def _fetch_bricklink(v: dict, ctx: Context) -> Summary:
     return _into(_dataset_out(v, ctx, "bricklink", "raw"), lambda out: fetch_bricklink(
         out, catalog_file=v["catalog_file"],
         categories_file=v["categories_file"], categories=v["categories"], limit=v["limit"],
-        refresh_list=v["refresh_list"], manifest_file=v["manifest"], base_url=_base_url(v, ctx), delay=v["delay"],
-        image_concurrency=v["concurrency"], image_rate=v["rate"],
-        overrides=_limits(v), progress=ctx.progress))
+        refresh_list=v["refresh_list"], manifest=v["manifest"], base_url=_base_url(v, ctx), delay=v["delay"],
+        concurrency=v["concurrency"], rate=v["rate"],
+        overrides=_overrides(v, ("retries", "timeout", "max_wait", "memory", "durability")), progress=ctx.progress))
 
 
 def _fetch_rebrickable(v: dict, ctx: Context) -> Summary:
     from .sources.rebrickable import fetch_rebrickable
 
     return _into(_dataset_out(v, ctx, "rebrickable", "raw"), lambda out: fetch_rebrickable(
-        out, csv_file=v["csv"], limit=v["limit"], manifest_file=v["manifest"], base_url=_base_url(v, ctx),
+        out, csv=v["csv"], limit=v["limit"], manifest=v["manifest"], base_url=_base_url(v, ctx),
         overrides=_overrides(v), progress=ctx.progress))
 
 
@@ -515,10 +512,10 @@ def _train(kind: str) -> Callable[[dict, Context], Summary]:
             raise UserError("[train] needs shards: put it after [shard], or give shards = SPEC")
         out = Path(v["out"] or Path("runs") / (ctx.name if ctx.pipeline and ctx.name else kind))
         resume = v["resume"] if v["resume"] is not None or not ctx.pipeline else "auto"
-        o = TrainOptions(
-            kind=kind, shards=str(shards), out=str(out), resume=resume,
-            inception_weights=str(v["inception_weights"]) if v["inception_weights"] else None,
-            eval_metrics=v["eval"], allow_commands=ctx.allow_commands, **{k: v[k] for k in TRAIN_PASSED if k in v})
+        weights = v["inception_weights"]
+        o = library_options(TrainOptions, {**v, "kind": kind, "shards": str(shards), "out": str(out), "resume": resume,
+                                           "inception_weights": str(weights) if weights else None,
+                                           "allow_commands": ctx.allow_commands})
         o.resolved()
         changed = changed_since(o, out) if ctx.pipeline else None
         if changed:
@@ -532,12 +529,6 @@ def _train(kind: str) -> Callable[[dict, Context], Summary]:
         return launch(o, progress=ctx.progress)
 
     return run
-
-
-TRAIN_PASSED = ("kimg", "batch", "lr", "n_critic", "critic_norm", "critic_cond", "g_norm", "nz", "ngf", "ndf",
-                "gp_lambda", "clip", "critic_warmup", "label_smoothing", "ema_kimg", "ema_rampup", "snap_kimg",
-                "log_kimg", "seed", "workers", "shuffle", "threads", "device", "precision", "gpus", "resolution",
-                "n_classes", "grid", "eval_real", "eval_n", "eval_extractor")
 
 
 def _train_options(kind: str) -> tuple[Opt, ...]:

@@ -136,7 +136,7 @@ def test_a_moved_endpoint_falls_back_to_the_older_preview_form(server, tmp_path)
 def test_comics_mode_substitutes_ids_into_the_catalogue_src(server, tmp_path):
     ids = tmp_path / "ids.txt"
     ids.write_text("280531978_2-s1\n934d9900-892a-4515-8beb-202d6c42a6ee-v1\n")
-    stats = fetch_bitmoji(tmp_path / "raw", 30, mode="comics", avatar_ids_file=ids, base_url=server.url, overrides=FAST)
+    stats = fetch_bitmoji(tmp_path / "raw", 30, mode="comics", avatar_ids=ids, base_url=server.url, overrides=FAST)
     assert stats.total == 30
     rows = check_dataset(tmp_path / "raw")
     for r in rows:
@@ -144,7 +144,7 @@ def test_comics_mode_substitutes_ids_into_the_catalogue_src(server, tmp_path):
         assert r["url"] == f"{server.url}/render/panel/{r['comic_id']}-{r['avatar_id']}-v1.png?transparent=1&palette=1"
     assert len({(r["comic_id"], r["avatar_id"]) for r in rows}) == 30
     # asking for more than exist: all of them, and a clear word about it
-    every = fetch_bitmoji(tmp_path / "raw", 10_000, mode="comics", avatar_ids_file=ids, base_url=server.url,
+    every = fetch_bitmoji(tmp_path / "raw", 10_000, mode="comics", avatar_ids=ids, base_url=server.url,
                           overrides=FAST)
     assert every.total == 50 and "only 50 comics × avatars exist" in every.stopped
 
@@ -155,7 +155,7 @@ def test_offline_without_a_catalogue_says_both_ways_out(tmp_path):
     with pytest.raises(UserError, match="not usable"):
         bad = tmp_path / "bad.json"
         bad.write_text('{"traits": {}}')
-        fetch_bitmoji(tmp_path / "raw", 5, traits_file=bad, base_url="http://127.0.0.1:9")
+        fetch_bitmoji(tmp_path / "raw", 5, traits=bad, base_url="http://127.0.0.1:9")
     with pytest.raises(UserError, match="--avatar-ids"):
         fetch_bitmoji(tmp_path / "raw", 5, mode="comics", base_url="http://127.0.0.1:9")
 
@@ -169,7 +169,7 @@ def test_a_missing_catalogue_names_the_http_status(server, tmp_path):
 
 def test_local_traits_file_and_a_dead_render_host_stop_clearly(tmp_path):
     traits = fixture_path("sources/libmoji_assets_2018.json")
-    stats = fetch_bitmoji(tmp_path / "raw", 1000, traits_file=traits, base_url="http://127.0.0.1:9",
+    stats = fetch_bitmoji(tmp_path / "raw", 1000, traits=traits, base_url="http://127.0.0.1:9",
                           overrides={**FAST, "retries": 0})
     assert stats.total == 0 and "connection refused" in stats.stopped
     assert stats.provenance["traits"]["path"] == str(traits)
@@ -180,6 +180,7 @@ def _cli(server, out, count, *extra):
             "--base-url", server.url, "--json", *extra]
 
 
+@pytest.mark.slow
 def test_cli_sigkill_mid_run_then_resume(server, tmp_path):
     out = tmp_path / "raw"
     proc = subprocess.Popen(
@@ -196,6 +197,7 @@ def test_cli_sigkill_mid_run_then_resume(server, tmp_path):
     assert again.returncode == 0 and json.loads(again.stdout)["accepted"] == 0
 
 
+@pytest.mark.slow
 def test_cli_dead_host_exits_non_zero_with_one_line(tmp_path):
     traits = fixture_path("sources/libmoji_assets_2018.json")
     r = subprocess.run([sys.executable, "-m", "gandata.cli", "fetch", "bitmoji", "--count", "500", "--out",

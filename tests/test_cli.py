@@ -13,6 +13,7 @@ def gandata(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gandata.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_help_lists_only_working_commands_each_with_an_example():
     top = gandata("--help")
     assert top.returncode == 0 and "Example" in top.stdout
@@ -62,6 +63,7 @@ def test_size_must_be_a_positive_integer(size, images12, tmp_path):
     assert r.returncode == 2 and "--size" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_shard_and_inspect_end_to_end(tmp_path, images12):
     r = gandata(
         "shard", str(images12), "--name", "anime", "--size", "32", "--data-dir", str(tmp_path / "data"), "--json"

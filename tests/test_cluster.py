@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import write_drawn_folder
 
+pytestmark = pytest.mark.slow  # trains, starts processes, or runs Ray
+
 ray = pytest.importorskip("ray", reason="needs Ray: pip install -e '.[ray]'")
 psutil = pytest.importorskip("psutil", reason="Ray's psutil stops the nodes")
 

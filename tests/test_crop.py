@@ -183,6 +183,7 @@ def test_bad_options(tmp_path, anime_dir, cascade):
         crop(tmp_path / "missing", tmp_path / "x", cascade=cascade)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_crop_then_rerun(tmp_path, anime_dir, cascade):
     src = tmp_path / "many"
     src.mkdir()

@@ -109,6 +109,7 @@ def test_open_gives_clear_errors(tmp_path):
         Dataset.open(tmp_path / "plain")
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused(tmp_path):
     with Dataset.create(tmp_path / "ds"):
         with pytest.raises(UserError, match="another gandata command"):
@@ -130,6 +131,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_leaves_a_consistent_dataset(tmp_path):
     root = tmp_path / "ds"
     script = WRITER.format(tests=str(Path(__file__).parent), root=str(root))

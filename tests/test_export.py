@@ -109,6 +109,7 @@ def test_imagefolder_classes_sort_in_class_id_order_and_a_rerun_resumes(sets, tm
     assert plain.classes is None
 
 
+@pytest.mark.slow
 def test_export_from_the_command_line_and_bad_input(sets, tmp_path):
     r = subprocess.run([sys.executable, "-m", "gandata", "export", str(sets["labelled"]), "--out",
                         str(tmp_path / "x.zip"), "--split", "val", "--json"], capture_output=True, text=True)

@@ -9,6 +9,7 @@ import gzip
 import http.server
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import drawn_image, png_bytes, tar_of
+from conftest import drawn_image, png_bytes, tar_of, wait_for
 from conftest import labelled_set as make_labelled_set
 
 from gandata import shardset
@@ -92,6 +93,7 @@ def server():
     "PIPE:touch CANARY",
     "a.tar::{x,pipe:touch CANARY}",
 ])
+@pytest.mark.slow
 def test_a_pipeline_file_never_runs_a_command_hidden_in_a_shard_spec(spec, tmp_path):
     canary = tmp_path / "canary"
     spec = spec.replace("CANARY", str(canary))
@@ -127,6 +129,7 @@ def test_no_library_path_opens_a_command_it_was_not_allowed(tmp_path):
     assert shardset.expand("{pipe:x,a}.tar::b.tar") == ["pipe:x.tar", "a.tar", "b.tar"]
 
 
+@pytest.mark.slow
 def test_the_command_line_may_still_read_a_pipe_it_was_given(tmp_path, labelled_set):
     src = sorted(labelled_set.glob("*-train-*.tar"))[0]
     r = _cli("export", f"pipe:cat {src}", "--out", str(tmp_path / "x.zip"))
@@ -247,6 +250,7 @@ def _bomb(mib: int) -> bytes:
     return b"".join(z.compress(block) for _ in range(mib)) + z.flush()
 
 
+@pytest.mark.slow
 def test_a_gzip_bomb_stops_at_the_size_cap_as_it_inflates(tmp_path, server):
     bomb = _bomb(512)
     assert len(bomb) < 1 << 20
@@ -274,6 +278,7 @@ def test_a_gzip_bomb_stops_at_the_size_cap_as_it_inflates(tmp_path, server):
     assert stored == good
 
 
+@pytest.mark.slow
 def test_a_gzip_bomb_does_not_grow_the_process(tmp_path, server):
     server.routes["/bomb.png"] = (200, {"Content-Encoding": "gzip"}, _bomb(1024))
     lst = tmp_path / "list.txt"
@@ -346,6 +351,7 @@ def test_training_on_shards_without_samples_is_one_line_not_a_spin(members, with
                       words=("no samples",))
 
 
+@pytest.mark.slow
 def test_an_empty_stream_in_loader_workers_is_one_line_too(tmp_path):
     tar_of(tmp_path / "a.tar", [("x.txt", b"no image")])
     r = _cli("train", "dcgan", "--shards", str(tmp_path / "a.tar"), "--out", str(tmp_path / "run"), "--kimg", "0.02",
@@ -353,6 +359,7 @@ def test_an_empty_stream_in_loader_workers_is_one_line_too(tmp_path):
     one_line(r, "no samples with an image")
 
 
+@pytest.mark.slow
 def test_two_trainings_on_one_folder_never_both_run(tmp_path, labelled_set):
     args = ["train", "dcgan", "--shards", str(labelled_set), "--out", str(tmp_path / "run"), "--kimg", "0.3", "--batch",
             "4", "--ngf", "8", "--ndf", "8", "--workers", "0", "--device", "cpu"]
@@ -365,6 +372,28 @@ def test_two_trainings_on_one_folder_never_both_run(tmp_path, labelled_set):
     assert len(json.loads((tmp_path / "run" / "options.json").read_text())) > 0
 
 
+@pytest.mark.slow
+def test_a_training_started_while_another_trains_in_the_folder_is_refused(tmp_path, labelled_set):
+    """Not only two started together (above, where either may win): the second is started while the first is seen
+    training, and must exit 1 while the first still runs — the two were at once in the folder."""
+    run = tmp_path / "run"
+    args = ["train", "dcgan", "--shards", str(labelled_set), "--out", str(run), "--kimg", "1000", "--batch", "4",
+            "--ngf", "8", "--ndf", "8", "--workers", "0", "--device", "cpu", "--log-kimg", "0.004"]
+    first = subprocess.Popen([sys.executable, "-m", "gandata.cli", *args], stderr=subprocess.DEVNULL)
+    try:
+        wait_for(first, lambda: (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").stat().st_size > 0,
+                 timeout=120)
+        second = subprocess.run([sys.executable, "-m", "gandata.cli", *args, "--resume", "auto"], capture_output=True,
+                                text=True, timeout=120)
+        assert first.poll() is None, "the first training ended: the two did not overlap"
+        assert second.returncode == 1 and "another training run is writing to" in second.stderr, second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)  # it saves a checkpoint and stops
+        first.wait(timeout=120)
+    assert sorted(run.glob("checkpoint-*.pt")), "the first run's checkpoint on Ctrl-C"
+
+
+@pytest.mark.slow
 def test_a_diverging_run_stops_at_the_first_check_and_keeps_its_good_checkpoint(tmp_path, labelled_set, capsys,
                                                                                  monkeypatch):
     import torch
@@ -414,6 +443,7 @@ def test_a_zero_byte_newest_checkpoint_is_passed_over_everywhere(tmp_path, label
                       words=("not a plain gandata checkpoint",))
 
 
+@pytest.mark.slow
 def test_a_pipeline_re_run_with_changed_options_is_never_silently_skipped(tmp_path, labelled_set):
     path = tmp_path / "p.toml"
     base = (f"[pipeline]\nname = 'p'\n[train]\nkind = 'dcgan'\nshards = '{labelled_set}'\nkimg = 0.02\nbatch = 4\n"
@@ -519,6 +549,7 @@ def test_hostile_pipeline_files_are_one_line(text, words, tmp_path):
     one_line(_cli("run", str(path), cwd=tmp_path), words)
 
 
+@pytest.mark.slow
 def test_a_foreign_summary_in_the_run_folder_is_one_line(tmp_path, labelled_set):
     run = tmp_path / "runs" / "p"
     run.mkdir(parents=True)
@@ -603,6 +634,7 @@ def bucket():
     server.stop()
 
 
+@pytest.mark.slow
 def test_object_store_failures_are_one_line(tmp_path, bucket, labelled_set):
     import shutil
 

@@ -33,6 +33,8 @@ from test_train import TINY, labelled_shards  # noqa: F401 (a fixture)
 from gandata.assets import cache_dir
 from gandata.localserver import LocalServer
 
+pytestmark = pytest.mark.slow  # trains, starts processes, or runs Ray
+
 # ------------------------------------------------------------------------------------------ closed forms
 
 
@@ -167,6 +169,23 @@ def test_a_wrong_weights_file_is_refused_and_the_path_order_holds(tmp_path, monk
         find_weights()
     with pytest.raises(EvalError, match="not the FID Inception"):  # the option wins over the variable
         find_weights(bad)
+    # the rest of the order: the variable, then gandata's cache, then torch.hub's (each file is checked, and the one
+    # looked at first is the one refused)
+    from gandata.trainers.metrics import _torch_hub_path, weights_cache_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for place in (weights_cache_path(), _torch_hub_path()):
+        place.parent.mkdir(parents=True, exist_ok=True)
+        place.write_bytes(b"a damaged copy")
+    monkeypatch.setenv("GANDATA_INCEPTION_WEIGHTS", str(bad))
+    with pytest.raises(EvalError, match=f"{bad} is not the FID"):  # the variable before both caches
+        find_weights()
+    monkeypatch.delenv("GANDATA_INCEPTION_WEIGHTS")
+    with pytest.raises(EvalError, match=f"{weights_cache_path()} is not the FID"):  # gandata's cache before torch's
+        find_weights()
+    weights_cache_path().unlink()
+    with pytest.raises(EvalError, match=f"{_torch_hub_path()} is not the FID"):
+        find_weights()
 
 
 def test_the_cli_says_the_offline_line_and_exits_1(tmp_path, tiny_run, labelled_shards):  # noqa: F811
@@ -307,7 +326,7 @@ def test_an_extractor_from_a_python_file(tiny_run, labelled_shards, tmp_path):  
 def test_training_evaluates_at_each_snapshot_when_asked(labelled_shards, tmp_path):  # noqa: F811
     out = tmp_path / "run"
     train(TrainOptions(kind="cdcgan", shards=str(labelled_shards), out=str(out), kimg=0.1, batch=8, snap_kimg=0.05,
-                       eval_metrics="fid,kid", eval_n=48, eval_extractor="tiny-random", **TINY), progress=False)
+                       eval="fid,kid", eval_n=48, eval_extractor="tiny-random", **TINY), progress=False)
     lines = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
     assert len(lines) == len(list(out.glob("checkpoint-*.pt"))) >= 2
     assert all(x["n_gen"] == 48 and x["n_real"] == 96 and np.isfinite(x["fid"]) for x in lines)
@@ -318,5 +337,5 @@ def test_training_with_eval_and_no_weights_stops_before_the_first_step(labelled_
     out = tmp_path / "run"
     with pytest.raises(EvalError, match="need the Inception weights"):
         train(TrainOptions(kind="wgan-gp", shards=str(labelled_shards), out=str(out), kimg=0.1, batch=8,
-                           eval_metrics="fid", **TINY), progress=False)
+                           eval="fid", **TINY), progress=False)
     assert not list(out.glob("checkpoint-*.pt"))

@@ -254,6 +254,7 @@ class _Timeout(Exception):
 
 @pytest.mark.parametrize("stage, o, value", RUN_CASES,
                          ids=[f"{s.name}:{o.key}={v[:10]!r}" for s, o, v in RUN_CASES])
+@pytest.mark.slow
 def test_every_accepted_hostile_value_runs_or_fails_in_one_line(stage, o, value, world, capsys, monkeypatch,
                                                                 tmp_path):
     monkeypatch.chdir(tmp_path)

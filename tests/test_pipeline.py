@@ -77,6 +77,7 @@ def _stages(r: subprocess.CompletedProcess) -> dict:
     return {s["stage"]: s for s in json.loads(r.stdout)["stages"]}
 
 
+@pytest.mark.slow
 def test_a_pipeline_runs_end_to_end_and_a_finished_one_re_runs_as_a_no_op(server, tmp_path):
     path = _pipeline(tmp_path, server.url, count=40, rate=0, kimg=0.08)
     data = tmp_path / "data"
@@ -100,6 +101,7 @@ def test_a_pipeline_runs_end_to_end_and_a_finished_one_re_runs_as_a_no_op(server
     assert len((run / "eval.jsonl").read_text().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_pipeline_killed_in_fetch_and_in_train_finishes_with_nothing_lost_or_doubled(server, tmp_path):
     path = _pipeline(tmp_path, server.url, count=160, rate=40, kimg=0.4)
     data = tmp_path / "data"
@@ -160,6 +162,7 @@ def test_ready_pipeline_files_load(tmp_path):
         assert spec["pipeline"]["name"] == f.stem and f.read_text().startswith(f"# {f.stem} — ")
 
 
+@pytest.mark.slow
 def test_the_demo_runs_offline_in_its_small_size(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gandata.cli", "demo", "--out", str(tmp_path / "demo"), "--small"],
                        capture_output=True, text=True, cwd=tmp_path)

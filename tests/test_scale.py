@@ -25,6 +25,8 @@ from gandata.dedupe import dedupe
 from gandata.errors import UserError
 from gandata.shard import ShardOptions, shard
 
+pytestmark = pytest.mark.slow  # trains, starts processes, or runs Ray
+
 ray = pytest.importorskip("ray", reason="needs the ray extra: pip install -e '.[ray]'")
 
 OPTS = dict(size=32, maxcount=8, min_shards=2, val_fraction=0.2)

@@ -336,6 +336,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "gandata.cli", "shard", *args]
 
 
+@pytest.mark.slow
 def test_sigkill_while_processing_then_rerun(tmp_path, many_images):
     args = [
         str(many_images),
@@ -364,6 +365,7 @@ def test_sigkill_while_processing_then_rerun(tmp_path, many_images):
     assert info["splits"] == _info(ref)["splits"]  # same bytes as an uninterrupted run
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_shards_then_rerun(tmp_path, many_images):
     args = [str(many_images), "--name", "many", "--size", "32", "--val-fraction", "0.1", "--maxcount", "4"]
     out = tmp_path / "out"

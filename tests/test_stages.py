@@ -87,6 +87,7 @@ def test_a_pipeline_is_checked_whole_before_its_first_stage_runs(tmp_path, text,
     assert not data.exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_version_completion_and_kind_specific_train_help():
     assert gandata("--version").stdout.strip().startswith("gandata ")
     top = gandata("--help").stdout
@@ -101,6 +102,7 @@ def test_version_completion_and_kind_specific_train_help():
     assert r.returncode == 1 and r.stderr.strip().startswith("gandata: error: unknown trainer 'gan9000'; use one of")
 
 
+@pytest.mark.slow
 def test_train_on_a_dataset_folder_says_to_shard_it_first(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -116,6 +118,7 @@ def test_a_shipped_pipeline_runs_by_name(tmp_path):
         pipeline.load(tmp_path / "nope.toml")
 
 
+@pytest.mark.slow
 def test_the_trainers_depend_on_a_small_named_part_of_gandata():
     """No import circle back into the command line: the trainers load only the shard-set reader, images, file
     primitives, object storage, the assets downloader, summaries and errors (progress when they show it)."""

@@ -19,6 +19,8 @@ from gandata.trainers.options import TrainError, TrainOptions
 from gandata.trainers.sampling import sample
 from gandata.trainers.train import train
 
+pytestmark = pytest.mark.slow  # trains, starts processes, or runs Ray
+
 TINY = dict(ngf=8, ndf=8, nz=16, workers=0, shuffle=64, log_kimg=0.05, device="cpu", grid=16)
 
 

@@ -29,6 +29,8 @@ from PIL import Image, ImageDraw
 from gandata.datasets import Dataset
 from gandata.shard import ShardOptions, shard
 
+pytestmark = pytest.mark.slow  # trains, starts processes, or runs Ray
+
 TINY = dict(ngf=8, ndf=8, nz=16, workers=0, shuffle=64, log_kimg=0.05, device="cpu", grid=16, threads=1)
 COLOURS = {"red": 0, "green": 1, "blue": 2}
 

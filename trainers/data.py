@@ -285,15 +285,6 @@ def in_order(urls: list[str], batch: int, limit: int | None = None, conditional:
         yield _collate(pending)
 
 
-def load_arrays(spec: str, split: str = "train", conditional: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every sample of one split of a (small) shard set, in shard order, as ``(uint8 N×3×H×W RGB, int64 N labels)``
-    — for benchmarks and checks that need the whole set in memory (labels −1 when unconditional)."""
-    urls, ss = shardset.resolve(spec, split)
-    n_classes = len(ss.label_names) if ss and ss.label_names else 0
-    parts = list(in_order(urls, 4096, conditional=conditional and n_classes > 0, n_classes=n_classes))
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-
 def label_sampler(labels: dict | None, n_classes: int):
     """``draw(k, generator)``: ``k`` class ids for a conditional generator, drawn like the real set's labels (the
     counts in its description, :attr:`gandata.shardset.ShardSet.labels`), else uniformly. Training and evaluation

@@ -563,7 +563,7 @@ class SnapshotEval:
     def __init__(self, o, device: torch.device, n_classes: int, progress: bool = True,
                  resolution: int | None = None):
         self.o, self.n_classes, self.progress = o, n_classes, progress
-        self.names = parse_metrics(o.eval_metrics)
+        self.names = parse_metrics(o.eval)
         self.real_spec = o.eval_real or o.shards
         if o.eval_real and resolution:  # refused before training, not at the first snapshot
             try:

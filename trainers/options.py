@@ -52,8 +52,8 @@ class TrainOptions:
     n_classes: int | None = None  # cdcgan: default from dataset.json's labels
     grid: int = 64
     threads: int = 0  # CPU threads of each process; 0: fitted to the machine (cpu.configure_threads)
-    eval_metrics: str | None = None  # e.g. "fid,kid": evaluated at every snapshot (off by default)
-    eval_real: str | None = None  # the real set for eval_metrics (default: the training shards)
+    eval: str | None = None  # e.g. "fid,kid": evaluated at every snapshot (off by default)
+    eval_real: str | None = None  # the real set for eval (default: the training shards)
     eval_n: int = 10_000  # generated images per evaluation
     eval_extractor: str = "inception"
     inception_weights: str | None = None
@@ -87,10 +87,10 @@ class TrainOptions:
         if o.critic_norm == "batch" and not k.batchnorm_critic:
             raise TrainError(f"{o.kind} needs a critic without batch norm (--critic-norm group or none): the gradient "
                              "penalty is per sample")
-        if o.eval_metrics:
+        if o.eval:
             from .metrics import parse_metrics
 
-            parse_metrics(o.eval_metrics)
+            parse_metrics(o.eval)
         return o
 
 

@@ -215,7 +215,7 @@ class Loop:
         self.o, self.progress, self.kind = o, progress, o.spec
         self.rank, self.world, local_rank = _dist()
         self.device = device = pick_device(o.device, local_rank)
-        if o.eval_metrics and o.eval_extractor == "inception":  # every rank: none starts if rank 0 cannot evaluate
+        if o.eval and o.eval_extractor == "inception":  # every rank: none starts if rank 0 cannot evaluate
             from .metrics import find_weights
 
             find_weights(o.inception_weights)
@@ -532,7 +532,7 @@ class Loop:
             atomic_write(self.run / "reals.png", image_grid(real.float() / 127.5 - 1,
                                                            max(1, int(math.sqrt(len(real))))))
         self.evaluator = None
-        if o.eval_metrics and rank == 0:
+        if o.eval and rank == 0:
             from .metrics import SnapshotEval
 
             self.evaluator = SnapshotEval(o, self.device, self.n_classes if self.kind.conditional else 0,

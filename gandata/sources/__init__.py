@@ -47,7 +47,7 @@ def politeness(manifest: dict) -> FetchOptions:
     p = manifest.get("politeness", {})
     conc = int(p.get("concurrency", 8))
     return FetchOptions(concurrency=conc, per_host=conc, rate=p.get("rate"), retries=int(p.get("retries", 5)),
-                        timeout=float(p.get("timeout", 30.0)), max_retry_after=float(p.get("max_wait", 900.0)))
+                        timeout=float(p.get("timeout", 30.0)), max_wait=float(p.get("max_wait", 900.0)))
 
 
 # ------------------------------------------------------------------------------------------- manifest schemas

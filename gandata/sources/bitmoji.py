@@ -189,10 +189,10 @@ def fetch_bitmoji(
     mode: str = "avatars",
     view: str = "head",
     seed: int = 0,
-    traits_file: str | os.PathLike | None = None,
-    templates_file: str | os.PathLike | None = None,
-    avatar_ids_file: str | os.PathLike | None = None,
-    manifest_file: str | os.PathLike | None = None,
+    traits: str | os.PathLike | None = None,
+    templates: str | os.PathLike | None = None,
+    avatar_ids: str | os.PathLike | None = None,
+    manifest: str | os.PathLike | None = None,
     base_url: str | None = None,
     overrides: dict | None = None,
     progress: bool = False,
@@ -200,29 +200,27 @@ def fetch_bitmoji(
     """Fetch Bitmoji images into the dataset folder ``out`` until it holds ``count`` distinct images.
 
     ``overrides`` replaces the manifest's politeness settings (FetchOptions fields, e.g. ``{"rate": 2.0}``)."""
-    if count < 1:
-        raise UserError("--count must be a positive number of images")
-    if mode not in MODES:
-        raise UserError(f"--mode must be avatars or comics (got {mode!r})")
-    if view not in VIEWS:
-        raise UserError(f"--view must be head or body (got {view!r})")
+    from ..options import check_declared
+    from ..stages import declared
+
+    check_declared({"count": count, "mode": mode, "view": view, "seed": seed}, declared("fetch", "bitmoji"))
     check_base_url(base_url)
-    manifest, manifest_path = load_manifest("bitmoji", manifest_file)
+    manifest, manifest_path = load_manifest("bitmoji", manifest)
     opts = with_overrides(politeness(manifest), overrides)
     provenance: dict = {"manifest": manifest_path}
     if mode == "avatars":
         catalogue, provenance["traits"] = assets.asset(
-            "Bitmoji trait catalogue", rebase(manifest["catalogues"]["traits"], base_url), "--traits", traits_file,
+            "Bitmoji trait catalogue", rebase(manifest["catalogues"]["traits"], base_url), "--traits", traits,
             parse=TraitCatalogue.parse)
         jobs: Iterator[Job] = avatar_jobs(catalogue, manifest, view, seed, base_url)
         possible = None
     else:
-        if avatar_ids_file is None:
+        if avatar_ids is None:
             raise UserError("--mode comics needs --avatar-ids FILE (one Bitmoji avatar id per line)")
-        ids = read_avatar_ids(avatar_ids_file)
+        ids = read_avatar_ids(avatar_ids)
         templates, provenance["templates"] = assets.asset(
             "Bitmoji templates catalogue", rebase(manifest["catalogues"]["templates"], base_url), "--templates",
-            templates_file, parse=parse_templates)
+            templates, parse=parse_templates)
         jobs = comic_jobs(templates, ids, manifest, seed, base_url)
         possible = len(templates) * len(ids)
     with Dataset.create(out, opts.durability) as ds:

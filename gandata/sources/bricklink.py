@@ -85,39 +85,6 @@ def parse_listing(page: str) -> dict:
     return {"items": items, "total": total, "page": pg, "pages": pages}
 
 
-def parse_item_page(page: str) -> dict:
-    """An item page (``catalogitem.page``) → its ``_var_item`` fields (type, itemno, catID, image URLs, name) plus
-    the breadcrumb category path and the release year when shown."""
-    m = re.search(r"_var_item\s*=\s*\{(.*?)\};", page, re.S)
-    if not m:
-        raise ValueError("no _var_item block: not a BrickLink item page")
-    fields = {}
-    for line in m.group(1).splitlines():
-        kv = re.match(r"^\s*,?\s*([A-Za-z0-9_]+)\s*:\s*(.*?)\s*$", line)
-        if kv:
-            value = kv.group(2)
-            if len(value) >= 2 and value[0] == value[-1] == "'":
-                value = value[1:-1].replace("\\/", "/").replace("\\'", "'")
-            elif re.fullmatch(r"-?\d+", value):
-                value = int(value)
-            fields[kv.group(1)] = value
-    soup = BeautifulSoup(page, "html.parser")
-    path, cat_string = [], None
-    for link in soup.find_all("a", href=re.compile(r"catalogList\.asp\?[^\"']*catString=")):
-        query = parse_qs(urlsplit(htmllib.unescape(link["href"])).query)
-        path.append(link.get_text(strip=True))
-        cat_string = query["catString"][0]
-    year = re.search(r"catalogList\.asp\?[^\"']*itemYear=(\d{4})", page) or re.search(
-        r'id="yearReleasedSec">(\d{4})', page)
-    fields["category_path"] = path
-    fields["cat_string"] = cat_string
-    fields["year"] = int(year.group(1)) if year else None
-    for k in ("strMainSImgUrl", "strMainLImgUrl", "strLegacyLargeImgUrl"):
-        if isinstance(fields.get(k), str) and fields[k].startswith("//"):
-            fields[k] = "https:" + fields[k]
-    return fields
-
-
 def parse_categories_file(text: str) -> dict[int, str]:
     """A categories download (``Category ID⇥Category Name``) → {id: name}."""
     cats = {}
@@ -277,33 +244,36 @@ def fetch_bricklink(
     categories: str | None = None,
     limit: int | None = None,
     refresh_list: bool = False,
-    manifest_file: str | os.PathLike | None = None,
+    manifest: str | os.PathLike | None = None,
     base_url: str | None = None,
     delay: float | None = None,
-    image_concurrency: int | None = None,
-    image_rate: float | None = None,
+    concurrency: int | None = None,
+    rate: float | None = None,
     overrides: dict | None = None,
     progress: bool = False,
 ) -> FetchSummary:
     """Fetch minifigure images with names and categories into the dataset folder ``out``.
 
-    ``delay`` (seconds between listing pages), ``image_concurrency`` and ``image_rate`` (image requests per second,
+    ``delay`` (seconds between listing pages), ``concurrency`` and ``rate`` (image requests in flight and per second,
     0: unpaced) override the manifest's politeness;
     ``overrides`` other FetchOptions fields (retries, timeout, backoff…)."""
     check_base_url(base_url, limit)
-    if delay is not None and delay < 0:
-        raise UserError("--delay must be 0 or more seconds")
+    from ..options import check_declared
+    from ..stages import declared
+
+    check_declared({"delay": delay, "concurrency": concurrency, "rate": rate, "limit": limit},
+                   declared("fetch", "bricklink"))
     cats = _category_filter(categories)
-    manifest, manifest_path = load_manifest("bricklink", manifest_file)
+    manifest, manifest_path = load_manifest("bricklink", manifest)
     pol = manifest.get("politeness", {})
     delay = float(pol.get("delay", 3.0)) if delay is None else delay
-    images = int(pol.get("image_concurrency", 4)) if image_concurrency is None else image_concurrency
+    images = int(pol.get("image_concurrency", 4)) if concurrency is None else concurrency
     opts = with_overrides(FetchOptions(
         concurrency=images + 1, per_host=images, retries=int(pol.get("retries", 5)),
-        timeout=float(pol.get("timeout", 30.0)), max_retry_after=float(pol.get("max_wait", 900.0)),
+        timeout=float(pol.get("timeout", 30.0)), max_wait=float(pol.get("max_wait", 900.0)),
         lanes={SITE: {"concurrency": 1, "rate": 1.0 / delay if delay > 0 else None},
                IMAGES: {"concurrency": images,
-                        "rate": pol.get("image_rate") if image_rate is None else (image_rate or None)}},
+                        "rate": pol.get("image_rate") if rate is None else (rate or None)}},
     ), overrides)
     throttle_wait = float(pol.get("throttle_wait", 60.0))
     crawl = {"pages": 0, "items": 0, "listed_total": {}, "page_failures": []}

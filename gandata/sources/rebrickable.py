@@ -47,19 +47,19 @@ def parse_minifigs_csv(data: bytes) -> list[dict]:
 
 def fetch_rebrickable(
     out: str | os.PathLike,
-    csv_file: str | os.PathLike | None = None,
+    csv: str | os.PathLike | None = None,
     limit: int | None = None,
-    manifest_file: str | os.PathLike | None = None,
+    manifest: str | os.PathLike | None = None,
     base_url: str | None = None,
     overrides: dict | None = None,
     progress: bool = False,
 ) -> FetchSummary:
     """Fetch the minifigure images of Rebrickable's CSV into the dataset folder ``out``."""
     check_base_url(base_url, limit)
-    manifest, manifest_path = load_manifest("rebrickable", manifest_file)
+    manifest, manifest_path = load_manifest("rebrickable", manifest)
     opts = with_overrides(politeness(manifest), overrides)
     rows, origin = assets.asset("Rebrickable minifigs CSV", rebase(manifest["catalogues"]["minifigs"], base_url),
-                                "--csv", csv_file, parse=parse_minifigs_csv)
+                                "--csv", csv, parse=parse_minifigs_csv)
     no_image = [r["fig_num"] for r in rows if not r["img_url"]]
     jobs = [
         Job(
@@ -77,7 +77,7 @@ def fetch_rebrickable(
     with Dataset.create(out, opts.durability) as ds:
         stats = fetch(ds, "rebrickable", jobs, target=limit, options=opts, progress=progress, total_hint=len(jobs))
         summary = describe_run(stats, "fetch rebrickable", out, {"manifest": manifest_path, "csv": origin},
-                     {"csv": str(csv_file) if csv_file else None, "limit": limit, "base_url": base_url})
+                     {"csv": str(csv) if csv else None, "limit": limit, "base_url": base_url})
         summary.extra["without_image"] = len(no_image)
         ds.write_stats(summary.to_json())
     return summary
