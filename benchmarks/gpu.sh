@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# What only a CUDA machine can check, in one short run (under 8 minutes on one GPU) that ends with one table:
+# What only a CUDA machine can check, in one short run (about 10 minutes on one GPU) that ends with one table:
 #   * every trainer at 64 px for a short run, fp32 and --precision bf16: images/s, mean GPU utilisation
-#     (nvidia-smi sampled every 200 ms), peak GPU memory
+#     (nvidia-smi sampled every 200 ms), peak GPU memory; bf16 + --compile (dcgan, wgan-gp), fp16 (wgan-gp: the
+#     scaled penalty), bf16 + --augment diffaug (dcgan)
 #   * a 1-process NCCL DDP run under torchrun (the multi-GPU code path on one GPU)
 #   * gandata eval on the GPU: N_EVAL generated and N_EVAL real images through the FID Inception (random weights:
 #     the real ones are a download)
@@ -104,13 +105,24 @@ EOF
 }
 
 COMMON=(--shards "$SHARDS" --kimg "$KIMG" --batch 64 --device "$DEVICE" --workers "$WORKERS" --log-kimg 2
-        --snap-kimg "$KIMG" --no-critic-warmup --json)
+        --snap-kimg "$KIMG" --augment none --json)
+only_wgan() { [ "$1" = wgan ] && echo --no-critic-warmup; }  # WGAN's 100-step warm-up would be most of a short run
 for kind in dcgan lsgan wgan wgan-gp cdcgan; do
   for prec in fp32 bf16; do
-    run_one "$kind-$prec" "$kind" $PY -m gandata.cli train "$kind" "${COMMON[@]}" --precision "$prec" \
-      --out "$WORK/runs/$kind-$prec"
+    run_one "$kind-$prec" "$kind" $PY -m gandata.cli train "$kind" "${COMMON[@]}" $(only_wgan "$kind") \
+      --precision "$prec" --out "$WORK/runs/$kind-$prec"
   done
 done
+# torch.compile (the first tick holds the compilation; the rate is the median of the later ones), fp16 with its
+# gradient scalers (the penalty's scaled double backward), and what DiffAugment costs a step
+for kind in dcgan wgan-gp; do
+  run_one "$kind-bf16-compile" "$kind" $PY -m gandata.cli train "$kind" "${COMMON[@]}" --precision bf16 --compile \
+    --out "$WORK/runs/$kind-bf16-compile"
+done
+run_one "wgan-gp-fp16" "wgan-gp" $PY -m gandata.cli train wgan-gp "${COMMON[@]}" --precision fp16 \
+  --out "$WORK/runs/wgan-gp-fp16"
+run_one "dcgan-bf16-diffaug" "dcgan" $PY -m gandata.cli train dcgan "${COMMON[@]}" --precision bf16 \
+  --augment diffaug --out "$WORK/runs/dcgan-bf16-diffaug"
 # the multi-GPU path (NCCL process group, DDP-wrapped G and D) on one GPU
 run_one "wgan-gp-ddp1" "wgan-gp" $PY -m torch.distributed.run --standalone --nproc-per-node=1 -m gandata \
   train wgan-gp "${COMMON[@]}" --out "$WORK/runs/wgan-gp-ddp1"

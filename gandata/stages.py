@@ -15,7 +15,7 @@ from .errors import UserError
 from .options import LIST, PATH_TYPE, Opt
 from .storage import is_url
 from .summary import Summary
-from .trainers.kinds import BY_NAME, CRITIC_CONDITIONING, KINDS, RESOLUTIONS
+from .trainers.kinds import AUTO_AUGMENT_BELOW, BY_NAME, CRITIC_CONDITIONING, KINDS, RESOLUTIONS, parse_policy
 
 RESIZE_MODES = ("center-crop", "pad", "keep-ratio")  # images.RESIZE_MODES (a test holds them equal)
 
@@ -114,7 +114,9 @@ TASK_SIZE = Opt("task_size", int, 2000, min=1, max=10_000_000,
 LIMIT = Opt("limit", int, min=1, max=10**9, help="Stop when the dataset holds this many images.")
 WORKERS = Opt("workers", int, 0, min=0, max=1024, help="Worker threads (0: one per core).")
 DEVICE = Opt("device", str, "auto", choices=("auto", "cpu", "cuda"), help="Where to run.")
-PRECISION = Opt("precision", str, "fp32", choices=("fp32", "bf16"), help="bf16: autocast on GPUs.")
+PRECISION = Opt("precision", str, "fp32", choices=("fp32", "bf16", "fp16"),
+                help="bf16 or fp16: the forward passes in reduced precision (autocast; fp16 with gradient scaling); "
+                "weights and checkpoints stay fp32.")
 INCEPTION_WEIGHTS = Opt("inception_weights", PATH_TYPE,
                         help="The FID Inception weight file (else $GANDATA_INCEPTION_WEIGHTS, else the cache).")
 EXTRACTOR_HELP = "inception (the FID standard), tiny-random (tests; meaningless numbers), module:function or " \
@@ -577,6 +579,13 @@ def _train_options(kind: str) -> tuple[Opt, ...]:
         Opt("threads", int, 0, min=0, max=1024, help="CPU threads per process (0: fitted to the cores and the load; "
             "OMP_NUM_THREADS also works)."),
         DEVICE, PRECISION,
+        Opt("compile", bool, False, help="torch.compile the generator and the critic (a gradient-penalty critic stays "
+            "eager); falls back with one line where the compiler is missing."),
+        Opt("augment", str, "auto", choices=("auto", "diffaug", "none"),
+            help="Differentiable augmentation of every image the critic sees (DiffAugment): auto (on for a train "
+            f"split under {AUTO_AUGMENT_BELOW} images), diffaug or none."),
+        Opt("augment_policy", str, "color,translation,cutout", validate=parse_policy,
+            help="What --augment diffaug does: color, translation and cutout, separated by commas."),
         Opt("resume", str, help="auto (the newest checkpoint in --out) or a checkpoint file (in a pipeline: auto)."),
         Opt("gpus", int, 1, min=1, max=1024,
             help="Processes to launch with torchrun (GPUs; on --device cpu, CPU processes)."),

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 CRITIC_CONDITIONING = ("input", "projection", "both")  # cdcgan: how the critic sees the label
 RESOLUTIONS = (32, 64, 128)  # image sides the generators and critics are built for (models.py)
+AUGMENT_PARTS = ("color", "translation", "cutout")  # DiffAugment's policy (augment.py)
+AUTO_AUGMENT_BELOW = 5000  # --augment auto: DiffAugment for train splits smaller than this (README: quality)
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,13 @@ ALL = (
 )
 BY_NAME = {k.name: k for k in ALL}
 KINDS = tuple(BY_NAME)
+
+
+def parse_policy(text: str) -> tuple[str, ...]:
+    """``"color,translation,cutout"`` → its parts (augment.py), in the order given; one line for an unknown part."""
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in parts if p not in AUGMENT_PARTS]
+    if not parts or bad:
+        raise ValueError(f"the augmentation policy takes {', '.join(AUGMENT_PARTS)}, separated by commas (got "
+                         f"{text!r})")
+    return parts

@@ -6,10 +6,13 @@ The objective is a kind's ``objective`` (kinds.py):
 * ``lsgan``: 0-1 coding — D: ½(D(x)−1)² + ½D(G(z))², G: ½(D(G(z))−1)².
 * ``wgan`` (wgan, wgan-gp): D: D(G(z)) − D(x), G: −D(G(z)).
 * ``gradient_penalty``: E[(‖∇x̂ D(x̂)‖₂ − 1)²] with one α ~ U[0,1] per sample, the norm over every non-batch
-  dimension (C, H, W together), by ``autograd.grad(create_graph=True)`` on the inputs, in fp32.
+  dimension (C, H, W together), by ``autograd.grad(create_graph=True)`` on the inputs; the norm in fp32 whatever
+  the forward's precision (fp16: the gradient taken of a scaled sum, then unscaled).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -40,13 +43,24 @@ def g_loss(obj: str, d_fake: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor,
-                     labels: torch.Tensor | None = None) -> torch.Tensor:
+                     labels: torch.Tensor | None = None, autocast=None, scaler=None) -> torch.Tensor:
     """WGAN-GP's penalty. ``alpha`` has one value per sample (shape (B,)). Works through a DDP-wrapped critic when
-    the result is added to a loss that also holds the critic's outputs on real and fake (one backward)."""
+    the result is added to a loss that also holds the critic's outputs on real and fake (one backward).
+
+    In reduced precision (``autocast``) the critic's forward runs in it, and the gradient with respect to the
+    inputs is taken of the fp32 sum of its outputs; with fp16 (an enabled ``scaler``) that sum is scaled before the
+    gradient is taken (small gradients would underflow fp16) and the gradient unscaled after, as PyTorch's AMP
+    recipe for gradient penalties says; the norm and the penalty are computed in fp32."""
     a = alpha.to(real.dtype).view(-1, *([1] * (real.dim() - 1)))
     x_hat = (a * real.detach() + (1 - a) * fake.detach()).requires_grad_(True)
-    out = critic(x_hat, labels) if labels is not None else critic(x_hat)
-    (grad,) = torch.autograd.grad(out.float().sum(), x_hat, create_graph=True)
+    with autocast if autocast is not None else contextlib.nullcontext():
+        out = critic(x_hat, labels) if labels is not None else critic(x_hat)
+    total = out.float().sum()
+    if scaler is not None and scaler.is_enabled():
+        (grad,) = torch.autograd.grad(scaler.scale(total), x_hat, create_graph=True)
+        grad = grad.float() / scaler.get_scale()
+    else:
+        (grad,) = torch.autograd.grad(total, x_hat, create_graph=True)
     return ((grad.float().flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 

@@ -46,7 +46,10 @@ class TrainOptions:
     workers: int = 2
     shuffle: int = 2000
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with gradient scalers): precision.py
+    compile: bool = False  # torch.compile the generator and the critic (not a gradient-penalty critic)
+    augment: str = "auto"  # none | diffaug | auto (diffaug for a set under AUTO_AUGMENT_BELOW train images)
+    augment_policy: str = "color,translation,cutout"  # augment.py
     resume: str | None = None  # None | auto | a checkpoint path
     gpus: int = 1
     n_classes: int | None = None  # cdcgan: default from dataset.json's labels
@@ -94,9 +97,10 @@ class TrainOptions:
         return o
 
 
+# what a run's result depends on, besides its shards (kimg only lengthens it)
 SAME_RUN = ("kind", "batch", "lr", "n_critic", "critic_norm", "critic_cond", "g_norm", "nz", "ngf", "ndf", "clip",
             "critic_warmup", "gp_lambda", "label_smoothing", "ema_kimg", "ema_rampup", "seed", "shuffle", "precision",
-            "resolution", "n_classes")  # what a run's result depends on, besides its shards (kimg only lengthens it)
+            "resolution", "n_classes", "augment", "augment_policy")
 
 
 def shards_digest(urls: list[str], sset: shardset.ShardSet | None) -> str:

@@ -48,6 +48,7 @@ from ..errors import UserError
 from ..fileio import FolderLock, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
 from ..summary import Summary
 from . import data as tdata
+from .augment import Augment
 from .checkpoints import (
     BadCheckpoint,
     latest_checkpoint,
@@ -60,10 +61,11 @@ from .checkpoints import (
     stream_seed,
 )
 from .cpu import configure_threads, pick_device
+from .kinds import AUTO_AUGMENT_BELOW
 from .losses import clip_weights, d_loss, g_loss, gradient_penalty
 from .models import RESOLUTIONS, build
 from .options import TrainError, TrainOptions, shards_digest
-from .precision import autocast
+from .precision import autocast, scaler
 from .sampling import grid_labels, image_grid
 
 PROGRESS_SECONDS = 10.0  # a progress line at least this often (rank 0), also between metrics rows
@@ -286,6 +288,11 @@ class Loop:
         self.G, self.D = build(o, self.resolution, self.n_classes)
         self.G.to(device)
         self.D.to(device)
+        # channels_last on a GPU: cuDNN's faster convolution layouts (with reduced precision above all); on the CPU
+        # the default layout (the same arithmetic as before: a run's bytes do not change)
+        self.layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        self.G.to(memory_format=self.layout)
+        self.D.to(memory_format=self.layout)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.optG, self.optD = _optimizer(o, self.G.parameters()), _optimizer(o, self.D.parameters())
         self.step, self.cur_nimg, self.resumed_from = 0, 0, None
@@ -307,13 +314,53 @@ class Loop:
             ids = [device.index] if device.type == "cuda" else None
             self.Gd = nn.parallel.DistributedDataParallel(self.G, device_ids=ids, broadcast_buffers=False)
             self.Dd = nn.parallel.DistributedDataParallel(self.D, device_ids=ids, broadcast_buffers=False)
-        self.autocast = autocast(o.precision, device) if device.type == "cuda" else contextlib.nullcontext()
+        self.Dgp = self.Dd  # the critic the gradient penalty differentiates twice: never compiled
+        if o.compile:
+            self._compile()
+        self.autocast = autocast(o.precision, device)
+        self.scale_d, self.scale_g = scaler(o.precision, device), scaler(o.precision, device)
+        if ck is not None and self.scale_d.is_enabled() and isinstance(ck.get("scalers"), dict):
+            self.scale_d.load_state_dict(ck["scalers"]["D"])
+            self.scale_g.load_state_dict(ck["scalers"]["G"])
+        self.augment = self._augmentation()
         self.slice = slice(self.rank * self.per_rank, (self.rank + 1) * self.per_rank)
         self.draw_labels = tdata.label_sampler(self.labels, self.n_classes)
         # fixed noise for the grid (the same in every run with this seed); one label per row when conditional
         self.rows = int(math.sqrt(o.grid)) or 1
         self.gz = torch.randn(o.grid, o.nz, generator=step_generator(o.seed, -1, "grid")).to(device)
         self.gy = grid_labels(o.grid, self.rows, self.n_classes).to(device) if self.kind.conditional else None
+
+    def _compile(self) -> None:
+        """torch.compile the generator, and the critic unless a gradient penalty differentiates it twice (compiled
+        graphs have no double backward). Where the compiler is missing or fails on these networks (tried on one
+        small batch now, not in the middle of the run), one line says so and the run goes on eagerly."""
+        try:
+            G, D = torch.compile(self.Gd), torch.compile(self.Dd) if self.kind.penalty != "gp" else self.Dd
+            with torch.no_grad():
+                z = torch.zeros(2, self.o.nz, device=self.device)
+                y = torch.zeros(2, dtype=torch.long, device=self.device) if self.kind.conditional else None
+                x = G(z, y) if y is not None else G(z)
+                D(x, y) if y is not None else D(x)
+        except Exception as e:  # the backend's own exception types vary (a C compiler, Triton, an op)
+            if self.rank == 0:
+                print(f"--compile: torch.compile is not available here ({type(e).__name__}: "
+                      f"{(str(e).splitlines() or [''])[0][:160]}); training without it", file=sys.stderr, flush=True)
+            return
+        self.Gd, self.Dd = G, D
+
+    def _augmentation(self) -> Augment | None:
+        """DiffAugment when asked, or (``auto``) when the train split is under AUTO_AUGMENT_BELOW images."""
+        o = self.o
+        on = o.augment == "diffaug" or (o.augment == "auto" and self.sset is not None
+                                        and 0 < self.sset.total < AUTO_AUGMENT_BELOW)
+        self.augmenting = on
+        return Augment(o.augment_policy) if on else None
+
+    def _aug(self, x: torch.Tensor, phase: str) -> torch.Tensor:
+        """``x`` as the critic sees it: augmented (when on) with this step's and phase's own draws."""
+        if self.augment is None:
+            return x
+        return self.augment(x, step_generator(self.o.seed, self.step, "aug-" + phase), self.o.batch, self.slice)
 
     def _record(self) -> None:
         if self.rank != 0:
@@ -322,6 +369,7 @@ class Loop:
         resolved = {**asdict(o), "resolution": self.resolution, "n_classes": self.n_classes, "world": self.world,
                     "per_rank_batch": self.per_rank, "device": str(self.device), "threads": self.threads,
                     "label_names": self.labels["names"] if self.labels else None, "shard_urls": self.urls[:50],
+                    "augmenting": self.augmenting,
                     "shards_digest": shards_digest(self.urls, self.sset), "torch": torch.__version__}
         atomic_write_json(self.run / "options.json", resolved)
 
@@ -354,7 +402,8 @@ class Loop:
                 saved = self.snapshot(evaluate=False)
                 raise tdata.DataError(f"{e} (saved {saved['checkpoint']} first)") from None
             raise
-        return tdata.to_device(batch, self.device, self.kind.conditional)
+        real, y = tdata.to_device(batch, self.device, self.kind.conditional)
+        return real.contiguous(memory_format=self.layout), y
 
     def critic_step(self, i: int, keep_graph: bool) -> dict:
         """One critic update on a real batch and a fake one. ``keep_graph``: the fake batch keeps its graph to G, for
@@ -365,22 +414,27 @@ class Loop:
         with torch.set_grad_enabled(keep_graph), self.autocast:
             generated = self._G(z, y_fake)
         fake = generated.detach()
+        real, fake = self._aug(real, f"d{i}-real"), self._aug(fake, f"d{i}-fake")
         with self.autocast:
             d_real = self._D(real, y_real)
             d_fake = self._D(fake, y_fake)
-        loss = d_loss(k.objective, d_real, d_fake, 1.0 - o.label_smoothing)
+        objective = loss = d_loss(k.objective, d_real, d_fake, 1.0 - o.label_smoothing)
         gp = torch.zeros((), device=self.device)
         if k.penalty == "gp":
-            gp = gradient_penalty(self.Dd, real, fake, alpha, y_fake)
+            gp = gradient_penalty(self.Dgp, real, fake, alpha, y_fake, self.autocast, self.scale_d)
             loss = loss + o.gp_lambda * gp
         self.optD.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optD.step()
+        self.scale_d.scale(loss).backward()
+        self.scale_d.step(self.optD)
+        self.scale_d.update()
         if k.penalty == "clip":
             clip_weights(self.D, o.clip)
         self.cur_nimg += o.batch
-        return {"generated": generated, "y_fake": y_fake, "loss": loss, "gp": gp, "d_real": d_real,
-                "d_fake": d_fake}
+        # the loss the divergence guard reads: under fp16 a penalty made infinite by the gradient scale is the
+        # scaler's to handle (it skips the step and lowers the scale), not a divergence
+        watched = objective if self.scale_d.is_enabled() else loss
+        return {"generated": generated, "y_fake": y_fake, "loss": loss, "watched": watched, "gp": gp,
+                "d_real": d_real, "d_fake": d_fake}
 
     def generator_step(self, last: dict, reuse: bool, n_d: int) -> torch.Tensor:
         """One generator update (on the critic step's fake batch when ``reuse``, else on fresh noise), then the
@@ -394,11 +448,12 @@ class Loop:
             if not reuse:
                 z, y_fake, _ = self.draw("g")
                 generated = self._G(z, y_fake)
-            d_gen = self._D(generated, y_fake)
+            d_gen = self._D(self._aug(generated, "g"), y_fake)
         lg = g_loss(self.kind.objective, d_gen)
         self.optG.zero_grad(set_to_none=True)
-        lg.backward()
-        self.optG.step()
+        self.scale_g.scale(lg).backward()
+        self.scale_g.step(self.optG)
+        self.scale_g.update()
         beta = ema_beta(o.ema_kimg, o.ema_rampup, self.cur_nimg, n_d * o.batch)
         with torch.no_grad():
             for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
@@ -422,7 +477,7 @@ class Loop:
             self.sums += torch.stack([loss.detach().float(), lg.detach().float(),
                                       (d_real.float().mean() - d_fake.float().mean()).detach(),
                                       last["gp"].detach().float(), torch.ones((), device=self.device)])
-            self.diverged |= ~(torch.isfinite(loss.detach()) & torch.isfinite(lg.detach()))
+            self.diverged |= ~(torch.isfinite(last["watched"].detach()) & torch.isfinite(lg.detach()))
         self.step += 1
 
     # -------------------------------------------------------------------------------------- logs, snapshots
@@ -499,6 +554,8 @@ class Loop:
                   "optG": self.optG.state_dict(), "optD": self.optD.state_dict(), "step": self.step,
                   "cur_nimg": self.cur_nimg, "world": world, "rng": states if world > 1 else states[0],
                   "options": json.loads(json.dumps(asdict(o))), "gandata": _version()}
+            if self.scale_d.is_enabled():  # fp16: the gradient scales, so that a resumed run goes on with them
+                ck["scalers"] = {"D": self.scale_d.state_dict(), "G": self.scale_g.state_dict()}
             path = self.run / f"checkpoint-{self.cur_nimg:09d}.pt"
             save_atomic(ck, path)
             out.update(checkpoint=str(path), grid=str(grid))
