@@ -37,9 +37,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from quality import DEFAULT_WORK, Scorer, arrays, generate, prepare  # noqa: E402
-
 from gandata.trainers.metrics import frechet_distance, gaussian_stats  # noqa: E402
+from quality import DEFAULT_WORK, Scorer, arrays, generate, prepare  # noqa: E402
 
 
 def subset(work: Path, fraction: float) -> Path:
