@@ -23,8 +23,36 @@ from .options import LIST, PATH_TYPE, Opt, values
 from .stages import STAGES, Context, Stage
 from .summary import Summary
 
+HELP_NAMES = {"help_option_names": ["-h", "--help"]}
+ORDER = ("fetch", "crop", "dedupe", "shard", "inspect", "train", "sample", "eval", "export", "run", "demo")
+
+
+class _Root(TyperGroup):
+    """The top command: its commands listed in the order the data flows through them."""
+
+    def list_commands(self, ctx):  # noqa: ANN001, ANN201 (click's signature)
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+
+    def resolve_command(self, ctx, args):  # noqa: ANN001, ANN201
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            raise UserError(_unknown("command", args[0], self.list_commands(ctx)))
+        return super().resolve_command(ctx, args)
+
+
+def _unknown(what: str, given: str, known: list[str]) -> str:
+    """One line for a mistyped name: the closest known ones first, then all of them."""
+    import difflib
+
+    close = difflib.get_close_matches(given, known, n=2, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"unknown {what} {given!r}{hint} (use one of {', '.join(known)})"
+
+
 app = typer.Typer(
     name="gandata",
+    cls=_Root,
+    context_settings=HELP_NAMES,
     help="Build clean GAN training sets of cartoon faces and train GANs on them: fetch images (Bitmoji, BrickLink, "
          "Rebrickable, URL lists), crop faces, find duplicates, write WebDataset shards, inspect them, train "
          "(dcgan, lsgan, wgan, wgan-gp, cdcgan), sample and evaluate; run whole pipeline files; or see it all "
@@ -36,6 +64,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+GROUP_BRIEF = {"fetch": "Download images into a dataset folder (resumable)",
+               "crop": "Cut square face crops out of images",
+               "train": "Train a GAN on shards (dcgan, lsgan, wgan, wgan-gp, cdcgan)"}
 GROUPS = {
     "fetch": ("Download images into a dataset folder (resumable: run the same command again to continue).",
               "\b\nExamples:\n  gandata fetch bitmoji --count 200000\n  gandata fetch bricklink --catalog-file "
@@ -60,7 +91,7 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+def _main(version: Annotated[bool, typer.Option("--version", "-V", callback=_show_version, is_eager=True,
                                                 help="Print the version and exit.")] = False) -> None:
     pass
 
@@ -86,11 +117,13 @@ def _annotation(o: Opt) -> Any:
                               show_default=False)
     else:
         names = () if o.type is bool and not o.flags else (o.flags or (o.flag,))
-        metavar = "<" + "|".join(o.choices) + ">" if o.choices else None  # ranges: Opt.check, one message
+        metavar = "[" + "|".join(o.choices) + "]" if o.choices else o.metavar or METAVARS.get(o.type)
         info = typer.Option(*names, help=o.help, envvar=o.envvar, show_default=o.default is not None,
                             metavar=metavar)
     return Annotated[base, info]
 
+
+METAVARS = {int: "N", float: "NUMBER", str: "TEXT", PATH_TYPE: "PATH", LIST: "PATH"}  # what a reader of --help reads
 
 DATA_DIR = Annotated[Optional[Path], typer.Option(  # noqa: UP045
     "--data-dir", envvar="GANDATA_DATA", help="Workspace holding DATA/<dataset>/<stage> (default ./data).")]
@@ -145,18 +178,20 @@ class _Group(TyperGroup):
     def resolve_command(self, ctx, args):  # noqa: ANN001, ANN201 (click's signature)
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             what = {"train": "trainer", "fetch": "source", "crop": "kind of crop"}.get(self.name or "", "command")
-            raise UserError(f"unknown {what} {args[0]!r}; use one of {', '.join(self.commands)}")
+            raise UserError(_unknown(what, args[0], list(self.commands)))
         return super().resolve_command(ctx, args)
 
 
 def _register() -> None:
     groups: dict[str, typer.Typer] = {}
     for group, (text, epilog) in GROUPS.items():
-        groups[group] = typer.Typer(help=text, epilog=epilog, no_args_is_help=True, rich_markup_mode=None, cls=_Group)
-        app.add_typer(groups[group], name=group)
+        groups[group] = typer.Typer(help=text, epilog=epilog, no_args_is_help=True, rich_markup_mode=None, cls=_Group,
+                                    context_settings=HELP_NAMES)
+        app.add_typer(groups[group], name=group, short_help=GROUP_BRIEF[group])
     for stage in STAGES:
         target = groups[stage.command[0]] if len(stage.command) == 2 else app
-        target.command(stage.command[-1], help=stage.help, epilog=stage.epilog)(_command(stage))
+        target.command(stage.command[-1], help=stage.help, short_help=stage.short, epilog=stage.epilog,
+                       context_settings=HELP_NAMES)(_command(stage))
 
 
 _register()
@@ -167,6 +202,8 @@ _register()
 
 @app.command(
     "run",
+    short_help="Run the stages of a pipeline file in order",
+    context_settings=HELP_NAMES,
     epilog="\b\nExamples:\n"
     "  gandata run pipelines/bitmoji-64.toml                       # fetch → shard → train, resumable\n"
     "  gandata run pipelines/anime-faces-96.toml --set crop.src=~/illustrations\n"
@@ -202,6 +239,8 @@ def run_cmd(
 
 @app.command(
     "demo",
+    short_help="The whole chain offline, on a local render server",
+    context_settings=HELP_NAMES,
     epilog="\b\nExamples:\n"
     "  gandata demo                        # a few minutes on 2 CPU cores → ./gandata-demo\n"
     "  gandata demo --out /tmp/demo --small",
@@ -226,7 +265,18 @@ def _click_command():
     global _COMMAND
     if _COMMAND is None:
         _COMMAND = typer.main.get_command(app)
+        _plain_arguments(_COMMAND)
     return _COMMAND
+
+
+def _plain_arguments(command) -> None:  # noqa: ANN001 (click's types)
+    """An argument's help line names it (``SRC...``) without typer's Python type (``<list[str]>``): the help's
+    text says what it takes."""
+    for param in getattr(command, "params", []):
+        if param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: None
+    for sub in getattr(command, "commands", {}).values():
+        _plain_arguments(sub)
 
 
 PATH_ERRORS = {  # a path the user gave (or one made from it) that the system refused: what it means, what to do

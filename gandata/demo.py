@@ -287,7 +287,10 @@ def pipelines(out: Path, base_url: str, size: str) -> tuple[dict, dict]:
     z = SIZES[size]
     avatars = {
         "pipeline": {"name": "avatars", "dataset": "bitmoji", "base_url": base_url, "allow_outside": True},
-        "fetch": {"source": "bitmoji", "count": z["avatars"], "rate": 0, "concurrency": 16},
+        # the trait catalogue from a file the demo writes: a download from the server (a new port each run) would
+        # leave a new copy in the user's cache at every run
+        "fetch": {"source": "bitmoji", "count": z["avatars"], "rate": 0, "concurrency": 16,
+                  "traits": str(out / "avatar-traits.json")},
         # exact duplicates only: faces drawn on one template are close in a perceptual hash (README, dedupe)
         "shard": {"size": 32, "dedupe": "exact", "val_fraction": 0.05, "maxcount": 64, "min_shards": 1},
         # dcgan: at equal time it draws the avatars' white background and faces where wgan-gp (90 kimg) was still
@@ -324,11 +327,13 @@ class DemoResult(Summary):
                f"{self.out}:"]
         for part in ("avatars", "minifigs"):
             for s in getattr(self, part).stages:
-                out.append(f"  {part:<8} {s.stage:<6} {s.line}\n  {'':<15}→ {s.out}")
-        out.append(f"  sample grid from the trained generator: {self.samples}")
-        out += [f"  contact sheet of the {name} shards:    {sheet}" for name, sheet in self.sheets.items()]
-        out.append(f"  minifig heads found (boxes drawn):       {self.heads}")
-        out.append(f"  this summary as JSON:                    {self.summary}")
+                out.append(f"  {part:<8} {s.stage:<6} {s.line}\n  {'':<16}→ {s.out}")
+                out += [f"  {'':<16}warning: {w}" for w in getattr(s.summary, "warnings", None) or []]
+        files = [("sample grid from the trained generator", self.samples),
+                 *[(f"contact sheet of the {name} shards", sheet) for name, sheet in self.sheets.items()],
+                 ("minifig heads found (boxes drawn)", self.heads), ("this summary as JSON", self.summary)]
+        width = max(len(what) for what, _ in files) + 1
+        out += [f"  {what + ':':<{width}} {where}" for what, where in files]
         out.append("\nNext: the real commands (README, 'Commands'); pipelines/*.toml build the full-size datasets.")
         return out
 
@@ -348,6 +353,7 @@ def demo(out: str | Path = "gandata-demo", size: str = "full", progress: bool = 
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     atomic_write(out / "minifigs-catalog.txt", catalog_file(SIZES[size]["minifigs"]).encode())
+    atomic_write(out / "avatar-traits.json", json.dumps(catalogue()).encode())
     with DemoServer() as server:
         echo(f"demo render server on {server.url} (Bitmoji and BrickLink URL shapes, our own drawings)")
         avatars, minifigs = pipelines(out, server.url, size)

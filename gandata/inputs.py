@@ -185,7 +185,8 @@ def _walk_images(root: Path) -> Iterator[Path]:
 
 
 class FolderInput(Input):
-    """A plain folder of images, searched recursively (a user's own collection)."""
+    """A plain folder of images, searched recursively (a user's own collection, or an ImageFolder tree whose top
+    subfolders are classes: each record's ``folder``, so ``--label-field folder`` labels by them)."""
 
     kind = "folder"
 
@@ -208,7 +209,10 @@ class FolderInput(Input):
                 key = make_key(rel)
             seen.add(key)
             ext = file.suffix.lower().lstrip(".")
-            yield Sample(key, ext, {"source": "folder", "file": rel}, str(file), lambda f=file: read_bounded(f))
+            record = {"source": "folder", "file": rel}
+            if "/" in rel:  # an ImageFolder tree (ROOT/<class>/…): the top subfolder, a label source
+                record["folder"] = rel.split("/", 1)[0]
+            yield Sample(key, ext, record, str(file), lambda f=file: read_bounded(f))
 
     def count_hint(self) -> int | None:
         return len(self.files())

@@ -41,6 +41,7 @@ class Opt:
         None  # raises ValueError with the reason (e.g. a colour that does not parse)
     )
     output: bool = False  # a place the stage writes (a pipeline file may name one only inside its workspace)
+    metavar: str | None = None  # what --help shows for its value (default from the type: N, NUMBER, TEXT, PATH)
 
     @property
     def flag(self) -> str:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, images, shardset, storage
-from .datasets import dataset_stage_folders
+from .datasets import Dataset, dataset_stage_folders, is_dataset
 from .dedupe import DEFAULT_THRESHOLD, HASH_NAME, clusters, from_hex
 from .errors import UserError
 from .fileio import FolderLock, remove_stale_tmp
@@ -271,11 +271,15 @@ def shard(
         good = _usable(items, srcs, rejected)
         if opts.dedupe in ("exact", "near"):
             _drop_exact_duplicates(good, rejected)
+        loud: list[str] = []  # warnings the reduce has for the summary
         if opts.dedupe == "near":
-            _drop_near_duplicates(good, opts.threshold, rejected)
+            loud += _drop_near_duplicates(good, opts.threshold, rejected, str(out))
+        if not loud:
+            storage.remove(storage.join(str(out), NEAR_SHEET))  # an earlier run's sheet says nothing true now
         labels = _assign_labels(good, opts.label_field, rejected, sigs.all()) if opts.label_field else None
         summary = _write(str(out), name, opts, popts["format"], srcs, good, labels, rejected, progress, run,
                          sigs.all(), job)
+        summary.warnings[:0] = loud
     if not keep_work:
         _remove_work(out)
     summary.reused = reused
@@ -372,18 +376,84 @@ def _drop_exact_duplicates(good: dict[str, Item], rejected: list[dict]) -> None:
                 reject(rejected, DUPLICATE, k, good.pop(k).origin, f"exact duplicate of {keys[0]}")
 
 
-def _drop_near_duplicates(good: dict[str, Item], threshold: int, rejected: list[dict]) -> None:
+MASS_REMOVAL = 0.5  # near-duplicate removal taking more than this share of the images is said loudly
+NEAR_SHEET = "near-duplicates.png"
+
+
+def _drop_near_duplicates(good: dict[str, Item], threshold: int, rejected: list[dict], out: str) -> list[str]:
     """Keep one sample per near-duplicate cluster (largest source, then smallest key); every sample kept records
-    its cluster (its own key when it has no near duplicate)."""
+    its cluster (its own key when it has no near duplicate). Returns the warning when this removed most of the set
+    (:func:`_mass_removal`)."""
     keys = list(good)
-    found = clusters(keys, [from_hex(good[k].phash) for k in keys], [good[k].ow * good[k].oh for k in keys],
-                     threshold)
+    hashes, areas = [from_hex(good[k].phash) for k in keys], [good[k].ow * good[k].oh for k in keys]
+    found = clusters(keys, hashes, areas, threshold)
+    before = dict(good)
     for k in keys:
         c = found.get(k)
         good[k].cluster = c["cluster"] if c else k
         if c and c["representative"] != k:
             reason = f"near duplicate of {c['representative']} ({c['distance']} bits)"
             reject(rejected, NEAR, k, good.pop(k).origin, reason)
+    removed = len(before) - len(good)
+    if removed <= MASS_REMOVAL * len(before):
+        return []
+    return [_mass_removal(before, found, keys, hashes, areas, threshold, removed, out)]
+
+
+def _kept(found: dict[str, dict], n: int) -> int:
+    """How many of ``n`` samples a clustering keeps: one per cluster, and every sample in none."""
+    sizes = Counter(c["cluster"] for c in found.values())
+    return n - sum(v - 1 for v in sizes.values())
+
+
+def _mass_removal(before: dict[str, Item], found: dict[str, dict], keys: list[str], hashes: list[int],
+                  areas: list[int], threshold: int, removed: int, out: str) -> str:
+    """The warning for a near-duplicate removal that took most of the set: the biggest clusters' sizes, a contact
+    sheet of them (``OUT/near-duplicates.png``), and the largest threshold that would keep at least half."""
+    n = len(before)
+    sizes = Counter(c["cluster"] for c in found.values()).most_common()
+    advice = "--dedupe exact keeps every distinct image"
+    for t in range(threshold - 1, -1, -1):
+        kept = _kept(clusters(keys, hashes, areas, t), n)
+        if kept >= n / 2:
+            advice = f"--threshold {t} keeps {kept}"
+            break
+    sheet = storage.join(out, NEAR_SHEET)
+    try:
+        _cluster_sheet(before, found, [c for c, _ in sizes[:6]], threshold, sheet)
+    except (OSError, images.ImageError):
+        sheet = "(no contact sheet: the images could not be read back)"
+    biggest = ", ".join(str(size) for _, size in sizes[:5])
+    return (f"near-duplicate removal took {removed} of {n} images ({removed / n:.0%}) at --threshold {threshold}: "
+            f"the biggest clusters hold {biggest} images (see {sheet}); if they are different pictures (one "
+            f"template in other colours), {advice}")
+
+
+def _cluster_sheet(items: dict[str, Item], found: dict[str, dict], biggest: list[str], threshold: int,
+                   path: str) -> None:
+    """A row per cluster (its representative first, then up to 7 members), from the processed images."""
+    from PIL import Image
+
+    rows: dict[str, list[str]] = {c: [] for c in biggest}
+    for k, c in found.items():
+        if c["cluster"] in rows and len(rows[c["cluster"]]) < 8:
+            rows[c["cluster"]].append(k)
+    cells = []
+    for c, members in rows.items():
+        members.sort(key=lambda k: (k != c, k))
+        for k in members:
+            it = items[k]
+            if storage.is_url(it.file):
+                data = storage.read_bytes(it.file, it.offset, it.offset + it.length)
+            else:
+                with open(it.file, "rb") as f:
+                    data = os.pread(f.fileno(), it.length, it.offset)
+            im = images.to_rgb(images.decode(data))
+            im.thumbnail((96, 96), Image.Resampling.BOX)
+            cells.append((im, ("KEEP " if k == c else f"{found[k]['distance']}b ") + k[:14]))
+        cells.extend([(None, "")] * (8 - len(members)))
+    title = f"largest near-duplicate clusters at {threshold} bits (a row each, the kept image first)"
+    storage.put(path, images.encode(images.contact_sheet(cells, cell=96, cols=8, title=title)))
 
 
 def _assign_labels(good: dict[str, Item], field: str, rejected: list[dict], sigs: list) -> dict:
@@ -571,15 +641,22 @@ def _write(
 
 
 def default_name(src: str | os.PathLike, data_dir: str | os.PathLike) -> str:
-    """``DATA/<dataset>/<stage>`` → ``<dataset>``; any other path → its folder (or file stem) name."""
+    """The set's name from its first input, the same from whatever folder the command runs in: a stage folder of a
+    workspace (``…/<dataset>/<stage>``: a dataset folder that a gandata stage wrote, or any folder under the data
+    dir) → ``<dataset>``; any other folder → its name; a tar or pattern → its stem."""
     p = Path(src).resolve()
     try:
         rel = p.relative_to(Path(data_dir).resolve())
         if len(rel.parts) >= 1:
-            return rel.parts[0]
+            return _clean_name(rel.parts[0])
     except ValueError:
         pass
-    base = p.name if p.is_dir() else p.name.split(".")[0].split("{")[0].rstrip("-_")
+    if is_dataset(p) and Dataset(p).stats().get("stage") and p.parent != p:
+        return _clean_name(p.parent.name)  # DATA/bitmoji/raw from anywhere: bitmoji
+    return _clean_name(p.name if p.is_dir() else p.name.split(".")[0].split("{")[0].rstrip("-_"))
+
+
+def _clean_name(base: str) -> str:
     from .stages import NAME_MAX
 
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", base)[:NAME_MAX].strip("-.") or "dataset"

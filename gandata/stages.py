@@ -6,6 +6,7 @@ files (:mod:`gandata.pipeline`) are built from this table; neither decides anyth
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +48,20 @@ class Stage:
     table: str | None = None  # the pipeline table that runs it (None: command line only)
     select: tuple[str, str] | None = None  # within a table, (key, value) choosing this stage: ("source", "bitmoji")
     data_dir_flag: bool = True  # --data-dir
+    brief: str | None = None  # the line a command list shows (default: from the help, see short)
 
     @property
     def name(self) -> str:
         return " ".join(self.command)
+
+    @property
+    def short(self) -> str:
+        """The one line a command list shows: the help's first sentence, whole (click would cut it at 45
+        characters, mid-word), or up to its colon."""
+        if self.brief:
+            return self.brief
+        first = self.help.split(". ")[0].rstrip(".")
+        return first.split(": ")[0] if len(first) > 80 else first
 
 
 SEED_MAX = 2**32 - 1  # numpy's seeds; torch's and Python's take more
@@ -86,19 +97,21 @@ def _out(where: str) -> Opt:
                "staging folder, then published: images, then the manifest).")
 
 
-BASE_URL = Opt("base_url", str, help="Replace the scheme and host of every address of the source (a mirror, a test "
+BASE_URL = Opt("base_url", str, metavar="URL",
+               help="Replace the scheme and host of every address of the source (a mirror, a test "
                "server).")
 CONCURRENCY = Opt("concurrency", int, min=1, max=4096, help="Requests in flight (default: the source's).")
 RATE = Opt("rate", float, min=0, max=10_000, help="Requests per second per host (default: the source's; 0: no pacing).")
 RETRIES = Opt("retries", int, min=0, max=100, help="Further tries after a 429, 5xx, timeout or broken body.")
-TIMEOUT = Opt("timeout", float, above=0, max=3600, help="Seconds per request, connect and read together.")
-MAX_WAIT = Opt("max_wait", float, min=0, max=86_400,
+TIMEOUT = Opt("timeout", float, above=0, max=3600, metavar="SECONDS",
+              help="Seconds per request, connect and read together.")
+MAX_WAIT = Opt("max_wait", float, min=0, max=86_400, metavar="SECONDS",
                help="Longest Retry-After to wait out (default 900 s, or the manifest's "
                "max_wait); a URL asked to wait longer is tried again at the end of the run, then left to a re-run.")
-MEMORY = Opt("memory", int, min=1, max=65_536,
+MEMORY = Opt("memory", int, min=1, max=65_536, metavar="MIB",
              help="MiB that image bodies being read and checked may hold at once, all requests "
              "together (default 512); a request waits for room.")
-WORK_MEMORY = Opt("memory", int, 1024, min=64, max=1 << 20,
+WORK_MEMORY = Opt("memory", int, 1024, min=64, max=1 << 20, metavar="MIB",
                   help="MiB that decoded images may hold at once, all workers together; "
                   "a large image waits for room, and one larger than this runs alone.")
 DURABILITY = Opt("durability", str, choices=("batch", "file", "none"),
@@ -107,7 +120,8 @@ DURABILITY = Opt("durability", str, choices=("batch", "file", "none"),
 RUN_ON = Opt("engine", str, "local", choices=("local", "ray"),
              help="local (threads in this process) or ray (tasks on the Ray cluster at --ray-address, else "
              "$RAY_ADDRESS, else a local one; pip install 'gandata[ray]').")
-RAY_ADDRESS = Opt("ray_address", str, help="--engine ray: the cluster to join (default $RAY_ADDRESS, else a new "
+RAY_ADDRESS = Opt("ray_address", str, metavar="HOST:PORT",
+                  help="--engine ray: the cluster to join (default $RAY_ADDRESS, else a new "
                   "local Ray).")
 TASK_SIZE = Opt("task_size", int, 2000, min=1, max=10_000_000,
                 help="--engine ray: samples per task (a tar is always one task).")
@@ -279,7 +293,8 @@ FETCH = [
                "a catalog file."),
            Opt("categories", str, help="Only these categories: ids or dotted catStrings, e.g. 65,746 or 65.257."),
            LIMIT,
-           Opt("delay", float, min=0, max=3600, help="Seconds between two listing-page requests (default 3)."),
+           Opt("delay", float, min=0, max=3600, metavar="SECONDS",
+               help="Seconds between two listing-page requests (default 3)."),
            Opt("refresh_list", bool, False, help="Read the listing pages again instead of the ones saved by "
                "earlier runs."),
            Opt("manifest", PATH_TYPE, help="Another bricklink manifest (default: the one installed with gandata)."),
@@ -610,7 +625,8 @@ TRAIN = [
           f"  gandata train {kind} --shards 'data/anime/shards/anime-train-{{000000..000007}}.tar' --resume auto\n"
           "\b\nSeveral machines: run on each  torchrun --nnodes=2 --nproc-per-node=8 --rdzv-backend=c10d\n"
           f"  --rdzv-endpoint=HOST:29500 -m gandata train {kind} --shards … --out …",
-          _train_options(kind), _train(kind), "train", ("kind", kind))
+          _train_options(kind), _train(kind), "train", ("kind", kind),
+          brief=re.split(r"[:,] ", BY_NAME[kind].paper)[0])
     for kind in KINDS
 ]
 

@@ -185,3 +185,32 @@ def test_the_contact_sheet_shows_every_member_of_a_large_cluster(tmp_path, anime
     assert summary.largest == 12
     row = cells[:8]
     assert row[0][1].startswith("KEEP") and all(picture is not None for picture, _ in row), [c for _, c in row]
+
+
+def test_a_near_dedupe_that_removes_most_of_a_set_says_so_loudly(tmp_path):
+    """60 avatars drawn from one template in other colours: at the default threshold they are 'near duplicates' of
+    one another. The run says so in its summary — the biggest clusters, a contact sheet, a threshold that keeps
+    more — instead of a quiet 'removed 59'."""
+    from PIL import Image, ImageDraw
+
+    from gandata.shard import NEAR_SHEET, ShardOptions, shard
+
+    src = tmp_path / "avatars"
+    src.mkdir()
+    for i in range(60):
+        im = Image.new("RGB", (64, 64), (255, 255, 255))
+        d = ImageDraw.Draw(im)
+        d.ellipse((12, 8, 52, 48), fill=(40 + 3 * i, 200 - 2 * i, 90 + i))  # the head: same place, other colour
+        d.rectangle((24, 36 + i % 3, 40, 44 + i % 3), fill=(10 + i, 10, 10))  # the mouth: a pixel or two lower
+        im.save(src / f"a{i:02d}.png")
+    s = shard([src], tmp_path / "s", "a", ShardOptions(size=32, dedupe="near", min_shards=1, val_fraction=0.0))
+    assert s.removed["near_duplicate"] > 30
+    [warning] = [w for w in s.warnings if w.startswith("near-duplicate removal took")]
+    assert "of 60 images" in warning and "the biggest clusters hold" in warning
+    assert "--threshold" in warning or "--dedupe exact" in warning
+    sheet = tmp_path / "s" / NEAR_SHEET
+    assert sheet.exists() and Image.open(sheet).size[0] > 96 * 8
+    assert any(line.startswith("  warning: near-duplicate removal took") for line in s.lines())
+    again = shard([src], tmp_path / "s", "a", ShardOptions(size=32, dedupe="exact", min_shards=1,
+                                                           val_fraction=0.0))
+    assert again.counts["total"] == 60 and not sheet.exists()  # exact dedupe keeps them, and the sheet goes

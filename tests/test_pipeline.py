@@ -4,6 +4,7 @@ re-run as a no-op; bad pipeline files; ``gandata demo --small`` itself."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,17 +165,26 @@ def test_ready_pipeline_files_load(tmp_path):
 
 @pytest.mark.slow
 def test_the_demo_runs_offline_in_its_small_size(tmp_path):
+    env = {**os.environ, "GANDATA_CACHE": str(tmp_path / "cache")}
     r = subprocess.run([sys.executable, "-m", "gandata.cli", "demo", "--out", str(tmp_path / "demo"), "--small"],
-                       capture_output=True, text=True, cwd=tmp_path)
+                       capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "demo"
     for f in ("avatars-samples.png", "bitmoji-shards-sheet.png", "bricklink-shards-sheet.png", "minifig-heads.png",
-              "demo-summary.json"):
+              "demo-summary.json", "minifigs-catalog.txt", "avatar-traits.json"):
         assert (out / f).stat().st_size > 0, f
     summary = json.loads((out / "demo-summary.json").read_text())
     assert summary["requests"] >= 48 + 24 and "demo done" in r.stdout
     info = json.loads((out / "data" / "bricklink" / "shards" / "dataset.json").read_text())
     assert info["labels"]["names"] and set(info["labels"]["names"]) <= {"Castle", "Space", "Town", "Pirates"}
+    assert "warning: only 1 train shard(s)" in r.stdout  # what a stage recorded is said
+    files = [line for line in r.stdout.splitlines() if "/demo/" in line and ": " in line and "→" not in line]
+    assert len({line.index(str(out)) for line in files}) == 1, files  # the list of files lines up
+    cached = sorted(p.relative_to(tmp_path / "cache") for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    again = subprocess.run([sys.executable, "-m", "gandata.cli", "demo", "--out", str(tmp_path / "demo"), "--small"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.relative_to(tmp_path / "cache") for p in (tmp_path / "cache").rglob("*") if p.is_file()) == cached
 
 
 def test_the_demo_catalog_file_is_a_bricklink_catalog(tmp_path):

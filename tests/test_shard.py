@@ -382,3 +382,29 @@ def test_sigkill_while_writing_shards_then_rerun(tmp_path, many_images):
     info = _check_output(out)
     assert info["counts"] == before["counts"] and info["splits"] != before["splits"]
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def test_the_default_name_does_not_depend_on_the_current_folder(tmp_path, monkeypatch):
+    from gandata.shard import default_name
+
+    raw = tmp_path / "ws" / "data" / "bitmoji" / "raw"
+    with Dataset.create(raw) as ds:
+        ds.add("k1", png_bytes(drawn_image(1, (40, 40))), "png", {"width": 40, "height": 40, "source": "t"})
+        ds.write_stats({"stage": "fetch bitmoji"})
+    names = []
+    for cwd in (tmp_path / "ws", tmp_path):  # inside the workspace, and from anywhere else
+        monkeypatch.chdir(cwd)
+        names.append(default_name(str(raw), "data"))
+    assert names == ["bitmoji", "bitmoji"]
+    plain = tmp_path / "my pictures"
+    plain.mkdir()
+    assert default_name(str(plain), "data") == "my-pictures"  # a folder a user made: its own name
+
+
+def test_an_imagefolder_tree_is_read_with_its_classes(tmp_path):
+    tree = tmp_path / "tree"
+    for cls, start in (("cats", 0), ("dogs", 10)):
+        write_drawn_folder(tree / cls / "deeper" if cls == "dogs" else tree / cls, 6, start=start)
+    s = shard([tree], tmp_path / "s", "t", ShardOptions(size=16, label_field="folder", val_fraction=0.0,
+                                                        min_shards=1))
+    assert s.labels["names"] == ["cats", "dogs"] and s.labels["counts"] == {"cats": 6, "dogs": 6}

@@ -89,17 +89,30 @@ def test_a_pipeline_is_checked_whole_before_its_first_stage_runs(tmp_path, text,
 
 @pytest.mark.slow
 def test_version_completion_and_kind_specific_train_help():
-    assert gandata("--version").stdout.strip().startswith("gandata ")
+    for flag in ("--version", "-V"):
+        assert gandata(flag).stdout.strip().startswith("gandata ")
     top = gandata("--help").stdout
-    assert "--install-completion" in top
-    for cmd in ("fetch", "crop", "dedupe", "shard", "inspect", "train", "sample", "eval", "run", "demo"):
-        assert f"\n  {cmd} " in top
-    wgan_gp, dcgan = gandata("train", "wgan-gp", "--help").stdout, gandata("train", "dcgan", "--help").stdout
+    assert gandata("-h").stdout == top and "--install-completion" in top
+    listed = [line.split()[0] for line in top.split("Commands:")[1].split("Examples:")[0].splitlines()
+              if line.startswith("  ") and not line.startswith("   ") and line.strip()]
+    assert listed == ["fetch", "crop", "dedupe", "shard", "inspect", "train", "sample", "eval", "export", "run",
+                      "demo"]  # the order the data flows in
+    assert "..." not in top.split("Commands:")[1]  # no one-line help cut mid-sentence
+    wgan_gp, dcgan = gandata("train", "wgan-gp", "--help").stdout, gandata("train", "dcgan", "-h").stdout
     assert "Gulrajani" in wgan_gp and "default 5" in wgan_gp and "--gp-lambda" in wgan_gp
     assert "Radford" in dcgan and "default 1" in dcgan and "--gp-lambda" not in dcgan
-    assert "<center-crop|pad|keep-ratio>" in gandata("shard", "--help").stdout
+    trainers = gandata("train", "-h").stdout
+    assert "  wgan-gp  Gulrajani et al. 2017 (WGAN-GP)\n" in trainers and "..." not in trainers.split("Commands:")[1]
+    shard_help = gandata("shard", "--help").stdout
+    assert "[center-crop|pad|keep-ratio]" in shard_help and "--size N" in shard_help and "<int" not in shard_help
+    assert "--timeout SECONDS" in gandata("fetch", "urls", "-h").stdout
     r = gandata("train", "gan9000", "--shards", "x")
-    assert r.returncode == 1 and r.stderr.strip().startswith("gandata: error: unknown trainer 'gan9000'; use one of")
+    assert r.returncode == 1 and r.stderr.strip().startswith("gandata: error: unknown trainer 'gan9000'")
+    for args, said in ((("train", "wgangp"), "unknown trainer 'wgangp'; did you mean wgan-gp"),
+                       (("fetch", "bitmoij"), "unknown source 'bitmoij'; did you mean bitmoji?"),
+                       (("shrad",), "unknown command 'shrad'; did you mean shard?")):
+        r = gandata(*args)
+        assert r.returncode == 1 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 @pytest.mark.slow
