@@ -335,6 +335,10 @@ def main() -> None:
         sys.exit(1)
     if code == 130:  # typer turns Ctrl-C (and SIGTERM under Ray) into a silent exit 130
         _err(INTERRUPTED)
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank of the user's own torchrun: its work is done and closed
+        from .trainers.train import leave_now
+
+        leave_now(code if isinstance(code, int) else 0)
     if isinstance(code, int) and code:
         sys.exit(code)
 

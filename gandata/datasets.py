@@ -498,7 +498,7 @@ def read_bounded(path: Path | str, limit: int | None = None) -> bytes:
             raise OSError(f"not a regular file ({_file_kind(st.st_mode)})")
         if st.st_size > limit:
             raise OSError(f"{st.st_size} bytes, over the {limit >> 20} MiB limit for one image")
-        data = f.read(limit + 1)
+        data = f.read(min(limit, st.st_size) + 1)  # read(n) allocates n bytes first: not the limit each time
     if len(data) > limit:
         raise OSError(f"grew past the {limit >> 20} MiB limit while being read")
     return data

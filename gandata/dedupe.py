@@ -48,7 +48,7 @@ from .workers import Done, MemoryBudget, cores, ordered
 
 HASH_NAME = "gandata-phash-v2"
 HASH_SIDE = 128  # a JPEG is hashed from its DCT-scaled decode with at least this short side
-DEFAULT_THRESHOLD = 8  # see the README: edits measured at 0–8 bits, distinct images at 18 and more
+DEFAULT_THRESHOLD = 8  # docs/commands.md (dedupe): edits measured at 0–8 bits, distinct images at 18 and more
 _WEIGHTS = 1 << np.arange(63, -1, -1, dtype=np.uint64)
 
 

@@ -291,7 +291,7 @@ def pipelines(out: Path, base_url: str, size: str) -> tuple[dict, dict]:
         # leave a new copy in the user's cache at every run
         "fetch": {"source": "bitmoji", "count": z["avatars"], "rate": 0, "concurrency": 16,
                   "traits": str(out / "avatar-traits.json")},
-        # exact duplicates only: faces drawn on one template are close in a perceptual hash (README, dedupe)
+        # exact duplicates only: faces drawn on one template are close in a perceptual hash (docs/commands.md, dedupe)
         "shard": {"size": 32, "dedupe": "exact", "val_fraction": 0.05, "maxcount": 64, "min_shards": 1},
         # dcgan: at equal time it draws the avatars' white background and faces where wgan-gp (90 kimg) was still
         # grey (border median 226 against 172; the reals are 255) — and in 60 kimg, half the time
@@ -334,7 +334,7 @@ class DemoResult(Summary):
                  ("minifig heads found (boxes drawn)", self.heads), ("this summary as JSON", self.summary)]
         width = max(len(what) for what, _ in files) + 1
         out += [f"  {what + ':':<{width}} {where}" for what, where in files]
-        out.append("\nNext: the real commands (README, 'Commands'); pipelines/*.toml build the full-size datasets.")
+        out.append("\nNext: the real commands (docs/commands.md); pipelines/*.toml build the full-size datasets.")
         return out
 
     def brief(self) -> str:

@@ -42,8 +42,8 @@ def process_image(item: Item, data: bytes, popts: dict, known_phash: int | None 
 
     With ``draft``, a JPEG is decoded at the smallest DCT scale whose short side keeps twice what the output needs
     (``images.decode_scaled``), and resized with the whole image's geometry: the output differs from a whole decode
-    by 0.38/255 on average on real 512² tiles (see the README). The hash is gandata-phash-v2, from the same decode
-    when its scale is the hash's, else from a second, smaller one. The digest is sha256 of the output pixels: two
+    by 0.38/255 on average on real 512² tiles (docs/commands.md, shard). The hash is gandata-phash-v2, from the same
+    decode when its scale is the hash's, else from a second, smaller one. The digest is sha256 of the output pixels: two
     sources are exact duplicates when they make the same training sample.
 
     ``known_phash``: the hash of this file from the :class:`~gandata.dedupe.HashCache` (not computed again).
@@ -151,9 +151,8 @@ class Spool:
             self._out.flush()
             item.file, item.offset, item.length = self.path, self._end, len(encoded)
             self._end += len(encoded)
-        row = {"key": item.key, "src": item.src, **item.result()}
-        self._index.append(row)
-        self.entries[item.key] = row
+        self._index.append({"key": item.key, "src": item.src, **item.result()})  # kept on disk only: a row of
+        # this run is looked up by the next run, not by this one (each key is taken once)
 
     def keep_record(self, item: Item, record: dict) -> None:
         data = json.dumps(record, sort_keys=True, ensure_ascii=False).encode()

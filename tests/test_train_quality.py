@@ -306,7 +306,7 @@ def test_one_sided_label_smoothing_lowers_only_the_reals_target():
 def test_label_smoothing_options(colour_shards, tmp_path):
     from gandata.trainers.kinds import KINDS
 
-    for kind in KINDS:  # 0.1 for dcgan (its tail of failed seeds, README's quality section), else off
+    for kind in KINDS:  # 0.1 for dcgan (its tail of failed seeds, docs/quality.md), else off
         assert TrainOptions(kind=kind, shards="x", out="y").resolved().label_smoothing == (0.1 if kind == "dcgan"
                                                                                             else 0.0)
     assert TrainOptions(kind="dcgan", shards="x", out="y", label_smoothing=0.0).resolved().label_smoothing == 0.0

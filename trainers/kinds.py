@@ -8,7 +8,7 @@ from dataclasses import dataclass
 CRITIC_CONDITIONING = ("input", "projection", "both")  # cdcgan: how the critic sees the label
 RESOLUTIONS = (32, 64, 128)  # image sides the generators and critics are built for (models.py)
 AUGMENT_PARTS = ("color", "translation", "cutout")  # DiffAugment's policy (augment.py)
-AUTO_AUGMENT_BELOW = 5000  # --augment auto: DiffAugment for train splits smaller than this (README: quality)
+AUTO_AUGMENT_BELOW = 5000  # --augment auto: DiffAugment for train splits smaller than this (docs/quality.md)
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Kind:
 # pytorch/examples' (the paper used 128): at equal images shown, 128 halves the updates, and in benchmarks/quality.py
 # 3 of 5 seeds of dcgan at 128 never left "D wins" where the reference at 64 learned. One-sided label smoothing 0.1 for
 # dcgan (Salimans et al. 2016; pytorch/examples has none): without it dcgan's median seed was worse than the
-# reference's and 5–8 of 64 runs ended above FD 550 (README).
+# reference's and 5–8 of 64 runs ended above FD 550 (docs/quality.md).
 _ADAM_DCGAN = dict(optimizer="adam", lr=2e-4, betas=(0.5, 0.999), critic_norm="batch", n_critic=1)
 ALL = (
     Kind("dcgan", "Radford et al. 2015 (DCGAN), as in pytorch/examples: the non-saturating loss, Adam 2e-4 (0.5, "

@@ -737,6 +737,17 @@ def _main(argv: list[str]) -> None:
         sys.exit("usage: python -m gandata.trainers.train --options FILE (for your own torchrun command use "
                  "'-m gandata train KIND --shards …')")
     train(TrainOptions(**json.loads(Path(argv[1]).read_text())))
+    leave_now(0)
+
+
+def leave_now(code: int) -> None:
+    """End a torchrun rank that has finished its work: everything it wrote is closed and atomic, and the process
+    group is destroyed. Python's own teardown is skipped: there, C++ threads of the distributed backend could be
+    destroyed while still joinable (``terminate called without an active exception``, SIGABRT), failing a run that
+    had succeeded — seen in 1 of 5 full test runs on 2 busy cores."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 

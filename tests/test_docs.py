@@ -1,0 +1,97 @@
+"""The documentation shows only what exists: every ``gandata …`` command line in README.md and docs/*.md names a real
+command, and every option it passes is one that command declares (the declarations build the command line, so this
+is checked against them, not against a copy)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from gandata import stages
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+EVERYWHERE = {"--json", "--help", "-h"}  # every command takes these
+OWN = {  # the commands not declared in stages.py (cli.py's own)
+    ("run",): {"--set", "--only", "--data-dir"},
+    ("demo",): {"--out", "--small", "--no-small"},
+    (): {"--version", "-V", "--install-completion", "--show-completion"},
+}
+
+
+def flags_of(command: tuple[str, ...]) -> set[str] | None:
+    """What ``gandata COMMAND`` takes, or None when there is no such command."""
+    if command in OWN:
+        return OWN[command] | EVERYWHERE
+    for s in stages.STAGES:
+        if s.command == command:
+            out = set(EVERYWHERE) | ({"--data-dir"} if s.data_dir_flag else set())
+            for o in s.options:
+                if not o.cli or o.argument:
+                    continue
+                out.update(o.flags or (o.flag,))
+                if o.type is bool:
+                    out.add("--no-" + o.flag[2:])
+            return out
+    return None
+
+
+GROUPS = {s.command[0] for s in stages.STAGES if len(s.command) == 2}
+
+
+def command_lines() -> list[tuple[str, str]]:
+    """(where, the text after ``gandata``) for every command line in a code block or an inline code span."""
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        spans = re.findall(r"```[a-z]*\n(.*?)```", text, re.S) + re.findall(r"`([^`\n]+)`", text)
+        for span in spans:
+            for line in span.replace("\\|", " ").splitlines():  # a table's escaped "a\|b": both words
+                for m in re.finditer(r"(?:^|[\s;&|(])gandata((?: [^#|;&)]*)?)", line):
+                    found.append((f"{page.name}: {line.strip()[:100]}", m.group(1).strip()))
+    return found
+
+
+CASES = command_lines()
+
+
+def test_the_docs_show_command_lines():
+    assert len(CASES) > 80  # the pages are read (a broken pattern would find none and pass)
+
+
+@pytest.mark.parametrize("where, line", CASES, ids=[w for w, _ in CASES])
+def test_every_command_and_option_in_the_docs_exists(where, line):
+    try:
+        words = shlex.split(line.replace("…", ""))
+    except ValueError:  # an unclosed quote in a shortened example: its words as they are
+        words = line.replace("…", "").split()
+    if not words or words[0].startswith(("-", "<")) and words[0] not in ("-h", "-V", "--version", "--help"):
+        return  # prose: "gandata's", "gandata <command>"
+    if words[0] in ("-h", "-V", "--version", "--help"):
+        command: tuple[str, ...] = ()
+    elif words[0] in GROUPS and len(words) > 1 and not words[1].startswith("-"):
+        command = (words[0], words[1])
+    elif words[0] in GROUPS or words[0] in {"run", "demo"} or any(s.command == (words[0],) for s in stages.STAGES):
+        command = (words[0],)
+    else:
+        if re.fullmatch(r"[a-z][a-z-]*", words[0]) and words[0] not in ("is", "does", "and", "of", "writes", "reads"):
+            pytest.fail(f"{where}: no command {words[0]!r}")
+        return
+    if len(command) == 1 and command[0] in GROUPS:
+        if len(words) > 1 and words[1].startswith("-") and words[1] not in EVERYWHERE:
+            pytest.fail(f"{where}: gandata {command[0]} needs a {command[0]} kind before its options")
+        return
+    if command and command[-1] in ("KIND", "SOURCE"):
+        return
+    flags = flags_of(command)
+    if flags is None:
+        if command[-1].isupper() or command[-1].startswith("<"):
+            return  # gandata train KIND: a placeholder
+        pytest.fail(f"{where}: no command 'gandata {' '.join(command)}'")
+    for w in words[len(command):]:
+        if w.startswith("-") and len(w) > 1 and not re.fullmatch(r"-\d.*", w):
+            flag = w.split("=", 1)[0]
+            assert flag in flags, f"{where}: gandata {' '.join(command)} has no {flag}"
