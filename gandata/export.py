@@ -85,6 +85,14 @@ def _samples(urls: list[str], commands: bool, names: list[str] | None):
                 raise UserError(f"{url} is damaged ({e}); check it with gandata inspect, or shard again") from None
 
 
+def _described(spec: str) -> shardset.ShardSet | None:
+    """The set's description when ``spec`` is a shard folder (else None)."""
+    try:
+        return shardset.read(spec)
+    except (UserError, OSError, ValueError):
+        return None
+
+
 def _splits(split: str) -> list[str]:
     return list(shardset.SPLITS) if split == "all" else [split]
 
@@ -109,6 +117,12 @@ def export(spec: str, out: str | os.PathLike, fmt: str = "stylegan", split: str 
         except FileNotFoundError as e:
             if split == "all" and sp != "train" and urls:
                 continue  # --split all of a set whose val split is empty
+            described = _described(spec)
+            if described is not None and described.samples_in(sp) == 0:
+                other = "train" if sp == "val" else "val"
+                raise UserError(f"{spec} holds no {sp} images (its {sp} split is empty: sharded with "
+                                f"{'--val-fraction 0' if sp == 'val' else 'every sample in val'}); export --split "
+                                f"{other} or all") from None
             raise UserError(f"{spec}: {e}") from None
         urls += [u for u in found if u not in urls]
     names = sset.label_names if sset else None

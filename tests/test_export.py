@@ -120,3 +120,18 @@ def test_export_from_the_command_line_and_bad_input(sets, tmp_path):
                         str(tmp_path / "y.zip")], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.startswith("gandata: error:") and len(r.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "y.zip")
+
+
+def test_split_all_of_a_set_whose_val_split_is_empty(tmp_path):
+    """--split all (what the docs recommend) on a set sharded with --val-fraction 0: its val split is there with 0
+    samples; every train image is exported, in both layouts."""
+    with Dataset.create(tmp_path / "raw") as ds:
+        for i in range(10):
+            ds.add(f"k{i}", png_bytes(drawn_image(i, (40, 40))), "png", {"width": 40, "height": 40, "source": "t"})
+    shard([tmp_path / "raw"], tmp_path / "set", "s", ShardOptions(size=32, val_fraction=0.0, min_shards=1))
+    assert json.loads((tmp_path / "set" / "dataset.json").read_text())["counts"]["val"] == 0
+    z = export(str(tmp_path / "set"), tmp_path / "all.zip", split="all")
+    f = export(str(tmp_path / "set"), tmp_path / "all", fmt="imagefolder", split="all")
+    assert z.images == f.images == 10
+    with pytest.raises(UserError, match="no val images"):
+        export(str(tmp_path / "set"), tmp_path / "val.zip", split="val")
