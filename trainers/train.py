@@ -336,6 +336,8 @@ class Loop:
         small batch now, not in the middle of the run), one line says so and the run goes on eagerly."""
         try:
             G, D = torch.compile(self.Gd), torch.compile(self.Dd) if self.kind.penalty != "gp" else self.Dd
+            self.G.eval()  # the trial must not move batch norm's running statistics
+            self.D.eval()
             with torch.no_grad():
                 z = torch.zeros(2, self.o.nz, device=self.device)
                 y = torch.zeros(2, dtype=torch.long, device=self.device) if self.kind.conditional else None
@@ -346,6 +348,9 @@ class Loop:
                 print(f"--compile: torch.compile is not available here ({type(e).__name__}: "
                       f"{(str(e).splitlines() or [''])[0][:160]}); training without it", file=sys.stderr, flush=True)
             return
+        finally:
+            self.G.train()
+            self.D.train()
         self.Gd, self.Dd = G, D
 
     def _augmentation(self) -> Augment | None:
