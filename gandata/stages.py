@@ -299,7 +299,8 @@ FETCH = [
                "earlier runs."),
            Opt("manifest", PATH_TYPE, help="Another bricklink manifest (default: the one installed with gandata)."),
            BASE_URL,
-           Opt("concurrency", int, min=1, max=4096, help="Image requests in flight (default: the manifest's)."),
+           Opt("concurrency", int, min=1, max=4095,  # one slot more for the listing pages: the engine's 4096
+               help="Image requests in flight (default: the manifest's)."),
            Opt("rate", float, min=0, max=10_000, flags=("--rate", "--image-rate"),
                help="Image requests per second (default 4; 0: no pacing); listing pages follow --delay."),
            RETRIES, TIMEOUT, MAX_WAIT, MEMORY, DURABILITY),
