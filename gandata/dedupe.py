@@ -321,9 +321,10 @@ class HashCache:
         return self.known.get(sha256)
 
     def put(self, sha256: str, h: int, width: int, height: int) -> None:
+        """Add a hash to the file (not to ``known``: a run puts each of its samples once, and holding them all
+        would cost a few hundred bytes a sample; a file met twice is written twice, and read back once)."""
         if sha256 in self.known:
             return
-        self.known[sha256] = (h, width, height)
         try:
             if self._log is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
