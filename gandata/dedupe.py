@@ -556,11 +556,25 @@ def _cluster_sheet(ordered: list[list[dict]], srcs: list, path: str | os.PathLik
         for sample in open_input(s):
             if sample.key in wanted and sample.key not in pictures:
                 try:  # one full-size image at a time, kept only as its thumbnail
-                    thumb = images.to_rgb(images.decode(sample.read()))
-                    thumb.thumbnail((112, 112), Image.Resampling.BOX)
-                    pictures[sample.key] = thumb
+                    pictures[sample.key] = thumbnail(sample.read())
                 except (images.ImageError, OSError):
                     pass
+    cluster_sheet(ordered, pictures, path, threshold)
+
+
+def thumbnail(data: bytes, side: int = 112) -> Image.Image:
+    """An encoded image as a cell of a cluster sheet."""
+    thumb = images.to_rgb(images.decode(data))
+    thumb.thumbnail((side, side), Image.Resampling.BOX)
+    return thumb
+
+
+def cluster_sheet(ordered: list[list[dict]], pictures: dict[str, Image.Image], path: str | os.PathLike,
+                  threshold: int) -> None:
+    """The contact sheet of clusters (``dedupe --grid``; shard's warning of a mass removal): a row each, its
+    representative (``KEEP``) then its nearest members with their distance in bits. ``ordered``: the clusters'
+    members as ``{"key", "representative", "distance"}``; ``pictures``: thumbnails by key (a missing one is a
+    crossed cell)."""
     cells = []
     for members in ordered:
         row = _shown(members)

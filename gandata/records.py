@@ -124,15 +124,6 @@ def type_plan(kinds: dict[tuple, set]) -> dict[tuple, str]:
     return {path: "float" if ks == {"int", "float"} else "str" for path, ks in kinds.items() if len(ks) > 1}
 
 
-def harmonize(records: list[dict]) -> list[dict]:
-    """Records with one type per field across them (:func:`type_plan`, :func:`conform`)."""
-    kinds: dict[tuple, set] = {}
-    for r in records:
-        _collect_kinds(r, (), kinds)
-    plan = type_plan(kinds)
-    return [conform(r, plan) for r in records]
-
-
 def record_kinds(record: dict, labelled: bool, near: bool) -> list:
     """The JSON types of the part of a sample's JSON that comes from its record, as ``[[path...], kind]`` pairs —
     what the map reports so that the reduce can make the type plan without holding the records. (The fields
@@ -146,7 +137,7 @@ def record_kinds(record: dict, labelled: bool, near: bool) -> list:
 
 def plan_of(sigs: list, used: set[int]) -> list:
     """The type plan over the kept samples from the signatures they use (``used``: indexes into ``sigs``), as
-    ``[[path...], kind]`` pairs — the plan :func:`harmonize` would make from their whole JSON."""
+    ``[[path...], kind]`` pairs — the same plan their whole JSON would give (:func:`type_plan`)."""
     kinds: dict[tuple, set] = {}
     for sig in used:
         for path, kind in sigs[sig]:

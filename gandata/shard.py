@@ -431,29 +431,31 @@ def _mass_removal(before: dict[str, Item], found: dict[str, dict], keys: list[st
 
 def _cluster_sheet(items: dict[str, Item], found: dict[str, dict], biggest: list[str], threshold: int,
                    path: str) -> None:
-    """A row per cluster (its representative first, then up to 7 members), from the processed images."""
-    from PIL import Image
+    """dedupe's cluster sheet of the biggest clusters, drawn from the processed images (the spool or the parts)."""
+    from .dedupe import _shown, cluster_sheet, thumbnail
 
-    rows: dict[str, list[str]] = {c: [] for c in biggest}
+    members: dict[str, list[dict]] = {c: [] for c in biggest}
     for k, c in found.items():
-        if c["cluster"] in rows and len(rows[c["cluster"]]) < 8:
-            rows[c["cluster"]].append(k)
-    cells = []
-    for c, members in rows.items():
-        members.sort(key=lambda k: (k != c, k))
-        for k in members:
-            it = items[k]
-            if storage.is_url(it.file):
-                data = storage.read_bytes(it.file, it.offset, it.offset + it.length)
-            else:
-                with open(it.file, "rb") as f:
-                    data = os.pread(f.fileno(), it.length, it.offset)
-            im = images.to_rgb(images.decode(data))
-            im.thumbnail((96, 96), Image.Resampling.BOX)
-            cells.append((im, ("KEEP " if k == c else f"{found[k]['distance']}b ") + k[:14]))
-        cells.extend([(None, "")] * (8 - len(members)))
-    title = f"largest near-duplicate clusters at {threshold} bits (a row each, the kept image first)"
-    storage.put(path, images.encode(images.contact_sheet(cells, cell=96, cols=8, title=title)))
+        if c["cluster"] in members:
+            members[c["cluster"]].append({"key": k, **c})
+    ordered = list(members.values())
+    handles: dict[str, Any] = {}
+    try:
+        pictures = {m["key"]: thumbnail(_read_at(items[m["key"]].file, items[m["key"]].offset,
+                                                 items[m["key"]].length, handles))
+                    for row in ordered for m in _shown(row)}
+    finally:
+        for f in handles.values():
+            f.close()
+    cluster_sheet(ordered, pictures, path, threshold)
+
+
+def _read_at(file: str, offset: int, length: int, handles: dict[str, Any]) -> bytes:
+    """``length`` bytes at ``offset`` of a local file (its handle kept open in ``handles``) or an object."""
+    if storage.is_url(file):
+        return storage.read_bytes(file, offset, offset + length)
+    f = handles.get(file) or handles.setdefault(file, open(file, "rb"))
+    return os.pread(f.fileno(), length, offset)
 
 
 def _assign_labels(good: dict[str, Item], field: str, rejected: list[dict], sigs: list) -> dict:
@@ -495,10 +497,7 @@ def write_shard(dest: str, items: list[Item], split: str, ext: str, plan: list,
     types = {tuple(path): kind for path, kind in plan}
 
     def read(file: str, offset: int, length: int) -> bytes:
-        if storage.is_url(file):
-            return storage.read_bytes(file, offset, offset + length)
-        f = handles.get(file) or handles.setdefault(file, open(file, "rb"))
-        return os.pread(f.fileno(), length, offset)
+        return _read_at(file, offset, length, handles)
 
     def members() -> Iterator[tuple[str, bytes]]:
         for item in items:

@@ -80,7 +80,7 @@ def process_image(item: Item, data: bytes, popts: dict, known_phash: int | None 
     return encoded
 
 
-def _unusable(item: Item, reason: str) -> None:
+def _unusable(item: Item, reason: str) -> None:  # None: "no encoded image", the map's answer for it
     item.ok, item.reason = False, reason
     return None
 
@@ -257,8 +257,9 @@ def map_part(task_id: str, part: Part, popts: dict, work: str, label_field: str 
             _unusable(item, f"cannot read ({e.strerror or e})")
             rows.append(item.row())
             continue
-        item = Item(s.key, s.origin, s.sha256 or hashlib.sha256(data).hexdigest())
-        if s.sha256 is not None and hashlib.sha256(data).hexdigest() != s.sha256:
+        sha = hashlib.sha256(data).hexdigest()
+        item = Item(s.key, s.origin, s.sha256 or sha)
+        if sha != item.src:  # the manifest's record of the file no longer holds
             _unusable(item, CHANGED)
         else:
             encoded = process_image(item, data, popts)

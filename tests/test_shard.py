@@ -19,7 +19,7 @@ from conftest import drawn_image, kill_when, png_bytes, write_drawn_folder
 from gandata import images, shardset
 from gandata.datasets import Dataset
 from gandata.errors import UserError
-from gandata.records import harmonize
+from gandata.records import Signatures, conform, plan_of, record_kinds
 from gandata.shard import ShardOptions, even_sizes, shard, shard_all, shard_count, split_of
 from gandata.shardset import verify
 
@@ -251,8 +251,14 @@ def test_a_file_changed_behind_the_manifest_is_reported(tmp_path):
     assert "changed on disk" in summary.rejected[0]["reason"] and summary.rejected[0]["key"] == "k1"
 
 
-def test_harmonize_gives_one_type_per_field():
-    recs = harmonize([{"a": 1, "b": 1, "c": {"d": 1}, "e": None}, {"a": "x", "b": 2.5, "c": {"d": [1]}, "e": 3}])
+def test_the_type_plan_gives_one_type_per_field():
+    """What the writer does: each record's signature (its JSON types), the plan over the signatures the kept samples
+    use, and every record conformed to it."""
+    raw = [{"a": 1, "b": 1, "c": {"d": 1}, "e": None}, {"a": "x", "b": 2.5, "c": {"d": [1]}, "e": 3}]
+    sigs = Signatures()
+    used = {sigs.add(record_kinds(r, labelled=False, near=False)) for r in raw}
+    plan = {tuple(path): kind for path, kind in plan_of(sigs.all(), used)}
+    recs = [conform(r, plan) for r in raw]
     assert recs[0] == {"a": "1", "b": 1.0, "c": {"d": "1"}}
     assert recs[1] == {"a": "x", "b": 2.5, "c": {"d": "[1]"}, "e": 3}
 

@@ -11,6 +11,7 @@ import random
 import re
 import shutil
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +154,6 @@ def load_networks(ck: dict, path: Path, o: TrainOptions, G: nn.Module, D: nn.Mod
 
 def options_of(ck: dict, path: Path) -> TrainOptions:
     """The resolved options a checkpoint was trained with."""
-    from dataclasses import fields
-
     known = {f.name for f in fields(TrainOptions)}
     try:
         return TrainOptions(**{k: v for k, v in ck["options"].items() if k in known}).resolved()
