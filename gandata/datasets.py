@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import shardset, storage
+from .compact import KeySet
 from .errors import UserError
 from .fileio import (
     FolderLock,
@@ -129,7 +130,7 @@ def is_dataset(path: str | os.PathLike) -> bool:
 
 def manifest_rows(objects: Iterable[dict], where: str, problems: list | None = None) -> Iterator[dict]:
     """A manifest's valid rows, one per key (see :meth:`Dataset.rows`)."""
-    seen: set[str] = set()
+    seen = KeySet()  # a million keys in tens of megabytes, not hundreds
     for row in objects:
         key = row.get("key")
         if not is_key(key) or not isinstance(row.get("path"), str):
@@ -137,8 +138,7 @@ def manifest_rows(objects: Iterable[dict], where: str, problems: list | None = N
                 problems.append(Problem(where, f"a row with the key {key!r} and the path {row.get('path')!r} is not "
                                         "a valid sample; skipped"))
             continue
-        if key not in seen:
-            seen.add(key)
+        if seen.add(key)[1]:
             yield row
 
 

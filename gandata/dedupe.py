@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from . import images, storage
+from .compact import KeySet
 from .errors import UserError
 from .fileio import JsonlLog, read_jsonl
 from .inputs import MissingInput, Part, Sample, open_input, part_samples, partitions
@@ -312,18 +314,38 @@ class HashCache:
         from .assets import cache_dir
 
         self.path = Path(path) if path else cache_dir() / f"{HASH_NAME}.jsonl"
-        self.known: dict[str, tuple[int, int, int]] = {
-            r["sha256"]: (from_hex(r["phash"]), r["width"], r["height"]) for r in read_jsonl(self.path)
-            if r.get("hash") == HASH_NAME and {"sha256", "phash", "width", "height"} <= r.keys()}
+        # what the file holds, compactly (a cache of a million images is read by every run): the sha256s as bytes,
+        # and by their id the hash and size; a later line of a sha256 wins
+        self._known = KeySet(text=False)
+        self._hash, self._size = array("Q"), array("i")
+        for r in read_jsonl(self.path):
+            try:
+                if r.get("hash") != HASH_NAME:
+                    continue
+                sha, h, w, hh = bytes.fromhex(r["sha256"]), from_hex(r["phash"]), int(r["width"]), int(r["height"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if not (0 <= h < 1 << 64 and 0 < w < 1 << 31 and 0 < hh < 1 << 31):
+                continue
+            j, new = self._known.add(sha)
+            if new:
+                self._hash.append(h)
+                self._size.extend((w, hh))
+            else:
+                self._hash[j], self._size[2 * j], self._size[2 * j + 1] = h, w, hh
         self._log: JsonlLog | None = None
 
     def get(self, sha256: str) -> tuple[int, int, int] | None:
-        return self.known.get(sha256)
+        try:
+            j = self._known.find(bytes.fromhex(sha256))
+        except ValueError:
+            return None
+        return (self._hash[j], self._size[2 * j], self._size[2 * j + 1]) if j >= 0 else None
 
     def put(self, sha256: str, h: int, width: int, height: int) -> None:
         """Add a hash to the file (not to ``known``: a run puts each of its samples once, and holding them all
         would cost a few hundred bytes a sample; a file met twice is written twice, and read back once)."""
-        if sha256 in self.known:
+        if self.get(sha256) is not None:
             return
         try:
             if self._log is None:

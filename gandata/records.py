@@ -5,8 +5,16 @@ image, with one type per field across the whole set."""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from array import array
 from dataclasses import dataclass, fields
 from typing import Any
+
+import numpy as np
+
+from .compact import KeySet
+from .errors import UserError
 
 # fields of a source record that describe the stored source file, not the sample; replaced in the shard's json
 FILE_FIELDS = ("key", "path", "sha256", "width", "height")
@@ -40,6 +48,7 @@ class Item:
     label: Any = None  # the value of --label-field
     cls: int | None = None  # its class id
     cluster: str | None = None  # --dedupe near: the cluster's representative
+    at: int = -1  # its row in the run's :class:`Items`
 
     RESULT = ("ok", "reason", "digest", "ow", "oh", "w", "h", "phash", "offset", "length")  # what the map made
 
@@ -56,7 +65,7 @@ class Item:
     def row(self) -> dict:
         """Every field that differs from its default, as JSON (a map task's answer)."""
         return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name in ("key", "origin", "src") or getattr(self, f.name) != f.default}
+                if f.name in ("key", "origin", "src") or (getattr(self, f.name) != f.default and f.name != "at")}
 
     @classmethod
     def of(cls, row: dict) -> Item:
@@ -157,3 +166,132 @@ class Signatures:
 
     def all(self) -> list:
         return [json.loads(k) for k in self._index]
+
+
+class Items:
+    """Every input sample of a shard run, one row each in input order, held in columns: what the reduce decides on
+    (key, source and pixel digests, sizes, hash, label) and where the writer finds the image and its record — about
+    200 bytes a sample, where an :class:`Item` each took over a kilobyte (docs/memory.md). The origins (paths, for
+    messages) wait in a temporary file. A row is added when its key is admitted (:meth:`admit`) and filled when the
+    map has made it (:meth:`fill`); :meth:`item` gives it back as an :class:`Item`."""
+
+    def __init__(self) -> None:
+        self.keys = KeySet()  # a row's id is its key's id
+        self._origins = tempfile.TemporaryFile(prefix="gandata-origins-")
+        self._origin_ends = array("q")
+        self._src = bytearray()  # 32 bytes a row
+        self._digest = bytearray()
+        self.ok = array("b")
+        self.alive = array("b")  # still in the set: usable, and not removed by the reduce
+        self.ow, self.oh, self.w, self.h = array("i"), array("i"), array("i"), array("i")
+        self.phash = array("Q")
+        self.file, self.rfile = array("i"), array("i")  # into self.files
+        self.offset, self.roffset = array("q"), array("q")
+        self.length, self.rlen = array("i"), array("i")  # an image or a record is under 2 GiB
+        self.sig = array("i")
+        self.label = array("i")  # into self.labels, or -1
+        self.cls = array("i")  # set by the reduce, or -1
+        self.cluster = array("i")  # the row of the cluster's representative, or -1
+        self.files: list[str] = []
+        self._file_ids: dict[str, int] = {}
+        self.labels: list[Any] = []  # distinct label values, first seen first (equal values are one: 1 == 1.0)
+        self._label_ids: dict[Any, int] = {}
+        self.reasons: dict[int, str] = {}  # why a row is unusable
+
+    def __len__(self) -> int:
+        return len(self.ok)
+
+    def close(self) -> None:
+        self._origins.close()
+
+    def admit(self, item: Item) -> int:
+        """Add ``item`` as a new row (its ``at``) and return -1, unless its key is already there: then the first
+        row when the source bytes are the same (a duplicate), and an error when they differ. The one rule for both
+        engines."""
+        row, new = self.keys.add(item.key)
+        if not new:
+            if self.src(row) != item.src:
+                raise UserError(
+                    f"two inputs give the key {item.key!r} to different images ({self.origin(row)} and "
+                    f"{item.origin}); shard them separately or rename one")
+            return row
+        item.at = row
+        data = item.origin.encode()
+        self._origins.write(data)
+        self._origin_ends.append((self._origin_ends[-1] if row else 0) + len(data))
+        self._src += bytes.fromhex(item.src)
+        self._digest += bytes(32)
+        for col in (self.ok, self.alive):
+            col.append(0)
+        for col in (self.ow, self.oh, self.w, self.h, self.phash, self.offset, self.roffset, self.length, self.rlen,
+                    self.sig):
+            col.append(0)
+        for col in (self.file, self.rfile, self.label, self.cls, self.cluster):
+            col.append(-1)
+        return -1
+
+    def _file_id(self, file: str) -> int:
+        if not file:
+            return -1
+        fid = self._file_ids.get(file)
+        if fid is None:
+            fid = self._file_ids[file] = len(self.files)
+            self.files.append(file)
+        return fid
+
+    def fill(self, item: Item) -> None:
+        """Record what the map made of the row's sample."""
+        r = item.at
+        self.ok[r] = self.alive[r] = int(item.ok)
+        if not item.ok:
+            self.reasons[r] = item.reason
+            return
+        self._digest[32 * r: 32 * r + 32] = bytes.fromhex(item.digest)
+        self.ow[r], self.oh[r], self.w[r], self.h[r] = item.ow, item.oh, item.w, item.h
+        self.phash[r] = int(item.phash, 16)
+        self.file[r], self.offset[r], self.length[r] = self._file_id(item.file), item.offset, item.length
+        self.rfile[r], self.roffset[r], self.rlen[r] = self._file_id(item.rfile), item.roffset, item.rlen
+        self.sig[r] = item.sig
+        v = item.label
+        if v is not None and not isinstance(v, (dict, list)):
+            lid = self._label_ids.get(v)
+            if lid is None:
+                lid = self._label_ids[v] = len(self.labels)
+                self.labels.append(v)
+            self.label[r] = lid
+
+    def key(self, r: int) -> str:
+        return self.keys.keys[r]
+
+    def origin(self, r: int) -> str:
+        start = self._origin_ends[r - 1] if r else 0
+        self._origins.flush()
+        return os.pread(self._origins.fileno(), self._origin_ends[r] - start, start).decode()
+
+    def src(self, r: int) -> str:
+        return bytes(self._src[32 * r: 32 * r + 32]).hex()
+
+    def digest(self, r: int) -> bytes:
+        return bytes(self._digest[32 * r: 32 * r + 32])
+
+    def digests(self) -> memoryview:
+        return memoryview(self._digest)
+
+    def area(self, r: int) -> int:
+        return self.ow[r] * self.oh[r]
+
+    def rows(self) -> np.ndarray:
+        """The rows still in the set, in input order."""
+        return np.flatnonzero(np.frombuffer(self.alive, dtype=np.int8))
+
+    def item(self, r: int) -> Item:
+        """The row as an :class:`Item` (what a writer takes)."""
+        ok = bool(self.ok[r])
+        return Item(
+            self.key(r), self.origin(r), self.src(r), ok, self.reasons.get(r, ""),
+            self.digest(r).hex() if ok else "", self.ow[r], self.oh[r], self.w[r], self.h[r],
+            f"{self.phash[r]:016x}" if ok else "",
+            self.files[self.file[r]] if self.file[r] >= 0 else "", self.offset[r], self.length[r],
+            self.files[self.rfile[r]] if self.rfile[r] >= 0 else "", self.roffset[r], self.rlen[r], self.sig[r],
+            self.labels[self.label[r]] if self.label[r] >= 0 else None, self.cls[r] if self.cls[r] >= 0 else None,
+            self.key(self.cluster[r]) if self.cluster[r] >= 0 else None, r)

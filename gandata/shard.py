@@ -37,15 +37,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import __version__, images, shardset, storage
 from .datasets import Dataset, dataset_stage_folders, is_dataset
-from .dedupe import DEFAULT_THRESHOLD, HASH_NAME, clusters, from_hex
+from .dedupe import DEFAULT_THRESHOLD, HASH_NAME, clusters
 from .errors import UserError
-from .fileio import FolderLock, remove_stale_tmp
+from .fileio import FolderLock, atomic_file, remove_stale_tmp
 from .inputs import Input, open_input
 from .progress import Progress
-from .records import Item, Signatures, conform, plan_of, sample_json
-from .shard_map import CORRUPT, DUPLICATE, MAP_FORMAT, PROBLEM, Runner, Spool, map_local, map_on_ray, reject
+from .records import Item, Items, Signatures, conform, plan_of, sample_json
+from .shard_map import CORRUPT, DUPLICATE, MAP_FORMAT, PROBLEM, Rejected, Runner, Spool, map_local, map_on_ray
 from .shardset import SPLITS
 from .summary import Summary
 from .workers import MemoryBudget, cores
@@ -243,11 +245,12 @@ def shard(
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create the output folder {out} ({e.strerror})") from None
-    rejected: list[dict] = []
+    rejected = Rejected()  # rejected.jsonl's rows, on disk until written
     sigs = Signatures()  # the records' JSON types, interned: an item keeps the index of its own
     popts = opts.pixel_options()
     hints = [s.count_hint() for s in srcs]
     with contextlib.ExitStack() as stack:
+        stack.callback(rejected.close)
         if not remote:  # an object store has no lock; one writer per prefix is the user's to keep
             stack.enter_context(FolderLock(out))
             remove_stale_tmp(out)
@@ -268,16 +271,17 @@ def shard(
                                           opts.label_field, near, sigs, MemoryBudget(opts.memory << 20))
                 spool.flush()  # every record on disk: the writer reads them back
                 run = tasks = None
-        good = _usable(items, srcs, rejected)
+        stack.callback(items.close)
+        _usable(items, srcs, rejected)
         if opts.dedupe in ("exact", "near"):
-            _drop_exact_duplicates(good, rejected)
+            _drop_exact_duplicates(items, rejected)
         loud: list[str] = []  # warnings the reduce has for the summary
         if opts.dedupe == "near":
-            loud += _drop_near_duplicates(good, opts.threshold, rejected, str(out))
+            loud += _drop_near_duplicates(items, opts.threshold, rejected, str(out))
         if not loud:
             storage.remove(storage.join(str(out), NEAR_SHEET))  # an earlier run's sheet says nothing true now
-        labels = _assign_labels(good, opts.label_field, rejected, sigs.all()) if opts.label_field else None
-        summary = _write(str(out), name, opts, popts["format"], srcs, good, labels, rejected, progress, run,
+        labels = _assign_labels(items, opts.label_field, rejected, sigs.all()) if opts.label_field else None
+        summary = _write(str(out), name, opts, popts["format"], srcs, items, labels, rejected, progress, run,
                          sigs.all(), job)
         summary.warnings[:0] = loud
     if not keep_work:
@@ -350,54 +354,65 @@ def _spool_folder(out: str | Path) -> Path:
 # ------------------------------------------------------------------------------------------------ the reduce
 
 
-def _usable(items: dict[str, Item], srcs: list[Input], rejected: list[dict]) -> dict[str, Item]:
-    good = {}
-    for key, item in items.items():
-        if item.ok:
-            good[key] = item
-        else:
-            reject(rejected, CORRUPT, key, item.origin, item.reason)
-    if not good:
-        bad = [r for r in rejected if r["kind"] != PROBLEM]
-        first = f" (first: {bad[0]['origin']}: {bad[0]['reason']})" if bad else ""
-        raise UserError(f"no usable images in {', '.join(s.path for s in srcs)}: {len(bad)} unreadable{first}")
-    return good
+def _usable(items: Items, srcs: list[Input], rejected: Rejected) -> None:
+    """List the unusable rows (they are not alive); an error when no row is usable."""
+    for r, reason in sorted(items.reasons.items()):
+        rejected.add(CORRUPT, items.key(r), items.origin(r), reason)
+    if not any(items.alive):
+        bad, first = len(rejected) - rejected.counts[PROBLEM], rejected.first_lost
+        said = f" (first: {first['origin']}: {first['reason']})" if first else ""
+        raise UserError(f"no usable images in {', '.join(s.path for s in srcs)}: {bad} unreadable{said}")
 
 
-def _drop_exact_duplicates(good: dict[str, Item], rejected: list[dict]) -> None:
-    """Keep one sample per pixel digest: the largest source, then the smallest key."""
-    by_digest: dict[str, list[str]] = {}
-    for key, item in good.items():
-        by_digest.setdefault(item.digest, []).append(key)
-    for keys in by_digest.values():
-        if len(keys) > 1:
-            keys.sort(key=lambda k: (-good[k].ow * good[k].oh, k))
-            for k in keys[1:]:
-                reject(rejected, DUPLICATE, k, good.pop(k).origin, f"exact duplicate of {keys[0]}")
+def _remove(items: Items, rows: list[int], rejected: Rejected, kind: str, reason: Callable[[int], str]) -> None:
+    for r in rows:
+        items.alive[r] = 0
+        rejected.add(kind, items.key(r), items.origin(r), reason(r))
+
+
+def _drop_exact_duplicates(items: Items, rejected: Rejected) -> None:
+    """Keep one sample per pixel digest: the largest source, then the smallest key. (Rows are grouped by the first 8
+    bytes of their digest, a few bytes a row, then each group of two or more by the whole digest.)"""
+    rows = items.rows()
+    prefix = np.frombuffer(items.digests(), dtype=np.uint64).reshape(-1, 4)[rows, 0]
+    order = np.argsort(prefix, kind="stable")
+    ordered = prefix[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    for a, b in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist()):
+        same: dict[bytes, list[int]] = {}
+        for r in rows[order[a:b]].tolist():
+            same.setdefault(items.digest(r), []).append(r)
+        for group in same.values():
+            if len(group) > 1:
+                group.sort(key=lambda r: (-items.area(r), items.key(r)))
+                kept = items.key(group[0])
+                _remove(items, group[1:], rejected, DUPLICATE, lambda _r, k=kept: f"exact duplicate of {k}")
 
 
 MASS_REMOVAL = 0.5  # near-duplicate removal taking more than this share of the images is said loudly
 NEAR_SHEET = "near-duplicates.png"
 
 
-def _drop_near_duplicates(good: dict[str, Item], threshold: int, rejected: list[dict], out: str) -> list[str]:
+def _drop_near_duplicates(items: Items, threshold: int, rejected: Rejected, out: str) -> list[str]:
     """Keep one sample per near-duplicate cluster (largest source, then smallest key); every sample kept records
     its cluster (its own key when it has no near duplicate). Returns the warning when this removed most of the set
     (:func:`_mass_removal`)."""
-    keys = list(good)
-    hashes, areas = [from_hex(good[k].phash) for k in keys], [good[k].ow * good[k].oh for k in keys]
+    rows = items.rows().tolist()
+    keys = [items.key(r) for r in rows]
+    hashes, areas = [items.phash[r] for r in rows], [items.area(r) for r in rows]
     found = clusters(keys, hashes, areas, threshold)
-    before = dict(good)
-    for k in keys:
+    lost = []
+    for r, k in zip(rows, keys):
         c = found.get(k)
-        good[k].cluster = c["cluster"] if c else k
+        items.cluster[r] = items.keys.find(c["cluster"]) if c else r
         if c and c["representative"] != k:
-            reason = f"near duplicate of {c['representative']} ({c['distance']} bits)"
-            reject(rejected, NEAR, k, good.pop(k).origin, reason)
-    removed = len(before) - len(good)
-    if removed <= MASS_REMOVAL * len(before):
+            lost.append(r)
+    _remove(items, lost, rejected, NEAR, lambda r: (f"near duplicate of {found[items.key(r)]['representative']} "
+                                                    f"({found[items.key(r)]['distance']} bits)"))
+    if len(lost) <= MASS_REMOVAL * len(rows):
         return []
-    return [_mass_removal(before, found, keys, hashes, areas, threshold, removed, out)]
+    return [_mass_removal(items, found, keys, hashes, areas, threshold, len(lost), out)]
 
 
 def _kept(found: dict[str, dict], n: int) -> int:
@@ -406,11 +421,11 @@ def _kept(found: dict[str, dict], n: int) -> int:
     return n - sum(v - 1 for v in sizes.values())
 
 
-def _mass_removal(before: dict[str, Item], found: dict[str, dict], keys: list[str], hashes: list[int],
-                  areas: list[int], threshold: int, removed: int, out: str) -> str:
+def _mass_removal(items: Items, found: dict[str, dict], keys: list[str], hashes: list[int], areas: list[int],
+                  threshold: int, removed: int, out: str) -> str:
     """The warning for a near-duplicate removal that took most of the set: the biggest clusters' sizes, a contact
     sheet of them (``OUT/near-duplicates.png``), and the largest threshold that would keep at least half."""
-    n = len(before)
+    n = len(keys)
     sizes = Counter(c["cluster"] for c in found.values()).most_common()
     advice = "--dedupe exact keeps every distinct image"
     for t in range(threshold - 1, -1, -1):
@@ -420,7 +435,7 @@ def _mass_removal(before: dict[str, Item], found: dict[str, dict], keys: list[st
             break
     sheet = storage.join(out, NEAR_SHEET)
     try:
-        _cluster_sheet(before, found, [c for c, _ in sizes[:6]], threshold, sheet)
+        _cluster_sheet(items, found, [c for c, _ in sizes[:6]], threshold, sheet)
     except (OSError, images.ImageError):
         sheet = "(no contact sheet: the images could not be read back)"
     biggest = ", ".join(str(size) for _, size in sizes[:5])
@@ -429,8 +444,7 @@ def _mass_removal(before: dict[str, Item], found: dict[str, dict], keys: list[st
             f"template in other colours), {advice}")
 
 
-def _cluster_sheet(items: dict[str, Item], found: dict[str, dict], biggest: list[str], threshold: int,
-                   path: str) -> None:
+def _cluster_sheet(items: Items, found: dict[str, dict], biggest: list[str], threshold: int, path: str) -> None:
     """dedupe's cluster sheet of the biggest clusters, drawn from the processed images (the spool or the parts)."""
     from .dedupe import _shown, cluster_sheet, thumbnail
 
@@ -441,9 +455,12 @@ def _cluster_sheet(items: dict[str, Item], found: dict[str, dict], biggest: list
     ordered = list(members.values())
     handles: dict[str, Any] = {}
     try:
-        pictures = {m["key"]: thumbnail(_read_at(items[m["key"]].file, items[m["key"]].offset,
-                                                 items[m["key"]].length, handles))
-                    for row in ordered for m in _shown(row)}
+        pictures = {}
+        for row in ordered:
+            for m in _shown(row):
+                r = items.keys.find(m["key"])
+                pictures[m["key"]] = thumbnail(_read_at(items.files[items.file[r]], items.offset[r], items.length[r],
+                                                        handles))
     finally:
         for f in handles.values():
             f.close()
@@ -458,29 +475,33 @@ def _read_at(file: str, offset: int, length: int, handles: dict[str, Any]) -> by
     return os.pread(f.fileno(), length, offset)
 
 
-def _assign_labels(good: dict[str, Item], field: str, rejected: list[dict], sigs: list) -> dict:
-    """Class ids from a record field, into each item's ``cls``: ``{"field", "names"}``; samples without it are
+def _assign_labels(items: Items, field: str, rejected: Rejected, sigs: list) -> dict:
+    """Class ids from a record field, into each row's ``cls``: ``{"field", "names"}``; samples without it are
     rejected."""
-    present = {k: it.label for k, it in good.items() if it.label is not None and not isinstance(it.label, (dict, list))}
-    if not present:
-        fields = sorted({path[0] for sig in {it.sig for it in good.values()} for path, _ in sigs[sig] if path})
+    rows = items.rows().tolist()
+    used = sorted({items.label[r] for r in rows} - {-1})
+    if not used:
+        fields = sorted({path[0] for sig in {items.sig[r] for r in rows} for path, _ in sigs[sig] if path})
         raise UserError(f"--label-field {field}: no sample has that field; fields seen: {', '.join(fields[:20])}")
-    for k in [k for k in good if k not in present]:
-        reject(rejected, NO_LABEL, k, good.pop(k).origin, f"no {field!r} field for a label")
-    distinct = sorted(set(present.values()), key=_label_sort_key)
-    ids = {v: i for i, v in enumerate(distinct)}
-    for k, item in good.items():
-        item.cls = ids[present[k]]
-    return {"field": field, "names": [str(v) for v in distinct]}
+    _remove(items, [r for r in rows if items.label[r] < 0], rejected, NO_LABEL, lambda _r: f"no {field!r} field for "
+            "a label")
+    distinct = sorted(used, key=lambda lid: _label_sort_key(items.labels[lid]))
+    ids = {lid: i for i, lid in enumerate(distinct)}
+    for r in items.rows().tolist():
+        items.cls[r] = ids[items.label[r]]
+    return {"field": field, "names": [str(items.labels[lid]) for lid in distinct]}
 
 
-def _order(opts: ShardOptions, good: dict[str, Item]) -> dict[str, list[str]]:
-    """The split and order of the kept samples: keys by split."""
-    by_split: dict[str, list[str]] = {sp: [] for sp in SPLITS}
-    for key in good:
-        by_split[split_of(key, opts.val_fraction)].append(key)
-    for sp in SPLITS:
-        by_split[sp].sort(key=lambda k: order_key(k, opts.seed))
+def _order(opts: ShardOptions, items: Items) -> dict[str, np.ndarray]:
+    """The split and order of the kept samples: rows by split (sorted by :func:`order_key`, as digests in one
+    array rather than a string each)."""
+    rows = items.rows()
+    val = np.fromiter((split_of(items.key(r), opts.val_fraction) == "val" for r in rows), dtype=bool, count=len(rows))
+    by_split = {}
+    for sp, chosen in zip(SPLITS, (rows[~val], rows[val])):
+        digests = b"".join(hashlib.sha1(f"gandata-order:{opts.seed}:{items.key(r)}".encode()).digest()
+                           for r in chosen.tolist())
+        by_split[sp] = chosen[np.argsort(np.frombuffer(digests, dtype="S20"), kind="stable")]
     return by_split
 
 
@@ -532,9 +553,9 @@ def _write(
     opts: ShardOptions,
     ext: str,
     srcs: list[Input],
-    good: dict[str, Item],
+    items: Items,
     labels: dict | None,
-    rejected: list[dict],
+    rejected: Rejected,
     progress: bool,
     run: Runner | None,
     sigs: list,
@@ -543,15 +564,14 @@ def _write(
     """Write the shards beside the set (``OUT/.work/next``), move them into place, then replace ``dataset.json``
     (never deleted first: a reader sees the old description until the new one is there). ``run`` writes the shards
     as tasks (``--engine ray``); without it they are written here, one after another."""
-    by_split = _order(opts, good)
+    by_split = _order(opts, items)
     total = sum(len(v) for v in by_split.values())
-    plan = plan_of(sigs, {it.sig for it in good.values()})
+    alive = items.rows()
+    plan = plan_of(sigs, set(np.unique(np.frombuffer(items.sig, dtype=np.int32)[alive]).tolist()))
     nxt = storage.join(out, WORK, "next")  # the new tars, until all are whole
-    rejected.sort(key=lambda r: (r["kind"], r["origin"], r["reason"], r["key"] or ""))
-    storage.put(storage.join(out, REJECTED),
-                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected).encode())
+    first_rejected = _write_rejected(rejected, storage.join(out, REJECTED))
 
-    layout: dict[str, list[tuple[str, list[str]]]] = {}  # split -> [(file name, keys)]
+    layout: dict[str, list[tuple[str, np.ndarray]]] = {}  # split -> [(file name, rows)]
     for sp in SPLITS:
         keys = by_split[sp]
         n_shards = shard_count(len(keys), opts.maxcount, opts.min_shards if sp == "train" else 1)
@@ -563,15 +583,15 @@ def _write(
     jobs = [(fname, sp, keys) for sp in SPLITS for fname, keys in layout[sp]]
     names = labels["names"] if labels else None
     if run is not None:
-        written = run(write_shard, [partial(lambda f, sp, k: (storage.join(nxt, f), [good[key] for key in k], sp, ext,
-                                                              plan, names), f, sp, k) for f, sp, k in jobs],
+        written = run(write_shard, [partial(lambda f, sp, k: (storage.join(nxt, f), [items.item(r) for r in k.tolist()],
+                                                              sp, ext, plan, names), f, sp, k) for f, sp, k in jobs],
                       [f for f, _, _ in jobs])
     else:
         written = {}
         with Progress(f"write {name}", total, enabled=progress) as prog:
-            for fname, sp, keys in jobs:
-                written[fname] = write_shard(storage.join(nxt, fname), [good[k] for k in keys], sp, ext, plan,
-                                             names, lambda: prog.advance(1))
+            for fname, sp, rows in jobs:
+                written[fname] = write_shard(storage.join(nxt, fname), [items.item(r) for r in rows.tolist()], sp,
+                                             ext, plan, names, lambda: prog.advance(1))
     splits_info: dict[str, dict] = {}
     for sp in SPLITS:
         shards = [{"name": f, "samples": len(k), "bytes": written[f]["bytes"], "sha256": written[f]["sha256"]}
@@ -582,11 +602,11 @@ def _write(
             "shards": shards,
         }
 
-    removed = {kind: sum(1 for r in rejected if r["kind"] == kind) for kind in (CORRUPT, DUPLICATE, NEAR, NO_LABEL)}
-    problems = sum(1 for r in rejected if r["kind"] == PROBLEM)
+    removed = {kind: rejected.counts[kind] for kind in (CORRUPT, DUPLICATE, NEAR, NO_LABEL)}
+    problems = rejected.counts[PROBLEM]
     label_info = None
     if labels:
-        c = Counter(item.cls for item in good.values())
+        c = Counter(np.frombuffer(items.cls, dtype=np.int32)[alive].tolist())
         label_info = {"field": labels["field"], "names": labels["names"],
                       "counts": {nm: c[i] for i, nm in enumerate(labels["names"])}}
     for fname in written:  # every new tar is whole: into place, then the description that names them
@@ -632,11 +652,33 @@ def _write(
                   for sp in SPLITS},
         removed=removed,
         input_problems=problems,
-        rejected=rejected[:20],
+        rejected=first_rejected,
         report=storage.join(out, REJECTED),
         labels=label_info,
         warnings=warnings,
     )
+
+
+def _write_rejected(rejected: Rejected, dest: str) -> list[dict]:
+    """``rejected.jsonl``, sorted, written whole (atomically; to a store as one object); returns its first 20
+    rows."""
+    first: list[dict] = []
+
+    def write(f: Any) -> None:
+        for row in rejected.sorted():
+            f.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+            if len(first) < 20:
+                first.append(row)
+
+    if not storage.is_url(dest):
+        with atomic_file(dest) as f:
+            write(f)
+    else:
+        with tempfile.TemporaryDirectory(prefix="gandata-rejected-") as tmp:
+            with open(Path(tmp) / REJECTED, "wb") as f:
+                write(f)
+            storage.put_file(Path(tmp) / REJECTED, dest)
+    return first
 
 
 def default_name(src: str | os.PathLike, data_dir: str | os.PathLike) -> str:

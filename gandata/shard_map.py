@@ -6,21 +6,26 @@ not there), or as Ray tasks each writing one part. Both give the reduce the same
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import os
+import tempfile
+from array import array
+from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from . import images, storage
+from .compact import KeySet
 from .datasets import lookup_field
 from .dedupe import HASH_SIDE, HashCache, from_hex, phash, to_hex
-from .errors import UserError
-from .fileio import JsonlLog, atomic_write_json, read_jsonl
+from .fileio import JsonlLog, atomic_write_json
 from .inputs import Input, MissingInput, Part, Problem, part_samples, partitions
 from .progress import Progress
-from .records import Item, Signatures, record_kinds
+from .records import Item, Items, Signatures, record_kinds
 from .workers import Done, MemoryBudget, ordered
 
 BYTES_PER_PIXEL = 10  # what a source pixel holds while it is processed (measured on 7900² JPEGs and PNGs)
@@ -29,8 +34,54 @@ CORRUPT, DUPLICATE, PROBLEM = "unreadable", "exact_duplicate", "input_problem"  
 CHANGED = "file changed on disk since its manifest row was written (sha256 differs)"
 
 
-def reject(rejected: list[dict], kind: str, key: str | None, origin: str, reason: str) -> None:
-    rejected.append({"kind": kind, "key": key, "origin": origin, "reason": reason})
+class Rejected:
+    """The rows of ``rejected.jsonl`` as they are found: counted by kind and kept in a temporary file — a run that
+    removes most of a million samples must not hold a dict for each — then given back sorted (kind, origin, reason,
+    key) by a merge of sorted runs of :attr:`RUN` rows."""
+
+    RUN = 100_000
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="gandata-rejected-")
+        self.counts: Counter[str] = Counter()
+        self.first_lost: dict | None = None  # the first row that removed a sample
+
+    def add(self, kind: str, key: str | None, origin: str, reason: str) -> None:
+        row = {"kind": kind, "key": key, "origin": origin, "reason": reason}
+        self._file.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+        self.counts[kind] += 1
+        if kind != PROBLEM and self.first_lost is None:
+            self.first_lost = row
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    @staticmethod
+    def _order(row: dict) -> tuple:
+        return row["kind"], row["origin"], row["reason"], row["key"] or ""
+
+    def sorted(self) -> Iterator[dict]:
+        self._file.flush()
+        self._file.seek(0)
+        runs = []
+        try:
+            while chunk := [json.loads(line) for line in itertools.islice(self._file, self.RUN)]:
+                chunk.sort(key=self._order)
+                if not runs and len(chunk) < self.RUN:  # all of it
+                    yield from chunk
+                    return
+                run = tempfile.TemporaryFile(prefix="gandata-rejected-run-")
+                run.writelines((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in chunk)
+                run.seek(0)
+                runs.append(run)
+            yield from heapq.merge(*(map(json.loads, r) for r in runs), key=self._order)
+        finally:
+            for r in runs:
+                r.close()
+            self._file.seek(0, os.SEEK_END)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def process_image(item: Item, data: bytes, popts: dict, known_phash: int | None = None,
@@ -85,19 +136,13 @@ def _unusable(item: Item, reason: str) -> None:  # None: "no encoded image", the
     return None
 
 
-def admit(items: dict[str, Item], item: Item, rejected: list[dict]) -> bool:
-    """Take ``item`` unless its key is already there: the same file again is a duplicate (listed), a different file
-    under the same key is an error. The one rule for both engines."""
-    first = items.get(item.key)
-    if first is None:
-        items[item.key] = item
+def admit(items: Items, item: Item, rejected: Rejected) -> bool:
+    """Take ``item`` as a new row unless its key is already there: the same file again is a duplicate (listed), a
+    different file under the same key is an error (:meth:`Items.admit`)."""
+    first = items.admit(item)
+    if first < 0:
         return True
-    if first.src != item.src:
-        raise UserError(
-            f"two inputs give the key {item.key!r} to different images ({first.origin} and {item.origin}); "
-            "shard them separately or rename one"
-        )
-    reject(rejected, DUPLICATE, item.key, item.origin, f"same file as {first.origin}")
+    rejected.add(DUPLICATE, item.key, item.origin, f"same file as {items.origin(first)}")
     return False
 
 
@@ -128,8 +173,11 @@ class Spool:
             for f in ("index.jsonl", "spool.bin"):
                 (folder / f).unlink(missing_ok=True)
             atomic_write_json(opts_file, popts)
-        self.entries: dict[str, dict] = {e["key"]: e for e in read_jsonl(folder / "index.jsonl") if "key" in e}
+        # where each key's latest row of the earlier runs lies in index.jsonl (read back when its key comes)
+        self._earlier, self._at, self._len = KeySet(), array("q"), array("q")
+        self._read_index(folder / "index.jsonl")
         self._index = JsonlLog(folder / "index.jsonl")
+        self._index_in = open(folder / "index.jsonl", "rb")
         self.path = str(folder / "spool.bin")
         self._out = open(self.path, "ab")
         self._end = self._out.seek(0, os.SEEK_END)
@@ -137,10 +185,37 @@ class Spool:
         self._records = open(self.records_path, "wb")
         self._rend = 0
 
+    def _read_index(self, path: Path) -> None:
+        """Note where each key's latest row is; a torn last line ends the index, a corrupt line is skipped."""
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            return
+        pos = 0
+        with f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    key = json.loads(line).get("key")
+                except (ValueError, AttributeError):
+                    key = None
+                if isinstance(key, str):
+                    j, new = self._earlier.add(key)
+                    if new:
+                        self._at.append(pos)
+                        self._len.append(len(line))
+                    else:
+                        self._at[j], self._len[j] = pos, len(line)
+                pos += len(line)
+
     def reuse(self, item: Item) -> bool:
         """Fill ``item`` from an earlier run's result for the same key and source bytes."""
-        e = self.entries.get(item.key)
-        if e is None or e.get("src") != item.src:
+        j = self._earlier.find(item.key)
+        if j < 0:
+            return False
+        e = json.loads(os.pread(self._index_in.fileno(), self._len[j], self._at[j]))
+        if e.get("src") != item.src:
             return False
         item.take(e).file = self.path
         return True
@@ -165,26 +240,27 @@ class Spool:
 
     def close(self) -> None:
         self._index.close()
+        self._index_in.close()
         self._out.close()
         self._records.close()
 
 
-def map_local(srcs: list[Input], spool: Spool, popts: dict, workers: int, prog: Progress, rejected: list[dict],
+def map_local(srcs: list[Input], spool: Spool, popts: dict, workers: int, prog: Progress, rejected: Rejected,
               label_field: str | None, near: bool, sigs: Signatures,
-              budget: MemoryBudget | None = None) -> tuple[dict[str, Item], int]:
-    """Process every input sample into the spool in this process's threads. Returns (items by key, how many were
+              budget: MemoryBudget | None = None) -> tuple[Items, int]:
+    """Process every input sample into the spool in this process's threads. Returns (the items, how many were
     reused from an earlier run)."""
-    items: dict[str, Item] = {}
+    items = Items()
     reused = 0
 
-    def jobs() -> Iterator[tuple[str, Callable[[], bytes | None] | Done]]:
+    def jobs() -> Iterator[tuple[Item, Callable[[], bytes | None] | Done]]:
         nonlocal reused
         for src in srcs:
             for s in src:
                 try:
                     data = None if s.sha256 else s.read()
                 except OSError as e:  # a dangling link, a FIFO, a device, a file over the size limit
-                    reject(rejected, CORRUPT, s.key, s.origin, f"cannot read ({e.strerror or e})")
+                    rejected.add(CORRUPT, s.key, s.origin, f"cannot read ({e.strerror or e})")
                     prog.advance(1, bad=1)
                     continue
                 item = Item(s.key, s.origin, s.sha256 or hashlib.sha256(data).hexdigest())
@@ -194,6 +270,7 @@ def map_local(srcs: list[Input], spool: Spool, popts: dict, workers: int, prog: 
                 spool.keep_record(item, s.record)
                 _describe(item, s.record, label_field, near, sigs)
                 if spool.reuse(item):
+                    items.fill(item)
                     reused += 1
                     prog.advance(1, reused=1)
                     continue
@@ -201,22 +278,22 @@ def map_local(srcs: list[Input], spool: Spool, popts: dict, workers: int, prog: 
                     try:
                         data = s.read()
                     except OSError as e:
-                        yield s.key, Done(_unusable(item, f"cannot read ({e.strerror or e})"))
+                        yield item, Done(_unusable(item, f"cannot read ({e.strerror or e})"))
                         continue
                     if hashlib.sha256(data).hexdigest() != item.src:  # the manifest's record of it no longer holds
-                        yield s.key, Done(_unusable(item, CHANGED))
+                        yield item, Done(_unusable(item, CHANGED))
                         continue
                 known = cache.get(item.src) if cache is not None else None
-                yield s.key, partial(process_image, item, data, popts, known[0] if known else None, budget)
+                yield item, partial(process_image, item, data, popts, known[0] if known else None, budget)
             for p in src.problems:  # a damaged tar, a missing file: removed; a repeated member: listed only
-                reject(rejected, CORRUPT if p.lost else PROBLEM, None, p.origin, p.reason)
+                rejected.add(CORRUPT if p.lost else PROBLEM, None, p.origin, p.reason)
 
     # the shared hash cache holds hashes of images composited on white (gandata-phash-v2's definition)
     cache = HashCache() if popts["background"] == [255, 255, 255] else None
     try:
-        for key, encoded in ordered(jobs(), workers, max(4, 8 * workers), name="shard"):
-            item = items[key]
+        for item, encoded in ordered(jobs(), workers, max(4, 8 * workers), name="shard"):
             spool.put(item, encoded)
+            items.fill(item)
             if cache is not None and item.ok:
                 cache.put(item.src, from_hex(item.phash), item.ow, item.oh)
             prog.advance(1, bad=0 if item.ok else 1)
@@ -276,8 +353,8 @@ def map_part(task_id: str, part: Part, popts: dict, work: str, label_field: str 
 
 
 def map_on_ray(srcs: list[Input], out: str | Path, work_name: str, popts: dict, prog: Progress,
-               rejected: list[dict], address: str | None, workers: int, task_size: int, label_field: str | None,
-               near: bool, sigs: Signatures) -> tuple[dict[str, Item], int, Runner, dict]:
+               rejected: Rejected, address: str | None, workers: int, task_size: int, label_field: str | None,
+               near: bool, sigs: Signatures) -> tuple[Items, int, Runner, dict]:
     """Run the map tasks on Ray and gather their answers into the local engine's ``items`` (in input order, with
     the same key rules). Returns ``(items, how many were reused from an earlier run, the write step's runner, the
     map tasks' counts)``."""
@@ -294,7 +371,7 @@ def map_on_ray(srcs: list[Input], out: str | Path, work_name: str, popts: dict, 
         task_id = f"map-{hashlib.sha256((opts_digest + part.ident).encode()).hexdigest()[:24]}"
         tasks.append(Task(task_id, (task_id, part, popts, work, label_field, near)))
     for p in listed:  # rows without a file: found while listing
-        reject(rejected, CORRUPT if p.lost else PROBLEM, None, p.origin, p.reason)
+        rejected.add(CORRUPT if p.lost else PROBLEM, None, p.origin, p.reason)
 
     def advance(_task: Any, result: dict) -> None:
         prog.advance(len(result["items"]) + len(result["unread"]))
@@ -303,7 +380,7 @@ def map_on_ray(srcs: list[Input], out: str | Path, work_name: str, popts: dict, 
     report = engine.run(map_part, tasks, markers, address=address, workers=workers, label="shard map",
                         on_result=advance, intact=lambda t: f"{t.id}.bin" in present,
                         reads=[s.path for s in srcs], writes=[work, str(out)])
-    items: dict[str, Item] = {}
+    items = Items()
     reused = 0
     reused_tasks = {t.id for t in tasks} - report.fresh
     for t in tasks:
@@ -311,16 +388,17 @@ def map_on_ray(srcs: list[Input], out: str | Path, work_name: str, popts: dict, 
         file = storage.join(work, f"{t.id}.bin")
         local_sigs = [sigs.add(sg) for sg in result["sigs"]]
         for key, origin, reason in result["unread"]:
-            reject(rejected, CORRUPT, key, origin, reason)
+            rejected.add(CORRUPT, key, origin, reason)
         for row in result["items"]:
             item = Item.of(row)
             if admit(items, item, rejected):
                 item.file = item.rfile = file
                 if item.ok:
                     item.sig = local_sigs[item.sig]
+                items.fill(item)
                 reused += t.id in reused_tasks
         for origin, reason, lost in result["problems"]:
-            reject(rejected, CORRUPT if lost else PROBLEM, None, origin, reason)
+            rejected.add(CORRUPT if lost else PROBLEM, None, origin, reason)
     keep = {t.id for t in tasks}
     for name in storage.names(markers):  # parts of other options or other inputs: not read again
         if name.startswith("map-") and name[:-5] not in keep:
