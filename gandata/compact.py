@@ -38,13 +38,14 @@ class Strings:
 
 class KeySet:
     """Distinct strings (or byte strings), each given an id — 0, 1, … in the order first added — found again by an
-    open-addressing table of ids over their hashes: about 30 bytes an entry beside the text."""
+    open-addressing table of ids over their hashes: about 30 bytes an entry beside the text. One thread adds (or
+    several under a lock) while others look up: a key is findable once :meth:`add` has returned, and the table is
+    replaced whole when it grows."""
 
     def __init__(self, text: bool = True):
         self.keys = Strings(text)  # by id
         self._hashes = array("q")  # by id
-        self._slots = array("i", [-1]) * 1024  # id, or -1; at most half full
-        self._mask = len(self._slots) - 1
+        self._table = (array("i", [-1]) * 1024, 1023)  # (slots: an id or -1, at most half full; the mask)
 
     def __len__(self) -> int:
         return len(self._hashes)
@@ -57,7 +58,7 @@ class KeySet:
 
     def _probe(self, key: str | bytes, h: int) -> tuple[int, int]:
         """(the key's id or -1, the slot it is in or would go in)."""
-        slots, hashes, mask = self._slots, self._hashes, self._mask
+        (slots, mask), hashes = self._table, self._hashes
         i = h & mask
         while (j := slots[i]) >= 0:
             if hashes[j] == h and self.keys[j] == key:
@@ -77,17 +78,42 @@ class KeySet:
             return j, False
         j = self.keys.append(key)
         self._hashes.append(h)
-        self._slots[slot] = j
-        if 2 * len(self._hashes) > len(self._slots):
-            self._grow()
+        slots = self._table[0]
+        slots[slot] = j
+        if 2 * len(self._hashes) > len(slots):
+            self._grow(2 * len(slots))
         return j, True
 
-    def _grow(self) -> None:
-        slots = array("i", [-1]) * (2 * len(self._slots))
-        mask = len(slots) - 1
+    def _grow(self, size: int) -> None:
+        slots, mask = array("i", [-1]) * size, size - 1
         for j, h in enumerate(self._hashes):
             i = h & mask
             while slots[i] >= 0:
                 i = (i + 1) & mask
             slots[i] = j
-        self._slots, self._mask = slots, mask
+        self._table = (slots, mask)
+
+
+class StringMap:
+    """A map of strings (or byte strings) to strings that only grows — :meth:`setdefault` and :meth:`get` — held as
+    a :class:`KeySet` and a :class:`Strings` of values by the keys' ids. Callers that add from several threads hold
+    a lock around :meth:`setdefault`."""
+
+    def __init__(self, text_keys: bool = True):
+        self._keys = KeySet(text_keys)
+        self._values = Strings()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, key: str | bytes) -> str | None:
+        j = self._keys.find(key)
+        return self._values[j] if j >= 0 else None
+
+    def setdefault(self, key: str | bytes, value: str) -> str:
+        """The value stored for ``key``; ``value`` (now stored) when it had none."""
+        j, new = self._keys.add(key)
+        if new:
+            self._values.append(value)
+            return value
+        return self._values[j]

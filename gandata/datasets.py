@@ -152,7 +152,7 @@ class Dataset:
         self.writable = writable
         self.durability = durability
         self._commit: GroupCommit | None = None
-        self._keys: set[str] | None = None
+        self._keys: KeySet | None = None  # what the manifest holds, while writing
         self._manifest: JsonlLog | None = None
         self._failures: JsonlLog | None = None
         self._lock: FolderLock | None = None
@@ -190,7 +190,9 @@ class Dataset:
         for sub in os.scandir(self.root / IMAGES):
             if sub.is_dir():
                 remove_stale_tmp(sub.path)
-        self._keys = {row["key"] for row in self.rows()}
+        self._keys = KeySet()
+        for row in self.rows():
+            self._keys.add(row["key"])
         self._manifest = JsonlLog(self.root / MANIFEST)
         self._failures = JsonlLog(self.root / FAILURES)
         if self.durability == "batch":
@@ -219,7 +221,7 @@ class Dataset:
 
     def open_failures(self) -> dict[str, dict]:
         """The latest failure of every key that has not been accepted since."""
-        done = self.keys()
+        done = self._keys if self._keys is not None else self.keys()
         latest: dict[str, dict] = {}
         for row in self.failures():
             key = row.get("key")

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from . import USER_AGENT, images
+from .compact import StringMap
 from .datasets import Dataset
 from .errors import UserError
 from .progress import Progress
@@ -392,7 +393,8 @@ class Fetcher:
         self._window_failed = 0
         self.bytes = 0
         self._hosts: dict[str, _Host] = {}
-        self._shas: dict[str, str] = {}  # sha256 of every stored body → its key (worker threads add to it)
+        # sha256 of every stored body (as bytes) → its key: worker threads add to it, under _sha_lock
+        self._shas = StringMap(text_keys=False)
         self._sha_lock = threading.Lock()
         self._skip: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -654,7 +656,7 @@ class Fetcher:
             return ("bad", str(e))
         sha = hashlib.sha256(body).hexdigest()
         with self._sha_lock:
-            first = self._shas.setdefault(sha, job.key)
+            first = self._shas.setdefault(bytes.fromhex(sha), job.key)
         if first != job.key:
             self.ds.fail(job.key, "duplicate body", detail=f"same bytes as {first}", url=url, permanent=True)
             return ("duplicate", first)
@@ -669,7 +671,10 @@ class Fetcher:
         """Fetch ``jobs`` until the dataset holds ``target`` images (all jobs when None). Returns the stats."""
         t0 = time.monotonic()
         for row in self.ds.rows():
-            self._shas.setdefault(row["sha256"], row["key"])
+            try:
+                self._shas.setdefault(bytes.fromhex(row["sha256"]), row["key"])
+            except (KeyError, TypeError, ValueError):  # a row without a readable sha256: nothing to compare with
+                pass
         self._skip = {k for k, f in self.ds.open_failures().items() if f.get("permanent")}
         start_total = len(self.ds)
         if target is not None and start_total >= target:

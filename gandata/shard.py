@@ -5,8 +5,9 @@ How a run goes:
 
 1. The map (:mod:`gandata.shard_map`): every input sample is decoded (a JPEG at the smallest DCT scale that keeps
    twice the output size: ``draft``), made RGB, resized, hashed (the output pixels) and encoded — in a thread pool
-   into a spool in ``OUT/.work``, or as Ray tasks — giving one :class:`~gandata.records.Item` per key. A killed
-   run, or a later run over grown inputs, redoes only what is not there yet.
+   into a spool in ``OUT/.work``, or as Ray tasks — giving one row of :class:`~gandata.records.Items` per key (a
+   few hundred bytes a sample: a million samples fit in a few hundred MB). A killed run, or a later run over grown
+   inputs, redoes only what is not there yet.
 2. The reduce, here: exact duplicates (identical pixels at the output size: the same training sample) are removed,
    keeping the largest source then the smallest key — and with ``--dedupe near``, near duplicates (gandata-phash-v2
    within ``--threshold`` bits) the same way; unreadable inputs are counted; both are listed, with a kind and a
@@ -174,8 +175,10 @@ def split_of(key: str, val_fraction: float) -> str:
     return "val" if _unit_hash(f"gandata-split:{key}") < val_fraction else "train"
 
 
-def order_key(key: str, seed: int) -> str:
-    return hashlib.sha1(f"gandata-order:{seed}:{key}".encode()).hexdigest()
+def order_digest(key: str, seed: int) -> bytes:
+    """What the samples of a split are sorted by: a hash of seed and key, so the same inputs give the same order
+    whatever order they were read in."""
+    return hashlib.sha1(f"gandata-order:{seed}:{key}".encode()).digest()
 
 
 def even_sizes(n: int, parts: int) -> list[int]:
@@ -493,14 +496,13 @@ def _assign_labels(items: Items, field: str, rejected: Rejected, sigs: list) -> 
 
 
 def _order(opts: ShardOptions, items: Items) -> dict[str, np.ndarray]:
-    """The split and order of the kept samples: rows by split (sorted by :func:`order_key`, as digests in one
-    array rather than a string each)."""
+    """The split and order of the kept samples: rows by split (sorted by :func:`order_digest`, the digests in one
+    array rather than an object each)."""
     rows = items.rows()
     val = np.fromiter((split_of(items.key(r), opts.val_fraction) == "val" for r in rows), dtype=bool, count=len(rows))
     by_split = {}
     for sp, chosen in zip(SPLITS, (rows[~val], rows[val])):
-        digests = b"".join(hashlib.sha1(f"gandata-order:{opts.seed}:{items.key(r)}".encode()).digest()
-                           for r in chosen.tolist())
+        digests = b"".join(order_digest(items.key(r), opts.seed) for r in chosen.tolist())
         by_split[sp] = chosen[np.argsort(np.frombuffer(digests, dtype="S20"), kind="stable")]
     return by_split
 

@@ -1,7 +1,7 @@
 """The map of ``gandata shard``: every input sample decoded, made RGB, resized, hashed and encoded, once — in this
 process's threads into the spool (``OUT/.work``: a killed run, or a later run over grown inputs, redoes only what is
-not there), or as Ray tasks each writing one part. Both give the reduce the same thing: one
-:class:`~gandata.records.Item` per key, in input order, with the same key rules, and records that stay on disk."""
+not there), or as Ray tasks each writing one part. Both give the reduce the same thing: one row of
+:class:`~gandata.records.Items` per key, in input order, with the same key rules, and records that stay on disk."""
 
 from __future__ import annotations
 

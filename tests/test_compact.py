@@ -12,7 +12,7 @@ import tracemalloc
 import pytest
 
 from gandata import shard_map
-from gandata.compact import KeySet, Strings
+from gandata.compact import KeySet, StringMap, Strings
 from gandata.dedupe import HashCache
 from gandata.errors import UserError
 from gandata.records import Item, Items
@@ -203,3 +203,34 @@ def test_exact_duplicates_are_whole_digests_not_their_prefix():
     assert sorted((r["key"], r["reason"]) for r in rej.sorted()) == [
         ("key-0000000", "exact duplicate of key-0000002"), ("key-0000004", "exact duplicate of key-0000003"),
         ("key-0000005", "exact duplicate of key-0000002")]
+
+
+def test_string_map_keeps_the_first_value():
+    m = StringMap(text_keys=False)
+    assert m.setdefault(b"\x01" * 32, "first") == "first" and m.setdefault(b"\x01" * 32, "second") == "first"
+    assert m.get(b"\x01" * 32) == "first" and m.get(b"\x02") is None and len(m) == 1
+
+
+def test_keyset_lookups_during_growth_from_another_thread():
+    """fetch looks keys up on its event loop while worker threads add them: a lookup racing a growth of the table
+    finds every key added before it began, and never fails."""
+    import threading
+
+    ks, stop, errors = KeySet(), threading.Event(), []
+    ks.add("k0")
+
+    def look() -> None:
+        while not stop.is_set():
+            try:
+                assert ks.find("k0") == 0
+            except Exception as e:  # noqa: BLE001 - any failure in the reader is the test's failure
+                errors.append(e)
+                return
+
+    reader = threading.Thread(target=look)
+    reader.start()
+    for i in range(1, 60_000):
+        ks.add(f"k{i}")
+    stop.set()
+    reader.join()
+    assert not errors and len(ks) == 60_000
