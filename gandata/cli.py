@@ -304,6 +304,9 @@ def main() -> None:
     except ImportError:
         from click import exceptions as cx
 
+    from .workers import steady_heap
+
+    steady_heap()  # long runs keep flat memory (docs/memory.md)
     try:
         code = _click_command().main(args=sys.argv[1:], prog_name="gandata", standalone_mode=False)
     except _Said as e:

@@ -51,7 +51,7 @@ from .records import Item, Items, Signatures, conform, plan_of, sample_json
 from .shard_map import CORRUPT, DUPLICATE, MAP_FORMAT, PROBLEM, Rejected, Runner, Spool, map_local, map_on_ray
 from .shardset import SPLITS
 from .summary import Summary
-from .workers import MemoryBudget, cores
+from .workers import MemoryBudget, cores, steady_heap
 
 WORK = ".work"
 REJECTED = "rejected.jsonl"
@@ -224,6 +224,7 @@ def shard(
     (spool, parts, markers) is removed after success unless ``keep_work``."""
     opts = options or ShardOptions()
     opts.validate()
+    steady_heap()  # the columns of a million samples grow without leaving holes in the heap
     if engine not in ("local", "ray"):
         raise UserError(f"--engine must be local or ray (got {engine!r})")
     from .stages import _name  # the declared rule for names

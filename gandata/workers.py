@@ -14,6 +14,7 @@ worker.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -89,3 +90,21 @@ def ordered(jobs: Iterable[tuple[T, Callable[[], R] | Done[R]]], workers: int, w
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+
+MMAP_THRESHOLD = 256 << 10  # bytes: blocks this large or larger are mapped, and given back whole when freed
+
+
+def steady_heap() -> bool:
+    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD`. Left alone, glibc raises it to the largest block freed
+    (up to 32 MiB), after which the per-sample columns of a long run grow inside the heap, interleaved with decoded
+    images, and leave holes behind: shard kept about 120 bytes a sample that way (docs/memory.md). Returns whether
+    it applied (glibc on Linux; elsewhere nothing is changed)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD) == 1  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # musl, or no mallopt
+        return False

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 import random
+import sys
 import tracemalloc
 
 import pytest
@@ -234,3 +236,10 @@ def test_keyset_lookups_during_growth_from_another_thread():
     stop.set()
     reader.join()
     assert not errors and len(ks) == 60_000
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_steady_heap_fixes_the_mmap_threshold():
+    from gandata.workers import steady_heap
+
+    assert steady_heap() is True
