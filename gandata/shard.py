@@ -375,19 +375,23 @@ def _remove(items: Items, rows: list[int], rejected: Rejected, kind: str, reason
 
 
 def _drop_exact_duplicates(items: Items, rejected: Rejected) -> None:
-    """Keep one sample per pixel digest: the largest source, then the smallest key. (Rows are grouped by the first 8
-    bytes of their digest, a few bytes a row, then each group of two or more by the whole digest.)"""
+    """Keep one sample per pixel digest: the largest source, then the smallest key. (Rows are sorted by the first 8
+    bytes of their digest, a few bytes a row; each run of equal prefixes is then split by the whole digest.)"""
     rows = items.rows()
     prefix = np.frombuffer(items.digests(), dtype=np.uint64).reshape(-1, 4)[rows, 0]
     order = np.argsort(prefix, kind="stable")
-    ordered = prefix[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], len(order)]
-    for a, b in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist()):
-        same: dict[bytes, list[int]] = {}
-        for r in rows[order[a:b]].tolist():
-            same.setdefault(items.digest(r), []).append(r)
-        for group in same.values():
+    prefix = prefix[order]
+    same = np.flatnonzero(prefix[1:] == prefix[:-1])  # i: sorted row i and i + 1 share a prefix
+    del prefix
+    if not len(same):
+        return
+    firsts = same[np.r_[True, np.diff(same) > 1]]  # where each run of equal prefixes starts
+    lasts = same[np.r_[np.diff(same) > 1, True]] + 1
+    for a, b in zip(firsts.tolist(), lasts.tolist()):
+        groups: dict[bytes, list[int]] = {}
+        for r in rows[order[a:b + 1]].tolist():
+            groups.setdefault(items.digest(r), []).append(r)
+        for group in groups.values():
             if len(group) > 1:
                 group.sort(key=lambda r: (-items.area(r), items.key(r)))
                 kept = items.key(group[0])
@@ -482,28 +486,40 @@ def _read_at(file: str, offset: int, length: int, handles: dict[str, Any]) -> by
 def _assign_labels(items: Items, field: str, rejected: Rejected, sigs: list) -> dict:
     """Class ids from a record field, into each row's ``cls``: ``{"field", "names"}``; samples without it are
     rejected."""
-    rows = items.rows().tolist()
-    used = sorted({items.label[r] for r in rows} - {-1})
+    rows = items.rows()
+    label = np.frombuffer(items.label, dtype=np.int32)
+    used = np.unique(label[rows])
+    used = used[used >= 0].tolist()
     if not used:
-        fields = sorted({path[0] for sig in {items.sig[r] for r in rows} for path, _ in sigs[sig] if path})
+        fields = sorted({path[0] for sig in np.unique(np.frombuffer(items.sig, dtype=np.int32)[rows]).tolist()
+                         for path, _ in sigs[sig] if path})
         raise UserError(f"--label-field {field}: no sample has that field; fields seen: {', '.join(fields[:20])}")
-    _remove(items, [r for r in rows if items.label[r] < 0], rejected, NO_LABEL, lambda _r: f"no {field!r} field for "
-            "a label")
+    _remove(items, rows[label[rows] < 0].tolist(), rejected, NO_LABEL, lambda _r: f"no {field!r} field for a label")
     distinct = sorted(used, key=lambda lid: _label_sort_key(items.labels[lid]))
-    ids = {lid: i for i, lid in enumerate(distinct)}
-    for r in items.rows().tolist():
-        items.cls[r] = ids[items.label[r]]
+    ids = np.full(len(items.labels), -1, dtype=np.int32)
+    ids[distinct] = np.arange(len(distinct), dtype=np.int32)
+    rows = items.rows()
+    np.frombuffer(items.cls, dtype=np.int32)[rows] = ids[label[rows]]
     return {"field": field, "names": [str(items.labels[lid]) for lid in distinct]}
 
 
+def _chunks(rows: np.ndarray, size: int = 1 << 16) -> Iterator[int]:
+    """The rows as Python ints, a chunk at a time (a million at once would be 36 MB of int objects)."""
+    for start in range(0, len(rows), size):
+        yield from rows[start: start + size].tolist()
+
+
 def _order(opts: ShardOptions, items: Items) -> dict[str, np.ndarray]:
-    """The split and order of the kept samples: rows by split (sorted by :func:`order_digest`, the digests in one
-    array rather than an object each)."""
+    """The split and order of the kept samples: rows by split, sorted by :func:`order_digest` (the digests in one
+    buffer, 20 bytes a row)."""
     rows = items.rows()
-    val = np.fromiter((split_of(items.key(r), opts.val_fraction) == "val" for r in rows), dtype=bool, count=len(rows))
+    val = np.fromiter((split_of(items.key(r), opts.val_fraction) == "val" for r in _chunks(rows)), dtype=bool,
+                      count=len(rows))
     by_split = {}
     for sp, chosen in zip(SPLITS, (rows[~val], rows[val])):
-        digests = b"".join(order_digest(items.key(r), opts.seed) for r in chosen.tolist())
+        digests = bytearray(20 * len(chosen))
+        for i, r in enumerate(_chunks(chosen)):
+            digests[20 * i: 20 * i + 20] = order_digest(items.key(r), opts.seed)
         by_split[sp] = chosen[np.argsort(np.frombuffer(digests, dtype="S20"), kind="stable")]
     return by_split
 
@@ -609,7 +625,7 @@ def _write(
     problems = rejected.counts[PROBLEM]
     label_info = None
     if labels:
-        c = Counter(np.frombuffer(items.cls, dtype=np.int32)[alive].tolist())
+        c = np.bincount(np.frombuffer(items.cls, dtype=np.int32)[alive], minlength=len(labels["names"])).tolist()
         label_info = {"field": labels["field"], "names": labels["names"],
                       "counts": {nm: c[i] for i, nm in enumerate(labels["names"])}}
     for fname in written:  # every new tar is whole: into place, then the description that names them
