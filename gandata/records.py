@@ -179,6 +179,7 @@ class Items:
         self.keys = KeySet()  # a row's id is its key's id
         self._origins = tempfile.TemporaryFile(prefix="gandata-origins-")
         self._origin_ends = array("q")
+        self._unflushed = False  # origins written since the last read
         self._src = bytearray()  # 32 bytes a row
         self._digest = bytearray()
         self.ok = array("b")
@@ -218,6 +219,7 @@ class Items:
         item.at = row
         data = item.origin.encode()
         self._origins.write(data)
+        self._unflushed = True
         self._origin_ends.append((self._origin_ends[-1] if row else 0) + len(data))
         self._src += bytes.fromhex(item.src)
         self._digest += bytes(32)
@@ -265,7 +267,9 @@ class Items:
 
     def origin(self, r: int) -> str:
         start = self._origin_ends[r - 1] if r else 0
-        self._origins.flush()
+        if self._unflushed:
+            self._origins.flush()
+            self._unflushed = False
         return os.pread(self._origins.fileno(), self._origin_ends[r] - start, start).decode()
 
     def src(self, r: int) -> str:
@@ -284,11 +288,11 @@ class Items:
         """The rows still in the set, in input order."""
         return np.flatnonzero(np.frombuffer(self.alive, dtype=np.int8))
 
-    def item(self, r: int) -> Item:
-        """The row as an :class:`Item` (what a writer takes)."""
+    def item(self, r: int, origin: bool = True) -> Item:
+        """The row as an :class:`Item`; without its origin (a read from disk) for a writer, which does not use it."""
         ok = bool(self.ok[r])
         return Item(
-            self.key(r), self.origin(r), self.src(r), ok, self.reasons.get(r, ""),
+            self.key(r), self.origin(r) if origin else "", self.src(r), ok, self.reasons.get(r, ""),
             self.digest(r).hex() if ok else "", self.ow[r], self.oh[r], self.w[r], self.h[r],
             f"{self.phash[r]:016x}" if ok else "",
             self.files[self.file[r]] if self.file[r] >= 0 else "", self.offset[r], self.length[r],

@@ -601,16 +601,20 @@ def _write(
             starts += n
     jobs = [(fname, sp, keys) for sp in SPLITS for fname, keys in layout[sp]]
     names = labels["names"] if labels else None
+
+    def shard_items(rows: np.ndarray) -> list[Item]:  # what a writer takes: made per shard, without the origins
+        return [items.item(r, origin=False) for r in rows.tolist()]
+
     if run is not None:
-        written = run(write_shard, [partial(lambda f, sp, k: (storage.join(nxt, f), [items.item(r) for r in k.tolist()],
-                                                              sp, ext, plan, names), f, sp, k) for f, sp, k in jobs],
+        written = run(write_shard, [partial(lambda f, sp, k: (storage.join(nxt, f), shard_items(k), sp, ext, plan,
+                                                              names), f, sp, k) for f, sp, k in jobs],
                       [f for f, _, _ in jobs])
     else:
         written = {}
         with Progress(f"write {name}", total, enabled=progress) as prog:
             for fname, sp, rows in jobs:
-                written[fname] = write_shard(storage.join(nxt, fname), [items.item(r) for r in rows.tolist()], sp,
-                                             ext, plan, names, lambda: prog.advance(1))
+                written[fname] = write_shard(storage.join(nxt, fname), shard_items(rows), sp, ext, plan, names,
+                                             lambda: prog.advance(1))
     splits_info: dict[str, dict] = {}
     for sp in SPLITS:
         shards = [{"name": f, "samples": len(k), "bytes": written[f]["bytes"], "sha256": written[f]["sha256"]}
