@@ -18,7 +18,9 @@ wall seconds), from scratch for each size (a fresh data folder, output folder an
 * shard:  ``gandata shard DATA/bitmoji/raw --out SHARDS --size 64`` (exact dedupe, PNG, the defaults)
 * loader: one epoch of the trainers' loader (``gandata.trainers.data.stream``: 2 worker processes, a 2 000-sample
   shuffle buffer, batches of 64) over the train shards: ⌈train / 64⌉ batches, each made a float tensor as a
-  training step would (peak RSS of the main process; its workers are children, reported apart by the kernel).
+  training step would. Its RSS is the main process's own peak (``getrusage(RUSAGE_SELF)``), and in brackets the
+  largest peak of its two workers (``RUSAGE_CHILDREN`` once they are shut down and reaped): GNU time's figure for
+  the command is the larger of the two, whichever process it was.
 
 The slope is d log(wall) / d log(N) between consecutive sizes (1: linear) and for RSS the growth per added
 image. A size's folders are removed after it is measured unless ``--keep``. Writes a Markdown table and a JSON
@@ -103,7 +105,7 @@ def start_server(root: Path) -> tuple[subprocess.Popen, str]:
 # --------------------------------------------------------------------------------------------------- stages
 
 LOADER = """
-import json, math, sys, time
+import gc, json, math, resource, sys, time
 from gandata import shardset
 from gandata.trainers.data import stream, to_device
 import torch
@@ -117,7 +119,12 @@ loader = iter(stream(urls, 64, workers=2, shuffle=2000, seed=0))
 for _ in range(steps):
     x, _y = to_device(next(loader), torch.device("cpu"))
     seen += x.shape[0]
-print(json.dumps({"samples": seen, "steps": steps, "seconds": round(time.monotonic() - t0, 2)}))
+seconds = round(time.monotonic() - t0, 2)
+main_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+del loader  # shuts the workers down and reaps them: their peak is then the children's
+gc.collect()
+workers_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"samples": seen, "steps": steps, "seconds": seconds, "main_kb": main_kb, "workers_kb": workers_kb}))
 """
 
 
@@ -154,9 +161,11 @@ def run_size(n: int, root: Path, url: str, traits: Path) -> list[dict]:
     print(f"  shard  {n:>9}: {wall:8.1f} s {rss:7.1f} MB", flush=True)
     wall, rss, out = timed([sys.executable, "-c", LOADER, str(shards)], env, here / "loader.log")
     seen = json.loads(out.strip().splitlines()[-1])
-    rows.append({"n": n, "stage": "loader", "seconds": wall, "peak_mb": round(rss, 1), "images": seen["samples"],
-                 "loop_seconds": seen["seconds"]})
-    print(f"  loader {n:>9}: {wall:8.1f} s {rss:7.1f} MB ({seen['samples']} samples)", flush=True)
+    main_mb, workers_mb = seen["main_kb"] / 1024, seen["workers_kb"] / 1024
+    rows.append({"n": n, "stage": "loader", "seconds": wall, "peak_mb": round(main_mb, 1), "images": seen["samples"],
+                 "loop_seconds": seen["seconds"], "worker_peak_mb": round(workers_mb, 1)})
+    print(f"  loader {n:>9}: {wall:8.1f} s {main_mb:7.1f} MB, a worker {workers_mb:.1f} MB ({seen['samples']} "
+          "samples)", flush=True)
     return rows
 
 
@@ -171,6 +180,11 @@ def slopes(rows: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
+def worker(row: dict) -> str:
+    """The loader's workers' peak beside its main process's, in the RSS column."""
+    return f" (a worker: {row['worker_peak_mb']:.0f})" if "worker_peak_mb" in row else ""
+
+
 def report(rows: list[dict], path: Path, machine: str) -> None:
     sl = slopes(rows)
     lines = [f"`python benchmarks/scale_local.py` — {datetime.date.today()}, {machine}", "",
@@ -179,7 +193,7 @@ def report(rows: list[dict], path: Path, machine: str) -> None:
     for r in sorted(rows, key=lambda r: (STAGES.index(r["stage"]), r["n"])):
         prev = next((s for s in sl[r["stage"]] if s["to"] == r["n"]), None)
         lines.append(f"| {r['n']:,} | {r['stage']} | {r['seconds']:.1f} | {r['images'] / r['seconds']:,.0f} | "
-                     f"{r['peak_mb']:.0f} | {prev['time_slope'] if prev else ''} | "
+                     f"{r['peak_mb']:.0f}{worker(r)} | {prev['time_slope'] if prev else ''} | "
                      f"{str(prev['bytes_per_added_image']) + ' B' if prev else ''} |")
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
     path.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": rows, "slopes": sl}, indent=2))
