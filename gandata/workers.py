@@ -98,8 +98,10 @@ MMAP_THRESHOLD = 256 << 10  # bytes: blocks this large or larger are mapped, and
 def steady_heap() -> bool:
     """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD`. Left alone, glibc raises it to the largest block freed
     (up to 32 MiB), after which the per-sample columns of a long run grow inside the heap, interleaved with decoded
-    images, and leave holes behind: shard kept about 120 bytes a sample that way (docs/memory.md). Returns whether
-    it applied (glibc on Linux; elsewhere nothing is changed)."""
+    images, and leave holes behind: shard kept about 120 bytes a sample that way (docs/memory.md). The price: a
+    decoded image of 256 KiB or more is mapped and faulted in afresh each time (about 3 % more CPU time on 512²
+    images, none measurable on 128² ones: ``benchmarks/heap.py``, docs/performance.md). Returns whether it applied
+    (glibc on Linux; elsewhere nothing is changed)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
