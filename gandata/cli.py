@@ -1,6 +1,7 @@
-"""The ``gandata`` command line, built from the stage declarations (:mod:`gandata.stages`): every command's options,
-help, choices and checks come from there; a command checks its values, runs its stage, and prints the stage's
-summary (``--json``: as one JSON object). Nothing else lives here.
+"""The ``gandata`` command line, built from the stage table (:mod:`gandata.stages`) and its declarations
+(:mod:`gandata.declarations`): every command's options, help, choices and checks come from there; a command checks
+its values, runs its stage, and prints the stage's summary (``--json``: as one JSON object). Nothing else lives
+here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typer.core import TyperGroup
 from . import __version__
 from .engine import keep_stdout_clean, stdout  # the real stdout: under Ray, descriptor 1 goes to stderr
 from .errors import OptionError, UserError
-from .options import LIST, PATH_TYPE, Opt, values
+from .options import COLOR, LIST, PATH_TYPE, Opt
 from .stages import STAGES, Context, Stage
 from .summary import Summary
 
@@ -108,6 +109,8 @@ def _annotation(o: Opt) -> Any:
         base = list[str]
     elif o.type is PATH_TYPE:
         base = str  # Opt.check makes it a Path — or keeps an object-store URL (s3://…) whole; click's Path would not
+    elif o.type == COLOR:
+        base = str  # Opt.check parses it (once) into a Color
     else:
         base = o.type
     if not o.required and o.default is None:
@@ -123,7 +126,8 @@ def _annotation(o: Opt) -> Any:
     return Annotated[base, info]
 
 
-METAVARS = {int: "N", float: "NUMBER", str: "TEXT", PATH_TYPE: "PATH", LIST: "PATH"}  # what a reader of --help reads
+# what a reader of --help reads
+METAVARS = {int: "N", float: "NUMBER", str: "TEXT", PATH_TYPE: "PATH", LIST: "PATH", COLOR: "COLOUR"}
 
 DATA_DIR = Annotated[Optional[Path], typer.Option(  # noqa: UP045
     "--data-dir", envvar="GANDATA_DATA", help="Workspace holding DATA/<dataset>/<stage> (default ./data).")]
@@ -159,7 +163,7 @@ def _command(stage: Stage):
     def command(**given: Any) -> None:
         as_json = given.pop("as_json", False)
         data_dir = given.pop("data_dir", None)
-        checked = values(stage.options, given, "cli")
+        checked = stage.declaration.check(given, "cli")
         ctx = Context(data_dir=data_dir or Path("data"), progress=not as_json, allow_commands=True)  # the user typed it
         if checked.get("engine") == "ray":
             keep_stdout_clean()

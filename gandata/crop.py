@@ -40,8 +40,10 @@ from PIL import Image, ImageDraw
 
 from . import assets, images, storage
 from .datasets import Dataset, Problem, child_key
+from .declarations import CROP_ANIME, CROP_LEGO
 from .errors import UserError
-from .inputs import Input, MissingInput, Part, Sample, open_input, part_samples, partitions
+from .inputs import Input, Part, Sample, open_input, part_samples, partitions
+from .options import Color, Declaration, Declared, check_call
 from .progress import Progress
 from .summary import Summary
 from .workers import Done, MemoryBudget, cores, ordered
@@ -53,32 +55,40 @@ EDGES = ("pad", "shift", "drop")
 _FILE_FIELDS = ("key", "path", "sha256", "width", "height")
 
 
+_DEFAULT = CROP_LEGO.defaults()  # anime-faces declares the same defaults, but for min_face (and no locator)
+
+
 @dataclass
-class CropOptions:
-    size: int = 128  # output side in pixels
-    margin: float = 0.2  # added to each side, as a fraction of the face box
-    edge: str = "pad"  # crops running off the image: pad | shift | drop
-    pad_color: str = "white"
-    background: str = "white"  # transparency is composited onto this first
-    min_face: int = 64  # faces smaller than this (px in the original image) are dropped, and not searched for
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
-    min_size: int = 24
-    equalize: bool = True
-    detect_size: int = 1024  # images with a longer side are detected on a copy scaled down to this
-    format: str = "png"  # of the crops
-    workers: int = 0  # 0: one per core
-    memory: int = 1024  # MiB that decoded images may hold at once, all workers together
+class CropOptions(Declared):
+    """The declared options of ``gandata crop anime-faces`` or ``lego-faces`` (``lego``) under their declared names
+    and defaults, checked by that declaration when made; ``min_face`` left None is the command's own default."""
+
+    size: int = _DEFAULT["size"]  # output side in pixels
+    margin: float = _DEFAULT["margin"]  # added to each side, as a fraction of the face box
+    edge: str = _DEFAULT["edge"]  # crops running off the image: pad | shift | drop
+    pad_color: Color = _DEFAULT["pad_color"]
+    background: Color = _DEFAULT["background"]  # transparency is composited onto this first
+    min_face: int | None = None  # faces smaller than this (px in the original image) are dropped, and not searched
+    scale_factor: float = _DEFAULT["scale_factor"]
+    min_neighbors: int = _DEFAULT["min_neighbors"]
+    min_size: int = _DEFAULT["min_size"]
+    equalize: bool = _DEFAULT["equalize"]
+    detect_size: int = _DEFAULT["detect_size"]  # images with a longer side are detected on a copy scaled down to this
+    format: str = _DEFAULT["format"]  # of the crops
+    workers: int = _DEFAULT["workers"]  # 0: one per core
+    memory: int = _DEFAULT["memory"]  # MiB that decoded images may hold at once, all workers together
     lego: bool = False  # fall back on the layout locator where the cascade finds nothing
-    locator: str = "auto"  # lego: auto (the cascade, then the layout) | layout (the layout only: no cascade needed)
+    locator: str = _DEFAULT["locator"]  # lego: auto (the cascade, then the layout) | layout (no cascade needed)
 
-    def validate(self) -> None:
-        from .options import check_declared
-        from .stages import declared
+    def declaration(self) -> Declaration:
+        return CROP_LEGO if self.lego else CROP_ANIME
 
-        check_declared(self, declared("crop", "lego-faces" if self.lego else "anime-faces"))
-        if self.locator == "layout" and not self.lego:
-            raise UserError("--locator layout is for lego-faces only (anime faces have no figure layout)")
+    def __post_init__(self) -> None:
+        if self.locator != _DEFAULT["locator"] and not self.lego:
+            raise UserError(f"--locator {self.locator} is for lego-faces only (anime faces have no figure layout)")
+        super().__post_init__()
+        if self.min_face is None:
+            self.min_face = self.declaration().option("min_face").default
 
 
 # -------------------------------------------------------------------------------------------- the cascade
@@ -312,15 +322,15 @@ def crop(
     debug_grid: str | os.PathLike | None = None,
     grid_n: int = 36,
     progress: bool = False,
-    engine: str = "local",
+    engine: str = _DEFAULT["engine"],
     ray_address: str | None = None,
-    task_size: int = 2000,
+    task_size: int = _DEFAULT["task_size"],
 ) -> CropSummary:
     """Cut faces (or LEGO heads) out of every image of ``src`` into the dataset folder ``out``; returns the summary.
     ``engine="ray"``: the detection and cutting run as Ray tasks of ``task_size`` images (a tar is one task); this
     process writes their crops into ``out`` in input order, so the dataset is the one the local engine makes."""
     opts = options or CropOptions()
-    opts.validate()
+    check_call(opts.declaration(), engine=engine, task_size=task_size, base_url=base_url)
     t0 = time.monotonic()
     if engine == "ray":  # every path a task sees is resolved here: a worker's current folder is its node's
         src, out = storage.absolute(src), storage.absolute(out)
@@ -337,80 +347,102 @@ def crop(
                 raise
             raise UserError(f"{e}; or crop by the figure's layout alone, offline: --locator layout") from None
     detector = Detector(path, opts)
-    pad, background = images.parse_color(opts.pad_color), images.parse_color(opts.background)
+    pad, background = Color.parse(opts.pad_color).rgb, Color.parse(opts.background).rgb
     stage = "crop lego-faces" if opts.lego else "crop anime-faces"
-    counts: Counter = Counter()
-    methods: Counter = Counter()
-    examples: list[tuple[Image.Image, tuple[int, int], list, str]] = []
-    bad: list[dict] = []
     workers = opts.workers or cores()
     threads_before = cv2.getNumThreads()
     cv2.setNumThreads(1)
-    params = {"scale_factor": opts.scale_factor, "min_neighbors": opts.min_neighbors, "min_size": opts.min_size,
-              "equalize": opts.equalize, "min_face": opts.min_face, "detect_size": opts.detect_size}
     try:
-        with Dataset.create(out) as ds:
-            done = {r["parent"] for r in ds.read_journal("parents") if "parent" in r}
-            journal = ds.journal("parents")
-
-            def take(sample: Sample, result: dict) -> None:
-                """Write one source image's crops, its journal line and counts (both engines)."""
-                status = result["status"]
-                counts[status] += 1
-                if status == "unreadable":
-                    bad.append({"origin": sample.origin, "reason": result["reason"]})
-                    ds.fail(sample.key, result["reason"], origin=sample.origin)
-                    journal.append({"parent": sample.key, "status": status})
-                    prog.advance(1, bad=1)
-                    return
-                parent = {k: v for k, v in sample.record.items() if k not in _FILE_FIELDS}
-                for c in result["crops"]:
-                    record = {**parent, "source": sample.record.get("source", source.kind), "parent": sample.key,
-                              "bbox": c["bbox"], "crop_box": c["crop_box"], "method": c["method"],
-                              "detector": DETECTOR if c["method"] == "cascade" else "layout",
-                              "detector_params": params if c["method"] == "cascade" else {},
-                              "margin": opts.margin, "edge": opts.edge, "width": opts.size, "height": opts.size,
-                              "parent_width": result["size"][0], "parent_height": result["size"][1]}
-                    key = child_key(sample.key, f"_f{c['index']}")
-                    if ds.add(key, c["data"], opts.format, record) is not None:
-                        counts["crops"] += 1
-                        methods[c["method"]] += 1
-                journal.append({"parent": sample.key, "status": status, "faces": len(result["crops"]),
-                                **({"reason": result["reason"]} if result["reason"] else {})})
-                if result["preview"] is not None and len(examples) < grid_n:
-                    examples.append((result["preview"], result["size"], result["boxes"], sample.key))
-                prog.advance(1, faces=len(result["crops"]))
-
-            with Progress(stage, source.count_hint(), enabled=progress) as prog:
-                jobs = _jobs(source, done, opts, detector, pad, background, counts, prog,
-                             lambda: bool(debug_grid) and len(examples) < grid_n, MemoryBudget(opts.memory << 20))
-                if engine == "ray":
-                    results = _crop_on_ray(source, done, opts, path, pad, background,
-                                           grid_n if debug_grid else 0, ds.work_folder("ray"), ray_address,
-                                           task_size, counts, prog)
-                else:
-                    results = ordered(jobs, workers, 4 * workers, name="crop")
-                for sample, result in results:
-                    take(sample, result)
-            for p in source.problems:  # a missing file, a damaged tar: listed, never fatal
-                counts["unreadable"] += p.lost  # a repeated tar member lost nothing: listed only
-                bad.append({"origin": p.origin, "reason": p.reason})
-            seconds = time.monotonic() - t0
-            n_images = sum(counts[s] for s in ("faces", "no_face", "no_head", "unreadable"))
-            summary = CropSummary(
-                stage=stage, out=str(out), inputs=[str(src)], images=n_images, with_faces=counts["faces"],
-                without=counts["no_face"] + counts["no_head"], unreadable=counts["unreadable"],
-                crops=counts["crops"], methods=dict(methods), skipped_done=counts["skipped_done"],
-                total_crops=len(ds), bad=bad[:20], seconds=round(seconds, 3),
-                rate=round(n_images / seconds, 1) if seconds > 0 else None, cascade=origin, options=asdict(opts),
-            )
+        with Dataset.create(out) as ds, Progress(stage, source.count_hint(), enabled=progress) as prog:
+            writer = _CropWriter(ds, opts, source.kind, prog, grid_n if debug_grid else 0)
+            done = writer.done()
+            if engine == "ray":
+                results = _crop_on_ray(source, done, opts, path, pad, background, writer.grid_n,
+                                       ds.work_folder("ray"), ray_address, task_size, writer.counts, prog)
+            else:
+                jobs = _jobs(source, done, opts, detector, pad, background, writer.counts, prog, writer.wants_preview,
+                             MemoryBudget(opts.memory << 20))
+                results = ordered(jobs, workers, 4 * workers, name="crop")
+            for sample, result in results:
+                writer.take(sample, result)
+            writer.problems(source.problems)
+            summary = writer.summary(stage, out, src, time.monotonic() - t0, origin)
             ds.write_stats(summary.to_json())
     finally:
         cv2.setNumThreads(threads_before)
     if debug_grid:
-        _debug_sheet(examples, debug_grid, stage)
+        _debug_sheet(writer.examples, debug_grid, stage)
         summary.debug_grid = str(debug_grid)
     return summary
+
+
+class _CropWriter:
+    """What a crop run writes, for both engines: each source image's crops and journal line in the dataset, the
+    counts, the unreadable inputs and the previews of the debug grid; then the summary."""
+
+    def __init__(self, ds: Dataset, opts: CropOptions, source_kind: str, prog: Progress, grid_n: int):
+        self.ds, self.opts, self.source_kind, self.prog, self.grid_n = ds, opts, source_kind, prog, grid_n
+        self.journal = ds.journal("parents")
+        self.counts: Counter = Counter()
+        self.methods: Counter = Counter()
+        self.examples: list[tuple[Image.Image, tuple[int, int], list, str]] = []
+        self.bad: list[dict] = []
+        self.params = {"scale_factor": opts.scale_factor, "min_neighbors": opts.min_neighbors,
+                       "min_size": opts.min_size, "equalize": opts.equalize, "min_face": opts.min_face,
+                       "detect_size": opts.detect_size}
+
+    def done(self) -> set[str]:
+        """The source images an earlier run finished (crops written, or found without a face)."""
+        return {r["parent"] for r in self.ds.read_journal("parents") if "parent" in r}
+
+    def wants_preview(self) -> bool:
+        return len(self.examples) < self.grid_n
+
+    def take(self, sample: Sample, result: dict) -> None:
+        """Write one source image's crops, its journal line and counts."""
+        status = result["status"]
+        self.counts[status] += 1
+        if status == "unreadable":
+            self.bad.append({"origin": sample.origin, "reason": result["reason"]})
+            self.ds.fail(sample.key, result["reason"], origin=sample.origin)
+            self.journal.append({"parent": sample.key, "status": status})
+            self.prog.advance(1, bad=1)
+            return
+        o = self.opts
+        parent = {k: v for k, v in sample.record.items() if k not in _FILE_FIELDS}
+        for c in result["crops"]:
+            record = {**parent, "source": sample.record.get("source", self.source_kind), "parent": sample.key,
+                      "bbox": c["bbox"], "crop_box": c["crop_box"], "method": c["method"],
+                      "detector": DETECTOR if c["method"] == "cascade" else "layout",
+                      "detector_params": self.params if c["method"] == "cascade" else {},
+                      "margin": o.margin, "edge": o.edge, "width": o.size, "height": o.size,
+                      "parent_width": result["size"][0], "parent_height": result["size"][1]}
+            if self.ds.add(child_key(sample.key, f"_f{c['index']}"), c["data"], o.format, record) is not None:
+                self.counts["crops"] += 1
+                self.methods[c["method"]] += 1
+        self.journal.append({"parent": sample.key, "status": status, "faces": len(result["crops"]),
+                             **({"reason": result["reason"]} if result["reason"] else {})})
+        if result["preview"] is not None and self.wants_preview():
+            self.examples.append((result["preview"], result["size"], result["boxes"], sample.key))
+        self.prog.advance(1, faces=len(result["crops"]))
+
+    def problems(self, problems: list[Problem]) -> None:
+        """The input's own problems (a missing file, a damaged tar): listed, never fatal."""
+        for p in problems:
+            self.counts["unreadable"] += p.lost  # a repeated tar member lost nothing: listed only
+            self.bad.append({"origin": p.origin, "reason": p.reason})
+
+    def summary(self, stage: str, out: str | os.PathLike, src: str | os.PathLike, seconds: float,
+                origin: dict) -> CropSummary:
+        counts = self.counts
+        n_images = sum(counts[s] for s in ("faces", "no_face", "no_head", "unreadable"))
+        return CropSummary(
+            stage=stage, out=str(out), inputs=[str(src)], images=n_images, with_faces=counts["faces"],
+            without=counts["no_face"] + counts["no_head"], unreadable=counts["unreadable"],
+            crops=counts["crops"], methods=dict(self.methods), skipped_done=counts["skipped_done"],
+            total_crops=len(self.ds), bad=self.bad[:20], seconds=round(seconds, 3),
+            rate=round(n_images / seconds, 1) if seconds > 0 else None, cascade=origin, options=asdict(self.opts),
+        )
 
 
 def crop_part(part: Part, done: list[str], opts: CropOptions, cascade_xml: bytes | None, pad: tuple,
@@ -440,12 +472,9 @@ def crop_part(part: Part, done: list[str], opts: CropOptions, cascade_xml: bytes
         for s in samples:
             if s.key in skip:
                 continue
-            try:
-                data = s.read()
-            except MissingInput:
-                raise
-            except OSError as e:
-                result = {"status": "unreadable", "reason": f"cannot read ({e.strerror or e})"}
+            data, why = s.read_or_why()
+            if data is None:
+                result = {"status": "unreadable", "reason": why}
             else:
                 result = _process(data, s.key, opts, detector, pad, background, preview=shown < preview_n)
             if result.get("preview") is not None:
@@ -508,10 +537,9 @@ def _jobs(source: Input, done: set[str], opts: CropOptions, detector: Detector, 
             counts["skipped_done"] += 1
             prog.advance(1)
             continue
-        try:
-            data = sample.read()
-        except OSError as e:  # a dangling link, a FIFO, a device, a file over the size limit
-            yield sample, Done({"status": "unreadable", "reason": f"cannot read ({e.strerror or e})"})
+        data, why = sample.read_or_why()
+        if data is None:
+            yield sample, Done({"status": "unreadable", "reason": why})
             continue
         yield sample, partial(_process, data, sample.key, opts, detector, pad, background, preview(), budget)
 

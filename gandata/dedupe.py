@@ -41,16 +41,19 @@ from PIL import Image
 
 from . import images, storage
 from .compact import KeySet
+from .declarations import DEDUPE
 from .errors import UserError
 from .fileio import JsonlLog, read_jsonl
-from .inputs import MissingInput, Part, Sample, open_input, part_samples, partitions
+from .inputs import Part, Sample, open_input, part_samples, partitions
+from .options import check_call
 from .progress import Progress
 from .summary import Summary
 from .workers import Done, MemoryBudget, cores, ordered
 
 HASH_NAME = "gandata-phash-v2"
 HASH_SIDE = 128  # a JPEG is hashed from its DCT-scaled decode with at least this short side
-DEFAULT_THRESHOLD = 8  # docs/commands.md (dedupe): edits measured at 0–8 bits, distinct images at 18 and more
+_DEFAULT = DEDUPE.defaults()
+DEFAULT_THRESHOLD = _DEFAULT["threshold"]  # 8 (docs/commands.md): edits measured at 0–8 bits, distinct images at 18+
 _WEIGHTS = 1 << np.arange(63, -1, -1, dtype=np.uint64)
 
 
@@ -373,12 +376,10 @@ BYTES_PER_PIXEL = 10  # what a pixel holds while it is hashed: Pillow's RGB imag
 
 
 def _hash_sample_of(s: Sample, data: bytes | None, budget: MemoryBudget | None = None) -> tuple[int, int, int] | str:
-    try:
-        data = data if data is not None else s.read()
-    except MissingInput:
-        raise
-    except OSError as e:
-        return f"cannot read ({e.strerror or e})"
+    if data is None:
+        data, why = s.read_or_why()
+        if data is None:
+            return why
     if budget is None:
         return _hash_sample(data)
     with budget.hold(images.pixel_count(data)[1] * BYTES_PER_PIXEL):
@@ -453,10 +454,9 @@ def hash_inputs(
 
             def jobs(src=src) -> Iterator[tuple[tuple[Sample, str], Callable]]:
                 for s in src:
-                    try:
-                        data = None if s.sha256 else s.read()
-                    except OSError as e:
-                        yield (s, None), Done(f"cannot read ({e.strerror or e})")
+                    data, why = (None, None) if s.sha256 else s.read_or_why()
+                    if why is not None:
+                        yield (s, None), Done(why)
                         continue
                     sha = s.sha256 or hashlib.sha256(data).hexdigest()
                     hit = cache.get(sha)
@@ -506,27 +506,23 @@ class DedupeSummary(Summary):
             out.append(f"  contact sheet: {self.grid}")
         return out
 
-    def brief(self) -> str:
-        return self.lines()[0]
-
 
 def dedupe(
     srcs: list[str | os.PathLike],
-    threshold: int = DEFAULT_THRESHOLD,
+    threshold: int = _DEFAULT["threshold"],
     report: str | os.PathLike | None = None,
     grid: str | os.PathLike | None = None,
     grid_clusters: int = 12,
     progress: bool = False,
-    memory: int = 1024,
-    engine: str = "local",
+    memory: int = _DEFAULT["memory"],
+    engine: str = _DEFAULT["engine"],
     ray_address: str | None = None,
-    task_size: int = 2000,
+    task_size: int = _DEFAULT["task_size"],
     work: str | None = None,
 ) -> DedupeSummary:
     """Find near-duplicate clusters across ``srcs`` (nothing is changed); write a JSONL report and a contact sheet.
     ``engine="ray"`` hashes on Ray (see :func:`hash_inputs`); the clusters are the same."""
-    if not 0 <= threshold <= 32:
-        raise UserError(f"--threshold must be 0-32 bits (got {threshold}); {DEFAULT_THRESHOLD} is the default")
+    check_call(DEDUPE, threshold=threshold, memory=memory, engine=engine, task_size=task_size)
     if not srcs:
         raise UserError("name at least one dataset folder, folder of images, or shards")
     rows, bad = hash_inputs(list(srcs), progress, memory=memory, engine=engine, ray_address=ray_address,

@@ -27,12 +27,14 @@ from PIL import Image
 
 from . import images, shardset, storage
 from .datasets import clean_key
+from .declarations import EXPORT
 from .errors import UserError
 from .fileio import atomic_file, atomic_write, atomic_write_json, remove_stale_tmp
+from .options import check_call
 from .progress import Progress
 from .summary import Summary
 
-FORMATS = ("stylegan", "imagefolder")
+_DEFAULT = EXPORT.defaults()
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 
 
@@ -52,9 +54,6 @@ class ExportSummary(Summary):
         size = f" at {self.resolution} px" if self.resolution else ""
         return [f"exported {self.images} {self.split} images{size} ({what}) as {self.format} → {self.out}",
                 f"  {self.written} files written in {self.seconds} s"]
-
-    def brief(self) -> str:
-        return self.lines()[0]
 
 
 def _samples(urls: list[str], commands: bool, names: list[str] | None):
@@ -97,17 +96,15 @@ def _splits(split: str) -> list[str]:
     return list(shardset.SPLITS) if split == "all" else [split]
 
 
-def export(spec: str, out: str | os.PathLike, fmt: str = "stylegan", split: str = "train",
-           progress: bool = False, commands: bool = False) -> ExportSummary:
-    """Write the ``split`` (train, val or all) of the shard set ``spec`` to ``out`` as ``fmt``. ``commands``:
-    ``pipe:`` specs may run (the user's own command line)."""
-    if fmt not in FORMATS:
-        raise UserError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
-    if split not in ("train", "val", "all"):
-        raise UserError(f"--split must be train, val or all (got {split!r})")
+def export(spec: str, out: str | os.PathLike, format: str = _DEFAULT["format"],  # noqa: A002 (--format)
+           split: str = _DEFAULT["split"], progress: bool = False, allow_commands: bool = False) -> ExportSummary:
+    """Write the ``split`` (train, val or all) of the shard set ``spec`` to ``out`` as ``format``.
+    ``allow_commands``: ``pipe:`` specs may run (the user's own command line)."""
+    check_call(EXPORT, format=format, split=split)
+    fmt = format
     if storage.is_url(out):
         raise UserError(f"--out {out}: export writes to a local path; copy the result to object storage after")
-    if not commands:
+    if not allow_commands:
         shardset.refuse_commands([spec], "shards")
     urls: list[str] = []
     sset = None
@@ -129,7 +126,7 @@ def export(spec: str, out: str | os.PathLike, fmt: str = "stylegan", split: str 
     total = sum(sset.samples_in(sp) for sp in _splits(split)) if sset else None
     out = Path(out)
     t0 = time.monotonic()
-    samples = _samples(urls, commands, names)
+    samples = _samples(urls, allow_commands, names)
     with Progress(f"export {fmt}", total, enabled=progress) as prog:
         if fmt == "stylegan":
             n, resolution, classes = _stylegan(samples, out, names, prog)

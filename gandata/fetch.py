@@ -43,8 +43,11 @@ import aiohttp
 from . import USER_AGENT, images
 from .compact import StringMap
 from .datasets import Dataset
+from .declarations import ENGINE_KEYS, FETCH_URLS
 from .errors import UserError
+from .options import check_call
 from .progress import Progress
+from .storage import unfetchable  # noqa: F401 (the engine's rule for what it asks for)
 from .summary import Summary
 
 OPT_OUT = ("noai", "noimageai", "noindex", "noimageindex")
@@ -96,34 +99,6 @@ def rebase(url: str, base_url: str | None) -> str:
     if parts.scheme.lower() not in ("http", "https"):  # file:, data:… are never rebased onto a server
         return url
     return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, parts.fragment))
-
-
-def unfetchable(url: str) -> str | None:
-    """Why the engine will not ask for ``url`` (None: it will). Only http and https with a host are fetched — no
-    ``file:``, ``ftp:``, ``data:``, ``javascript:``, ``mailto:`` — and a redirect may only lead to http(s) too
-    (any host: CDNs redirect across hosts; at most 5 hops)."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises ValueError on a bad port)
-    except ValueError:
-        return "invalid URL"
-    if not parts.scheme:
-        return "invalid URL"
-    if parts.scheme.lower() not in ("http", "https"):
-        return f"not an http(s) URL ({parts.scheme}:)"
-    if not parts.hostname:
-        return "invalid URL (no host)"
-    return None
-
-
-def check_base_url(base_url: str | None, limit: int | None = None) -> None:
-    """The options every network source shares: ``--base-url`` (scheme and host) and ``--limit``/``--count``."""
-    if limit is not None and limit < 1:
-        raise UserError("--limit must be a positive number of images")
-    if base_url is None:
-        return
-    if unfetchable(base_url):
-        raise UserError(f"--base-url {base_url!r}: give a scheme and host, e.g. http://127.0.0.1:8080")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -220,12 +195,33 @@ class FetchOptions:
     lanes: dict = field(default_factory=dict)  # lane → {"concurrency": n, "rate": r} overriding per_host and rate
 
     def validate(self) -> None:
-        from .options import check_declared
-        from .stages import declared
-
-        check_declared(self, declared("fetch", "urls"))  # the engine's options, declared alike for every source
+        # the engine's declared options (--rate, --retries …), declared alike for every source
+        check_call(FETCH_URLS, **{k: getattr(self, k) for k in ENGINE_KEYS})
         if self.per_host < 1:
             raise UserError("per_host must be at least 1")
+
+
+_CLIENT_ERRORS = (TimeoutError, aiohttp.ClientError, ConnectionError, ValueError)
+
+
+def _outcome_of(e: BaseException) -> _Outcome:
+    """What a failed request means for its job: worth another try (timeouts, resets, a cut body) or not (bad
+    addresses, redirect loops or redirects off http)."""
+    if isinstance(e, TimeoutError):
+        return _Outcome("timeout", True)
+    if isinstance(e, aiohttp.ClientPayloadError):
+        return _Outcome("truncated body", True)
+    if isinstance(e, aiohttp.TooManyRedirects):
+        return _Outcome("too many redirects", False, permanent=True)
+    if isinstance(e, aiohttp.NonHttpUrlRedirectClientError):  # a redirect to file:, ftp:, javascript:…
+        return _Outcome("redirect to a non-http URL", False, permanent=True)
+    if isinstance(e, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError)):
+        return _Outcome("invalid URL", False, permanent=True)
+    if isinstance(e, (aiohttp.ClientConnectionError, ConnectionError)):
+        return _Outcome(_connection_label(e), True)
+    if isinstance(e, aiohttp.ClientResponseError):
+        return _Outcome(f"bad response ({e.message})", True)
+    raise e
 
 
 class _Decoder:
@@ -411,79 +407,82 @@ class Fetcher:
 
     async def _attempt(self, url: str, headers: dict, host: _Host, keep_error_body: bool = False,
                        hold: _Hold | None = None) -> tuple[bytes, dict]:
-        """One GET. Raises :class:`_Outcome` unless the answer is 200 with an acceptable body; with
-        ``keep_error_body`` the outcome of a non-200 answer carries its body (a page's check may recognise it).
+        """One GET, in the host's turn. Raises :class:`_Outcome` unless the answer is 200 with an acceptable body;
+        with ``keep_error_body`` the outcome of a non-200 answer carries its body (a page's check may recognise it).
         With ``hold``, the body's bytes are reserved in the budget before they are read."""
-        session = self._session
-        loop = asyncio.get_running_loop()
         async with host.sem:
-            now = loop.time()
-            slot = max(now, host.next_slot, host.paused_until)
-            host.next_slot = slot + host.interval
-            if slot > now:
-                await asyncio.sleep(slot - now)
+            await self._turn(host)
             try:
                 async with (asyncio.timeout(self.opts.timeout) as deadline,
-                            session.get(url, headers=headers or None, allow_redirects=True, max_redirects=5) as resp):
-                    status = resp.status
-                    if status != 200:
-                        wait = parse_retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
-                        if status == 429:
-                            pause = min(wait if wait is not None else self._backoff(1), self.opts.max_wait)
-                            host.paused_until = max(host.paused_until, loop.time() + pause)
-                        retryable = status in RETRYABLE or (500 <= status < 600 and status not in (501, 505))
-                        out = _Outcome(f"HTTP {status}", retryable, permanent=not retryable, status=status, wait=wait)
-                        if keep_error_body:
-                            out.body = _Decoder.whole(resp.headers.get("Content-Encoding"),
-                                                      await resp.content.read(1 << 20), 1 << 20)
-                        raise out
-                    if self.opts.respect_opt_out:
-                        directive = opted_out(resp.headers.getall("X-Robots-Tag", []))
-                        if directive:
-                            raise _Outcome(f"opted out (X-Robots-Tag: {directive})", False, permanent=True, status=200)
-                    meta = {"http_status": status, "content_type": resp.headers.get("Content-Type")}
-                    length = resp.headers.get("Content-Length")
-                    decoder = _Decoder(resp.headers.get("Content-Encoding"))
-                    if length and length.isdigit() and int(length) > self.opts.max_bytes:
-                        raise _Outcome(f"body too large ({int(length)} bytes)", False, permanent=True, status=200)
-                    if length and length.isdigit() and decoder.z is None:
-                        if hold is None:
-                            return await resp.read(), meta
-                        await self._room(deadline, hold, 2 * int(length))  # the chunks, and their join
-                        body = await resp.read()
-                        self.budget.give(hold, int(length))
-                        return body, meta
-                    chunks, size = [], 0  # decoded bytes: a 1 MB gzip of 1 GiB stops at max_bytes, as it grows
-                    async for chunk in resp.content.iter_chunked(1 << 16):
-                        for piece in decoder.pieces(chunk):
-                            size += len(piece)
-                            if size > self.opts.max_bytes:
-                                raise _Outcome(f"body too large (over {self.opts.max_bytes} bytes"
-                                               f"{' decoded' if decoder.z else ''})", False, True, 200)
-                            while hold is not None and 2 * size > hold.n:  # the body and the join's copy
-                                await self._room(deadline, hold, _Budget.STEP)
-                            chunks.append(piece)
-                    decoder.finish()
-                    body = b"".join(chunks)
-                    if hold is not None:
-                        self.budget.give(hold, max(0, hold.n - len(body)))
-                    return body, meta
+                            self._session.get(url, headers=headers or None, allow_redirects=True,
+                                              max_redirects=5) as resp):
+                    if resp.status != 200:
+                        raise await self._refusal(resp, host, keep_error_body)
+                    self._check_opt_out(resp)
+                    meta = {"http_status": resp.status, "content_type": resp.headers.get("Content-Type")}
+                    return await self._body(resp, deadline, hold), meta
             except _Outcome:
                 raise
-            except TimeoutError:
-                raise _Outcome("timeout", True) from None
-            except aiohttp.ClientPayloadError:
-                raise _Outcome("truncated body", True) from None
-            except aiohttp.TooManyRedirects:
-                raise _Outcome("too many redirects", False, permanent=True) from None
-            except aiohttp.NonHttpUrlRedirectClientError:  # a redirect to file:, ftp:, javascript:…
-                raise _Outcome("redirect to a non-http URL", False, permanent=True) from None
-            except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError):
-                raise _Outcome("invalid URL", False, permanent=True) from None
-            except (aiohttp.ClientConnectionError, ConnectionError) as e:
-                raise _Outcome(_connection_label(e), True) from None
-            except aiohttp.ClientResponseError as e:
-                raise _Outcome(f"bad response ({e.message})", True) from None
+            except _CLIENT_ERRORS as e:
+                raise _outcome_of(e) from None
+
+    async def _turn(self, host: _Host) -> None:
+        """Wait for the host's next request slot (its rate, and any pause a 429 asked for)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        slot = max(now, host.next_slot, host.paused_until)
+        host.next_slot = slot + host.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    async def _refusal(self, resp: aiohttp.ClientResponse, host: _Host, keep_body: bool) -> _Outcome:
+        """The outcome of a non-200 answer: retryable or not, the wait it asks for (a 429 also pauses its host)."""
+        status = resp.status
+        wait = parse_retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
+        if status == 429:
+            pause = min(wait if wait is not None else self._backoff(1), self.opts.max_wait)
+            host.paused_until = max(host.paused_until, asyncio.get_running_loop().time() + pause)
+        retryable = status in RETRYABLE or (500 <= status < 600 and status not in (501, 505))
+        out = _Outcome(f"HTTP {status}", retryable, permanent=not retryable, status=status, wait=wait)
+        if keep_body:
+            out.body = _Decoder.whole(resp.headers.get("Content-Encoding"), await resp.content.read(1 << 20), 1 << 20)
+        return out
+
+    def _check_opt_out(self, resp: aiohttp.ClientResponse) -> None:
+        if self.opts.respect_opt_out:
+            directive = opted_out(resp.headers.getall("X-Robots-Tag", []))
+            if directive:
+                raise _Outcome(f"opted out (X-Robots-Tag: {directive})", False, permanent=True, status=200)
+
+    async def _body(self, resp: aiohttp.ClientResponse, deadline: asyncio.Timeout, hold: _Hold | None) -> bytes:
+        """The answer's body, decoded, at most ``max_bytes``; with ``hold``, room for it taken from the budget as it
+        grows (a known length at once)."""
+        length = resp.headers.get("Content-Length")
+        decoder = _Decoder(resp.headers.get("Content-Encoding"))
+        if length and length.isdigit() and int(length) > self.opts.max_bytes:
+            raise _Outcome(f"body too large ({int(length)} bytes)", False, permanent=True, status=200)
+        if length and length.isdigit() and decoder.z is None:
+            if hold is None:
+                return await resp.read()
+            await self._room(deadline, hold, 2 * int(length))  # the chunks, and their join
+            body = await resp.read()
+            self.budget.give(hold, int(length))
+            return body
+        chunks, size = [], 0  # decoded bytes: a 1 MB gzip of 1 GiB stops at max_bytes, as it grows
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            for piece in decoder.pieces(chunk):
+                size += len(piece)
+                if size > self.opts.max_bytes:
+                    raise _Outcome(f"body too large (over {self.opts.max_bytes} bytes"
+                                   f"{' decoded' if decoder.z else ''})", False, True, 200)
+                while hold is not None and 2 * size > hold.n:  # the body and the join's copy
+                    await self._room(deadline, hold, _Budget.STEP)
+                chunks.append(piece)
+        decoder.finish()
+        body = b"".join(chunks)
+        if hold is not None:
+            self.budget.give(hold, max(0, hold.n - len(body)))
+        return body
 
     async def _room(self, deadline: asyncio.Timeout, hold: _Hold, n: int) -> None:
         """Wait for room in the memory budget; the wait does not count against the request's --timeout (the server
@@ -518,82 +517,108 @@ class Fetcher:
             self.stop.set()
 
     async def _run_job(self, pool: ThreadPoolExecutor, job: Job, prog: Progress, deferred: bool = False) -> None:
-        """One job to its end: accepted, or recorded as given up on. A server asking (Retry-After) for a longer wait
-        than ``max_wait`` (``--max-wait``) sends the job to the end of the run (``self.deferred``) the first
-        time, and is recorded as a failure that a later run tries again the second time."""
-        loop = asyncio.get_running_loop()
-        urls = [job.url, *job.fallbacks]
+        """One job to its end: accepted, or recorded as given up on. Its URL is tried, then its fallbacks while the
+        answer is 404 or 410; an address the engine does not ask for is a permanent failure."""
         last: _Outcome | None = None
         tried: list[str] = []
-        for url in urls:
+        attempts = 0
+        for url in [job.url, *job.fallbacks]:
             tried.append(url)
             refused = unfetchable(url)
             if refused:  # never asked: a permanent, recorded failure (a re-run skips it)
-                last = _Outcome(refused, False, permanent=True)
-                attempt = 0
+                last, attempts = _Outcome(refused, False, permanent=True), 0
                 continue
-            host = self._host(job.lane or host_key(url))
-            for attempt in range(1, self.opts.retries + 2):
-                if self.stop.is_set():
-                    return
-                hold = _Hold()
-                try:
-                    body, meta = await self._attempt(url, job.headers, host, hold=hold)
-                    await self.budget.take(hold, _check_cost(body))
-                    result = await loop.run_in_executor(pool, self._accept, job, url, body, meta)
-                    if result[0] == "bad":  # an error page with status 200 or a damaged body: worth another try
-                        out = _Outcome(result[1].split(" (")[0], True, status=200)
-                        out.detail = result[1]
-                        raise out
-                except _Outcome as out:
-                    body = None
-                    self.budget.give_back(hold)  # before any backoff sleep
-                    last = out
-                    self._note(False, out.label, url)
-                    if out.wait is not None and out.wait > self.opts.max_wait:
-                        if not deferred:
-                            self.deferred.append(job)
-                            self.counts["deferred"] += 1
-                            return
-                        last = _Outcome(f"asked to wait {out.wait:.0f} s (over --max-wait "
-                                        f"{self.opts.max_wait:g} s)", True, status=out.status)
-                        break
-                    if out.retryable and attempt <= self.opts.retries and not self.stop.is_set():
-                        self.counts["retries"] += 1
-                        prog.advance(0, retry=1)
-                        delay = out.wait if out.wait is not None else self._backoff(attempt)
-                        await asyncio.sleep(min(delay, self.opts.max_wait))
-                        continue
-                    break
-                finally:
-                    self.budget.give_back(hold)
-                if result[0] == "duplicate":  # a server answering one placeholder for everything trips the breaker
-                    self._note(False, "duplicate body", url)
-                    self.counts["duplicate_bodies"] += 1
-                    self.failures["duplicate body"] += 1
-                    prog.advance(0, duplicate=1)
-                else:
-                    self._note(True, "ok", url)
-                    if result[1] is not None:
-                        self.counts["accepted"] += 1
-                        self.bytes += len(body)
-                        prog.advance(1)
+            ended, last, attempts = await self._try_url(pool, job, url, prog, deferred)
+            if ended:
                 return
             if last is None or last.status not in (404, 410):
                 break  # only a missing file sends us on to the next fallback
         if last is not None and not self.stop.is_set():
-            self.failures[last.label] += 1
-            self.counts["permanent_failures" if last.permanent else "failures"] += 1
-            info = {"url": job.url, "permanent": last.permanent, "attempts": attempt}
-            if len(tried) > 1:
-                info["tried"] = tried
-            if last.status is not None:
-                info["status"] = last.status
-            if last.detail:
-                info["detail"] = last.detail
-            await loop.run_in_executor(pool, lambda: self.ds.fail(job.key, last.label, **info))
-            self._skip.add(job.key)  # the list naming it again later in this run does not ask again
-            prog.advance(0, failed=1)
+            await self._give_up(pool, job, last, attempts, tried, prog)
+
+    async def _try_url(self, pool: ThreadPoolExecutor, job: Job, url: str, prog: Progress,
+                       deferred: bool) -> tuple[bool, _Outcome | None, int]:
+        """Ask for ``url`` until it is accepted or not worth another try: ``(ended, last failure, attempts)``. The
+        job has ended when its body was taken (or was a duplicate), when the run is stopping, or when a server asks
+        (Retry-After) for a longer wait than ``max_wait`` (``--max-wait``): the first time the job goes to the end of
+        the run (``self.deferred``); the second time it is a failure that a later run tries again."""
+        host = self._host(job.lane or host_key(url))
+        last: _Outcome | None = None
+        for attempt in range(1, self.opts.retries + 2):
+            if self.stop.is_set():
+                return True, last, attempt
+            try:
+                result, body = await self._fetch_and_accept(pool, job, url, host)
+            except _Outcome as out:
+                last = out
+                self._note(False, out.label, url)
+                if out.wait is not None and out.wait > self.opts.max_wait:
+                    if not deferred:
+                        self.deferred.append(job)
+                        self.counts["deferred"] += 1
+                        return True, last, attempt
+                    last = _Outcome(f"asked to wait {out.wait:.0f} s (over --max-wait {self.opts.max_wait:g} s)",
+                                    True, status=out.status)
+                    return False, last, attempt
+                if out.retryable and attempt <= self.opts.retries and not self.stop.is_set():
+                    self.counts["retries"] += 1
+                    prog.advance(0, retry=1)
+                    await asyncio.sleep(min(out.wait if out.wait is not None else self._backoff(attempt),
+                                            self.opts.max_wait))
+                    continue
+                return False, last, attempt
+            self._taken(result, body, url, prog)
+            return True, None, attempt
+        return False, last, self.opts.retries + 1
+
+    async def _fetch_and_accept(self, pool: ThreadPoolExecutor, job: Job, url: str,
+                                host: _Host) -> tuple[tuple, bytes]:
+        """One GET of ``url`` and the check of its body (in ``pool``), with the body's room in the memory budget
+        given back before this returns — before any backoff sleep. A body that fails its check (an error page with
+        status 200, a damaged image) is an outcome worth another try."""
+        hold = _Hold()
+        try:
+            body, meta = await self._attempt(url, job.headers, host, hold=hold)
+            await self.budget.take(hold, _check_cost(body))
+            result = await asyncio.get_running_loop().run_in_executor(pool, self._accept, job, url, body, meta)
+        finally:
+            self.budget.give_back(hold)
+        if result[0] == "bad":
+            out = _Outcome(result[1].split(" (")[0], True, status=200)
+            out.detail = result[1]
+            raise out
+        return result, body
+
+    def _taken(self, result: tuple, body: bytes, url: str, prog: Progress) -> None:
+        """Count a body the check took: stored, known already, or a duplicate of another URL's (a server answering
+        one placeholder for everything trips the breaker)."""
+        if result[0] == "duplicate":
+            self._note(False, "duplicate body", url)
+            self.counts["duplicate_bodies"] += 1
+            self.failures["duplicate body"] += 1
+            prog.advance(0, duplicate=1)
+            return
+        self._note(True, "ok", url)
+        if result[1] is not None:
+            self.counts["accepted"] += 1
+            self.bytes += len(body)
+            prog.advance(1)
+
+    async def _give_up(self, pool: ThreadPoolExecutor, job: Job, last: _Outcome, attempts: int, tried: list[str],
+                       prog: Progress) -> None:
+        """Record the job as given up on (failures.jsonl), so that this run does not ask for it again."""
+        self.failures[last.label] += 1
+        self.counts["permanent_failures" if last.permanent else "failures"] += 1
+        info = {"url": job.url, "permanent": last.permanent, "attempts": attempts}
+        if len(tried) > 1:
+            info["tried"] = tried
+        if last.status is not None:
+            info["status"] = last.status
+        if last.detail:
+            info["detail"] = last.detail
+        await asyncio.get_running_loop().run_in_executor(pool, lambda: self.ds.fail(job.key, last.label, **info))
+        self._skip.add(job.key)  # the list naming it again later in this run does not ask again
+        prog.advance(0, failed=1)
 
     async def page(self, url: str, lane: str | None = None, headers: dict | None = None,
                    check: Callable[[str], None] | None = None) -> str:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 × 8000; anything larger is refused before its pixels are decoded
 RESIZE_MODES = ("center-crop", "pad", "keep-ratio")
@@ -337,22 +337,6 @@ def decode_array(data: bytes) -> np.ndarray:
     if arr is None:
         raise ImageError("the image does not decode")
     return arr[..., ::-1]
-
-
-def parse_color(value: str | Sequence[int]) -> tuple[int, int, int]:
-    """``"#fff"``, ``"white"``, ``"255,255,255"`` or a tuple → an RGB tuple. Raises ValueError with the reason."""
-    if not isinstance(value, str):
-        rgb = tuple(int(v) for v in value)[:3]
-    elif "," in value:
-        rgb = tuple(int(v) for v in value.split(","))
-    else:
-        try:
-            rgb = ImageColor.getrgb(value)[:3]
-        except ValueError:
-            raise ValueError(f"unknown colour {value!r}; use a name (white), #rrggbb or r,g,b") from None
-    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
-        raise ValueError(f"bad colour {value!r}; use a name (white), #rrggbb or r,g,b with values 0-255")
-    return rgb  # type: ignore[return-value]
 
 
 def to_rgb(im: Image.Image, background: Sequence[int] = (255, 255, 255)) -> Image.Image:

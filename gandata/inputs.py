@@ -51,6 +51,17 @@ class Sample:
     def read(self) -> bytes:
         return self.load()
 
+    def read_or_why(self) -> tuple[bytes, None] | tuple[None, str]:
+        """``(bytes, None)``, or ``(None, why)`` when the file cannot be read (a dangling link, a FIFO, a device, a
+        file over the size limit): the sample's verdict. A file a Ray task's machine does not see
+        (:class:`MissingInput`) is the task's failure, and raised."""
+        try:
+            return self.load(), None
+        except MissingInput:
+            raise
+        except OSError as e:
+            return None, f"cannot read ({e.strerror or e})"
+
 
 class Input:
     """A readable source of samples: a dataset folder, a plain folder of images, or WebDataset tars.

@@ -12,11 +12,15 @@ from PIL import Image
 
 from . import images, shardset, storage
 from .datasets import lookup_field
+from .declarations import INSPECT
 from .inputs import DatasetInput, Sample, TarInput, open_input
+from .options import check_call
 from .progress import Progress
 from .summary import Summary
 
 TOP = 10
+
+_DEFAULT = INSPECT.defaults()
 
 
 @dataclass
@@ -65,21 +69,19 @@ class InspectReport(Summary):
             out.append(f"  contact sheet: {self.grid}")
         return out
 
-    def brief(self) -> str:
-        return self.lines()[0]
-
 
 def inspect_path(
     path: str | os.PathLike,
     grid: str | os.PathLike | None = None,
-    grid_n: int = 64,
-    cell: int = 128,
+    grid_n: int = _DEFAULT["grid_n"],
+    cell: int = _DEFAULT["cell"],
     label_field: str | None = None,
-    seed: int = 0,
+    seed: int = _DEFAULT["seed"],
     progress: bool = False,
 ) -> InspectReport:
     """Count samples, image sizes, labels and failures of ``path``; with ``grid``, write a contact sheet PNG of
     ``grid_n`` samples drawn evenly at random (fixed ``seed``)."""
+    check_call(INSPECT, grid_n=grid_n, cell=cell, seed=seed)
     src = open_input(path)
     sset = shardset.read(path) if isinstance(src, TarInput) and (storage.is_url(path) or Path(path).is_dir()) \
         else None

@@ -1,23 +1,62 @@
-"""A stage's options, declared once: name, type, default, range or choices, help. The command line
-(:mod:`gandata.cli`) and pipeline files (:mod:`gandata.pipeline`) are both derived from these declarations
-(:mod:`gandata.stages`), and both check values with :meth:`Opt.check`, so a pipeline file can never do what the
-command line refuses, and an error names the option the way the user wrote it (``--val-fraction`` on the command
-line, ``[shard] val_fraction`` in a pipeline file).
+"""How an option is declared and checked: :class:`Opt` (name, type, default, range or choices, help),
+:class:`Declaration` (a command's options and the rules between them) and :class:`Declared` (a library's options
+object, whose defaults and checks are its command's declaration). The declarations themselves are data in
+:mod:`gandata.declarations`; the command line (:mod:`gandata.cli`), pipeline files (:mod:`gandata.pipeline`) and the
+library's option objects all check values with :meth:`Declaration.check`, so a pipeline file can never do what the
+command line refuses, a library call gets the command line's defaults, and an error names the option the way the
+user wrote it (``--val-fraction`` on the command line, ``[shard] val_fraction`` in a pipeline file).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import OptionError, UserError
 from .storage import is_url
 
 PATH_TYPE = Path
 LIST = "list"  # a list of strings (a single string is taken as a list of one)
+COLOR = "colour"  # a colour name, #rrggbb or r,g,b: checked into a Color
+
+
+class Color(str):
+    """A colour as the user wrote it (``"white"``, ``"#102030"``, ``"16,32,48"``: what records and summaries show),
+    parsed once, when it is checked: ``.rgb`` is what runs."""
+
+    rgb: tuple[int, int, int]
+
+    def __new__(cls, text: str, rgb: tuple[int, int, int]) -> Color:
+        self = super().__new__(cls, text)
+        self.rgb = rgb
+        return self
+
+    def __reduce__(self):  # copies and pickles (dataclasses.asdict, Ray tasks) keep the parsed value
+        return Color, (str(self), self.rgb)
+
+    @classmethod
+    def parse(cls, value: Any) -> Color:
+        """``"#fff"``, ``"white"``, ``"255,255,255"`` → a Color; ValueError with the reason."""
+        if isinstance(value, Color):
+            return value
+        text = str(value)
+        try:
+            if "," in text:
+                rgb = tuple(int(v) for v in text.split(","))
+            else:
+                from PIL import ImageColor  # not at import: `gandata --help` loads no imaging library
+
+                rgb = ImageColor.getrgb(text)[:3]
+        except ValueError:
+            raise ValueError(f"unknown colour {text!r}; use a name (white), #rrggbb or r,g,b") from None
+        if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+            raise ValueError(f"bad colour {text!r}; use a name (white), #rrggbb or r,g,b with values 0-255")
+        return cls(text, rgb)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -57,7 +96,7 @@ class Opt:
         if self.choices:
             return "one of " + ", ".join(self.choices)
         kind = {bool: "true or false", int: "a whole number", float: "a number", str: "text", PATH_TYPE: "a path",
-                LIST: "a list of text values"}[self.type]
+                LIST: "a list of text values", COLOR: "a colour"}[self.type]
         def num(v: float) -> str:
             return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
@@ -105,6 +144,13 @@ class Opt:
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, Path)) for v in value):
                 raise bad
             value = [str(Path(v).expanduser()) if str(v).startswith("~") else str(v) for v in value]
+        elif t == COLOR:
+            if not isinstance(value, str):
+                raise bad
+            try:
+                value = Color.parse(value)
+            except ValueError as e:
+                raise error(f"{self.name(where)}: {e}") from None
         if self.choices and value not in self.choices:
             raise bad
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -137,16 +183,103 @@ def values(options: tuple[Opt, ...], given: dict[str, Any], where: str) -> dict[
     return {key: o.check(given[key], where) if key in given else o.default for key, o in known.items()}
 
 
-def check_declared(obj: Any, options: tuple[Opt, ...], error: type[UserError] = UserError) -> None:
-    """A library call's options (a dataclass whose fields carry the declared names, or a dict of a function's
-    arguments) checked by the stage's declaration — the same check the command line and pipeline files make, so that
-    the library repeats none of it. Fields that are not declared, and values left None, are not checked here. The
-    error names the option as the command line does."""
-    for o in options:
-        value = obj.get(o.key) if isinstance(obj, dict) else getattr(obj, o.key, None)
-        if value is None or o.argument:
-            continue
+Rule = Callable[[dict[str, Any], Callable[[str], str]], None]  # (values, how an option is named) → ValueError
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A command's options and the rules between them (what no single option can say: smoothing for a critic
+    without targets, a row limit that Ray tasks cannot keep). Checked whole by :meth:`check`, the one check that
+    the command line, pipeline files and the library's option objects share."""
+
+    command: tuple[str, ...]
+    options: tuple[Opt, ...]
+    rules: tuple[Rule, ...] = ()
+
+    def option(self, key: str) -> Opt:
+        return next(o for o in self.options if o.key == key)
+
+    def defaults(self) -> dict[str, Any]:
+        return {o.key: o.default for o in self.options}
+
+    def check(self, given: dict[str, Any], where: str) -> dict[str, Any]:
+        """Every option checked and converted, the rest at their defaults, then the rules; one line naming the
+        option as ``where`` has it (``"cli"`` or a pipeline table) for the first mistake."""
+        checked = values(self.options, given, where)
+        self.check_rules(checked, where)
+        return checked
+
+    def check_rules(self, checked: dict[str, Any], where: str) -> None:
+        by_key = {o.key: o for o in self.options}
+
+        def name(key: str) -> str:
+            return by_key[key].name(where) if key in by_key else key
+
+        for rule in self.rules:
+            try:
+                rule(checked, name)
+            except ValueError as e:
+                raise (OptionError if where == "cli" else UserError)(str(e)) from None
+
+
+_TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("declared_trusted", default=False)
+
+
+@contextlib.contextmanager
+def checked_already() -> Iterator[None]:
+    """Options objects made inside this block take their values as already checked by their declaration (the
+    command line and pipeline files check every value before a stage runs): nothing is checked or parsed twice."""
+    token = _TRUSTED.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+class Declared:
+    """A library's options object (a dataclass) whose fields are options of a command: their defaults are the
+    declared ones (:func:`declared_defaults`), and a value given to the library is checked and converted by the same
+    declaration as on the command line, once, when the object is made. A field the declaration lacks is the
+    library's own."""
+
+    ERROR: ClassVar[type[UserError]] = UserError
+
+    def declaration(self) -> Declaration:
+        raise NotImplementedError
+
+    def __post_init__(self) -> None:
+        if _TRUSTED.get():
+            return
+        d = self.declaration()
+        own = {f.name for f in fields(self)}  # type: ignore[arg-type]
+        given = {o.key: getattr(self, o.key) for o in d.options if o.key in own and o.cli and not o.argument
+                 and getattr(self, o.key) is not None}
         try:
-            o.check(value, "cli")
+            checked = d.check(given, "cli")
         except UserError as e:
-            raise error(str(e)) from None
+            raise self.ERROR(str(e)) from None
+        for key in given:
+            if d.option(key).type is not PATH_TYPE:  # a path stays as given (str or Path); the rest as checked
+                setattr(self, key, checked[key])
+
+
+def check_call(declaration: Declaration, error: type[UserError] = UserError, **given: Any) -> dict[str, Any]:
+    """A library function's arguments checked by its command's declaration — the same check as on the command line,
+    naming the option as the command line does — and converted (a colour parsed once); values left None and keys the
+    declaration lacks pass as given. Inside :func:`checked_already` (a stage run by the command line or a pipeline,
+    whose values are checked before it starts) nothing is checked again."""
+    if _TRUSTED.get():
+        return given
+    offered = {o.key for o in declaration.options if o.cli and not o.argument}
+    mine = {k: v for k, v in given.items() if k in offered and v is not None}
+    try:
+        checked = declaration.check(mine, "cli")
+    except UserError as e:
+        raise error(str(e)) from None
+    return {k: checked[k] if k in mine else v for k, v in given.items()}
+
+
+def declared_defaults(declaration: Declaration, *keys: str) -> dict[str, Any]:
+    """The declared defaults of ``keys`` (all options when none are named): what a library's options object
+    takes as its own defaults."""
+    return {o.key: o.default for o in declaration.options if not keys or o.key in keys}

@@ -3,8 +3,9 @@ run in order by ``gandata run FILE.toml``.
 
 A file is TOML with an optional ``[pipeline]`` table (``name``, ``dataset``, ``base_url``, ``data_dir``) and one
 table per stage. A stage's keys are its command's options with ``_`` for ``-`` (``min_face``, ``val_fraction``…),
-declared once in :mod:`gandata.stages`; ``fetch`` takes ``source`` (bitmoji, bricklink, rebrickable, urls), ``crop``
-and ``train`` take ``kind``. The whole file — every table, key and value — is checked before the first stage runs.
+declared once in :mod:`gandata.declarations`; ``fetch`` takes ``source`` (bitmoji, bricklink, rebrickable, urls),
+``crop`` and ``train`` take ``kind``. The whole file — every table, key and value, the rules between values, the
+names — is checked before the first stage runs.
 A stage reads what the stage before it wrote unless its table names ``src``/``shards``; outputs default to the
 usual places (``DATA/<dataset>/raw|faces|shards``, ``runs/<name>``). Relative paths in the file are relative to
 the working directory, as on the command line.
@@ -17,22 +18,20 @@ continues where it stopped, and a finished one is a quick no-op.
 from __future__ import annotations
 
 import os
-import re
 import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .declarations import check_name, clean_name
 from .errors import UserError
-from .options import values
 from .shardset import refuse_commands
 from .stages import TABLES, Context, Stage, for_table
 from .storage import is_url
 from .summary import Summary
 
 HEAD_KEYS = ("name", "dataset", "base_url", "data_dir", "allow_commands", "allow_outside")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a folder name: never a path, never ".."
 BUILT_IN_EXTRACTORS = ("inception", "tiny-random")
 SHIPPED = Path(__file__).resolve().parent / "pipelines"  # an installed copy
 _CHECKOUT = Path(__file__).resolve().parents[1] / "pipelines"  # the repository's
@@ -79,8 +78,7 @@ def load(path: str | os.PathLike, sets: list[str] | None = None) -> dict:
                     table[k] = str(Path(v).expanduser())
     if not isinstance(spec.setdefault("pipeline", {}), dict):
         raise UserError(f"{path}: [pipeline] must be a table (got pipeline = {spec['pipeline']!r:.40})")
-    spec["pipeline"].setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.")
-                                               or "pipeline")
+    spec["pipeline"].setdefault("name", clean_name(path.stem, "pipeline"))
     spec["pipeline"].setdefault("source_file", str(path))
     return spec
 
@@ -106,9 +104,12 @@ def plan(spec: dict, where: str = "pipeline", data_dir: str | os.PathLike = "dat
         if key in head and not isinstance(head[key], str):
             raise UserError(f"{where}: [pipeline] {key} must be text (got {head[key]!r})")
     for key in ("name", "dataset"):
-        if key in head and not NAME_RE.match(head[key]):
-            raise UserError(f"{where}: [pipeline] {key} = {head[key]!r} must be a plain name (letters, digits, "
-                            "'_', '-', '.'): it names a folder under the data dir or runs/")
+        if key in head:
+            try:
+                check_name(head[key])
+            except ValueError as e:
+                raise UserError(f"{where}: [pipeline] {key} = {head[key]!r:.60} must be a plain name: it names a "
+                                f"folder under the data dir or runs/ ({e})") from None
     for key in ("allow_commands", "allow_outside"):
         if key in head and not isinstance(head[key], bool):
             raise UserError(f"{where}: [pipeline] {key} must be true or false")
@@ -126,7 +127,7 @@ def plan(spec: dict, where: str = "pipeline", data_dir: str | os.PathLike = "dat
             raise UserError(f"{where}: {table} must be a table ([{table}])")
         stage = for_table(table, spec[table], where)
         given = {k: v for k, v in spec[table].items() if stage.select is None or k != stage.select[0]}
-        steps.append(Step(table, stage, values(stage.options, given, table)))
+        steps.append(Step(table, stage, stage.declaration.check(given, table)))
     if not head.get("allow_commands"):
         for step in steps:
             _refuse_commands(step, where)
@@ -195,9 +196,6 @@ class PipelineResult(Summary):
     def lines(self) -> list[str]:
         return [f"pipeline {self.pipeline} ({self.dataset}) done in {self.seconds} s:"] + [
             f"  {s.stage:<6} {s.line}  ({s.seconds} s) → {s.out}" for s in self.stages]
-
-    def brief(self) -> str:
-        return self.lines()[0]
 
 
 def _output(table: str, values: dict, ctx: Context, summary: Summary | None) -> str:

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -42,10 +42,12 @@ import numpy as np
 
 from . import __version__, images, shardset, storage
 from .datasets import Dataset, dataset_stage_folders, is_dataset
-from .dedupe import DEFAULT_THRESHOLD, HASH_NAME, clusters
+from .declarations import SHARD, clean_name
+from .dedupe import HASH_NAME, clusters
 from .errors import UserError
 from .fileio import FolderLock, atomic_file, remove_stale_tmp
 from .inputs import Input, open_input
+from .options import Color, Declaration, Declared, check_call
 from .progress import Progress
 from .records import Item, Items, Signatures, conform, plan_of, sample_json
 from .shard_map import CORRUPT, DUPLICATE, MAP_FORMAT, PROBLEM, Rejected, Runner, Spool, map_local, map_on_ray
@@ -56,37 +58,36 @@ from .workers import MemoryBudget, cores, steady_heap
 WORK = ".work"
 REJECTED = "rejected.jsonl"
 NEAR, NO_LABEL = "near_duplicate", "missing_label"  # kinds of rejected.jsonl rows (and CORRUPT, DUPLICATE, PROBLEM)
-TASK_SIZE = 2000  # samples of a dataset or image folder per map task (--engine ray); a tar is one task
+
+
+_DEFAULT = SHARD.defaults()
 
 
 @dataclass
-class ShardOptions:
-    """What ``gandata shard`` does to the pixels and the set, under the declared names (:mod:`gandata.stages`),
-    checked by that declaration."""
+class ShardOptions(Declared):
+    """What ``gandata shard`` does to the pixels and the set: the declared options of ``gandata shard``
+    (:mod:`gandata.declarations`) under their declared names and defaults, checked by that declaration when made."""
 
-    size: int = 64
-    resize: str = "center-crop"
-    format: str = "png"  # of the images in the shards
-    quality: int = 95
-    background: str = "white"
-    pad_color: str = "white"
-    max_pixels: int = images.DEFAULT_MAX_PIXELS
-    val_fraction: float = 0.02
-    seed: int = 0
-    maxcount: int = 10000
-    min_shards: int = 8
-    dedupe: str = "exact"  # exact | near | none
-    threshold: int = DEFAULT_THRESHOLD  # bits, for --dedupe near
-    label_field: str | None = None
-    draft: bool = True  # JPEGs decoded at the smallest DCT scale that keeps twice the output size
-    workers: int = 0  # 0: one per CPU core
-    memory: int = 1024  # MiB that decoded images may hold at once, all workers together
+    size: int = _DEFAULT["size"]
+    resize: str = _DEFAULT["resize"]
+    format: str = _DEFAULT["format"]  # of the images in the shards
+    quality: int = _DEFAULT["quality"]
+    background: Color = _DEFAULT["background"]
+    pad_color: Color = _DEFAULT["pad_color"]
+    max_pixels: int = images.DEFAULT_MAX_PIXELS  # the library's own (not an option)
+    val_fraction: float = _DEFAULT["val_fraction"]
+    seed: int = _DEFAULT["seed"]
+    maxcount: int = _DEFAULT["maxcount"]
+    min_shards: int = _DEFAULT["min_shards"]
+    dedupe: str = _DEFAULT["dedupe"]  # exact | near | none
+    threshold: int = _DEFAULT["threshold"]  # bits, for --dedupe near
+    label_field: str | None = _DEFAULT["label_field"]
+    draft: bool = _DEFAULT["draft"]  # JPEGs decoded at the smallest DCT scale that keeps twice the output size
+    workers: int = _DEFAULT["workers"]  # 0: one per CPU core
+    memory: int = _DEFAULT["memory"]  # MiB that decoded images may hold at once, all workers together
 
-    def validate(self) -> None:
-        from .options import check_declared
-        from .stages import declared
-
-        check_declared(self, declared("shard"))
+    def declaration(self) -> Declaration:
+        return SHARD
 
     def pixel_options(self) -> dict:
         """The options that change a processed image; the spool is reused only while these are unchanged."""
@@ -96,8 +97,8 @@ class ShardOptions:
             "resize": self.resize,
             "format": "jpg" if fmt == "jpeg" else fmt,
             "quality": self.quality if fmt != "png" else None,
-            "background": list(images.parse_color(self.background)),
-            "pad_color": list(images.parse_color(self.pad_color)) if self.resize == "pad" else None,
+            "background": list(Color.parse(self.background).rgb),
+            "pad_color": list(Color.parse(self.pad_color).rgb) if self.resize == "pad" else None,
             "max_pixels": self.max_pixels,
             "hash": HASH_NAME,
             "draft": self.draft,
@@ -207,10 +208,10 @@ def shard(
     name: str,
     options: ShardOptions | None = None,
     progress: bool = False,
-    engine: str = "local",
+    engine: str = _DEFAULT["engine"],
     ray_address: str | None = None,
-    task_size: int = TASK_SIZE,
-    keep_work: bool = False,
+    task_size: int = _DEFAULT["task_size"],
+    keep_work: bool = _DEFAULT["keep_work"],
 ) -> ShardSummary:
     """Shard ``inputs`` into ``out`` (a folder, or an object-store URL such as ``s3://bucket/prefix``) as
     ``<name>-train-000000.tar`` … plus ``dataset.json``; returns the summary. ``engine="ray"`` runs the work as
@@ -223,16 +224,8 @@ def shard(
     place just before its ``dataset.json`` replaces the old one, which is never deleted first. The work folder
     (spool, parts, markers) is removed after success unless ``keep_work``."""
     opts = options or ShardOptions()
-    opts.validate()
     steady_heap()  # the columns of a million samples grow without leaving holes in the heap
-    if engine not in ("local", "ray"):
-        raise UserError(f"--engine must be local or ray (got {engine!r})")
-    from .stages import _name  # the declared rule for names
-
-    try:
-        _name(name)
-    except ValueError as e:
-        raise UserError(f"--name: {e}") from None
+    check_call(SHARD, name=name, engine=engine, task_size=task_size, keep_work=keep_work)
     if not inputs:
         raise UserError("no input given; name a dataset folder, a folder of images, or shards")
     t0 = time.monotonic()
@@ -584,57 +577,63 @@ def _write(
     (never deleted first: a reader sees the old description until the new one is there). ``run`` writes the shards
     as tasks (``--engine ray``); without it they are written here, one after another."""
     by_split = _order(opts, items)
-    total = sum(len(v) for v in by_split.values())
     alive = items.rows()
     plan = plan_of(sigs, set(np.unique(np.frombuffer(items.sig, dtype=np.int32)[alive]).tolist()))
-    nxt = storage.join(out, WORK, "next")  # the new tars, until all are whole
     first_rejected = _write_rejected(rejected, storage.join(out, REJECTED))
+    layout = _layout(name, opts, by_split)
+    nxt = storage.join(out, WORK, "next")  # the new tars, until all are whole
+    written = _write_tars(nxt, layout, items, ext, plan, labels["names"] if labels else None, run,
+                          lambda: Progress(f"write {name}", sum(len(v) for v in by_split.values()), enabled=progress))
+    info = _describe(name, opts, ext, srcs, items, labels, rejected, layout, written, job)
+    _publish(out, nxt, name, written, info)
+    return _summary(out, info, first_rejected)
 
-    layout: dict[str, list[tuple[str, np.ndarray]]] = {}  # split -> [(file name, rows)]
+
+def _layout(name: str, opts: ShardOptions, by_split: dict[str, np.ndarray]) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Each split's shards: ``[(file name, rows)]``, as even in size as ``--maxcount`` and ``--min-shards`` allow."""
+    layout: dict[str, list[tuple[str, np.ndarray]]] = {}
     for sp in SPLITS:
         keys = by_split[sp]
-        n_shards = shard_count(len(keys), opts.maxcount, opts.min_shards if sp == "train" else 1)
-        sizes, starts = even_sizes(len(keys), n_shards), 0
-        layout[sp] = []
-        for i, n in enumerate(sizes):
-            layout[sp].append((shardset.shard_name(name, sp, i), keys[starts: starts + n]))
-            starts += n
-    jobs = [(fname, sp, keys) for sp in SPLITS for fname, keys in layout[sp]]
-    names = labels["names"] if labels else None
+        sizes = even_sizes(len(keys), shard_count(len(keys), opts.maxcount, opts.min_shards if sp == "train" else 1))
+        bounds = [0, *itertools.accumulate(sizes)]
+        layout[sp] = [(shardset.shard_name(name, sp, i), keys[bounds[i]: bounds[i + 1]]) for i in range(len(sizes))]
+    return layout
 
-    def shard_items(rows: np.ndarray) -> list[Item]:  # what a writer takes: made per shard, without the origins
-        return [items.item(r, origin=False) for r in rows.tolist()]
+
+def _write_tars(nxt: str, layout: dict[str, list[tuple[str, np.ndarray]]], items: Items, ext: str, plan: Any,
+                names: list[str] | None, run: Runner | None, progress: Callable[[], Progress]) -> dict[str, dict]:
+    """Every shard of ``layout`` written into ``nxt``: ``{file name: {"bytes", "sha256"}}`` — as Ray tasks with
+    ``run``, else here, one after another."""
+    jobs = [(fname, sp, rows) for sp in SPLITS for fname, rows in layout[sp]]
+
+    def task(fname: str, sp: str, rows: np.ndarray) -> tuple:  # what a writer takes, made per shard, no origins
+        return storage.join(nxt, fname), [items.item(r, origin=False) for r in rows.tolist()], sp, ext, plan, names
 
     if run is not None:
-        written = run(write_shard, [partial(lambda f, sp, k: (storage.join(nxt, f), shard_items(k), sp, ext, plan,
-                                                              names), f, sp, k) for f, sp, k in jobs],
-                      [f for f, _, _ in jobs])
-    else:
-        written = {}
-        with Progress(f"write {name}", total, enabled=progress) as prog:
-            for fname, sp, rows in jobs:
-                written[fname] = write_shard(storage.join(nxt, fname), shard_items(rows), sp, ext, plan, names,
-                                             lambda: prog.advance(1))
-    splits_info: dict[str, dict] = {}
+        return run(write_shard, [partial(task, *j) for j in jobs], [fname for fname, _, _ in jobs])
+    with progress() as prog:
+        return {fname: write_shard(*task(fname, sp, rows), lambda: prog.advance(1)) for fname, sp, rows in jobs}
+
+
+def _describe(name: str, opts: ShardOptions, ext: str, srcs: list[Input], items: Items, labels: dict | None,
+              rejected: Rejected, layout: dict[str, list[tuple[str, np.ndarray]]], written: dict[str, dict],
+              job: str | None) -> dict:
+    """The new set's ``dataset.json``: every shard's name, samples, bytes and sha256 per split, the labels, what was
+    removed, the sources and the options."""
+    splits_info = {}
     for sp in SPLITS:
         shards = [{"name": f, "samples": len(k), "bytes": written[f]["bytes"], "sha256": written[f]["sha256"]}
                   for f, k in layout[sp]]
-        splits_info[sp] = {
-            "pattern": shardset.brace_pattern([s["name"] for s in shards]),
-            "samples": len(by_split[sp]),
-            "shards": shards,
-        }
-
-    removed = {kind: rejected.counts[kind] for kind in (CORRUPT, DUPLICATE, NEAR, NO_LABEL)}
-    problems = rejected.counts[PROBLEM]
+        splits_info[sp] = {"pattern": shardset.brace_pattern([s["name"] for s in shards]),
+                           "samples": sum(len(k) for _, k in layout[sp]), "shards": shards}
     label_info = None
     if labels:
-        c = np.bincount(np.frombuffer(items.cls, dtype=np.int32)[alive], minlength=len(labels["names"])).tolist()
+        c = np.bincount(np.frombuffer(items.cls, dtype=np.int32)[items.rows()],
+                        minlength=len(labels["names"])).tolist()
         label_info = {"field": labels["field"], "names": labels["names"],
                       "counts": {nm: c[i] for i, nm in enumerate(labels["names"])}}
-    for fname in written:  # every new tar is whole: into place, then the description that names them
-        storage.move(storage.join(nxt, fname), storage.join(out, fname))
-    info = {
+    counts = {sp: splits_info[sp]["samples"] for sp in SPLITS}
+    return {
         "format": "webdataset",
         "created_by": f"gandata {__version__}",
         "job": job,
@@ -642,22 +641,32 @@ def _write(
         "resolution": opts.size if opts.resize != "keep-ratio" else None,
         "image_format": ext,
         "fields": sorted(["json", ext] + (["cls"] if labels else [])),
-        "counts": {"train": len(by_split["train"]), "val": len(by_split["val"]), "total": total},
+        "counts": {"train": counts["train"], "val": counts["val"], "total": counts["train"] + counts["val"]},
         "splits": splits_info,
         "labels": label_info,
-        "removed": removed,
-        "input_problems": problems,  # listed in rejected.jsonl; nothing was removed for them
+        "removed": {kind: rejected.counts[kind] for kind in (CORRUPT, DUPLICATE, NEAR, NO_LABEL)},
+        "input_problems": rejected.counts[PROBLEM],  # listed in rejected.jsonl; nothing was removed for them
         "sources": [s.describe() for s in srcs],
         "options": asdict(opts),
     }
+
+
+def _publish(out: str, nxt: str, name: str, written: dict[str, dict], info: dict) -> None:
+    """The new tars (each whole) into place, then the description that names them; then the old set's tars that
+    the new one does not name are removed."""
+    for fname in written:
+        storage.move(storage.join(nxt, fname), storage.join(out, fname))
     shardset.write_info(out, info)
     stale = shardset.stale_shard_re(name)
     for fname in storage.names(out):
         if stale.match(fname) and fname not in written:
             storage.remove(storage.join(out, fname))
 
+
+def _summary(out: str, info: dict, first_rejected: list[dict]) -> ShardSummary:
+    splits = info["splits"]
     warnings = []
-    n_train, n_train_shards = len(by_split["train"]), len(splits_info["train"]["shards"])
+    n_train, n_train_shards = info["counts"]["train"], len(splits["train"]["shards"])
     if n_train_shards < 8:
         warnings.append(
             f"only {n_train_shards} train shard(s): training with several GPUs × loader workers (8 readers is typical) "
@@ -665,19 +674,18 @@ def _write(
             + (f"use --maxcount {n_train // 8} to get 8" if n_train >= 8 else "add more images")
         )
     return ShardSummary(
-        name=name,
+        name=info["name"],
         out=str(out),
         resolution=info["resolution"],
-        image_format=ext,
+        image_format=info["image_format"],
         counts=info["counts"],
-        shards={sp: len(splits_info[sp]["shards"]) for sp in SPLITS},
-        patterns={sp: storage.join(out, splits_info[sp]["pattern"]) if splits_info[sp]["pattern"] else None
-                  for sp in SPLITS},
-        removed=removed,
-        input_problems=problems,
+        shards={sp: len(splits[sp]["shards"]) for sp in SPLITS},
+        patterns={sp: storage.join(out, splits[sp]["pattern"]) if splits[sp]["pattern"] else None for sp in SPLITS},
+        removed=info["removed"],
+        input_problems=info["input_problems"],
         rejected=first_rejected,
         report=storage.join(out, REJECTED),
-        labels=label_info,
+        labels=info["labels"],
         warnings=warnings,
     )
 
@@ -712,18 +720,12 @@ def default_name(src: str | os.PathLike, data_dir: str | os.PathLike) -> str:
     try:
         rel = p.relative_to(Path(data_dir).resolve())
         if len(rel.parts) >= 1:
-            return _clean_name(rel.parts[0])
+            return clean_name(rel.parts[0])
     except ValueError:
         pass
     if is_dataset(p) and Dataset(p).stats().get("stage") and p.parent != p:
-        return _clean_name(p.parent.name)  # DATA/bitmoji/raw from anywhere: bitmoji
-    return _clean_name(p.name if p.is_dir() else p.name.split(".")[0].split("{")[0].rstrip("-_"))
-
-
-def _clean_name(base: str) -> str:
-    from .stages import NAME_MAX
-
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", base)[:NAME_MAX].strip("-.") or "dataset"
+        return clean_name(p.parent.name)  # DATA/bitmoji/raw from anywhere: bitmoji
+    return clean_name(p.name if p.is_dir() else p.name.split(".")[0].split("{")[0].rstrip("-_"))
 
 
 def shard_all(data_dir: str | os.PathLike, options: ShardOptions | None = None,

@@ -23,7 +23,7 @@ from .compact import KeySet
 from .datasets import lookup_field
 from .dedupe import HASH_SIDE, HashCache, from_hex, phash, to_hex
 from .fileio import JsonlLog, atomic_write_json
-from .inputs import Input, MissingInput, Part, Problem, part_samples, partitions
+from .inputs import Input, Part, Problem, part_samples, partitions
 from .progress import Progress
 from .records import Item, Items, Signatures, record_kinds
 from .workers import Done, MemoryBudget, ordered
@@ -257,10 +257,9 @@ def map_local(srcs: list[Input], spool: Spool, popts: dict, workers: int, prog: 
         nonlocal reused
         for src in srcs:
             for s in src:
-                try:
-                    data = None if s.sha256 else s.read()
-                except OSError as e:  # a dangling link, a FIFO, a device, a file over the size limit
-                    rejected.add(CORRUPT, s.key, s.origin, f"cannot read ({e.strerror or e})")
+                data, why = (None, None) if s.sha256 else s.read_or_why()
+                if why is not None:
+                    rejected.add(CORRUPT, s.key, s.origin, why)
                     prog.advance(1, bad=1)
                     continue
                 item = Item(s.key, s.origin, s.sha256 or hashlib.sha256(data).hexdigest())
@@ -275,10 +274,9 @@ def map_local(srcs: list[Input], spool: Spool, popts: dict, workers: int, prog: 
                     prog.advance(1, reused=1)
                     continue
                 if data is None:
-                    try:
-                        data = s.read()
-                    except OSError as e:
-                        yield item, Done(_unusable(item, f"cannot read ({e.strerror or e})"))
+                    data, why = s.read_or_why()
+                    if data is None:
+                        yield item, Done(_unusable(item, why))
                         continue
                     if hashlib.sha256(data).hexdigest() != item.src:  # the manifest's record of it no longer holds
                         yield item, Done(_unusable(item, CHANGED))
@@ -322,16 +320,13 @@ def map_part(task_id: str, part: Part, popts: dict, work: str, label_field: str 
     end = 0
     samples, problems = part_samples(part)
     for s in samples:
-        try:
-            data = s.read()
-        except MissingInput:
-            raise
-        except OSError as e:
+        data, why = s.read_or_why()
+        if data is None:
             if s.sha256 is None:  # not a sample yet: the local engine lists it without taking its key
-                unread.append([s.key, s.origin, f"cannot read ({e.strerror or e})"])
+                unread.append([s.key, s.origin, why])
                 continue
             item = Item(s.key, s.origin, s.sha256)
-            _unusable(item, f"cannot read ({e.strerror or e})")
+            _unusable(item, why)
             rows.append(item.row())
             continue
         sha = hashlib.sha256(data).hexdigest()

@@ -17,6 +17,7 @@ import functools
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import UserError
 from .fileio import atomic_write
@@ -29,6 +30,24 @@ _EXTRA = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "ab
 def is_url(path: str | os.PathLike) -> bool:
     """A path fsspec must open (an object store, ``file://``, fsspec's ``memory://``)."""
     return bool(_URL_RE.match(str(path)))
+
+
+def unfetchable(url: str) -> str | None:
+    """Why the engine will not ask for ``url`` (None: it will). Only http and https with a host are fetched — no
+    ``file:``, ``ftp:``, ``data:``, ``javascript:``, ``mailto:`` — and a redirect may only lead to http(s) too
+    (any host: CDNs redirect across hosts; at most 5 hops)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        return "invalid URL"
+    if not parts.scheme:
+        return "invalid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"not an http(s) URL ({parts.scheme}:)"
+    if not parts.hostname:
+        return "invalid URL (no host)"
+    return None
 
 
 def filesystem(url: str):

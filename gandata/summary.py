@@ -29,7 +29,8 @@ class Summary:
         return [self.brief()]
 
     def brief(self) -> str:
-        return type(self).__name__
+        """The one line a pipeline prints: the first line of :meth:`lines` where a summary has its own."""
+        return self.lines()[0] if type(self).lines is not Summary.lines else type(self).__name__
 
     def failure(self) -> tuple[int, str] | None:
         """(exit status, reason) when the stage ended without finishing its work (shown after the summary; 130:

@@ -86,9 +86,9 @@ def test_a_policy_is_checked():
         with pytest.raises(ValueError, match="color, translation, cutout"):
             parse_policy(bad)
     with pytest.raises(UserError, match="--augment-policy"):
-        TrainOptions(kind="dcgan", shards="x", out="y", augment_policy="zoom").resolved()
+        TrainOptions(kind="dcgan", shards="x", out="y", augment_policy="zoom")
     with pytest.raises(UserError, match="--precision"):
-        TrainOptions(kind="dcgan", shards="x", out="y", precision="fp8").resolved()
+        TrainOptions(kind="dcgan", shards="x", out="y", precision="fp8")
 
 
 # -------------------------------------------------------------------------------------------------- fp16

@@ -171,14 +171,15 @@ def test_cascade_download_is_verified_and_offline_gives_both_ways_out(tmp_path, 
 
 
 def test_bad_options(tmp_path, anime_dir, cascade):
-    for opts, msg in [
-        (CropOptions(edge="wrap"), "--edge"),
-        (CropOptions(margin=-1), "--margin"),
-        (CropOptions(scale_factor=1.0), "--scale-factor"),
-        (CropOptions(pad_color="nope"), "--pad-color"),
+    for given, msg in [  # checked by the declaration when the options are made, before anything is read
+        ({"edge": "wrap"}, "--edge"),
+        ({"margin": -1}, "--margin"),
+        ({"scale_factor": 1.0}, "--scale-factor"),
+        ({"pad_color": "nope"}, "--pad-color"),
     ]:
         with pytest.raises(UserError, match=msg):
-            crop(anime_dir, tmp_path / "x", opts, cascade=cascade)
+            crop(anime_dir, tmp_path / "x", CropOptions(**given), cascade=cascade)
+    assert not (tmp_path / "x").exists()
     with pytest.raises(UserError, match="does not exist"):
         crop(tmp_path / "missing", tmp_path / "x", cascade=cascade)
 

@@ -89,7 +89,7 @@ def test_stylegan_refuses_a_side_that_is_not_a_power_of_two_and_leaves_nothing(s
 
 def test_imagefolder_classes_sort_in_class_id_order_and_a_rerun_resumes(sets, tmp_path):
     out = tmp_path / "folder"
-    s = export(str(sets["labelled"]), out, fmt="imagefolder", split="all")
+    s = export(str(sets["labelled"]), out, format="imagefolder", split="all")
     info = json.loads((sets["labelled"] / "dataset.json").read_text())
     assert s.images == info["counts"]["total"] == 40 and s.written == 40 and s.classes == 3
     # torchvision's ImageFolder: classes are the sorted folder names, their index the class id
@@ -102,9 +102,9 @@ def test_imagefolder_classes_sort_in_class_id_order_and_a_rerun_resumes(sets, tm
             assert cls == idx and np.array_equal(np.asarray(Image.open(f).convert("RGB")), pixels)
     victim = next((out / classes[0]).iterdir())
     victim.unlink()
-    again = export(str(sets["labelled"]), out, fmt="imagefolder", split="all")
+    again = export(str(sets["labelled"]), out, format="imagefolder", split="all")
     assert again.written == 1 and victim.exists() and again.images == 40
-    plain = export(str(sets["jpg"]), tmp_path / "plain", fmt="imagefolder")
+    plain = export(str(sets["jpg"]), tmp_path / "plain", format="imagefolder")
     assert sorted(d.name for d in (tmp_path / "plain").iterdir()) == [".gandata-export", "unlabelled"]
     assert plain.classes is None
 
@@ -131,7 +131,7 @@ def test_split_all_of_a_set_whose_val_split_is_empty(tmp_path):
     shard([tmp_path / "raw"], tmp_path / "set", "s", ShardOptions(size=32, val_fraction=0.0, min_shards=1))
     assert json.loads((tmp_path / "set" / "dataset.json").read_text())["counts"]["val"] == 0
     z = export(str(tmp_path / "set"), tmp_path / "all.zip", split="all")
-    f = export(str(tmp_path / "set"), tmp_path / "all", fmt="imagefolder", split="all")
+    f = export(str(tmp_path / "set"), tmp_path / "all", format="imagefolder", split="all")
     assert z.images == f.images == 10
     with pytest.raises(UserError, match="no val images"):
         export(str(tmp_path / "set"), tmp_path / "val.zip", split="val")

@@ -172,7 +172,7 @@ def test_export_writes_only_inside_out_whatever_the_member_names(via, tmp_path, 
         spec = f"{server.url}/evil.tar"
     before = {p for p in tmp_path.rglob("*")}
     out = deep / "out"
-    s = export(spec, out, fmt="imagefolder")
+    s = export(spec, out, format="imagefolder")
     after = {p for p in tmp_path.rglob("*")} - before
     assert after and all(out == p or out in p.parents for p in after), sorted(after)
     assert not Path("/tmp/gandata-escaped2.png").exists()
@@ -186,15 +186,15 @@ def test_an_export_folder_is_exactly_what_the_export_says(tmp_path, labelled_set
     out.mkdir()
     (out / "mine.txt").write_text("a user's file")
     with pytest.raises(UserError, match="did not write"):
-        export(str(labelled_set), out, fmt="imagefolder")
+        export(str(labelled_set), out, format="imagefolder")
     assert (out / "mine.txt").read_text() == "a user's file"
     (out / "mine.txt").unlink()
-    first = export(str(labelled_set), out, fmt="imagefolder", split="all")
+    first = export(str(labelled_set), out, format="imagefolder", split="all")
     (out / "0000_old-class").mkdir()
     (out / "0000_old-class" / "stale.png").write_bytes(b"x")
     victim = next(p for p in out.rglob("*.png") if p.parent.name != "0000_old-class")
     victim.write_bytes(b"another resolution")
-    again = export(str(labelled_set), out, fmt="imagefolder", split="train")
+    again = export(str(labelled_set), out, format="imagefolder", split="train")
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.suffix != ".json" and p.name != ".gandata-export")
     assert len(files) == again.images < first.images and not (out / "0000_old-class").exists()
     assert b"another" not in b"".join(p.read_bytes()[:16] for p in files)
@@ -203,7 +203,7 @@ def test_an_export_folder_is_exactly_what_the_export_says(tmp_path, labelled_set
 def test_duplicate_keys_across_tars_are_all_written(tmp_path):
     a = tar_of(tmp_path / "a.tar", [("k.png", png_bytes(drawn_image(1, (8, 8))))])
     tar_of(tmp_path / "b.tar", [("k.png", png_bytes(drawn_image(2, (8, 8))))])
-    s = export(str(a.with_name("{a,b}.tar")), tmp_path / "out", fmt="imagefolder")
+    s = export(str(a.with_name("{a,b}.tar")), tmp_path / "out", format="imagefolder")
     assert s.images == 2 == len(list((tmp_path / "out").rglob("*.png")))
 
 
@@ -411,12 +411,14 @@ def test_a_diverging_run_stops_at_the_first_check_and_keeps_its_good_checkpoint(
     with pytest.raises(TrainError, match="--lr must be a number above 0 and at most 10"):  # the library: the same
         ttrain.train(o, progress=False)
     # a run whose loss becomes NaN stops before it writes NaN weights
-    real_loss = ttrain.d_loss
+    from gandata.trainers.losses import NonSaturating
+
+    real_loss = NonSaturating.d_loss
 
     def d_loss_going_nan(*args, **kwargs):
         return real_loss(*args, **kwargs) * float("nan")
 
-    monkeypatch.setattr(ttrain, "d_loss", d_loss_going_nan)
+    monkeypatch.setattr(NonSaturating, "d_loss", d_loss_going_nan)
     o.lr = 2e-4
     with pytest.raises(TrainError, match="diverged: a loss became NaN or infinite") as e:
         ttrain.train(o, progress=False)
@@ -712,7 +714,7 @@ def test_export_of_all_splits_when_the_val_split_is_empty(tmp_path):
         for i in range(6):
             ds.add(f"k{i}", png_bytes(drawn_image(i, (32, 32))), "png", {"width": 32, "height": 32, "source": "t"})
     shard([tmp_path / "raw"], tmp_path / "set", "s", ShardOptions(size=32, val_fraction=0.0, min_shards=1))
-    s = export(str(tmp_path / "set"), tmp_path / "all", fmt="imagefolder", split="all")
+    s = export(str(tmp_path / "set"), tmp_path / "all", format="imagefolder", split="all")
     assert s.images == 6 == len(list((tmp_path / "all").rglob("*.png")))
 
 

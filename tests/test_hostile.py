@@ -173,10 +173,10 @@ def test_urls_the_engine_must_not_fetch_are_recorded_permanent_failures(tmp_path
 
 @pytest.mark.parametrize("base", ["http://[::1", "file:///tmp", "ftp://h", "127.0.0.1:8080/x", "http://"])
 def test_a_bad_base_url_is_one_line(base, tmp_path):
-    from gandata.fetch import check_base_url
+    from gandata.declarations import FETCH_URLS
 
-    with pytest.raises(UserError, match="--base-url"):
-        check_base_url(base)
+    with pytest.raises(UserError, match="--base-url: give a scheme and host"):
+        FETCH_URLS.check({"base_url": base}, "cli")
 
 
 # ------------------------------------------------------------------------------------------- local reads

@@ -159,13 +159,22 @@ def test_pixel_digest_ignores_the_encoding(images12):
     assert images.pixel_digest(other) != images.pixel_digest(jpg)
 
 
-def test_parse_color():
-    assert images.parse_color("white") == (255, 255, 255)
-    assert images.parse_color("#102030") == (16, 32, 48)
-    assert images.parse_color("1,2,3") == (1, 2, 3)
-    for bad in ("nocolour", "1,2", "300,0,0"):
+def test_a_colour_is_parsed_once_and_keeps_its_text():
+    import copy
+    import json
+    import pickle
+
+    from gandata.options import Color
+
+    assert Color.parse("white").rgb == (255, 255, 255)
+    assert Color.parse("#102030").rgb == (16, 32, 48)
+    c = Color.parse("1,2,3")
+    assert c.rgb == (1, 2, 3) and c == "1,2,3" and json.dumps({"c": c}) == '{"c": "1,2,3"}'
+    assert Color.parse(c) is c  # a checked colour is not parsed again
+    assert copy.deepcopy(c).rgb == pickle.loads(pickle.dumps(c)).rgb == (1, 2, 3)
+    for bad in ("nocolour", "1,2", "300,0,0", "a,b,c"):
         with pytest.raises(ValueError):
-            images.parse_color(bad)
+            Color.parse(bad)
 
 
 def test_contact_sheet_lays_out_cells():

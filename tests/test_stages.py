@@ -144,9 +144,9 @@ def test_the_trainers_depend_on_a_small_named_part_of_gandata():
 
 
 def test_the_command_line_starts_without_loading_the_heavy_libraries():
-    from gandata import images, stages
+    from gandata import declarations, images
 
-    assert stages.RESIZE_MODES == images.RESIZE_MODES
+    assert declarations.RESIZE_MODES == images.RESIZE_MODES
     code = "import sys, gandata.cli; print(sorted({'torch', 'cv2', 'numpy', 'PIL', 'aiohttp'} & set(sys.modules)))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

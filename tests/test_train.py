@@ -65,14 +65,14 @@ def test_every_trainer_runs_end_to_end(kind, labelled_shards, tmp_path):
 
 
 def test_paper_defaults_are_resolved():
-    gp = TrainOptions(kind="wgan-gp", shards="x", out="y").resolved()
+    gp = TrainOptions(kind="wgan-gp", shards="x", out="y")
     assert (gp.batch, gp.lr, gp.n_critic, gp.critic_norm) == (64, 1e-4, 5, "group")
-    dc = TrainOptions(kind="dcgan", shards="x", out="y").resolved()
+    dc = TrainOptions(kind="dcgan", shards="x", out="y")
     assert (dc.batch, dc.lr, dc.n_critic, dc.critic_norm) == (64, 2e-4, 1, "batch")  # pytorch/examples
-    w = TrainOptions(kind="wgan", shards="x", out="y").resolved()
+    w = TrainOptions(kind="wgan", shards="x", out="y")
     assert (w.batch, w.lr, w.n_critic) == (64, 5e-5, 5)
     with pytest.raises(TrainError, match="without batch norm"):
-        TrainOptions(kind="wgan-gp", shards="x", out="y", critic_norm="batch").resolved()
+        TrainOptions(kind="wgan-gp", shards="x", out="y", critic_norm="batch")
     for res, depth in ((32, 3), (64, 4), (128, 5)):
         g, d = Generator(res, 16, 8), Critic(res, 8)
         assert g(torch.randn(2, 16)).shape == (2, 3, res, res) and d(torch.zeros(2, 3, res, res)).shape == (2,)

@@ -285,37 +285,39 @@ def test_a_resumed_run_forgets_the_rows_it_will_log_again(tmp_path):
 
 
 def test_one_sided_label_smoothing_lowers_only_the_reals_target():
-    from gandata.trainers.losses import d_loss, g_loss
+    from gandata.trainers.losses import OBJECTIVES
+
+    gan, lsgan = OBJECTIVES["gan"], OBJECTIVES["lsgan"]
 
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     g = torch.Generator().manual_seed(0)
     r, f = torch.randn(64, generator=g) * 4, torch.randn(64, generator=g) * 4
-    assert torch.allclose(d_loss("gan", r, f, 0.9), bce(r, torch.full_like(r, 0.9)) + bce(f, torch.zeros_like(f)),
+    assert torch.allclose(gan.d_loss(r, f, 0.9), bce(r, torch.full_like(r, 0.9)) + bce(f, torch.zeros_like(f)),
                           atol=1e-6)
-    assert torch.allclose(d_loss("gan", r, f), bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f)), atol=1e-6)
-    assert torch.allclose(d_loss("lsgan", r, f, 0.9), 0.5 * ((r - 0.9) ** 2).mean() + 0.5 * (f**2).mean())
+    assert torch.allclose(gan.d_loss(r, f), bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f)), atol=1e-6)
+    assert torch.allclose(lsgan.d_loss(r, f, 0.9), 0.5 * ((r - 0.9) ** 2).mean() + 0.5 * (f**2).mean())
     # a real the critic is sure of no longer pulls its logit on towards +inf: the pull stops at logit(0.9)
     for logit, sign in ((math.log(9), 0), (8.0, 1), (1.0, -1)):
         x = torch.tensor([logit], requires_grad=True)
-        d_loss("gan", x, torch.tensor([-50.0]), 0.9).backward()
+        gan.d_loss(x, torch.tensor([-50.0]), 0.9).backward()
         assert (abs(x.grad.item()) < 1e-6) if sign == 0 else (x.grad.item() * sign > 1e-3)
     # the fakes' side and the generator's loss are untouched
-    assert torch.equal(g_loss("gan", f), torch.nn.functional.softplus(-f).mean())
+    assert torch.equal(gan.g_loss(f), torch.nn.functional.softplus(-f).mean())
 
 
 def test_label_smoothing_options(colour_shards, tmp_path):
     from gandata.trainers.kinds import KINDS
 
     for kind in KINDS:  # 0.1 for dcgan (its tail of failed seeds, docs/quality.md), else off
-        assert TrainOptions(kind=kind, shards="x", out="y").resolved().label_smoothing == (0.1 if kind == "dcgan"
+        assert TrainOptions(kind=kind, shards="x", out="y").label_smoothing == (0.1 if kind == "dcgan"
                                                                                             else 0.0)
-    assert TrainOptions(kind="dcgan", shards="x", out="y", label_smoothing=0.0).resolved().label_smoothing == 0.0
+    assert TrainOptions(kind="dcgan", shards="x", out="y", label_smoothing=0.0).label_smoothing == 0.0
     for kind in ("wgan", "wgan-gp"):
         with pytest.raises(TrainError, match="no meaning for " + kind):
-            TrainOptions(kind=kind, shards="x", out="y", label_smoothing=0.1).resolved()
+            TrainOptions(kind=kind, shards="x", out="y", label_smoothing=0.1)
     for bad in (-0.1, 0.5, 1.0):
         with pytest.raises(TrainError, match="--label-smoothing"):
-            TrainOptions(kind="dcgan", shards="x", out="y", label_smoothing=bad).resolved()
+            TrainOptions(kind="dcgan", shards="x", out="y", label_smoothing=bad)
     # the command line passes it through to the run
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "gandata.cli", "train", "dcgan", "--shards", str(colour_shards),

@@ -156,7 +156,7 @@ def options_of(ck: dict, path: Path) -> TrainOptions:
     """The resolved options a checkpoint was trained with."""
     known = {f.name for f in fields(TrainOptions)}
     try:
-        return TrainOptions(**{k: v for k, v in ck["options"].items() if k in known}).resolved()
+        return TrainOptions(**{k: v for k, v in ck["options"].items() if k in known})
     except (TypeError, UserError) as e:
         raise TrainError(f"{path}: its 'options' do not describe a run this version can build ({e})") from None
 

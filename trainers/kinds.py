@@ -9,6 +9,7 @@ CRITIC_CONDITIONING = ("input", "projection", "both")  # cdcgan: how the critic 
 RESOLUTIONS = (32, 64, 128)  # image sides the generators and critics are built for (models.py)
 AUGMENT_PARTS = ("color", "translation", "cutout")  # DiffAugment's policy (augment.py)
 AUTO_AUGMENT_BELOW = 5000  # --augment auto: DiffAugment for train splits smaller than this (docs/quality.md)
+METRICS = ("fid", "kid")  # what eval and --eval compute (metrics.py)
 
 
 @dataclass(frozen=True)
@@ -73,3 +74,11 @@ def parse_policy(text: str) -> tuple[str, ...]:
         raise ValueError(f"the augmentation policy takes {', '.join(AUGMENT_PARTS)}, separated by commas (got "
                          f"{text!r})")
     return parts
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """``"fid,kid"`` → the metric names (metrics.py), lower-cased; ValueError naming the choices."""
+    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    if not names or any(m not in METRICS for m in names):
+        raise ValueError(f"choose from {', '.join(METRICS)}, separated by commas (got {text!r})")
+    return names

@@ -33,13 +33,16 @@ from torch import nn
 
 from .. import shardset
 from ..assets import cache_dir, download, failure
+from ..declarations import EVAL
 from ..errors import UserError
 from ..fileio import JsonlLog, atomic_file, read_jsonl
+from ..options import check_call
 from ..summary import Summary
 from . import data as tdata
 from . import inception
 from .checkpoints import newest_checkpoint
 from .cpu import pick_device
+from .kinds import parse_metrics
 from .options import TrainError
 from .sampling import load_generator
 
@@ -51,7 +54,9 @@ WEIGHTS_ENV = "GANDATA_INCEPTION_WEIGHTS"
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 KID_POOL = 10_000  # features kept per side for KID: a uniform random sample (reservoir) of all of them
-METRICS = ("fid", "kid")
+
+
+_DEFAULT = EVAL.defaults()
 
 
 # ------------------------------------------------------------------------------------------------ numerics
@@ -404,11 +409,10 @@ def fake_stats(G: nn.Module, nz: int, n_classes: int, extractor: Extractor, n: i
         while done < n:
             k = min(batch, n - done)
             z = torch.randn(k, nz, generator=g).to(device)
-            if n_classes:
+            y = None
+            if n_classes:  # labels drawn only for a conditional G (the draws move the generator)
                 y = (labels(k, g) if labels else torch.randint(0, n_classes, (k,), generator=g)).to(device)
-                x = G(z, y)
-            else:
-                x = G(z)
+            x = G(z, y)
             images = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             stats.add(extractor(images))
             done += k
@@ -428,14 +432,6 @@ def score(real: dict, fake: FeatureStats, metrics: tuple[str, ...], seed: int = 
         out.update(kid_subsets=KID_SUBSETS, kid_subset_size=min(KID_SUBSET_SIZE, len(real["pool"]), len(pool)),
                    kid_pool_real=len(real["pool"]), kid_pool_gen=len(pool))
     return out
-
-
-def parse_metrics(text: str) -> tuple[str, ...]:
-    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
-    bad = [m for m in names if m not in METRICS]
-    if bad or not names:
-        raise EvalError(f"--metrics {text!r}: choose from {', '.join(METRICS)} (comma-separated)")
-    return names
 
 
 def result_line(ckpt: Path | str, kimg: float, real_spec: str, real: dict, extractor: Extractor, n: int, seed: int,
@@ -493,15 +489,17 @@ class WeightsResult(Summary):
                                                                     else "it was already there")
 
 
-def evaluate(target: str | os.PathLike, real: str, n: int = 10_000, metrics: str | tuple = ("fid", "kid"),
-             extractor: str | Extractor = "inception", weights: str | os.PathLike | None = None,
-             n_real: int | None = None, every: bool = False, batch: int = 64, seed: int = 0, device: str = "auto",
-             progress: bool = True, commands: bool = False) -> EvalSummary:
+def evaluate(target: str | os.PathLike, real: str, n: int = _DEFAULT["n"],
+             metrics: str | tuple[str, ...] = _DEFAULT["metrics"], extractor: str | Extractor = _DEFAULT["extractor"],
+             inception_weights: str | os.PathLike | None = None, n_real: int | None = None,
+             every: bool = _DEFAULT["every"], batch: int = _DEFAULT["batch"], seed: int = _DEFAULT["seed"],
+             device: str = _DEFAULT["device"], progress: bool = True, allow_commands: bool = False) -> EvalSummary:
     """FID/KID of a checkpoint, a run's newest checkpoint, or (``every``) each of a run's checkpoints. Results are
     appended to the run's ``eval.jsonl``; a checkpoint already evaluated with the same settings is not redone."""
-    names = parse_metrics(metrics) if isinstance(metrics, str) else tuple(metrics)
-    if n < 2:
-        raise EvalError("--n must be at least 2")
+    metrics = metrics if isinstance(metrics, str) else ",".join(metrics)
+    check_call(EVAL, EvalError, n=n, metrics=metrics, n_real=n_real, batch=batch, seed=seed, device=device)
+    names = parse_metrics(metrics)
+    weights, commands = inception_weights, allow_commands
     target = Path(target)
     if target.is_dir():
         ckpts = sorted(target.glob("checkpoint-*.pt")) if every else [p for p in [newest_checkpoint(target)] if p]

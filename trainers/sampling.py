@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..declarations import SAMPLE
 from ..fileio import atomic_write
+from ..options import check_call
 from ..summary import Summary
 from .checkpoints import load_checkpoint, newest_checkpoint, options_of, recorded
 from .cpu import pick_device
@@ -19,6 +21,8 @@ from .models import build
 from .options import TrainError, TrainOptions
 
 SAMPLE_CHUNK = 256  # images the generator draws at once in sample()
+
+_DEFAULT = SAMPLE.defaults()
 
 
 @dataclass
@@ -78,10 +82,13 @@ def load_generator(ck_path: str | os.PathLike, device: torch.device) -> tuple[nn
                                                            "label_names": saved.get("label_names")}
 
 
-def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "samples.png", label: int | None = None,
-           device: str = "auto", precision: str = "fp32", seed: int = 0) -> SampleResult:
+def sample(path: str | os.PathLike, n: int = _DEFAULT["n"], out: str | os.PathLike = _DEFAULT["out"],
+           label: int | None = None, device: str = _DEFAULT["device"], precision: str = _DEFAULT["precision"],
+           seed: int = _DEFAULT["seed"]) -> SampleResult:
     """A grid of ``n`` images from a run's newest checkpoint (or a checkpoint file), drawn by the EMA generator."""
     from .precision import autocast
+
+    check_call(SAMPLE, TrainError, n=n, label=label, device=device, precision=precision, seed=seed)
 
     path = Path(path)
     ck_path = newest_checkpoint(path) if path.is_dir() else path
@@ -106,7 +113,7 @@ def sample(path: str | os.PathLike, n: int = 64, out: str | os.PathLike = "sampl
     with torch.no_grad(), autocast(precision, dev):  # in chunks: the activations of 10 000 images at once are GBs
         for i in range(0, n, SAMPLE_CHUNK):
             zi, yi = z[i:i + SAMPLE_CHUNK], y[i:i + SAMPLE_CHUNK] if y is not None else None
-            parts.append((G(zi, yi) if yi is not None else G(zi)).float().cpu())
+            parts.append(G(zi, yi).float().cpu())
     atomic_write(out, image_grid(torch.cat(parts), rows))
     return SampleResult(checkpoint=str(ck_path), out=str(out), n=n, kind=o.kind, kimg=meta["cur_nimg"] / 1000,
                         label_names=meta["label_names"])

@@ -62,7 +62,7 @@ from .checkpoints import (
 )
 from .cpu import configure_threads, pick_device
 from .kinds import AUTO_AUGMENT_BELOW
-from .losses import clip_weights, d_loss, g_loss, gradient_penalty
+from .losses import OBJECTIVES, penalty_of
 from .models import RESOLUTIONS, build
 from .options import TrainError, TrainOptions, shards_digest
 from .precision import autocast, scaler
@@ -158,7 +158,7 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
     """Train in this process (one rank of a torchrun job when WORLD_SIZE is set). Returns the final summary.
     The run folder is locked by rank 0 for the whole run; a folder that already holds a run is continued only with
     ``resume``, never silently started over."""
-    o = options.resolved()
+    o = options
     run = Path(o.out)
     if _dist()[0] != 0:
         _refuse_a_finished_run(o, run)
@@ -215,6 +215,8 @@ class Loop:
 
     def __init__(self, o: TrainOptions, progress: bool):
         self.o, self.progress, self.kind = o, progress, o.spec
+        self.objective = OBJECTIVES[self.kind.objective]
+        self.penalty = penalty_of(self.kind.penalty, o.gp_lambda, o.clip)
         self.rank, self.world, local_rank = _dist()
         self.device = device = pick_device(o.device, local_rank)
         if o.eval and o.eval_extractor == "inception":  # every rank: none starts if rank 0 cannot evaluate
@@ -335,14 +337,13 @@ class Loop:
         graphs have no double backward). Where the compiler is missing or fails on these networks (tried on one
         small batch now, not in the middle of the run), one line says so and the run goes on eagerly."""
         try:
-            G, D = torch.compile(self.Gd), torch.compile(self.Dd) if self.kind.penalty != "gp" else self.Dd
+            G, D = torch.compile(self.Gd), self.Dd if self.penalty.double_backward else torch.compile(self.Dd)
             self.G.eval()  # the trial must not move batch norm's running statistics
             self.D.eval()
             with torch.no_grad():
                 z = torch.zeros(2, self.o.nz, device=self.device)
                 y = torch.zeros(2, dtype=torch.long, device=self.device) if self.kind.conditional else None
-                x = G(z, y) if y is not None else G(z)
-                D(x, y) if y is not None else D(x)
+                D(G(z, y), y)
         except Exception as e:  # the backend's own exception types vary (a C compiler, Triton, an op)
             if self.rank == 0:
                 print(f"--compile: torch.compile is not available here ({type(e).__name__}: "
@@ -390,12 +391,6 @@ class Loop:
         alpha = torch.rand(o.batch, generator=g)[self.slice]
         return z.to(self.device), y, alpha.to(self.device)
 
-    def _G(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self.Gd(z, y) if y is not None else self.Gd(z)
-
-    def _D(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self.Dd(x, y) if y is not None else self.Dd(x)
-
     def next_batch(self, first: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The next real batch on the device. Shards that cannot be read (any more) stop the run; what was trained
         since the last checkpoint is saved first (single process, at a step's first critic batch)."""
@@ -413,27 +408,23 @@ class Loop:
     def critic_step(self, i: int, keep_graph: bool) -> dict:
         """One critic update on a real batch and a fake one. ``keep_graph``: the fake batch keeps its graph to G, for
         the generator step to reuse (one G forward per step, as pytorch/examples' DCGAN loop)."""
-        o, k = self.o, self.kind
+        o = self.o
         real, y_real = self.next_batch(first=i == 0)
         z, y_fake, alpha = self.draw(f"d{i}")
         with torch.set_grad_enabled(keep_graph), self.autocast:
-            generated = self._G(z, y_fake)
+            generated = self.Gd(z, y_fake)
         fake = generated.detach()
         real, fake = self._aug(real, f"d{i}-real"), self._aug(fake, f"d{i}-fake")
         with self.autocast:
-            d_real = self._D(real, y_real)
-            d_fake = self._D(fake, y_fake)
-        objective = loss = d_loss(k.objective, d_real, d_fake, 1.0 - o.label_smoothing)
-        gp = torch.zeros((), device=self.device)
-        if k.penalty == "gp":
-            gp = gradient_penalty(self.Dgp, real, fake, alpha, y_fake, self.autocast, self.scale_d)
-            loss = loss + o.gp_lambda * gp
+            d_real = self.Dd(real, y_real)
+            d_fake = self.Dd(fake, y_fake)
+        objective = self.objective.d_loss(d_real, d_fake, 1.0 - o.label_smoothing)
+        loss, gp = self.penalty.add(objective, self.Dgp, real, fake, alpha, y_fake, self.autocast, self.scale_d)
         self.optD.zero_grad(set_to_none=True)
         self.scale_d.scale(loss).backward()
         self.scale_d.step(self.optD)
         self.scale_d.update()
-        if k.penalty == "clip":
-            clip_weights(self.D, o.clip)
+        self.penalty.after_step(self.D)
         self.cur_nimg += o.batch
         # the loss the divergence guard reads: under fp16 a penalty made infinite by the gradient scale is the
         # scaler's to handle (it skips the step and lowers the scale), not a divergence
@@ -452,9 +443,9 @@ class Loop:
         with self.autocast, no_sync:
             if not reuse:
                 z, y_fake, _ = self.draw("g")
-                generated = self._G(z, y_fake)
-            d_gen = self._D(self._aug(generated, "g"), y_fake)
-        lg = g_loss(self.kind.objective, d_gen)
+                generated = self.Gd(z, y_fake)
+            d_gen = self.Dd(self._aug(generated, "g"), y_fake)
+        lg = self.objective.g_loss(d_gen)
         self.optG.zero_grad(set_to_none=True)
         self.scale_g.scale(lg).backward()
         self.scale_g.step(self.optG)
@@ -552,7 +543,7 @@ class Loop:
         out = {"checkpoint": None, "grid": None, "params_sha256": digest, "ranks_consistent": consistent}
         if self.rank == 0:
             with torch.no_grad():
-                fakes = self.G_ema(self.gz, self.gy) if self.gy is not None else self.G_ema(self.gz)
+                fakes = self.G_ema(self.gz, self.gy)
             grid = self.run / f"fakes-{self.cur_nimg:09d}.png"
             atomic_write(grid, image_grid(fakes, self.rows))
             ck = {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
@@ -572,8 +563,10 @@ class Loop:
 
     # -------------------------------------------------------------------------------------------------- run
 
-    def __call__(self) -> TrainSummary:
-        o, rank = self.o, self.rank
+    def _schedule(self) -> None:
+        """Where the run stands and when it next logs and snapshots (from the step resumed at, or 0), the running
+        loss sums and the clocks: what the steps, :meth:`log` and :meth:`snapshot` read and move on."""
+        o = self.o
         self.total = int(o.kimg * 1000)
         self.next_log = (self.cur_nimg // int(o.log_kimg * 1000) + 1) * int(o.log_kimg * 1000)
         self.next_snap = (self.cur_nimg // int(o.snap_kimg * 1000) + 1) * int(o.snap_kimg * 1000)
@@ -582,61 +575,79 @@ class Loop:
         self.saved_step = self.step  # the step of the newest checkpoint (the one resumed from, or 0)
         self.t_start = self.t_tick = self.last_line = time.monotonic()
         self.nimg_tick = self.start_nimg = self.cur_nimg
-        if rank == 0 and self.progress and self.resumed_from:
+
+    def _open_outputs(self) -> None:
+        """Rank 0's logs (metrics.jsonl without the rows after the checkpoint resumed from, TensorBoard), the grid of
+        real images of a new run, and the evaluator of ``--eval``."""
+        o = self.o
+        self.writer = self.metrics = self.evaluator = None
+        if self.rank != 0:
+            return
+        if self.progress and self.resumed_from:
             print(f"{o.kind}: resuming from {self.resumed_from} at {self.cur_nimg / 1000:g} kimg (step {self.step})",
                   file=sys.stderr, flush=True)
-        self.writer = _tensorboard(self.run) if rank == 0 else None
-        if rank == 0:
-            _forget_rows_after(self.run / "metrics.jsonl", self.cur_nimg)
-        self.metrics = open(self.run / "metrics.jsonl", "a") if rank == 0 else None
-        if rank == 0 and self.step == 0:
+        self.writer = _tensorboard(self.run)
+        _forget_rows_after(self.run / "metrics.jsonl", self.cur_nimg)
+        self.metrics = open(self.run / "metrics.jsonl", "a")
+        if self.step == 0:
             real = next(self.batches)[0][: o.grid]
             atomic_write(self.run / "reals.png", image_grid(real.float() / 127.5 - 1,
                                                            max(1, int(math.sqrt(len(real))))))
-        self.evaluator = None
-        if o.eval and rank == 0:
+        if o.eval:
             from .metrics import SnapshotEval
 
             self.evaluator = SnapshotEval(o, self.device, self.n_classes if self.kind.conditional else 0,
                                           self.progress, self.resolution)
-        summary: dict = {}
+
+    def _close_outputs(self) -> None:
+        for f in (self.metrics, self.writer):
+            if f is not None:
+                f.close()
+        if self.distributed and dist.is_initialized():
+            _barrier(self.world)
+            dist.destroy_process_group()
+
+    def _train_until_done(self, ctrl_c: CtrlC | None) -> dict:
+        """Steps until ``kimg``, with their logs and snapshots; Ctrl-C saves a checkpoint after the step in progress,
+        then raises KeyboardInterrupt. Returns the last snapshot's description."""
+        o, last = self.o, {}
+        while self.cur_nimg < self.total:
+            self.train_step()
+            interrupted = ctrl_c is not None and ctrl_c.requested
+            end = self.cur_nimg >= self.total
+            if self.cur_nimg >= self.next_log or self.cur_nimg >= self.next_snap or end or interrupted:
+                self.stop_if_diverged()
+            if self.cur_nimg >= self.next_log or end:
+                self.log()
+            self.heartbeat()
+            if self.cur_nimg >= self.next_snap or end:
+                last = self.snapshot()
+                self.next_snap += int(o.snap_kimg * 1000)
+            elif interrupted:
+                saved = self.snapshot(evaluate=False)
+                print(f"{o.kind}: interrupted at {self.cur_nimg / 1000:g} kimg; saved {saved['checkpoint']} — "
+                      "run the same command with --resume auto to continue", file=sys.stderr, flush=True)
+            if interrupted:
+                raise KeyboardInterrupt
+        return last
+
+    def __call__(self) -> TrainSummary:
+        self._schedule()
+        self._open_outputs()
         ctrl_c = CtrlC.install() if self.world == 1 else None  # several ranks: each stops where the signal finds it
         try:
-            while self.cur_nimg < self.total:
-                self.train_step()
-                interrupted = ctrl_c is not None and ctrl_c.requested
-                end = self.cur_nimg >= self.total
-                if self.cur_nimg >= self.next_log or self.cur_nimg >= self.next_snap or end or interrupted:
-                    self.stop_if_diverged()
-                if self.cur_nimg >= self.next_log or end:
-                    self.log()
-                self.heartbeat()
-                if self.cur_nimg >= self.next_snap or end:
-                    summary = self.snapshot()
-                    self.next_snap += int(o.snap_kimg * 1000)
-                elif interrupted:
-                    saved = self.snapshot(evaluate=False)
-                    print(f"{o.kind}: interrupted at {self.cur_nimg / 1000:g} kimg; saved {saved['checkpoint']} — "
-                          "run the same command with --resume auto to continue", file=sys.stderr, flush=True)
-                if interrupted:
-                    raise KeyboardInterrupt
+            last = self._train_until_done(ctrl_c)
         finally:
             if ctrl_c is not None:
                 ctrl_c.uninstall()
-            if self.metrics is not None:
-                self.metrics.close()
-            if self.writer is not None:
-                self.writer.close()
-            if self.distributed and dist.is_initialized():
-                _barrier(self.world)
-                dist.destroy_process_group()
+            self._close_outputs()
         device = self.device
         result = TrainSummary(
-            kind=o.kind, out=str(self.run), kimg=round(self.cur_nimg / 1000, 3), steps=self.step, world=self.world,
-            resumed_from=self.resumed_from, seconds=round(time.monotonic() - self.t_start, 1),
-            resolution=self.resolution, ddp=self.distributed, threads=self.threads, **summary,
+            kind=self.o.kind, out=str(self.run), kimg=round(self.cur_nimg / 1000, 3), steps=self.step,
+            world=self.world, resumed_from=self.resumed_from, seconds=round(time.monotonic() - self.t_start, 1),
+            resolution=self.resolution, ddp=self.distributed, threads=self.threads, **last,
             peak_gpu_mib=round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None)
-        if rank == 0:
+        if self.rank == 0:
             atomic_write_json(self.run / "summary.json", result.to_json())
         return result
 

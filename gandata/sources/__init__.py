@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ..declarations import ENGINE_KEYS, declared
 from ..errors import UserError
+from ..options import check_call
 
 if TYPE_CHECKING:
     from ..fetch import FetchOptions
@@ -38,6 +42,39 @@ def load_manifest(name: str, path: str | os.PathLike | None = None) -> tuple[dic
         raise UserError(
             f"the manifest {path} is not valid TOML ({e}); fix it or give another with --manifest"
         ) from None
+
+
+@dataclass
+class Source:
+    """What every network source shares besides its own parameters, checked once by its declaration
+    (``gandata fetch NAME``): its manifest (read and checked), ``--base-url``, and the fetch engine's options — the
+    manifest's politeness with the caller's overrides put in."""
+
+    name: str
+    manifest: dict
+    manifest_path: str
+    base_url: str | None
+    engine: FetchOptions
+    own: dict[str, Any]  # the source's own parameters, checked (and converted) by the same declaration
+
+    @classmethod
+    def open(cls, source: str, manifest: str | os.PathLike | None = None, base_url: str | None = None,
+             overrides: dict | None = None, engine_of: Callable[[dict], FetchOptions] | None = None,
+             has_manifest: bool = True, **own: Any) -> Source:
+        """``overrides``: FetchOptions fields (the declared ones — --rate, --retries … — are checked as on the
+        command line); ``engine_of``: the engine's options from the manifest (default :func:`politeness`); ``own``: the
+        source's other parameters (``count``, ``limit``, ``delay`` …), checked by its declaration too. A source
+        without a manifest (``has_manifest=False``: a user's URL list) starts from the engine's defaults."""
+        from ..fetch import FetchOptions, with_overrides
+
+        overrides = dict(overrides or {})
+        declared_engine = {k: overrides[k] for k in ENGINE_KEYS if k in overrides}
+        checked = check_call(declared("fetch", source), **{**declared_engine, **own, "base_url": base_url})
+        overrides.update({k: checked[k] for k in declared_engine})
+        data, path = load_manifest(source, manifest) if has_manifest else ({}, "")
+        options = with_overrides((engine_of or (politeness if has_manifest else lambda m: FetchOptions()))(data),
+                                 overrides)
+        return cls(source, data, path, base_url, options, {k: checked[k] for k in own})
 
 
 def politeness(manifest: dict) -> FetchOptions:

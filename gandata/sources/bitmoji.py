@@ -23,9 +23,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import assets
 from ..datasets import Dataset, hash_key
+from ..declarations import FETCH_BITMOJI
 from ..errors import UserError
-from ..fetch import FetchSummary, Job, check_base_url, describe_run, fetch, rebase, with_overrides
-from . import load_manifest, politeness
+from ..fetch import FetchSummary, Job, describe_run, fetch, rebase
+from . import Source
+
+_DEFAULT = FETCH_BITMOJI.defaults()
 
 GENDERS = {"male": 1, "female": 2}
 STYLES = {"bitstrips": 1, "bitmoji": 4, "cm": 5}
@@ -186,9 +189,9 @@ def comic_jobs(templates: list[dict], avatar_ids: list[str], manifest: dict, see
 def fetch_bitmoji(
     out: str | os.PathLike,
     count: int,
-    mode: str = "avatars",
-    view: str = "head",
-    seed: int = 0,
+    mode: str = _DEFAULT["mode"],
+    view: str = _DEFAULT["view"],
+    seed: int = _DEFAULT["seed"],
     traits: str | os.PathLike | None = None,
     templates: str | os.PathLike | None = None,
     avatar_ids: str | os.PathLike | None = None,
@@ -200,14 +203,9 @@ def fetch_bitmoji(
     """Fetch Bitmoji images into the dataset folder ``out`` until it holds ``count`` distinct images.
 
     ``overrides`` replaces the manifest's politeness settings (FetchOptions fields, e.g. ``{"rate": 2.0}``)."""
-    from ..options import check_declared
-    from ..stages import declared
-
-    check_declared({"count": count, "mode": mode, "view": view, "seed": seed}, declared("fetch", "bitmoji"))
-    check_base_url(base_url)
-    manifest, manifest_path = load_manifest("bitmoji", manifest)
-    opts = with_overrides(politeness(manifest), overrides)
-    provenance: dict = {"manifest": manifest_path}
+    src = Source.open("bitmoji", manifest, base_url, overrides, count=count, mode=mode, view=view, seed=seed)
+    manifest, opts = src.manifest, src.engine
+    provenance: dict = {"manifest": src.manifest_path}
     if mode == "avatars":
         catalogue, provenance["traits"] = assets.asset(
             "Bitmoji trait catalogue", rebase(manifest["catalogues"]["traits"], base_url), "--traits", traits,

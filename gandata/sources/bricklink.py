@@ -30,13 +30,11 @@ from ..fetch import (
     PageError,
     PageRetry,
     PageStop,
-    check_base_url,
     describe_run,
     fetch,
     rebase,
-    with_overrides,
 )
-from . import load_manifest
+from . import Source
 
 SITE, IMAGES = "bricklink-site", "bricklink-images"
 MAX_PAGES = 10_000  # a guard: the whole minifig catalogue is about 360 pages
@@ -257,27 +255,26 @@ def fetch_bricklink(
     ``delay`` (seconds between listing pages), ``concurrency`` and ``rate`` (image requests in flight and per second,
     0: unpaced) override the manifest's politeness;
     ``overrides`` other FetchOptions fields (retries, timeout, backoff…)."""
-    check_base_url(base_url, limit)
-    from ..options import check_declared
-    from ..stages import declared
-
-    check_declared({"delay": delay, "concurrency": concurrency, "rate": rate, "limit": limit},
-                   declared("fetch", "bricklink"))
     cats = _category_filter(categories)
-    manifest, manifest_path = load_manifest("bricklink", manifest)
-    pol = manifest.get("politeness", {})
-    delay = float(pol.get("delay", 3.0)) if delay is None else delay
-    images = int(pol.get("image_concurrency", 4)) if concurrency is None else concurrency
-    opts = with_overrides(FetchOptions(
-        concurrency=images + 1, per_host=images, retries=int(pol.get("retries", 5)),
-        timeout=float(pol.get("timeout", 30.0)), max_wait=float(pol.get("max_wait", 900.0)),
-        lanes={SITE: {"concurrency": 1, "rate": 1.0 / delay if delay > 0 else None},
-               IMAGES: {"concurrency": images,
-                        "rate": pol.get("image_rate") if rate is None else (rate or None)}},
-    ), overrides)
-    throttle_wait = float(pol.get("throttle_wait", 60.0))
+    delays: dict = {}
+
+    def engine(manifest: dict) -> FetchOptions:  # one lane for the listing pages, one for the images
+        pol = manifest.get("politeness", {})
+        delays["delay"] = d = float(pol.get("delay", 3.0)) if delay is None else delay
+        images = int(pol.get("image_concurrency", 4)) if concurrency is None else concurrency
+        return FetchOptions(
+            concurrency=images + 1, per_host=images, retries=int(pol.get("retries", 5)),
+            timeout=float(pol.get("timeout", 30.0)), max_wait=float(pol.get("max_wait", 900.0)),
+            lanes={SITE: {"concurrency": 1, "rate": 1.0 / d if d > 0 else None},
+                   IMAGES: {"concurrency": images,
+                            "rate": pol.get("image_rate") if rate is None else (rate or None)}})
+
+    src = Source.open("bricklink", manifest, base_url, overrides, engine, delay=delay, concurrency=concurrency,
+                      rate=rate, limit=limit)
+    manifest, opts, delay = src.manifest, src.engine, delays["delay"]
+    throttle_wait = float(manifest.get("politeness", {}).get("throttle_wait", 60.0))
     crawl = {"pages": 0, "items": 0, "listed_total": {}, "page_failures": []}
-    provenance: dict = {"manifest": manifest_path}
+    provenance: dict = {"manifest": src.manifest_path}
     with Dataset.create(out, opts.durability) as ds:
         if catalog_file is not None:
             items = _read_catalog(catalog_file, categories_file, cats)

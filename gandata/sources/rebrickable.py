@@ -14,8 +14,8 @@ import os
 
 from .. import assets
 from ..datasets import Dataset, make_key
-from ..fetch import FetchSummary, Job, check_base_url, describe_run, fetch, rebase, with_overrides
-from . import load_manifest, politeness
+from ..fetch import FetchSummary, Job, describe_run, fetch, rebase
+from . import Source
 
 COLUMNS = ("fig_num", "name", "num_parts", "img_url")
 
@@ -55,9 +55,8 @@ def fetch_rebrickable(
     progress: bool = False,
 ) -> FetchSummary:
     """Fetch the minifigure images of Rebrickable's CSV into the dataset folder ``out``."""
-    check_base_url(base_url, limit)
-    manifest, manifest_path = load_manifest("rebrickable", manifest)
-    opts = with_overrides(politeness(manifest), overrides)
+    src = Source.open("rebrickable", manifest, base_url, overrides, limit=limit)
+    manifest, manifest_path, opts = src.manifest, src.manifest_path, src.engine
     rows, origin = assets.asset("Rebrickable minifigs CSV", rebase(manifest["catalogues"]["minifigs"], base_url),
                                 "--csv", csv, parse=parse_minifigs_csv)
     no_image = [r["fig_num"] for r in rows if not r["img_url"]]

@@ -24,23 +24,24 @@ from pathlib import Path
 
 from .. import storage
 from ..datasets import Dataset, hash_key
+from ..declarations import FETCH_URLS
+from ..declarations import URL_LIST_FORMATS as FORMATS
 from ..errors import UserError
 from ..fetch import (
     RESERVED,
     FetchOptions,
     FetchSummary,
     Job,
-    check_base_url,
     describe_run,
     fetch,
     host_key,
     rebase,
-    with_overrides,
 )
 from ..fileio import atomic_write, read_jsonl
 from ..inputs import MissingInput
+from . import Source
 
-FORMATS = ("txt", "csv", "tsv", "jsonl")
+_DEFAULT = FETCH_URLS.defaults()
 
 
 def list_format(path: Path, fmt: str | None) -> str:
@@ -122,24 +123,23 @@ def url_jobs(name: str, rows: Iterator[tuple[str, dict]], base_url: str | None) 
         yield Job(hash_key(name, url), rebase(url, base_url), {"list_url": url, **record} if base_url else record)
 
 
-HOST_GROUPS = 64  # --engine ray: the hosts of a list are dealt to this many tasks (a host is in one task only)
 
 
 def fetch_urls(
     list_file: str | os.PathLike,
     name: str,
     out: str | os.PathLike,
-    url_col: str = "url",
-    fmt: str | None = None,
+    url_col: str = _DEFAULT["url_col"],
+    format: str | None = None,  # noqa: A002 (the declared name: --format)
     limit: int | None = None,
     base_url: str | None = None,
     overrides: dict | None = None,
     progress: bool = False,
-    engine: str = "local",
+    engine: str = _DEFAULT["engine"],
     ray_address: str | None = None,
-    retry_failed: bool = False,
-    host_groups: int = HOST_GROUPS,
-    workers: int = 0,
+    retry_failed: bool = _DEFAULT["retry_failed"],
+    host_groups: int = _DEFAULT["host_groups"],
+    workers: int = _DEFAULT["workers"],
 ) -> FetchSummary:
     """Fetch every URL of a list into the dataset folder ``out`` (at most ``limit`` images in the dataset).
 
@@ -147,23 +147,21 @@ def fetch_urls(
     429 past --max-wait; not a 404) — the failures recorded in ``out/failures.jsonl``. ``engine="ray"``: the hosts
     are dealt to ``host_groups`` tasks by a hash of the host name, so every host is fetched by one task at a time and
     its politeness (requests in flight, rate) holds for the whole cluster as on one machine."""
-    check_base_url(base_url, limit)
+    src = Source.open("urls", None, base_url, overrides, has_manifest=False, name=name, url_col=url_col,
+                      format=format, limit=limit, engine=engine, host_groups=host_groups, workers=workers)
+    opts = src.engine
     path = str(list_file) if storage.is_url(list_file) else Path(list_file)
     if not (storage.exists(path) if isinstance(path, str) else path.is_file()):
         raise UserError(f"the URL list {path} does not exist; give a .txt, .csv, .tsv or .jsonl file")
-    if engine == "ray" and limit is not None:
-        raise UserError("--limit cannot be kept across Ray tasks that run at once; cut the list to size, or use "
-                        "--engine local")
-    opts = with_overrides(FetchOptions(), overrides)
     if engine == "ray":  # every path a task sees is resolved here: a worker's current folder is its node's
         out = storage.absolute(out)
-    first = next(read_url_list(path, url_col, fmt), None)  # fail on a bad list before creating anything
+    first = next(read_url_list(path, url_col, format), None)  # fail on a bad list before creating anything
     if first is None:
         raise UserError(f"the URL list {path} holds no URLs")
     settings = {"list": str(path), "url_col": url_col, "limit": limit, "base_url": base_url,
                 "retry_failed": retry_failed}
     with Dataset.create(out, opts.durability) as ds:
-        jobs: Iterator[Job] = url_jobs(name, read_url_list(path, url_col, fmt), base_url)
+        jobs: Iterator[Job] = url_jobs(name, read_url_list(path, url_col, format), base_url)
         retry = None
         if retry_failed:
             retry = {k for k, f in ds.open_failures().items() if not f.get("permanent")}
