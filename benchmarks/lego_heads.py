@@ -1,6 +1,7 @@
 """How well ``crop lego-faces`` finds the heads of real minifigures: a locator scored against hand-marked head boxes.
 
-    python benchmarks/lego_heads.py --set benchmarks/heads/catalogue-fixtures.jsonl --images ../shared/fixtures/lego/bricklink
+    python benchmarks/lego_heads.py --set benchmarks/heads/catalogue-fixtures.jsonl \
+        --images ../shared/fixtures/lego/bricklink
     python benchmarks/lego_heads.py --set benchmarks/heads/photos.jsonl --images PHOTOS --locator learned,auto
     python benchmarks/lego_heads.py … --out /tmp/heads       # + crops.png and misses.png to look at
 
@@ -36,17 +37,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-CONTAIN = 0.95  # of the head box inside the crop box
-SHARE = 0.45  # the head's longer side over the crop's side, at least
-
 
 def holds(crop: list[int], head: list[int]) -> bool:
-    cx0, cy0, cx1, cy1 = crop
-    hx0, hy0, hx1, hy1 = head
-    iw, ih = max(0, min(cx1, hx1) - max(cx0, hx0)), max(0, min(cy1, hy1) - max(cy0, hy0))
-    area = (hx1 - hx0) * (hy1 - hy0)
-    side = max(cx1 - cx0, cy1 - cy0)
-    return area > 0 and iw * ih >= CONTAIN * area and max(hx1 - hx0, hy1 - hy0) >= SHARE * side
+    from gandata.heads import holds as holds_head  # the one definition (95 % inside, 45 % of the side)
+
+    return holds_head(tuple(crop), tuple(head))
 
 
 def match(crops: list[list[int]], heads: list[list[int]]) -> tuple[list[int | None], set[int]]:
@@ -196,9 +191,11 @@ def main() -> None:
             sheets(results, Path(args.out), name)
     print("| locator | images | heads | crops | images with a crop | recall | precision | ms / image |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    def pct(v: float | None) -> str:
+        return f"{100 * v:.1f} %" if v is not None else "–"
+
     for name, rows in report.items():
         for bg, s in rows.items():
-            pct = (lambda v: f"{100 * v:.1f} %" if v is not None else "–")
             print(f"| {name} | {bg}: {s['images']} | {s['heads']} | {s['crops']} | {s['images_with_crop']} | "
                   f"{pct(s['recall'])} | {pct(s['precision'])} | {s['ms_per_image']:.0f} |")
     if args.json:

@@ -14,9 +14,12 @@ Crop geometry: the box grows by ``--margin`` (a fraction of its side, per side) 
 the image is padded (``--edge pad``, with ``--pad-color``), moved inside (``shift``) or skipped (``drop``); it is
 resized to ``--size``. Several faces → keys ``<parent>_f0``, ``<parent>_f1`` … (largest first).
 
-``lego-faces``: BrickLink renders are front views on a plain background with the head on top. The cascade is used
-where it finds a face; otherwise a layout locator (foreground mask → the head above the neck) cuts the head.
-Each record says which method cut it. Images where neither finds a plausible head are skipped and counted.
+``lego-faces`` crops whole heads (hair, hat, helmet, hood), found by :mod:`gandata.heads`: ``--locator learned``
+(a small detector shipped with gandata, for catalogue shots and photos alike), ``layout`` (the figure's proportions,
+for catalogue shots), ``cascade`` (the anime cascade's face grown to its head, else the layout) or ``auto`` (the best
+measured: docs/quality.md). Every locator gives the same framing (the head box, then ``--margin``) and a confidence;
+heads under ``--threshold`` are not cut. Each record says which method cut it and how sure it was. Images without a
+head (droids, vehicles) are skipped and counted, with the reason.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import assets, images, storage
+from . import assets, heads, images, storage
 from .datasets import Dataset, Problem, child_key
 from .declarations import CROP_ANIME, CROP_LEGO
 from .errors import UserError
@@ -51,6 +54,8 @@ from .workers import Done, MemoryBudget, cores, ordered
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
 CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
 DETECTOR = "lbpcascade_animeface"
+AUTO = "learned"  # what --locator auto runs: the locator measured best on real images (docs/quality.md)
+METHOD_DETECTOR = {"cascade": DETECTOR, "layout": "layout", "learned": "lego-heads"}  # a record's "detector"
 EDGES = ("pad", "shift", "drop")
 _FILE_FIELDS = ("key", "path", "sha256", "width", "height")
 
@@ -77,15 +82,17 @@ class CropOptions(Declared):
     format: str = _DEFAULT["format"]  # of the crops
     workers: int = _DEFAULT["workers"]  # 0: one per core
     memory: int = _DEFAULT["memory"]  # MiB that decoded images may hold at once, all workers together
-    lego: bool = False  # fall back on the layout locator where the cascade finds nothing
-    locator: str = _DEFAULT["locator"]  # lego: auto (the cascade, then the layout) | layout (no cascade needed)
+    lego: bool = False  # whole LEGO heads (gandata.heads) instead of anime faces
+    locator: str = _DEFAULT["locator"]  # lego: auto | learned | layout | cascade (gandata.heads)
+    threshold: float = _DEFAULT["threshold"]  # lego: heads found with less confidence are not cut
 
     def declaration(self) -> Declaration:
         return CROP_LEGO if self.lego else CROP_ANIME
 
     def __post_init__(self) -> None:
-        if self.locator != _DEFAULT["locator"] and not self.lego:
-            raise UserError(f"--locator {self.locator} is for lego-faces only (anime faces have no figure layout)")
+        for key in ("locator", "threshold"):
+            if getattr(self, key) != _DEFAULT[key] and not self.lego:
+                raise UserError(f"--{key} is for lego-faces only (anime faces are found by the cascade)")
         super().__post_init__()
         if self.min_face is None:
             self.min_face = self.declaration().option("min_face").default
@@ -115,12 +122,32 @@ class Detector:
     def __init__(self, path: str | None, opts: CropOptions):
         self.path, self.opts = path, opts
         self._local = threading.local()
+        self._learned = heads.LearnedHeads()
 
     def _cascade(self) -> cv2.CascadeClassifier:
         c = getattr(self._local, "cascade", None)
         if c is None:
             c = self._local.cascade = cv2.CascadeClassifier(self.path)
         return c
+
+    def heads(self, rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[list[heads.Head], str | None]:
+        """``lego-faces``: the heads the ``--locator`` finds, at or above ``--threshold`` and ``--min-face``, most
+        confident first; or none and why."""
+        o = self.opts
+        locator = AUTO if o.locator == "auto" else o.locator
+        found, why = [], None
+        if locator == "learned":
+            found = self._learned(rgb, o.threshold)
+            why = None if found else "no head found by the learned detector"
+        elif locator == "cascade":
+            faces, _ = self.detect(rgb)
+            found = [heads.head_of_face(f) for f in faces]
+        if locator == "layout" or (locator == "cascade" and not found):
+            found, why = heads.layout_heads(rgb, alpha)
+        kept = [h for h in found if h.confidence >= o.threshold and max(h.box[2], h.box[3]) >= o.min_face]
+        if found and not kept:
+            why = f"heads below --threshold {o.threshold:g} or --min-face {o.min_face}"
+        return sorted(kept, key=lambda h: -h.confidence), why
 
     def detect(self, rgb: np.ndarray) -> tuple[list[tuple[int, int, int, int]], float]:
         """Boxes (x, y, w, h) in the image's pixels, largest first, and the scale detection ran at (none without a
@@ -183,49 +210,6 @@ def cut(rgb: np.ndarray, box: tuple[int, int, int, int], pad: tuple[int, int, in
     return Image.fromarray(canvas)
 
 
-# ----------------------------------------------------------------------------------- the LEGO layout locator
-
-
-def locate_head(rgb: np.ndarray) -> tuple[tuple[int, int, int, int] | None, str]:
-    """The head of a minifigure render (front view, plain background, head on top): (x, y, w, h) or None, and why.
-
-    The background colour is the median of the image border; the foreground is what differs from it. Of the
-    figure's outline, the head is the part above the neck — the narrowest row in the upper half of the figure,
-    below which the shoulders widen."""
-    h, w = rgb.shape[:2]
-    border = np.concatenate([rgb[:2].reshape(-1, 3), rgb[-2:].reshape(-1, 3), rgb[:, :2].reshape(-1, 3),
-                             rgb[:, -2:].reshape(-1, 3)])
-    bg = np.median(border, axis=0)
-    mask = (np.abs(rgb.astype(np.int16) - bg.astype(np.int16)).max(axis=2) > 32).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n < 2:
-        return None, "no figure on the background"
-    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    fx, fy, fw, fh, area = stats[biggest]
-    if area < 0.01 * h * w or fh < 20:
-        return None, "figure too small"
-    if not 1.0 <= fh / fw <= 4.0:
-        return None, f"not a standing figure (height/width {fh / fw:.2f})"
-    fig = labels[fy:fy + fh, fx:fx + fw] == biggest
-    widths = fig.sum(axis=1)
-    top, bottom = int(0.12 * fh), int(0.5 * fh)
-    neck = top + int(np.argmin(widths[top:bottom]))
-    below = widths[neck:neck + max(2, fh // 10)].max() if neck < fh - 2 else 0
-    if widths[neck] == 0 or below < 1.25 * widths[neck]:
-        return None, "no neck: nothing narrows between head and shoulders"
-    if not fig[:neck].any():
-        return None, "nothing above the neck"
-    # the head is centred on the neck and as wide as it: a hat brim or hair around it does not move the crop
-    neck_cols = np.where(fig[neck])[0]
-    cx = fx + (neck_cols[0] + neck_cols[-1] + 1) / 2
-    # the narrowest row is the neck or the head's own rounded bottom edge: keep it with the head
-    side = int(max(neck + 1, (neck_cols[-1] - neck_cols[0] + 1) * 1.1))
-    if not 0.12 * fh <= side <= 0.7 * fh:
-        return None, f"implausible head size ({side}px for a {fh}px figure)"
-    return (int(round(cx - side / 2)), int(fy + neck + 1 - side), side, side), "layout"
-
-
 # ----------------------------------------------------------------------------------------------- the stage
 
 
@@ -245,26 +229,27 @@ def _process(data: bytes, key: str, opts: CropOptions, detector: Detector, pad: 
         with budget.hold(pixels * BYTES_PER_PIXEL.get(fmt, OTHER_BYTES_PER_PIXEL)):
             return _process(data, key, opts, detector, pad, background, preview)
     try:
-        rgb = images.decode_rgb(data, background)
+        rgb, alpha = images.decode_rgb_alpha(data, background, alpha=opts.lego)
     except images.ImageError as e:
         return {"status": "unreadable", "reason": str(e)}
     height, width = rgb.shape[:2]
-    boxes, scale = detector.detect(rgb)
-    method = "cascade"
     why = None
-    if not boxes and opts.lego:
-        head, why = locate_head(rgb)
-        if head is not None:
-            boxes, method = [head], "layout"
+    if opts.lego:
+        found, why = detector.heads(rgb, alpha)
+        boxes, scale = [h.box for h in found], 1.0
+        found_as = [(h.method, h.confidence) for h in found]
+    else:
+        boxes, scale = detector.detect(rgb)
+        found_as = [("cascade", None)] * len(boxes)
     crops, shown = [], []
-    for i, box in enumerate(boxes):
+    for i, (box, (method, confidence)) in enumerate(zip(boxes, found_as)):
         cb = crop_box(box, width, height, opts.margin, opts.edge)
         shown.append((box, cb))
         if cb is None:
             continue
         face = images.resize(cut(rgb, cb, pad), opts.size, "center-crop")
         crops.append({"index": i, "bbox": list(box), "crop_box": list(cb), "method": method,
-                      "data": images.encode(face, opts.format)})
+                      "confidence": confidence, "data": images.encode(face, opts.format)})
     status = "faces" if crops else ("no_head" if opts.lego else "no_face")
     small = None
     if preview:
@@ -337,20 +322,21 @@ def crop(
     source = open_input(src)
     if Path(out).resolve() == Path(src).resolve():
         raise UserError(f"{src} is both the input and the output; give another --out")
-    if opts.locator == "layout":
-        path, origin = None, {"locator": "layout only"}
-    else:
+    locator = (AUTO if opts.locator == "auto" else opts.locator) if opts.lego else "cascade"
+    if locator == "cascade":
         try:
             path, origin = cascade_file(cascade, base_url)
         except UserError as e:
             if not opts.lego:
                 raise
-            raise UserError(f"{e}; or crop by the figure's layout alone, offline: --locator layout") from None
+            raise UserError(f"{e}; or crop with the shipped detector, offline: --locator learned") from None
+    else:
+        path, origin = None, ({"locator": "layout"} if locator == "layout" else heads.LearnedHeads().origin())
     detector = Detector(path, opts)
     pad, background = Color.parse(opts.pad_color).rgb, Color.parse(opts.background).rgb
     stage = "crop lego-faces" if opts.lego else "crop anime-faces"
     workers = opts.workers or cores()
-    threads_before = cv2.getNumThreads()
+    threads_before = cv2.getNumThreads(), _torch_threads(1 if locator == "learned" else None)
     cv2.setNumThreads(1)
     try:
         with Dataset.create(out) as ds, Progress(stage, source.count_hint(), enabled=progress) as prog:
@@ -369,11 +355,24 @@ def crop(
             summary = writer.summary(stage, out, src, time.monotonic() - t0, origin)
             ds.write_stats(summary.to_json())
     finally:
-        cv2.setNumThreads(threads_before)
+        cv2.setNumThreads(threads_before[0])
+        _torch_threads(threads_before[1])
     if debug_grid:
         _debug_sheet(writer.examples, debug_grid, stage)
         summary.debug_grid = str(debug_grid)
     return summary
+
+
+def _torch_threads(n: int | None) -> int | None:
+    """Set torch's intra-op threads (the learned detector runs one per crop worker); returns what it was. None: not
+    touched (torch is not loaded for the other locators)."""
+    if n is None:
+        return None
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return before
 
 
 class _CropWriter:
@@ -413,8 +412,9 @@ class _CropWriter:
         for c in result["crops"]:
             record = {**parent, "source": sample.record.get("source", self.source_kind), "parent": sample.key,
                       "bbox": c["bbox"], "crop_box": c["crop_box"], "method": c["method"],
-                      "detector": DETECTOR if c["method"] == "cascade" else "layout",
+                      "detector": METHOD_DETECTOR[c["method"]],
                       "detector_params": self.params if c["method"] == "cascade" else {},
+                      **({"confidence": c["confidence"]} if c.get("confidence") is not None else {}),
                       "margin": o.margin, "edge": o.edge, "width": o.size, "height": o.size,
                       "parent_width": result["size"][0], "parent_height": result["size"][1]}
             if self.ds.add(child_key(sample.key, f"_f{c['index']}"), c["data"], o.format, record) is not None:
@@ -451,6 +451,8 @@ def crop_part(part: Part, done: list[str], opts: CropOptions, cascade_xml: bytes
     the local engine runs it. The crops (and up to ``preview_n`` previews, as PNG) go to one file, ``part_file``;
     the result says per image what :func:`crop` writes, in input order, with each crop's place in that file."""
     cv2.setNumThreads(1)
+    if opts.lego and (AUTO if opts.locator == "auto" else opts.locator) == "learned":
+        _torch_threads(1)  # a task's process: one thread, as each local worker
     skip = set(done)
     blobs: list[bytes] = []
     end = 0

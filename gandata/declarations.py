@@ -217,9 +217,13 @@ def _crop(kind: str) -> Declaration:
         Opt("debug_grid", PATH_TYPE, output=True,
             help="Write a contact sheet of source images with their boxes drawn."),
         Opt("format", str, "png", choices=("png", "jpg", "webp"), help="Format of the crops."),
-        *((Opt("locator", str, "auto", choices=("auto", "layout"),
-               help="auto (the cascade, then the figure's layout) or layout (the layout only: no cascade, works "
-                    "offline)."),) if lego else ()),
+        *((Opt("locator", str, "auto", choices=("auto", "learned", "layout", "cascade"),
+               help="How heads are found: learned (the detector shipped with gandata: catalogue shots and photos), "
+               "layout (the figure's proportions: catalogue shots), cascade (the anime cascade's face grown to its "
+               "head, else the layout; downloads the cascade) or auto (the best measured, docs/quality.md)."),
+           Opt("threshold", float, 0.3, min=0, max=1,
+               help="Heads found with less confidence than this (0-1) are not cut; raise it for fewer, surer "
+               "crops.")) if lego else ()),
         BASE_URL,
     ))
 

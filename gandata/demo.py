@@ -147,7 +147,8 @@ def draw_minifig(seed: int, size: tuple[int, int] = (300, 400), bg=(255, 255, 25
                  scale: float = 1.0, transparent: bool = False) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """A minifigure front view on a plain background, as BrickLink's catalog renders are: a stud, a round-cornered
     yellow head with eyes and a smile, an optional hat wider than the head, a neck, a trapezoid torso, arms and
-    legs. Returns the image and the head's true box (x, y, w, h)."""
+    legs. Returns the image and the whole head's true box (x, y, w, h): stud, hat and brim included, as a head is
+    marked on real images (benchmarks/heads/README.md)."""
     rng = random.Random(seed)
     W, H = size
     im = Image.new("RGBA" if transparent else "RGB", size, (0, 0, 0, 0) if transparent else bg)
@@ -183,7 +184,8 @@ def draw_minifig(seed: int, size: tuple[int, int] = (300, 400), bg=(255, 255, 25
     d.rectangle((cx - 7.5 * u, ty1, cx + 7.5 * u, ty1 + 2.5 * u), fill=legs_c)  # hips
     d.rectangle((cx - 7.5 * u, ty1 + 2.5 * u, cx - 0.4 * u, ty1 + 13 * u), fill=legs_c)
     d.rectangle((cx + 0.4 * u, ty1 + 2.5 * u, cx + 7.5 * u, ty1 + 13 * u), fill=legs_c)
-    box = (int(round(hx0)), int(round(hy0)), int(round(head_w)), int(round(head_h)))
+    x0, y0 = (cx - 6 * u, top - 2 * u) if hat else (hx0, top)
+    box = (int(round(x0)), int(round(y0)), int(round(cx + (cx - x0) - x0)), int(round(hy0 + head_h - y0)))
     return im, box
 
 

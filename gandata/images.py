@@ -188,17 +188,30 @@ def decode_rgb(data: bytes, background: Sequence[int] = (255, 255, 255),
     """An upright H×W×3 RGB uint8 array, with the checks of :func:`decode`. A JPEG goes from libjpeg-turbo's buffer
     to the array with no Pillow image between (a Pillow RGB image takes 4 bytes a pixel): the least memory for
     work on large arrays (the detector)."""
+    return decode_rgb_alpha(data, background, max_pixels, alpha=False)[0]
+
+
+def decode_rgb_alpha(data: bytes, background: Sequence[int] = (255, 255, 255),
+                     max_pixels: int = DEFAULT_MAX_PIXELS, alpha: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`decode_rgb`, and the image's alpha channel (H×W uint8) when it has real transparency (some pixel
+    less than opaque; else None): what tells a figure from its background in a transparent PNG."""
     im = _open(data, max_pixels)
     orientation = _orientation(im)
+    transparency = None
     if im.format == "JPEG" and im.mode in ("RGB", "L"):
         arr = _jpeg(data, "RGB")  # libjpeg expands grey to the same three equal channels as Pillow's convert
     else:
         _load(im)
+        if alpha and (im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info):
+            a = np.asarray(im.convert("RGBA"))[..., 3]
+            transparency = a if a.min() < 255 else None
         arr = np.asarray(to_rgb(im, background))
         del im
     if orientation in _NP_TRANSPOSE:
         arr = np.ascontiguousarray(_NP_TRANSPOSE[orientation](arr))
-    return arr
+        if transparency is not None:
+            transparency = np.ascontiguousarray(_NP_TRANSPOSE[orientation](transparency))
+    return arr, transparency
 
 
 _NP_TRANSPOSE = {  # the same as _TRANSPOSE, on H×W×C arrays

@@ -288,7 +288,7 @@ def test_a_file_missing_where_a_task_runs_fails_the_task_and_is_never_a_marker(t
     with pytest.raises(MissingInput, match="img00002.png is not there on"):
         map_part("t", part, ShardOptions(size=16).pixel_options(), str(tmp_path / "work"))
     with pytest.raises(MissingInput):
-        crop_part(part, [], CropOptions(locator="layout"), None, (255, 255, 255), (255, 255, 255), 0,
+        crop_part(part, [], CropOptions(lego=True, locator="layout"), None, (255, 255, 255), (255, 255, 255), 0,
                   str(tmp_path / "crop.bin"))
     with pytest.raises(MissingInput):
         hash_part(part)

@@ -17,7 +17,7 @@ from minifigs import draw_minifig
 from PIL import Image
 
 from gandata import images
-from gandata.crop import CropOptions, crop, crop_box, cut, locate_head
+from gandata.crop import CropOptions, crop, crop_box, cut
 from gandata.datasets import Dataset
 from gandata.errors import UserError
 from gandata.localserver import LocalServer
@@ -165,9 +165,9 @@ def test_cascade_download_is_verified_and_offline_gives_both_ways_out(tmp_path, 
     assert crop(anime_dir, tmp_path / "again", base_url=f"http://127.0.0.1:{port}").crops == 11
     with pytest.raises(UserError, match=r"could not download the anime-face cascade .*--cascade FILE.*network"):
         crop(anime_dir, tmp_path / "y", base_url="http://127.0.0.1:9")
-    # lego-faces has a third way out, offline
-    with pytest.raises(UserError, match=r"--cascade FILE.*network.*offline: --locator layout$"):
-        crop(anime_dir, tmp_path / "z", CropOptions(lego=True), base_url="http://127.0.0.1:9")
+    # lego-faces --locator cascade has a third way out, offline: the shipped detector
+    with pytest.raises(UserError, match=r"--cascade FILE.*network.*offline: --locator learned$"):
+        crop(anime_dir, tmp_path / "z", CropOptions(lego=True, locator="cascade"), base_url="http://127.0.0.1:9")
 
 
 def test_bad_options(tmp_path, anime_dir, cascade):
@@ -209,22 +209,6 @@ def test_sigkill_mid_crop_then_rerun(tmp_path, anime_dir, cascade):
 # ------------------------------------------------------------------------------------------------- LEGO
 
 
-def test_layout_locator_finds_the_head_on_synthetic_renders():
-    for seed in range(12):
-        for hat in (False, True):
-            im, (hx, hy, hw, hh) = draw_minifig(seed, hat=hat, scale=0.6 + 0.05 * seed)
-            box, why = locate_head(np.asarray(images.to_rgb(im)))
-            assert box is not None, why
-            x, y, w, h = box
-            assert x <= hx and y <= hy and x + w >= hx + hw and y + h >= hy + hh  # the whole face is inside
-            assert w <= 2.2 * hh  # and not much more than the head (hat and stud included)
-    blank = np.full((300, 200, 3), 255, np.uint8)
-    assert locate_head(blank) == (None, "no figure on the background")
-    wide = np.full((200, 400, 3), 255, np.uint8)
-    wide[80:120, 20:380] = 0
-    assert locate_head(wide)[0] is None
-
-
 def test_lego_faces_from_a_dataset_keep_labels(tmp_path, cascade):
     raw = tmp_path / "data" / "bricklink" / "raw"
     with Dataset.create(raw) as ds:
@@ -235,8 +219,7 @@ def test_lego_faces_from_a_dataset_keep_labels(tmp_path, cascade):
         ds.add("bricklink-empty", png_bytes(Image.new("RGB", (300, 400), "white")), "png",
                {"width": 300, "height": 400, "source": "bricklink", "category": "Town"})
     out = tmp_path / "data" / "bricklink" / "faces"
-    summary = crop(raw, out, CropOptions(size=64, lego=True, min_face=24), cascade=cascade,
-                   debug_grid=tmp_path / "heads.png")
+    summary = crop(raw, out, CropOptions(size=64, lego=True, locator="layout"), debug_grid=tmp_path / "heads.png")
     assert summary.with_faces == 12 and summary.without == 1 and summary.methods == {"layout": 12}
     rows = list(Dataset.open(out).rows())
     assert {r["parent"] for r in rows} == {f"bricklink-fig{i:03d}" for i in range(12)}

@@ -406,10 +406,11 @@ def test_a_diverging_run_stops_at_the_first_check_and_keeps_its_good_checkpoint(
     good = sorted(run.glob("checkpoint-*.pt"))
     fails_in_one_line(capsys, "train", "dcgan", "--shards", str(labelled_set), "--out", str(run), "--lr", "1e30",
                       words=("--lr must be a number above 0 and at most 10",))
-    o = TrainOptions(kind="dcgan", shards=str(labelled_set), out=str(run), kimg=0.2, lr=1e30, resume="auto",
-                     batch=4, ngf=8, ndf=8, nz=8, workers=0, device="cpu", shuffle=8, snap_kimg=0.004, log_kimg=0.004)
+    small = dict(kind="dcgan", shards=str(labelled_set), out=str(run), kimg=0.2, resume="auto", batch=4, ngf=8,
+                 ndf=8, nz=8, workers=0, device="cpu", shuffle=8, snap_kimg=0.004, log_kimg=0.004)
     with pytest.raises(TrainError, match="--lr must be a number above 0 and at most 10"):  # the library: the same
-        ttrain.train(o, progress=False)
+        TrainOptions(**small, lr=1e30)  # checked when the options are made, before anything runs
+    o = TrainOptions(**small)
     # a run whose loss becomes NaN stops before it writes NaN weights
     from gandata.trainers.losses import NonSaturating
 
@@ -419,7 +420,6 @@ def test_a_diverging_run_stops_at_the_first_check_and_keeps_its_good_checkpoint(
         return real_loss(*args, **kwargs) * float("nan")
 
     monkeypatch.setattr(NonSaturating, "d_loss", d_loss_going_nan)
-    o.lr = 2e-4
     with pytest.raises(TrainError, match="diverged: a loss became NaN or infinite") as e:
         ttrain.train(o, progress=False)
     assert str(good[-1]) in str(e.value)
