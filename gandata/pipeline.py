@@ -30,6 +30,7 @@ from .shardset import refuse_commands
 from .stages import TABLES, Context, Stage, for_table
 from .storage import is_url
 from .summary import Summary
+from .textfiles import read_text
 
 HEAD_KEYS = ("name", "dataset", "base_url", "data_dir", "allow_commands", "allow_outside")
 BUILT_IN_EXTRACTORS = ("inception", "tiny-random")
@@ -50,12 +51,12 @@ def load(path: str | os.PathLike, sets: list[str] | None = None) -> dict:
     if not path.exists() and path.suffix == "" and str(path) in shipped():
         path = shipped()[str(path)]
     try:
-        spec = tomllib.loads(path.read_text("utf-8"))
+        spec = tomllib.loads(read_text(path))
     except OSError as e:
         known = ", ".join(shipped())
         raise UserError(f"cannot read the pipeline file {path} ({e.strerror}); the shipped pipelines are: "
                         f"{known}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path} is not valid TOML ({e})") from None
     except RecursionError:
         raise UserError(f"{path} nests tables or lists too deeply to be a pipeline file") from None

@@ -572,17 +572,17 @@ def test_inspect_shows_a_class_id_its_names_do_not_cover_as_the_number(tmp_path,
     assert labels == {"-5": 1, "-1": 1, "a": 1}, labels  # -1 is not "the last class"
 
 
-def test_a_url_list_with_latin1_bytes_is_read_whole(tmp_path, server):
-    server.routes["/caf%E9.png"] = (200, {"Content-Type": "image/png"}, _png(1, 32))
+def test_a_url_list_with_latin1_bytes_is_refused_naming_the_line(tmp_path, server):
+    """Issue 37 changed this on purpose: a latin-1 byte was percent-encoded (``caf%E9``) and the other columns of its
+    row turned into U+FFFD — a record mangled in silence. Bytes that are not UTF-8 do not say which 8-bit code page
+    wrote them, so the list is refused, naming the line and the byte, before anything is fetched or created."""
     server.routes["/b.png"] = (200, {"Content-Type": "image/png"}, _png(2, 32))
     lst = tmp_path / "list.txt"
-    lst.write_bytes(b"# an anime list\n" * 2903 + f"{server.url}/caf".encode() + b"\xe9.png\n"
-                    + f"{server.url}/b.png\n".encode())
+    lst.write_bytes(b"# an anime list\n" * 2903 + f"{server.url}/b.png\n".encode() + f"{server.url}/caf".encode()
+                    + b"\xe9.png\n")
     r = _cli("fetch", "urls", str(lst), "--name", "l", "--out", str(tmp_path / "raw"), "--json", "--rate", "0")
-    assert r.returncode == 0, r.stderr[-2000:]
-    rows = [json.loads(line) for line in (tmp_path / "raw" / "manifest.jsonl").read_text().splitlines()]
-    assert any(row["url"].endswith("/caf%E9.png") for row in rows)
-    assert json.loads(r.stdout)["accepted"] == 2  # the line after the latin-1 one too
+    one_line(r, f"{lst}, line 2905, column", "byte 0xE9 is not UTF-8", "iconv -f cp1252 -t utf-8")
+    assert not (tmp_path / "raw").exists()  # the line before it was not fetched either: nothing was started
 
 
 def test_a_cascade_that_is_not_a_file_is_refused_before_it_is_read(tmp_path, capsys):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..declarations import ENGINE_KEYS, declared
 from ..errors import UserError
 from ..options import check_call
+from ..textfiles import read_text
 
 if TYPE_CHECKING:
     from ..fetch import FetchOptions
@@ -32,12 +33,13 @@ def load_manifest(name: str, path: str | os.PathLike | None = None) -> tuple[dic
         path = folder / f"{name}.toml"
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            manifest = tomllib.load(f)
+        manifest = tomllib.loads(read_text(path, f"the manifest {path}"))
         check_manifest(name, manifest, str(path))
         return manifest, str(path)
     except FileNotFoundError:
         raise UserError(f"the {name} manifest {path} is missing; give one with --manifest FILE") from None
+    except OSError as e:
+        raise UserError(f"cannot read the manifest {path} ({e.strerror}); give another with --manifest FILE") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(
             f"the manifest {path} is not valid TOML ({e}); fix it or give another with --manifest"

@@ -18,7 +18,6 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import assets
@@ -26,6 +25,7 @@ from ..datasets import Dataset, hash_key
 from ..declarations import FETCH_BITMOJI
 from ..errors import UserError
 from ..fetch import FetchSummary, Job, describe_run, fetch, rebase
+from ..textfiles import decode_text, read_text
 from . import Source
 
 _DEFAULT = FETCH_BITMOJI.defaults()
@@ -38,8 +38,9 @@ MODES = ("avatars", "comics")
 
 def _json_with(data: bytes, key: str, kind: type) -> dict:
     """A JSON object holding ``key`` of type ``kind``; ValueError with the reason otherwise."""
+    text = decode_text(data)
     try:
-        obj = json.loads(data)
+        obj = json.loads(text)
     except ValueError as e:
         raise ValueError(f"not JSON ({e})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get(key), kind):
@@ -118,7 +119,7 @@ def parse_templates(data: bytes) -> list[dict]:
 def read_avatar_ids(path: str | os.PathLike) -> list[str]:
     """Avatar ids, one per line (``#`` comments and blank lines skipped)."""
     try:
-        lines = Path(path).read_text("utf-8").splitlines()
+        lines = read_text(path, f"--avatar-ids {path}").split("\n")
     except OSError as e:
         raise UserError(f"cannot read --avatar-ids {path} ({e.strerror})") from None
     ids = []

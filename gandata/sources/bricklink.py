@@ -15,7 +15,6 @@ import html as htmllib
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from bs4 import BeautifulSoup
@@ -34,6 +33,7 @@ from ..fetch import (
     fetch,
     rebase,
 )
+from ..textfiles import read_text
 from . import Source
 
 SITE, IMAGES = "bricklink-site", "bricklink-images"
@@ -86,10 +86,13 @@ def parse_listing(page: str) -> dict:
 def parse_categories_file(text: str) -> dict[int, str]:
     """A categories download (``Category ID⇥Category Name``) → {id: name}."""
     cats = {}
-    for line in text.splitlines()[1:]:
+    for n, line in enumerate(text.split("\n")[1:], 2):
+        if not line.strip():
+            continue
         parts = line.rstrip("\r").split("\t")
-        if len(parts) >= 2 and parts[0].strip().isdigit():
-            cats[int(parts[0])] = htmllib.unescape(parts[1].strip())
+        if len(parts) < 2 or not parts[0].strip().isdigit():
+            raise ValueError(f"line {n} is not 'Category ID<TAB>Category Name'")
+        cats[int(parts[0])] = htmllib.unescape(parts[1].strip())
     return cats
 
 
@@ -98,7 +101,7 @@ def parse_catalog_file(text: str, categories: dict[int, str] | None = None) -> I
 
     Blank lines are skipped, ``?`` years/weights become absent. ``Category Name`` is the path joined by `` / ``;
     with ``categories`` (a categories download) the path is also resolved to a dotted catString."""
-    lines = text.lstrip("\ufeff").splitlines()
+    lines = text.split("\n")
     if not lines or not lines[0].lower().startswith("category id"):
         raise ValueError("the first line is not the header 'Category ID<TAB>Category Name<TAB>Number<TAB>Name…'")
     header = [h.strip().lower() for h in lines[0].split("\t")]
@@ -305,20 +308,24 @@ def fetch_bricklink(
 
 def _read_catalog(catalog_file: str | os.PathLike, categories_file: str | os.PathLike | None,
                   cats: list[str] | None) -> list[dict]:
-    def read(path: str | os.PathLike, what: str) -> str:
+    def read(path: str | os.PathLike, option: str) -> str:
         try:
-            return Path(path).read_text("utf-8")
+            return read_text(path, f"{option} {path}")
         except OSError as e:
-            raise UserError(f"cannot read the {what} {path} ({e.strerror})") from None
-        except UnicodeDecodeError:
-            raise UserError(f"the {what} {path} is not UTF-8 text; download it again as tab-delimited text") from None
+            raise UserError(f"cannot read {option} {path} ({e.strerror})") from None
 
-    categories = parse_categories_file(read(categories_file, "categories file")) if categories_file else None
+    categories = None
+    if categories_file:
+        try:
+            categories = parse_categories_file(read(categories_file, "--categories-file"))
+        except ValueError as e:
+            raise UserError(f"--categories-file {categories_file}: {e}; give BrickLink's tab-delimited categories "
+                            "download") from None
     if cats and any("." in c for c in cats) and categories is None:
         raise UserError("--categories with sub-categories (e.g. 65.257) needs --categories-file FILE to match a "
                         "catalog file's category names; top-level ids (65) work without it")
     try:
-        items = list(parse_catalog_file(read(catalog_file, "catalog file"), categories))
+        items = list(parse_catalog_file(read(catalog_file, "--catalog-file"), categories))
     except ValueError as e:
         raise UserError(
             f"--catalog-file {catalog_file}: {e}; give BrickLink's tab-delimited catalog download"

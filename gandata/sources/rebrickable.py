@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import os
 
 from .. import assets
 from ..datasets import Dataset, make_key
 from ..fetch import FetchSummary, Job, describe_run, fetch, rebase
+from ..textfiles import text_lines
 from . import Source
 
 COLUMNS = ("fig_num", "name", "num_parts", "img_url")
@@ -27,19 +27,25 @@ def parse_minifigs_csv(data: bytes) -> list[dict]:
             data = gzip.decompress(data)
         except (OSError, EOFError) as e:
             raise ValueError(f"a damaged gzip file ({e})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ValueError(f"no {', '.join(missing)} column(s); the header is {reader.fieldnames}")
+    reader = csv.DictReader(text_lines((data,)), strict=True)  # strict: a quote left open is refused
     rows = []
-    for row in reader:
-        parts = row["num_parts"].strip()
-        rows.append({"fig_num": row["fig_num"].strip(), "name": row["name"].strip(),
-                     "num_parts": int(parts) if parts.isdigit() else None, "img_url": (row["img_url"] or "").strip()})
+    line = 1
+    try:
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)} column(s); the header is {reader.fieldnames}")
+        line = reader.line_num + 1
+        for row in reader:
+            fewer = any(row[c] is None for c in COLUMNS)
+            if fewer or any(row.get(None) or ()):
+                raise ValueError(f"line {line} has {'fewer' if fewer else 'more'} fields than the header's "
+                                 f"{len(reader.fieldnames)}")
+            parts = row["num_parts"].strip()
+            rows.append({"fig_num": row["fig_num"].strip(), "name": row["name"].strip(),
+                         "num_parts": int(parts) if parts.isdigit() else None, "img_url": row["img_url"].strip()})
+            line = reader.line_num + 1
+    except csv.Error as e:
+        raise ValueError(f"line {line} is not CSV ({e})") from None
     if not rows:
         raise ValueError("no rows")
     return rows

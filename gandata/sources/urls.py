@@ -1,8 +1,9 @@
 """A user's own list of image URLs (txt, csv/tsv, jsonl), e.g. lists of anime illustrations.
 
-The list is read as a stream (never held whole in memory); every column other than the URL is kept in the
-sample's record. A sample's key is a hash of its URL, so a URL listed twice is fetched once and a re-run skips
-what is already stored.
+The list is read as a stream (never held whole in memory), and once through before the first download, so that a line
+it cannot read exactly (its text decoded by :mod:`gandata.textfiles`) is refused before anything is fetched; every
+column other than the URL is kept in the sample's record. A sample's key is a hash of its URL, so a URL listed twice
+is fetched once and a re-run skips what is already stored.
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ from __future__ import annotations
 import csv
 import errno
 import hashlib
-import io
 import json
 import os
-import re
 import shutil
 import socket
 import time
@@ -39,6 +38,7 @@ from ..fetch import (
 )
 from ..fileio import atomic_write, read_jsonl
 from ..inputs import MissingInput
+from ..textfiles import stream_lines
 from . import Source
 
 _DEFAULT = FETCH_URLS.defaults()
@@ -59,52 +59,52 @@ def list_format(path: Path, fmt: str | None) -> str:
 
 
 def read_url_list(path: str | os.PathLike, url_col: str = "url", fmt: str | None = None) -> Iterator[tuple[str, dict]]:
-    """Yield (url, other columns) for every row, streaming. Raises UserError for a list it cannot read at all.
-    ``path`` may be in object storage (``s3://bucket/lists/anime.csv``)."""
+    """Yield (url, other columns) for every row, streaming. Raises UserError for a list it cannot read at all, and for
+    a row it cannot read exactly (naming the line), after the rows before it. ``path`` may be in object storage
+    (``s3://bucket/lists/anime.csv``). The text is decoded by :mod:`gandata.textfiles` (UTF-8 with or without a
+    byte-order mark, UTF-16 with one; any line ends)."""
     remote = storage.is_url(path)
     path = str(path) if remote else Path(path)
     kind = list_format(Path(str(path).rsplit("/", 1)[-1]), fmt)
-    try:  # bytes that are not UTF-8 (a latin-1 list) are read as they are and escaped below, never a crash mid-list
-        f = (io.TextIOWrapper(storage.open_stream(path), encoding="utf-8", errors="surrogateescape", newline="")
-             if remote else open(path, encoding="utf-8", errors="surrogateescape", newline=""))
+    try:
+        f = storage.open_stream(path) if remote else open(path, "rb")
     except OSError as e:
         raise UserError(f"cannot read the URL list {path} ({e.strerror or e})") from None
     with f:
-        for url, extra in _rows(f, kind, path, url_col):
-            yield _escape_bytes(url), {_clean_text(k): _clean_text(v) for k, v in extra.items()}
+        yield from _rows(stream_lines(f, str(path)), kind, path, url_col)
 
 
-_RAW_BYTE = re.compile("[\udc80-\udcff]")
-
-
-def _escape_bytes(url: str) -> str:
-    """A URL with the bytes that were not UTF-8 percent-encoded, as a browser sends raw bytes (``caf\xe9`` →
-    ``caf%E9``)."""
-    return _RAW_BYTE.sub(lambda m: f"%{ord(m.group()) - 0xDC00:02X}", url)
-
-
-def _clean_text(value):
-    return _RAW_BYTE.sub("\ufffd", value) if isinstance(value, str) else value
-
-
-def _rows(f, kind: str, path, url_col: str) -> Iterator[tuple[str, dict]]:
-    """(url, other columns) of each row of an open list."""
+def _rows(lines: Iterator[str], kind: str, path, url_col: str) -> Iterator[tuple[str, dict]]:
+    """(url, other columns) of each row of a list's lines."""
     if kind == "txt":
-        for line in f:
+        for line in lines:
             line = line.strip()
             if line and not line.startswith("#"):
                 yield line, {}
     elif kind in ("csv", "tsv"):
-        reader = csv.DictReader(f, delimiter="\t" if kind == "tsv" else ",")
-        if reader.fieldnames is None or url_col not in reader.fieldnames:
-            cols = ", ".join(reader.fieldnames or [])
-            raise UserError(f"{path} has no {url_col!r} column (columns: {cols}); name it with --url-col")
-        for row in reader:
-            url = (row.pop(url_col) or "").strip()
-            if url:
-                yield url, {k: v for k, v in row.items() if k is not None}
+        # strict: a quote left open is refused, not a field that swallows every row after it
+        sep = "\t" if kind == "tsv" else ","
+        reader = csv.DictReader(lines, delimiter=sep, strict=True)
+        row_line = 1
+        try:
+            if reader.fieldnames is None or url_col not in reader.fieldnames:
+                cols = ", ".join(reader.fieldnames or [])
+                raise UserError(f"{path} has no {url_col!r} column (columns: {cols}); name it with --url-col")
+            row_line = reader.line_num + 1
+            for row in reader:
+                if any(row.get(None) or ()):  # more fields than the header names: a separator left unquoted
+                    raise UserError(f"{path}, line {row_line}: more fields than the header's {len(reader.fieldnames)}"
+                                    f"; write a field that holds {'a tab' if kind == 'tsv' else 'a comma'} in double "
+                                    'quotes ("a, b")')
+                url = (row.pop(url_col) or "").strip()
+                if url:
+                    yield url, {k: v for k, v in row.items() if k is not None}
+                row_line = reader.line_num + 1
+        except csv.Error as e:
+            raise UserError(f"{path}, line {row_line}: not {kind.upper()} ({e}); a field that holds {sep!r}, a "
+                            'quote or a line end is written in double quotes, each quote in it doubled ("")') from None
     else:
-        for n, line in enumerate(f, 1):
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -155,8 +155,9 @@ def fetch_urls(
         raise UserError(f"the URL list {path} does not exist; give a .txt, .csv, .tsv or .jsonl file")
     if engine == "ray":  # every path a task sees is resolved here: a worker's current folder is its node's
         out = storage.absolute(out)
-    first = next(read_url_list(path, url_col, format), None)  # fail on a bad list before creating anything
-    if first is None:
+    # the whole list is read once before anything is created: a line it cannot read, anywhere, is refused before
+    # the first download (a stream: a list of millions of lines costs seconds, never its size in memory)
+    if not sum(1 for _ in read_url_list(path, url_col, format)):
         raise UserError(f"the URL list {path} holds no URLs")
     settings = {"list": str(path), "url_col": url_col, "limit": limit, "base_url": base_url,
                 "retry_failed": retry_failed}
