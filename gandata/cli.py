@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import inspect
-import json
 import os
 import sys
 from pathlib import Path
@@ -20,9 +19,11 @@ from typer.core import TyperGroup
 from . import __version__
 from .engine import keep_stdout_clean, stdout  # the real stdout: under Ray, descriptor 1 goes to stderr
 from .errors import OptionError, UserError
+from .fileio import json_bytes
 from .options import COLOR, LIST, PATH_TYPE, Opt
 from .stages import STAGES, Context, Stage
 from .summary import Summary
+from .terminal import shown
 
 HELP_NAMES = {"help_option_names": ["-h", "--help"]}
 ORDER = ("fetch", "crop", "dedupe", "shard", "inspect", "train", "sample", "eval", "export", "run", "demo")
@@ -82,7 +83,9 @@ GROUPS = {
 
 
 def _err(msg: str) -> None:
-    print(msg, file=sys.stderr)
+    """One line on stderr; what came from data in it (a file's name, a label) shown, never acted on
+    (:func:`gandata.terminal.shown`)."""
+    print(shown(msg), file=sys.stderr)
 
 
 def _show_version(value: bool) -> None:
@@ -139,8 +142,10 @@ def finish(result: Summary, as_json: bool) -> None:
     if int(os.environ.get("RANK", 0)) != 0:
         return
 
-    print(json.dumps(result.to_json(), ensure_ascii=False, default=str) if as_json else "\n".join(result.lines()),
-          file=stdout(), flush=True)
+    # JSON keeps every name exact (a file name's undecodable bytes as their escapes \udcXX); a line shows it
+    text = (json_bytes(result.to_json(), default=str).decode() if as_json
+            else "\n".join(shown(line) for line in result.lines()))
+    print(text, file=stdout(), flush=True)
     failure = result.failure()
     if failure:
         code, reason = failure
@@ -283,12 +288,24 @@ def _plain_arguments(command) -> None:  # noqa: ANN001 (click's types)
         _plain_arguments(sub)
 
 
+def _too_long(path: str | bytes) -> str:
+    """Which limit a path broke: one of its names is over the file system's limit of a name (255 bytes), or the whole
+    path is over the system's limit of a path (PATH_MAX, 4096 bytes)."""
+    raw = os.fsencode(path)
+    name = max(raw.split(b"/"), key=len)
+    if len(name) > 255:
+        return (f"a name in this path is {len(name)} bytes, over the file system's limit of 255 bytes a name; "
+                "give a shorter name")
+    return (f"this path is {len(raw)} bytes, over the system's limit of {os.pathconf('/', 'PC_PATH_MAX')} bytes a "
+            "path (PATH_MAX); give a shorter path")
+
+
 PATH_ERRORS = {  # a path the user gave (or one made from it) that the system refused: what it means, what to do
     errno.ENOENT: "no such file or folder (check the path; an output's folder is made only where a command says so)",
     errno.ENOTDIR: "a part of this path is a file, not a folder",
     errno.EISDIR: "this is a folder; give a file name",
     errno.EEXIST: "something is already there",
-    errno.ENAMETOOLONG: "a name in this path is too long for the file system (at most 255 bytes a name)",
+    errno.ENAMETOOLONG: _too_long,  # which limit: a name's or the whole path's
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
     errno.EROFS: "the file system is read-only",
@@ -338,7 +355,8 @@ def main() -> None:
             sys.exit(1)
         if e.filename is None or e.errno not in PATH_ERRORS:
             raise
-        _err(f"gandata: error: {e.filename}: {PATH_ERRORS[e.errno]}")
+        what = PATH_ERRORS[e.errno]
+        _err(f"gandata: error: {e.filename}: {what(e.filename) if callable(what) else what}")
         sys.exit(1)
     if code == 130:  # typer turns Ctrl-C (and SIGTERM under Ray) into a silent exit 130
         _err(INTERRUPTED)

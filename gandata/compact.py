@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 class Strings:
     """An append-only list of strings (``text``) or byte strings, held in one buffer: its length plus 8 bytes an
-    entry."""
+    entry. Text keeps the surrogate escapes of a file name that is not UTF-8 (``café`` in latin-1) as they were."""
 
     def __init__(self, text: bool = True):
         self._text = text
@@ -19,7 +19,7 @@ class Strings:
 
     def append(self, s: str | bytes) -> int:
         """Add ``s``; returns its index."""
-        self._blob += s.encode() if self._text else s
+        self._blob += s.encode("utf-8", "surrogateescape") if self._text else s  # a file name's undecodable bytes
         self._ends.append(len(self._blob))
         return len(self._ends) - 1
 
@@ -30,7 +30,7 @@ class Strings:
         if not 0 <= i < len(self._ends):
             raise IndexError(i)
         raw = self._blob[self._ends[i - 1] if i else 0: self._ends[i]]
-        return raw.decode() if self._text else bytes(raw)
+        return raw.decode("utf-8", "surrogateescape") if self._text else bytes(raw)
 
     def __iter__(self) -> Iterator[str | bytes]:
         return (self[i] for i in range(len(self._ends)))

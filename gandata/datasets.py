@@ -66,7 +66,8 @@ def check_key(key: str) -> str:
 
 
 def _short_hash(text: str, n: int = 8) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:n]
+    """A hash of the text's bytes: a file name that is not UTF-8 (its surrogate escapes) hashes as its own bytes."""
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:n]
 
 
 def make_key(*parts: object) -> str:
@@ -98,7 +99,7 @@ def hash_key(prefix: str, fields: Any) -> str:
     Equal parameters give the same key whatever the order of dict entries.
     """
     canon = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return child_key(make_key(prefix), "-" + hashlib.sha1(canon.encode("utf-8")).hexdigest()[:16])
+    return child_key(make_key(prefix), "-" + hashlib.sha1(canon.encode("utf-8", "surrogateescape")).hexdigest()[:16])
 
 
 def child_key(parent: str, suffix: str) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import os
 from array import array
@@ -43,9 +42,10 @@ from . import images, storage
 from .compact import KeySet
 from .declarations import DEDUPE
 from .errors import UserError
-from .fileio import JsonlLog, read_jsonl
+from .fileio import JsonlLog, json_bytes, read_jsonl
 from .inputs import Part, Sample, open_input, part_samples, partitions
 from .options import check_call
+from .paths import refuse_overlap
 from .progress import Progress
 from .summary import Summary
 from .workers import Done, MemoryBudget, cores, ordered
@@ -525,6 +525,8 @@ def dedupe(
     check_call(DEDUPE, threshold=threshold, memory=memory, engine=engine, task_size=task_size)
     if not srcs:
         raise UserError("name at least one dataset folder, folder of images, or shards")
+    for output, name in ((report, "--report"), (grid, "--grid"), (work, "--work")):
+        refuse_overlap(output, name, [(src, "SRC") for src in srcs])
     rows, bad = hash_inputs(list(srcs), progress, memory=memory, engine=engine, ray_address=ray_address,
                             task_size=task_size, work=work)
     seen: dict[str, str] = {}
@@ -550,7 +552,7 @@ def dedupe(
                               "width": m["width"], "height": m["height"],
                               "reason": None if m["key"] == m["representative"]
                               else f"near duplicate of {m['representative']} ({m['distance']} bits)"})
-        storage.put(report, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode())
+        storage.put(report, b"".join(json_bytes(x) + b"\n" for x in lines))
     if grid:
         _cluster_sheet(ordered[:grid_clusters], srcs, grid, threshold)
     sizes = Counter(len(m) for m in ordered)

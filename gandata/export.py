@@ -9,8 +9,13 @@ first):
   lists image files and ``dataset.json``).
 * ``imagefolder``: ``OUT/<class>/<key>.<ext>``, the layout of torchvision's ``ImageFolder`` and most trainers'
   folder loaders. Class folders are named ``0000_<label>`` so that their sorted order — which ``ImageFolder`` makes
-  the class index — is the shards' class id; an unlabelled set goes to ``OUT/unlabelled``. Images keep their
-  encoding; each file is written atomically and one already there is kept, so a killed export resumes.
+  the class index — is the shards' class id in every split: every class has its folder (empty where the split lacks
+  it) and the prefix is as wide as the largest id; ``classes.json`` lists the folders in id order. An unlabelled set
+  goes to ``OUT/unlabelled``. Images keep their encoding; each file is written atomically and one already there is
+  kept, so a killed export resumes; nothing is written through a link.
+
+``--out`` never overlaps the input (:func:`gandata.paths.refuse_overlap`): the replacement of an earlier export
+removes what it did not write, and must never reach the shards.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from .declarations import EXPORT
 from .errors import UserError
 from .fileio import atomic_file, atomic_write, atomic_write_json, remove_stale_tmp
 from .options import check_call
+from .paths import refuse_overlap
 from .progress import Progress
 from .summary import Summary
 
@@ -122,6 +128,9 @@ def export(spec: str, out: str | os.PathLike, format: str = _DEFAULT["format"], 
                                 f"{other} or all") from None
             raise UserError(f"{spec}: {e}") from None
         urls += [u for u in found if u not in urls]
+    # the input and each tar it names (a link in a shard folder leads elsewhere): an earlier export's cleanup, or
+    # the zip's rename, must never reach them
+    refuse_overlap(out, "--out", [(spec, "SHARDS"), *((u, "SHARDS") for u in urls if u != spec)])
     names = sset.label_names if sset else None
     total = sum(sset.samples_in(sp) for sp in _splits(split)) if sset else None
     out = Path(out)
@@ -213,23 +222,40 @@ def _check_stylegan_zip(path, n: int) -> None:
 # --------------------------------------------------------------------------------------------- imagefolder
 
 
-def _folder_name(cls: int | None, names: list[str] | None) -> str:
+MARK = ".gandata-export"  # in an ImageFolder export: this folder is gandata's to replace
+MAX_UNNAMED_CLASSES = 100_000  # a set without label names gets a folder for every id up to its largest
+
+
+def _width(n_classes: int) -> int:
+    """Digits of the class folders' prefix: 4, or as many as the largest class id has (10 000 classes: 5), so that
+    the folders' sorted order is their ids' order."""
+    return max(4, len(str(max(n_classes - 1, 0))))
+
+
+def _folder_name(cls: int | None, names: list[str] | None, width: int) -> str:
     if cls is None:
         return "unlabelled"
     label = names[cls] if names and 0 <= cls < len(names) else str(cls)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-.")[:60] or "class"
-    return f"{cls:04d}_{safe}"
+    return f"{cls:0{width}d}_{safe}"
 
 
-MARK = ".gandata-export"  # in an ImageFolder export: this folder is gandata's to replace
+def _own_folder(path: Path) -> None:
+    """``path`` as a real folder of the export: a symbolic link there (a class folder replaced by a link to
+    elsewhere) is removed — the link, never what it leads to — so nothing is ever written through it."""
+    if path.is_symlink():
+        path.unlink()
+    path.mkdir(exist_ok=True)
 
 
 def _imagefolder(samples, out: Path, names: list[str] | None, prog: Progress) -> tuple[int, int, int | None]:
     """Write the samples as ``OUT/<class>/<key>.<ext>``. The folder must be new, empty, or an earlier export (its
     :data:`MARK`); afterwards it holds exactly this export: a file already there with the same bytes is kept (a
     killed export resumes), one with other bytes is replaced, and whatever an earlier export left that this one
-    did not write (other classes, other keys) is removed. A key that comes again gets ``-2``, ``-3``… so every
-    sample counted is a file."""
+    did not write (other classes, other keys, links) is removed. A key that comes again gets ``-2``, ``-3``… so
+    every sample counted is a file. Every class of the set has its folder, empty where this split lacks the class,
+    so torchvision's class index (the folders' sorted order) is the class id in every split. Nothing is written
+    through a link inside OUT."""
     if out.suffix == ".zip" or (out.exists() and not out.is_dir()):
         raise UserError(f"--out {out}: an ImageFolder export is a folder")
     if out.is_dir() and not (out / MARK).exists() and any(out.iterdir()):
@@ -240,14 +266,19 @@ def _imagefolder(samples, out: Path, names: list[str] | None, prog: Progress) ->
     except (FileExistsError, NotADirectoryError):
         raise UserError(f"--out {out}: a part of this path is a file, not a folder") from None
     atomic_write(out / MARK, b"written by gandata export; the next export into this folder replaces it\n")
+    width = _width(len(names)) if names else 4  # without names: widened at the end if the ids need it
     n = written = 0
     keep: set[str] = {MARK}
     seen: set[str] = set()
     classes: set[int] = set()
     for key, ext, data, cls in samples:
-        folder = out / _folder_name(cls, names)
+        if cls is not None and not names and cls >= MAX_UNNAMED_CLASSES:
+            raise UserError(f"sample {key} has the class label {cls}, and the set names no classes: an ImageFolder "
+                            f"export makes a folder for every class id up to the largest (at most "
+                            f"{MAX_UNNAMED_CLASSES}); shard the set with --label-field, or export --format stylegan")
+        folder = out / _folder_name(cls, names, width)
         if folder.name not in seen:
-            folder.mkdir(exist_ok=True)
+            _own_folder(folder)
             remove_stale_tmp(folder)
             seen.add(folder.name)
         name, again = f"{folder.name}/{key}.{ext}", 1
@@ -256,25 +287,35 @@ def _imagefolder(samples, out: Path, names: list[str] | None, prog: Progress) ->
             name = f"{folder.name}/{key}-{again}.{ext}"
         keep.add(name)
         path = out / name
-        if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
-            atomic_write(path, data, fsync=False)
+        if path.is_symlink() or not (path.is_file() and path.stat().st_size == len(data)
+                                     and path.read_bytes() == data):
+            atomic_write(path, data, fsync=False)  # renamed over a link, never written through it
             written += 1
         if cls is not None:
             classes.add(cls)
         n += 1
         prog.advance(1)
-    if classes:
-        atomic_write_json(out / "classes.json", {"classes": sorted(seen), "label_names": names})
-        keep.add("classes.json")
     _remove_all_but(out, keep)
-    return n, written, len(classes) or None
+    if not classes:
+        return n, written, None
+    n_classes = len(names) if names else max(classes) + 1
+    if _width(n_classes) != width:  # ids past 9999 in a set without names: every class folder gets the wider prefix
+        for cls in sorted(classes):
+            (out / _folder_name(cls, names, width)).rename(out / _folder_name(cls, names, _width(n_classes)))
+        width = _width(n_classes)
+    folders = [_folder_name(c, names, width) for c in range(n_classes)]
+    for folder_name in folders:  # the classes this split lacks: empty, so that no later index shifts
+        _own_folder(out / folder_name)
+    atomic_write_json(out / "classes.json", {"classes": folders, "label_names": names})
+    return n, written, n_classes
 
 
 def _remove_all_but(out: Path, keep: set[str]) -> None:
-    """Remove what an earlier export left in ``out`` that this one did not write (files, then empty folders)."""
-    for folder, _dirs, files in os.walk(out, topdown=False):
+    """Remove what an earlier export left in ``out`` that this one did not write (files and links, then empty
+    folders); a link is removed as a link, whatever it leads to."""
+    for folder, dirs, files in os.walk(out, topdown=False):
         rel = Path(folder).relative_to(out)
-        for f in files:
+        for f in [*files, *(d for d in dirs if (Path(folder) / d).is_symlink())]:
             if (rel / f).as_posix() not in keep:
                 (Path(folder) / f).unlink()
         if rel != Path(".") and not any(Path(folder).iterdir()):

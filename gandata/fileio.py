@@ -34,11 +34,16 @@ def _tmp_name(path: Path) -> Path:
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, fsync: bool = True, mode: str = "wb") -> Iterator[IO[bytes]]:
     """Open a binary file that appears at ``path`` only if the block finishes without an exception (``mode`` "w+b":
-    the block may read back what it wrote, to check it before it appears)."""
+    the block may read back what it wrote, to check it before it appears). Nothing is written through a link: the
+    temporary is made new (whatever a killed writer, or anyone, left at its name is removed first, a link as a
+    link), and the rename replaces a link at ``path`` rather than writing where it leads."""
     path = Path(path)
     tmp = _tmp_name(path)
+    flags = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | (os.O_RDWR if "+" in mode else os.O_WRONLY)
     try:
-        f = open(tmp, mode)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        f = os.fdopen(os.open(tmp, flags, 0o666), mode)
     except OSError as e:  # named as the user wrote it, not by its temporary name
         raise OSError(e.errno, e.strerror, str(path)) from None
     try:
@@ -183,8 +188,15 @@ def atomic_write(path: str | os.PathLike, data: bytes, fsync: bool = True) -> No
         f.write(data)
 
 
+def json_bytes(obj: Any, **dumps: Any) -> bytes:
+    """``obj`` as JSON text in UTF-8 (``dumps``: json.dumps's options). A file name that is not UTF-8 reaches the
+    records as text with surrogate escapes (``café`` in latin-1: ``caf\\udce9``); such a character is written as its
+    JSON escape (``\\udce9``): valid JSON, read back by Python as the same text (UTF-8 itself cannot hold it)."""
+    return json.dumps(obj, ensure_ascii=False, **dumps).encode("utf-8", "backslashreplace")
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write(path, json_bytes(obj, indent=2) + b"\n")
 
 
 def remove_stale_tmp(folder: str | os.PathLike) -> int:
@@ -256,7 +268,7 @@ class JsonlLog:
         self._lock = threading.Lock()
 
     def append(self, obj: dict) -> None:
-        line = (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        line = json_bytes(obj, separators=(",", ":")) + b"\n"
         with self._lock:
             self._f.write(line)
             self._f.flush()

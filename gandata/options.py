@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -120,6 +121,13 @@ class Opt:
             return None
         error = OptionError if where == "cli" else UserError  # the command line's usage error (exit 2); a file's: 1
         bad = error(f"{self.name(where)} must be {self.expects()} (got {_shown(value)})")
+        texts = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, (str, Path)) and not str(v) for v in texts):  # `--set shard.src=`: not the working folder
+            raise error(f"{self.name(where)} is empty; give a value, or leave the option out for its default")
+        for v in (texts if self.type in (PATH_TYPE, LIST) or self.output else ()):
+            mistake = place_mistake(v, self.output) if isinstance(v, str) else None
+            if mistake:
+                raise error(f"{self.name(where)} = {_shown(v)}: {mistake}")
         t = self.type
         if t is bool:
             if not isinstance(value, bool):
@@ -164,6 +172,24 @@ class Opt:
             except ValueError as e:
                 raise error(f"{self.name(where)}: {e}") from None
         return value
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def place_mistake(text: str, output: bool = True) -> str | None:
+    """Why a path that names a scheme is refused (None: it is a local path or an object store's URL): ``S3://…``
+    is the object store only in lower case (else it would become a local folder ``S3:``), and an output is a local
+    path or an object store, never ``ftp://…`` or ``https://…``."""
+    m = _SCHEME.match(text)
+    if m is None or is_url(text):
+        return None
+    scheme = m.group(1)
+    if is_url(scheme.lower() + text[len(scheme):]):
+        return f"write the scheme in lower case ({scheme.lower()}://…); {scheme}:// would be a local folder"
+    if output:
+        return f"{scheme}:// is not a place gandata writes (a local path, or an object store: s3://, gs://…)"
+    return None
 
 
 def _shown(value: Any) -> str:

@@ -26,6 +26,8 @@ from typing import Any
 
 from .declarations import check_name, clean_name
 from .errors import UserError
+from .options import place_mistake
+from .paths import real
 from .shardset import refuse_commands
 from .stages import TABLES, Context, Stage, for_table
 from .storage import is_url
@@ -133,7 +135,7 @@ def plan(spec: dict, where: str = "pipeline", data_dir: str | os.PathLike = "dat
         for step in steps:
             _refuse_commands(step, where)
     if not head.get("allow_outside"):
-        roots = [Path.cwd(), Path(os.path.abspath(data_dir))]
+        roots = [Path(real(Path.cwd())), Path(real(data_dir))]
         if "data_dir" in head:
             _inside(head["data_dir"], roots, f"{where}: [pipeline] data_dir")
         for step in steps:
@@ -146,13 +148,18 @@ def plan(spec: dict, where: str = "pipeline", data_dir: str | os.PathLike = "dat
 
 def _inside(value: Any, roots: list[Path], name: str) -> None:
     """A pipeline file writes only inside its workspace: the working directory and the command line's data dir
-    (paths compared as written, ``..`` folded; an object store is outside). ``allow_outside = true`` in
-    [pipeline] (or ``--set pipeline.allow_outside=true``) lifts this."""
+    (``roots``, real paths), judged by the real path the kernel will write (:func:`gandata.paths.real`: a link in
+    the part that exists followed, so ``lnk/../x`` and ``lnk/sub`` land where ``lnk`` leads); an object store is
+    outside, and ``S3://…`` is refused (it would be a local folder ``S3:``). ``allow_outside = true`` in [pipeline] (or
+    ``--set pipeline.allow_outside=true``) lifts this."""
     text = str(value)
+    mistake = place_mistake(text)  # `S3://…` (a stage's options were checked so already; [pipeline] data_dir not)
+    if mistake:
+        raise UserError(f"{name} = {text!r}: {mistake}")
     if is_url(text):
         where_to = "to object storage"
     else:
-        path = Path(os.path.abspath(Path(text).expanduser()))
+        path = Path(real(text))
         if any(path == r or r in path.parents for r in roots):
             return
         where_to = "outside the working directory and the data dir"

@@ -217,7 +217,7 @@ class Items:
                     f"{item.origin}); shard them separately or rename one")
             return row
         item.at = row
-        data = item.origin.encode()
+        data = item.origin.encode("utf-8", "surrogateescape")  # a file name that is not UTF-8 keeps its bytes
         self._origins.write(data)
         self._unflushed = True
         self._origin_ends.append((self._origin_ends[-1] if row else 0) + len(data))
@@ -270,7 +270,7 @@ class Items:
         if self._unflushed:
             self._origins.flush()
             self._unflushed = False
-        return os.pread(self._origins.fileno(), self._origin_ends[r] - start, start).decode()
+        return os.pread(self._origins.fileno(), self._origin_ends[r] - start, start).decode("utf-8", "surrogateescape")
 
     def src(self, r: int) -> str:
         return bytes(self._src[32 * r: 32 * r + 32]).hex()

@@ -45,9 +45,10 @@ from .datasets import Dataset, dataset_stage_folders, is_dataset
 from .declarations import SHARD, clean_name
 from .dedupe import HASH_NAME, clusters
 from .errors import UserError
-from .fileio import FolderLock, atomic_file, remove_stale_tmp
+from .fileio import FolderLock, atomic_file, json_bytes, remove_stale_tmp
 from .inputs import Input, open_input
 from .options import Color, Declaration, Declared, check_call
+from .paths import refuse_overlap
 from .progress import Progress
 from .records import Item, Items, Signatures, conform, plan_of, sample_json
 from .shard_map import CORRUPT, DUPLICATE, MAP_FORMAT, PROBLEM, Rejected, Runner, Spool, map_local, map_on_ray
@@ -234,10 +235,8 @@ def shard(
     remote = storage.is_url(out)
     out = str(out) if remote else Path(out)
     srcs = [open_input(p) for p in inputs]
+    refuse_overlap(out, "--out", [(p, "SRC") for p in inputs])
     if not remote:
-        for p in inputs:
-            if out.exists() and Path(p).resolve() == out.resolve():
-                raise UserError(f"{p} is both an input and the output folder; give another --out")
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -537,7 +536,7 @@ def write_shard(dest: str, items: list[Item], split: str, ext: str, plan: list,
             image = read(item.file, item.offset, item.length)
             record = json.loads(read(item.rfile, item.roffset, item.rlen))
             made = conform(sample_json(item, record, split, label_names), types)
-            fields = {"json": json.dumps(made, sort_keys=True, ensure_ascii=False).encode(), ext: image}
+            fields = {"json": json_bytes(made, sort_keys=True), ext: image}
             if item.cls is not None:
                 fields["cls"] = str(item.cls).encode()
             for fext in sorted(fields):
@@ -697,7 +696,7 @@ def _write_rejected(rejected: Rejected, dest: str) -> list[dict]:
 
     def write(f: Any) -> None:
         for row in rejected.sorted():
-            f.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+            f.write(json_bytes(row) + b"\n")
             if len(first) < 20:
                 first.append(row)
 

@@ -22,7 +22,7 @@ from . import images, storage
 from .compact import KeySet
 from .datasets import lookup_field
 from .dedupe import HASH_SIDE, HashCache, from_hex, phash, to_hex
-from .fileio import JsonlLog, atomic_write_json
+from .fileio import JsonlLog, atomic_write_json, json_bytes
 from .inputs import Input, Part, Problem, part_samples, partitions
 from .progress import Progress
 from .records import Item, Items, Signatures, record_kinds
@@ -48,7 +48,7 @@ class Rejected:
 
     def add(self, kind: str, key: str | None, origin: str, reason: str) -> None:
         row = {"kind": kind, "key": key, "origin": origin, "reason": reason}
-        self._file.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+        self._file.write(json_bytes(row) + b"\n")
         self.counts[kind] += 1
         if kind != PROBLEM and self.first_lost is None:
             self.first_lost = row
@@ -71,7 +71,7 @@ class Rejected:
                     yield from chunk
                     return
                 run = tempfile.TemporaryFile(prefix="gandata-rejected-run-")
-                run.writelines((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in chunk)
+                run.writelines(json_bytes(r) + b"\n" for r in chunk)
                 run.seek(0)
                 runs.append(run)
             yield from heapq.merge(*(map(json.loads, r) for r in runs), key=self._order)
@@ -230,7 +230,7 @@ class Spool:
         # this run is looked up by the next run, not by this one (each key is taken once)
 
     def keep_record(self, item: Item, record: dict) -> None:
-        data = json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
+        data = json_bytes(record, sort_keys=True)
         self._records.write(data)
         item.rfile, item.roffset, item.rlen = self.records_path, self._rend, len(data)
         self._rend += len(data)
@@ -336,7 +336,7 @@ def map_part(task_id: str, part: Part, popts: dict, work: str, label_field: str 
         else:
             encoded = process_image(item, data, popts)
             if encoded is not None:
-                record = json.dumps(s.record, sort_keys=True, ensure_ascii=False).encode()
+                record = json_bytes(s.record, sort_keys=True)
                 item.offset, item.length, item.roffset, item.rlen = end, len(encoded), end + len(encoded), len(record)
                 parts += [encoded, record]
                 end += len(encoded) + len(record)

@@ -30,7 +30,7 @@ import braceexpand
 
 from . import storage
 from .errors import FormatError, UserError
-from .fileio import atomic_file
+from .fileio import atomic_file, json_bytes
 
 INFO = "dataset.json"
 SPLITS = ("train", "val")
@@ -105,7 +105,7 @@ def write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> tuple[int, st
 
 def write_info(folder: str | Path, info: dict) -> None:
     """``dataset.json``, written last: one atomic write (a renamed temporary, or one object PUT)."""
-    storage.put(storage.join(folder, INFO), (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode())
+    storage.put(storage.join(folder, INFO), json_bytes(info, indent=2) + b"\n")
 
 
 # ------------------------------------------------------------------------------------------------- reading

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import declarations as D
 from .errors import UserError
-from .options import Declaration, Opt, checked_already
+from .options import PATH_TYPE, Declaration, Opt, checked_already
 from .storage import is_url
 from .summary import Summary
 from .trainers.kinds import BY_NAME, KINDS
@@ -96,9 +96,33 @@ def _dataset_out(v: dict, ctx: Context, dataset: str, stage: str) -> Path | str:
     return v["out"] or ctx.data_dir / (ctx.dataset or dataset) / stage
 
 
-def _into(out: Path | str, write: Callable[[Path], Summary]) -> Summary:
-    """Run a stage that writes a dataset folder. For an object-store ``--out`` (``s3://…``) it writes a local staging
-    folder (``$GANDATA_CACHE/staged-datasets``), which is then published to the store; the summary names the store."""
+Inputs = list[tuple[str, Any]]  # what a stage reads: (its option's key, the path, URL or pattern)
+
+
+def _refuse_overlap(declaration: Declaration, ctx: Context, out_key: str, out: Any, inputs: Inputs) -> None:
+    """No command writes over its own input: the output ``out_key`` (its default filled in) against each input the
+    stage reads (:func:`gandata.paths.refuse_overlap`), named as the user wrote them (``--out`` or ``[crop] out``)."""
+    from .paths import refuse_overlap
+
+    where = declaration.command[0] if ctx.pipeline else "cli"
+
+    def name(key: str) -> str:
+        return declaration.option(key).name(where)
+
+    refuse_overlap(out, name(out_key), [(value, name(key)) for key, value in inputs])
+
+
+def _file_inputs(v: dict, declaration: Declaration) -> Inputs:
+    """The files a fetch reads (its list, catalogues, manifest): every path option that is not an output."""
+    return [(o.key, v.get(o.key)) for o in declaration.options if o.type is PATH_TYPE and not o.output]
+
+
+def _into(out: Path | str, write: Callable[[Path], Summary], v: dict, ctx: Context, declaration: Declaration,
+          inputs: Inputs) -> Summary:
+    """Run a stage that writes a dataset folder ``out``, which holds no input and lies inside none (``inputs``: by
+    option). For an object-store ``--out`` (``s3://…``) it writes a local staging folder
+    (``$GANDATA_CACHE/staged-datasets``), which is then published to the store; the summary names the store."""
+    _refuse_overlap(declaration, ctx, "out", out, inputs)
     if not is_url(out):
         return write(Path(out))
     from .datasets import publish, stage_remote
@@ -118,7 +142,8 @@ def _fetch_bitmoji(v: dict, ctx: Context) -> Summary:
     return _into(_dataset_out(v, ctx, "bitmoji", "raw"), lambda out: fetch_bitmoji(
         out, v["count"], mode=v["mode"], view=v["view"], seed=v["seed"],
         traits=v["traits"], templates=v["templates"], avatar_ids=v["avatar_ids"],
-        manifest=v["manifest"], base_url=_base_url(v, ctx), overrides=_overrides(v), progress=ctx.progress))
+        manifest=v["manifest"], base_url=_base_url(v, ctx), overrides=_overrides(v), progress=ctx.progress),
+        v, ctx, D.FETCH_BITMOJI, _file_inputs(v, D.FETCH_BITMOJI))
 
 
 def _fetch_urls(v: dict, ctx: Context) -> Summary:
@@ -133,7 +158,8 @@ def _fetch_urls(v: dict, ctx: Context) -> Summary:
     return _into(v["out"] or ctx.data_dir / name / "raw", lambda out: fetch_urls(
         url_list, name, out, url_col=v["url_col"], format=v["format"], limit=v["limit"], base_url=_base_url(v, ctx),
         overrides=_overrides(v), progress=ctx.progress, engine=v["engine"], ray_address=v["ray_address"],
-        retry_failed=v["retry_failed"], host_groups=v["host_groups"], workers=v["workers"]))
+        retry_failed=v["retry_failed"], host_groups=v["host_groups"], workers=v["workers"]),
+        v, ctx, D.FETCH_URLS, [("url_list", url_list), *_file_inputs(v, D.FETCH_URLS)])
 
 
 def _fetch_bricklink(v: dict, ctx: Context) -> Summary:
@@ -144,7 +170,8 @@ def _fetch_bricklink(v: dict, ctx: Context) -> Summary:
         categories_file=v["categories_file"], categories=v["categories"], limit=v["limit"],
         refresh_list=v["refresh_list"], manifest=v["manifest"], base_url=_base_url(v, ctx), delay=v["delay"],
         concurrency=v["concurrency"], rate=v["rate"],
-        overrides=_overrides(v, ("retries", "timeout", "max_wait", "memory", "durability")), progress=ctx.progress))
+        overrides=_overrides(v, ("retries", "timeout", "max_wait", "memory", "durability")), progress=ctx.progress),
+        v, ctx, D.FETCH_BRICKLINK, _file_inputs(v, D.FETCH_BRICKLINK))
 
 
 def _fetch_rebrickable(v: dict, ctx: Context) -> Summary:
@@ -152,7 +179,8 @@ def _fetch_rebrickable(v: dict, ctx: Context) -> Summary:
 
     return _into(_dataset_out(v, ctx, "rebrickable", "raw"), lambda out: fetch_rebrickable(
         out, csv=v["csv"], limit=v["limit"], manifest=v["manifest"], base_url=_base_url(v, ctx),
-        overrides=_overrides(v), progress=ctx.progress))
+        overrides=_overrides(v), progress=ctx.progress),
+        v, ctx, D.FETCH_REBRICKABLE, _file_inputs(v, D.FETCH_REBRICKABLE))
 
 
 def _fetch_weights(v: dict, ctx: Context) -> Summary:
@@ -217,9 +245,12 @@ def _crop(lego: bool) -> Callable[[dict, Context], Summary]:
         dataset = "bricklink" if lego else "anime"
         src = v["src"] or ctx.current or ctx.data_dir / (ctx.dataset or dataset) / "raw"
         options = library_options(CropOptions, v, lego=lego)
+        declaration = D.CROP_LEGO if lego else D.CROP_ANIME
+        _refuse_overlap(declaration, ctx, "debug_grid", v["debug_grid"], [("src", src)])
         return _into(_dataset_out(v, ctx, dataset, "faces"), lambda out: crop(
             src, out, options, cascade=v["cascade"], base_url=_base_url(v, ctx), debug_grid=v["debug_grid"],
-            progress=ctx.progress, engine=v["engine"], ray_address=v["ray_address"], task_size=v["task_size"]))
+            progress=ctx.progress, engine=v["engine"], ray_address=v["ray_address"], task_size=v["task_size"]),
+            v, ctx, declaration, [("src", src)])
 
     return run
 
@@ -336,6 +367,7 @@ def _train(kind: str) -> Callable[[dict, Context], Summary]:
         if not shards:
             raise UserError("[train] needs shards: put it after [shard], or give shards = SPEC")
         out = Path(v["out"] or Path("runs") / (ctx.name if ctx.pipeline and ctx.name else kind))
+        _refuse_overlap(D.TRAIN[kind], ctx, "out", out, [("shards", str(shards)), ("eval_real", v["eval_real"])])
         resume = v["resume"] if v["resume"] is not None or not ctx.pipeline else "auto"
         weights = v["inception_weights"]
         o = library_options(TrainOptions, {**v, "kind": kind, "shards": str(shards), "out": str(out), "resume": resume,
@@ -370,7 +402,12 @@ TRAIN = [
 
 
 def _sample(v: dict, ctx: Context) -> Summary:
+    from .trainers.checkpoints import CHECKPOINT_RE
     from .trainers.sampling import sample
+
+    run = Path(v["run"])  # the checkpoint it reads: the file, or any of the run folder's (a grid beside them is fine)
+    _refuse_overlap(D.SAMPLE, ctx, "out", v["out"],
+                    [("run", p) for p in (sorted(run.glob(CHECKPOINT_RE)) if run.is_dir() else [run])])
 
     return sample(v["run"], n=v["n"], out=v["out"], label=v["label"], device=v["device"], precision=v["precision"],
                   seed=v["seed"])
