@@ -133,14 +133,16 @@ def test_a_shipped_pipeline_runs_by_name(tmp_path):
 
 @pytest.mark.slow
 def test_the_trainers_depend_on_a_small_named_part_of_gandata():
-    """No import circle back into the command line: the trainers load only the shard-set reader, images, file
-    primitives, object storage, the assets downloader, summaries and errors (progress when they show it)."""
+    """No import circle back into the command line: the trainers load only their declarations (defaults, checks),
+    the shard-set reader, images, file primitives, object storage, the assets downloader, summaries and errors
+    (progress when they show it)."""
     code = ("import sys, gandata.trainers.train, gandata.trainers.metrics, gandata.trainers.data\n"
             "print(sorted(m for m in sys.modules if m.startswith('gandata') and not m.startswith('gandata.trainers')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert eval(r.stdout) == ["gandata", "gandata.assets", "gandata.errors", "gandata.fileio", "gandata.images",
-                              "gandata.shardset", "gandata.storage", "gandata.summary"]
+    assert eval(r.stdout) == ["gandata", "gandata.assets", "gandata.declarations", "gandata.errors", "gandata.fileio",
+                              "gandata.images", "gandata.options", "gandata.shardset", "gandata.storage",
+                              "gandata.summary"]  # declarations and options: the run's defaults and checks
 
 
 def test_the_command_line_starts_without_loading_the_heavy_libraries():
