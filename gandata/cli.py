@@ -6,6 +6,7 @@ here.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import inspect
 import os
@@ -17,7 +18,8 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
-from .engine import keep_stdout_clean, stdout  # the real stdout: under Ray, descriptor 1 goes to stderr
+from .engine import command as ray_command  # stdout kept clean, signals end it promptly
+from .engine import stdout  # the real stdout: under Ray, descriptor 1 goes to stderr
 from .errors import OptionError, UserError
 from .fileio import json_bytes
 from .options import COLOR, LIST, PATH_TYPE, Opt
@@ -170,9 +172,9 @@ def _command(stage: Stage):
         data_dir = given.pop("data_dir", None)
         checked = stage.declaration.check(given, "cli")
         ctx = Context(data_dir=data_dir or Path("data"), progress=not as_json, allow_commands=True)  # the user typed it
-        if checked.get("engine") == "ray":
-            keep_stdout_clean()
-        finish(stage.run(checked, ctx), as_json)
+        with ray_command(INTERRUPTED) if checked.get("engine") == "ray" else contextlib.nullcontext():
+            result = stage.run(checked, ctx)
+        finish(result, as_json)
 
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = {p.name: p.annotation for p in params}
@@ -238,11 +240,10 @@ def run_cmd(
 
     spec = load_pipeline(pipeline_file, set_)
     steps = plan(spec, spec["pipeline"].get("source_file", "pipeline"), data_dir or "data")[1]
-    if any(step.values.get("engine") == "ray" for step in steps):
-        keep_stdout_clean()
-
-    r = run_pipeline(spec, data_dir=data_dir or Path("data"), only=only, progress=not as_json,
-                     echo=None if as_json else _err)
+    with ray_command(INTERRUPTED) if any(step.values.get("engine") == "ray" for step in steps) \
+            else contextlib.nullcontext():
+        r = run_pipeline(spec, data_dir=data_dir or Path("data"), only=only, progress=not as_json,
+                         echo=None if as_json else _err)
     finish(r, as_json)
 
 

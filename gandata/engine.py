@@ -19,6 +19,7 @@ which would undo both. The cluster is ``--ray-address``, else ``RAY_ADDRESS``, e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -69,31 +70,149 @@ class Report:
 
 def connect(address: str | None = None, cpus: int | None = None) -> Any:
     """The ``ray`` module, connected: to ``address`` (or ``RAY_ADDRESS``) when given, else to a Ray already started
-    in this process, else to a new local one (``cpus`` CPUs, no dashboard)."""
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--engine ray needs Ray; pip install 'gandata[ray]' (or use --engine local)") from None
+    in this process, else to a new local one (``cpus`` CPUs, no dashboard). SIGTERM or Ctrl-C while Ray starts is
+    ``KeyboardInterrupt``, whatever Ray's own handlers made of it; after, both go to :func:`_on_signal`."""
+    ray = _import_ray()
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         _check_reachable(address)
     if ray.is_initialized():
         return ray
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    except (ConnectionError, SystemExit) as e:  # Ray exits (code 15) when the cluster stops answering
-        raise UserError(f"cannot reach the Ray cluster at {address} ({e or 'no answer'}); start it with  ray start "
-                        "--head  or give --ray-address") from None
-    if threading.current_thread() is threading.main_thread():  # SIGTERM as Ctrl-C: one line, markers kept
-        signal.signal(signal.SIGTERM, _terminated)
+    kwargs = {"address": address} if address else {"num_cpus": cpus, "include_dashboard": False}
+    with _signals_seen() as seen:
+        try:
+            ray.init(**kwargs, log_to_driver=False)
+        except BaseException as e:
+            if seen():  # Ray's SIGTERM handler exits (code 15), its node's too (code 1): an interruption
+                raise KeyboardInterrupt from None
+            if not isinstance(e, (ConnectionError, SystemExit)):  # Ray exits when the cluster stops answering
+                raise
+            where = f"reach the Ray cluster at {address}" if address else "start a local Ray"
+            raise UserError(f"cannot {where} ({e or 'no answer'}); start it with  ray start --head  or give "
+                            "--ray-address") from None
+        if seen():
+            raise KeyboardInterrupt
+    _handle_signals()
     return ray
 
 
-def _terminated(signum: int, frame: Any) -> None:
+# Ray's settings for a batch driver: read once, when Ray is imported, and this process's only (the processes a local
+# Ray starts later do not inherit them). No wait for the node to drain on SIGTERM (up to 30 s, for Ray Serve's
+# proxies: a driver has nothing to drain). No failure signal handler in the driver: a SIGTERM while ray.init ran
+# printed a C++ stack, and the handler's removal in Ray's shutdown handed SIGTERM back to the system, so a signal
+# there ended the process without its line.
+_DRIVER_SETTINGS = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1"}
+
+
+def _import_ray() -> Any:
+    """The ``ray`` module, imported with :data:`_DRIVER_SETTINGS` (a user's own value of one wins)."""
+    added = [k for k in _DRIVER_SETTINGS if k not in os.environ]
+    os.environ.update({k: _DRIVER_SETTINGS[k] for k in added})
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--engine ray needs Ray; pip install 'gandata[ray]' (or use --engine local)") from None
+    finally:
+        for k in added:
+            del os.environ[k]
+    return ray
+
+
+# ------------------------------------------------------------------------------------------------ signals
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_OWNER = 0  # the process that handles the signals as below (a process forked from it does not)
+_ENDING = False  # the command's stages have ended (see command): a signal now ends the process at once
+_INTERRUPTED = "interrupted"  # the line an interrupted command prints (the command line gives its own)
+
+
+def _handle_signals() -> None:
+    """SIGTERM and SIGINT go to :func:`_on_signal` (in the main thread; elsewhere Python allows no handler)."""
+    global _OWNER
+    if threading.current_thread() is threading.main_thread():
+        _OWNER = os.getpid()
+        for s in _SIGNALS:
+            signal.signal(s, _on_signal)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGTERM as Ctrl-C: ``KeyboardInterrupt`` where the driver is, which stops the stage with every marker kept.
+    Once the command's stages have ended (its summary or error being printed, then Python's and Ray's shutdown) the
+    process ends at once instead (:func:`_leave`): an exception there is "ignored in atexit callback", and Ray's
+    teardown cut short by one can crash (exit 139)."""
+    if os.getpid() != _OWNER:  # a process forked from the driver (a trainer's loader worker): as if untouched
+        signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
+        os.kill(os.getpid(), signum)
+        return
+    if _ENDING:
+        _leave()
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_seen():
+    """Whether SIGTERM or SIGINT came while the block ran, whoever handled it: ``ray.init`` sets Ray's own SIGTERM
+    handlers for the time it starts (``sys.exit(15)``; a local node's: stop its processes, ``sys.exit(1)``), and
+    that exit must read as an interruption, not as a cluster that cannot be reached. Every signal a Python handler
+    catches writes its number to the wakeup descriptor, so the block's signals are read from there."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    os.set_blocking(r, False)
+    try:
+        previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except ValueError:  # not the main thread: no signal arrives here
+        previous = None
+    came = bytearray()
+
+    def seen() -> bool:
+        try:
+            came.extend(os.read(r, 1024))
+        except BlockingIOError:
+            pass
+        return any(s in came for s in _SIGNALS)
+
+    try:
+        yield seen
+    finally:
+        if previous is not None:
+            current = signal.set_wakeup_fd(previous)
+            if current not in (w, -1):  # Ray set one of its own meanwhile: it stays
+                signal.set_wakeup_fd(current)
+        os.close(w)
+        os.close(r)
+
+
+@contextlib.contextmanager
+def command(interrupted: str):
+    """A command line's run of stages on Ray, from before its first stage to the end of the process: standard
+    output kept clean (:func:`keep_stdout_clean`), and SIGTERM and SIGINT end it promptly at any point with the one
+    line ``interrupted`` and exit status 130 — during a stage (the markers kept), during ``ray.init``, and after
+    the last stage (while its summary is printed and Python and Ray shut down). An interrupted command leaves at
+    once (:func:`_leave`): Ray's orderly shutdown takes seconds on a loaded machine."""
+    global _INTERRUPTED, _ENDING
+    keep_stdout_clean()
+    _INTERRUPTED = interrupted
+    _handle_signals()
+    try:
+        yield
+    except KeyboardInterrupt:
+        _leave()
+    finally:
+        _ENDING = True
+
+
+def _leave() -> None:
+    """End the process now: what was printed is flushed, then the interrupted line, exit 130. Python's and Ray's
+    teardown are skipped — a local Ray's processes end with this one (Ray ties them to the driver), a cluster ends
+    this driver's job as it does when a driver is killed."""
+    for f in (sys.stdout, _STDOUT, sys.stderr):
+        try:
+            if f is not None:
+                f.flush()
+        except Exception:  # noqa: BLE001 (a write the signal interrupted: what was printed stays)
+            pass
+    os.write(2, f"{_INTERRUPTED}\n".encode())
+    os._exit(130)
 
 
 _STDOUT: Any = None  # this process's real standard output, once Ray may write to file descriptor 1

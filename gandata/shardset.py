@@ -14,12 +14,15 @@ reading tars as samples (:func:`tar_members`, :func:`samples`); and checking a s
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import json
 import os
 import re
 import tarfile
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,18 +289,20 @@ def refuse_commands(names: Iterable[str], where: str) -> None:
 
 
 class Unreachable(UserError):
-    """A shard's server that did not answer, or answered 429/5xx, through every try: worth trying again later,
-    unlike a 404 or content that is not a tar."""
+    """A shard's server that did not answer, or answered 429/5xx, through every try, or stalled, trickled or cut the
+    connection while sending the shard: worth trying again later, unlike a 404 or content that is not a tar."""
 
 
-HTTP_TIMEOUT = 30.0  # seconds to connect, and between two reads of a shard's body
 HTTP_TRIES = 4  # a connection error or a 429/5xx is tried again after 1, 2, 4 s
+HTTP_MIN_RATE = 4 << 10  # bytes/s a shard's server must send, on average over every timeout's length of waiting
+HTTP_CHUNK = 256 << 10  # the most one read of the connection takes; the reading thread keeps up to 4 ahead
 
 
 def open_shard(url: str, commands: bool = False):
     """A readable binary stream of one shard, and where every reader of shards as training data (the trainers, eval,
     export) opens one: a local path; an object-store
-    URL through fsspec; ``http(s)://`` streamed with a timeout and bounded retries (no ``curl`` in a subprocess);
+    URL through fsspec; ``http(s)://`` streamed with bounded retries and deadlines (:class:`_HttpBody`; no ``curl``
+    in a subprocess);
     ``pipe:`` only when ``commands`` (the user's own command line, or a pipeline that says ``allow_commands``).
     Anything else is one line."""
     if is_command(url):
@@ -311,7 +316,7 @@ def open_shard(url: str, commands: bool = False):
         return storage.open_stream(url)
     scheme = urlparse(url).scheme.lower() if URL_RE.match(url) else ""
     if scheme in ("http", "https"):
-        return _open_http(url)
+        return io.BufferedReader(_HttpBody(url), HTTP_CHUNK)
     if scheme and not Path(url).exists():
         raise UserError(f"{url}: cannot open {scheme}: addresses; give a path, http(s)://, s3:// or gs://")
     try:
@@ -324,15 +329,15 @@ def open_shard(url: str, commands: bool = False):
         raise UserError(f"{url}: permission denied") from None
 
 
-def _open_http(url: str):
-    import time
-
+def _request(url: str, timeout: float):
+    """The response to ``GET url`` (status 200, the body not read yet), with bounded retries: a connection error, a
+    timeout or a 408/429/5xx is tried again, :data:`HTTP_TRIES` times in all; anything else is one line."""
     import requests
 
     transient = True
     for attempt in range(HTTP_TRIES):
         try:
-            resp = requests.get(url, stream=True, timeout=HTTP_TIMEOUT, headers={"Accept-Encoding": "identity"})
+            resp = requests.get(url, stream=True, timeout=timeout, headers={"Accept-Encoding": "identity"})
         except (requests.ConnectionError, requests.Timeout) as e:
             why = "timed out" if isinstance(e, requests.Timeout) else "cannot connect"
         except requests.RequestException as e:
@@ -340,7 +345,7 @@ def _open_http(url: str):
         else:
             if resp.status_code == 200:
                 resp.raw.decode_content = False
-                return resp.raw
+                return resp
             resp.close()
             why = f"HTTP {resp.status_code}"
             if resp.status_code not in (408, 429) and resp.status_code < 500:
@@ -350,6 +355,148 @@ def _open_http(url: str):
             time.sleep(2 ** attempt)
     raise (Unreachable if transient else UserError)(f"{url}: {why}; check the address (it must serve the .tar "
                                                      "itself)")
+
+
+class _HttpBody(io.RawIOBase):
+    """One shard over http(s), fetched by a thread of its own into a small buffer, so that the reader's every wait
+    ends in bounded time whatever the server does. A per-read timeout alone never fires on a server that sends a
+    byte a second, and urllib3's read of n bytes waits for all n. Deadlines, with T = ``GANDATA_STORE_TIMEOUT``
+    (:func:`gandata.storage.timeout`, 30 s): the answer — status and headers, through every try — within
+    ``HTTP_TRIES × 2T`` plus the pauses between tries; then at least :data:`HTTP_MIN_RATE` bytes a second, on
+    average over every T seconds spent waiting for the server (time the buffer is full, waiting for the reader,
+    does not count): a stall or a trickle ends within two windows. Each is one :class:`Unreachable` line naming the
+    shard; so is a connection reset or cut short. Opening waits for the answer (an HTTP error is raised there)."""
+
+    def __init__(self, url: str):
+        super().__init__()
+        self.url, self.timeout = url, storage.timeout()
+        self._cond = threading.Condition()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._answered = self._closing = False
+        self._error: BaseException | None = None
+        self._received = 0
+        self._waiting_since: float | None = None  # the thread waits for the server since then
+        self._window = [0.0, 0]  # seconds spent waiting for the server, bytes received: in this window
+        start = time.monotonic()
+        threading.Thread(target=self._fetch, name="gandata-http-shard", daemon=True).start()
+        budget = HTTP_TRIES * 2 * self.timeout + sum(2 ** a for a in range(HTTP_TRIES - 1))
+        with self._cond:
+            while not self._answered and self._error is None:
+                left = start + budget - time.monotonic()
+                if left <= 0:
+                    self._stop()
+                    raise Unreachable(f"{url}: no answer in {budget:g} s ({HTTP_TRIES} tries); try again later")
+                self._cond.wait(left)
+            if self._error is not None:
+                self._stop()
+                raise self._failure()
+
+    def _fetch(self) -> None:
+        """The thread: the request, then the body into the buffer, chunk by chunk, until the end, an error or
+        :meth:`close`."""
+        resp = None
+        try:
+            resp = _request(self.url, self.timeout)
+            read = getattr(resp.raw, "read1", resp.raw.read)  # read1: what one receive brings (urllib3 2)
+            with self._cond:
+                self._answered = True
+                self._cond.notify_all()
+            while True:
+                with self._cond:
+                    while self._buffered >= 4 * HTTP_CHUNK and not self._closing:
+                        self._cond.wait()
+                    if self._closing:
+                        return
+                    self._waiting_since = time.monotonic()
+                chunk = read(HTTP_CHUNK)
+                with self._cond:
+                    self._window[0] += time.monotonic() - self._waiting_since
+                    self._window[1] += len(chunk)
+                    self._waiting_since = None
+                    self._received += len(chunk)
+                    self._chunks.append(chunk)  # b"": the end
+                    self._buffered += len(chunk)
+                    self._cond.notify_all()
+                if not chunk:
+                    return
+        except Exception as e:  # noqa: BLE001 (handed to the reader, which raises it as one line)
+            with self._cond:
+                self._error = e
+                self._cond.notify_all()
+        finally:
+            if resp is not None:
+                resp.close()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # noqa: ANN001 (a writable buffer)
+        with self._cond:
+            while not self._chunks:
+                if self._error is not None:
+                    self._stop()
+                    raise self._failure()
+                self._check_pace()
+                self._cond.wait(max(0.05, self.timeout - self._waited()))
+            chunk = self._chunks.popleft()
+            if not chunk:
+                self._chunks.appendleft(chunk)  # the end stays the end
+                return 0
+            n = min(len(b), len(chunk))
+            b[:n] = chunk[:n]
+            if n < len(chunk):
+                self._chunks.appendleft(chunk[n:])
+            self._buffered -= n
+            self._cond.notify_all()
+            return n
+
+    def _waited(self) -> float:
+        """Seconds spent waiting for the server in this window (the lock held)."""
+        since = self._waiting_since
+        return self._window[0] + (time.monotonic() - since if since is not None else 0.0)
+
+    def _check_pace(self) -> None:
+        """At the end of each window (T seconds of waiting for the server): too few bytes is one line; else a new
+        window starts."""
+        if self._waited() < self.timeout:
+            return
+        if self._window[1] < HTTP_MIN_RATE * self.timeout:
+            self._stop()
+            got = f"{self._window[1]} bytes" if self._window[1] else "nothing"
+            raise Unreachable(f"{self.url}: the server sent {got} in {self.timeout:g} s after {self._received} "
+                              f"bytes (a shard must come at {HTTP_MIN_RATE >> 10} KiB/s or more); try again later, "
+                              "or allow more time with GANDATA_STORE_TIMEOUT=SECONDS")
+        self._window = [0.0, 0]
+        if self._waiting_since is not None:
+            self._waiting_since = time.monotonic()
+
+    def _failure(self) -> BaseException:
+        """The thread's error as the reader raises it: one line for the network's, the error itself otherwise."""
+        e = self._error
+        if isinstance(e, UserError):
+            return e
+        if isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("urllib3", "requests", "http"):
+            cause = e.args[-1] if e.args and isinstance(e.args[-1], BaseException) else e  # urllib3 wraps it
+            if isinstance(e, TimeoutError) or "Timeout" in type(e).__name__:
+                why = f"nothing came for {self.timeout:g} s"
+            elif type(cause).__name__ == "IncompleteRead":
+                why = "the server closed it before the end"
+            else:
+                why = type(cause).__name__
+            return Unreachable(f"{self.url}: the connection failed after {self._received} bytes ({why}); try "
+                               "again later")
+        return e
+
+    def _stop(self) -> None:
+        """The thread stops at its next step (a read under way ends with its timeout at the latest)."""
+        self._closing = True
+        self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop()
+        super().close()
 
 
 def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None]:

@@ -252,6 +252,53 @@ def test_the_driver_ends_within_seconds_on_a_signal_and_a_rerun_finishes(sig, cl
     assert summary["counts"]["total"] == 24 and summary["tasks"]["map"]["skipped"] >= done > 0
 
 
+@pytest.mark.parametrize("when", ["while Ray starts", "after the summary"])
+def test_sigterm_at_any_point_of_a_ray_command_is_the_interrupted_line(when, tmp_path):
+    """A command that starts its own local Ray, signalled while ``ray.init`` runs (once: "cannot reach the Ray
+    cluster at None (15)") and just after its summary, while Python and Ray shut down (once: "Exception ignored in
+    atexit callback", exit 139): the interrupted line, exit 130, nothing else on stderr but Ray's own log lines."""
+    write_drawn_folder(tmp_path / "imgs", 4, size=(32, 32))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "GANDATA_CACHE": str(tmp_path / "cache")}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "gandata.cli", "shard", "imgs", "--out", "out", "--name", "s",
+                             "--size", "16", "--engine", "ray", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    driver = psutil.Process(proc.pid)
+    summary = ""
+    if when == "while Ray starts":  # its GCS is up, the driver not yet connected
+        deadline = time.monotonic() + 120
+        while not any("gcs_server" in p.name() for p in _alive(driver.children(recursive=True))):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+            time.sleep(0.01)
+    else:
+        summary = proc.stdout.readline()
+    ray_processes = driver.children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        for p in _alive(ray_processes):  # a local Ray's helpers end a while after their driver: not left behind here
+            p.kill()
+    lines = stderr.strip().splitlines()
+    assert proc.returncode == 130 and lines[-1].startswith("gandata: interrupted"), stderr[-3000:]
+    assert not [line for line in lines[:-1] if "Traceback" in line or "Exception" in line or "gandata:" in line], \
+        stderr[-3000:]
+    if summary:
+        assert json.loads(summary + stdout)["counts"]["total"] == 4  # stdout: the one JSON object, whole
+
+
+def _alive(procs: list) -> list:
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
 def test_json_stays_one_object_when_a_node_dies_mid_run(cluster, tmp_path):
     """Kill the second node while its tasks run: Ray retries them on the head, its own messages about the lost node
     go to stderr, and stdout is exactly the one JSON object. (Last of the cluster tests: the node stays dead.)"""

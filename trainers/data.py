@@ -130,7 +130,7 @@ def _read_shard(url: str, commands: bool, skip: int):
     try:
         stream = shardset.open_shard(url, commands)
     except (storage.StoreError, shardset.Unreachable) as e:
-        raise _Transient(str(e)) from None
+        raise _Transient(str(e).removeprefix(f"{url}: ")) from None
     except UserError as e:
         raise DataError(str(e)) from None
     try:
@@ -141,6 +141,8 @@ def _read_shard(url: str, commands: bool, skip: int):
                     yield {"__key__": key, "__url__": url, **fields}
     except (ValueError, EOFError) as e:
         raise DataError(f"{url} cannot be read ({e}); check it with gandata inspect") from None
+    except shardset.Unreachable as e:  # a shard's server that stalled, trickled or cut the connection
+        raise _Transient(str(e).removeprefix(f"{url}: ")) from None
     except Exception as e:  # a timeout, a reset connection, a store that went away (OSError, urllib3's, botocore's)
         if isinstance(e, (OSError, storage.StoreError)) or type(e).__module__.split(".")[0] in ("urllib3", "botocore",
                                                                                                  "aiohttp"):
