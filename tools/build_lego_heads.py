@@ -357,6 +357,8 @@ def main() -> None:
                     "downloaded from BrickLink).")
     ap.add_argument("--photos", type=Path, help="A checkout of github.com/hnky/dataset-lego-figures (else "
                     "downloaded from GitHub).")
+    ap.add_argument("--labels", type=Path, default=ROOT / "benchmarks" / "heads",
+                    help="The folder of the hand-marked boxes (default: the repository's benchmarks/heads).")
     ap.add_argument("--out", type=Path, default=H.WEIGHTS)
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--steps", type=int, default=6000)
@@ -366,7 +368,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    heads_dir = ROOT / "benchmarks" / "heads"
+    heads_dir = args.labels
     label_files = [heads_dir / "catalogue-more.jsonl", heads_dir / "train-catalogue.jsonl",
                    heads_dir / "train-photos.jsonl"]
     provenance: dict = {"labels": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in label_files
