@@ -90,7 +90,7 @@ def test_a_pipeline_runs_end_to_end_and_a_finished_one_re_runs_as_a_no_op(server
     assert s["train"]["summary"]["kimg"] >= 0.08 and list(run.glob("checkpoint-*.pt"))
     assert s["eval"]["summary"]["results"][0]["n_gen"] == 24 and (run / "eval.jsonl").exists()
 
-    tars = {p: p.read_bytes() for p in (data / "bitmoji" / "shards").glob("*.tar")}
+    tars = {p: p.read_bytes() for p in (data / "bitmoji" / "shards").rglob("*.tar")}
     requests = server.requests
     again = _stages(_run(path, data))
     assert again["fetch"]["summary"]["accepted"] == 0
