@@ -326,7 +326,7 @@ def finished(out: str, job: str, shown: str) -> ShardSummary | None:
         ss = shardset.read(out)
         if ss is None or ss.info.get("job") != job or shardset.verify(ss):
             return None
-    except UserError:  # a damaged description, or a store that refused a read: not known to be whole
+    except (UserError, OSError):  # a damaged description, an unreadable tar, a store that refused: not whole
         return None
     shardset.remove_leftovers(out, ss.info)
     done = _summary(shown, ss.info, [])
