@@ -17,7 +17,6 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import braceexpand
@@ -38,7 +37,6 @@ from .datasets import (
 )
 from .errors import UserError
 from .fileio import atomic_write_json, jsonl_objects
-from .workers import cores, ordered
 
 
 @dataclass
@@ -98,7 +96,7 @@ class Input:
         are the same input), and never a file's size and date alone: ``cp -p``, ``rsync -t``, ``tar x`` and tars
         padded to a fixed size give other bytes the same size and date.
 
-        Local files are read and hashed, in threads, only when their stamps (device, inode, size, modification and
+        Local files are read and hashed only when their stamps (device, inode, size, modification and
         change time) differ from those the last digest of this input was taken at (kept in the cache,
         :func:`_hashed`): the change time is what the kernel sets whenever a file's bytes or its name's target
         change, and no tool sets it, so a finished re-run reads nothing but stats."""
@@ -437,7 +435,7 @@ DIGESTS = "input-digests"  # in the cache: {"stamp", "content"} per input, by ki
 
 
 def _hashed(kind: str, entries: Callable[[], Iterable[tuple[str, str]]], path: str) -> str:
-    """A local input's content digest: its files' names and sha256s, read in threads — unless the digest of their
+    """A local input's content digest: its files' names and sha256s — unless the digest of their
     stamps is the one recorded beside the last content digest of this input (its real path: another spelling or a
     link to it is the same), when that is given back without reading anything."""
     from .assets import cache_dir
@@ -456,9 +454,8 @@ def _hashed(kind: str, entries: Callable[[], Iterable[tuple[str, str]]], path: s
     except (OSError, ValueError, KeyError, TypeError):
         pass
     content = hashlib.sha256(kind.encode())
-    jobs = ((name, partial(_sha256_of, where)) for name, where in entries())
-    for name, digest in ordered(jobs, cores(), name="identity"):
-        content.update(json.dumps([name, digest]).encode())
+    for name, where in entries():  # one after another: a pool's hand-over costs more than hashing a small image
+        content.update(json.dumps([name, _sha256_of(where)]).encode())
     if time.time_ns() - newest > SETTLED_NS:
         try:
             memo.parent.mkdir(parents=True, exist_ok=True)
