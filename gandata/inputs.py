@@ -98,8 +98,8 @@ class Input:
 
         Local files are read and hashed only when their stamps (device, inode, size, modification and
         change time) differ from those the last digest of this input was taken at (kept in the cache,
-        :func:`_hashed`): the change time is what the kernel sets whenever a file's bytes or its name's target
-        change, and no tool sets it, so a finished re-run reads nothing but stats."""
+        :func:`_hashed`): the kernel moves a file's change time at every write and no tool sets it back, and a
+        file put in another's place has another inode — so a finished re-run reads nothing but stats."""
         if self._identity is None:
             self._identity = _tagged(self.kind, self._entries(), self._tags()) if storage.is_url(self.path) \
                 else _hashed(self.kind, self._entries, self.path)
