@@ -115,6 +115,8 @@ def test_same_inputs_give_byte_identical_shards_whatever_the_order(tmp_path, ima
     ]
     for s in ia["splits"]["train"]["shards"] + ia["splits"]["val"]["shards"]:
         assert (tmp_path / "a" / s["name"]).read_bytes() == (tmp_path / "b" / s["name"]).read_bytes()
+    # the description too: the inputs in any order and the workers are not the job
+    assert (tmp_path / "a" / "dataset.json").read_bytes() == (tmp_path / "b" / "dataset.json").read_bytes()
     # a second run in place finds the set finished: it reads no sample and writes nothing
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()}
     again = shard([images12, extra], tmp_path / "a", "x", opts)
