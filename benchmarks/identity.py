@@ -19,6 +19,7 @@ import io
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tarfile
@@ -29,7 +30,8 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 CLOCKS = {"seconds", "rate", "elapsed", "time", "started", "finished", "wall", "images_per_s", "kimg_per_h", "when",
           "sec_per_kimg", "s_per_kimg", "timestamp", "date", "created", "tasks", "duration", "img_per_s", "cpu_seconds",
           "durations", "throughput",
-          "job"}  # dataset.json's job: a digest of the inputs' listing, their files' dates included
+          "job", "content"}  # dataset.json's job and its inputs' content digests: over manifests whose rows hold times
+GENERATION = re.compile(r"/gen-[0-9a-f]{16}/")  # a shard set's generation folder: a digest of its tars, compared apart
 
 
 def drawn(seed: int, size: tuple[int, int], mode: str = "RGB"):
@@ -181,7 +183,7 @@ def main() -> None:
     found = {}
     for p in sorted((root / "out").rglob("*")):
         if p.is_file() and p.name not in SKIP and ".work" not in p.parts:
-            found[str(p.relative_to(root / "out"))] = digest(p)
+            found[GENERATION.sub("/", str(p.relative_to(root / "out")))] = digest(p)
     Path(args.out).write_text(json.dumps(found, indent=1, sort_keys=True))
     print(f"{len(found)} files hashed → {args.out}")
     if args.compare:

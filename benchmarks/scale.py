@@ -46,7 +46,7 @@ def files(folder: Path) -> dict[str, bytes]:
     """The tars, and dataset.json less its record of the options (it names --workers, which changes nothing)."""
     import json
 
-    out = {p.name: p.read_bytes() for p in sorted(folder.glob("*.tar"))}
+    out = {p.name: p.read_bytes() for p in sorted(folder.rglob("*.tar"))}
     info = json.loads((folder / "dataset.json").read_text())
     info.pop("options")
     return {**out, "dataset.json": json.dumps(info).encode()}

@@ -91,7 +91,7 @@ def pngs(folder: str) -> dict[str, bytes]:
     import tarfile
 
     out = {}
-    for tar in sorted(Path(folder).glob("*.tar")):
+    for tar in sorted(Path(folder).rglob("*.tar")):
         with tarfile.open(tar) as tf:
             for m in tf.getmembers():
                 if m.name.endswith(".png"):

@@ -62,14 +62,14 @@ class ExportSummary(Summary):
                 f"  {self.written} files written in {self.seconds} s"]
 
 
-def _samples(urls: list[str], commands: bool, names: list[str] | None):
+def _samples(urls: list[str], commands: bool, names: list[str] | None, sset: shardset.ShardSet | None = None):
     """(key, image extension, image bytes, class id or None) of every sample, in shard order; keys cleaned as shard
     cleans a foreign tar's (:func:`gandata.datasets.clean_key`), so a member ``../../x.png`` is the key ``x-…``.
     A class id must be a whole number from 0 (below the number of label names, when the set has them)."""
     for url in urls:
         with shardset.open_shard(url, commands) as f:
             try:
-                for key, fields in shardset.samples(f, url):
+                for key, fields in shardset.samples(f, url, sset.samples_of(url) if sset else None):
                     ext = next((e for e in IMAGE_EXTS if e in fields), None)
                     if ext is None:
                         continue
@@ -135,7 +135,7 @@ def export(spec: str, out: str | os.PathLike, format: str = _DEFAULT["format"], 
     total = sum(sset.samples_in(sp) for sp in _splits(split)) if sset else None
     out = Path(out)
     t0 = time.monotonic()
-    samples = _samples(urls, allow_commands, names)
+    samples = _samples(urls, allow_commands, names, sset)
     with Progress(f"export {fmt}", total, enabled=progress) as prog:
         if fmt == "stylegan":
             n, resolution, classes = _stylegan(samples, out, names, prog)

@@ -1,6 +1,7 @@
 """Every input a stage reads, as one iterator of :class:`Sample`: a dataset folder (local or in object storage), a
 plain folder of images (recursive), WebDataset tars (ours, img2dataset's, anyone's); how ``--engine ray`` cuts them
-into parts that a task on another machine reads; and what names an input's content for a finished job.
+into parts that a task on another machine reads; and what names an input's content for a finished job
+(:meth:`Input.identity`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from .datasets import (
     read_bounded,
 )
 from .errors import UserError
-from .fileio import jsonl_objects
+from .fileio import atomic_write_json, jsonl_objects
 
 
 @dataclass
@@ -73,8 +75,9 @@ class Input:
     kind: str
 
     def __init__(self, path: str):
-        self.path = path
+        self.path = path  # as the user wrote it: what messages and dataset.json show, on every engine
         self.problems: list[Problem] = []
+        self._identity: str | None = None
 
     def __iter__(self) -> Iterator[Sample]:
         raise NotImplementedError
@@ -83,19 +86,33 @@ class Input:
         return None
 
     def describe(self) -> dict:
-        return {"path": self.path, "kind": self.kind}
+        return {"path": self.path, "kind": self.kind, "content": self.identity()}
 
     def identity(self) -> str:
-        """A digest of what the input holds as listed — paths with sizes and dates, a manifest's size and date, a
-        tar's size and date or ETag — without reading a sample or keeping the listing: what a finished job is
-        compared by."""
-        h = hashlib.sha256(f"{self.kind}:{storage.absolute(self.path)}".encode())
-        for item in self._listing():
-            h.update(json.dumps(item, default=str).encode())
-        return h.hexdigest()
+        """What names the input's content, which a finished job is compared by: a digest of everything a run reads
+        from it, each file by its name in the input and its bytes — a dataset folder's manifest and every image it
+        lists, an image folder's files, each tar — or an object's ETag (a store gives every PUT a new one). Never
+        where the input lies (the same files through another spelling, a symbolic link or another current folder
+        are the same input), and never a file's size and date alone: ``cp -p``, ``rsync -t``, ``tar x`` and tars
+        padded to a fixed size give other bytes the same size and date.
 
-    def _listing(self) -> Iterator:
+        Local files are read and hashed only when their stamps (device, inode, size, modification and
+        change time) differ from those the last digest of this input was taken at (kept in the cache,
+        :func:`_hashed`): the kernel moves a file's change time at every write and no tool sets it back, and a
+        file put in another's place has another inode — so a finished re-run reads nothing but stats."""
+        if self._identity is None:
+            self._identity = _tagged(self.kind, self._entries(), self._tags()) if storage.is_url(self.path) \
+                else _hashed(self.kind, self._entries, self.path)
+        return self._identity
+
+    def _entries(self) -> Iterator[tuple[str, str]]:
+        """``(name in the input, where it is read: a local path or an object's URL)`` of every file a run reads,
+        in the order it reads them."""
         raise NotImplementedError
+
+    def _tags(self) -> Callable[[str], str]:
+        """An object's content tag by its URL (one HEAD each; a listing where an input has many)."""
+        return _tag_of
 
 
 class DatasetInput(Input):
@@ -123,10 +140,15 @@ class DatasetInput(Input):
         return len(self.dataset)
 
     def describe(self) -> dict:
-        return {"path": self.path, "kind": self.kind, "lineage": lineage(self.path)}
+        return {**super().describe(), "lineage": lineage(self.path)}
 
-    def _listing(self) -> Iterator:
-        yield _file_ident(str(Path(self.path) / MANIFEST))  # rows are appended, never changed in place
+    def _entries(self) -> Iterator[tuple[str, str]]:
+        yield MANIFEST, str(Path(self.path) / MANIFEST)
+        for row in self.dataset.rows():
+            try:
+                yield row["path"], str(self.dataset.image_path(row))
+            except ValueError:  # a path that leaves the folder: never read, and said so by the run
+                continue
 
 
 class RemoteDatasetInput(Input):
@@ -160,8 +182,14 @@ class RemoteDatasetInput(Input):
     def count_hint(self) -> int | None:
         return len(self.rows())
 
-    def _listing(self) -> Iterator:
-        yield _tar_ident(storage.join(self.path, MANIFEST))[1:]  # its size and ETag: one HEAD
+    def _entries(self) -> Iterator[tuple[str, str]]:
+        yield MANIFEST, storage.join(self.path, MANIFEST)
+        for row in self.rows():
+            yield row["path"], storage.join(self.path, row["path"])
+
+    def _tags(self) -> Callable[[str], str]:
+        tags, root = storage.tags(self.path), len(self.path) + 1  # every object below the prefix: one listing
+        return lambda url: tags.get(url[root:], "missing")
 
 
 def _walk_images(root: Path) -> Iterator[Path]:
@@ -232,9 +260,9 @@ class FolderInput(Input):
     def count_hint(self) -> int | None:
         return len(self.files())
 
-    def _listing(self) -> Iterator:
+    def _entries(self) -> Iterator[tuple[str, str]]:
         for rel in self.files():
-            yield [rel, *_file_ident(str(self.root / rel))]
+            yield rel, str(self.root / rel)
 
 
 class TarInput(Input):
@@ -242,27 +270,46 @@ class TarInput(Input):
 
     kind = "shards"
 
-    def __init__(self, path: str, tars: list[Path] | list[str]):
+    def __init__(self, path: str, tars: list[Path] | list[str], at: list[str] | None = None,
+                 expected: list[int | None] | None = None):
         super().__init__(path)
-        self.tars = tars  # local paths, or object-store URLs
+        self.tars = tars  # local paths, or object-store URLs, as named in messages and records
+        self.at = at or [str(t) for t in tars]  # where each is opened (a Ray task: the driver's absolute path)
+        self._expected = expected  # each tar's samples by its set's description (None: no description says)
+        self._set: shardset.ShardSet | None | bool = False
+
+    def shard_set(self) -> shardset.ShardSet | None:
+        """The description of the set this input is (a set's folder or prefix), else None."""
+        if self._set is False:
+            self._set = shardset.read(self.path) if storage.is_url(self.path) or Path(self.path).is_dir() else None
+        return self._set
+
+    def expected(self) -> list[int | None]:
+        """How many samples each tar holds by its set's description (None where there is none)."""
+        if self._expected is None:
+            ss = self.shard_set()
+            self._expected = [ss.samples_of(t) if ss else None for t in self.tars]
+        return self._expected
 
     def count_hint(self) -> int | None:
-        ss = shardset.read(self.path) if storage.is_url(self.path) or Path(self.path).is_dir() else None
+        ss = self.shard_set()
         return ss.total if ss else None
 
-    def _listing(self) -> Iterator:
-        for tar in self.tars:
-            yield _tar_ident(tar)
+    def _entries(self) -> Iterator[tuple[str, str]]:
+        for tar, at in zip(self.tars, self.at):
+            yield str(tar).rstrip("/").rsplit("/", 1)[-1], at  # the name a sample's record carries ("shard")
 
     def __iter__(self) -> Iterator[Sample]:
-        for tar in self.tars:
-            yield from self._read_tar(tar)
+        for tar, at, expected in zip(self.tars, self.at, self.expected()):
+            yield from self._read_tar(tar, at, expected)
 
-    def _read_tar(self, tar: Path | str) -> Iterator[Sample]:
+    def _read_tar(self, tar: Path | str, at: str, expected: int | None) -> Iterator[Sample]:
+        """The samples of one tar; one cut short, or holding other than the ``expected`` samples its set's
+        description counts, is damaged after the samples it gave."""
         key: str | None = None
         try:
-            with storage.open_stream(str(tar)) if storage.is_url(tar) else open(tar, "rb") as f:
-                for key, fields in shardset.samples(f, str(tar)):
+            with storage.open_stream(at) if storage.is_url(at) else open(at, "rb") as f:
+                for key, fields in shardset.samples(f, str(tar), expected):
                     yield from self._sample(tar, key, fields)
         except (ValueError, OSError, EOFError, UnicodeDecodeError) as e:
             reason = f"not a readable tar ({e})" if key is None else f"tar is damaged after {key!r} ({e})"
@@ -307,9 +354,10 @@ class TarInput(Input):
 @dataclass(frozen=True)
 class Part:
     """A deterministic slice of the inputs, the unit of work of ``--engine ray``: ``files`` (a run of samples of a
-    dataset or image folder, each read by its path where the task runs) or ``tar`` (one tar). ``ident`` is a digest
-    of what it holds (keys, file paths and their sha256 or size and mtime; a tar's path, size and mtime), so the
-    same inputs give the same parts and a grown input changes only the parts it touched."""
+    dataset or image folder, each read where the task runs by the absolute path the driver gave it, and named as
+    the user's input names it) or ``tar`` (one tar, the same way). ``ident`` is a digest of what it holds (keys,
+    absolute paths, a manifest's sha256s and the files' stamps: :func:`_stamp`), so the same inputs give the same
+    parts from any current folder and a grown or changed input changes only the parts it touched."""
 
     kind: str
     payload: tuple
@@ -326,16 +374,17 @@ def partitions(inputs: list[Input], size: int, problems: list[Problem]) -> list[
 
     def flush(chunk: list[list]) -> None:
         if chunk:
-            part("files", chunk, [[c[0], c[3], c[4] or _file_ident(c[3])] for c in chunk])
+            part("files", chunk, [[c[0], c[5], c[4], _ident(c[5])] for c in chunk])
 
     for src in inputs:
         if isinstance(src, TarInput):
-            for tar in src.tars:
-                part("tar", [str(tar)], _tar_ident(tar))
+            for tar, at, expected in zip(src.tars, src.at, src.expected()):
+                at = storage.absolute(at)
+                part("tar", [str(tar), at, expected], [at, expected, _ident(at)])
             continue
         chunk: list[list] = []
         for s in src:
-            chunk.append([s.key, s.ext, s.record, s.origin, s.sha256])
+            chunk.append([s.key, s.ext, s.record, s.origin, s.sha256, storage.absolute(s.origin)])
             if len(chunk) == size:
                 flush(chunk)
                 chunk = []
@@ -344,24 +393,84 @@ def partitions(inputs: list[Input], size: int, problems: list[Problem]) -> list[
     return parts
 
 
-def _tar_ident(tar: Path | str) -> list:
-    """What names a tar's content: its path, size and mtime; an object's URL, size and ETag (or mtime)."""
-    if storage.is_url(tar):
-        info = storage.info(str(tar))
-        return [str(tar), info.get("size"), info.get("ETag") or info.get("etag") or str(info.get("LastModified")
-                                                                                           or info.get("mtime"))]
-    st = Path(tar).stat()
-    return [str(Path(tar).resolve()), st.st_size, st.st_mtime_ns]
+def _ident(path: str) -> list | str:
+    """What tells a file's content apart without reading it: a local file's stamp, an object's tag."""
+    return _tag_of(path) if storage.is_url(path) else _stamp(path)
 
 
-def _file_ident(path: str) -> list:
-    if storage.is_url(path):
-        return _tar_ident(path)[1:]
+def _stamp(path: str) -> list | str:
+    """A local file's stamp: device, inode, size, modification and change time (ns) — it differs whenever the
+    bytes found at ``path`` can differ — or why there is no file to read."""
     try:
         st = os.stat(path)
-        return [st.st_size, st.st_mtime_ns]
     except OSError as e:
-        return [f"unreadable: {e.strerror}"]
+        return f"unreadable ({e.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _tag_of(url: str) -> str:
+    try:
+        return storage.tag(storage.info(url))
+    except FileNotFoundError:
+        return "missing"
+
+
+def _sha256_of(path: str) -> str:
+    """A local file's sha256, read in blocks (never a FIFO or a device: opened without blocking, checked to be a
+    regular file), or why it cannot be read."""
+    try:
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return "not a regular file"
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+
+
+SETTLED_NS = 2_000_000_000  # a stamp is kept only when every file is older than this: a file changed again within
+# the clock's tick (kernels stamp times from a coarse clock) would otherwise keep its stamp with other bytes
+DIGESTS = "input-digests"  # in the cache: {"stamp", "content"} per input, by kind and real path
+
+
+def _hashed(kind: str, entries: Callable[[], Iterable[tuple[str, str]]], path: str) -> str:
+    """A local input's content digest: its files' names and sha256s — unless the digest of their
+    stamps is the one recorded beside the last content digest of this input (its real path: another spelling or a
+    link to it is the same), when that is given back without reading anything."""
+    from .assets import cache_dir
+
+    stamps, newest = hashlib.sha256(kind.encode()), 0
+    for name, where in entries():
+        st = _stamp(where)
+        stamps.update(json.dumps([name, st]).encode())
+        newest = max(newest, st[4] if isinstance(st, list) else 0)
+    memo = cache_dir() / DIGESTS / (hashlib.sha256(f"{kind}:{os.path.realpath(path)}".encode()).hexdigest()[:32]
+                                    + ".json")
+    try:
+        known = json.loads(memo.read_bytes())
+        if known["stamp"] == stamps.hexdigest() and isinstance(known["content"], str):
+            return known["content"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    content = hashlib.sha256(kind.encode())
+    for name, where in entries():  # one after another: a pool's hand-over costs more than hashing a small image
+        content.update(json.dumps([name, _sha256_of(where)]).encode())
+    if time.time_ns() - newest > SETTLED_NS:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(memo, {"stamp": stamps.hexdigest(), "content": content.hexdigest()})
+        except OSError:  # a read-only or full cache: the digest is only read again next time
+            pass
+    return content.hexdigest()
+
+
+def _tagged(kind: str, entries: Iterable[tuple[str, str]], tag: Callable[[str], str]) -> str:
+    """An input in object storage: its objects' names and tags (nothing read)."""
+    h = hashlib.sha256(kind.encode())
+    for name, url in entries:
+        h.update(json.dumps([name, tag(url)]).encode())
+    return h.hexdigest()
 
 
 class MissingInput(OSError):
@@ -388,13 +497,13 @@ def part_samples(part: Part) -> tuple[Iterator[Sample], list[Problem]]:
     met while reading (a damaged tar) are appended to. A file or tar that is not there raises
     :class:`MissingInput`."""
     if part.kind == "tar":
-        tar = part.payload[0]
-        if not storage.is_url(tar) and not os.path.exists(tar):
-            raise _missing(tar)
-        src = TarInput(tar, [tar if storage.is_url(tar) else Path(tar)])
+        tar, at, expected = part.payload
+        if not storage.is_url(at) and not os.path.exists(at):
+            raise _missing(at)
+        src = TarInput(tar, [tar], [at], [expected])
         return iter(src), src.problems
-    return (Sample(key, ext, record, origin, lambda f=origin: _on_this_node(f), sha)
-            for key, ext, record, origin, sha in part.payload), []
+    return (Sample(key, ext, record, origin, lambda f=at: _on_this_node(f), sha)
+            for key, ext, record, origin, sha, at in part.payload), []
 
 
 def open_input(spec: str | os.PathLike) -> Input:

@@ -16,8 +16,9 @@ How a run goes:
    hash of seed and key (so the same inputs give the same order whatever order they were read in).
 4. The writer, here: shards are written with fixed tar metadata (mtime, uid/gid, mode, member order), so the same
    inputs and options give byte-identical tars, each sample's JSON made from its record (read back from disk) with
-   one type per field across the set (:mod:`gandata.records`). They are written beside the old set and moved into
-   place just before ``dataset.json`` replaces the old one.
+   one type per field across the set (:mod:`gandata.records`). They are written into ``OUT/.work/next``, moved
+   into their generation folder beside the old set (:mod:`gandata.shardset`), and ``dataset.json``, replaced in one
+   atomic write, switches readers from the old set to the new one.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,15 @@ class ShardOptions(Declared):
     def declaration(self) -> Declaration:
         return SHARD
 
+    def effective(self) -> dict:
+        """The options that change a byte of the set, as they act (what ``dataset.json`` records and the job digest
+        holds): ``--threshold`` only under ``--dedupe near``, and :meth:`pixel_options`' own rules (``--quality``
+        not for PNG, ``--pad-color`` only under ``--resize pad``, a colour by its value); ``--workers`` and
+        ``--memory`` never."""
+        return {**self.pixel_options(), "val_fraction": self.val_fraction, "seed": self.seed,
+                "maxcount": self.maxcount, "min_shards": self.min_shards, "dedupe": self.dedupe,
+                "threshold": self.threshold if self.dedupe == "near" else None, "label_field": self.label_field}
+
     def pixel_options(self) -> dict:
         """The options that change a processed image; the spool is reused only while these are unchanged."""
         fmt = self.format.lower()
@@ -132,7 +142,8 @@ class ShardSummary(Summary):
         c, r = self.counts, self.removed
         if self.finished_before:
             return [f"{self.name} is already sharded from these inputs with these options ({c['total']} samples in "
-                    f"{self.out}); nothing read or written"]
+                    f"{self.out}, every shard's sha256 checked); nothing processed or written",
+                    *(f"  warning: {w}" for w in self.warnings)]
         out = [f"sharded {self.name}: {c['train']} train + {c['val']} val samples"
                + (f" at {self.resolution} px" if self.resolution else "")
                + f" → {self.shards['train']} + {self.shards['val']} shards in {self.out}"]
@@ -219,19 +230,22 @@ def shard(
     Ray tasks (map: decode, resize, hash; reduce here: duplicates, split, order; write: one task per shard) with
     byte-identical results.
 
-    Finished means finished: ``dataset.json`` records the job (a digest of the inputs' listing — paths, sizes,
-    dates or sha256s, never the pixels — and the options); a run of the same job over a whole set reads no sample,
-    submits no task and writes nothing. A new set is written beside the old one (``.work/next``) and moved into
-    place just before its ``dataset.json`` replaces the old one, which is never deleted first. The work folder
-    (spool, parts, markers) is removed after success unless ``keep_work``."""
+    Finished means finished: ``dataset.json`` records the job (:func:`job_digest`: the inputs' content, the name
+    and the options that change a byte); a run of the same job over a set whose every tar has the sha256 its
+    description records processes no sample, submits no task and writes nothing. A new set is written into a new
+    generation folder beside the old one, which its ``dataset.json``, replacing the old one in one atomic write,
+    then names (:func:`_publish`). Inputs are named as written — in records, messages and ``dataset.json`` — on
+    both engines; Ray's tasks are given absolute paths. The work folder (spool, parts, markers) is removed after
+    success unless ``keep_work``."""
     opts = options or ShardOptions()
     steady_heap()  # the columns of a million samples grow without leaving holes in the heap
     check_call(SHARD, name=name, engine=engine, task_size=task_size, keep_work=keep_work)
     if not inputs:
         raise UserError("no input given; name a dataset folder, a folder of images, or shards")
     t0 = time.monotonic()
+    shown = str(out)  # the output as written: what the summary names
     if engine == "ray":  # every path a task sees is resolved here: a worker's current folder is its node's
-        inputs, out = [storage.absolute(p) for p in inputs], storage.absolute(out)
+        out = storage.absolute(out)
     remote = storage.is_url(out)
     out = str(out) if remote else Path(out)
     srcs = [open_input(p) for p in inputs]
@@ -251,8 +265,11 @@ def shard(
             stack.enter_context(FolderLock(out))
             remove_stale_tmp(out)
         job = job_digest(srcs, name, opts)
-        done = finished(str(out), job)
+        srcs.sort(key=Input.identity)  # the same set whatever order the inputs were given in
+        done = finished(str(out), job, shown)
         if done is not None:
+            if not keep_work:
+                _remove_work(out)  # a run killed after its swap left it
             done.seconds = round(time.monotonic() - t0, 3)
             return done
         with Progress(f"shard {name}", sum(hints) if None not in hints else None, enabled=progress) as prog:
@@ -271,15 +288,13 @@ def shard(
         _usable(items, srcs, rejected)
         if opts.dedupe in ("exact", "near"):
             _drop_exact_duplicates(items, rejected)
-        loud: list[str] = []  # warnings the reduce has for the summary
-        if opts.dedupe == "near":
-            loud += _drop_near_duplicates(items, opts.threshold, rejected, str(out))
-        if not loud:
+        mass = _drop_near_duplicates(items, opts.threshold, rejected, str(out)) if opts.dedupe == "near" else None
+        if mass is None:
             storage.remove(storage.join(str(out), NEAR_SHEET))  # an earlier run's sheet says nothing true now
         labels = _assign_labels(items, opts.label_field, rejected, sigs.all()) if opts.label_field else None
-        summary = _write(str(out), name, opts, popts["format"], srcs, items, labels, rejected, progress, run,
-                         sigs.all(), job)
-        summary.warnings[:0] = loud
+        info, first_rejected = _write(str(out), name, opts, popts["format"], srcs, items, labels, rejected,
+                                      progress, run, sigs.all(), job, mass)
+        summary = _summary(shown, info, first_rejected)
     if not keep_work:
         _remove_work(out)
     summary.reused = reused
@@ -290,37 +305,32 @@ def shard(
     return summary
 
 
+SET_FORMAT = 2  # how a set is laid out (2: its tars in a generation folder); a change writes finished sets again
+
+
 def job_digest(srcs: list[Input], name: str, opts: ShardOptions) -> str:
-    """What a shard set is made of: the inputs as listed (:meth:`~gandata.inputs.Input.identity`: paths with sizes
-    and dates, a manifest's size and date — no sample is read), the name and every option. The same digest in
-    ``dataset.json`` means the set there is this job's, whole."""
-    options = {k: v for k, v in asdict(opts).items() if k not in ("workers", "memory")}  # they change no byte
-    what = [MAP_FORMAT, name, options, [s.identity() for s in srcs]]
+    """What a shard set is made of, and only what changes a byte of it: the inputs' content
+    (:meth:`~gandata.inputs.Input.identity`, in any order, by any path to them), the name and the options as they
+    act (:meth:`ShardOptions.effective`). The same digest in ``dataset.json``, over tars whose sha256s agree with
+    it, means the set there is this job's, whole."""
+    what = [SET_FORMAT, MAP_FORMAT, name, opts.effective(), sorted(s.identity() for s in srcs)]
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def finished(out: str, job: str) -> ShardSummary | None:
-    """The summary of the set in ``out`` when it is this job's and whole (its description says so, and every tar it
-    names is there at its size: a stat or a HEAD each); else None."""
+def finished(out: str, job: str, shown: str) -> ShardSummary | None:
+    """The summary of the set in ``out`` (``shown`` as the user wrote it) when it is this job's and whole: its
+    description names this job and every tar it names has the sha256 recorded there (each tar read once); else
+    None. What a run killed during its swap to this set left of the set before it is removed."""
     try:
         ss = shardset.read(out)
-    except UserError:
-        return None
-    try:
-        if ss is None or ss.info.get("job") != job or shardset.verify(ss, checksums=False):
+        if ss is None or ss.info.get("job") != job or shardset.verify(ss):
             return None
-    except UserError:  # the store refused a HEAD: not known to be whole
+    except (UserError, OSError):  # a damaged description, an unreadable tar, a store that refused: not whole
         return None
-    info = ss.info
-    splits = info["splits"]
-    return ShardSummary(
-        name=info.get("name", ""), out=str(out), resolution=info.get("resolution"),
-        image_format=info.get("image_format", ""), counts=info.get("counts", {}),
-        shards={sp: len(splits.get(sp, {}).get("shards", [])) for sp in SPLITS},
-        patterns={sp: storage.join(out, splits[sp]["pattern"]) if splits.get(sp, {}).get("pattern") else None
-                  for sp in SPLITS},
-        removed=info.get("removed", {}), input_problems=info.get("input_problems", 0), rejected=[],
-        report=storage.join(out, REJECTED), labels=info.get("labels"), warnings=[], finished_before=True)
+    shardset.remove_leftovers(out, ss.info)
+    done = _summary(shown, ss.info, [])
+    done.finished_before = True
+    return done
 
 
 def _remove_work(out: str | Path) -> None:
@@ -394,10 +404,10 @@ MASS_REMOVAL = 0.5  # near-duplicate removal taking more than this share of the 
 NEAR_SHEET = "near-duplicates.png"
 
 
-def _drop_near_duplicates(items: Items, threshold: int, rejected: Rejected, out: str) -> list[str]:
+def _drop_near_duplicates(items: Items, threshold: int, rejected: Rejected, out: str) -> dict | None:
     """Keep one sample per near-duplicate cluster (largest source, then smallest key); every sample kept records
-    its cluster (its own key when it has no near duplicate). Returns the warning when this removed most of the set
-    (:func:`_mass_removal`)."""
+    its cluster (its own key when it has no near duplicate). Returns what the warning says when this removed most
+    of the set (:func:`_mass_removal`), else None."""
     rows = items.rows().tolist()
     keys = [items.key(r) for r in rows]
     hashes, areas = [items.phash[r] for r in rows], [items.area(r) for r in rows]
@@ -411,8 +421,8 @@ def _drop_near_duplicates(items: Items, threshold: int, rejected: Rejected, out:
     _remove(items, lost, rejected, NEAR, lambda r: (f"near duplicate of {found[items.key(r)]['representative']} "
                                                     f"({found[items.key(r)]['distance']} bits)"))
     if len(lost) <= MASS_REMOVAL * len(rows):
-        return []
-    return [_mass_removal(items, found, keys, hashes, areas, threshold, len(lost), out)]
+        return None
+    return _mass_removal(items, found, keys, hashes, areas, threshold, len(lost), out)
 
 
 def _kept(found: dict[str, dict], n: int) -> int:
@@ -422,9 +432,10 @@ def _kept(found: dict[str, dict], n: int) -> int:
 
 
 def _mass_removal(items: Items, found: dict[str, dict], keys: list[str], hashes: list[int], areas: list[int],
-                  threshold: int, removed: int, out: str) -> str:
-    """The warning for a near-duplicate removal that took most of the set: the biggest clusters' sizes, a contact
-    sheet of them (``OUT/near-duplicates.png``), and the largest threshold that would keep at least half."""
+                  threshold: int, removed: int, out: str) -> dict:
+    """What the warning for a near-duplicate removal that took most of the set says (``dataset.json`` keeps it, so
+    a finished re-run says it again: :func:`_near_warning`): the biggest clusters' sizes, whether their contact
+    sheet (``OUT/near-duplicates.png``) was drawn, and the largest threshold that would keep at least half."""
     n = len(keys)
     sizes = Counter(c["cluster"] for c in found.values()).most_common()
     advice = "--dedupe exact keeps every distinct image"
@@ -433,15 +444,22 @@ def _mass_removal(items: Items, found: dict[str, dict], keys: list[str], hashes:
         if kept >= n / 2:
             advice = f"--threshold {t} keeps {kept}"
             break
-    sheet = storage.join(out, NEAR_SHEET)
     try:
-        _cluster_sheet(items, found, [c for c, _ in sizes[:6]], threshold, sheet)
+        _cluster_sheet(items, found, [c for c, _ in sizes[:6]], threshold, storage.join(out, NEAR_SHEET))
+        sheet = True
     except (OSError, images.ImageError):
-        sheet = "(no contact sheet: the images could not be read back)"
-    biggest = ", ".join(str(size) for _, size in sizes[:5])
-    return (f"near-duplicate removal took {removed} of {n} images ({removed / n:.0%}) at --threshold {threshold}: "
-            f"the biggest clusters hold {biggest} images (see {sheet}); if they are different pictures (one "
-            f"template in other colours), {advice}")
+        sheet = False
+    return {"removed": removed, "of": n, "threshold": threshold, "biggest": [size for _, size in sizes[:5]],
+            "sheet": sheet, "advice": advice}
+
+
+def _near_warning(mass: dict, out: str) -> str:
+    sheet = f"see {storage.join(out, NEAR_SHEET)}" if mass["sheet"] else \
+        "no contact sheet: the images could not be read back"
+    return (f"near-duplicate removal took {mass['removed']} of {mass['of']} images "
+            f"({mass['removed'] / mass['of']:.0%}) at --threshold {mass['threshold']}: the biggest clusters hold "
+            f"{', '.join(map(str, mass['biggest']))} images ({sheet}); if they are different pictures (one template "
+            f"in other colours), {mass['advice']}")
 
 
 def _cluster_sheet(items: Items, found: dict[str, dict], biggest: list[str], threshold: int, path: str) -> None:
@@ -570,11 +588,12 @@ def _write(
     progress: bool,
     run: Runner | None,
     sigs: list,
-    job: str | None = None,
-) -> ShardSummary:
-    """Write the shards beside the set (``OUT/.work/next``), move them into place, then replace ``dataset.json``
-    (never deleted first: a reader sees the old description until the new one is there). ``run`` writes the shards
-    as tasks (``--engine ray``); without it they are written here, one after another."""
+    job: str,
+    mass: dict | None,
+) -> tuple[dict, list[dict]]:
+    """Write the shards into ``OUT/.work/next`` and publish them (:func:`_publish`); returns the set's description
+    and the first rows of ``rejected.jsonl``. ``run`` writes the shards as tasks (``--engine ray``); without it they
+    are written here, one after another."""
     by_split = _order(opts, items)
     alive = items.rows()
     plan = plan_of(sigs, set(np.unique(np.frombuffer(items.sig, dtype=np.int32)[alive]).tolist()))
@@ -583,9 +602,9 @@ def _write(
     nxt = storage.join(out, WORK, "next")  # the new tars, until all are whole
     written = _write_tars(nxt, layout, items, ext, plan, labels["names"] if labels else None, run,
                           lambda: Progress(f"write {name}", sum(len(v) for v in by_split.values()), enabled=progress))
-    info = _describe(name, opts, ext, srcs, items, labels, rejected, layout, written, job)
-    _publish(out, nxt, name, written, info)
-    return _summary(out, info, first_rejected)
+    info = _describe(name, opts, ext, srcs, items, labels, rejected, layout, written, job, mass)
+    _publish(out, nxt, info)
+    return info, first_rejected
 
 
 def _layout(name: str, opts: ShardOptions, by_split: dict[str, np.ndarray]) -> dict[str, list[tuple[str, np.ndarray]]]:
@@ -616,13 +635,15 @@ def _write_tars(nxt: str, layout: dict[str, list[tuple[str, np.ndarray]]], items
 
 def _describe(name: str, opts: ShardOptions, ext: str, srcs: list[Input], items: Items, labels: dict | None,
               rejected: Rejected, layout: dict[str, list[tuple[str, np.ndarray]]], written: dict[str, dict],
-              job: str | None) -> dict:
-    """The new set's ``dataset.json``: every shard's name, samples, bytes and sha256 per split, the labels, what was
-    removed, the sources and the options."""
+              job: str, mass: dict | None) -> dict:
+    """The new set's ``dataset.json``: every shard's name (in the set's generation folder), samples, bytes and
+    sha256 per split, the labels, what was removed and what the summary warned of, the sources and the options
+    as they acted — made from the job alone, so the same job writes the same bytes on any engine or machine."""
+    gen = shardset.generation([(f, written[f]["sha256"]) for sp in SPLITS for f, _ in layout[sp]])
     splits_info = {}
     for sp in SPLITS:
-        shards = [{"name": f, "samples": len(k), "bytes": written[f]["bytes"], "sha256": written[f]["sha256"]}
-                  for f, k in layout[sp]]
+        shards = [{"name": f"{gen}/{f}", "samples": len(k), "bytes": written[f]["bytes"],
+                   "sha256": written[f]["sha256"]} for f, k in layout[sp]]
         splits_info[sp] = {"pattern": shardset.brace_pattern([s["name"] for s in shards]),
                            "samples": sum(len(k) for _, k in layout[sp]), "shards": shards}
     label_info = None
@@ -645,26 +666,29 @@ def _describe(name: str, opts: ShardOptions, ext: str, srcs: list[Input], items:
         "labels": label_info,
         "removed": {kind: rejected.counts[kind] for kind in (CORRUPT, DUPLICATE, NEAR, NO_LABEL)},
         "input_problems": rejected.counts[PROBLEM],  # listed in rejected.jsonl; nothing was removed for them
+        "near_duplicates": mass,  # the mass-removal warning's facts (None: no warning)
         "sources": [s.describe() for s in srcs],
-        "options": asdict(opts),
+        "options": opts.effective(),
     }
 
 
-def _publish(out: str, nxt: str, name: str, written: dict[str, dict], info: dict) -> None:
-    """The new tars (each whole) into place, then the description that names them; then the old set's tars that
-    the new one does not name are removed."""
-    for fname in written:
-        storage.move(storage.join(nxt, fname), storage.join(out, fname))
+def _publish(out: str, nxt: str, info: dict) -> None:
+    """The swap to a new set, atomic for readers: the new tars (each whole, in ``nxt``) into their generation folder
+    beside the old set, which nothing reads yet; then the description that names them, in one atomic write (a
+    renamed temporary; one PUT), which moves every reader from the old set to the new; then what no description
+    names any more is removed (:func:`~gandata.shardset.remove_leftovers`). A kill between any two steps leaves
+    one whole, described set, the old or the new, and the same command completes the rest."""
+    for s in shardset.ShardSet(out, info).shards():
+        storage.move(storage.join(nxt, s["name"].rsplit("/", 1)[-1]), storage.join(out, s["name"]))
     shardset.write_info(out, info)
-    stale = shardset.stale_shard_re(name)
-    for fname in storage.names(out):
-        if stale.match(fname) and fname not in written:
-            storage.remove(storage.join(out, fname))
+    shardset.remove_leftovers(out, info)
 
 
 def _summary(out: str, info: dict, first_rejected: list[dict]) -> ShardSummary:
+    """The summary of the set ``info`` describes (``out`` as the user wrote it), with the set's warnings: those
+    the reduce had, kept in ``dataset.json``, and too few shards for many readers."""
     splits = info["splits"]
-    warnings = []
+    warnings = [_near_warning(info["near_duplicates"], out)] if info.get("near_duplicates") else []
     n_train, n_train_shards = info["counts"]["train"], len(splits["train"]["shards"])
     if n_train_shards < 8:
         warnings.append(

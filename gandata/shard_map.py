@@ -374,7 +374,7 @@ def map_on_ray(srcs: list[Input], out: str | Path, work_name: str, popts: dict, 
     present = set(storage.names(work))  # a part deleted since its task finished is made again
     report = engine.run(map_part, tasks, markers, address=address, workers=workers, label="shard map",
                         on_result=advance, intact=lambda t: f"{t.id}.bin" in present,
-                        reads=[s.path for s in srcs], writes=[work, str(out)])
+                        reads=[storage.absolute(s.path) for s in srcs], writes=[work, str(out)])
     items = Items()
     reused = 0
     reused_tasks = {t.id for t in tasks} - report.fresh

@@ -2,19 +2,26 @@
 this.
 
 A shard set is a folder of WebDataset tars, ``<name>-<split>-<NNNNNN>.tar``, each sample stored as consecutive
-members ``<key>.<ext>`` (``png``/``jpg``/``webp``, ``json``, ``cls``), and beside them ``dataset.json``: the
-resolution, counts per split, every shard's name, sample count, byte size and sha256, the label names and counts,
-and where the data came from. ``dataset.json`` is written last, so it exists only beside a complete set.
+members ``<key>.<ext>`` (``png``/``jpg``/``webp``, ``json``, ``cls``), and ``dataset.json``: the resolution, counts
+per split, every shard's name, sample count, byte size and sha256, the label names and counts, and where the data
+came from. The tars of one set lie in a **generation** folder named by their content (``gen-<16 hex digits>/``, a
+digest of their names and sha256s) and ``dataset.json`` names them there (``gen-…/x-train-000000.tar``): a set
+replaced by another is written into a new generation beside it, and the one atomic write of ``dataset.json``
+switches readers from the old set to the new — a reader sees one whole set or the other, never a mix, on a disk
+and on an object store alike. (Sets written before generations name their tars at the top; they are read as they
+are.)
 
-Here: writing a reproducible tar (:func:`write_tar`) and the description (:func:`write_info`); reading the
-description (:class:`ShardSet`); resolving a user's shard spec to tar URLs (:func:`resolve`, :func:`local_tars`);
-reading tars as samples (:func:`tar_members`, :func:`samples`); and checking a set against its description
-(:func:`verify`).
+Here: writing a reproducible tar (:func:`write_tar`) and the description (:func:`write_info`); generations
+(:func:`generation`, :func:`remove_leftovers`); reading the description (:class:`ShardSet`); resolving a user's
+shard spec to tar URLs (:func:`resolve`, :func:`local_tars`); reading tars as samples (:func:`tar_members`, which
+requires the end-of-archive marker, and :func:`samples`, which compares a shard's samples with its description);
+and checking a set against its description (:func:`verify`).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import io
 import json
@@ -24,7 +31,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
@@ -43,6 +50,7 @@ MAX_MEMBER_BYTES = 256 << 20  # one image file or tar member; anything larger is
 URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*:")  # https://…, pipe:…, s3://… (a Windows drive letter is not lower-case)
 _MEMBER_RE = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # WebDataset's rule: key = path up to the basename's first dot
 _SHARD_RE = re.compile(r"^(.*-)(\d{6})(\.tar)$")
+GENERATION_RE = re.compile(r"^gen-[0-9a-f]{16}$")
 
 
 def shard_name(name: str, split: str, index: int) -> str:
@@ -52,6 +60,35 @@ def shard_name(name: str, split: str, index: int) -> str:
 def stale_shard_re(name: str) -> re.Pattern:
     """Tars of the set ``name`` (to remove those a new write no longer lists)."""
     return re.compile(rf"^{re.escape(name)}-(train|val)-\d{{6}}\.tar$")
+
+
+def generation(shards: list[tuple[str, str]]) -> str:
+    """The generation folder of a set's tars, ``[(file name, sha256)]`` in the description's order: ``gen-`` and 16
+    hex digits of their digest — the same tars make the same folder, on any engine, machine or run."""
+    return "gen-" + hashlib.sha256(json.dumps(shards).encode()).hexdigest()[:16]
+
+
+def leftovers(folder: str | Path, info: dict) -> list[str]:
+    """What a set's folder holds of the set's other generations: the tars of every generation folder the
+    description does not name, and top-level tars of the set's name it does not name (a set written before
+    generations) — left by the swap to this one, or by a swap that was interrupted."""
+    named = {s["name"] for v in info["splits"].values() for s in v.get("shards", [])}
+    gens = {n.split("/", 1)[0] for n in named if "/" in n}
+    found = [storage.join(folder, g, f) for g in storage.folders(folder) if GENERATION_RE.match(g) and g not in gens
+             for f in storage.names(storage.join(folder, g))]
+    flat = stale_shard_re(info.get("name", ""))
+    return found + [storage.join(folder, f) for f in storage.names(folder) if flat.match(f) and f not in named]
+
+
+def remove_leftovers(folder: str | Path, info: dict) -> None:
+    """Remove :func:`leftovers` (and the emptied generation folders of a local set)."""
+    for path in leftovers(folder, info):
+        storage.remove(path)
+    if not storage.is_url(folder):
+        for g in storage.folders(folder):
+            if GENERATION_RE.match(g):
+                with contextlib.suppress(OSError):  # a generation still in use is not empty
+                    os.rmdir(Path(folder) / g)
 
 
 def brace_pattern(names: list[str]) -> str | None:
@@ -120,6 +157,7 @@ class ShardSet:
 
     folder: Path | str  # a local folder, or an object-store prefix (s3://bucket/shards)
     info: dict
+    _counts: dict[str, int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def resolution(self) -> int | None:
@@ -142,6 +180,13 @@ class ShardSet:
             return [storage.join(self.folder, s["name"]) for s in self.shards(split)]
         return [Path(self.folder) / s["name"] for s in self.shards(split)]
 
+    def samples_of(self, url: str | Path) -> int | None:
+        """How many samples the description says the shard at ``url`` (as :meth:`tars` names it) holds; None for
+        a tar that is not one of its shards."""
+        if self._counts is None:
+            self._counts = {str(t): s.get("samples") for t, s in zip(self.tars(), self.shards())}
+        return self._counts.get(str(url))
+
     @property
     def labels(self) -> dict | None:
         """``{"field", "names", "counts"}`` of a labelled set, else None."""
@@ -156,7 +201,8 @@ class BadInfo(FormatError):
     """A ``dataset.json`` that cannot be trusted: damaged, or naming files outside its folder."""
 
 
-_SHARD_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.tar$")  # a plain file name in the folder: no path, no dot first
+# a plain file name in the folder or in one generation folder: no other path, no dot first
+_SHARD_FILE = re.compile(r"^(?:gen-[0-9a-f]{16}/)?[A-Za-z0-9][A-Za-z0-9_.-]*\.tar$")
 
 
 def _count(value: Any) -> bool:
@@ -557,14 +603,37 @@ def _skip(f: IO[bytes], n: int) -> None:
         n -= len(chunk)
 
 
+_ZERO_BLOCK = b"\0" * 512
+CUT = ("it ends without the end-of-archive marker (two zero blocks): it was cut short, by an interrupted copy or "
+       "download")
+
+
+def _block(f: IO[bytes]) -> bytes:
+    """The next 512-byte block, or b"" at the end of the stream (a block cut in the middle raises ``EOFError``)."""
+    data = f.read(512)
+    while 0 < len(data) < 512:
+        more = f.read(512 - len(data))
+        if not more:
+            raise EOFError(CUT)
+        data += more
+    return data
+
+
 def tar_members(f: IO[bytes], url: str) -> Iterator[tuple[str, bytes | None]]:
     """(name, bytes) of every regular file in a tar stream. A lean reader for USTAR, GNU long names and pax paths,
     several times faster than ``tarfile`` per member; header checksums are verified (``ValueError`` on a bad
-    header, ``EOFError`` on a cut one). A member over :data:`MAX_MEMBER_BYTES` comes as (name, None), unread."""
+    header). A tar must end with its end-of-archive marker, two zero blocks, as POSIX and every writer make it: a
+    stream that stops anywhere else — in a member, or between two members, where a copy or a download cut short
+    leaves a tar that would otherwise read as complete — raises ``EOFError``. A member over
+    :data:`MAX_MEMBER_BYTES` comes as (name, None), unread."""
     long_name = None
     while True:
-        header = f.read(512)
-        if len(header) < 512 or header == b"\0" * 512:
+        header = _block(f)
+        if not header:
+            raise EOFError(CUT)
+        if header == _ZERO_BLOCK:
+            if _block(f) != _ZERO_BLOCK:
+                raise EOFError(CUT)
             return
         try:
             stored = int(header[148:156].strip(b"\0 "), 8)
@@ -607,11 +676,12 @@ def tar_members(f: IO[bytes], url: str) -> Iterator[tuple[str, bytes | None]]:
 REPEATED = "__repeated__"  # in a sample's fields: the extensions whose member came again (the first copy is kept)
 
 
-def samples(f: IO[bytes], url: str) -> Iterator[tuple[str, dict[str, bytes | None]]]:
+def samples(f: IO[bytes], url: str, expected: int | None = None) -> Iterator[tuple[str, dict[str, bytes | None]]]:
     """(key, {extension: bytes}) for every sample of one tar stream: consecutive members grouped by key (an
     oversized member's bytes are None; a member repeated within a sample keeps its first copy and is listed under
-    :data:`REPEATED`)."""
-    key, fields = None, {}
+    :data:`REPEATED`). ``expected``: the samples its set's description says it holds
+    (:meth:`ShardSet.samples_of`); another number raises ``ValueError`` once the tar is read."""
+    key, fields, n = None, {}, 0
     for name, data in tar_members(f, url):
         split = split_member(name)
         if split is None:
@@ -619,6 +689,7 @@ def samples(f: IO[bytes], url: str) -> Iterator[tuple[str, dict[str, bytes | Non
         k, ext = split
         if k != key:
             if fields:
+                n += 1
                 yield key, fields
             key, fields = k, {}
         if ext in fields:  # the same member twice: the first is kept, the repeat is reported
@@ -626,7 +697,10 @@ def samples(f: IO[bytes], url: str) -> Iterator[tuple[str, dict[str, bytes | Non
             continue
         fields[ext] = data
     if fields:
+        n += 1
         yield key, fields
+    if expected is not None and n != expected:
+        raise ValueError(f"it holds {n} samples where {INFO} says {expected}: it is not the shard that was written")
 
 
 # ---------------------------------------------------------------------------------------------- verifying

@@ -239,6 +239,43 @@ def names(prefix: str | os.PathLike) -> list[str]:
 
 
 @_store_errors(write=False)
+def folders(prefix: str | os.PathLike) -> list[str]:
+    """The names of the folders (on a store: the common prefixes) directly under a folder or prefix (sorted; none
+    when it does not exist)."""
+    if not is_url(prefix):
+        try:
+            return sorted(e.name for e in os.scandir(prefix) if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    fs, p = filesystem(str(prefix))
+    try:
+        found = fs.ls(p.rstrip("/"), detail=True, refresh=True)
+    except FileNotFoundError:
+        return []
+    return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in found if e.get("type") == "directory")
+
+
+@_store_errors(write=False)
+def tags(prefix: str) -> dict[str, str]:
+    """Every object under a store's prefix, by its path below it: its size and ETag (or another checksum the store
+    keeps, else its date) — what names an object's content without reading it (a new PUT gets a new ETag). One
+    listing request per thousand objects."""
+    fs, p = filesystem(prefix)
+    root = p.rstrip("/") + "/"
+    try:
+        found = fs.find(root, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {name[len(root):]: tag(e) for name, e in found.items() if name.startswith(root)}
+
+
+def tag(info: dict) -> str:
+    """An object's size and content tag from its metadata (``info``, a listing's entry)."""
+    mark = next((info[k] for k in ("ETag", "etag", "md5Hash", "crc32c", "LastModified", "mtime") if info.get(k)), "")
+    return f"{info.get('size')}:{str(mark).strip(chr(34))}"
+
+
+@_store_errors(write=False)
 def open_stream(url: str):
     """A readable binary stream of the object ``url`` (the trainers' tar reader takes it as it comes)."""
     fs, p = filesystem(url)

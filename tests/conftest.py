@@ -42,6 +42,42 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GANDATA_CACHE", str(tmp_path / "cache"))
 
 
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 with a bucket, and the environment that points s3fs at it — set before the
+    Ray cluster starts, so that its workers inherit it as a real cluster's nodes have their own credentials.
+    None when the s3 extra or moto's server is not installed."""
+    try:
+        import s3fs
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        yield None
+        return
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}).mkdir("gandata-test")
+    yield "s3://gandata-test"
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def s3(s3_server):
+    if s3_server is None:
+        pytest.skip("needs the s3 extra and moto's server: pip install -e '.[s3]' 'moto[server]'")
+    return s3_server
+
+
 @pytest.fixture
 def anime_dir() -> Path:
     """The 12 real 512×512 anime tiles."""

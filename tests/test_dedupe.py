@@ -122,7 +122,7 @@ def test_shard_dedupe_near(tmp_path, anime_dir):
     )
     import webdataset as wds
 
-    for s in wds.WebDataset(str(tmp_path / "shards" / "anime-train-000000.tar"), shardshuffle=False):
+    for s in wds.WebDataset(str(next((tmp_path / "shards").rglob("anime-train-000000.tar"))), shardshuffle=False):
         meta = json.loads(s["json"])
         assert meta["cluster"] == meta["key"] and len(meta["phash"]) == 16
     with pytest.raises(UserError, match="--dedupe"):

@@ -26,7 +26,7 @@ from gandata.shard import ShardOptions, shard
 def _shard_pixels(folder: Path, split: str = "train") -> dict[str, tuple[np.ndarray, int | None]]:
     """Every sample of a split as the shards hold it: key → (RGB pixels, class)."""
     out = {}
-    for tar in sorted(folder.glob(f"*-{split}-*.tar")):
+    for tar in sorted(folder.rglob(f"*-{split}-*.tar")):
         for s in wds.WebDataset(str(tar), shardshuffle=False):
             img = next(s[k] for k in ("png", "jpg", "webp") if k in s)
             out[s["__key__"]] = (np.asarray(Image.open(io.BytesIO(img)).convert("RGB")),

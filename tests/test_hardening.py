@@ -131,13 +131,13 @@ def test_no_library_path_opens_a_command_it_was_not_allowed(tmp_path):
 
 @pytest.mark.slow
 def test_the_command_line_may_still_read_a_pipe_it_was_given(tmp_path, labelled_set):
-    src = sorted(labelled_set.glob("*-train-*.tar"))[0]
+    src = sorted(labelled_set.rglob("*-train-*.tar"))[0]
     r = _cli("export", f"pipe:cat {src}", "--out", str(tmp_path / "x.zip"))
     assert r.returncode == 0, r.stderr
 
 
 def test_shards_over_http_open_without_curl_and_fail_in_one_line(tmp_path, server, labelled_set, monkeypatch):
-    src = sorted(labelled_set.glob("*-train-*.tar"))[0]
+    src = sorted(labelled_set.rglob("*-train-*.tar"))[0]
     server.routes["/a.tar"] = (200, {}, src.read_bytes())
     server.routes["/page.tar"] = (200, {"Content-Type": "text/html"}, b"<html>" + b"x" * 2000 + b"</html>")
     s = export(f"{server.url}/a.tar", tmp_path / "a.zip")

@@ -65,7 +65,7 @@ def test_a_deep_folder_of_images_shards(tmp_path):
     assert all(is_key(k) for k in keys) and len(set(keys)) == 3
     summary = shard([deep], tmp_path / "out", "deep", ShardOptions(size=16, val_fraction=0.0))
     assert summary.counts["total"] == 3
-    got = {s["__key__"] for t in (tmp_path / "out").glob("*.tar") for s in wds.WebDataset(str(t), shardshuffle=False)}
+    got = {s["__key__"] for t in (tmp_path / "out").rglob("*.tar") for s in wds.WebDataset(str(t), shardshuffle=False)}
     assert got == set(keys)
 
 
@@ -562,5 +562,5 @@ def test_the_memory_budget_changes_no_output_byte(tmp_path):
     tight = shard([folder], tmp_path / "a", "t", ShardOptions(size=16, val_fraction=0.2, memory=64, workers=2))
     roomy = shard([folder], tmp_path / "b", "t", ShardOptions(size=16, val_fraction=0.2, workers=2))
     assert tight.counts == roomy.counts
-    for f in sorted((tmp_path / "a").glob("*.tar")):
-        assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes()
+    for f in sorted((tmp_path / "a").rglob("*.tar")):
+        assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes()

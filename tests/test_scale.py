@@ -18,7 +18,7 @@ import pytest
 from conftest import drawn_image, fixture_path, kill_when, png_bytes, write_drawn_folder
 from PIL import Image
 
-from gandata import engine, storage
+from gandata import engine, shardset, storage
 from gandata.crop import CropOptions, crop
 from gandata.datasets import Dataset
 from gandata.dedupe import dedupe
@@ -30,42 +30,6 @@ pytestmark = pytest.mark.slow  # trains, starts processes, or runs Ray
 ray = pytest.importorskip("ray", reason="needs the ray extra: pip install -e '.[ray]'")
 
 OPTS = dict(size=32, maxcount=8, min_shards=2, val_fraction=0.2)
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 server on 127.0.0.1 with a bucket, and the environment that points s3fs at it — set before the
-    Ray cluster starts, so that its workers inherit it as a real cluster's nodes have their own credentials.
-    None when the s3 extra or moto's server is not installed."""
-    try:
-        import s3fs
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        yield None
-        return
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    s3fs.S3FileSystem.clear_instance_cache()
-    s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}).mkdir("gandata-test")
-    yield "s3://gandata-test"
-    server.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
-def s3(s3_server):
-    if s3_server is None:
-        pytest.skip("needs the s3 extra and moto's server: pip install -e '.[s3]' 'moto[server]'")
-    return s3_server
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +58,22 @@ def inputs(tmp_path_factory) -> dict:
     (base / "folder" / "junk.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     shard([base / "folder"], base / "set", "f", ShardOptions(size=40, maxcount=4, min_shards=1, val_fraction=0))
     (base / "tars").mkdir()  # another tool's tars (no dataset.json), one of them damaged
-    for t in sorted((base / "set").glob("*.tar")):
+    for t in sorted((base / "set").rglob("*.tar")):
         (base / "tars" / t.name).write_bytes(t.read_bytes())
     (base / "tars" / "g-000000.tar").write_bytes(t.read_bytes()[:1500])
     return {"raw": base / "raw", "folder": base / "folder", "tars": base / "tars"}
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in (".tar", ".json",
-                                                                                                       ".jsonl")}
+    """Every file a run left in its output folder, by its path there (but a kept work folder: --keep-work)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and ".work" not in p.relative_to(folder).parts}
+
+
+def _objects(url: str) -> dict[str, bytes]:
+    """Every object under a prefix, by its path below it."""
+    fs, root = storage.filesystem(url)
+    return {k[len(root) + 1:]: fs.cat_file(k) for k in sorted(fs.find(root))}
 
 
 @pytest.mark.parametrize("src, extra", [
@@ -110,13 +81,22 @@ def _files(folder: Path) -> dict[str, bytes]:
     ("folder", {}),
     ("tars", dict(format="jpg")),
 ])
-def test_shard_on_ray_is_byte_identical_to_local(cluster, inputs, tmp_path, src, extra):
+def test_shard_on_ray_is_byte_identical_to_local(cluster, inputs, tmp_path, monkeypatch, src, extra):
+    """Every output file the same, with the input and the output named relative to the current folder as a user
+    names them (the Ray tasks are given absolute paths; dataset.json and rejected.jsonl name them as written)."""
+    monkeypatch.chdir(tmp_path)
+    given = os.path.relpath(inputs[src], tmp_path)
     opts = ShardOptions(**OPTS, **extra)
-    local = shard([inputs[src]], tmp_path / "local", "x", opts)
-    on_ray = shard([inputs[src]], tmp_path / "ray", "x", opts, engine="ray", task_size=5)
+    local = shard([given], "local", "x", opts)
+    on_ray = shard([given], "ray", "x", opts, engine="ray", task_size=5)
     assert on_ray.tasks["map"]["ran"] == on_ray.tasks["map"]["tasks"] >= 2
-    assert _files(tmp_path / "ray") == _files(tmp_path / "local")  # tars, dataset.json, rejected.jsonl
+    made = _files(tmp_path / "local")
+    assert _files(tmp_path / "ray") == made and {"dataset.json", "rejected.jsonl", ".lock"} < set(made)
+    described = json.loads(made["dataset.json"])
+    assert [s["path"] for s in described["sources"]] == [given]
+    assert all(not Path(r["origin"]).is_absolute() for r in map(json.loads, made["rejected.jsonl"].splitlines()))
     assert (on_ray.counts, on_ray.removed) == (local.counts, local.removed)
+    assert on_ray.patterns["train"] == "ray" + local.patterns["train"][len("local"):]  # as written: ray/gen-…
     assert sum(local.removed.values()) >= 1  # the damaged or duplicate inputs were met on both engines
     if src == "raw":  # the JSON was harmonised the same way, though the ray engine never held the records
         js = json.loads(next(m for m in _tar_members(tmp_path / "ray") if m[0].endswith(".json"))[1])
@@ -127,7 +107,7 @@ def _tar_members(folder: Path) -> list[tuple[str, bytes]]:
     import tarfile
 
     out = []
-    for tar in sorted(folder.glob("*.tar")):
+    for tar in sorted(folder.rglob("*.tar")):
         with tarfile.open(tar) as tf:
             out += [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()]
     return out
@@ -389,9 +369,8 @@ def test_shards_written_to_s3_match_local_and_train_streams_them(cluster, s3, in
     for eng in ("local", "ray"):
         url = f"{s3}/sets/{eng}"
         remote = shard([inputs["raw"]], url, "x", opts, engine=eng, task_size=6)
-        assert remote.counts == local.counts and remote.patterns["train"].startswith(url + "/x-train-")
-        objects = {n: storage.read_bytes(f"{url}/{n}") for n in storage.names(url)}
-        assert objects == _files(tmp_path / "local")
+        assert remote.counts == local.counts and remote.patterns["train"].startswith(url + "/gen-")
+        assert _objects(url) == {k: v for k, v in _files(tmp_path / "local").items() if k != ".lock"}
     # and read back as an input: the set in the bucket sharded again, on both engines, the same
     for eng in ("local", "ray"):
         shard([f"{s3}/sets/ray"], tmp_path / f"again-{eng}", "y", ShardOptions(size=16, min_shards=1), engine=eng)
@@ -407,14 +386,15 @@ def test_shards_written_to_s3_match_local_and_train_streams_them(cluster, s3, in
         tars = {k: v for k, v in _files(tmp_path / f"from-s3-{eng}").items() if k.endswith(".tar")}
         assert tars == {k: v for k, v in _files(tmp_path / "local").items() if k.endswith(".tar")}
     assert _files(tmp_path / "from-s3-ray") == _files(tmp_path / "from-s3-local")
-    found = dedupe([f"{s3}/sets/ray/x-train-{{000000..000001}}.tar"], engine="ray", work=f"{s3}/dedupe-work")
+    gen = shardset.read(f"{s3}/sets/ray").shards()[0]["name"].split("/")[0]
+    found = dedupe([f"{s3}/sets/ray/{gen}/x-train-{{000000..000001}}.tar"], engine="ray", work=f"{s3}/dedupe-work")
     assert found.samples > 0 and storage.names(f"{s3}/dedupe-work")
     from gandata.inspection import inspect_path
 
     seen = inspect_path(f"{s3}/sets/ray", grid=f"{s3}/sheets/ray.png", grid_n=9)
     assert seen.samples == local.counts["total"] and seen.labels and storage.exists(f"{s3}/sheets/ray.png")
     urls, sset = resolve(f"{s3}/sets/ray")
-    assert urls == [f"{s3}/sets/ray/x-train-{i:06d}.tar" for i in range(len(urls))] and sset.labels
+    assert urls == [f"{s3}/sets/ray/{gen}/x-train-{i:06d}.tar" for i in range(len(urls))] and sset.labels
     out = tmp_path / "run"
     summary = train(TrainOptions(kind="cdcgan", shards=f"{s3}/sets/ray", out=str(out), kimg=0.05, batch=8,
                                  snap_kimg=0.05, ngf=8, ndf=8, nz=16, workers=0, shuffle=16, device="cpu", grid=9),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -94,7 +95,8 @@ def test_shard_real_images_reads_back_everywhere(tmp_path, images12):
     assert info["counts"]["total"] == 12 and summary.counts == info["counts"]
     assert info["counts"]["val"] > 0 and info["resolution"] == 32
     assert summary.removed == {"unreadable": 0, "exact_duplicate": 0, "near_duplicate": 0, "missing_label": 0}
-    assert summary.patterns["train"] == str(out / "anime-train-000000.tar")
+    assert summary.patterns["train"] == str(out / info["splits"]["train"]["shards"][0]["name"])
+    assert re.fullmatch(r"gen-[0-9a-f]{16}/anime-train-000000\.tar", info["splits"]["train"]["shards"][0]["name"])
     assert any("train shard" in w for w in summary.warnings)  # 1 shard < 8 readers
     for name, types in _json_types(out, info).items():
         assert len(types) == 1, (name, types)
@@ -113,6 +115,8 @@ def test_same_inputs_give_byte_identical_shards_whatever_the_order(tmp_path, ima
     ]
     for s in ia["splits"]["train"]["shards"] + ia["splits"]["val"]["shards"]:
         assert (tmp_path / "a" / s["name"]).read_bytes() == (tmp_path / "b" / s["name"]).read_bytes()
+    # the description too: the inputs in any order and the workers are not the job
+    assert (tmp_path / "a" / "dataset.json").read_bytes() == (tmp_path / "b" / "dataset.json").read_bytes()
     # a second run in place finds the set finished: it reads no sample and writes nothing
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()}
     again = shard([images12, extra], tmp_path / "a", "x", opts)
@@ -160,14 +164,16 @@ def test_even_shard_sizes_and_names(tmp_path):
     info = _check_output(tmp_path / "out")
     sizes = [s["samples"] for s in info["splits"]["train"]["shards"]]
     assert sizes == [26, 26, 26, 25] and summary.shards == {"train": 4, "val": 0}
-    assert [s["name"] for s in info["splits"]["train"]["shards"]] == [f"even-train-{i:06d}.tar" for i in range(4)]
-    assert info["splits"]["train"]["pattern"] == "even-train-{000000..000003}.tar"
+    gen = info["splits"]["train"]["shards"][0]["name"].split("/")[0]
+    assert [s["name"] for s in info["splits"]["train"]["shards"]] == [f"{gen}/even-train-{i:06d}.tar" for i in range(4)]
+    assert info["splits"]["train"]["pattern"] == f"{gen}/even-train-{{000000..000003}}.tar"
     assert summary.patterns["val"] is None
-    # fewer shards next time: the stale ones go
+    # fewer shards next time: a new generation, and the old one goes
     shard([folder], tmp_path / "out", "even", ShardOptions(size=16, val_fraction=0.0, maxcount=60, min_shards=1))
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.tar")) == [
-        "even-train-000000.tar",
-        "even-train-000001.tar",
+    now = _info(tmp_path / "out")["splits"]["train"]["shards"][0]["name"].split("/")[0]
+    assert now != gen and sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.tar")) == [
+        f"{now}/even-train-000000.tar",
+        f"{now}/even-train-000001.tar",
     ]
 
 
@@ -378,12 +384,12 @@ def test_sigkill_while_writing_shards_then_rerun(tmp_path, many_images):
     assert subprocess.run(_cli(*args, "--out", str(out)), capture_output=True).returncode == 0
     before = _info(out)
     # run again with another seed and kill it once it has written some of the new shards
-    old = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    old = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.tar") if ".work" not in p.parts}
     reseed = [*args, "--seed", "7", "--out", str(out)]
     _run_and_kill(_cli(*reseed), lambda: len(list((out / ".work" / "next").glob("many-*.tar"))) >= 2)
     # the old set is still there, whole and described: a reader never sees a set without its dataset.json
     assert _info(out) == before and verify(out) == []
-    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == old
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*.tar") if ".work" not in p.parts} == old
     assert subprocess.run(_cli(*reseed), capture_output=True).returncode == 0
     info = _check_output(out)
     assert info["counts"] == before["counts"] and info["splits"] != before["splits"]

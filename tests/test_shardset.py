@@ -92,3 +92,19 @@ def test_inspect_checks_a_shard_set_against_its_description(labelled_shards, tmp
         f.write(b"\0" * 1024)
     report = inspect_path(str(copy))
     assert f"{tar.name} has {tar.stat().st_size} bytes, dataset.json says" in report.warning
+
+
+def test_a_description_names_tars_in_its_folder_or_one_generation_folder_only(tmp_path):
+    def described(name: str) -> None:
+        (tmp_path / shardset.INFO).write_text(json.dumps({"splits": {"train": {"samples": 0, "shards": [
+            {"name": name, "samples": 0}]}}}))
+        shardset.read(tmp_path)
+
+    described("x-train-000000.tar")  # a set written before generations
+    described("gen-0123456789abcdef/x-train-000000.tar")
+    for bad in ("gen-0123456789abcdef/../x.tar", "gen-0123456789abcdef/a/x.tar", "gen-xyz/x.tar", "../x.tar",
+                "gen-0123456789abcdef/.x.tar"):
+        with pytest.raises(shardset.BadInfo, match="not a file in its folder"):
+            described(bad)
+    assert shardset.generation([("a.tar", "00")]) == shardset.generation([("a.tar", "00")]) != \
+        shardset.generation([("a.tar", "01")])

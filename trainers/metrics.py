@@ -337,7 +337,7 @@ def fetch_weights(url: str = inception.WEIGHTS_URL, dest: str | os.PathLike | No
 
 
 def _shard_digests(urls: list[str], sset: shardset.ShardSet | None) -> list[str]:
-    known = {s["name"]: s["sha256"] for s in (sset.shards() if sset else []) if s.get("sha256")}
+    known = {Path(s["name"]).name: s["sha256"] for s in (sset.shards() if sset else []) if s.get("sha256")}
     out = []
     for u in urls:
         name = Path(u).name
