@@ -75,9 +75,10 @@ def test_export_into_a_folder_that_holds_its_input_deletes_nothing(tmp_path, sma
     export(str(small_set), out, format="imagefolder")
     shutil.copytree(small_set, out / "shards")
     before = _tree(out / "shards")
+    tar = next((out / "shards").rglob("set-train-000000.tar"))  # in the set's generation folder
     for args in ([str(out / "shards"), "--out", str(out), "--format", "imagefolder"],
                  [str(out / "shards"), "--out", str(out / "shards" / "x.zip")],  # the zip inside the set
-                 [str(out / "shards" / "set-train-000000.tar"), "--out", str(out), "--format", "imagefolder"]):
+                 [str(tar), "--out", str(out), "--format", "imagefolder"]):
         line = fails_in_one_line(capsys, "export", *args, words=("never writes over its own input",))
         assert "--out" in line and "SHARDS" in line
         assert _tree(out / "shards") == before
@@ -198,7 +199,7 @@ def test_imagefolder_indices_are_the_class_ids_in_a_split_that_lacks_classes(tmp
         assert len(index) == len(info["labels"]["names"]) == s.classes  # every class has its folder
         assert json.loads((out / "classes.json").read_text())["classes"] == sorted(index)
         want = {}
-        for tar in sorted(base.glob(f"*-{split}-*.tar")):
+        for tar in sorted(base.rglob(f"*-{split}-*.tar")):  # in the set's generation folder
             want.update({x["__key__"]: int(x["cls"]) for x in wds.WebDataset(str(tar), shardshuffle=False)})
         got = {f.stem: index[f.parent.name] for f in out.rglob("*.png")}
         assert got == want  # the index torchvision gives each image is its class id in the shards
@@ -364,7 +365,7 @@ def test_a_name_that_is_not_utf8_survives_shard_dedupe_and_inspect(latin1_folder
     assert code == 0, err
     assert json.loads(out)["counts"]["total"] == 3
     files = set()
-    for tar in sh.glob("*.tar"):
+    for tar in sh.rglob("*.tar"):  # in the set's generation folder
         with tarfile.open(tar) as tf:
             files |= {json.loads(tf.extractfile(m).read())["file"] for m in tf if m.name.endswith(".json")}
     assert files == {"caf\udce9.png", "na\udcefve.png", "plain.png"}  # the names exactly, as Python reads them
