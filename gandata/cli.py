@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 from . import __version__
 from .engine import keep_stdout_clean, stdout  # the real stdout: under Ray, descriptor 1 goes to stderr
 from .errors import OptionError, UserError
-from .options import COLOR, LIST, PATH_TYPE, Opt
+from .options import COLOR, LIST, PATH_TYPE, Opt, shown_number
 from .stages import STAGES, Context, Stage
 from .summary import Summary
 
@@ -37,7 +37,7 @@ class _Root(TyperGroup):
 
     def resolve_command(self, ctx, args):  # noqa: ANN001, ANN201
         if args and args[0] not in self.commands and not args[0].startswith("-"):
-            raise UserError(_unknown("command", args[0], self.list_commands(ctx)))
+            raise OptionError(_unknown("command", args[0], self.list_commands(ctx)))  # a malformed command line
         return super().resolve_command(ctx, args)
 
 
@@ -121,9 +121,22 @@ def _annotation(o: Opt) -> Any:
     else:
         names = () if o.type is bool and not o.flags else (o.flags or (o.flag,))
         metavar = "[" + "|".join(o.choices) + "]" if o.choices else o.metavar or METAVARS.get(o.type)
-        info = typer.Option(*names, help=o.help, envvar=o.envvar, show_default=o.default is not None,
-                            metavar=metavar)
+        info = typer.Option(*names, help=_help(o), envvar=o.envvar, show_default=False, metavar=metavar)
     return Annotated[base, info]
+
+
+def _help(o: Opt) -> str:
+    """An option's help line with its default and range from the declaration: ``… [default: 64; at least 1 and at
+    most 4096]`` (the range in the words its error line uses)."""
+    extra = []
+    if o.type is bool:
+        extra.append(f"default: {'' if o.default else 'no-'}{o.flag[2:]}")
+    elif o.default is not None:
+        default = o.default
+        extra.append(f"default: {shown_number(default) if isinstance(default, float) else default}")
+    if o.bounds():
+        extra.append(o.bounds())
+    return f"{o.help}  [{'; '.join(extra)}]" if extra else o.help
 
 
 # what a reader of --help reads
@@ -182,7 +195,7 @@ class _Group(TyperGroup):
     def resolve_command(self, ctx, args):  # noqa: ANN001, ANN201 (click's signature)
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             what = {"train": "trainer", "fetch": "source", "crop": "kind of crop"}.get(self.name or "", "command")
-            raise UserError(_unknown(what, args[0], list(self.commands)))
+            raise OptionError(_unknown(what, args[0], list(self.commands)))
         return super().resolve_command(ctx, args)
 
 
@@ -237,7 +250,7 @@ def run_cmd(
         keep_stdout_clean()
 
     r = run_pipeline(spec, data_dir=data_dir or Path("data"), only=only, progress=not as_json,
-                     echo=None if as_json else _err)
+                     echo=None if as_json else _err, hints="set")
     finish(r, as_json)
 
 

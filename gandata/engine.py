@@ -34,7 +34,7 @@ from typing import Any
 import braceexpand
 
 from . import storage
-from .errors import UserError
+from .errors import UserError, hint, named
 from .progress import Progress
 
 ENGINES = ("local", "ray")
@@ -73,7 +73,8 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
     try:
         import ray
     except ImportError:
-        raise UserError("--engine ray needs Ray; pip install 'gandata[ray]' (or use --engine local)") from None
+        raise UserError(f"{named('engine', 'ray')} needs Ray; pip install 'gandata[ray]' (or use "
+                        f"{hint('engine', 'local')})") from None
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         _check_reachable(address)
@@ -86,7 +87,7 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, SystemExit) as e:  # Ray exits (code 15) when the cluster stops answering
         raise UserError(f"cannot reach the Ray cluster at {address} ({e or 'no answer'}); start it with  ray start "
-                        "--head  or give --ray-address") from None
+                        f"--head  or give {hint('ray_address', 'HOST:PORT')}") from None
     if threading.current_thread() is threading.main_thread():  # SIGTERM as Ctrl-C: one line, markers kept
         signal.signal(signal.SIGTERM, _terminated)
     return ray
@@ -124,13 +125,13 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise UserError(f"--ray-address {address!r}: give HOST:PORT (the head's GCS port, 6379 by default), "
+        raise UserError(f"{named('ray_address', address)}: give HOST:PORT (the head's GCS port, 6379 by default), "
                         "ray://HOST:PORT, or auto")
     try:
         conn = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as e:
         raise UserError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); start it with  ray start "
-                        "--head  on that machine, or give the right --ray-address (or RAY_ADDRESS)") from None
+                        f"--head  on that machine, or give the right {named('ray_address')} (or RAY_ADDRESS)") from None
     # Ray's GCS (and its client server) speak gRPC: HTTP/2 answers the connection preface with a SETTINGS frame.
     # Anything else — a web server, a dashboard port, a port that accepts and says nothing — is one line in a bounded
     # time, where Ray itself retries for minutes.

@@ -44,7 +44,7 @@ from . import __version__, images, shardset, storage
 from .datasets import Dataset, dataset_stage_folders, is_dataset
 from .declarations import SHARD, clean_name
 from .dedupe import HASH_NAME, clusters
-from .errors import UserError
+from .errors import UserError, hint, named
 from .fileio import FolderLock, atomic_file, remove_stale_tmp
 from .inputs import Input, open_input
 from .options import Color, Declaration, Declared, check_call
@@ -146,7 +146,7 @@ class ShardSummary(Summary):
         out += [f"    {row['origin']}: {row['reason']}" for row in self.rejected[:5]]
         if self.labels:
             out.append(f"  labels from {self.labels['field']!r}: {len(self.labels['names'])} classes")
-        out.append(f"  train shards: --shards {self.patterns['train']}")
+        out.append(f"  train shards: {hint('shards', self.patterns['train'], command='train KIND')}")
         if self.patterns["val"]:
             out.append(f"  val shards:   {self.patterns['val']}")
         out.append(f"  {self.seconds} s, {self.processed} images processed, {self.reused} reused from an earlier run")
@@ -237,7 +237,7 @@ def shard(
     if not remote:
         for p in inputs:
             if out.exists() and Path(p).resolve() == out.resolve():
-                raise UserError(f"{p} is both an input and the output folder; give another --out")
+                raise UserError(f"{p} is both an input and the output folder; give another {named('out')}")
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -428,11 +428,11 @@ def _mass_removal(items: Items, found: dict[str, dict], keys: list[str], hashes:
     sheet of them (``OUT/near-duplicates.png``), and the largest threshold that would keep at least half."""
     n = len(keys)
     sizes = Counter(c["cluster"] for c in found.values()).most_common()
-    advice = "--dedupe exact keeps every distinct image"
+    advice = f"{hint('dedupe', 'exact')} keeps every distinct image"
     for t in range(threshold - 1, -1, -1):
         kept = _kept(clusters(keys, hashes, areas, t), n)
         if kept >= n / 2:
-            advice = f"--threshold {t} keeps {kept}"
+            advice = f"{hint('threshold', t)} keeps {kept}"
             break
     sheet = storage.join(out, NEAR_SHEET)
     try:
@@ -440,7 +440,8 @@ def _mass_removal(items: Items, found: dict[str, dict], keys: list[str], hashes:
     except (OSError, images.ImageError):
         sheet = "(no contact sheet: the images could not be read back)"
     biggest = ", ".join(str(size) for _, size in sizes[:5])
-    return (f"near-duplicate removal took {removed} of {n} images ({removed / n:.0%}) at --threshold {threshold}: "
+    return (f"near-duplicate removal took {removed} of {n} images ({removed / n:.0%}) at "
+            f"{named('threshold', threshold)}: "
             f"the biggest clusters hold {biggest} images (see {sheet}); if they are different pictures (one "
             f"template in other colours), {advice}")
 
@@ -486,7 +487,8 @@ def _assign_labels(items: Items, field: str, rejected: Rejected, sigs: list) -> 
     if not used:
         fields = sorted({path[0] for sig in np.unique(np.frombuffer(items.sig, dtype=np.int32)[rows]).tolist()
                          for path, _ in sigs[sig] if path})
-        raise UserError(f"--label-field {field}: no sample has that field; fields seen: {', '.join(fields[:20])}")
+        raise UserError(f"{named('label_field', field)}: no sample has that field; fields seen: "
+                        f"{', '.join(fields[:20])}")
     _remove(items, rows[label[rows] < 0].tolist(), rejected, NO_LABEL, lambda _r: f"no {field!r} field for a label")
     distinct = sorted(used, key=lambda lid: _label_sort_key(items.labels[lid]))
     ids = np.full(len(items.labels), -1, dtype=np.int32)
@@ -671,7 +673,7 @@ def _summary(out: str, info: dict, first_rejected: list[dict]) -> ShardSummary:
         warnings.append(
             f"only {n_train_shards} train shard(s): training with several GPUs × loader workers (8 readers is typical) "
             "needs at least that many shards to give every reader its own; "
-            + (f"use --maxcount {n_train // 8} to get 8" if n_train >= 8 else "add more images")
+            + (f"use {hint('maxcount', n_train // 8)} to get 8" if n_train >= 8 else "add more images")
         )
     return ShardSummary(
         name=info["name"],
