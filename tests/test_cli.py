@@ -328,3 +328,77 @@ def test_a_pipeline_error_suggests_a_set_that_gandata_run_takes(tmp_path):
     plan(load(tmp_path / "p.toml", [given.group(1)]))  # the key it names is one the pipeline takes
     r = gandata("fetch", "bitmoji", "--count", "5", "--base-url", "http://127.0.0.1:9", "--out", str(tmp_path / "o"))
     assert r.returncode == 1 and "give a local copy with --traits FILE" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------------------------- help, errors, inspect
+
+
+def _help_records(command: tuple[str, ...]) -> dict[str, str]:
+    """Each option's line in ``gandata COMMAND -h`` (whitespace folded), by its flag: what click prints."""
+    import click
+
+    from gandata.cli import _click_command
+
+    root = _click_command()
+    cmd, ctx = root, click.Context(root, info_name="gandata")
+    for word in command:
+        cmd = cmd.commands[word]
+        ctx = click.Context(cmd, info_name=word, parent=ctx)
+    records = {}
+    for p in cmd.params:
+        record = p.get_help_record(ctx)
+        if record:
+            for flag in p.opts:
+                records[flag] = " ".join(record[1].split())
+    return records
+
+
+@pytest.mark.parametrize("stage", stages.STAGES, ids=[s.name for s in stages.STAGES])
+def test_help_shows_each_options_range_and_default_from_its_declaration(stage):
+    records = _help_records(stage.command)
+    for o in stage.options:
+        if not o.cli or o.argument:
+            continue
+        entry = records[o.flag]
+        if o.bounds():
+            assert o.bounds() in entry, f"{stage.name} {o.flag}: no range in {entry!r}"
+        if o.default is not None and o.type is not bool:
+            shown = str(o.default) if not isinstance(o.default, float) else f"{o.default:g}"
+            assert f"default: {shown}" in entry, f"{stage.name} {o.flag}: no default in {entry!r}"
+        if o.type is bool:
+            assert f"default: {'' if o.default else 'no-'}{o.flag[2:]}" in entry, entry
+
+
+def test_a_plugged_in_extractor_missing_its_extra_is_one_line(tmp_path):
+    from gandata.trainers.metrics import EvalError, load_extractor
+
+    (tmp_path / "needs_extra.py").write_text(
+        "import sys\n\ndef missing(device):\n    import no_such_package_for_gandata  # noqa: F401\n\n"
+        "def says_why(device):\n    sys.exit(\"this extractor needs scikit-learn: pip install -e '.[bench]'\")\n")
+    with pytest.raises(EvalError, match=r"^--extractor .*needs_extra.py:missing: No module named "
+                                        r"'no_such_package_for_gandata'$"):
+        load_extractor(f"{tmp_path / 'needs_extra.py'}:missing", device="cpu")
+    with pytest.raises(EvalError, match=r"needs_extra.py:says_why: this extractor needs scikit-learn: pip install"):
+        load_extractor(f"{tmp_path / 'needs_extra.py'}:says_why", device="cpu")
+    with naming(Naming("train", ("train",))), pytest.raises(EvalError, match=r"^\[train\] eval_extractor = "):
+        load_extractor(f"{tmp_path / 'needs_extra.py'}:missing", device="cpu", option="eval_extractor")
+
+
+def test_inspect_shows_the_last_run_of_a_dataset_folder(tmp_path):
+    from conftest import drawn_image, png_bytes
+
+    from gandata.datasets import Dataset
+    from gandata.inspection import inspect_path
+
+    with Dataset.create(tmp_path / "ds") as ds:
+        for i in range(3):
+            ds.add(f"k{i}", png_bytes(drawn_image(i, (20, 20))), "png", {"width": 20, "height": 20, "source": "t"})
+        ds.write_stats({"stage": "fetch urls", "accepted": 3, "total": 3, "retries": 0, "bytes": 999,
+                        "failures": {"HTTP 404": 2}, "seconds": 1.25, "rate": 2.4, "stopped": None,
+                        "interrupted": False, "options": {"concurrency": 8}})
+    lines = inspect_path(tmp_path / "ds").lines()
+    assert "  last run: fetch urls, accepted 3, total 3, given up on 2, 1.25 s (2.4/s)" in lines, lines
+    with Dataset.create(tmp_path / "ds") as ds:
+        ds.write_stats({"stage": "crop anime-faces", "images": 3, "crops": 0, "seconds": 0.5, "rate": 6.0,
+                        "interrupted": True})
+    assert "  last run: crop anime-faces, images 3, 0.5 s (6/s); interrupted" in inspect_path(tmp_path / "ds").lines()
