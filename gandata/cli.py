@@ -254,13 +254,18 @@ def run_cmd(
     finish(r, as_json)
 
 
+# how long the demo takes, as README.md says it (tests/test_docs.py holds the two alike): measured with `time gandata
+# demo` on 2 cores from idle (62 s) to a shared machine at load 8 with one more core kept busy (17 min)
+DEMO_TIME = "1–20 min on 2 CPU cores, by how busy they are"
+
+
 @app.command(
     "demo",
     short_help="The whole chain offline, on a local render server",
     context_settings=HELP_NAMES,
     epilog="\b\nExamples:\n"
-    "  gandata demo                        # a few minutes on 2 CPU cores → ./gandata-demo\n"
-    "  gandata demo --out /tmp/demo --small",
+    f"  gandata demo                        # {DEMO_TIME} → ./gandata-demo\n"
+    "  gandata demo --out /tmp/demo --small  # tens of images, a few training steps: under a minute",
 )
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("gandata-demo"),

@@ -150,3 +150,14 @@ def test_the_suite_cleans_up_its_temporary_folder(pytestconfig):
     assert cache.is_dir() and cache.parent == Path(tempfile.gettempdir())
     for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
         assert Path(os.environ[name]).parent == cache  # inherited by every command the tests start
+
+
+def test_the_readme_and_demo_help_give_the_demo_the_same_time():
+    """A new user reads the time in the README and in `gandata demo -h`: one range, said the same in both."""
+    from gandata.cli import DEMO_TIME, app
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert re.search(r"\d+–\d+ min", DEMO_TIME) and DEMO_TIME in readme
+    demo = next(c for c in app.registered_commands if c.name == "demo")
+    assert DEMO_TIME in demo.epilog
+    assert "a few minutes" not in readme and "about a minute" not in readme
