@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from . import USER_AGENT
-from .errors import UserError
+from .errors import UserError, hint, named
 from .fileio import atomic_write
 
 
@@ -75,35 +75,40 @@ def asset(
 ) -> tuple[Any, dict]:
     """An asset — its bytes, or what ``parse`` made of them — and where it came from (``{"path"|"url", "sha256"}``).
 
-    ``what`` names it in messages ("Bitmoji trait catalogue"), ``option`` is the CLI option that points at a local
-    copy. ``sha256`` pins the exact file; ``parse`` reads content that has no fixed checksum and raises ValueError
-    with the reason when it is not usable. Problems end in a :class:`UserError` that says both ways out.
+    ``what`` names it in messages ("Bitmoji trait catalogue"), ``option`` is the option that points at a local
+    copy (its key, ``traits``; a flag, ``--cascade``, is taken as its key), named in the form that works where the
+    message is shown (:func:`~gandata.errors.hint`). ``sha256`` pins the exact file; ``parse`` reads content that
+    has no fixed checksum and raises ValueError with the reason when it is not usable. Problems end in a
+    :class:`UserError` that says both ways out.
     """
+    option = option.removeprefix("--").replace("-", "_")
+    give = hint(option, "FILE")
 
     def verify(data: bytes, origin: str) -> tuple[Any, str]:
         digest = hashlib.sha256(data).hexdigest()
         if sha256 and digest != sha256.lower():
             raise UserError(f"{what} from {origin} has sha256 {digest}, expected {sha256}; "
-                            f"delete it or give the right file with {option} FILE")
+                            f"delete it or give the right file with {give}")
         if parse is None:
             return data, digest
         try:
             return parse(data), digest
         except ValueError as e:
-            raise UserError(f"{what} from {origin} is not usable ({e}); give a good copy with {option} FILE") from None
+            raise UserError(f"{what} from {origin} is not usable ({e}); give a good copy with {give}") from None
 
     if local is not None:
         path = Path(local).expanduser()
         try:
             st = path.stat()
             if not stat.S_ISREG(st.st_mode):  # /dev/zero, a FIFO, a folder: never read whole
-                raise UserError(f"{option} {path} is not a regular file; give the {what} file itself")
+                raise UserError(f"{named(option, path)} is not a regular file; give the {what} file itself")
             if st.st_size > MAX_ASSET_BYTES:
-                raise UserError(f"{option} {path} has {st.st_size} bytes, more than any {what} "
+                raise UserError(f"{named(option, path)} has {st.st_size} bytes, more than any {what} "
                                 f"({MAX_ASSET_BYTES >> 20} MiB at most); check the path")
             data = path.read_bytes()
         except OSError as e:
-            raise UserError(f"cannot read {what} {path} ({e.strerror}); check the path given to {option}") from None
+            raise UserError(f"cannot read {what} {path} ({e.strerror}); check the path given to {named(option)}") \
+                from None
         value, digest = verify(data, str(path))
         return value, {"path": str(path), "sha256": digest}
 
@@ -122,11 +127,11 @@ def asset(
             body += chunk
             if len(body) > MAX_ASSET_BYTES:
                 raise UserError(f"the {what} at {url} is over {MAX_ASSET_BYTES >> 20} MiB, more than it can be; "
-                                f"check the address, or give a local copy with {option} FILE")
+                                f"check the address, or give a local copy with {give}")
         resp._content = bytes(body)
     except requests.RequestException as e:
         raise UserError(
-            f"could not download the {what} from {url} ({failure(e)}); give a local copy with {option} FILE, "
+            f"could not download the {what} from {url} ({failure(e)}); give a local copy with {give}, "
             "or run once with network access so that it is cached"
         ) from None
     value, digest = verify(resp.content, url)

@@ -22,7 +22,7 @@ from .engine import command as ray_command  # stdout kept clean, signals end it 
 from .engine import stdout  # the real stdout: under Ray, descriptor 1 goes to stderr
 from .errors import OptionError, UserError
 from .fileio import json_bytes
-from .options import COLOR, LIST, PATH_TYPE, Opt
+from .options import COLOR, LIST, PATH_TYPE, Opt, shown_number
 from .stages import STAGES, Context, Stage
 from .summary import Summary
 from .terminal import shown
@@ -40,7 +40,7 @@ class _Root(TyperGroup):
 
     def resolve_command(self, ctx, args):  # noqa: ANN001, ANN201
         if args and args[0] not in self.commands and not args[0].startswith("-"):
-            raise UserError(_unknown("command", args[0], self.list_commands(ctx)))
+            raise OptionError(_unknown("command", args[0], self.list_commands(ctx)))  # a malformed command line
         return super().resolve_command(ctx, args)
 
 
@@ -126,9 +126,22 @@ def _annotation(o: Opt) -> Any:
     else:
         names = () if o.type is bool and not o.flags else (o.flags or (o.flag,))
         metavar = "[" + "|".join(o.choices) + "]" if o.choices else o.metavar or METAVARS.get(o.type)
-        info = typer.Option(*names, help=o.help, envvar=o.envvar, show_default=o.default is not None,
-                            metavar=metavar)
+        info = typer.Option(*names, help=_help(o), envvar=o.envvar, show_default=False, metavar=metavar)
     return Annotated[base, info]
+
+
+def _help(o: Opt) -> str:
+    """An option's help line with its default and range from the declaration: ``… [default: 64; at least 1 and at
+    most 4096]`` (the range in the words its error line uses)."""
+    extra = []
+    if o.type is bool:
+        extra.append(f"default: {'' if o.default else 'no-'}{o.flag[2:]}")
+    elif o.default is not None:
+        default = o.default
+        extra.append(f"default: {shown_number(default) if isinstance(default, float) else default}")
+    if o.bounds():
+        extra.append(o.bounds())
+    return f"{o.help}  [{'; '.join(extra)}]" if extra else o.help
 
 
 # what a reader of --help reads
@@ -189,7 +202,7 @@ class _Group(TyperGroup):
     def resolve_command(self, ctx, args):  # noqa: ANN001, ANN201 (click's signature)
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             what = {"train": "trainer", "fetch": "source", "crop": "kind of crop"}.get(self.name or "", "command")
-            raise UserError(_unknown(what, args[0], list(self.commands)))
+            raise OptionError(_unknown(what, args[0], list(self.commands)))
         return super().resolve_command(ctx, args)
 
 
@@ -243,8 +256,13 @@ def run_cmd(
     with ray_command(INTERRUPTED) if any(step.values.get("engine") == "ray" for step in steps) \
             else contextlib.nullcontext():
         r = run_pipeline(spec, data_dir=data_dir or Path("data"), only=only, progress=not as_json,
-                         echo=None if as_json else _err)
+                         echo=None if as_json else _err, hints="set")
     finish(r, as_json)
+
+
+# how long the demo takes, as README.md says it (tests/test_docs.py holds the two alike): measured with `time gandata
+# demo` on 2 cores from idle (62 s) to a shared machine at load 8 with one more core kept busy (17 min)
+DEMO_TIME = "1–20 min on 2 CPU cores, by how busy they are"
 
 
 @app.command(
@@ -252,8 +270,8 @@ def run_cmd(
     short_help="The whole chain offline, on a local render server",
     context_settings=HELP_NAMES,
     epilog="\b\nExamples:\n"
-    "  gandata demo                        # a few minutes on 2 CPU cores → ./gandata-demo\n"
-    "  gandata demo --out /tmp/demo --small",
+    f"  gandata demo                        # {DEMO_TIME} → ./gandata-demo\n"
+    "  gandata demo --out /tmp/demo --small  # tens of images, a few training steps: under a minute",
 )
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("gandata-demo"),

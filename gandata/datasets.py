@@ -30,7 +30,7 @@ from typing import Any
 
 from . import shardset, storage
 from .compact import KeySet
-from .errors import UserError
+from .errors import UserError, named
 from .fileio import (
     FolderLock,
     GroupCommit,
@@ -148,7 +148,7 @@ class Dataset:
 
     def __init__(self, root: str | os.PathLike, writable: bool = False, durability: str = "batch"):
         if durability not in DURABILITY:
-            raise UserError(f"--durability must be one of {', '.join(DURABILITY)} (got {durability!r})")
+            raise UserError(f"{named('durability')} must be one of {', '.join(DURABILITY)} (got {durability!r})")
         self.root = Path(root)
         self.writable = writable
         self.durability = durability

@@ -1,4 +1,4 @@
-"""``gandata demo``: the whole chain offline, on this machine, in a few minutes.
+"""``gandata demo``: the whole chain offline, on this machine (``cli.DEMO_TIME``: 1–20 min on 2 CPU cores).
 
 A local render server on 127.0.0.1 stands in for the real sites, with their URL shapes: Bitmoji's trait catalogue
 (``/avatar-builder-v3/assets``) and trait preview (``/bm-preview/v3/avatar/{view}?gender=…&style=…&{traits}``), and

@@ -35,7 +35,7 @@ from typing import Any
 import braceexpand
 
 from . import storage
-from .errors import UserError
+from .errors import UserError, hint, named
 from .progress import Progress
 
 ENGINES = ("local", "ray")
@@ -89,7 +89,7 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
                 raise
             where = f"reach the Ray cluster at {address}" if address else "start a local Ray"
             raise UserError(f"cannot {where} ({e or 'no answer'}); start it with  ray start --head  or give "
-                            "--ray-address") from None
+                            f"{hint('ray_address', 'HOST:PORT')}") from None
         if seen():
             raise KeyboardInterrupt
     _handle_signals()
@@ -111,7 +111,8 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise UserError("--engine ray needs Ray; pip install 'gandata[ray]' (or use --engine local)") from None
+        raise UserError(f"{named('engine', 'ray')} needs Ray; pip install 'gandata[ray]' (or use "
+                        f"{hint('engine', 'local')})") from None
     finally:
         for k in added:
             del os.environ[k]
@@ -243,13 +244,13 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise UserError(f"--ray-address {address!r}: give HOST:PORT (the head's GCS port, 6379 by default), "
+        raise UserError(f"{named('ray_address', address)}: give HOST:PORT (the head's GCS port, 6379 by default), "
                         "ray://HOST:PORT, or auto")
     try:
         conn = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as e:
         raise UserError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); start it with  ray start "
-                        "--head  on that machine, or give the right --ray-address (or RAY_ADDRESS)") from None
+                        f"--head  on that machine, or give the right {named('ray_address')} (or RAY_ADDRESS)") from None
     # Ray's GCS (and its client server) speak gRPC: HTTP/2 answers the connection preface with a SETTINGS frame.
     # Anything else — a web server, a dashboard port, a port that accepts and says nothing — is one line in a bounded
     # time, where Ray itself retries for minutes.

@@ -44,7 +44,7 @@ from . import USER_AGENT, images
 from .compact import StringMap
 from .datasets import Dataset
 from .declarations import ENGINE_KEYS, FETCH_URLS
-from .errors import UserError
+from .errors import UserError, named
 from .options import check_call
 from .progress import Progress
 from .storage import unfetchable  # noqa: F401 (the engine's rule for what it asks for)
@@ -510,9 +510,9 @@ class Fetcher:
             self.stop_reason = (
                 f"stopped: {len(failed)} of the last {len(w)} requests to {hosts} failed "
                 f"({', '.join(f'{k} ×{n}' for k, n in seen)}; e.g. {example}). The endpoint may have moved or be "
-                "refusing us: check the URL templates in the source's manifest (manifests/*.toml) or --base-url, "
-                "lower --rate/--concurrency, or try later. Everything fetched so far is kept; run the same "
-                "command again to continue."
+                f"refusing us: check the URL templates in the source's manifest (manifests/*.toml) or "
+                f"{named('base_url')}, lower {named('rate')} or {named('concurrency')}, or try later. Everything "
+                "fetched so far is kept; run the same command again to continue."
             )
             self.stop.set()
 
@@ -557,7 +557,7 @@ class Fetcher:
                         self.deferred.append(job)
                         self.counts["deferred"] += 1
                         return True, last, attempt
-                    last = _Outcome(f"asked to wait {out.wait:.0f} s (over --max-wait {self.opts.max_wait:g} s)",
+                    last = _Outcome(f"asked to wait {out.wait:.0f} s (over the max_wait of {self.opts.max_wait:g} s)",
                                     True, status=out.status)
                     return False, last, attempt
                 if out.retryable and attempt <= self.opts.retries and not self.stop.is_set():

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import UserError
+from .errors import UserError, named
 
 TMP_MARK = ".tmp-"
 
@@ -308,7 +308,8 @@ class FolderLock:
                     continue
             os.close(fd)
             raise UserError(
-                f"another gandata command is writing to {self.folder}; wait for it to finish or use another --out"
+                f"another gandata command is writing to {self.folder}; wait for it to finish or use another "
+                f"{named('out')}"
             ) from None
         self._fd = fd
         return self

@@ -62,6 +62,8 @@ class InspectReport(Summary):
                        + ", ".join(f"{k}: {v}" for k, v in list(self.labels.items())[:20]))
         if self.failures:
             out.append("  failures: " + ", ".join(f"{k}: {v}" for k, v in self.failures.items()))
+        if self.last_run:
+            out.append(f"  last run: {_last_run(self.last_run)}")
         out += [f"  unreadable: {b['origin']}: {b['reason']}" for b in self.bad or []]
         out += [f"  problem (nothing lost): {b['origin']}: {b['reason']}" for b in self.problems or []]
         if self.warning:
@@ -69,6 +71,28 @@ class InspectReport(Summary):
         if self.grid:
             out.append(f"  contact sheet: {self.grid}")
         return out
+
+
+def _last_run(stats: dict) -> str:
+    """A dataset folder's ``stats.json`` (what the last fetch or crop into it did) in one line: the stage, the
+    counts it recorded (those not zero), how long it took, and whether it stopped short."""
+    counts = [f"{k.replace('_', ' ')} {v}" for k, v in stats.items()
+              if type(v) is int and v and k not in ("bytes", "memory_peak")]
+    failures = stats.get("failures")
+    if isinstance(failures, dict) and failures:
+        counts.append(f"given up on {sum(v for v in failures.values() if type(v) is int)}")
+    text = f"{stats.get('stage') or 'a run'}, " + (", ".join(counts) or "nothing counted")
+    if isinstance(stats.get("seconds"), (int, float)):
+        text += f", {stats['seconds']:g} s"
+        if isinstance(stats.get("rate"), (int, float)) and stats["rate"]:
+            text += f" ({stats['rate']:g}/s)"
+    if stats.get("interrupted") is True:
+        text += "; interrupted"
+    elif stats.get("stopped"):
+        text += f"; stopped: {stats['stopped']}"
+    elif stats.get("complete") is False:
+        text += "; incomplete"
+    return text
 
 
 def inspect_path(

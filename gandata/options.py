@@ -5,6 +5,8 @@ object, whose defaults and checks are its command's declaration). The declaratio
 library's option objects all check values with :meth:`Declaration.check`, so a pipeline file can never do what the
 command line refuses, a library call gets the command line's defaults, and an error names the option the way the
 user wrote it (``--val-fraction`` on the command line, ``[shard] val_fraction`` in a pipeline file).
+The library's own messages name options with :func:`gandata.errors.hint` and :func:`~gandata.errors.named`, in the
+form that works where they are shown.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import OptionError, UserError
+from .errors import OptionError, UserError, flag_of
 from .storage import is_url
 
 PATH_TYPE = Path
@@ -85,7 +87,7 @@ class Opt:
 
     @property
     def flag(self) -> str:
-        return self.flags[0] if self.flags else "--" + self.key.replace("_", "-")
+        return self.flags[0] if self.flags else flag_of(self.key)
 
     def name(self, where: str) -> str:
         """How the user wrote this option: ``--size`` / ``SRC`` on the command line, ``[shard] size`` in a file."""
@@ -94,23 +96,26 @@ class Opt:
         return f"[{where}] {self.key}"
 
     def expects(self) -> str:
+        """What the option takes, as an error line says it: ``a whole number at least 1 and at most 4096``."""
         if self.choices:
             return "one of " + ", ".join(self.choices)
         kind = {bool: "true or false", int: "a whole number", float: "a number", str: "text", PATH_TYPE: "a path",
                 LIST: "a list of text values", COLOR: "a colour"}[self.type]
-        def num(v: float) -> str:
-            return str(int(v)) if float(v).is_integer() else f"{v:g}"
+        return kind + (" " + self.bounds() if self.bounds() else "")
 
+    def bounds(self) -> str:
+        """The declared range in words (``at least 1 and at most 4096``; empty without one): what ``-h`` and the
+        error lines show."""
         bounds = []
         if self.min is not None:
-            bounds.append(f"at least {num(self.min)}")
+            bounds.append(f"at least {shown_number(self.min)}")
         if self.above is not None:
-            bounds.append(f"above {num(self.above)}")
+            bounds.append(f"above {shown_number(self.above)}")
         if self.max is not None:
-            bounds.append(f"at most {num(self.max)}")
+            bounds.append(f"at most {shown_number(self.max)}")
         if self.below is not None:
-            bounds.append(f"below {num(self.below)}")
-        return kind + (" " + " and ".join(bounds) if bounds else "")
+            bounds.append(f"below {shown_number(self.below)}")
+        return " and ".join(bounds)
 
     def check(self, value: Any, where: str) -> Any:
         """``value`` converted to the declared type, or a :class:`UserError` naming the option as ``where`` has it
@@ -190,6 +195,11 @@ def place_mistake(text: str, output: bool = True) -> str | None:
     if output:
         return f"{scheme}:// is not a place gandata writes (a local path, or an object store: s3://, gs://…)"
     return None
+
+
+def shown_number(v: float) -> str:
+    """A bound or a default as a reader writes it: ``4096``, ``0.02``, ``1000`` (not ``1000.0``)."""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e16 else f"{v:g}"
 
 
 def _shown(value: Any) -> str:

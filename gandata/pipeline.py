@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .declarations import check_name, clean_name
-from .errors import UserError
+from .errors import Naming, UserError, naming
 from .options import place_mistake
 from .paths import real
 from .shardset import refuse_commands
@@ -220,10 +220,12 @@ def _output(table: str, values: dict, ctx: Context, summary: Summary | None) -> 
 
 
 def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", sets: list[str] | None = None,
-        only: list[str] | None = None, progress: bool = True, echo=None) -> PipelineResult:
+        only: list[str] | None = None, progress: bool = True, echo=None, hints: str = "file") -> PipelineResult:
     """Check a whole pipeline (a file, a shipped pipeline's name, or an already-loaded dict), then run it stage by
     stage. ``only`` limits the stages run (the others' outputs are still used as inputs). ``echo`` gets one line
-    per stage as it ends."""
+    per stage as it ends. A stage's errors and warnings name options as this pipeline takes them: ``hints`` "set"
+    (``--set shard.maxcount=47``: ``gandata run``, whose command line takes it) or "file" (``[shard] maxcount =
+    47``)."""
     if not isinstance(spec, dict):
         spec = load(spec, sets)
     where = spec.get("pipeline", {}).get("source_file", "pipeline")
@@ -243,7 +245,8 @@ def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", se
         summary = None
         if not only or step.table in only:
             t = time.monotonic()
-            summary = step.stage.run(dict(step.values), ctx)
+            with naming(Naming(step.table, tuple(s.table for s in steps), hints)):
+                summary = step.stage.run(dict(step.values), ctx)
             failure = summary.failure()
             if failure:
                 if failure[0] == 130:

@@ -45,7 +45,7 @@ from . import __version__, images, shardset, storage
 from .datasets import Dataset, dataset_stage_folders, is_dataset
 from .declarations import SHARD, clean_name
 from .dedupe import HASH_NAME, clusters
-from .errors import UserError
+from .errors import UserError, hint, named
 from .fileio import FolderLock, atomic_file, json_bytes, remove_stale_tmp
 from .inputs import Input, open_input
 from .options import Color, Declaration, Declared, check_call
@@ -158,7 +158,7 @@ class ShardSummary(Summary):
         out += [f"    {row['origin']}: {row['reason']}" for row in self.rejected[:5]]
         if self.labels:
             out.append(f"  labels from {self.labels['field']!r}: {len(self.labels['names'])} classes")
-        out.append(f"  train shards: --shards {self.patterns['train']}")
+        out.append(f"  train shards: {hint('shards', self.patterns['train'], command='train KIND')}")
         if self.patterns["val"]:
             out.append(f"  val shards:   {self.patterns['val']}")
         out.append(f"  {self.seconds} s, {self.processed} images processed, {self.reused} reused from an earlier run")
@@ -438,11 +438,11 @@ def _mass_removal(items: Items, found: dict[str, dict], keys: list[str], hashes:
     sheet (``OUT/near-duplicates.png``) was drawn, and the largest threshold that would keep at least half."""
     n = len(keys)
     sizes = Counter(c["cluster"] for c in found.values()).most_common()
-    advice = "--dedupe exact keeps every distinct image"
-    for t in range(threshold - 1, -1, -1):
+    advice = ["dedupe", "exact", None]  # the option that keeps more, its value, and how many it keeps: named when
+    for t in range(threshold - 1, -1, -1):  # the warning is shown (the form that works where it is shown)
         kept = _kept(clusters(keys, hashes, areas, t), n)
         if kept >= n / 2:
-            advice = f"--threshold {t} keeps {kept}"
+            advice = ["threshold", t, kept]
             break
     try:
         _cluster_sheet(items, found, [c for c, _ in sizes[:6]], threshold, storage.join(out, NEAR_SHEET))
@@ -456,10 +456,12 @@ def _mass_removal(items: Items, found: dict[str, dict], keys: list[str], hashes:
 def _near_warning(mass: dict, out: str) -> str:
     sheet = f"see {storage.join(out, NEAR_SHEET)}" if mass["sheet"] else \
         "no contact sheet: the images could not be read back"
+    key, value, kept = mass["advice"]
+    advice = f"{hint(key, value)} keeps " + (f"{kept}" if kept is not None else "every distinct image")
     return (f"near-duplicate removal took {mass['removed']} of {mass['of']} images "
-            f"({mass['removed'] / mass['of']:.0%}) at --threshold {mass['threshold']}: the biggest clusters hold "
-            f"{', '.join(map(str, mass['biggest']))} images ({sheet}); if they are different pictures (one template "
-            f"in other colours), {mass['advice']}")
+            f"({mass['removed'] / mass['of']:.0%}) at {named('threshold', mass['threshold'])}: the biggest clusters "
+            f"hold {', '.join(map(str, mass['biggest']))} images ({sheet}); if they are different pictures (one "
+            f"template in other colours), {advice}")
 
 
 def _cluster_sheet(items: Items, found: dict[str, dict], biggest: list[str], threshold: int, path: str) -> None:
@@ -503,7 +505,8 @@ def _assign_labels(items: Items, field: str, rejected: Rejected, sigs: list) -> 
     if not used:
         fields = sorted({path[0] for sig in np.unique(np.frombuffer(items.sig, dtype=np.int32)[rows]).tolist()
                          for path, _ in sigs[sig] if path})
-        raise UserError(f"--label-field {field}: no sample has that field; fields seen: {', '.join(fields[:20])}")
+        raise UserError(f"{named('label_field', field)}: no sample has that field; fields seen: "
+                        f"{', '.join(fields[:20])}")
     _remove(items, rows[label[rows] < 0].tolist(), rejected, NO_LABEL, lambda _r: f"no {field!r} field for a label")
     distinct = sorted(used, key=lambda lid: _label_sort_key(items.labels[lid]))
     ids = np.full(len(items.labels), -1, dtype=np.int32)
@@ -694,7 +697,7 @@ def _summary(out: str, info: dict, first_rejected: list[dict]) -> ShardSummary:
         warnings.append(
             f"only {n_train_shards} train shard(s): training with several GPUs × loader workers (8 readers is typical) "
             "needs at least that many shards to give every reader its own; "
-            + (f"use --maxcount {n_train // 8} to get 8" if n_train >= 8 else "add more images")
+            + (f"use {hint('maxcount', n_train // 8)} to get 8" if n_train >= 8 else "add more images")
         )
     return ShardSummary(
         name=info["name"],

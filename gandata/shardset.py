@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 import braceexpand
 
 from . import storage
-from .errors import FormatError, UserError
+from .errors import FormatError, UserError, hint
 from .fileio import atomic_file, json_bytes
 
 INFO = "dataset.json"
@@ -557,7 +557,7 @@ def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None
             found = read(part)
             if found is None:
                 raise NoShards(f"{part} has no {INFO}; name its tars (s3://…/x-train-{{000000..000007}}.tar) or "
-                               "write the set there with  gandata shard … --out " + part)
+                               f"write the set there with {hint('out', part, command='shard SRC')}")
             ss = found
             urls += [str(t) for t in found.tars(split)]
         elif path.is_dir():

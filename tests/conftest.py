@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -211,6 +212,24 @@ def _checkout_entries() -> set[str] | None:
         return None  # not a git checkout (an unpacked sdist): nothing to compare
     return {line[3:] for line in out.stdout.splitlines()
             if line[:2] in ("??", "!!") and not any(m in line for m in _OWN_LITTER)}
+
+
+COMPILE_CACHES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+def pytest_configure(config) -> None:
+    """torch.compile's caches (inductor's C++ and Triton kernels: hundreds of MB) go to a folder of this run, in this
+    process and every command it starts, and are removed when the run ends (pytest_unconfigure): the suite leaves
+    nothing in the temporary folder but the folders of failed tests (pyproject.toml's retention)."""
+    config._compile_cache = Path(tempfile.mkdtemp(prefix="gandata-tests-compile-"))
+    for name in COMPILE_CACHES:
+        os.environ[name] = str(config._compile_cache / name.split("_")[0].lower())
+
+
+def pytest_unconfigure(config) -> None:
+    cache = getattr(config, "_compile_cache", None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def pytest_sessionstart(session) -> None:

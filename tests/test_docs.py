@@ -95,3 +95,69 @@ def test_every_command_and_option_in_the_docs_exists(where, line):
         if w.startswith("-") and len(w) > 1 and not re.fullmatch(r"-\d.*", w):
             flag = w.split("=", 1)[0]
             assert flag in flags, f"{where}: gandata {' '.join(command)} has no {flag}"
+
+
+def _output_flags(command: tuple[str, ...]) -> set[str]:
+    if command == ("demo",):
+        return {"--out", "--data-dir"}
+    if command == ("run",):
+        return {"--data-dir"}
+    for s in stages.STAGES:
+        if s.command == command:
+            outputs = [o for o in s.options if o.output and not o.argument]
+            return {"--data-dir"} | {f for o in outputs for f in (o.flags or (o.flag,))}
+    return set()
+
+
+def test_what_the_documented_commands_write_into_the_working_directory_is_ignored():
+    """Run from a checkout, as the README starts, a documented command must not leave files that `git status` shows
+    (and a later `git add -A` takes in): its outputs' relative paths, and the defaults of the outputs it leaves out,
+    are all in .gitignore."""
+    import subprocess
+
+    written = {"data/bitmoji/raw", "data/anime/shards", "gandata-demo/avatars-samples.png", "runs/wgan-gp",
+               "runs/lego-faces-64"}  # the default workspace, the demo's folder, train's and a pipeline's runs
+    written |= {str(o.default) for d in stages.STAGES for o in d.options if o.output and o.default is not None}
+    for _, line in CASES:
+        words = line.replace("…", "").split()
+        if not words:
+            continue
+        command = tuple(words[:2]) if words[0] in GROUPS and len(words) > 1 else tuple(words[:1])
+        flags = _output_flags(command)
+        for flag, value in zip(words, words[1:]):
+            value = value.strip("'\"")
+            if flag in flags and not re.search(r"^[/~$<]|://|[A-Z]{2,}|[{<]", value):
+                written.add(value)
+    assert {"anime-64.zip", "grid.png", "dups.jsonl", "samples.png"} <= written  # the pages were read
+    asked = sorted(written) + [f"{w}/x" for w in sorted(written)]  # a file, or a folder's content
+    out = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], input="\n".join(asked) + "\n",
+                         capture_output=True, text=True, cwd=REPO)
+    if out.returncode not in (0, 1):
+        pytest.skip(f"not a git checkout ({out.stderr.strip()})")
+    ignored = set(out.stdout.split())
+    missed = sorted(w for w in written if w not in ignored and f"{w}/x" not in ignored)
+    assert not missed, f"add to .gitignore what documented commands write into the checkout: {missed}"
+
+
+def test_the_suite_cleans_up_its_temporary_folder(pytestconfig):
+    """docs/development.md: a run leaves nothing behind in the temporary folder but what its failed tests wrote —
+    pytest keeps no passing test's folder, and torch's compile cache lives in a folder of the run."""
+    import os
+    import tempfile
+
+    assert pytestconfig.getini("tmp_path_retention_policy") == "failed"
+    cache = pytestconfig._compile_cache
+    assert cache.is_dir() and cache.parent == Path(tempfile.gettempdir())
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        assert Path(os.environ[name]).parent == cache  # inherited by every command the tests start
+
+
+def test_the_readme_and_demo_help_give_the_demo_the_same_time():
+    """A new user reads the time in the README and in `gandata demo -h`: one range, said the same in both."""
+    from gandata.cli import DEMO_TIME, app
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert re.search(r"\d+–\d+ min", DEMO_TIME) and DEMO_TIME in readme
+    demo = next(c for c in app.registered_commands if c.name == "demo")
+    assert DEMO_TIME in demo.epilog
+    assert "a few minutes" not in readme and "about a minute" not in readme

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -178,6 +179,8 @@ def test_the_demo_runs_offline_in_its_small_size(tmp_path):
     info = json.loads((out / "data" / "bricklink" / "shards" / "dataset.json").read_text())
     assert info["labels"]["names"] and set(info["labels"]["names"]) <= {"Castle", "Space", "Town", "Pirates"}
     assert "warning: only 1 train shard(s)" in r.stdout  # what a stage recorded is said
+    # in the form that works where it is said: the demo has no --maxcount; its stages are pipeline tables
+    assert "[shard] maxcount = " in r.stdout and not re.search(r"(?<![\w-])--(?!out\b|small\b)[a-z]", r.stdout)
     files = [line for line in r.stdout.splitlines() if "/demo/" in line and ": " in line and "→" not in line]
     assert len({line.index(str(out)) for line in files}) == 1, files  # the list of files lines up
     def cached() -> list[Path]:  # what was downloaded (shard's digests of its inputs are kept there too, and added

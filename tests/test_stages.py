@@ -107,12 +107,13 @@ def test_version_completion_and_kind_specific_train_help():
     assert "[center-crop|pad|keep-ratio]" in shard_help and "--size N" in shard_help and "<int" not in shard_help
     assert "--timeout SECONDS" in gandata("fetch", "urls", "-h").stdout
     r = gandata("train", "gan9000", "--shards", "x")
-    assert r.returncode == 1 and r.stderr.strip().startswith("gandata: error: unknown trainer 'gan9000'")
+    # a command line naming no command there is is malformed: exit 2, as an unknown option is (docs/commands.md)
+    assert r.returncode == 2 and r.stderr.strip().startswith("gandata: error: unknown trainer 'gan9000'")
     for args, said in ((("train", "wgangp"), "unknown trainer 'wgangp'; did you mean wgan-gp"),
                        (("fetch", "bitmoij"), "unknown source 'bitmoij'; did you mean bitmoji?"),
                        (("shrad",), "unknown command 'shrad'; did you mean shard?")):
         r = gandata(*args)
-        assert r.returncode == 1 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.returncode == 2 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 @pytest.mark.slow

@@ -207,4 +207,4 @@ def test_bad_options_are_one_line(tmp_path, labelled_shards):
                        capture_output=True, text=True)
     assert r.returncode == 1 and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     r = subprocess.run(_cli("gan9000", "--shards", str(labelled_shards)), capture_output=True, text=True)
-    assert r.returncode == 1 and "unknown trainer" in r.stderr
+    assert r.returncode == 2 and "unknown trainer" in r.stderr  # a malformed command line

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import FormatError, UserError
+from ..errors import FormatError, UserError, named
 from ..fileio import atomic_file
 from .kinds import KINDS
 from .options import TrainError, TrainOptions
@@ -149,7 +149,7 @@ def load_networks(ck: dict, path: Path, o: TrainOptions, G: nn.Module, D: nn.Mod
         diff = [f"{k} {was.get(k)!r} → {getattr(o, k)!r}" for k in keys if k in was and was.get(k) != getattr(o, k)]
         why = ", ".join(diff) if diff else f"the layers differ ({str(e).splitlines()[0][:120]})"
         raise TrainError(f"cannot resume from {path}: it was trained with another architecture ({why}); use the "
-                         "options it was trained with, or another --out for a new run") from None
+                         f"options it was trained with, or another {named('out')} for a new run") from None
 
 
 def options_of(ck: dict, path: Path) -> TrainOptions:

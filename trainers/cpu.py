@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import hint, named
 from .options import TrainError
 
 
@@ -15,7 +16,8 @@ def pick_device(choice: str, local_rank: int = 0) -> torch.device:
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise TrainError("--device cuda asked for, but torch sees no GPU; use --device cpu or auto")
+        raise TrainError(f"{named('device', 'cuda')} asked for, but torch sees no GPU; use {hint('device', 'cpu')} or "
+                         "auto")
     return torch.device("cuda", local_rank)
 
 

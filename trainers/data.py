@@ -29,7 +29,7 @@ import torch
 import webdataset as wds
 
 from .. import images, shardset, storage
-from ..errors import FormatError, UserError
+from ..errors import FormatError, UserError, hint, named
 
 IMAGE_KEYS = "png;jpg;jpeg;webp"
 
@@ -58,15 +58,15 @@ class Decode:
             raise DataError(f"{where}: the image does not decode (not an image, or damaged)") from None
         if self.resolution and arr.shape[:2] != (self.resolution, self.resolution):
             raise DataError(f"{where} is {arr.shape[1]}×{arr.shape[0]} px, the run trains at {self.resolution} px; "
-                            f"make the shards at one size (gandata shard --size {self.resolution}), or leave "
-                            "--resolution out")
+                            f"make the shards at one size ({hint('size', self.resolution, command='shard')}), or "
+                            f"leave {named('resolution')} out")
         return arr, self._label(sample, where) if self.conditional else -1
 
     def _label(self, sample: dict, where: str) -> int:
         raw = sample.get("cls")
         if raw is None:
-            raise DataError(f"{where} has no .cls label; cdcgan needs every sample labelled (gandata shard "
-                            "--label-field FIELD)")
+            raise DataError(f"{where} has no .cls label; cdcgan needs every sample labelled "
+                            f"({hint('label_field', 'FIELD', command='shard')})")
         try:
             label = int(raw.strip() if isinstance(raw, bytes) else raw)
         except (ValueError, TypeError):
@@ -82,7 +82,7 @@ def _collate(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch
     if len(shapes) > 1:
         got = " and ".join(sorted(f"{w}×{h}" for h, w, _ in shapes))
         raise DataError(f"the shards hold images of different sizes ({got} px); make them at one size with "
-                        "gandata shard --size")
+                        f"{hint('size', command='shard')}")
     chw = np.ascontiguousarray(np.stack([s[0] for s in samples]).transpose(0, 3, 1, 2))  # B×H×W×3 → B×3×H×W
     return torch.from_numpy(chw), torch.tensor([s[1] for s in samples], dtype=torch.int64)
 
@@ -105,7 +105,7 @@ def tar_samples(src, commands: bool = False):
             except _Transient as e:  # a store or server that failed mid-read: the shard again, past what was read
                 if attempt + 1 == SHARD_TRIES:
                     raise DataError(f"{url} could not be read after {SHARD_TRIES} tries ({e.args[0]}); check the "
-                                    "store or server, then resume with --resume auto") from None
+                                    f"store or server, then resume with {hint('resume', 'auto')}") from None
                 time.sleep(2 ** attempt)
         if found:
             empty.clear()
@@ -169,7 +169,7 @@ def batches(loader):
             raise DataError(_first_words(str(e))) from None
         if shape is not None and batch[0].shape[1:] != shape:
             raise DataError(f"the shards hold images of different sizes ({shape[-1]} and {batch[0].shape[-1]} px); "
-                            "make them at one size with gandata shard --size")
+                            f"make them at one size with {hint('size', command='shard')}")
         shape = batch[0].shape[1:]
         yield batch
 

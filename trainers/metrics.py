@@ -34,7 +34,7 @@ from torch import nn
 from .. import shardset
 from ..assets import cache_dir, download, failure
 from ..declarations import EVAL
-from ..errors import UserError
+from ..errors import UserError, hint, named
 from ..fileio import JsonlLog, atomic_file, read_jsonl
 from ..options import check_call
 from ..summary import Summary
@@ -198,9 +198,12 @@ class TinyRandom(nn.Module):
 
 
 def load_extractor(name: str = "inception", weights: str | os.PathLike | None = None,
-                   device: str | torch.device = "auto") -> Extractor:
+                   device: str | torch.device = "auto", option: str = "extractor") -> Extractor:
     """``inception`` (weights found by :func:`find_weights`), ``tiny-random``, or ``module:function`` /
-    ``path/to/file.py:function`` (called with the device, returning an :class:`Extractor`)."""
+    ``path/to/file.py:function`` (called with the device, returning an :class:`Extractor`). ``option``: the key
+    that named it (``eval_extractor`` in a training run), for its messages. A plugged-in extractor that cannot run
+    here — a package it imports is missing (an optional extra), or it ends with ``sys.exit("why")`` — is one
+    :class:`EvalError` line naming it."""
     dev = device if isinstance(device, torch.device) else pick_device(device)
     if name == "inception":
         path, digest = find_weights(weights)
@@ -220,14 +223,21 @@ def load_extractor(name: str = "inception", weights: str | os.PathLike | None = 
         try:
             factory = getattr(_import(module), attr)
         except (ImportError, AttributeError, OSError, SyntaxError) as e:
-            raise EvalError(f"--extractor {name}: {e}") from None
-        ext = factory(dev)
+            raise EvalError(f"{named(option, name)}: {e}") from None
+        try:
+            ext = factory(dev)
+        except ImportError as e:  # a package of an extra it needs (benchmarks/quality.py: scikit-learn)
+            raise EvalError(f"{named(option, name)}: {e}") from None
+        except SystemExit as e:
+            if not isinstance(e.code, str):  # an exit status, not a reason: not ours to reword
+                raise
+            raise EvalError(f"{named(option, name)}: {e.code}") from None
         if not isinstance(ext, Extractor):
             raise EvalError(
-                f"--extractor {name} returned {type(ext).__name__}, not a gandata.trainers.metrics.Extractor"
+                f"{named(option, name)} returned {type(ext).__name__}, not a gandata.trainers.metrics.Extractor"
             )
         return ext
-    raise EvalError(f"unknown --extractor {name!r}: use inception, tiny-random or module:function")
+    raise EvalError(f"unknown {named(option)} {name!r}: use inception, tiny-random or module:function")
 
 
 def _import(module: str):
@@ -288,7 +298,7 @@ def find_weights(option: str | os.PathLike | None = None) -> tuple[Path, str]:
     """The Inception weight file, looked up in this order: ``option`` (``--inception-weights``), the environment
     variable ``GANDATA_INCEPTION_WEIGHTS``, gandata's cache, torch.hub's cache (where pytorch-fid puts it).
     Never downloads."""
-    for given, how in ((option, "--inception-weights"), (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):
+    for given, how in ((option, named("inception_weights")), (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):
         if given:
             path = Path(given).expanduser()
             if not path.is_file():
@@ -300,9 +310,10 @@ def find_weights(option: str | os.PathLike | None = None) -> tuple[Path, str]:
             return path, verify_weights(path)
     raise EvalError(
         f"FID and KID need the Inception weights {inception.WEIGHTS_NAME} ({inception.WEIGHTS_SIZE}, sha1 "
-        f"{inception.WEIGHTS_SHA1}), and none was found (looked at --inception-weights, ${WEIGHTS_ENV}, "
+        f"{inception.WEIGHTS_SHA1}), and none was found (looked at {named('inception_weights')}, ${WEIGHTS_ENV}, "
         f"{weights_cache_path()}, {_torch_hub_path()}). Either run `gandata fetch weights inception` on a machine "
-        f"with network access, or download {inception.WEIGHTS_URL} elsewhere and pass --inception-weights FILE "
+        f"with network access, or download {inception.WEIGHTS_URL} elsewhere and pass "
+        f"{hint('inception_weights', 'FILE')} "
         f"(or set {WEIGHTS_ENV})")
 
 
@@ -322,13 +333,14 @@ def fetch_weights(url: str = inception.WEIGHTS_URL, dest: str | os.PathLike | No
         download(url, part, "inception weights (bytes)", progress)
     except requests.RequestException as e:
         raise EvalError(f"could not download {url} ({failure(e)}); download it on another machine and pass "
-                         f"--inception-weights FILE (or set {WEIGHTS_ENV})") from None
+                         f"{hint('inception_weights', 'FILE')} (or set {WEIGHTS_ENV})") from None
     try:
         digest = verify_weights(part, sha1, sha256_prefix)
     except EvalError:
         part.unlink()
         raise EvalError(f"the file downloaded from {url} has the wrong checksum (expected sha1 {sha1}); it was "
-                         "deleted: try again, or download it elsewhere and pass --inception-weights FILE") from None
+                         "deleted: try again, or download it elsewhere and pass "
+                         f"{hint('inception_weights', 'FILE')}") from None
     os.replace(part, final)
     return WeightsResult(path=str(final), sha256=digest, downloaded=final.stat().st_size)
 
@@ -351,17 +363,18 @@ def _shard_digests(urls: list[str], sset: shardset.ShardSet | None) -> list[str]
 
 
 def real_stats(spec: str, extractor: Extractor, n_real: int | None = None, batch: int = 64,
-               progress: bool = True, commands: bool = False) -> dict:
+               progress: bool = True, commands: bool = False, option: str = "real") -> dict:
     """Mean, covariance and KID pool of the real images' features (and the set's ``labels``), from
-    the cache when this (shard set, extractor, N real) was done before. ``n_real`` None: every image of the set."""
+    the cache when this (shard set, extractor, N real) was done before. ``n_real`` None: every image of the set.
+    ``option``: the key that named ``spec`` (a training run's ``eval_real`` or ``shards``), for its messages."""
     from ..progress import Progress
 
     if not commands:
-        shardset.refuse_commands([spec], "--real")
+        shardset.refuse_commands([spec], named(option))
     try:
         urls, sset = shardset.resolve(spec)
     except FileNotFoundError as e:
-        raise EvalError(f"--real {spec}: {e}") from None
+        raise EvalError(f"{named(option, spec)}: {e}") from None
     key_src = {"shards": _shard_digests(urls, sset), **extractor.id, "n_real": n_real, "pool": KID_POOL}
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
     path = cache_dir() / "fid-stats" / f"{key[:32]}.npz"
@@ -383,7 +396,7 @@ def real_stats(spec: str, extractor: Extractor, n_real: int | None = None, batch
         except ValueError as e:
             raise EvalError(str(e)) from None
     if stats.n < 2:
-        raise EvalError(f"--real {spec}: fewer than 2 images")
+        raise EvalError(f"{named(option, spec)}: fewer than 2 images")
     mu, sigma = stats.mean_cov()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
@@ -567,19 +580,20 @@ class SnapshotEval:
             try:
                 _, sset = shardset.resolve(o.eval_real)
             except FileNotFoundError as e:
-                raise EvalError(f"--eval-real {o.eval_real}: {e}") from None
+                raise EvalError(f"{named('eval_real', o.eval_real)}: {e}") from None
             if sset is not None and sset.resolution and sset.resolution != resolution:
-                raise EvalError(f"--eval-real {o.eval_real} holds {sset.resolution} px images and the run trains at "
-                                f"{resolution} px: a FID across sizes measures the resize; give a set of the same "
-                                "size")
-        self.ext = load_extractor(o.eval_extractor, o.inception_weights, device)
+                raise EvalError(f"{named('eval_real', o.eval_real)} holds {sset.resolution} px images and the run "
+                                f"trains at {resolution} px: a FID across sizes measures the resize; give a set of "
+                                "the same size")
+        self.ext = load_extractor(o.eval_extractor, o.inception_weights, device, option="eval_extractor")
         self.reals: dict | None = None
 
     def __call__(self, G: nn.Module, ckpt: Path, cur_nimg: int) -> dict:
         t0 = time.monotonic()
         if self.reals is None:
+            named_by = "eval_real" if self.o.eval_real else "shards"
             self.reals = real_stats(self.real_spec, self.ext, None, progress=self.progress,
-                                    commands=self.o.allow_commands)
+                                    commands=self.o.allow_commands, option=named_by)
         labels = tdata.label_sampler(self.reals["labels"], self.n_classes)
         fake = fake_stats(G, self.o.nz, self.n_classes, self.ext, self.o.eval_n, seed=self.o.seed, labels=labels,
                           device=self.ext.device, progress=False)

@@ -24,12 +24,14 @@ import math
 import torch
 from torch import nn
 
+from ..errors import hint
 from .kinds import CRITIC_CONDITIONING, RESOLUTIONS
 
 
 def _depth(resolution: int) -> int:
     if resolution not in RESOLUTIONS:
-        raise ValueError(f"resolution {resolution} is not supported; use one of {RESOLUTIONS} (gandata shard --size)")
+        raise ValueError(f"resolution {resolution} is not supported; use one of {RESOLUTIONS} "
+                         f"({hint('size', command='shard')})")
     return int(math.log2(resolution)) - 2  # stride-2 steps between 4×4 and the resolution
 
 

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from .. import shardset
 from ..declarations import TRAIN, declared
-from ..errors import UserError
+from ..errors import UserError, named
 from ..options import Declaration, Declared
 from .kinds import BY_NAME, KINDS, Kind
 
@@ -87,8 +87,8 @@ class TrainOptions(Declared):
             raise TrainError(f"unknown trainer {self.kind!r}; use one of {', '.join(KINDS)}")
         k = self.spec
         if self.label_smoothing and not k.has_targets:  # not an option of this kind: no declaration names it
-            raise TrainError(f"--label-smoothing has no meaning for {self.kind} (its critic has no targets); leave it "
-                             "0")
+            raise TrainError(f"{named('label_smoothing')} has no meaning for {self.kind} (its critic has no targets); "
+                             "leave it 0")
         super().__post_init__()
         self.batch = self.batch or k.batch
         self.lr = self.lr or k.lr

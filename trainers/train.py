@@ -44,7 +44,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .. import shardset
-from ..errors import UserError
+from ..errors import UserError, hint, named
 from ..fileio import FolderLock, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
 from ..summary import Summary
 from . import data as tdata
@@ -165,18 +165,18 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
         return Loop(o, progress)()
     for p in (run, *run.parents):
         if p.exists() and not p.is_dir():
-            raise TrainError(f"--out {run}: {p} is a file, not a folder")
+            raise TrainError(f"{named('out', run)}: {p} is a file, not a folder")
     created = [p for p in (run, *run.parents) if not p.exists()]  # the folders this call makes, deepest first
     try:
         run.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise TrainError(f"--out {run}: cannot make the folder ({e.strerror})") from None
+        raise TrainError(f"{named('out', run)}: cannot make the folder ({e.strerror})") from None
     try:
         lock = FolderLock(run).acquire(wait=RUN_LOCK_WAIT)
         remove_stale_tmp(run)  # a checkpoint a killed run was writing
     except UserError:
-        raise TrainError(f"another training run is writing to {run}; wait for it to end, or give another --out") \
-            from None
+        raise TrainError(f"another training run is writing to {run}; wait for it to end, or give another "
+                         f"{named('out')}") from None
     try:
         _refuse_a_finished_run(o, run)  # under the lock: two runs started together cannot both pass it
         return Loop(o, progress)()
@@ -191,8 +191,8 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
 def _refuse_a_finished_run(o: TrainOptions, run: Path) -> None:
     if o.resume is None and (latest_checkpoint(run) is not None or (run / "metrics.jsonl").exists()
                              or (run / "summary.json").exists()):
-        raise TrainError(f"{run} already holds a run; continue it with --resume auto, or give another --out (or "
-                         "delete the folder) to start a new one")
+        raise TrainError(f"{run} already holds a run; continue it with {hint('resume', 'auto')}, or give another "
+                         f"{named('out')} (or delete the folder) to start a new one")
 
 
 def _remove_if_unused(run: Path, created: list[Path]) -> None:
@@ -230,7 +230,7 @@ class Loop:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         self.threads = configure_threads(device, self.world, o.workers, o.threads)
         if o.batch % self.world:
-            raise TrainError(f"--batch {o.batch} does not divide among {self.world} processes")
+            raise TrainError(f"{named('batch', o.batch)} does not divide among {self.world} processes")
         self.per_rank = o.batch // self.world
         self.run = Path(o.out)
         if self.rank == 0:
@@ -253,22 +253,22 @@ class Loop:
     def _data(self) -> None:
         o = self.o
         if not o.allow_commands:
-            shardset.refuse_commands([o.shards, o.eval_real or ""], "--shards or --eval-real")
+            shardset.refuse_commands([o.shards, o.eval_real or ""], f"{named('shards')} or {named('eval_real')}")
         try:
             self.urls, self.sset = shardset.resolve(o.shards)
         except FileNotFoundError as e:
-            raise TrainError(f"--shards {o.shards}: {e}") from None
+            raise TrainError(f"{named('shards', o.shards)}: {e}") from None
         sset = self.sset
         self.labels = sset.labels if sset else None
         self.resolution = o.resolution or (sset.resolution if sset else None)
         self.n_classes = o.n_classes or (len(self.labels["names"]) if self.labels else 0)
         if self.kind.conditional and self.n_classes < 2:
-            raise TrainError(f"{o.kind} needs labelled shards (gandata shard --label-field FIELD) with at least 2 "
-                             "classes")
+            raise TrainError(f"{o.kind} needs labelled shards ({hint('label_field', 'FIELD', command='shard')}) with "
+                             "at least 2 classes")
         if sset is not None and sset.total == 0:
-            raise TrainError(f"--shards {o.shards}: the set holds no samples ({shardset.INFO} counts 0); shard a "
-                             "folder that has images")
-        _check_resolution(self.resolution, "--resolution" if o.resolution else f"the shards ({o.shards})")
+            raise TrainError(f"{named('shards', o.shards)}: the set holds no samples ({shardset.INFO} counts 0); "
+                             "shard a folder that has images")
+        _check_resolution(self.resolution, named("resolution") if o.resolution else f"the shards ({o.shards})")
         self.ckpt_path, self.ck = None, None
         if o.resume == "auto":
             self.ckpt_path, self.ck = newest_loadable(self.run, self.device, warn=self.rank == 0)
@@ -310,7 +310,7 @@ class Loop:
                 set_rng_state(ck["rng"][self.rank] if isinstance(ck["rng"], list) else ck["rng"])
             self.resumed_from = str(self.ckpt_path)
         elif o.resume not in (None, "auto"):
-            raise TrainError(f"--resume {o.resume}: no such checkpoint")
+            raise TrainError(f"{named('resume', o.resume)}: no such checkpoint")
         self.Gd, self.Dd = self.G, self.D
         if self.distributed:
             ids = [device.index] if device.type == "cuda" else None
@@ -346,7 +346,7 @@ class Loop:
                 D(G(z, y), y)
         except Exception as e:  # the backend's own exception types vary (a C compiler, Triton, an op)
             if self.rank == 0:
-                print(f"--compile: torch.compile is not available here ({type(e).__name__}: "
+                print(f"{named('compile')}: torch.compile is not available here ({type(e).__name__}: "
                       f"{(str(e).splitlines() or [''])[0][:160]}); training without it", file=sys.stderr, flush=True)
             return
         finally:
@@ -487,8 +487,9 @@ class Loop:
         if flag.item():
             last = latest_checkpoint(self.run)
             raise TrainError(f"training diverged: a loss became NaN or infinite by {self.cur_nimg / 1000:g} kimg "
-                             f"(step {self.step}); lower --lr (now {self.o.lr:g}) and start again, or --resume from "
-                             f"the last good checkpoint ({last if last else 'none was written'})")
+                             f"(step {self.step}); lower {named('lr')} (now {self.o.lr:g}) and start again, or "
+                             "resume from the last good checkpoint "
+                             f"({hint('resume', last) if last else 'none was written'})")
 
     def log(self) -> None:
         """A metrics row (``metrics.jsonl``, TensorBoard) and a progress line, averaged since the last row."""
@@ -626,7 +627,7 @@ class Loop:
             elif interrupted:
                 saved = self.snapshot(evaluate=False)
                 print(f"{o.kind}: interrupted at {self.cur_nimg / 1000:g} kimg; saved {saved['checkpoint']} — "
-                      "run the same command with --resume auto to continue", file=sys.stderr, flush=True)
+                      f"run the same command with {hint('resume', 'auto')} to continue", file=sys.stderr, flush=True)
             if interrupted:
                 raise KeyboardInterrupt
         return last
@@ -699,7 +700,7 @@ def _forget_rows_after(path: Path, cur_nimg: int) -> None:
 def _check_resolution(resolution: int | None, what: str) -> None:
     if resolution is not None and resolution not in RESOLUTIONS:
         raise TrainError(f"{what}: {resolution} px is not a size the trainers build ({', '.join(map(str, RESOLUTIONS))}"
-                         " px); make shards at one of them with gandata shard --size 64")
+                         f" px); make shards at one of them with {hint('size', 64, command='shard')}")
 
 
 def _barrier(world: int) -> None:
@@ -751,7 +752,7 @@ def _main(argv: list[str]) -> None:
     ``torchrun`` command runs the CLI instead: ``torchrun … -m gandata train wgan-gp --shards …``."""
     if argv[:1] != ["--options"] or len(argv) != 2:
         sys.exit("usage: python -m gandata.trainers.train --options FILE (for your own torchrun command use "
-                 "'-m gandata train KIND --shards …')")
+                 "'-m gandata train KIND' and its options)")
     train(TrainOptions(**json.loads(Path(argv[1]).read_text())))
     leave_now(0)
 

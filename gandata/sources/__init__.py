@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..declarations import ENGINE_KEYS, declared
-from ..errors import UserError
+from ..errors import UserError, hint
 from ..options import check_call
 from ..textfiles import read_text
 
@@ -37,12 +37,13 @@ def load_manifest(name: str, path: str | os.PathLike | None = None) -> tuple[dic
         check_manifest(name, manifest, str(path))
         return manifest, str(path)
     except FileNotFoundError:
-        raise UserError(f"the {name} manifest {path} is missing; give one with --manifest FILE") from None
+        raise UserError(f"the {name} manifest {path} is missing; give one with {hint('manifest', 'FILE')}") from None
     except OSError as e:
-        raise UserError(f"cannot read the manifest {path} ({e.strerror}); give another with --manifest FILE") from None
+        raise UserError(f"cannot read the manifest {path} ({e.strerror}); give another with "
+                        f"{hint('manifest', 'FILE')}") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(
-            f"the manifest {path} is not valid TOML ({e}); fix it or give another with --manifest"
+            f"the manifest {path} is not valid TOML ({e}); fix it or give another with {hint('manifest', 'FILE')}"
         ) from None
 
 
@@ -188,7 +189,7 @@ def check_manifest(name: str, manifest: dict, where: str) -> None:
         return
 
     def bad(what: str) -> UserError:
-        return UserError(f"the manifest {where}: {what}; fix it or give another with --manifest")
+        return UserError(f"the manifest {where}: {what}; fix it or give another with {hint('manifest', 'FILE')}")
 
     for table, value in manifest.items():
         if table not in schema:

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .. import assets
 from ..datasets import Dataset, hash_key
 from ..declarations import FETCH_BITMOJI
-from ..errors import UserError
+from ..errors import UserError, hint, named
 from ..fetch import FetchSummary, Job, describe_run, fetch, rebase
 from ..textfiles import decode_text, read_text
 from . import Source
@@ -121,7 +121,7 @@ def read_avatar_ids(path: str | os.PathLike) -> list[str]:
     try:
         lines = read_text(path, f"--avatar-ids {path}").split("\n")
     except OSError as e:
-        raise UserError(f"cannot read --avatar-ids {path} ({e.strerror})") from None
+        raise UserError(f"cannot read {named('avatar_ids', path)} ({e.strerror})") from None
     ids = []
     for n, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()
@@ -129,11 +129,11 @@ def read_avatar_ids(path: str | os.PathLike) -> list[str]:
             continue
         if any(c.isspace() or c in "/?&%" for c in line):
             raise UserError(
-                f"--avatar-ids {path}, line {n}: {line!r} is not an avatar id (e.g. 280531978_2-s1 or a UUID)"
+                f"{named('avatar_ids', path)}, line {n}: {line!r} is not an avatar id (e.g. 280531978_2-s1 or a UUID)"
             )
         ids.append(line)
     if not ids:
-        raise UserError(f"--avatar-ids {path} holds no avatar ids; put one per line")
+        raise UserError(f"{named('avatar_ids', path)} holds no avatar ids; put one per line")
     return list(dict.fromkeys(ids))
 
 
@@ -209,16 +209,17 @@ def fetch_bitmoji(
     provenance: dict = {"manifest": src.manifest_path}
     if mode == "avatars":
         catalogue, provenance["traits"] = assets.asset(
-            "Bitmoji trait catalogue", rebase(manifest["catalogues"]["traits"], base_url), "--traits", traits,
+            "Bitmoji trait catalogue", rebase(manifest["catalogues"]["traits"], base_url), "traits", traits,
             parse=TraitCatalogue.parse)
         jobs: Iterator[Job] = avatar_jobs(catalogue, manifest, view, seed, base_url)
         possible = None
     else:
         if avatar_ids is None:
-            raise UserError("--mode comics needs --avatar-ids FILE (one Bitmoji avatar id per line)")
+            raise UserError(f"{named('mode', 'comics')} needs {hint('avatar_ids', 'FILE')} (one Bitmoji avatar id per "
+                            "line)")
         ids = read_avatar_ids(avatar_ids)
         templates, provenance["templates"] = assets.asset(
-            "Bitmoji templates catalogue", rebase(manifest["catalogues"]["templates"], base_url), "--templates",
+            "Bitmoji templates catalogue", rebase(manifest["catalogues"]["templates"], base_url), "templates",
             templates, parse=parse_templates)
         jobs = comic_jobs(templates, ids, manifest, seed, base_url)
         possible = len(templates) * len(ids)
@@ -228,7 +229,7 @@ def fetch_bitmoji(
                      {"mode": mode, "view": view, "seed": seed, "count": count, "base_url": base_url})
         if possible is not None and not summary.complete and not summary.stopped:
             summary.stopped = (f"only {possible} comics × avatars exist and {summary.total} were fetched; "
-                                "give more --avatar-ids for a larger --count")
+                                f"give more {named('avatar_ids')} for a larger {named('count')}")
         ds.write_stats(summary.to_json())
     return summary
 

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 from bs4 import BeautifulSoup
 
 from ..datasets import Dataset, make_key
-from ..errors import UserError
+from ..errors import UserError, hint, named
 from ..fetch import (
     Fetcher,
     FetchOptions,
@@ -38,8 +38,6 @@ from . import Source
 
 SITE, IMAGES = "bricklink-site", "bricklink-images"
 MAX_PAGES = 10_000  # a guard: the whole minifig catalogue is about 360 pages
-CHALLENGE_MESSAGE = ("BrickLink asked for a browser check, which gandata cannot pass; use --catalog-file with a "
-                     "catalog download (Minifigures.txt) or the rebrickable source (gandata fetch rebrickable)")
 _COUNT_RE = re.compile(r"([\d,]+)\s*Items Found\.?\s*Page\s*(\d+)\s*of\s*(\d+)", re.I)
 _ITEM_HREF = re.compile(r"(?:catalogitem\.page|catalogItem\.asp)\?(?:[^\"'#]*&)?M=([^&#\"']+)", re.I)
 
@@ -166,7 +164,9 @@ def _check_page(manifest: dict, throttle_wait: float):
 
     def check(text: str) -> None:
         if any(m in text for m in markers.get("challenge", [])):
-            raise PageStop(CHALLENGE_MESSAGE)
+            raise PageStop("BrickLink asked for a browser check, which gandata cannot pass; use "
+                           f"{hint('catalog_file', 'Minifigures.txt')} (BrickLink's catalog download) or the "
+                           "rebrickable source (gandata fetch rebrickable)")
         if any(m in text for m in markers.get("throttle", [])):
             raise PageRetry("throttled (Quota Exceeded page)", throttle_wait)
 
@@ -179,7 +179,8 @@ def _category_filter(spec: str | None) -> list[str] | None:
     cats = [c.strip() for c in spec.split(",") if c.strip()]
     for c in cats:
         if not re.fullmatch(r"\d+(\.\d+)*", c):
-            raise UserError(f"--categories {spec!r}: give category ids or dotted catStrings, e.g. 65,746 or 65.257")
+            raise UserError(f"{named('categories', spec)}: give category ids or dotted catStrings, e.g. "
+                            f"{hint('categories', '65,746')} or 65.257")
     return cats
 
 
@@ -322,18 +323,20 @@ def _read_catalog(catalog_file: str | os.PathLike, categories_file: str | os.Pat
             raise UserError(f"--categories-file {categories_file}: {e}; give BrickLink's tab-delimited categories "
                             "download") from None
     if cats and any("." in c for c in cats) and categories is None:
-        raise UserError("--categories with sub-categories (e.g. 65.257) needs --categories-file FILE to match a "
-                        "catalog file's category names; top-level ids (65) work without it")
+        raise UserError(f"{named('categories')} with sub-categories (e.g. 65.257) needs "
+                        f"{hint('categories_file', 'FILE')} to match a catalog file's category names; top-level ids "
+                        "(65) work without it")
     try:
         items = list(parse_catalog_file(read(catalog_file, "--catalog-file"), categories))
     except ValueError as e:
         raise UserError(
-            f"--catalog-file {catalog_file}: {e}; give BrickLink's tab-delimited catalog download"
+            f"{named('catalog_file', catalog_file)}: {e}; give BrickLink's tab-delimited catalog download"
         ) from None
     if cats:
         items = [it for it in items if _matches(it, cats)]
     if not items:
         raise UserError(
-            f"--catalog-file {catalog_file} lists no minifigures" + (f" in categories {','.join(cats)}" if cats else "")
+            f"{named('catalog_file', catalog_file)} lists no minifigures"
+            + (f" in categories {','.join(cats)}" if cats else "")
         )
     return items

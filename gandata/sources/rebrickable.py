@@ -64,7 +64,7 @@ def fetch_rebrickable(
     src = Source.open("rebrickable", manifest, base_url, overrides, limit=limit)
     manifest, manifest_path, opts = src.manifest, src.manifest_path, src.engine
     rows, origin = assets.asset("Rebrickable minifigs CSV", rebase(manifest["catalogues"]["minifigs"], base_url),
-                                "--csv", csv, parse=parse_minifigs_csv)
+                                "csv", csv, parse=parse_minifigs_csv)
     no_image = [r["fig_num"] for r in rows if not r["img_url"]]
     jobs = [
         Job(

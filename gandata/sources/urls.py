@@ -25,7 +25,7 @@ from .. import storage
 from ..datasets import Dataset, hash_key
 from ..declarations import FETCH_URLS
 from ..declarations import URL_LIST_FORMATS as FORMATS
-from ..errors import UserError
+from ..errors import UserError, hint, named
 from ..fetch import (
     RESERVED,
     FetchOptions,
@@ -47,7 +47,7 @@ _DEFAULT = FETCH_URLS.defaults()
 def list_format(path: Path, fmt: str | None) -> str:
     if fmt:
         if fmt not in FORMATS:
-            raise UserError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+            raise UserError(f"{named('format')} must be one of {', '.join(FORMATS)} (got {fmt!r})")
         return fmt
     suffixes = [s.lower().lstrip(".") for s in path.suffixes]
     for s in reversed(suffixes):
@@ -89,7 +89,8 @@ def _rows(lines: Iterator[str], kind: str, path, url_col: str) -> Iterator[tuple
         try:
             if reader.fieldnames is None or url_col not in reader.fieldnames:
                 cols = ", ".join(reader.fieldnames or [])
-                raise UserError(f"{path} has no {url_col!r} column (columns: {cols}); name it with --url-col")
+                raise UserError(f"{path} has no {url_col!r} column (columns: {cols}); name it with "
+                                f"{hint('url_col', 'COLUMN')}")
             row_line = reader.line_num + 1
             for row in reader:
                 if any(row.get(None) or ()):  # more fields than the header names: a separator left unquoted
@@ -112,7 +113,8 @@ def _rows(lines: Iterator[str], kind: str, path, url_col: str) -> Iterator[tuple
             except ValueError:
                 raise UserError(f"{path}, line {n}: not a JSON object; each line of a .jsonl list is one") from None
             if not isinstance(obj, dict) or not isinstance(obj.get(url_col), str):
-                raise UserError(f"{path}, line {n}: no {url_col!r} string field; name the field with --url-col")
+                raise UserError(f"{path}, line {n}: no {url_col!r} string field; name the field with "
+                                f"{hint('url_col', 'FIELD')}")
             url = obj.pop(url_col).strip()
             yield url, obj
 
@@ -189,7 +191,7 @@ def fetch_part(name: str, part: str, job_file: str, options: FetchOptions) -> di
     dataset folder ``part`` by the same engine as a local run; a task started again resumes from that folder."""
     if not os.path.isfile(job_file):  # a machine that cannot see the driver's folder: the task fails, never "done"
         raise MissingInput(errno.ENOENT, f"{job_file} is not there on {socket.gethostname()}; every machine of the "
-                           "cluster must see --out at the same path (a shared file system)")
+                           f"cluster must see {named('out')} at the same path (a shared file system)")
     jobs = (Job(j["key"], j["url"], j["record"]) for j in read_jsonl(job_file))
     with Dataset.create(part, options.durability) as ds:
         stats = fetch(ds, name, jobs, options=options)
