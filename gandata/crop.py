@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw
 from . import assets, heads, images, storage
 from .datasets import Dataset, Problem, child_key
 from .declarations import CROP_ANIME, CROP_LEGO
-from .errors import UserError
+from .errors import UserError, hint, named
 from .inputs import Input, Part, Sample, open_input, part_samples, partitions
 from .options import Color, Declaration, Declared, check_call
 from .progress import Progress
@@ -90,9 +90,9 @@ class CropOptions(Declared):
         return CROP_LEGO if self.lego else CROP_ANIME
 
     def __post_init__(self) -> None:
-        for key in ("locator", "threshold"):
-            if getattr(self, key) != _DEFAULT[key] and not self.lego:
-                raise UserError(f"--{key} is for lego-faces only (anime faces are found by the cascade)")
+        if not self.lego and (self.locator, self.threshold) != (_DEFAULT["locator"], _DEFAULT["threshold"]):
+            raise UserError(f"{named('locator')} and {named('threshold')} are for lego-faces only (anime faces are "
+                            "found by the cascade)")
         super().__post_init__()
         if self.min_face is None:
             self.min_face = self.declaration().option("min_face").default
@@ -106,10 +106,10 @@ def cascade_file(local: str | os.PathLike | None = None, base_url: str | None = 
     from .fetch import rebase
 
     _, origin = assets.asset("anime-face cascade (lbpcascade_animeface.xml, 246 945 bytes)",
-                             rebase(CASCADE_URL, base_url), "--cascade", local, sha256=CASCADE_SHA256)
+                             rebase(CASCADE_URL, base_url), "cascade", local, sha256=CASCADE_SHA256)
     path = origin.get("path") or origin["cached"]
     if cv2.CascadeClassifier(path).empty():
-        raise UserError(f"OpenCV cannot load the cascade {path}; give a good copy with --cascade FILE")
+        raise UserError(f"OpenCV cannot load the cascade {path}; give a good copy with {hint('cascade', 'FILE')}")
     return path, origin
 
 
@@ -146,7 +146,7 @@ class Detector:
             found, why = heads.layout_heads(rgb, alpha)
         kept = [h for h in found if h.confidence >= o.threshold and max(h.box[2], h.box[3]) >= o.min_face]
         if found and not kept:
-            why = f"heads below --threshold {o.threshold:g} or --min-face {o.min_face}"
+            why = f"heads below {named('threshold', o.threshold)} or {named('min_face', o.min_face)}"
         return sorted(kept, key=lambda h: -h.confidence), why
 
     def detect(self, rgb: np.ndarray) -> tuple[list[tuple[int, int, int, int]], float]:
@@ -321,7 +321,7 @@ def crop(
         src, out = storage.absolute(src), storage.absolute(out)
     source = open_input(src)
     if Path(out).resolve() == Path(src).resolve():
-        raise UserError(f"{src} is both the input and the output; give another --out")
+        raise UserError(f"{src} is both the input and the output; give another {named('out')}")
     locator = (AUTO if opts.locator == "auto" else opts.locator) if opts.lego else "cascade"
     if locator == "cascade":
         try:
@@ -329,7 +329,7 @@ def crop(
         except UserError as e:
             if not opts.lego:
                 raise
-            raise UserError(f"{e}; or crop with the shipped detector, offline: --locator learned") from None
+            raise UserError(f"{e}; or crop with the shipped detector, offline: {hint('locator', 'learned')}") from None
     else:
         path, origin = None, ({"locator": "layout"} if locator == "layout" else heads.LearnedHeads().origin())
     detector = Detector(path, opts)

@@ -41,7 +41,7 @@ from PIL import Image
 from . import images, storage
 from .compact import KeySet
 from .declarations import DEDUPE
-from .errors import UserError
+from .errors import UserError, named
 from .fileio import JsonlLog, json_bytes, read_jsonl
 from .inputs import Part, Sample, open_input, part_samples, partitions
 from .options import check_call
@@ -525,7 +525,7 @@ def dedupe(
     check_call(DEDUPE, threshold=threshold, memory=memory, engine=engine, task_size=task_size)
     if not srcs:
         raise UserError("name at least one dataset folder, folder of images, or shards")
-    for output, name in ((report, "--report"), (grid, "--grid"), (work, "--work")):
+    for output, name in ((report, named("report")), (grid, named("grid")), (work, named("work"))):
         refuse_overlap(output, name, [(src, "SRC") for src in srcs])
     rows, bad = hash_inputs(list(srcs), progress, memory=memory, engine=engine, ray_address=ray_address,
                             task_size=task_size, work=work)

@@ -87,17 +87,27 @@ def _differs_from_border(rgb: np.ndarray) -> np.ndarray:
         return np.stack([np.ones_like(sx), sx, sy, sx * sx, sy * sy, sx * sy], -1).astype(np.float32)
 
     a_all, t_all = design(fy, fx), rgb[fy, fx].astype(np.float32)
-    keep = np.ones(len(fy), bool)
-    coef = np.zeros((6, 3), np.float32)
-    for _ in range(3):  # fit, drop the border pixels the figure covers, fit again
-        coef, *_ = np.linalg.lstsq(a_all[keep], t_all[keep], rcond=None)
-        resid = np.abs(t_all - a_all @ coef).max(axis=1)
+
+    def inliers(resid: np.ndarray) -> np.ndarray:
         med = float(np.median(resid))
-        cut = max(12.0, med + 6.0 * float(np.median(np.abs(resid - med))))
-        new = resid <= cut
-        if new.sum() < 0.3 * len(new) or (new == keep).all():
-            break
-        keep = new
+        return resid <= max(12.0, med + 6.0 * float(np.median(np.abs(resid - med))))
+
+    def refine(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        coef = np.zeros((6, 3), np.float32)
+        for _ in range(3):  # fit, drop the border pixels the figure covers, fit again
+            if keep.sum() < 12:
+                break
+            coef, *_ = np.linalg.lstsq(a_all[keep], t_all[keep], rcond=None)
+            new = inliers(np.abs(t_all - a_all @ coef).max(axis=1))
+            if new.sum() < 0.3 * len(new) or (new == keep).all():
+                break
+            keep = new
+        return coef, keep
+
+    # started from the whole border (a gradient), and from what is near its median colour (legs at the bottom edge
+    # or a figure against a side skew a first fit of all of it): the fit that explains more of the border wins
+    fits = [refine(np.ones(len(fy), bool)), refine(inliers(np.abs(t_all - np.median(t_all, axis=0)).max(axis=1)))]
+    coef, keep = max(fits, key=lambda f: int((np.abs(t_all - a_all @ f[0]).max(axis=1) <= 16).sum()))
     noise = float(np.median(np.abs(t_all[keep] - a_all[keep] @ coef).max(axis=1))) if keep.any() else 0.0
     sx = (np.arange(w, dtype=np.float32) / max(w - 1, 1) - 0.5)[None, :, None]
     sy = (np.arange(h, dtype=np.float32) / max(h - 1, 1) - 0.5)[:, None, None]
@@ -171,9 +181,10 @@ def layout_heads(rgb: np.ndarray, alpha: np.ndarray | None = None) -> tuple[list
     if first_legs.size == 0:
         return [], "no legs to stand on"
     cx = float(np.median(first_legs))
-    # the head's top: the first row whose run through the head's column is wide enough to be a head (a plume,
-    # an antenna or a crest is narrower; a banner or a raised prop beside the head is not on that column)
-    top = next((y for y in range(fy0, fy1) if _run(mask[y], cx) >= PROTRUSION * expected), fy0)
+    # the head's top: the first row wide enough to be a head (a plume, an antenna or a crest is narrower) within a
+    # head's reach of the column the legs stand on (a banner or a raised prop beside the head is not)
+    reach = mask[:, max(0, int(cx - 0.75 * expected)): int(cx + 0.75 * expected) + 1].sum(axis=1)
+    top = next((y for y in range(fy0, fy1) if reach[y] >= PROTRUSION * expected), fy0)
     fh = fy1 - top
     legs = _legs(mask, top, fy1)
     leg_cols = np.nonzero(legs)[1]
@@ -344,16 +355,16 @@ class LearnedHeads:
         with self._lock:
             net = self._cache.get(key)
             if net is None:
-                from .errors import UserError
+                from .errors import UserError, hint
 
                 try:
                     data = self.path.read_bytes()
                 except OSError as e:
                     raise UserError(f"the LEGO head detector's weights {self.path} cannot be read ({e.strerror}); "
-                                    "reinstall gandata, or use --locator layout") from None
+                                    f"reinstall gandata, or use {hint('locator', 'layout')}") from None
                 if self.path == WEIGHTS and WEIGHTS_SHA256 and hashlib.sha256(data).hexdigest() != WEIGHTS_SHA256:
                     raise UserError(f"the LEGO head detector's weights {self.path} are damaged (checksum); reinstall "
-                                    "gandata, or use --locator layout")
+                                    f"gandata, or use {hint('locator', 'layout')}")
                 import io
 
                 state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

@@ -13,6 +13,7 @@ from PIL import Image
 from . import images, shardset, storage
 from .datasets import lookup_field
 from .declarations import INSPECT
+from .errors import named
 from .inputs import DatasetInput, Sample, TarInput, open_input
 from .options import check_call
 from .paths import refuse_overlap
@@ -107,7 +108,7 @@ def inspect_path(
     """Count samples, image sizes, labels and failures of ``path``; with ``grid``, write a contact sheet PNG of
     ``grid_n`` samples drawn evenly at random (fixed ``seed``)."""
     check_call(INSPECT, grid_n=grid_n, cell=cell, seed=seed)
-    refuse_overlap(grid, "--grid", [(path, "PATH")])
+    refuse_overlap(grid, named("grid"), [(path, "PATH")])
     src = open_input(path)
     sset = shardset.read(path) if isinstance(src, TarInput) and (storage.is_url(path) or Path(path).is_dir()) \
         else None

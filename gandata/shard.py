@@ -249,7 +249,7 @@ def shard(
     remote = storage.is_url(out)
     out = str(out) if remote else Path(out)
     srcs = [open_input(p) for p in inputs]
-    refuse_overlap(out, "--out", [(p, "SRC") for p in inputs])
+    refuse_overlap(out, named("out"), [(p, "SRC") for p in inputs])
     if not remote:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -457,7 +457,8 @@ def _near_warning(mass: dict, out: str) -> str:
     sheet = f"see {storage.join(out, NEAR_SHEET)}" if mass["sheet"] else \
         "no contact sheet: the images could not be read back"
     key, value, kept = mass["advice"]
-    advice = f"{hint(key, value)} keeps " + (f"{kept}" if kept is not None else "every distinct image")
+    advice = (f"{hint('threshold', value)} keeps {kept}" if key == "threshold"
+              else f"{hint('dedupe', 'exact')} keeps every distinct image")
     return (f"near-duplicate removal took {mass['removed']} of {mass['of']} images "
             f"({mass['removed'] / mass['of']:.0%}) at {named('threshold', mass['threshold'])}: the biggest clusters "
             f"hold {', '.join(map(str, mass['biggest']))} images ({sheet}); if they are different pictures (one "

@@ -197,10 +197,8 @@ MODULE_COMMANDS = {
     "trainers/metrics.py": [("eval",), *_TRAIN],
     "trainers/cpu.py": [("sample",), ("eval",), *_TRAIN],
 }
-# Modules whose messages name options as literal flags: commands that never run inside a pipeline (asserted below),
-# and crop, whose lego-faces stage another change is reworking (its hints move to hint/named with it).
-LITERAL_FLAGS_ALLOWED = {"gandata/export.py": ("export",), "trainers/sampling.py": ("sample",),
-                         "gandata/crop.py": None}
+# Modules whose messages name options as literal flags: commands that never run inside a pipeline (asserted below).
+LITERAL_FLAGS_ALLOWED = {"gandata/export.py": ("export",), "trainers/sampling.py": ("sample",)}
 MACHINERY = {"cli.py", "stages.py", "pipeline.py", "demo.py", "__main__.py", "declarations.py", "options.py",
              "errors.py"}
 

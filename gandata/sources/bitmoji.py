@@ -119,7 +119,7 @@ def parse_templates(data: bytes) -> list[dict]:
 def read_avatar_ids(path: str | os.PathLike) -> list[str]:
     """Avatar ids, one per line (``#`` comments and blank lines skipped)."""
     try:
-        lines = read_text(path, f"--avatar-ids {path}").split("\n")
+        lines = read_text(path, named("avatar_ids", path)).split("\n")
     except OSError as e:
         raise UserError(f"cannot read {named('avatar_ids', path)} ({e.strerror})") from None
     ids = []

@@ -318,16 +318,16 @@ def _read_catalog(catalog_file: str | os.PathLike, categories_file: str | os.Pat
     categories = None
     if categories_file:
         try:
-            categories = parse_categories_file(read(categories_file, "--categories-file"))
+            categories = parse_categories_file(read(categories_file, named("categories_file")))
         except ValueError as e:
-            raise UserError(f"--categories-file {categories_file}: {e}; give BrickLink's tab-delimited categories "
-                            "download") from None
+            raise UserError(f"{named('categories_file', categories_file)}: {e}; give BrickLink's tab-delimited "
+                            "categories download") from None
     if cats and any("." in c for c in cats) and categories is None:
         raise UserError(f"{named('categories')} with sub-categories (e.g. 65.257) needs "
                         f"{hint('categories_file', 'FILE')} to match a catalog file's category names; top-level ids "
                         "(65) work without it")
     try:
-        items = list(parse_catalog_file(read(catalog_file, "--catalog-file"), categories))
+        items = list(parse_catalog_file(read(catalog_file, named("catalog_file")), categories))
     except ValueError as e:
         raise UserError(
             f"{named('catalog_file', catalog_file)}: {e}; give BrickLink's tab-delimited catalog download"
