@@ -177,12 +177,18 @@ def main() -> None:
     ap.add_argument("--cascade", default=str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" /
                                              "cascades" / "lbpcascade_animeface.xml"))
     ap.add_argument("--threshold", type=float, help="--threshold of crop lego-faces (default: its own).")
+    ap.add_argument("--weights", help="The learned locator's weights (default: the shipped ones), e.g. a file "
+                    "tools/build_lego_heads.py wrote.")
     ap.add_argument("--transparent", action="store_true", help="Also score white images made transparent.")
     ap.add_argument("--out", help="Write contact sheets of the crops and the misses here.")
     ap.add_argument("--json", help="Write every number here.")
     args = ap.parse_args()
     if len(args.images) != len(args.set):
         sys.exit("give one --images per --set")
+    if args.weights:
+        from gandata import heads
+
+        heads.WEIGHTS, heads.WEIGHTS_SHA256 = Path(args.weights), None
     report = {}
     for name in args.locator.split(","):
         locator = Locator(name, args.cascade, args.threshold)

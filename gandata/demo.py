@@ -305,7 +305,7 @@ def pipelines(out: Path, base_url: str, size: str) -> tuple[dict, dict]:
         "pipeline": {"name": "minifigs", "dataset": "bricklink", "base_url": base_url, "allow_outside": True},
         "fetch": {"source": "bricklink", "catalog_file": str(out / "minifigs-catalog.txt"), "concurrency": 8,
                   "rate": 0},
-        "crop": {"kind": "lego-faces", "locator": "layout", "size": 64, "debug_grid": str(out / "minifig-heads.png")},
+        "crop": {"kind": "lego-faces", "size": 64, "debug_grid": str(out / "minifig-heads.png")},
         "shard": {"size": 32, "dedupe": "near", "threshold": 3, "label_field": "category", "val_fraction": 0.0,
                   "min_shards": 1},
     }

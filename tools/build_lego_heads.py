@@ -18,7 +18,8 @@ What it learns from (docs/quality.md names the same):
 * **Composites**: each catalogue figure separated from its background (:func:`gandata.heads.figure_mask`) and
   pasted, one to four at a time, at random sizes, positions, flips and colours, onto backgrounds drawn here
   (gradients, noise, stripes, bricks and blobs) or cut from the training photos away from their heads; blurred,
-  noised and JPEG-compressed like phone photos.
+  noised and JPEG-compressed like phone photos. Among them, 80 figures drawn by ``gandata.demo.draw_minifig`` (the
+  demo's own cartoon minifigures, so that the demo's crops work with the default locator).
 
 Training: CenterNet-style targets (a Gaussian at each head centre on a 1/8 grid, the box's log size and offset
 there), focal loss + L1, Adam with a cosine schedule, a fixed seed. Every input's sha256, the label files', the
@@ -87,6 +88,19 @@ def decode(data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
 
 class Figure:
     """A catalogue figure cut out of its image: RGBA crop and its heads relative to the crop."""
+
+    @classmethod
+    def drawn(cls, seed: int) -> Figure:
+        """One of the demo's cartoon minifigures, cut out by its own transparency."""
+        from gandata.demo import draw_minifig
+
+        im, (x, y, w, h) = draw_minifig(seed, (240, 320), hat=seed % 2 == 1, scale=0.7 + 0.02 * (seed % 6),
+                                        transparent=True)
+        rgba = np.asarray(im)
+        white = np.full(rgba.shape[:2] + (3,), 255, np.float32)
+        a = rgba[..., 3:4].astype(np.float32) / 255
+        rgb = (rgba[..., :3] * a + white * (1 - a)).round().astype(np.uint8)
+        return cls(rgb, rgba[..., 3], [[x, y, x + w, y + h]])
 
     def __init__(self, rgb: np.ndarray, alpha: np.ndarray | None, heads: list[list[int]]):
         mask = H.largest_figure(H.figure_mask(rgb, alpha))
@@ -314,7 +328,7 @@ def focal(logits, heat):
     return (pos_loss + neg_loss) / pos.sum().clamp(min=1)
 
 
-def train(samples: Samples, minutes: float, steps: int, batch: int, seed: int, log) -> tuple:
+def train(samples: Samples, minutes: float, steps: int, batch: int, seed: int, log, snapshot=None) -> tuple:
     import torch
 
     torch.manual_seed(seed)
@@ -326,7 +340,7 @@ def train(samples: Samples, minutes: float, steps: int, batch: int, seed: int, l
     history, step = [], 0
     lr0 = 2e-3
     for x, heat, reg, mask in loader:
-        frac = min(step / steps, (time.monotonic() - t0) / (60 * minutes))
+        frac = max(step / steps, (time.monotonic() - t0) / (60 * minutes))  # the schedule ends with either budget
         for g in opt.param_groups:
             g["lr"] = lr0 * (0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))) * min(1.0, (step + 1) / 200)
         out = net(x)
@@ -345,6 +359,8 @@ def train(samples: Samples, minutes: float, steps: int, batch: int, seed: int, l
                             "size": round(lsize.item(), 4), "offset": round(loff.item(), 4),
                             "minutes": round((time.monotonic() - t0) / 60, 1)})
             log(json.dumps(history[-1]))
+        if snapshot is not None and step % 500 == 0:
+            snapshot(net)
         if frac >= 1.0:
             break
     net.eval()
@@ -377,30 +393,39 @@ def main() -> None:
     for f in label_files[:2]:
         if not f.exists():
             continue
-        for row in rows_of(f):
-            if not row["heads"]:
-                continue
+        for row in rows_of(f):  # a figure without a head (a droid of bricks) stays: it teaches "no head here"
             data = fetch(args.catalogue, row["file"], CATALOGUE_URL.format(item=row["file"]))
             provenance["images"][row["file"]] = hashlib.sha256(data).hexdigest()
             rgb, alpha = decode(data)
             catalogue.append((rgb, row["heads"]))
-            fig = Figure(rgb, alpha, row["heads"])
-            if fig.ok:
+            fig = Figure(rgb, alpha, row["heads"]) if row["heads"] else None
+            if fig is not None and fig.ok:
                 figures.append(fig)
     if label_files[2].exists():
         for row in rows_of(label_files[2]):
             data = fetch(args.photos, row["file"], PHOTOS_URL.format(file=row["file"]))
             provenance["images"][row["file"]] = hashlib.sha256(data).hexdigest()
             photos.append((decode(data)[0], row["heads"]))
-    print(f"{len(catalogue)} catalogue images ({len(figures)} figures cut out), {len(photos)} photos", flush=True)
+    drawn = [f for f in (Figure.drawn(seed) for seed in range(80)) if f.ok]
+    print(f"{len(catalogue)} catalogue images ({len(figures)} figures cut out), {len(photos)} photos, "
+          f"{len(drawn)} drawn figures", flush=True)
+    figures += drawn
     t0 = time.monotonic()
+    def weights(net) -> bytes:
+        state = {"model": {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()},
+                 "input": H.INPUT, "stride": H.STRIDE}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        return buf.getvalue()
+
+    def snapshot(net) -> None:  # the weights so far, to look at while it trains (net is in train mode: copy it)
+        import copy
+
+        args.out.with_suffix(".partial.pt").write_bytes(weights(copy.deepcopy(net).eval()))
+
     net, history, steps = train(Samples(catalogue, figures, photos, args.seed), args.minutes, args.steps, args.batch,
-                                args.seed, lambda s: print(s, flush=True))
-    state = {"model": {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()},
-             "input": H.INPUT, "stride": H.STRIDE}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    blob = buf.getvalue()
+                                args.seed, lambda s: print(s, flush=True), snapshot)
+    blob = weights(net)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(blob)
     digest = hashlib.sha256(blob).hexdigest()
