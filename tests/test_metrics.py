@@ -301,7 +301,7 @@ def test_eval_cli_and_the_pluggable_extractor(tiny_run, labelled_shards, tmp_pat
     assert "kid" in line and "fid" not in line and line["n_gen"] == 40
     bad = subprocess.run([sys.executable, "-m", "gandata.cli", "eval", str(tiny_run), "--real", str(labelled_shards),
                           "--metrics", "is", "--extractor", "tiny-random"], capture_output=True, text=True)
-    assert bad.returncode == 1 and "choose from fid, kid" in bad.stderr
+    assert bad.returncode == 2 and "choose from fid, kid" in bad.stderr  # a bad option value: a usage error (2)
     with pytest.raises(EvalError, match="no_such"):
         load_extractor("gandata.trainers.metrics:no_such", device="cpu")
 
