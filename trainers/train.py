@@ -826,6 +826,7 @@ def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
     if isinstance(o, TrainSummary):
         return o
     run = Path(o.out)
+    created = [p for p in (run, *run.parents) if not p.exists()]
     run.mkdir(parents=True, exist_ok=True)
     spec = run / "launch.json"
     atomic_write_json(spec, asdict(o))
@@ -841,7 +842,9 @@ def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
         error = Path(said).read_text()
     finally:
         os.unlink(said)
-    if error:  # a mistake rank 0 found (the shards, the options): its one line
+    if error:  # a mistake rank 0 found (the shards, the options): its one line, and no folder left for it
+        spec.unlink(missing_ok=True)
+        _remove_if_unused(run, created)
         raise TrainError(error)
     if code != 0:
         raise TrainError(f"the {o.gpus} training processes failed (exit {code}); see their output above")
@@ -920,9 +923,9 @@ def _launcher(argv: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    for name in list(logging.root.manager.loggerDict):  # no warning lines about the ranks it stops
+    for name in list(logging.root.manager.loggerDict):  # no lines about the ranks it stops or that failed
         if name.startswith("torch.distributed.elastic"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         torchrun.main(argv)
     except SignalException:
