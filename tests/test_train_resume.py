@@ -338,3 +338,18 @@ def test_reduced_precision_is_said_to_be_slower_only_where_it_is(monkeypatch):
     assert precision.slower_here("fp32", cpu) is None and precision.slower_here("fp16", gpu) is None
     monkeypatch.setattr(precision, "CPU_ARITHMETIC", {"bf16": ("_is_avx2_supported",), "fp16": ()})  # a CPU with it
     assert (precision.slower_here("bf16", cpu) is None) == bool(torch.cpu._is_avx2_supported())
+
+
+def test_a_shard_that_cannot_be_read_says_what_works_in_train_and_eval(monkeypatch):
+    """The same reader serves train and eval; eval has no --resume, so the hint is the one both have."""
+    from gandata.trainers import data as tdata
+
+    def unreachable(url, commands, skip):
+        raise tdata._Transient("a reset connection")
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(tdata, "_read_shard", unreachable)
+    monkeypatch.setattr(tdata.time, "sleep", lambda s: None)
+    with pytest.raises(tdata.DataError, match="check the store or server, then run the same command again$") as e:
+        list(tdata.tar_samples([{"url": "https://127.0.0.1:9/a.tar"}]))
+    assert "--resume" not in str(e.value)
