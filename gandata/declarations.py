@@ -351,7 +351,8 @@ def _train(kind: str) -> Declaration:
             f"split under {AUTO_AUGMENT_BELOW} images), diffaug or none."),
         Opt("augment_policy", str, "color,translation,cutout", validate=parse_policy,
             help="What --augment diffaug does: color, translation and cutout, separated by commas."),
-        Opt("resume", str, help="auto (the newest checkpoint in --out) or a checkpoint file (in a pipeline: auto)."),
+        Opt("resume", str, help="Continue from this checkpoint file, or auto: the newest in --out, with options "
+            "other than the run's (without it, the same command continues its run)."),
         Opt("gpus", int, 1, min=1, max=1024,
             help="Processes to launch with torchrun (GPUs; on --device cpu, CPU processes)."),
         Opt("resolution", int, validate=_resolution, help="Image side: 32, 64 or 128 (default: the shards')."),

@@ -360,29 +360,25 @@ INSPECT = Stage(
 
 def _train(kind: str) -> Callable[[dict, Context], Summary]:
     def run(v: dict, ctx: Context) -> Summary:
-        from .trainers.options import TrainOptions, changed_since
-        from .trainers.train import TrainSummary, launch
+        from .trainers.options import TrainOptions
+        from .trainers.train import RunChanged, launch
 
         shards = v["shards"] or ctx.current or ctx.shards
         if not shards:
             raise UserError("[train] needs shards: put it after [shard], or give shards = SPEC")
         out = Path(v["out"] or Path("runs") / (ctx.name if ctx.pipeline and ctx.name else kind))
         _refuse_overlap(D.TRAIN[kind], ctx, "out", out, [("shards", str(shards)), ("eval_real", v["eval_real"])])
-        resume = v["resume"] if v["resume"] is not None or not ctx.pipeline else "auto"
         weights = v["inception_weights"]
-        o = library_options(TrainOptions, {**v, "kind": kind, "shards": str(shards), "out": str(out), "resume": resume,
+        o = library_options(TrainOptions, {**v, "kind": kind, "shards": str(shards), "out": str(out),
                                            "inception_weights": str(weights) if weights else None,
                                            "allow_commands": ctx.allow_commands})
-        changed = changed_since(o, out) if ctx.pipeline else None
-        if changed:
-            raise UserError(f"[train] {out} was trained with {changed}; give [train] out = a new folder to train "
-                            f"with these options, or delete {out} to train it again")
-        if ctx.pipeline and (out / "summary.json").exists():
-            done = TrainSummary.read(out)
-            if done.kind == kind and done.kimg >= o.kimg:
-                done.already_trained = True
-                return done
-        return launch(o, progress=ctx.progress)
+        try:  # the same command again continues its run, finished or not (trainers.train.continuation)
+            return launch(o, progress=ctx.progress)
+        except RunChanged as e:
+            if not ctx.pipeline:
+                raise
+            raise UserError(f"[train] {e.run} was trained with {e.changed}; give [train] out = a new folder to train "
+                            f"with these options, or delete {e.run} to train it again") from None
 
     return run
 

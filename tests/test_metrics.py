@@ -162,8 +162,13 @@ def test_no_weights_offline_is_one_line_naming_the_file_and_both_ways_out(tmp_pa
 def test_a_wrong_weights_file_is_refused_and_the_path_order_holds(tmp_path, monkeypatch):
     bad = tmp_path / "fake.pth"
     bad.write_bytes(b"not the weights")
-    with pytest.raises(EvalError, match="not the FID Inception weight file"):
+    with pytest.raises(EvalError, match="not the FID Inception weight file") as e:
         find_weights(bad)
+    # the user's own file (it could be /etc/passwd): never "delete it"; what to give instead
+    assert "delete" not in str(e.value) and f"--inception-weights must name {inception.WEIGHTS_NAME}" in str(e.value)
+    with pytest.raises(EvalError, match="give another --out") as e:  # fetch weights --out onto a file of theirs
+        fetch_weights("http://127.0.0.1:9/none", bad)
+    assert "delete" not in str(e.value) and bad.read_bytes() == b"not the weights"
     monkeypatch.setenv("GANDATA_INCEPTION_WEIGHTS", str(tmp_path / "missing.pth"))
     with pytest.raises(EvalError, match="GANDATA_INCEPTION_WEIGHTS names .*missing.pth"):
         find_weights()
@@ -301,7 +306,7 @@ def test_eval_cli_and_the_pluggable_extractor(tiny_run, labelled_shards, tmp_pat
     assert "kid" in line and "fid" not in line and line["n_gen"] == 40
     bad = subprocess.run([sys.executable, "-m", "gandata.cli", "eval", str(tiny_run), "--real", str(labelled_shards),
                           "--metrics", "is", "--extractor", "tiny-random"], capture_output=True, text=True)
-    assert bad.returncode == 1 and "choose from fid, kid" in bad.stderr
+    assert bad.returncode == 2 and "choose from fid, kid" in bad.stderr  # a bad option value: a usage error (2)
     with pytest.raises(EvalError, match="no_such"):
         load_extractor("gandata.trainers.metrics:no_such", device="cpu")
 

@@ -208,3 +208,8 @@ def test_bad_options_are_one_line(tmp_path, labelled_shards):
     assert r.returncode == 1 and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     r = subprocess.run(_cli("gan9000", "--shards", str(labelled_shards)), capture_output=True, text=True)
     assert r.returncode == 2 and "unknown trainer" in r.stderr  # a malformed command line
+    # the ranks of --gpus 2: rank 0's line, said once by the command (not by each rank, torchrun and the command)
+    r = subprocess.run(_cli("dcgan", "--shards", str(tmp_path / "nope"), "--out", str(tmp_path / "two" / "run"),
+                            "--gpus", "2", "--device", "cpu"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-3000:]
+    assert r.stderr.startswith("gandata: error: --shards") and not (tmp_path / "two").exists()

@@ -7,10 +7,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import random
 import re
 import shutil
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from torch import nn
 
 from ..errors import FormatError, UserError, named
 from ..fileio import atomic_file
-from .kinds import KINDS
+from .kinds import BY_NAME, KINDS
 from .options import TrainError, TrainOptions
 
 CHECKPOINT_RE = "checkpoint-*.pt"
@@ -55,18 +57,30 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """A checkpoint's contents. Only plain tensors and containers are accepted (``weights_only=True``): a file that
     needs arbitrary unpickling is refused."""
     try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a raw pickle's protocol before it refuses it
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise TrainError(f"{path} does not exist") from None
     except IsADirectoryError:
         raise TrainError(f"{path} is a folder; give a checkpoint file, or the run folder where a run folder goes") \
             from None
     except Exception as e:  # UnpicklingError and friends: not a plain checkpoint
-        first = (str(e).splitlines() or ["empty or damaged"])[0][:200]
-        raise BadCheckpoint(f"refusing to load {path}: it is not a plain gandata checkpoint ({type(e).__name__}: "
-                         f"{first})") from None
+        raise BadCheckpoint(f"refusing to load {path}: it is not a plain gandata checkpoint ({_why_not_plain(e)})") \
+            from None
     check_checkpoint(ck, path)
     return ck
+
+
+def _why_not_plain(e: Exception) -> str:
+    """Why torch's plain-tensor loader refused a file, in a few words — without torch's advice to load it with
+    ``weights_only=False``, which would run whatever code the file names."""
+    text = str(e)
+    if isinstance(e, pickle.UnpicklingError) or "weights_only" in text:
+        named = re.search(r"GLOBAL ([\w.]+)", text)
+        return (f"it names {named.group(1)}: " if named else "") + "loading it would unpickle objects, which can run " \
+            "code; gandata loads checkpoints as plain tensors only"
+    return f"{type(e).__name__}: {(text.splitlines() or ['empty or damaged'])[0][:200]}"
 
 
 def check_checkpoint(ck: object, path: str | os.PathLike) -> None:
@@ -90,6 +104,12 @@ def check_checkpoint(ck: object, path: str | os.PathLike) -> None:
     options = ck.get("options")
     if not isinstance(options, dict) or options.get("kind") not in KINDS:
         raise bad("'options'", f"must name the kind it was trained as ({', '.join(KINDS)})")
+    for key in ("G", "D", "G_ema"):  # a damaged run's weights: images of noise, a resume that cannot recover
+        broken = next((name for name, t in ck[key].items() if t.is_floating_point() and not torch.isfinite(t).all()),
+                      None)
+        if broken is not None:
+            raise BadCheckpoint(f"{path}: its {key} weights hold NaN or infinite values ({broken}); give an earlier "
+                                "checkpoint of the run")
 
 
 def latest_checkpoint(run: Path) -> Path | None:
@@ -137,19 +157,46 @@ def stream_seed(o: TrainOptions, ck: Path | None) -> int:
     return o.seed + (int(digits[-1]) if digits else 0) * 1_000_003
 
 
-def load_networks(ck: dict, path: Path, o: TrainOptions, G: nn.Module, D: nn.Module, G_ema: nn.Module) -> None:
-    """Load a checkpoint's networks, or say in one line that it was trained with another architecture."""
-    try:
-        G.load_state_dict(ck["G"])
-        D.load_state_dict(ck["D"])
-        G_ema.load_state_dict(ck["G_ema"])
-    except (RuntimeError, KeyError) as e:
-        was = ck.get("options") or {}
-        keys = ("kind", "nz", "ngf", "ndf", "critic_norm", "critic_cond", "g_norm")
-        diff = [f"{k} {was.get(k)!r} → {getattr(o, k)!r}" for k in keys if k in was and was.get(k) != getattr(o, k)]
-        why = ", ".join(diff) if diff else f"the layers differ ({str(e).splitlines()[0][:120]})"
-        raise TrainError(f"cannot resume from {path}: it was trained with another architecture ({why}); use the "
-                         f"options it was trained with, or another {named('out')} for a new run") from None
+ARCHITECTURE = ("kind", "resolution", "nz", "ngf", "ndf", "g_norm", "critic_norm", "critic_cond", "n_classes")
+
+
+def architecture(ck: dict) -> dict:
+    """The options that shape a checkpoint's networks (:data:`ARCHITECTURE`), as it was trained: its recorded options,
+    with the resolution and the number of classes read from the generator's layers where the run took them from its
+    data."""
+    was = {k: (ck.get("options") or {}).get(k) for k in ARCHITECTURE}
+    g = ck["G"]
+    was["resolution"] = was["resolution"] or resolution_of(g)
+    conditional = was["kind"] in BY_NAME and BY_NAME[was["kind"]].conditional
+    classes = g["embed.weight"].shape[0] if "embed.weight" in g else None
+    was["n_classes"] = (was["n_classes"] or classes) if conditional else None
+    return was
+
+
+def resolution_of(g_state: dict) -> int:
+    """A generator's image side, from its layers: one stride-2 transposed convolution per doubling from 4 px."""
+    ups = sum(1 for k in g_state if k.startswith("net.") and k.endswith(".weight") and g_state[k].dim() == 4)
+    return 2 ** (ups + 1)
+
+
+def load_networks(ck: dict, path: Path, o: TrainOptions, resolution: int, n_classes: int, G: nn.Module,
+                  D: nn.Module, G_ema: nn.Module) -> None:
+    """Load a checkpoint's networks, or say in one line that it was trained with another architecture, naming each
+    option that shapes the networks and differs (the resolution and the classes included)."""
+    was = architecture(ck)
+    now = {**{k: getattr(o, k) for k in ARCHITECTURE}, "resolution": resolution,
+           "n_classes": n_classes if o.spec.conditional else None}
+    diff = [f"{k} {was[k]!r} → {now[k]!r}" for k in ARCHITECTURE if was[k] is not None and was[k] != now[k]]
+    if not diff:
+        try:
+            G.load_state_dict(ck["G"])
+            D.load_state_dict(ck["D"])
+            G_ema.load_state_dict(ck["G_ema"])
+            return
+        except (RuntimeError, KeyError) as e:  # an option that shapes nothing above: a version's other layers
+            diff = [f"the layers differ ({(str(e).splitlines() or [''])[0][:120]})"]
+    raise TrainError(f"cannot resume from {path}: it was trained with another architecture ({', '.join(diff)}); use "
+                     f"the options it was trained with, or another {named('out')} for a new run")
 
 
 def options_of(ck: dict, path: Path) -> TrainOptions:

@@ -1,8 +1,10 @@
-"""Where a rank runs: its device, and its CPU threads fitted to the cores it may use and to what else runs now."""
+"""Where a rank runs: its device, its CPU threads fitted to the cores it may use and to what else runs now, and a
+heap that keeps the memory of its tensors."""
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,30 @@ def pick_device(choice: str, local_rank: int = 0) -> torch.device:
         raise TrainError(f"{named('device', 'cuda')} asked for, but torch sees no GPU; use {hint('device', 'cpu')} or "
                          "auto")
     return torch.device("cuda", local_rank)
+
+
+REUSED_BLOCKS = 32 << 20  # bytes: glibc's own ceiling for its dynamic mmap threshold (64-bit); smaller blocks reuse
+TRIM_THRESHOLD = 64 << 20  # free memory kept at the heap's top: twice the threshold, as glibc's dynamic mode keeps
+
+
+def reuse_heap() -> bool:
+    """Let this process reuse the memory of its tensors from step to step. PyTorch's CPU tensors come from malloc,
+    and the command line fixes glibc's mmap threshold at 256 KiB for every command (``gandata.workers.steady_heap``:
+    flat memory for the data stages over millions of samples): under it, every activation, gradient and batch of 256
+    KiB or more was mapped afresh and faulted in page by page at every step — 9× the minor faults and 6× the system
+    time of glibc's defaults in a CPU dcgan run (``benchmarks/train_faults.py``, docs/performance.md). Training,
+    sampling and evaluation keep no per-sample state, so they take glibc's own regime back: the thresholds its
+    dynamic adjustment ends at (a fixed one has ended that adjustment for good). Forked loader workers inherit it.
+    glibc on Linux only; returns whether it applied."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return libc.mallopt(-3, REUSED_BLOCKS) == 1 and libc.mallopt(-1, TRIM_THRESHOLD) == 1  # M_MMAP_/M_TRIM_
+    except (OSError, AttributeError):  # musl, or no mallopt
+        return False
 
 
 def configure_threads(device: torch.device, world: int = 1, workers: int = 0, threads: int = 0) -> int:

@@ -105,7 +105,7 @@ def tar_samples(src, commands: bool = False):
             except _Transient as e:  # a store or server that failed mid-read: the shard again, past what was read
                 if attempt + 1 == SHARD_TRIES:
                     raise DataError(f"{url} could not be read after {SHARD_TRIES} tries ({e.args[0]}); check the "
-                                    f"store or server, then resume with {hint('resume', 'auto')}") from None
+                                    "store or server, then run the same command again") from None
                 time.sleep(2 ** attempt)
         if found:
             empty.clear()
@@ -248,15 +248,17 @@ def stream(urls: list[str], batch: int, conditional: bool = False, workers: int 
     )
     return wds.WebLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                          persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-                         worker_init_fn=_ignore_ctrl_c if workers > 0 else None)
+                         worker_init_fn=_ignore_stop_signals if workers > 0 else None)
 
 
-def _ignore_ctrl_c(worker_id: int) -> None:
-    """Loader workers ignore Ctrl-C (the terminal sends it to the whole process group): the trainer finishes its
-    step and writes a checkpoint, which needs the workers' batches; they end with the trainer."""
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers ignore Ctrl-C and SIGTERM (a terminal, or a stop of the whole process group, sends them to
+    every process): the trainer finishes its step and writes a checkpoint, which needs the workers' batches; they
+    end with the trainer (torch's workers watch their parent)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def to_device(

@@ -41,7 +41,7 @@ from ..summary import Summary
 from . import data as tdata
 from . import inception
 from .checkpoints import newest_checkpoint
-from .cpu import pick_device
+from .cpu import pick_device, reuse_heap
 from .kinds import parse_metrics
 from .options import TrainError
 from .sampling import load_generator
@@ -279,9 +279,11 @@ def _hash_file(path: str | os.PathLike, *algorithms: str) -> list[str]:
 
 
 def verify_weights(path: Path, sha1: str = inception.WEIGHTS_SHA1,
-                   sha256_prefix: str = inception.WEIGHTS_SHA256_PREFIX) -> str:
+                   sha256_prefix: str = inception.WEIGHTS_SHA256_PREFIX,
+                   hint: str = "delete it and run `gandata fetch weights inception`") -> str:
     """The file's sha256 when it is the FID Inception file (its SHA-1, or torch.hub's sha256 prefix, matches);
-    otherwise a one-line error."""
+    otherwise a one-line error ending in ``hint``: what to do — delete a damaged copy in a cache, but never a file
+    the user named (it may be anything of theirs)."""
     st = path.stat()
     memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, sha1, sha256_prefix)
     if memo in _verified:
@@ -289,7 +291,7 @@ def verify_weights(path: Path, sha1: str = inception.WEIGHTS_SHA1,
     got_sha1, got_sha256 = _hash_file(path, "sha1", "sha256")
     if got_sha1 != sha1 and not got_sha256.startswith(sha256_prefix):
         raise EvalError(f"{path} is not the FID Inception weight file, or a damaged copy ({st.st_size} bytes, sha1 "
-                         f"{got_sha1}; expected sha1 {sha1}): delete it and run `gandata fetch weights inception`")
+                        f"{got_sha1}; expected sha1 {sha1}): {hint}")
     _verified[memo] = got_sha256
     return got_sha256
 
@@ -304,7 +306,9 @@ def find_weights(option: str | os.PathLike | None = None) -> tuple[Path, str]:
             if not path.is_file():
                 raise EvalError(f"{how} names {path}, which does not exist; give the path of "
                                  f"{inception.WEIGHTS_NAME}")
-            return path, verify_weights(path)
+            return path, verify_weights(path, hint=f"{how} must name {inception.WEIGHTS_NAME} "
+                                        f"({inception.WEIGHTS_SIZE}): give its path, or leave {how} out to use the "
+                                        "copy `gandata fetch weights inception` puts in the cache")
     for path in (weights_cache_path(), _torch_hub_path()):
         if path.is_file():
             return path, verify_weights(path)
@@ -326,7 +330,8 @@ def fetch_weights(url: str = inception.WEIGHTS_URL, dest: str | os.PathLike | No
 
     final = Path(dest) if dest else weights_cache_path()
     if final.is_file():
-        return WeightsResult(path=str(final), sha256=verify_weights(final, sha1, sha256_prefix), downloaded=0)
+        hint = "give another --out (a name not taken)" if dest else "delete it and run the same command again"
+        return WeightsResult(path=str(final), sha256=verify_weights(final, sha1, sha256_prefix, hint), downloaded=0)
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     try:
@@ -512,6 +517,7 @@ def evaluate(target: str | os.PathLike, real: str, n: int = _DEFAULT["n"],
     metrics = metrics if isinstance(metrics, str) else ",".join(metrics)
     check_call(EVAL, EvalError, n=n, metrics=metrics, n_real=n_real, batch=batch, seed=seed, device=device)
     names = parse_metrics(metrics)
+    reuse_heap()
     weights, commands = inception_weights, allow_commands
     target = Path(target)
     if target.is_dir():

@@ -15,6 +15,12 @@
   input planes 9–11 and 97 % (2 seeds), both 7–11 and 95 % (5 seeds; the reference conditional DCGAN: 18, 90 %).
 * Init N(0, 0.02) for convolutions and the critic's projection embedding; batch-norm weights N(1, 0.02), biases 0
   (pytorch/examples); the generator's label embedding N(0, 1) and its conditional gains and biases 0 (see above).
+* Many classes: a label is an n-dimensional code (n × n embedding, n one-hot planes, a gain and a bias table of n
+  rows in every layer) only up to ``LABEL_DIMS`` classes. Beyond, each network learns one code of ``LABEL_DIMS``
+  dimensions per class (the generator's embedding, whose code also feeds every conditional batch norm through a
+  linear map; in the critic, the input planes and the projection's linear map), so that memory grows by
+  ``LABEL_DIMS`` numbers a class: at 100 000 classes the n × n embedding alone was 40 GB, the critic's one-hot
+  planes 10 GB a batch at 10 000. Networks of up to ``LABEL_DIMS`` classes are the same as before, bit for bit.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from torch import nn
 
 from ..errors import hint
 from .kinds import CRITIC_CONDITIONING, RESOLUTIONS
+
+LABEL_DIMS = 128  # a label's code: one-hot (n dimensions) up to this many classes, a learned code of this size beyond
 
 
 def _depth(resolution: int) -> int:
@@ -43,25 +51,31 @@ def weights_init(m: nn.Module) -> None:
     elif isinstance(m, nn.BatchNorm2d) and m.affine:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.Embedding):
+    elif isinstance(m, (nn.Embedding, nn.Linear)):  # Linear: the label code's maps (over LABEL_DIMS classes)
         nn.init.normal_(m.weight, 0.0, 0.02)
 
 
 class ConditionalBatchNorm2d(nn.Module):
-    """Batch norm whose gain and bias depend on the class: BN(x) · (1 + γ[y]) + β[y], γ and β starting at 0."""
+    """Batch norm whose gain and bias depend on the class: BN(x) · (1 + γ(y)) + β(y), γ and β starting at 0 — a
+    table of a row per class, or (``code_dims``: many classes) linear maps of the class's code."""
 
-    def __init__(self, channels: int, n_classes: int):
+    def __init__(self, channels: int, n_classes: int, code_dims: int | None = None):
         super().__init__()
         self.bn = nn.BatchNorm2d(channels, affine=False)
-        self.gain = nn.Embedding(n_classes, channels)
-        self.bias = nn.Embedding(n_classes, channels)
+        if code_dims:
+            self.gain = nn.Linear(code_dims, channels, bias=False)
+            self.bias = nn.Linear(code_dims, channels, bias=False)
+        else:
+            self.gain = nn.Embedding(n_classes, channels)
+            self.bias = nn.Embedding(n_classes, channels)
 
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.gain.weight)
         nn.init.zeros_(self.bias.weight)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.bn(x) * (1 + self.gain(labels))[:, :, None, None] + self.bias(labels)[:, :, None, None]
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """``cond``: the class ids (a table), or their codes (linear maps)."""
+        return self.bn(x) * (1 + self.gain(cond))[:, :, None, None] + self.bias(cond)[:, :, None, None]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -80,11 +94,14 @@ class Generator(nn.Module):
         super().__init__()
         steps = _depth(resolution)
         self.nz, self.n_classes = nz, n_classes
-        self.embed = nn.Embedding(n_classes, embed_dim or n_classes) if n_classes else None
+        self.coded = n_classes > LABEL_DIMS  # the batch norms read the label's code, not a row per class
+        self.embed = nn.Embedding(n_classes, embed_dim or min(n_classes, LABEL_DIMS)) if n_classes else None
         conditional_norm = bool(n_classes) and norm == "batch"
 
         def norm_layer(c: int) -> nn.Module:
-            return ConditionalBatchNorm2d(c, n_classes) if conditional_norm else _norm(norm, c)
+            if conditional_norm:
+                return ConditionalBatchNorm2d(c, n_classes, self.embed.embedding_dim if self.coded else None)
+            return _norm(norm, c)
 
         width = ngf * 2 ** (steps - 1)
         layers: list[nn.Module] = [
@@ -108,9 +125,11 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is None:
             return self.net(z[:, :, None, None])
-        x = torch.cat([z, self.embed(labels)], dim=1)[:, :, None, None]
+        code = self.embed(labels)
+        cond = code if self.coded else labels
+        x = torch.cat([z, code], dim=1)[:, :, None, None]
         for layer in self.net:
-            x = layer(x, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
+            x = layer(x, cond) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
         return x
 
 
@@ -124,7 +143,9 @@ class Critic(nn.Module):
         steps = _depth(resolution)
         self.n_classes = n_classes
         self.input_labels = bool(n_classes) and cond in ("input", "both")
-        in_ch = channels + (n_classes if self.input_labels else 0)
+        projection = bool(n_classes) and cond in ("projection", "both")
+        self.coded = n_classes > LABEL_DIMS and (self.input_labels or projection)
+        in_ch = channels + (min(n_classes, LABEL_DIMS) if self.input_labels else 0)
         layers: list[nn.Module] = [nn.Conv2d(in_ch, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         width = ndf
         for _ in range(steps - 1):
@@ -133,17 +154,23 @@ class Critic(nn.Module):
             width *= 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(width, 1, 4, 1, 0, bias=False)
-        self.embed = nn.Embedding(n_classes, width) if n_classes and cond in ("projection", "both") else None
+        self.code = nn.Embedding(n_classes, LABEL_DIMS) if self.coded else None  # input planes and projection
+        self.embed = (nn.Linear(LABEL_DIMS, width, bias=False) if self.coded else nn.Embedding(n_classes, width)) \
+            if projection else None
         self.apply(weights_init)
+        if self.code is not None:  # codes of unit length, as a one-hot label is
+            nn.init.normal_(self.code.weight, 0.0, LABEL_DIMS ** -0.5)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.input_labels:  # one-hot label planes beside the image channels
-            planes = nn.functional.one_hot(labels, self.n_classes).to(x.dtype)[:, :, None, None]
+        code = self.code(labels) if self.code is not None else None
+        if self.input_labels:  # label planes beside the image channels: one-hot, or the class's code
+            planes = (code if code is not None else nn.functional.one_hot(labels, self.n_classes)).to(x.dtype)
+            planes = planes[:, :, None, None]
             x = torch.cat([x, planes.expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
         h = self.features(x)
         logit = self.head(h).flatten()
         if self.embed is not None:
-            logit = logit + (self.embed(labels) * h.sum(dim=(2, 3))).sum(dim=1)
+            logit = logit + (self.embed(code if code is not None else labels) * h.sum(dim=(2, 3))).sum(dim=1)
         return logit
 
 

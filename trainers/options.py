@@ -109,21 +109,25 @@ def shards_digest(urls: list[str], sset: shardset.ShardSet | None) -> str:
     return hashlib.sha256(what.encode()).hexdigest()[:16]
 
 
-def changed_since(o: TrainOptions, run: Path) -> str | None:
-    """How ``o`` differs from the options the run in ``run`` was trained with (``options.json``), in words, or
-    None: the shards (their description's digest) and every option in :data:`SAME_RUN` that ``o`` sets."""
+def changed_since(o: TrainOptions, run: Path) -> dict[str, str]:
+    """How ``o`` differs from the options the run in ``run`` was trained with (``options.json``): each option in
+    :data:`SAME_RUN` that ``o`` sets and that differs, and ``shards`` when the shards' description (its digest)
+    changed — as ``{option: what, in words}``, empty when nothing did (or nothing was recorded)."""
     try:
         was = json.loads((run / "options.json").read_text())
     except (OSError, ValueError):
-        return None
-    now = o
-    diff = [f"{k} {was.get(k)!r} (now {getattr(now, k)!r})" for k in SAME_RUN
-            if k in was and getattr(now, k) is not None and was.get(k) != getattr(now, k)]
+        return {}
+    if not isinstance(was, dict):
+        return {}
+    diff = {}
     if was.get("shards_digest"):
         try:
-            urls, sset = shardset.resolve(now.shards)
+            urls, sset = shardset.resolve(o.shards)
         except FileNotFoundError:
             urls, sset = [], None
         if urls and shards_digest(urls, sset) != was["shards_digest"]:
-            diff.insert(0, f"other shards ({now.shards} has changed since)")
-    return ", ".join(diff) or None
+            diff["shards"] = f"other shards ({o.shards} has changed since)"
+    for k in SAME_RUN:
+        if k in was and getattr(o, k) is not None and was.get(k) != getattr(o, k):
+            diff[k] = f"{k} {was.get(k)!r} (now {getattr(o, k)!r})"
+    return diff

@@ -22,3 +22,19 @@ def autocast(precision: str, device: torch.device):
 def scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """A gradient scaler: active for fp16 only (a disabled one passes losses and steps through unchanged)."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+CPU_ARITHMETIC = {"bf16": ("_is_avx512_bf16_supported", "_is_amx_tile_supported"), "fp16": ("_is_amx_fp16_supported",)}
+
+
+def slower_here(precision: str, device: torch.device, option: str = "--precision") -> str | None:
+    """A warning where ``precision`` costs time instead of saving it: reduced precision on a CPU without arithmetic
+    for it (torch's own probes: AVX512-BF16 or AMX for bf16, AMX-FP16 for fp16), where autocast converts every
+    operation's inputs and runs it no faster — on the development machine's AVX2 CPU a dcgan run took 2.4× as long
+    in fp16, and 24× in bf16 at 64 px (``benchmarks/train_faults.py``); None elsewhere."""
+    if precision == "fp32" or device.type != "cpu":
+        return None
+    if any(getattr(torch.cpu, probe, lambda: False)() for probe in CPU_ARITHMETIC[precision]):
+        return None
+    return (f"{option} {precision}: slower than fp32 on this CPU, which has no {precision} arithmetic (2 to 24 "
+            f"times, measured); it is for GPUs (or CPUs with it) — use {option} fp32 here")

@@ -26,16 +26,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +54,7 @@ from ..summary import Summary
 from . import data as tdata
 from .augment import Augment
 from .checkpoints import (
+    ARCHITECTURE,
     BadCheckpoint,
     latest_checkpoint,
     load_checkpoint,
@@ -60,15 +65,16 @@ from .checkpoints import (
     set_rng_state,
     stream_seed,
 )
-from .cpu import configure_threads, pick_device
+from .cpu import configure_threads, pick_device, reuse_heap
 from .kinds import AUTO_AUGMENT_BELOW
 from .losses import OBJECTIVES, penalty_of
 from .models import RESOLUTIONS, build
-from .options import TrainError, TrainOptions, shards_digest
-from .precision import autocast, scaler
+from .options import TrainError, TrainOptions, changed_since, shards_digest
+from .precision import autocast, scaler, slower_here
 from .sampling import grid_labels, image_grid
 
 PROGRESS_SECONDS = 10.0  # a progress line at least this often (rank 0), also between metrics rows
+ERROR_FILE_ENV = "GANDATA_LAUNCH_ERROR"  # where rank 0 of --gpus N leaves a user's mistake for the command to say
 RUN_LOCK_WAIT = 10.0  # seconds to wait for a run folder's lock: a killed run's loader workers take up to ~5 s to go
 
 
@@ -93,7 +99,7 @@ class TrainSummary(Summary):
     ranks_consistent: bool = True
     eval: dict | None = None  # the last snapshot's metrics (--eval)
     peak_gpu_mib: int | None = None
-    already_trained: bool | None = None  # a pipeline found the run finished and did not train
+    already_trained: bool | None = None  # the run was finished: nothing was trained (see continuation)
 
     @classmethod
     def read(cls, run: Path) -> TrainSummary:
@@ -108,8 +114,11 @@ class TrainSummary(Summary):
         return done
 
     def lines(self) -> list[str]:
-        return [f"trained {self.kind} for {self.kimg} kimg ({self.steps} steps, {self.world} process(es), "
-                f"{self.seconds} s) → {self.out}", f"  checkpoint: {self.checkpoint}", f"  samples:    {self.grid}"]
+        first = (f"already trained: {self.kind} for {self.kimg} kimg → {self.out}; nothing done (a longer run: raise "
+                 "kimg)" if self.already_trained else
+                 f"trained {self.kind} for {self.kimg} kimg ({self.steps} steps, {self.world} process(es), "
+                 f"{self.seconds} s) → {self.out}")
+        return [first, f"  checkpoint: {self.checkpoint}", f"  samples:    {self.grid}"]
 
     def brief(self) -> str:
         if self.already_trained:
@@ -133,9 +142,12 @@ def step_generator(seed: int, step: int, phase: str) -> torch.Generator:
 
 
 def params_digest(*modules: nn.Module) -> str:
+    """sha256 of the modules' parameters: what DDP keeps identical on every rank. Not the buffers: batch norm's
+    running statistics are each rank's own (``broadcast_buffers=False``), so with them the ranks of every batch-norm
+    kind disagreed at the first snapshot."""
     h = hashlib.sha256()
     for m in modules:
-        for t in list(m.parameters()) + list(m.buffers()):
+        for t in m.parameters():
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
@@ -156,13 +168,12 @@ def _dist() -> tuple[int, int, int]:
 
 def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
     """Train in this process (one rank of a torchrun job when WORLD_SIZE is set). Returns the final summary.
-    The run folder is locked by rank 0 for the whole run; a folder that already holds a run is continued only with
-    ``resume``, never silently started over."""
-    o = options
-    run = Path(o.out)
+    The run folder is locked by rank 0 for the whole run; what a folder that already holds a run gets is
+    :func:`continuation`'s to decide (under the lock: two commands started together cannot both decide)."""
+    run = Path(options.out)
     if _dist()[0] != 0:
-        _refuse_a_finished_run(o, run)
-        return Loop(o, progress)()
+        o = continuation(options)
+        return o if isinstance(o, TrainSummary) else Loop(o, progress)()
     for p in (run, *run.parents):
         if p.exists() and not p.is_dir():
             raise TrainError(f"{named('out', run)}: {p} is a file, not a folder")
@@ -178,8 +189,8 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
         raise TrainError(f"another training run is writing to {run}; wait for it to end, or give another "
                          f"{named('out')}") from None
     try:
-        _refuse_a_finished_run(o, run)  # under the lock: two runs started together cannot both pass it
-        return Loop(o, progress)()
+        o = continuation(options)
+        return o if isinstance(o, TrainSummary) else Loop(o, progress)()
     except BaseException:
         lock.release()
         _remove_if_unused(run, created)
@@ -188,11 +199,55 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
         lock.release()
 
 
-def _refuse_a_finished_run(o: TrainOptions, run: Path) -> None:
-    if o.resume is None and (latest_checkpoint(run) is not None or (run / "metrics.jsonl").exists()
-                             or (run / "summary.json").exists()):
-        raise TrainError(f"{run} already holds a run; continue it with {hint('resume', 'auto')}, or give another "
-                         f"{named('out')} (or delete the folder) to start a new one")
+class RunChanged(TrainError):
+    """The same command found its run folder holding a run trained with other options (``changed``, in words: what
+    :func:`~gandata.trainers.options.changed_since` found)."""
+
+    def __init__(self, run: Path, diff: dict[str, str]):
+        self.run, self.changed = run, ", ".join(diff.values())
+        ways = ["give the options it was trained with to continue it", f"another {named('out')} to start a run with "
+                "these"]
+        if not set(diff) & set(ARCHITECTURE):  # a new rate, other shards…: the checkpoint goes on with them
+            ways.append(f"{hint('resume', 'auto')} to continue it with these")
+        super().__init__(f"{run} holds a run trained with {self.changed}: {', '.join(ways[:-1])}, or {ways[-1]}")
+
+
+def continuation(o: TrainOptions) -> TrainOptions | TrainSummary:
+    """What a training command does in its run folder — the one rule for the command line, pipelines and library
+    calls, so that running the same command again always continues:
+
+    * a folder that holds no run (no checkpoint, no summary): ``o`` as it is (a new run, or ``--resume FILE``);
+    * without ``resume`` (the same command again): the run's recorded options and shards must be these
+      (:func:`~gandata.trainers.options.changed_since`; else :class:`RunChanged`, one line naming what changed); a
+      finished run (its summary at ``kimg`` or beyond) is the summary, ``already_trained``, nothing done; otherwise
+      ``o`` with ``resume="auto"``: it continues from its newest loadable checkpoint;
+    * ``resume="auto"`` continues whatever options changed (a new ``--lr``, other shards), a finished run again
+      being its summary; ``resume=FILE`` continues from that checkpoint."""
+    run = Path(o.out)
+    if o.resume not in (None, "auto") or (latest_checkpoint(run) is None and not (run / "summary.json").exists()):
+        return o
+    if o.resume is None:
+        diff = changed_since(o, run)
+        if diff:
+            raise RunChanged(run, diff)
+    done = _finished(o, run)
+    return done if done is not None else replace(o, resume="auto")
+
+
+def _finished(o: TrainOptions, run: Path) -> TrainSummary | None:
+    """The run's summary, ``already_trained``, when it was trained as this kind to ``o.kimg`` or beyond (the loop's
+    own test: images shown ≥ int(kimg × 1000)); None when it has further to go (or no summary)."""
+    if not (run / "summary.json").exists():
+        return None
+    done = TrainSummary.read(run)
+    if done.kind != o.kind or round(done.kimg * 1000) < int(o.kimg * 1000):
+        return None
+    done.already_trained = True
+    if done.checkpoint is None:  # a summary written by a version that left them out when nothing was trained
+        done.checkpoint = str(latest_checkpoint(run)) if latest_checkpoint(run) else None
+        grids = sorted(run.glob("fakes-*.png"))
+        done.grid = str(grids[-1]) if grids else None
+    return done
 
 
 def _remove_if_unused(run: Path, created: list[Path]) -> None:
@@ -219,6 +274,7 @@ class Loop:
         self.penalty = penalty_of(self.kind.penalty, o.gp_lambda, o.clip)
         self.rank, self.world, local_rank = _dist()
         self.device = device = pick_device(o.device, local_rank)
+        reuse_heap()  # before the loader workers are forked: they inherit it
         if o.eval and o.eval_extractor == "inception":  # every rank: none starts if rank 0 cannot evaluate
             from .metrics import find_weights
 
@@ -229,6 +285,9 @@ class Loop:
                 torch.cuda.set_device(device)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         self.threads = configure_threads(device, self.world, o.workers, o.threads)
+        slow = slower_here(o.precision, device)
+        if slow and self.rank == 0:
+            print(slow, file=sys.stderr, flush=True)
         if o.batch % self.world:
             raise TrainError(f"{named('batch', o.batch)} does not divide among {self.world} processes")
         self.per_rank = o.batch // self.world
@@ -263,8 +322,12 @@ class Loop:
         self.resolution = o.resolution or (sset.resolution if sset else None)
         self.n_classes = o.n_classes or (len(self.labels["names"]) if self.labels else 0)
         if self.kind.conditional and self.n_classes < 2:
-            raise TrainError(f"{o.kind} needs labelled shards ({hint('label_field', 'FIELD', command='shard')}) with "
-                             "at least 2 classes")
+            names = (self.labels or {}).get("names") or []
+            found = (f"it names {len(names)} class" if names else f"its {shardset.INFO} names no labels" if sset
+                     else f"without a {shardset.INFO} nothing says how many classes it has")
+            raise TrainError(f"{o.kind} needs at least 2 classes and {named('shards', o.shards)}: {found}; give "
+                             f"{hint('n_classes', 'N')} for shards whose samples each have a .cls label (0 to N-1), "
+                             f"or make labelled shards with {hint('label_field', 'FIELD', command='shard')}")
         if sset is not None and sset.total == 0:
             raise TrainError(f"{named('shards', o.shards)}: the set holds no samples ({shardset.INFO} counts 0); "
                              "shard a folder that has images")
@@ -300,7 +363,7 @@ class Loop:
         self.step, self.cur_nimg, self.resumed_from = 0, 0, None
         ck = self.ck
         if ck is not None:
-            load_networks(ck, self.ckpt_path, o, self.G, self.D, self.G_ema)
+            load_networks(ck, self.ckpt_path, o, self.resolution, self.n_classes, self.G, self.D, self.G_ema)
             self.optG.load_state_dict(ck["optG"])
             self.optD.load_state_dict(ck["optD"])
             for group in (*self.optG.param_groups, *self.optD.param_groups):  # the command's --lr, as every option
@@ -314,8 +377,10 @@ class Loop:
         self.Gd, self.Dd = self.G, self.D
         if self.distributed:
             ids = [device.index] if device.type == "cuda" else None
-            self.Gd = nn.parallel.DistributedDataParallel(self.G, device_ids=ids, broadcast_buffers=False)
-            self.Dd = nn.parallel.DistributedDataParallel(self.D, device_ids=ids, broadcast_buffers=False)
+            with warnings.catch_warnings():  # newer torch: a FutureWarning per wrapper and rank (still supported)
+                warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+                self.Gd = nn.parallel.DistributedDataParallel(self.G, device_ids=ids, broadcast_buffers=False)
+                self.Dd = nn.parallel.DistributedDataParallel(self.D, device_ids=ids, broadcast_buffers=False)
         self.Dgp = self.Dd  # the critic the gradient penalty differentiates twice: never compiled
         if o.compile:
             self._compile()
@@ -470,9 +535,15 @@ class Loop:
         lg = self.generator_step(last, reuse, n_d)
         with torch.no_grad():
             loss, d_real, d_fake = last["loss"], last["d_real"], last["d_fake"]
-            self.sums += torch.stack([loss.detach().float(), lg.detach().float(),
-                                      (d_real.float().mean() - d_fake.float().mean()).detach(),
-                                      last["gp"].detach().float(), torch.ones((), device=self.device)])
+            values = torch.stack([loss.detach().float(), lg.detach().float(),
+                                  (d_real.float().mean() - d_fake.float().mean()).detach(),
+                                  last["gp"].detach().float(), torch.ones((), device=self.device)])
+            if self.scale_d.is_enabled():  # fp16: a step with a non-finite value was skipped by its gradient scaler
+                finite = torch.isfinite(values).all()  # (not a divergence: see critic_step): counted, not averaged
+                self.sums += torch.where(finite, values, torch.zeros_like(values))
+                self.skipped += ~finite
+            else:  # a non-finite value here is a divergence: the run stops before it is logged
+                self.sums += values
             self.diverged |= ~(torch.isfinite(last["watched"].detach()) & torch.isfinite(lg.detach()))
         self.step += 1
 
@@ -485,34 +556,41 @@ class Loop:
         if self.world > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if flag.item():
-            last = latest_checkpoint(self.run)
+            last, lower = latest_checkpoint(self.run), hint("lr", float(f"{self.o.lr / 10:g}"))
+            how = (f"go on from the last good checkpoint at a lower rate: {hint('resume', last)} {lower}" if last else
+                   f"no checkpoint was written: start again at a lower rate ({lower})")
             raise TrainError(f"training diverged: a loss became NaN or infinite by {self.cur_nimg / 1000:g} kimg "
-                             f"(step {self.step}); lower {named('lr')} (now {self.o.lr:g}) and start again, or "
-                             "resume from the last good checkpoint "
-                             f"({hint('resume', last) if last else 'none was written'})")
+                             f"(step {self.step}, {named('lr', self.o.lr)}); {how}")
 
     def log(self) -> None:
         """A metrics row (``metrics.jsonl``, TensorBoard) and a progress line, averaged since the last row."""
         o, now = self.o, time.monotonic()
         vals = self.sums.tolist()
-        n = max(vals[4], 1)
-        row = {"kimg": round(self.cur_nimg / 1000, 3), "step": self.step, "d_loss": vals[0] / n,
-               "g_loss": vals[1] / n, "critic_gap": vals[2] / n, "gp": vals[3] / n,
+        n = vals[4]  # 0: every step since the last row skipped by the fp16 scaler, nothing to average
+        d_loss, g_loss, gap, gp = (v / n if n and math.isfinite(v / n) else None for v in vals[:4])
+        row = {"kimg": round(self.cur_nimg / 1000, 3), "step": self.step, "d_loss": d_loss, "g_loss": g_loss,
+               "critic_gap": gap, "gp": gp,
                "images_per_s": round((self.cur_nimg - self.nimg_tick) / max(now - self.t_tick, 1e-9), 1),
                "seconds": round(now - self.t_start, 1)}
+        if self.scale_d.is_enabled():
+            row["skipped"] = int(self.skipped.item())  # steps whose gradient scaler found inf or NaN
+            self.skipped.zero_()
         self.sums.zero_()
         self.t_tick, self.nimg_tick = now, self.cur_nimg
         self.next_log += int(o.log_kimg * 1000)
         if self.rank != 0:
             return
-        self.metrics.write(json.dumps(row) + "\n")
+        self.metrics.write(json.dumps(row, allow_nan=False) + "\n")  # strict JSON: a value is a number or null
         self.metrics.flush()
         if self.writer is not None:
             for key in ("d_loss", "g_loss", "critic_gap", "gp", "images_per_s"):
-                self.writer.add_scalar(key, row[key], self.cur_nimg)
+                if row[key] is not None:
+                    self.writer.add_scalar(key, row[key], self.cur_nimg)
         if self.progress:
-            print(f"{o.kind} {row['kimg']:.1f}/{o.kimg:g} kimg  d {row['d_loss']:.4f}  g {row['g_loss']:.4f}"
-                  f"  gap {row['critic_gap']:.4f}  {row['images_per_s']:.0f} img/s  "
+            losses = ("every step skipped by the fp16 gradient scaler" if not n else
+                      f"d {d_loss:.4f}  g {g_loss:.4f}  gap {gap:.4f}" if None not in (d_loss, g_loss, gap) else
+                      "a loss is not finite")
+            print(f"{o.kind} {row['kimg']:.1f}/{o.kimg:g} kimg  {losses}  {row['images_per_s']:.0f} img/s  "
                   f"ETA {_eta(self.cur_nimg, self.start_nimg, self.total, now - self.t_start)}",
                   file=sys.stderr, flush=True)
             self.last_line = now
@@ -572,6 +650,7 @@ class Loop:
         self.next_log = (self.cur_nimg // int(o.log_kimg * 1000) + 1) * int(o.log_kimg * 1000)
         self.next_snap = (self.cur_nimg // int(o.snap_kimg * 1000) + 1) * int(o.snap_kimg * 1000)
         self.sums = torch.zeros(5, device=self.device)  # d_loss, g_loss, gap, gp, count
+        self.skipped = torch.zeros((), dtype=torch.int64, device=self.device)  # fp16: steps the scaler skipped
         self.diverged = torch.zeros((), dtype=torch.bool, device=self.device)  # a non-finite loss since the check
         self.saved_step = self.step  # the step of the newest checkpoint (the one resumed from, or 0)
         self.t_start = self.t_tick = self.last_line = time.monotonic()
@@ -624,10 +703,10 @@ class Loop:
             if self.cur_nimg >= self.next_snap or end:
                 last = self.snapshot()
                 self.next_snap += int(o.snap_kimg * 1000)
-            elif interrupted:
+            elif interrupted:  # the one instruction (run the same command again) is the command line's
                 saved = self.snapshot(evaluate=False)
-                print(f"{o.kind}: interrupted at {self.cur_nimg / 1000:g} kimg; saved {saved['checkpoint']} — "
-                      f"run the same command with {hint('resume', 'auto')} to continue", file=sys.stderr, flush=True)
+                print(f"{o.kind}: interrupted at {self.cur_nimg / 1000:g} kimg; saved {saved['checkpoint']}",
+                      file=sys.stderr, flush=True)
             if interrupted:
                 raise KeyboardInterrupt
         return last
@@ -643,38 +722,51 @@ class Loop:
                 ctrl_c.uninstall()
             self._close_outputs()
         device = self.device
+        trained = self.cur_nimg > self.start_nimg
+        if not trained:  # resumed at or past kimg: the checkpoint it was resumed from is the run's last one
+            grid = self.run / f"fakes-{self.cur_nimg:09d}.png"
+            last = {"checkpoint": self.resumed_from, "grid": str(grid) if grid.exists() else None,
+                    "params_sha256": params_digest(self.G, self.D)}
         result = TrainSummary(
             kind=self.o.kind, out=str(self.run), kimg=round(self.cur_nimg / 1000, 3), steps=self.step,
             world=self.world, resumed_from=self.resumed_from, seconds=round(time.monotonic() - self.t_start, 1),
             resolution=self.resolution, ddp=self.distributed, threads=self.threads, **last,
-            peak_gpu_mib=round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None)
+            peak_gpu_mib=round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
+            already_trained=None if trained else True)
         if self.rank == 0:
             atomic_write_json(self.run / "summary.json", result.to_json())
         return result
 
 
 class CtrlC:
-    """Ctrl-C (SIGINT) during training: the step in progress finishes, a checkpoint is written, then
-    KeyboardInterrupt. A second Ctrl-C stops at once. Only in the main thread of a single-process run."""
+    """Ctrl-C (SIGINT) or SIGTERM (a scheduler's or ``kill``'s stop) during training: the step in progress
+    finishes, a checkpoint is written, then KeyboardInterrupt. A second signal stops at once. Only in the main
+    thread of a single-process run."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    AT_ONCE = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
     def __init__(self):
-        self.requested, self.previous = False, None
+        self.requested, self.previous = False, {}
 
     @classmethod
     def install(cls) -> CtrlC | None:
         guard = cls()
         try:
-            guard.previous = signal.signal(signal.SIGINT, guard._handle)
+            guard.previous = {sig: signal.signal(sig, guard._handle) for sig in cls.SIGNALS}
         except ValueError:  # not the main thread
             return None
         return guard
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C raises at once
+        for sig, at_once in self.AT_ONCE.items():  # a second signal: Ctrl-C raises, SIGTERM ends the process
+            signal.signal(sig, at_once)
 
     def uninstall(self) -> None:
-        signal.signal(signal.SIGINT, self.previous if self.previous is not None else signal.default_int_handler)
+        for sig in self.SIGNALS:
+            previous = self.previous.get(sig)
+            signal.signal(sig, previous if previous is not None else self.AT_ONCE[sig])
 
 
 def _eta(cur_nimg: int, start_nimg: int, total: int, seconds: float) -> str:
@@ -727,33 +819,120 @@ def _tensorboard(run: Path):
 
 def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
     """Train with ``options.gpus`` processes: in this process when it is 1 or when already under torchrun,
-    otherwise through torch's own launcher (``python -m torch.distributed.run --standalone``)."""
+    otherwise through torch's own launcher (``python -m torch.distributed.run --standalone``), after
+    :func:`continuation` has decided what the run folder gets (a finished run starts no process)."""
     if options.gpus <= 1 or "WORLD_SIZE" in os.environ:
         return train(options, progress)
-    run = Path(options.out)
+    o = continuation(options)
+    if isinstance(o, TrainSummary):
+        return o
+    run = Path(o.out)
+    created = [p for p in (run, *run.parents) if not p.exists()]
     run.mkdir(parents=True, exist_ok=True)
     spec = run / "launch.json"
-    atomic_write_json(spec, asdict(options))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={options.gpus}",
-           "-m", "gandata.trainers.train", "--options", str(spec)]
+    atomic_write_json(spec, asdict(o))
+    cmd = [sys.executable, "-m", "gandata.trainers.train", "--launcher", "--standalone",
+           f"--nproc-per-node={o.gpus}", "-m", "gandata.trainers.train", "--options", str(spec)]
     env = dict(os.environ)
     if not env.get("OMP_NUM_THREADS"):  # torchrun would force 1 thread per process; ours are fitted in each rank
         env.update(OMP_NUM_THREADS="1", GANDATA_AUTO_THREADS="1")
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode != 0:
-        raise TrainError(
-            f"the {options.gpus} training processes failed (exit {proc.returncode}); see their output above"
-        )
+    fd, said = tempfile.mkstemp(prefix="gandata-launch-", suffix=".txt")
+    os.close(fd)
+    try:
+        code = _run_ranks(cmd, {**env, ERROR_FILE_ENV: said})
+        error = Path(said).read_text()
+    finally:
+        os.unlink(said)
+    if error:  # a mistake rank 0 found (the shards, the options): its one line, and no folder left for it
+        spec.unlink(missing_ok=True)
+        _remove_if_unused(run, created)
+        raise TrainError(error)
+    if code != 0:
+        raise TrainError(f"the {o.gpus} training processes failed (exit {code}); see their output above")
     return TrainSummary.read(run)
 
 
+def _run_ranks(cmd: list[str], env: dict) -> int:
+    """Run torch's launcher and wait for it. It runs in a session of its own, so a terminal's Ctrl-C reaches only
+    this process, which passes it on once as SIGTERM (as it does its own SIGTERM) and waits: the launcher stops its
+    ranks and exits, and no rank outlives the command — on Linux not even when this process is killed (SIGKILL):
+    the kernel sends the launcher SIGTERM then. A signal ends in KeyboardInterrupt once the ranks are gone (the
+    newest checkpoint is where the same command continues)."""
+    linux = sys.platform.startswith("linux")
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                            preexec_fn=functools.partial(_term_with_parent, os.getpid()) if linux else None)
+    stopped: list[int] = []
+
+    def stop(signum, frame) -> None:
+        if not stopped:
+            stopped.append(signum)
+            proc.send_signal(signal.SIGTERM)
+
+    previous = {}
+    try:
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: no signals to pass on
+        pass
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopped:
+        raise KeyboardInterrupt
+    return code
+
+
+def _term_with_parent(parent: int) -> None:
+    """In the launcher's child, before it runs: SIGTERM when the parent dies (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _main(argv: list[str]) -> None:
-    """``python -m gandata.trainers.train --options FILE``: one rank of what ``--gpus N`` launches. A user's own
-    ``torchrun`` command runs the CLI instead: ``torchrun … -m gandata train wgan-gp --shards …``."""
+    """``python -m gandata.trainers.train --options FILE``: one rank of what ``--gpus N`` launches (``--launcher
+    ARGS``: torch's launcher itself, see :func:`_launcher`). A user's own ``torchrun`` command runs the CLI instead:
+    ``torchrun … -m gandata train KIND --shards …``."""
+    if argv[:1] == ["--launcher"]:
+        _launcher(argv[1:])
     if argv[:1] != ["--options"] or len(argv) != 2:
         sys.exit("usage: python -m gandata.trainers.train --options FILE (for your own torchrun command use "
                  "'-m gandata train KIND' and its options)")
-    train(TrainOptions(**json.loads(Path(argv[1]).read_text())))
+    try:
+        train(TrainOptions(**json.loads(Path(argv[1]).read_text())))
+    except UserError as e:  # one line, said once: by the command that launched the ranks, from rank 0's file
+        said = os.environ.get(ERROR_FILE_ENV)
+        if not said:
+            print(f"gandata: error: {e}", file=sys.stderr, flush=True)
+        elif _dist()[0] == 0:
+            Path(said).write_text(str(e))
+        leave_now(1)
+    leave_now(0)
+
+
+def _launcher(argv: list[str]) -> None:
+    """torch's launcher (``torch.distributed.run``), quiet where the command says it all: stopped by the command
+    (Ctrl-C, SIGTERM: the ranks are gone when it returns) it ends with 130 and no traceback of its own; a rank that
+    failed has said why (its traceback, or its one line to the command), so the launcher's report is left out."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    for name in list(logging.root.manager.loggerDict):  # no lines about the ranks it stops or that failed
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        torchrun.main(argv)
+    except SignalException:
+        leave_now(130)
+    except ChildFailedError as e:
+        leave_now(e.get_first_failure()[1].exitcode or 1)
     leave_now(0)
 
 
