@@ -388,7 +388,7 @@ TRAIN = [
           "\b\nExamples:\n"
           f"  gandata train {kind} --shards data/bitmoji/shards                      # one GPU (or the CPU)\n"
           f"  gandata train {kind} --shards data/bricklink/shards --gpus 4 --kimg 2000\n"
-          f"  gandata train {kind} --shards 'data/anime/shards/anime-train-{{000000..000007}}.tar' --resume auto\n"
+          f"  gandata train {kind} --shards 'img2dataset-out/{{00000..00007}}.tar' --out runs/x  # again: goes on\n"
           "\b\nSeveral machines: run on each  torchrun --nnodes=2 --nproc-per-node=8 --rdzv-backend=c10d\n"
           f"  --rdzv-endpoint=HOST:29500 -m gandata train {kind} --shards … --out …",
           D.TRAIN[kind], _train(kind), "train", ("kind", kind),
