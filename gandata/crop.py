@@ -146,7 +146,7 @@ class Detector:
             found, why = heads.layout_heads(rgb, alpha)
         kept = [h for h in found if h.confidence >= o.threshold and max(h.box[2], h.box[3]) >= o.min_face]
         if found and not kept:
-            why = f"heads below {named('threshold', o.threshold)} or {named('min_face', o.min_face)}"
+            why = f"heads found, but less sure than the threshold {o.threshold:g} or under {o.min_face} px"
         return sorted(kept, key=lambda h: -h.confidence), why
 
     def detect(self, rgb: np.ndarray) -> tuple[list[tuple[int, int, int, int]], float]:

@@ -225,26 +225,21 @@ def remove(path: str | os.PathLike) -> None:
 @_store_errors(write=False)
 def names(prefix: str | os.PathLike) -> list[str]:
     """The file names directly under a folder or prefix (sorted; none when it does not exist)."""
-    if not is_url(prefix):
-        try:
-            return sorted(e.name for e in os.scandir(prefix) if e.is_file())
-        except FileNotFoundError:
-            return []
-    fs, p = filesystem(str(prefix))
-    try:
-        found = fs.ls(p.rstrip("/"), detail=True, refresh=True)
-    except FileNotFoundError:
-        return []
-    return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in found if e.get("type") == "file")
+    return _entries(prefix, folders=False)
 
 
 @_store_errors(write=False)
 def folders(prefix: str | os.PathLike) -> list[str]:
     """The names of the folders (on a store: the common prefixes) directly under a folder or prefix (sorted; none
     when it does not exist)."""
+    return _entries(prefix, folders=True)
+
+
+def _entries(prefix: str | os.PathLike, folders: bool) -> list[str]:
     if not is_url(prefix):
         try:
-            return sorted(e.name for e in os.scandir(prefix) if e.is_dir(follow_symlinks=False))
+            return sorted(e.name for e in os.scandir(prefix)
+                          if (e.is_dir(follow_symlinks=False) if folders else e.is_file()))
         except (FileNotFoundError, NotADirectoryError):
             return []
     fs, p = filesystem(str(prefix))
@@ -252,7 +247,8 @@ def folders(prefix: str | os.PathLike) -> list[str]:
         found = fs.ls(p.rstrip("/"), detail=True, refresh=True)
     except FileNotFoundError:
         return []
-    return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in found if e.get("type") == "directory")
+    kind = "directory" if folders else "file"
+    return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in found if e.get("type") == kind)
 
 
 @_store_errors(write=False)

@@ -11,6 +11,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,8 +63,10 @@ def s3_server():
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     s3fs.S3FileSystem.clear_instance_cache()
-    s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}).mkdir("gandata-test")
-    yield "s3://gandata-test"
+    # moto keeps its buckets in the process, across servers: each module's server gets its own bucket
+    bucket = f"gandata-test-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]}).mkdir(bucket)
+    yield f"s3://{bucket}"
     server.stop()
     for k, v in old.items():
         if v is None:

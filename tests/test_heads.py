@@ -90,7 +90,7 @@ def test_crop_records_the_method_and_confidence_and_the_threshold_drops_unsure_h
     none = crop(src, tmp_path / "sure", CropOptions(lego=True, locator="layout", size=32, threshold=1.0))
     assert none.crops == 0 and none.without == 3
     parents = list(Dataset.open(tmp_path / "sure").read_journal("parents"))
-    assert all("--threshold" in p["reason"] for p in parents)
+    assert all("threshold 1" in p["reason"] for p in parents)
 
 
 # ------------------------------------------------------------------------------------ real catalogue images

@@ -246,6 +246,8 @@ def stream(urls: list[str], batch: int, conditional: bool = False, workers: int 
         wds.map(Decode(conditional, n_classes, resolution)),
         wds.batched(batch, partial=False, collation_fn=_collate),
     )
+    if workers > 0:
+        _end_workers_at_exit()
     return wds.WebLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                          persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
                          worker_init_fn=_ignore_stop_signals if workers > 0 else None)
@@ -254,11 +256,33 @@ def stream(urls: list[str], batch: int, conditional: bool = False, workers: int 
 def _ignore_stop_signals(worker_id: int) -> None:
     """Loader workers ignore Ctrl-C and SIGTERM (a terminal, or a stop of the whole process group, sends them to
     every process): the trainer finishes its step and writes a checkpoint, which needs the workers' batches; they
-    end with the trainer (torch's workers watch their parent)."""
+    end with the trainer (torch's workers watch their parent, and :func:`_end_workers_at_exit` ends them)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@functools.cache
+def _end_workers_at_exit() -> None:
+    """At the trainer's exit its loader workers are killed: they ignore SIGTERM, which is all Python's own exit
+    sends its daemonic children before it waits for them — for ever, when the run ended with the workers still
+    there (an error, say). Registered after multiprocessing's exit handler, so it runs first."""
+    import atexit
+    import multiprocessing
+    import signal
+
+    def end() -> None:
+        workers = [p for p in multiprocessing.active_children() if p.daemon]  # torch's loader workers
+        if not workers:
+            return
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would call their end a failure
+        for p in workers:
+            p.kill()
+        for p in workers:
+            p.join(timeout=5)
+
+    atexit.register(end)
 
 
 def to_device(

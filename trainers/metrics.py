@@ -280,9 +280,9 @@ def _hash_file(path: str | os.PathLike, *algorithms: str) -> list[str]:
 
 def verify_weights(path: Path, sha1: str = inception.WEIGHTS_SHA1,
                    sha256_prefix: str = inception.WEIGHTS_SHA256_PREFIX,
-                   hint: str = "delete it and run `gandata fetch weights inception`") -> str:
+                   todo: str = "delete it and run `gandata fetch weights inception`") -> str:
     """The file's sha256 when it is the FID Inception file (its SHA-1, or torch.hub's sha256 prefix, matches);
-    otherwise a one-line error ending in ``hint``: what to do — delete a damaged copy in a cache, but never a file
+    otherwise a one-line error ending in ``todo``: what to do — delete a damaged copy in a cache, but never a file
     the user named (it may be anything of theirs)."""
     st = path.stat()
     memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, sha1, sha256_prefix)
@@ -291,7 +291,7 @@ def verify_weights(path: Path, sha1: str = inception.WEIGHTS_SHA1,
     got_sha1, got_sha256 = _hash_file(path, "sha1", "sha256")
     if got_sha1 != sha1 and not got_sha256.startswith(sha256_prefix):
         raise EvalError(f"{path} is not the FID Inception weight file, or a damaged copy ({st.st_size} bytes, sha1 "
-                        f"{got_sha1}; expected sha1 {sha1}): {hint}")
+                        f"{got_sha1}; expected sha1 {sha1}): {todo}")
     _verified[memo] = got_sha256
     return got_sha256
 
@@ -306,7 +306,7 @@ def find_weights(option: str | os.PathLike | None = None) -> tuple[Path, str]:
             if not path.is_file():
                 raise EvalError(f"{how} names {path}, which does not exist; give the path of "
                                  f"{inception.WEIGHTS_NAME}")
-            return path, verify_weights(path, hint=f"{how} must name {inception.WEIGHTS_NAME} "
+            return path, verify_weights(path, todo=f"{how} must name {inception.WEIGHTS_NAME} "
                                         f"({inception.WEIGHTS_SIZE}): give its path, or leave {how} out to use the "
                                         "copy `gandata fetch weights inception` puts in the cache")
     for path in (weights_cache_path(), _torch_hub_path()):
@@ -330,8 +330,9 @@ def fetch_weights(url: str = inception.WEIGHTS_URL, dest: str | os.PathLike | No
 
     final = Path(dest) if dest else weights_cache_path()
     if final.is_file():
-        hint = "give another --out (a name not taken)" if dest else "delete it and run the same command again"
-        return WeightsResult(path=str(final), sha256=verify_weights(final, sha1, sha256_prefix, hint), downloaded=0)
+        todo = (f"give another {named('out')} (a name not taken)" if dest
+                else "delete it and run the same command again")
+        return WeightsResult(path=str(final), sha256=verify_weights(final, sha1, sha256_prefix, todo), downloaded=0)
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     try:

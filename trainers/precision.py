@@ -8,6 +8,8 @@ import contextlib
 
 import torch
 
+from ..errors import hint, named
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -27,7 +29,7 @@ def scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
 CPU_ARITHMETIC = {"bf16": ("_is_avx512_bf16_supported", "_is_amx_tile_supported"), "fp16": ("_is_amx_fp16_supported",)}
 
 
-def slower_here(precision: str, device: torch.device, option: str = "--precision") -> str | None:
+def slower_here(precision: str, device: torch.device) -> str | None:
     """A warning where ``precision`` costs time instead of saving it: reduced precision on a CPU without arithmetic
     for it (torch's own probes: AVX512-BF16 or AMX for bf16, AMX-FP16 for fp16), where autocast converts every
     operation's inputs and runs it no faster — on the development machine's AVX2 CPU a dcgan run took 2.4× as long
@@ -36,5 +38,5 @@ def slower_here(precision: str, device: torch.device, option: str = "--precision
         return None
     if any(getattr(torch.cpu, probe, lambda: False)() for probe in CPU_ARITHMETIC[precision]):
         return None
-    return (f"{option} {precision}: slower than fp32 on this CPU, which has no {precision} arithmetic (2 to 24 "
-            f"times, measured); it is for GPUs (or CPUs with it) — use {option} fp32 here")
+    return (f"{named('precision', precision)}: slower than fp32 on this CPU, which has no {precision} arithmetic "
+            f"(2 to 24 times, measured); it is for GPUs (or CPUs with it) — use {hint('precision', 'fp32')} here")
