@@ -47,6 +47,7 @@ from .declarations import CROP_ANIME, CROP_LEGO
 from .errors import UserError, hint, named
 from .inputs import Input, Part, Sample, open_input, part_samples, partitions
 from .options import Color, Declaration, Declared, check_call
+from .paths import refuse_overlap
 from .progress import Progress
 from .summary import Summary
 from .workers import Done, MemoryBudget, cores, ordered
@@ -54,7 +55,6 @@ from .workers import Done, MemoryBudget, cores, ordered
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
 CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
 DETECTOR = "lbpcascade_animeface"
-AUTO = "learned"  # what --locator auto runs: the locator measured best on real images (docs/quality.md)
 METHOD_DETECTOR = {"cascade": DETECTOR, "layout": "layout", "learned": "lego-heads"}  # a record's "detector"
 EDGES = ("pad", "shift", "drop")
 _FILE_FIELDS = ("key", "path", "sha256", "width", "height")
@@ -134,15 +134,16 @@ class Detector:
         """``lego-faces``: the heads the ``--locator`` finds, at or above ``--threshold`` and ``--min-face``, most
         confident first; or none and why."""
         o = self.opts
-        locator = AUTO if o.locator == "auto" else o.locator
         found, why = [], None
-        if locator == "learned":
+        if o.locator == "auto":
+            found, why = heads.auto_heads(rgb, alpha, self._learned, o.threshold)
+        elif o.locator == "learned":
             found = self._learned(rgb, o.threshold)
             why = None if found else "no head found by the learned detector"
-        elif locator == "cascade":
+        elif o.locator == "cascade":
             faces, _ = self.detect(rgb)
             found = [heads.head_of_face(f) for f in faces]
-        if locator == "layout" or (locator == "cascade" and not found):
+        if o.locator == "layout" or (o.locator == "cascade" and not found):
             found, why = heads.layout_heads(rgb, alpha)
         kept = [h for h in found if h.confidence >= o.threshold and max(h.box[2], h.box[3]) >= o.min_face]
         if found and not kept:
@@ -320,9 +321,9 @@ def crop(
     if engine == "ray":  # every path a task sees is resolved here: a worker's current folder is its node's
         src, out = storage.absolute(src), storage.absolute(out)
     source = open_input(src)
-    if Path(out).resolve() == Path(src).resolve():
-        raise UserError(f"{src} is both the input and the output; give another {named('out')}")
-    locator = (AUTO if opts.locator == "auto" else opts.locator) if opts.lego else "cascade"
+    refuse_overlap(out, named("out"), [(src, named("src"))])
+    refuse_overlap(debug_grid, named("debug_grid"), [(src, named("src"))])
+    locator = opts.locator if opts.lego else "cascade"
     if locator == "cascade":
         try:
             path, origin = cascade_file(cascade, base_url)
@@ -331,12 +332,13 @@ def crop(
                 raise
             raise UserError(f"{e}; or crop with the shipped detector, offline: {hint('locator', 'learned')}") from None
     else:
-        path, origin = None, ({"locator": "layout"} if locator == "layout" else heads.LearnedHeads().origin())
+        path, origin = None, ({"locator": "layout"} if locator == "layout"
+                              else {**heads.LearnedHeads().origin(), "locator": locator})
     detector = Detector(path, opts)
     pad, background = Color.parse(opts.pad_color).rgb, Color.parse(opts.background).rgb
     stage = "crop lego-faces" if opts.lego else "crop anime-faces"
     workers = opts.workers or cores()
-    threads_before = cv2.getNumThreads(), _torch_threads(1 if locator == "learned" else None)
+    threads_before = cv2.getNumThreads(), _torch_threads(1 if locator in ("learned", "auto") else None)
     cv2.setNumThreads(1)
     try:
         with Dataset.create(out) as ds, Progress(stage, source.count_hint(), enabled=progress) as prog:
@@ -451,7 +453,7 @@ def crop_part(part: Part, done: list[str], opts: CropOptions, cascade_xml: bytes
     the local engine runs it. The crops (and up to ``preview_n`` previews, as PNG) go to one file, ``part_file``;
     the result says per image what :func:`crop` writes, in input order, with each crop's place in that file."""
     cv2.setNumThreads(1)
-    if opts.lego and (AUTO if opts.locator == "auto" else opts.locator) == "learned":
+    if opts.lego and opts.locator in ("learned", "auto"):
         _torch_threads(1)  # a task's process: one thread, as each local worker
     skip = set(done)
     blobs: list[bytes] = []

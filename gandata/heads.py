@@ -59,23 +59,29 @@ def figure_mask(rgb: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
     """The pixels of the figures in a studio shot (bool H×W): where ``alpha`` is opaque when the image has real
     transparency; else where the image differs from a background surface fitted to its border (a plain colour, a
     gradient, a soft shadow), or holds an edge (a white helmet on white), with holes filled."""
+    return _figure(rgb, alpha)[0]
+
+
+def _figure(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, float]:
+    """:func:`figure_mask`, and the share of the border its background explains (1 with transparency)."""
     h, w = rgb.shape[:2]
     if alpha is not None and (alpha < 250).mean() > 0.02:
-        fg = alpha >= 128
+        fg, explained = alpha >= 128, 1.0
     else:
-        fg = _differs_from_border(rgb)
+        fg, explained = _differs_from_border(rgb)
     fg = fg.astype(np.uint8)
     k = max(3, (min(h, w) // 150) | 1)
     fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
     fg = _fill_holes(fg)
     fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    return fg.astype(bool)
+    return fg.astype(bool), explained
 
 
-def _differs_from_border(rgb: np.ndarray) -> np.ndarray:
+def _differs_from_border(rgb: np.ndarray) -> tuple[np.ndarray, float]:
     """Pixels unlike the background: a quadratic surface per channel fitted to the image's border (robustly: the
     border pixels the figure covers, such as feet at the bottom edge, are dropped and the fit done again), compared
-    with every pixel; plus edges, which outline a white figure on white."""
+    with every pixel; plus edges, which outline a white figure on white. And the share of the border the surface
+    explains (within 16 levels): near 1 for a studio shot's plain or graded background, less for a scene."""
     h, w = rgb.shape[:2]
     b = max(2, min(h, w) // 100)
     frame = np.zeros((h, w), bool)
@@ -116,7 +122,8 @@ def _differs_from_border(rgb: np.ndarray) -> np.ndarray:
     fg = np.abs(rgb - model).max(axis=2) > max(22.0, 4 * noise + 10)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     edges = cv2.Canny(cv2.GaussianBlur(grey, (3, 3), 0), 40, 100) > 0
-    return fg | edges
+    explained = float((np.abs(t_all - a_all @ coef).max(axis=1) <= 16).mean())
+    return fg | edges, explained
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -157,20 +164,41 @@ PROTRUSION = 0.35  # rows above the head narrower than this share of a head's wi
 LAYOUT_SIDE = 320  # the layout is read on the image scaled to this long side at most
 
 
-def layout_heads(rgb: np.ndarray, alpha: np.ndarray | None = None) -> tuple[list[Head], str | None]:
-    """The head of the largest figure of a studio shot, from the figure's proportions; or no head and why. The
-    figure's height (top of the head to the feet) gives the head's size, the middle of its legs the head's column,
-    the first row wide enough to be a head (not a plume or an antenna) its top: props, raised arms, capes and
-    insets move none of them."""
+@dataclass
+class Shot:
+    """An image read as a studio shot, on a copy at most :data:`LAYOUT_SIDE` px long (``scale``): its largest
+    figure's mask (None: nothing on the background) and how plain its background is (the share of the border a
+    fitted surface explains: a catalogue shot's, or transparency, near 1; a scene's less)."""
+
+    mask: np.ndarray | None
+    scale: float
+    plain: float
+
+
+PLAIN = 0.85  # a background explaining this share of the border is a studio shot's (96 % of catalogue images)
+
+
+def read_shot(rgb: np.ndarray, alpha: np.ndarray | None = None) -> Shot:
     scale = min(1.0, LAYOUT_SIDE / max(rgb.shape[:2]))
     if scale < 1.0:  # the proportions need no more pixels than this
         size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         alpha = None if alpha is None else cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
-    h, w = rgb.shape[:2]
-    mask = largest_figure(figure_mask(rgb, alpha))
+    mask, plain = _figure(rgb, alpha)
+    return Shot(largest_figure(mask), scale, plain)
+
+
+def layout_heads(rgb: np.ndarray, alpha: np.ndarray | None = None,
+                 shot: Shot | None = None) -> tuple[list[Head], str | None]:
+    """The head of the largest figure of a studio shot, from the figure's proportions; or no head and why. The
+    figure's height (top of the head to the feet) gives the head's size, the middle of its legs the head's column,
+    the first row wide enough to be a head (not a plume or an antenna) its top: props, raised arms, capes and
+    insets move none of them. ``shot``: the image read already (:func:`read_shot`)."""
+    shot = shot or read_shot(rgb, alpha)
+    mask, scale = shot.mask, shot.scale
     if mask is None:
         return [], "no figure on the background"
+    h, w = mask.shape
     ys, xs = np.nonzero(mask)
     fy0, fy1 = int(ys.min()), int(ys.max()) + 1
     fw = int(xs.max()) + 1 - int(xs.min())
@@ -222,6 +250,43 @@ def _run(row: np.ndarray, x: float) -> int:
     n_left = int(np.argmin(left)) if not left.all() else left.size
     n_right = int(np.argmin(right)) if not right.all() else right.size
     return n_left + n_right - 1
+
+
+# ------------------------------------------------------------------------------------------------ the default
+
+
+def auto_heads(rgb: np.ndarray, alpha: np.ndarray | None, learned: LearnedHeads,
+               threshold: float) -> tuple[list[Head], str | None]:
+    """``--locator auto``, the best measured (docs/quality.md): in a scene, the learned detector's heads; in a studio
+    shot (a plain background, or transparency) one head, the largest figure's: the detector's most confident head
+    on that figure (an inset or a second view is not it), grown to hold the layout's head where the two agree (each
+    misses what the other holds: a tall hat, a wide brim), else the layout's."""
+    found = learned(rgb, threshold)
+    shot = read_shot(rgb, alpha)
+    if shot.plain < PLAIN or shot.mask is None:
+        return found, None if found else "no head found"
+    on_figure = [h for h in found if _on_figure(shot, h)]
+    laid, why = layout_heads(rgb, alpha, shot)
+    if not on_figure:
+        return laid, why
+    best = max(on_figure, key=lambda h: h.confidence)
+    if not laid or _overlap(best.box, laid[0].box)[0] < AGREE:
+        return [best], None
+    (bx, by, bw, bh), (lx, ly, lw, lh) = best.box, laid[0].box
+    x0, y0, x1, y1 = min(bx, lx), min(by, ly), max(bx + bw, lx + lw), max(by + bh, ly + lh)
+    return [Head((x0, y0, x1 - x0, y1 - y0), max(best.confidence, laid[0].confidence), "learned")], None
+
+
+AGREE = 0.3  # the detector's and the layout's heads overlap this much (IoU): one head, seen twice
+
+
+def _on_figure(shot: Shot, head: Head) -> bool:
+    """The head's centre row crosses the figure within half a head's width of the centre."""
+    x, y, w, h = (v * shot.scale for v in head.box)
+    row = int(y + h / 2)
+    if not 0 <= row < shot.mask.shape[0]:
+        return False
+    return bool(shot.mask[row, max(0, int(x + w / 4)): max(0, int(x + 3 * w / 4)) + 1].any())
 
 
 # ------------------------------------------------------------------------------------------------ the cascade
@@ -315,21 +380,24 @@ def decode_output(out: np.ndarray, scale: float, threshold: float, top: int = 20
     return _suppress(heads)
 
 
-def _suppress(heads: list[Head], iou: float = 0.4) -> list[Head]:
+def _suppress(heads: list[Head], iou: float = 0.4, inside: float = 0.6) -> list[Head]:
+    """Most confident first, a head is dropped when it overlaps one kept (IoU ``iou``) or lies mostly within it or
+    around it (``inside`` of the smaller box): one head, one box."""
     kept: list[Head] = []
     for h in heads:
-        if all(_iou(h.box, k.box) < iou for k in kept):
+        if all(o < iou and i < inside for o, i in (_overlap(h.box, k.box) for k in kept)):
             kept.append(h)
     return kept
 
 
-def _iou(a: tuple, b: tuple) -> float:
+def _overlap(a: tuple, b: tuple) -> tuple[float, float]:
+    """(IoU, intersection over the smaller box) of two (x, y, w, h) boxes."""
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
     iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
     ih = max(0, min(ay + ah, by + bh) - max(ay, by))
     inter = iw * ih
-    return inter / max(aw * ah + bw * bh - inter, 1)
+    return inter / max(aw * ah + bw * bh - inter, 1), inter / max(min(aw * ah, bw * bh), 1)
 
 
 class LearnedHeads:
@@ -367,9 +435,14 @@ class LearnedHeads:
                                     f"gandata, or use {hint('locator', 'layout')}")
                 import io
 
-                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
                 net = _model()
-                net.load_state_dict({k: v.float() for k, v in state["model"].items()})
+                try:
+                    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+                    net.load_state_dict({k: v.float() for k, v in state["model"].items()})
+                except Exception as e:  # noqa: BLE001 (torch's many errors for a file that is not these weights)
+                    raise UserError(f"{self.path} is not the LEGO head detector's weights ({type(e).__name__}); "
+                                    f"give the file tools/build_lego_heads.py wrote, or use "
+                                    f"{hint('locator', 'layout')}") from None
                 net.eval()
                 self._cache[key] = net
         return net

@@ -143,7 +143,20 @@ def plan(spec: dict, where: str = "pipeline", data_dir: str | os.PathLike = "dat
                 value = step.values.get(o.key)
                 if o.output and o.pipeline and value is not None:
                     _inside(value, roots, f"{where}: [{step.table}] {o.key}")
+    _inputs_given(steps, where)
     return head, steps
+
+
+def _inputs_given(steps: list[Step], where: str) -> None:
+    """A stage that reads what an earlier stage wrote has that stage in the file, or names its input: [train]
+    needs shards ([shard] before it, or shards = …), [eval] a run and real images — found here, not after hours of
+    fetching."""
+    tables = {s.table: s for s in steps}
+    needs = {"train": (("shards", "shard"),), "eval": (("target", "train"), ("real", "shard"))}
+    for table, pairs in needs.items():
+        for key, before in pairs:
+            if table in tables and tables[table].values.get(key) is None and before not in tables:
+                raise UserError(f"{where}: [{table}] needs {key}: put [{before}] before it, or give {key} = …")
 
 
 def _inside(value: Any, roots: list[Path], name: str) -> None:

@@ -158,9 +158,11 @@ class ShardSummary(Summary):
         out += [f"    {row['origin']}: {row['reason']}" for row in self.rejected[:5]]
         if self.labels:
             out.append(f"  labels from {self.labels['field']!r}: {len(self.labels['names'])} classes")
-        out.append(f"  train shards: {hint('shards', self.patterns['train'], command='train KIND')}")
-        if self.patterns["val"]:
-            out.append(f"  val shards:   {self.patterns['val']}")
+        # the set's folder, not its tars' pattern: dataset.json names the tars (a later run moves them to another
+        # generation folder) and carries the labels and the resolution the trainers read
+        out.append(f"  train on it: {hint('shards', self.out, command='train KIND')}")
+        out.append(f"  its tars now: {self.patterns['train']}" + (f" and {self.patterns['val']}" if self.patterns["val"]
+                                                                    else ""))
         out.append(f"  {self.seconds} s, {self.processed} images processed, {self.reused} reused from an earlier run")
         if self.tasks:
             m = self.tasks["map"]
@@ -764,5 +766,6 @@ def shard_all(data_dir: str | os.PathLike, options: ShardOptions | None = None,
             f"no datasets under {data_dir} (looked for {data_dir}/<dataset>/<stage>/manifest.jsonl); "
             "fetch one first, or name the folders to shard"
         )
-    return [shard([str(stage)], Path(data_dir) / ds / "shards", ds, options, progress) for ds, stage in found.items()]
+    return [shard([str(stage)], Path(data_dir) / ds / "shards", clean_name(ds), options, progress)
+            for ds, stage in found.items()]
 

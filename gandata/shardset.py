@@ -270,15 +270,15 @@ def read(folder: str | Path) -> ShardSet | None:
 
 
 def unfinished(folder: Path) -> bool:
-    """A folder that ``gandata shard`` writes into but whose set is not whole: no ``dataset.json`` (it is removed
-    first and written last), but shard's own traces."""
+    """A folder that ``gandata shard`` writes into but whose first set is not whole yet: no ``dataset.json`` (written
+    last, once its tars are whole), but shard's own traces."""
     return not (folder / INFO).exists() and ((folder / ".work").is_dir() or (folder / "rejected.jsonl").exists())
 
 
 def _refuse_unfinished(folder: Path) -> None:
     if unfinished(folder):
-        raise NoShards(f"{folder} has no {INFO}: gandata shard did not finish writing this set (its tars may be half "
-                       f"old, half new); run the same gandata shard command again")
+        raise NoShards(f"{folder} has no {INFO}: gandata shard did not finish writing this set; run the same gandata "
+                       "shard command again")
 
 
 def local_tars(spec: str, splits: Iterable[str] | None = None) -> list[Path]:

@@ -263,12 +263,12 @@ CROP = [
           "  gandata crop anime-faces --src ~/illustrations --size 96 --margin 0.25\n"
           "  gandata crop anime-faces --debug-grid check.png --min-face 64",
           D.CROP_ANIME, _crop(False), "crop", ("kind", "anime-faces")),
-    Stage(("crop", "lego-faces"), "LEGO minifigure heads: the anime-face cascade where it finds one, else the "
-          "figure's layout.",
+    Stage(("crop", "lego-faces"), "Whole LEGO minifigure heads (hair, hats, helmets), from catalogue shots or photos: "
+          "a head detector shipped with gandata, checked by the figure's layout.",
           "\b\nExamples:\n"
           "  gandata crop lego-faces                                # data/bricklink/raw → data/bricklink/faces\n"
           "  gandata crop lego-faces --size 64 --debug-grid heads.png\n"
-          "  gandata crop lego-faces --locator layout               # offline: no cascade download",
+          "  gandata crop lego-faces --src ~/minifig-photos --threshold 0.7   # fewer, surer crops",
           D.CROP_LEGO, _crop(True), "crop", ("kind", "lego-faces")),
 ]
 

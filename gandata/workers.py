@@ -13,6 +13,7 @@ worker.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 import threading
@@ -80,7 +81,8 @@ def ordered(jobs: Iterable[tuple[T, Callable[[], R] | Done[R]]], workers: int, w
             if isinstance(job, Done):
                 pending.append((tag, job))
             elif pool is not None:
-                pending.append((tag, pool.submit(job)))
+                # in the caller's context: a message made in a worker names options as the caller's front end does
+                pending.append((tag, pool.submit(contextvars.copy_context().run, job)))
             else:
                 pending.append((tag, Done(job())))
             while len(pending) > window:

@@ -160,11 +160,12 @@ def test_the_command_line_starts_without_loading_the_heavy_libraries():
      "[pipeline] dataset = '../../elsewhere' must be a plain name"),
     ("[pipeline]\nname = 'a/b'\n[shard]\n", "[pipeline] name = 'a/b' must be a plain name"),
     ("[train]\nkind = 'dcgan'\nshards = 'pipe:curl http://x/a.tar'\n", "runs a shell command"),
-    ("[eval]\nreal = 'data/x::pipe:cat a.tar'\n", "runs a shell command"),
-    ("[eval]\nextractor = 'os:system'\n", "imports code"),
-    ("[train]\nkind = 'wgan-gp'\neval_extractor = 'evil.py:f'\n", "imports code"),
+    ("[eval]\ntarget = 'runs/x'\nreal = 'data/x::pipe:cat a.tar'\n", "runs a shell command"),
+    ("[eval]\ntarget = 'runs/x'\nreal = 'data/x'\nextractor = 'os:system'\n", "imports code"),
+    ("[train]\nkind = 'wgan-gp'\nshards = 'data/x'\neval_extractor = 'evil.py:f'\n", "imports code"),
 ])
 def test_a_pipeline_file_cannot_reach_outside_or_run_code_unless_it_says_so(table, message, tmp_path):
+    """(The [train] and [eval] tables name their inputs: a pipeline that does not give them is refused too.)"""
     path = tmp_path / "p.toml"
     path.write_text(table)
     with pytest.raises(UserError, match=re.escape(message)):

@@ -81,8 +81,8 @@ def test_the_same_command_continues_after_a_signal(sig, shards, tmp_path):
 
 
 def _ranks_of(out: Path) -> list[int]:
-    """Processes still running for this run: the launcher and the ranks name its launch.json."""
-    spec, pids = str(out / "launch.json").encode(), []
+    """Processes still running for this run: the launcher and the ranks name its launch-<pid>.json."""
+    spec, pids = str(out / "launch-").encode(), []
     for proc in Path("/proc").iterdir():
         try:
             if proc.name.isdigit() and spec in (proc / "cmdline").read_bytes():

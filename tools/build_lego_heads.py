@@ -36,6 +36,7 @@ import json
 import math
 import re
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gandata import heads as H  # noqa: E402
+from gandata.fileio import atomic_write  # noqa: E402
 
 CATALOGUE_URL = "https://img.bricklink.com/ItemImage/MN/0/{item}"
 PHOTOS_URL = "https://raw.githubusercontent.com/hnky/dataset-lego-figures/master/{file}"
@@ -418,22 +420,24 @@ def main() -> None:
         torch.save(state, buf)
         return buf.getvalue()
 
+    partial = Path(tempfile.gettempdir()) / f"{args.out.stem}.partial.pt"  # never in the package folder
+
     def snapshot(net) -> None:  # the weights so far, to look at while it trains (net is in train mode: copy it)
         import copy
 
-        args.out.with_suffix(".partial.pt").write_bytes(weights(copy.deepcopy(net).eval()))
+        atomic_write(partial, weights(copy.deepcopy(net).eval()))
 
     net, history, steps = train(Samples(catalogue, figures, photos, args.seed), args.minutes, args.steps, args.batch,
                                 args.seed, lambda s: print(s, flush=True), snapshot)
     blob = weights(net)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(blob)
+    atomic_write(args.out, blob)
     digest = hashlib.sha256(blob).hexdigest()
     meta = {"weights": args.out.name, "sha256": digest, "bytes": len(blob), "steps": steps, "batch": args.batch,
             "seed": args.seed, "minutes": round((time.monotonic() - t0) / 60, 1), "torch": torch.__version__,
             "catalogue_images": len(catalogue), "figures_cut_out": len(figures), "photos": len(photos),
             "history": history[-20:], **provenance}
-    args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    atomic_write(args.out.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=True).encode())
     if args.out.resolve() == H.WEIGHTS.resolve():
         src = Path(H.__file__)
         src.write_text(re.sub(r"^WEIGHTS_SHA256 = .*$", f'WEIGHTS_SHA256 = "{digest}"', src.read_text(), count=1,

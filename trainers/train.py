@@ -152,11 +152,14 @@ def params_digest(*modules: nn.Module) -> str:
     return h.hexdigest()
 
 
+OPTIMIZERS = {  # a kind's ``optimizer`` (kinds.py): its papers' optimiser, at the run's rate
+    "adam": lambda params, o: torch.optim.Adam(params, lr=o.lr, betas=o.spec.betas),
+    "rmsprop": lambda params, o: torch.optim.RMSprop(params, lr=o.lr),
+}
+
+
 def _optimizer(o: TrainOptions, params) -> torch.optim.Optimizer:
-    k = o.spec
-    if k.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=o.lr)
-    return torch.optim.Adam(params, lr=o.lr, betas=k.betas)
+    return OPTIMIZERS[o.spec.optimizer](params, o)
 
 
 def _dist() -> tuple[int, int, int]:
@@ -222,9 +225,17 @@ def continuation(o: TrainOptions) -> TrainOptions | TrainSummary:
       finished run (its summary at ``kimg`` or beyond) is the summary, ``already_trained``, nothing done; otherwise
       ``o`` with ``resume="auto"``: it continues from its newest loadable checkpoint;
     * ``resume="auto"`` continues whatever options changed (a new ``--lr``, other shards), a finished run again
-      being its summary; ``resume=FILE`` continues from that checkpoint."""
+      being its summary; ``resume=FILE`` continues from that checkpoint — and, once the run folder holds a newer
+      one (the run went on from FILE), the same command continues from the newest, as ``auto``."""
     run = Path(o.out)
-    if o.resume not in (None, "auto") or (latest_checkpoint(run) is None and not (run / "summary.json").exists()):
+    newest = latest_checkpoint(run)
+    if o.resume not in (None, "auto"):
+        given = Path(o.resume)
+        if newest is None or not given.is_file() or newest.resolve() == given.resolve() \
+                or newest.stat().st_mtime <= given.stat().st_mtime:
+            return o
+        o = replace(o, resume="auto")
+    if newest is None and not (run / "summary.json").exists():
         return o
     if o.resume is None:
         diff = changed_since(o, run)
@@ -829,7 +840,7 @@ def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
     run = Path(o.out)
     created = [p for p in (run, *run.parents) if not p.exists()]
     run.mkdir(parents=True, exist_ok=True)
-    spec = run / "launch.json"
+    spec = run / f"launch-{os.getpid()}.json"  # this command's (another's may start beside it, and be refused)
     atomic_write_json(spec, asdict(o))
     cmd = [sys.executable, "-m", "gandata.trainers.train", "--launcher", "--standalone",
            f"--nproc-per-node={o.gpus}", "-m", "gandata.trainers.train", "--options", str(spec)]
@@ -843,8 +854,8 @@ def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
         error = Path(said).read_text()
     finally:
         os.unlink(said)
+        spec.unlink(missing_ok=True)  # read by the ranks as they started
     if error:  # a mistake rank 0 found (the shards, the options): its one line, and no folder left for it
-        spec.unlink(missing_ok=True)
         _remove_if_unused(run, created)
         raise TrainError(error)
     if code != 0:
