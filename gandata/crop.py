@@ -84,13 +84,13 @@ class CropOptions(Declared):
     memory: int = _DEFAULT["memory"]  # MiB that decoded images may hold at once, all workers together
     lego: bool = False  # whole LEGO heads (gandata.heads) instead of anime faces
     locator: str = _DEFAULT["locator"]  # lego: auto | learned | layout | cascade (gandata.heads)
-    threshold: float = _DEFAULT["threshold"]  # lego: heads found with less confidence are not cut
+    threshold: float | None = None  # lego: heads found with less confidence are not cut (None: the locator's own)
 
     def declaration(self) -> Declaration:
         return CROP_LEGO if self.lego else CROP_ANIME
 
     def __post_init__(self) -> None:
-        if not self.lego and (self.locator, self.threshold) != (_DEFAULT["locator"], _DEFAULT["threshold"]):
+        if not self.lego and (self.locator != _DEFAULT["locator"] or self.threshold is not None):
             raise UserError(f"{named('locator')} and {named('threshold')} are for lego-faces only (anime faces are "
                             "found by the cascade)")
         super().__post_init__()
@@ -134,20 +134,22 @@ class Detector:
         """``lego-faces``: the heads the ``--locator`` finds, at or above ``--threshold`` and ``--min-face``, most
         confident first; or none and why."""
         o = self.opts
+        threshold = heads.SURE[o.locator] if o.threshold is None else o.threshold
         found, why = [], None
         if o.locator == "auto":
-            found, why = heads.auto_heads(rgb, alpha, self._learned, o.threshold)
+            found, why = heads.auto_heads(rgb, alpha, self._learned, threshold)
         elif o.locator == "learned":
-            found = self._learned(rgb, o.threshold)
+            found = self._learned(rgb, threshold)
             why = None if found else "no head found by the learned detector"
         elif o.locator == "cascade":
             faces, _ = self.detect(rgb)
             found = [heads.head_of_face(f) for f in faces]
         if o.locator == "layout" or (o.locator == "cascade" and not found):
             found, why = heads.layout_heads(rgb, alpha)
-        kept = [h for h in found if h.confidence >= o.threshold and max(h.box[2], h.box[3]) >= o.min_face]
+        kept = [h for h in found if max(h.box[2], h.box[3]) >= o.min_face
+                and (o.locator == "auto" or h.confidence >= threshold)]  # auto applies the threshold itself
         if found and not kept:
-            why = f"heads found, but less sure than the threshold {o.threshold:g} or under {o.min_face} px"
+            why = f"heads found, but less sure than the threshold {threshold:g} or under {o.min_face} px"
         return sorted(kept, key=lambda h: -h.confidence), why
 
     def detect(self, rgb: np.ndarray) -> tuple[list[tuple[int, int, int, int]], float]:

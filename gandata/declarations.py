@@ -221,9 +221,10 @@ def _crop(kind: str) -> Declaration:
                help="How heads are found: learned (the detector shipped with gandata: catalogue shots and photos), "
                "layout (the figure's proportions: catalogue shots), cascade (the anime cascade's face grown to its "
                "head, else the layout; downloads the cascade) or auto (the best measured, docs/quality.md)."),
-           Opt("threshold", float, 0.3, min=0, max=1,
-               help="Heads found with less confidence than this (0-1) are not cut; raise it for fewer, surer "
-               "crops.")) if lego else ()),
+           Opt("threshold", float, min=0, max=1,
+               help="How sure (0-1) the locator must be of a head to cut it (default: 0.5 for the learned detector, "
+               "in auto too; 0.25 for the layout; the cascade's faces all); raise it for fewer, surer crops.")) if lego
+          else ()),
         BASE_URL,
     ))
 

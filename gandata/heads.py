@@ -30,7 +30,8 @@ import numpy as np
 INPUT = 384  # the learned detector's input: the image scaled to this long side
 STRIDE = 8  # its output grid
 WEIGHTS = Path(__file__).resolve().parent / "models" / "lego-heads.pt"
-WEIGHTS_SHA256 = None  # set by tools/build_lego_heads.py when it writes the shipped weights
+# the shipped weights' checksum (tools/build_lego_heads.py sets it when it writes them)
+WEIGHTS_SHA256 = "b00c9312f43433790cf1f26ef7f7374921eef145474db40d220b90ddcb0b071b"
 
 
 @dataclass
@@ -257,18 +258,20 @@ def _run(row: np.ndarray, x: float) -> int:
 
 def auto_heads(rgb: np.ndarray, alpha: np.ndarray | None, learned: LearnedHeads,
                threshold: float) -> tuple[list[Head], str | None]:
-    """``--locator auto``, the best measured (docs/quality.md): in a scene, the learned detector's heads; in a studio
-    shot (a plain background, or transparency) one head, the largest figure's: the detector's most confident head
-    on that figure (an inset or a second view is not it), grown to hold the layout's head where the two agree (each
-    misses what the other holds: a tall hat, a wide brim), else the layout's."""
+    """``--locator auto``, the best measured (docs/quality.md): in a scene, the learned detector's heads at
+    ``threshold``; in a studio shot (a plain background, or transparency) one head, the largest figure's: the
+    detector's most confident head on that figure (an inset or a second view is not it), grown to hold the layout's
+    head where the two agree (each misses what the other holds: a tall hat, a wide brim); where the detector is not
+    sure of one, the layout's head when the layout is sure of it (:data:`LAYOUT_SURE`, its own scale)."""
     found = learned(rgb, threshold)
     shot = read_shot(rgb, alpha)
     if shot.plain < PLAIN or shot.mask is None:
         return found, None if found else "no head found"
     on_figure = [h for h in found if _on_figure(shot, h)]
     laid, why = layout_heads(rgb, alpha, shot)
+    laid = [h for h in laid if h.confidence >= LAYOUT_SURE]
     if not on_figure:
-        return laid, why
+        return laid, why or (None if laid else "the figure does not look like a minifigure")
     best = max(on_figure, key=lambda h: h.confidence)
     if not laid or _overlap(best.box, laid[0].box)[0] < AGREE:
         return [best], None
@@ -278,6 +281,10 @@ def auto_heads(rgb: np.ndarray, alpha: np.ndarray | None, learned: LearnedHeads,
 
 
 AGREE = 0.3  # the detector's and the layout's heads overlap this much (IoU): one head, seen twice
+LAYOUT_SURE = 0.25  # the layout's confidence in a head it finds alone (measured on the training images)
+# the confidence a head needs by default, on each locator's own scale (crop lego-faces --threshold): the detector's
+# at 0.5 (auto and learned: docs/quality.md), the layout's at LAYOUT_SURE, every face the cascade finds
+SURE = {"auto": 0.5, "learned": 0.5, "layout": LAYOUT_SURE, "cascade": 0.0}
 
 
 def _on_figure(shot: Shot, head: Head) -> bool:

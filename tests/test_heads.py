@@ -113,6 +113,14 @@ CLASSES = {  # a failure class of the first locator → the marked images that s
 }
 
 
+# (recall, precision) each class must keep: measured 2026-12-07 (hair .98/.98 of 63, hat or helmet .99/1 of 89, hood
+# .94/.94 of 18, cape .96/1 of 25, prop 1/1 of 3, protrusion .89/1 of 8, inset .94/.97 of 33, white on white .92/.94
+# of 36, backgrounds .97/1 of 34), less about one image's worth
+FLOOR = {"hair": (0.95, 0.95), "hat or helmet": (0.96, 0.97), "hood": (0.88, 0.88), "cape": (0.92, 0.95),
+         "prop or raised arm": (0.66, 0.66), "protrusion": (0.85, 0.85), "inset": (0.9, 0.93),
+         "white on white": (0.88, 0.9), "graded, grey or other background": (0.94, 0.96)}
+
+
 @pytest.fixture(scope="module")
 def catalogue():
     folder = fixture_path("lego/bricklink")
@@ -137,7 +145,50 @@ def _score(rows, locator: str) -> tuple[float, float, int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CLASSES))
 def test_real_catalogue_heads_of_each_failure_class_are_held_whole(name, catalogue):
+    """The default locator on the held-out catalogue images (never trained on) of each class that broke the first
+    locator. The bounds sit a little under what was measured (docs/quality.md), so that a change that loses heads
+    of one kind fails here even when the totals hold."""
     rows = [(r, d) for r, d in catalogue if CLASSES[name](r) and r["heads"]]
-    assert len(rows) >= 4, f"the marks hold too few images of {name}"
-    recall, precision, n = _score(rows, "layout")
-    assert recall >= 0.75 and precision >= 0.75, f"{name}: layout recall {recall:.2f}, precision {precision:.2f} of {n}"
+    assert len(rows) >= 3, f"the marks hold too few images of {name}"
+    recall, precision, n = _score(rows, "auto")
+    print(f"{name}: {n} images, recall {recall:.3f}, precision {precision:.3f}")
+    assert recall >= FLOOR[name][0] and precision >= FLOOR[name][1], \
+        f"{name}: recall {recall:.2f}, precision {precision:.2f} of {n}"
+
+
+@pytest.mark.slow
+def test_the_default_holds_95_percent_of_the_held_out_catalogue_heads(catalogue):
+    """Issue 38's target, on the 200 held-out images: at least 95 % of the heads held whole, 95 % of the crops whole
+    heads (measured: 96.0 % and 96.4 %)."""
+    recall, precision, n = _score(catalogue, "auto")
+    assert n == 200 and recall >= 0.95 and precision >= 0.95, (recall, precision)
+
+
+def test_the_default_finds_the_demo_s_drawn_figures_and_a_figure_on_a_scene(tmp_path):
+    """The shipped detector (the demo crops its figures with it) on generated figures: each whole head held."""
+    held = 0
+    for seed in range(6):
+        for variant in ("white", "gradient", "cape", "transparent"):
+            im, box = scene(seed, variant)
+            held += _held(_crops("auto", png_bytes(im)), box)
+    assert held >= 22, held  # of 24
+
+
+def test_damaged_or_missing_detector_weights_are_one_line(tmp_path, monkeypatch):
+    from gandata.errors import UserError
+
+    bad = tmp_path / "w.pt"
+    bad.write_bytes(b"not torch")
+    monkeypatch.setattr(heads, "WEIGHTS_SHA256", None)
+    with pytest.raises(UserError, match="is not the LEGO head detector's weights"):
+        heads.LearnedHeads(bad)(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(UserError, match="cannot be read"):
+        heads.LearnedHeads(tmp_path / "none.pt")(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_the_shipped_weights_are_the_ones_their_checksum_names():
+    import hashlib
+
+    assert hashlib.sha256(heads.WEIGHTS.read_bytes()).hexdigest() == heads.WEIGHTS_SHA256
+    meta = json.loads(heads.WEIGHTS.with_suffix(".json").read_text())
+    assert meta["sha256"] == heads.WEIGHTS_SHA256 and meta["photos"] > 0 and meta["catalogue_images"] > 0
