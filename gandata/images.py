@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 import re
 import struct
 import warnings
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO
 
 import cv2
 import numpy as np
@@ -443,6 +446,57 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+class SheetLayout:
+    """Where a contact sheet's parts go: a title bar, then rows of ``cols`` cells (a pad above each, a caption under
+    it), then a pad. :func:`sheet_bands` draws it a band at a time; :func:`contact_sheet` as one image."""
+
+    CAPTION, PAD, TITLE = 14, 4, 22
+
+    def __init__(self, n: int, cell: int = 128, cols: int | None = None, title: str = ""):
+        n = max(1, n)
+        self.n, self.cell, self.title = n, cell, title
+        self.cols = cols or max(1, min(n, math.ceil(math.sqrt(n))))
+        self.rows = math.ceil(n / self.cols)
+        self.title_h = self.TITLE if title else 0
+        self.band_h = self.PAD + cell + self.CAPTION
+        self.width = self.cols * (cell + self.PAD) + self.PAD
+        self.height = self.title_h + self.rows * self.band_h + self.PAD
+
+
+def sheet_bands(cells: Iterable[tuple[Image.Image | None, str]], layout: SheetLayout,
+                background: Sequence[int] = (40, 40, 40)) -> Iterator[Image.Image]:
+    """The contact sheet of ``layout`` as horizontal bands, top to bottom: the title bar, a band a row of cells,
+    the bottom pad. ``cells`` is read a row at a time, so a sheet of any size takes one band's memory (the cells
+    may be made as they are read). ``(None, caption)`` draws a crossed cell (an image that could not be shown);
+    ``(None, "")`` leaves the cell blank (padding)."""
+    bg, pad, cell = tuple(background[:3]), layout.PAD, layout.cell
+    small = _font(10)
+    if layout.title_h:
+        band = Image.new("RGB", (layout.width, layout.title_h), bg)
+        ImageDraw.Draw(band).text((pad, 4), layout.title, fill=(235, 235, 235), font=_font(14))
+        yield band
+    it = iter(cells)
+    for _ in range(layout.rows):
+        band = Image.new("RGB", (layout.width, layout.band_h), bg)
+        draw = ImageDraw.Draw(band)
+        for col, (im, caption) in enumerate(itertools.islice(it, layout.cols)):
+            x, y = pad + col * (cell + pad), pad
+            if im is None and not caption:
+                continue
+            if im is None:
+                draw.rectangle((x, y, x + cell - 1, y + cell - 1), outline=(200, 60, 60))
+                draw.line((x, y, x + cell - 1, y + cell - 1), fill=(200, 60, 60))
+            else:
+                thumb = ImageOps.contain(to_rgb(im), (cell, cell), Image.Resampling.LANCZOS)
+                band.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
+            text = caption
+            while text and draw.textlength(text, font=small) > cell:
+                text = text[:-1]
+            draw.text((x, y + cell + 1), text, fill=(210, 210, 210), font=small)
+        yield band
+    yield Image.new("RGB", (layout.width, pad), bg)
+
+
 def contact_sheet(
     cells: Sequence[tuple[Image.Image | None, str]],
     cell: int = 128,
@@ -450,31 +504,47 @@ def contact_sheet(
     title: str = "",
     background: Sequence[int] = (40, 40, 40),
 ) -> Image.Image:
-    """A grid of thumbnails with a caption under each and a title bar. ``(None, caption)`` draws a crossed cell
-    (an image that could not be shown); ``(None, "")`` leaves the cell blank (padding)."""
-    n = max(1, len(cells))
-    cols = cols or max(1, min(n, math.ceil(math.sqrt(n))))
-    rows = math.ceil(n / cols)
-    cap_h, pad, title_h = 14, 4, 22 if title else 0
-    width = cols * (cell + pad) + pad
-    sheet = Image.new("RGB", (width, title_h + rows * (cell + cap_h + pad) + pad), tuple(background[:3]))
-    draw = ImageDraw.Draw(sheet)
-    small, big = _font(10), _font(14)
-    if title:
-        draw.text((pad, 4), title, fill=(235, 235, 235), font=big)
-    for i, (im, caption) in enumerate(cells):
-        x = pad + (i % cols) * (cell + pad)
-        y = title_h + pad + (i // cols) * (cell + cap_h + pad)
-        if im is None and not caption:
-            continue
-        if im is None:
-            draw.rectangle((x, y, x + cell - 1, y + cell - 1), outline=(200, 60, 60))
-            draw.line((x, y, x + cell - 1, y + cell - 1), fill=(200, 60, 60))
-        else:
-            thumb = ImageOps.contain(to_rgb(im), (cell, cell), Image.Resampling.LANCZOS)
-            sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
-        text = caption
-        while text and draw.textlength(text, font=small) > cell:
-            text = text[:-1]
-        draw.text((x, y + cell + 1), text, fill=(210, 210, 210), font=small)
+    """A grid of thumbnails with a caption under each and a title bar, as one image (:func:`sheet_bands`)."""
+    layout = SheetLayout(len(cells), cell, cols, title)
+    sheet = Image.new("RGB", (layout.width, layout.height))
+    y = 0
+    for band in sheet_bands(cells, layout, background):
+        sheet.paste(band, (0, y))
+        y += band.height
     return sheet
+
+
+def write_png(f: IO[bytes], width: int, height: int, bands: Iterable[Image.Image]) -> None:
+    """An RGB PNG of ``width`` × ``height`` written to ``f`` from horizontal bands as they come (their heights
+    adding up to ``height``): memory for one band, whatever the image's size. Each row takes the filter (None, Sub
+    or Up) whose bytes are smallest as signed values (libpng's heuristic); zlib at Pillow's level 6."""
+
+    def chunk(kind: bytes, data: bytes) -> None:
+        f.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
+
+    f.write(b"\x89PNG\r\n\x1a\n")
+    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    z = zlib.compressobj(6)
+    rows, above = 0, np.zeros((1, width * 3), np.uint8)  # the row above the first is zeros (PNG's rule)
+    step = max(1, (1 << 20) // (width * 3))  # rows filtered at a time: a few MB of work arrays
+    for band in bands:
+        pixels = np.asarray(to_rgb(band), dtype=np.uint8).reshape(band.height, width * 3)
+        rows += band.height
+        for i in range(0, band.height, step):
+            a = pixels[i:i + step]
+            sub = a.copy()
+            np.subtract(a[:, 3:], a[:, :-3], out=sub[:, 3:])  # wraps modulo 256, as PNG's filters do
+            choices = np.stack([a, sub, a - np.concatenate([above, a[:-1]])])  # filter types None, Sub, Up
+            above = a[-1:].copy()
+            cost = np.minimum(choices, 0 - choices).sum(axis=2, dtype=np.int64)  # |byte| as a signed value
+            kind = cost.argmin(axis=0)
+            out = np.empty((len(a), width * 3 + 1), np.uint8)
+            out[:, 0] = kind
+            out[:, 1:] = choices[kind, np.arange(len(a))]
+            data = z.compress(out.tobytes())
+            if data:
+                chunk(b"IDAT", data)
+    if rows != height:
+        raise ValueError(f"the bands hold {rows} rows, not {height}")
+    chunk(b"IDAT", z.flush())
+    chunk(b"IEND", b"")

@@ -191,15 +191,19 @@ def inspect_path(
         report.warning = "; ".join(problems) or None
     if grid:
         picked.sort(key=lambda item: item[0].key)
-        cells = []
-        for s, caption in picked:
-            try:  # one full-size image at a time, kept only as its thumbnail
-                thumb = images.to_rgb(images.decode(s.read()))
-                thumb.thumbnail((cell, cell), Image.Resampling.BOX)
-                cells.append((thumb, caption))
-            except (images.ImageError, OSError):
-                cells.append((None, f"bad {s.key}"))
-        title = f"{path}: {n} samples ({src.kind}), {len(cells)} shown"
-        storage.put(grid, images.encode(images.contact_sheet(cells, cell=cell, title=title)))
+        layout = images.SheetLayout(len(picked), cell, title=f"{path}: {n} samples ({src.kind}), {len(picked)} shown")
+        cells = (_thumbnail(s, caption, cell) for s, caption in picked)  # read a band's row at a time
+        storage.put_from(grid, lambda f: images.write_png(f, layout.width, layout.height,
+                                                         images.sheet_bands(cells, layout)))
         report.grid = str(grid)
     return report
+
+
+def _thumbnail(s, caption: str, cell: int) -> tuple[Image.Image | None, str]:
+    """One sample as a contact sheet's cell: its full-size image decoded, kept only as its thumbnail."""
+    try:
+        thumb = images.to_rgb(images.decode(s.read()))
+    except (images.ImageError, OSError):
+        return None, f"bad {s.key}"
+    thumb.thumbnail((cell, cell), Image.Resampling.BOX)
+    return thumb, caption

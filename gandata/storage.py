@@ -16,11 +16,14 @@ from __future__ import annotations
 import functools
 import os
 import re
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 from .errors import UserError
-from .fileio import atomic_write
+from .fileio import atomic_file, atomic_write
 
 # a scheme fsspec reads (not https:// or pipe:, which WebDataset opens itself; not a Windows drive letter)
 _URL_RE = re.compile(r"^(s3|s3a|gs|gcs|az|abfs|file|memory)://")
@@ -184,6 +187,23 @@ def put(path: str | os.PathLike, data: bytes) -> None:
         return
     fs, p = filesystem(str(path))
     fs.pipe_file(p, data)
+
+
+@_store_errors(write=True)
+def put_from(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """``write(f)``'s bytes as the whole of ``path``, atomically, without holding them in memory: a renamed
+    temporary locally, a temporary file uploaded as one object on a store."""
+    if not is_url(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as f:
+            write(f)
+        return
+    with tempfile.TemporaryDirectory(prefix="gandata-put-") as tmp:
+        local = Path(tmp) / "object"
+        with open(local, "wb") as f:
+            write(f)
+        fs, p = filesystem(str(path))
+        fs.put_file(str(local), p)
 
 
 @_store_errors(write=True, arg=1)

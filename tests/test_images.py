@@ -185,3 +185,23 @@ def test_contact_sheet_lays_out_cells():
     buf = io.BytesIO()
     sheet.save(buf, "PNG")
     assert images.decode(buf.getvalue()).size == sheet.size
+
+
+@pytest.mark.parametrize("cell, cols, title", [(16, None, ""), (50, 8, "a title"), (97, 3, "t" * 400), (64, 1, "")])
+def test_a_sheet_written_in_bands_is_the_sheet(cell, cols, title):
+    """write_png over sheet_bands (what inspect --grid writes, a band at a time) decodes to exactly the pixels of
+    contact_sheet: odd sizes, crossed and blank cells, long captions and titles, one column; the bands' heights
+    must add up to the declared height."""
+    rng = np.random.default_rng(cell)
+    cells = [(Image.fromarray(rng.integers(0, 256, (int(rng.integers(3, 120)), int(rng.integers(3, 120)), 3),
+                                           dtype=np.uint8)), f"gjpq caption {i} " * 4) for i in range(11)]
+    cells[2], cells[7] = (None, "bad k2"), (None, "")
+    sheet = images.contact_sheet(cells, cell=cell, cols=cols, title=title)
+    layout = images.SheetLayout(len(cells), cell, cols, title)
+    assert (layout.width, layout.height) == sheet.size
+    buf = io.BytesIO()
+    images.write_png(buf, layout.width, layout.height, images.sheet_bands(iter(cells), layout))
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im), np.asarray(sheet))
+    with pytest.raises(ValueError, match="rows"):
+        images.write_png(io.BytesIO(), layout.width, layout.height + 1, images.sheet_bands(cells, layout))

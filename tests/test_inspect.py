@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 from conftest import drawn_image, png_bytes
 from PIL import Image
 
@@ -56,7 +60,8 @@ def test_inspect_shards_with_labels_and_a_plain_folder_with_a_bad_file(tmp_path,
 
 
 def test_the_contact_sheet_keeps_thumbnails_not_images(tmp_path, monkeypatch):
-    """inspect --grid holds one full-size image at a time: each cell is a thumbnail by the time the next is read."""
+    """inspect --grid holds one full-size image at a time: each cell is a thumbnail by the time the next is read,
+    and the cells are read a band's row at a time while the sheet is written."""
     from gandata import images as images_module
     from gandata.inspection import inspect_path
 
@@ -65,12 +70,44 @@ def test_the_contact_sheet_keeps_thumbnails_not_images(tmp_path, monkeypatch):
     for i in range(4):
         Image.new("RGB", (1600 + i, 1200), (40 * i, 80, 120)).save(folder / f"{i}.png")
     seen = []
-    real = images_module.contact_sheet
+    real = images_module.sheet_bands
 
-    def sheet(cells, **kw):
-        seen.extend(im.size for im, _ in cells if im is not None)
-        return real(cells, **kw)
+    def bands(cells, layout, *args):
+        def watched():
+            for im, caption in cells:
+                seen.append(im.size)
+                yield im, caption
 
-    monkeypatch.setattr(images_module, "contact_sheet", sheet)
+        return real(watched(), layout, *args)
+
+    monkeypatch.setattr(images_module, "sheet_bands", bands)
     r = inspect_path(folder, grid=tmp_path / "g.png", cell=64)
     assert r.samples == 4 and len(seen) == 4 and all(max(size) <= 64 for size in seen)
+
+
+@pytest.mark.slow
+def test_a_contact_sheet_of_any_size_in_bounded_memory(tmp_path):
+    """inspect --grid-n 400 --cell 512: a 10 324 × 10 626 sheet (329 MB of pixels; 507 MB peak when it was drawn
+    whole) written a band at a time: the process's peak stays far below the sheet's own size, and the PNG holds
+    every cell."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(400):
+        Image.new("RGB", (24, 24), (i % 256, 7 * i % 256, 90)).save(folder / f"{i:03d}.png")
+    grid = tmp_path / "g.png"
+    probe = ("import resource, sys; from gandata.inspection import inspect_path; "
+             f"inspect_path({str(folder)!r}, grid={str(grid)!r}, grid_n=400, cell=512); "
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    peak_mb = int(r.stdout.split()[-1]) / 1024
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # a big sheet on purpose: no bomb warning
+    try:
+        with Image.open(grid) as im:
+            assert im.size == (20 * 516 + 4, 22 + 20 * 530 + 4)
+            pixels = 3 * im.width * im.height / 2**20
+            px = im.getpixel((4 + 19 * 516 + 256, 22 + 4 + 19 * 530 + 256))  # the last cell's middle
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    assert px == (399 % 256, 7 * 399 % 256, 90)
+    assert peak_mb < pixels / 2, (peak_mb, pixels)

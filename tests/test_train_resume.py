@@ -353,3 +353,30 @@ def test_a_shard_that_cannot_be_read_says_what_works_in_train_and_eval(monkeypat
     with pytest.raises(tdata.DataError, match="check the store or server, then run the same command again$") as e:
         list(tdata.tar_samples([{"url": "https://127.0.0.1:9/a.tar"}]))
     assert "--resume" not in str(e.value)
+
+
+_HANG_UP = """
+import socket, sys, time
+from multiprocessing import resource_sharer
+from gandata.trainers import data
+if sys.argv[1] == "worker":
+    data._ignore_stop_signals(0)  # what every loader worker runs first
+r, w = socket.socketpair()
+resource_sharer.DupFd(r.fileno())  # a batch's handle, offered to the trainer
+sharer = resource_sharer._resource_sharer
+s = socket.socket(socket.AF_UNIX)
+s.connect(sharer._address)
+s.close()  # the trainer hangs up mid-handover: it stopped
+time.sleep(1)
+raise ValueError("any other error")
+"""
+
+
+@pytest.mark.parametrize("where", ["worker", "elsewhere"])
+def test_a_loader_worker_says_nothing_when_the_stopping_trainer_hangs_up(where):
+    """The real resource sharer a worker hands batches through, hung up on: its thread's traceback is not printed
+    in a loader worker (the trainer's stop is said by the trainer; --gpus 2 under SIGTERM printed it), while any
+    other error still is; outside a worker nothing changes."""
+    r = subprocess.run([sys.executable, "-c", _HANG_UP, where], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.rstrip().endswith("ValueError: any other error"), r.stderr
+    assert ("resource_sharer.py" in r.stderr) == (where == "elsewhere"), r.stderr

@@ -21,7 +21,10 @@ import functools
 import hashlib
 import os
 import random
+import sys
 import time
+import traceback
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -261,6 +264,24 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.excepthook = _quiet_handover(sys.excepthook)
+
+
+def _quiet_handover(excepthook):
+    """A loader worker hands each batch's shared memory to the trainer through multiprocessing's resource sharer,
+    whose thread prints a traceback when the trainer hangs up mid-handover — as it does when it stops (Ctrl-C,
+    SIGTERM, an error) while a batch is on its way. That hang-up is the trainer's own end, said by the trainer in
+    its one line; the worker, killed moments later, stays quiet about it. Any other exception is printed as
+    before."""
+
+    def hook(kind, value, tb):
+        frames = traceback.extract_tb(tb)
+        if (issubclass(kind, (OSError, EOFError)) and frames
+                and Path(frames[0].filename).parts[-2:] == ("multiprocessing", "resource_sharer.py")):
+            return
+        excepthook(kind, value, tb)
+
+    return hook
 
 
 @functools.cache
