@@ -308,7 +308,7 @@ class TarInput(Input):
         description counts, is damaged after the samples it gave."""
         key: str | None = None
         try:
-            with storage.open_stream(at) if storage.is_url(at) else open(at, "rb") as f:
+            with shardset.open_shard(at) if storage.is_url(at) else open(at, "rb") as f:  # a store: deadlines
                 for key, fields in shardset.samples(f, str(tar), expected):
                     yield from self._sample(tar, key, fields)
         except (ValueError, OSError, EOFError, UnicodeDecodeError) as e:

@@ -30,7 +30,7 @@ import re
 import tarfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -359,6 +359,8 @@ def open_shard(url: str, commands: bool = False):
 
         return wds.gopen(url.strip())
     if storage.is_url(url):
+        if storage.streams(url):
+            return io.BufferedReader(_StoreBody(url), HTTP_CHUNK)
         return storage.open_stream(url)
     scheme = urlparse(url).scheme.lower() if URL_RE.match(url) else ""
     if scheme in ("http", "https"):
@@ -441,10 +443,9 @@ class _HttpBody(io.RawIOBase):
     def _fetch(self) -> None:
         """The thread: the request, then the body into the buffer, chunk by chunk, until the end, an error or
         :meth:`close`."""
-        resp = None
+        close = None
         try:
-            resp = _request(self.url, self.timeout)
-            read = getattr(resp.raw, "read1", resp.raw.read)  # read1: what one receive brings (urllib3 2)
+            read, close = self._open()
             with self._cond:
                 self._answered = True
                 self._cond.notify_all()
@@ -471,8 +472,13 @@ class _HttpBody(io.RawIOBase):
                 self._error = e
                 self._cond.notify_all()
         finally:
-            if resp is not None:
-                resp.close()
+            if close is not None:
+                close()
+
+    def _open(self) -> tuple[Callable[[int], bytes], Callable[[], None]]:
+        """The request: its body's ``read(n)`` (what has arrived, up to n bytes; b"" at the end) and ``close()``."""
+        resp = _request(self.url, self.timeout)
+        return getattr(resp.raw, "read1", resp.raw.read), resp.close  # read1: what one receive brings (urllib3 2)
 
     def readable(self) -> bool:
         return True
@@ -520,9 +526,10 @@ class _HttpBody(io.RawIOBase):
     def _failure(self) -> BaseException:
         """The thread's error as the reader raises it: one line for the network's, the error itself otherwise."""
         e = self._error
-        if isinstance(e, UserError):
+        if isinstance(e, (UserError, FileNotFoundError)):  # a store's missing object stays what its readers test for
             return e
-        if isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("urllib3", "requests", "http"):
+        if isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("urllib3", "requests", "http", "botocore",
+                                                                          "aiobotocore", "aiohttp"):
             cause = e.args[-1] if e.args and isinstance(e.args[-1], BaseException) else e  # urllib3 wraps it
             if isinstance(e, TimeoutError) or "Timeout" in type(e).__name__:
                 why = f"nothing came for {self.timeout:g} s"
@@ -543,6 +550,15 @@ class _HttpBody(io.RawIOBase):
         with self._cond:
             self._stop()
         super().close()
+
+
+class _StoreBody(_HttpBody):
+    """One shard in an S3-compatible store, as one streamed GET under the deadlines of :class:`_HttpBody` (the
+    store's per-read timeout alone never fires on a connection that trickles; the answer comes through the store's
+    own bounded retries)."""
+
+    def _open(self) -> tuple[Callable[[int], bytes], Callable[[], None]]:
+        return storage.open_body(self.url)
 
 
 def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None]:
@@ -729,7 +745,7 @@ def verify(folder: str | Path | ShardSet, checksums: bool = True) -> list[str]:
             problems.append(f"{s['name']} has {size} bytes, {INFO} says {s.get('bytes')}")
         elif checksums:
             h = hashlib.sha256()
-            with storage.open_stream(path) if remote else open(path, "rb") as f:
+            with open_shard(path) if remote else open(path, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
             if h.hexdigest() != s.get("sha256"):

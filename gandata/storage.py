@@ -291,6 +291,26 @@ def tag(info: dict) -> str:
     return f"{info.get('size')}:{str(mark).strip(chr(34))}"
 
 
+def streams(url: str) -> bool:
+    """Whether :func:`open_body` streams ``url`` as one request (an S3-compatible store), rather than reading it a
+    block at a time."""
+    return urlsplit(str(url)).scheme.lower() in ("s3", "s3a")
+
+
+@_store_errors(write=False)
+def open_body(url: str) -> tuple[Callable[[int], bytes], Callable[[], None]]:
+    """The object ``url`` of an S3-compatible store as one streamed GET (the store's bounded retries until it
+    answers): ``read(n)`` returns what has arrived, up to ``n`` bytes (b"" at the end; a body cut short raises),
+    ``close()`` lets the connection go. A missing object is ``FileNotFoundError``."""
+    from fsspec.asyn import sync
+
+    fs, p = filesystem(url)
+    bucket, key, version = fs.split_path(p)
+    answer = fs.call_s3("get_object", Bucket=bucket, Key=key, **({"VersionId": version} if version else {}))
+    body = answer["Body"]
+    return (lambda n: sync(fs.loop, body.read, n)), (lambda: fs.loop.call_soon_threadsafe(body.close))
+
+
 @_store_errors(write=False)
 def open_stream(url: str):
     """A readable binary stream of the object ``url`` (the trainers' tar reader takes it as it comes)."""

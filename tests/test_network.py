@@ -175,3 +175,55 @@ def test_every_command_that_reads_shards_says_one_line_on_a_trickling_server(sha
             assert lines[-1].startswith(f"gandata: error: {server.url}"), (args[0], lines[-1])
     finally:
         server.close()
+
+
+@pytest.fixture
+def store_at(monkeypatch):
+    """s3:// URLs answered by a :class:`ShardServer` standing in for an S3-compatible store."""
+    pytest.importorskip("s3fs", reason="needs the s3 extra: pip install -e '.[s3]'")
+    import s3fs
+
+    def at(server: ShardServer) -> str:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", server.url.rsplit("/", 1)[0])
+        for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                     ("AWS_DEFAULT_REGION", "us-east-1")):
+            monkeypatch.setenv(k, v)
+        s3fs.S3FileSystem.clear_instance_cache()
+        return "s3://bucket/x.tar"
+
+    yield at
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_a_shard_in_a_store_reads_whole_however_slowly_the_reader_takes_it(shard_tar, short_deadlines, store_at):
+    server = _server_of(shard_tar, "whole")
+    try:
+        url = store_at(server)
+        with open(shard_tar, "rb") as f:
+            expected = list(shardset.samples(f, str(shard_tar)))
+        assert _samples(url) == expected
+        with shardset.open_shard(url) as f:
+            first = f.read(512)
+            time.sleep(1.5)  # three times the deadline, with the buffer full
+            assert first + f.read() == shard_tar.read_bytes()
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("mode", ["stall", "trickle", "headers", "cut"])
+def test_a_store_that_stalls_trickles_or_cuts_is_one_line(mode, shard_tar, short_deadlines, store_at):
+    """An S3-compatible store's answer, or its body, under the same deadlines as an http(s) shard's: a trickle (a
+    byte every 0.1 s, each read answered within the store's per-read timeout) once kept a trainer waiting for ever."""
+    server = _server_of(shard_tar, mode)
+    try:
+        url = store_at(server)
+        t = time.monotonic()
+        with pytest.raises(shardset.Unreachable, match=f"^{url}: .*try again later"):
+            _samples(url)
+        assert time.monotonic() - t < GIVE_UP / 2
+    finally:
+        server.close()
+
+
+def _server_of(tar: Path, mode: str) -> ShardServer:
+    return ShardServer(tar.read_bytes(), mode, head=600_000)
