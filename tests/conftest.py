@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
@@ -220,19 +221,35 @@ def _checkout_entries() -> set[str] | None:
 COMPILE_CACHES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 
 
+def _precompiled_headers() -> Path:
+    """Where inductor keeps its precompiled C++ header (150 MB): under the temporary folder whatever its cache
+    variables say (torch._inductor.codecache._HEADER_DIR)."""
+    import getpass
+
+    return Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}" / "precompiled_headers"
+
+
 def pytest_configure(config) -> None:
     """torch.compile's caches (inductor's C++ and Triton kernels: hundreds of MB) go to a folder of this run, in this
-    process and every command it starts, and are removed when the run ends (pytest_unconfigure): the suite leaves
-    nothing in the temporary folder but the folders of failed tests (pyproject.toml's retention)."""
+    process and every command it starts, and are removed when the run ends (pytest_unconfigure), as is the
+    precompiled header inductor writes beside them when the run made it: the suite leaves nothing in the temporary
+    folder but the folders of failed tests (pyproject.toml's retention)."""
     config._compile_cache = Path(tempfile.mkdtemp(prefix="gandata-tests-compile-"))
     for name in COMPILE_CACHES:
         os.environ[name] = str(config._compile_cache / name.split("_")[0].lower())
+    if not hasattr(config, "workerinput"):  # the run itself, not an xdist worker (they end before it)
+        config._headers_before = _precompiled_headers().exists()
 
 
 def pytest_unconfigure(config) -> None:
     cache = getattr(config, "_compile_cache", None)
     if cache is not None:
         shutil.rmtree(cache, ignore_errors=True)
+    if getattr(config, "_headers_before", True) is False:
+        headers = _precompiled_headers()
+        shutil.rmtree(headers, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            headers.parent.rmdir()  # the user's inductor folder, when this run made it and it holds nothing else
 
 
 def pytest_sessionstart(session) -> None:

@@ -141,7 +141,8 @@ def test_what_the_documented_commands_write_into_the_working_directory_is_ignore
 
 def test_the_suite_cleans_up_its_temporary_folder(pytestconfig):
     """docs/development.md: a run leaves nothing behind in the temporary folder but what its failed tests wrote —
-    pytest keeps no passing test's folder, and torch's compile cache lives in a folder of the run."""
+    pytest keeps no passing test's folder, torch's compile cache lives in a folder of the run, and the precompiled
+    header inductor writes beside its default cache is removed at the end when the run made it."""
     import os
     import tempfile
 
@@ -150,6 +151,12 @@ def test_the_suite_cleans_up_its_temporary_folder(pytestconfig):
     assert cache.is_dir() and cache.parent == Path(tempfile.gettempdir())
     for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
         assert Path(os.environ[name]).parent == cache  # inherited by every command the tests start
+    # the precompiled header inductor writes where its cache variables do not reach: the one the run removes
+    from torch._inductor.codecache import _HEADER_DIR
+
+    from conftest import _precompiled_headers
+
+    assert Path(_HEADER_DIR) == _precompiled_headers()
 
 
 def test_the_readme_and_demo_help_give_the_demo_the_same_time():

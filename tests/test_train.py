@@ -133,7 +133,8 @@ def _same_params(a: dict, b: dict, atol: float) -> None:
 
 
 def test_two_process_torchrun_matches_one_process(same_image_shards, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
     one = subprocess.run(_cli(*EXACT, "--shards", str(same_image_shards), "--out", str(tmp_path / "one")),
                          capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr[-2000:]
@@ -154,6 +155,8 @@ def test_two_process_torchrun_matches_one_process(same_image_shards, tmp_path):
         and json.loads((tmp_path / "two" / "options.json").read_text())["per_rank_batch"] == 4
     )
     _same_params(a, b, atol=1e-5)  # the same global batch: the same result, up to float summation order
+    # nothing left behind: not the launch's folder in the run, not torch's launcher's logs in the temporary folder
+    assert not list((tmp_path / "two").glob("launch-*")) and not list((tmp_path / "tmp").iterdir())
 
 
 def test_kill_then_resume_auto_continues_exactly(same_image_shards, tmp_path):

@@ -117,7 +117,9 @@ def test_two_processes_end_with_the_command_and_the_same_command_continues(shard
     while _ranks_of(out) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _ranks_of(out), "ranks outlived the command that was killed"
+    assert list(out.glob("launch-*"))  # the killed command's launch folder, which only the next command can remove
     assert _continued(cmd, out)["world"] == 2
+    assert not list(out.glob("launch-*"))
 
 
 @pytest.mark.slow

@@ -33,10 +33,10 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
@@ -840,27 +840,51 @@ def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
     run = Path(o.out)
     created = [p for p in (run, *run.parents) if not p.exists()]
     run.mkdir(parents=True, exist_ok=True)
-    spec = run / f"launch-{os.getpid()}.json"  # this command's (another's may start beside it, and be refused)
+    _remove_stale_launches(run)
+    # this command's own folder (another command may start beside it, and be refused): the options the ranks read,
+    # the file rank 0 leaves a user's mistake in, and torch's launcher's logs (its default, a torchelastic_* folder
+    # in the temporary folder, is never removed); all of it removed when the ranks are gone
+    here = run / f"launch-{os.getpid()}"
+    here.mkdir(exist_ok=True)
+    spec, said = here / "options.json", here / "error.txt"
     atomic_write_json(spec, asdict(o))
+    said.touch()
     cmd = [sys.executable, "-m", "gandata.trainers.train", "--launcher", "--standalone",
-           f"--nproc-per-node={o.gpus}", "-m", "gandata.trainers.train", "--options", str(spec)]
+           f"--nproc-per-node={o.gpus}", f"--log-dir={here / 'logs'}", "-m", "gandata.trainers.train",
+           "--options", str(spec)]
     env = dict(os.environ)
     if not env.get("OMP_NUM_THREADS"):  # torchrun would force 1 thread per process; ours are fitted in each rank
         env.update(OMP_NUM_THREADS="1", GANDATA_AUTO_THREADS="1")
-    fd, said = tempfile.mkstemp(prefix="gandata-launch-", suffix=".txt")
-    os.close(fd)
     try:
-        code = _run_ranks(cmd, {**env, ERROR_FILE_ENV: said})
-        error = Path(said).read_text()
+        code = _run_ranks(cmd, {**env, ERROR_FILE_ENV: str(said)})
+        error = said.read_text()
     finally:
-        os.unlink(said)
-        spec.unlink(missing_ok=True)  # read by the ranks as they started
+        shutil.rmtree(here, ignore_errors=True)
     if error:  # a mistake rank 0 found (the shards, the options): its one line, and no folder left for it
         _remove_if_unused(run, created)
         raise TrainError(error)
     if code != 0:
         raise TrainError(f"the {o.gpus} training processes failed (exit {code}); see their output above")
     return TrainSummary.read(run)
+
+
+def _remove_stale_launches(run: Path) -> None:
+    """The launch folders of commands that were killed (SIGKILL leaves no time to remove them): those named by a
+    process that is gone."""
+    for folder in run.glob("launch-*"):
+        pid = folder.name.removeprefix("launch-")
+        if folder.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _run_ranks(cmd: list[str], env: dict) -> int:
