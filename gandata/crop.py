@@ -45,11 +45,13 @@ from . import assets, heads, images, storage
 from .datasets import Dataset, Problem, child_key
 from .declarations import CROP_ANIME, CROP_LEGO
 from .errors import UserError, hint, named
-from .inputs import Input, Part, Sample, open_input, part_samples, partitions
+from .fileio import atomic_write_json
+from .inputs import Input, Part, Sample, file_stamp, open_input, part_samples, partitions
 from .options import Color, Declaration, Declared, check_call
 from .paths import refuse_overlap
 from .progress import Progress
 from .summary import Summary
+from .terminal import shown
 from .workers import Done, MemoryBudget, cores, ordered
 
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
@@ -146,10 +148,12 @@ class Detector:
             found = [heads.head_of_face(f) for f in faces]
         if o.locator == "layout" or (o.locator == "cascade" and not found):
             found, why = heads.layout_heads(rgb, alpha)
-        kept = [h for h in found if max(h.box[2], h.box[3]) >= o.min_face
-                and (o.locator == "auto" or h.confidence >= threshold)]  # auto applies the threshold itself
-        if found and not kept:
-            why = f"heads found, but less sure than the threshold {threshold:g} or under {o.min_face} px"
+        sure = [h for h in found if o.locator == "auto" or h.confidence >= threshold]  # auto applies it itself
+        kept = [h for h in sure if max(h.box[2], h.box[3]) >= o.min_face]
+        if found and not sure:
+            why = f"heads found, but less sure than {named('threshold')} {threshold:g}"
+        elif sure and not kept:
+            why = f"heads found, but smaller than {named('min_face')} {o.min_face} px"
         return sorted(kept, key=lambda h: -h.confidence), why
 
     def detect(self, rgb: np.ndarray) -> tuple[list[tuple[int, int, int, int]], float]:
@@ -235,6 +239,7 @@ def _process(data: bytes, key: str, opts: CropOptions, detector: Detector, pad: 
         rgb, alpha = images.decode_rgb_alpha(data, background, alpha=opts.lego)
     except images.ImageError as e:
         return {"status": "unreadable", "reason": str(e)}
+    digest = hashlib.sha256(data).hexdigest()  # the journal's: a re-run tells a replaced source image by it
     height, width = rgb.shape[:2]
     why = None
     if opts.lego:
@@ -244,22 +249,29 @@ def _process(data: bytes, key: str, opts: CropOptions, detector: Detector, pad: 
     else:
         boxes, scale = detector.detect(rgb)
         found_as = [("cascade", None)] * len(boxes)
-    crops, shown = [], []
+    crops, boxes_shown = [], []
     for i, (box, (method, confidence)) in enumerate(zip(boxes, found_as)):
         cb = crop_box(box, width, height, opts.margin, opts.edge)
-        shown.append((box, cb))
+        boxes_shown.append((box, cb))
         if cb is None:
             continue
         face = images.resize(cut(rgb, cb, pad), opts.size, "center-crop")
         crops.append({"index": i, "bbox": list(box), "crop_box": list(cb), "method": method,
                       "confidence": confidence, "data": images.encode(face, opts.format)})
     status = "faces" if crops else ("no_head" if opts.lego else "no_face")
+    if boxes and not crops:  # found, but every crop ran off the image
+        n = len(boxes)
+        why = (f"{n} {'head' if opts.lego else 'face'}{'s' if n > 1 else ''} found, but "
+               f"{'their crops run' if n > 1 else 'its crop runs'} off the image ({hint('edge', 'drop')}; "
+               f"{hint('edge', 'shift')} or {hint('edge', 'pad')} would keep {'them' if n > 1 else 'it'})")
+    elif not boxes and not opts.lego:
+        why = "no face found by the cascade"
     small = None
     if preview:
         small = Image.fromarray(rgb)
         small.thumbnail((PREVIEW, PREVIEW), Image.Resampling.BOX)
-    return {"status": status, "crops": crops, "boxes": shown, "scale": scale, "size": (width, height),
-            "reason": why if status == "no_head" else None, "preview": small}
+    return {"status": status, "crops": crops, "boxes": boxes_shown, "scale": scale, "size": (width, height),
+            "reason": why if status in ("no_head", "no_face") else None, "preview": small, "sha256": digest}
 
 
 @dataclass
@@ -282,6 +294,7 @@ class CropSummary(Summary):
     cascade: dict  # where the detector came from (path or url, sha256)
     options: dict
     debug_grid: str | None = None
+    off_edge: int = 0  # of those without: found, but every crop ran off the image (--edge drop)
 
     def lines(self) -> list[str]:
         lego = self.stage.endswith("lego-faces")
@@ -290,6 +303,10 @@ class CropSummary(Summary):
                f"{self.skipped_done} done earlier)"]
         if self.methods:
             out.append("  cut by: " + ", ".join(f"{k} {v}" for k, v in self.methods.items()))
+        if self.off_edge:
+            out.append(f"  {self.off_edge} of those without: {'heads' if lego else 'faces'} found, but their crops run "
+                       f"off the image ({hint('edge', 'drop')}; {hint('edge', 'shift')} or {hint('edge', 'pad')} "
+                       "would keep them)")
         out += [f"  unreadable: {b['origin']}: {b['reason']}" for b in self.bad[:5]]
         out.append(f"  {self.seconds} s ({self.rate or 0} images/s); the dataset now holds {self.total_crops} crops")
         if self.debug_grid:
@@ -344,10 +361,12 @@ def crop(
     cv2.setNumThreads(1)
     try:
         with Dataset.create(out) as ds, Progress(stage, source.count_hint(), enabled=progress) as prog:
+            _same_job(ds, stage, opts, out)
             writer = _CropWriter(ds, opts, source.kind, prog, grid_n if debug_grid else 0)
             done = writer.done()
+            _refuse_changed(source, done, out)
             if engine == "ray":
-                results = _crop_on_ray(source, done, opts, path, pad, background, writer.grid_n,
+                results = _crop_on_ray(source, set(done), opts, path, pad, background, writer.grid_n,
                                        ds.work_folder("ray"), ray_address, task_size, writer.counts, prog)
             else:
                 jobs = _jobs(source, done, opts, detector, pad, background, writer.counts, prog, writer.wants_preview,
@@ -365,6 +384,95 @@ def crop(
         _debug_sheet(writer.examples, debug_grid, stage)
         summary.debug_grid = str(debug_grid)
     return summary
+
+
+CROP_JOB = "crop.json"  # what a dataset folder's crops were made by: the stage and the options that shape a crop
+SAME_CROP = ("size", "margin", "edge", "pad_color", "background", "min_face", "scale_factor", "min_neighbors",
+             "min_size", "equalize", "detect_size", "format", "locator", "threshold")  # not workers, memory
+
+
+def _job(stage: str, opts: CropOptions) -> dict:
+    """The stage and the options that shape its crops, as ``crop.json`` records them (colours by their RGB)."""
+    options = {k: list(Color.parse(v).rgb) if k in ("pad_color", "background") else v
+               for k, v in ((k, getattr(opts, k)) for k in SAME_CROP)}
+    return {"stage": stage, "options": options}
+
+
+def _same_job(ds: Dataset, stage: str, opts: CropOptions, out: str | os.PathLike) -> None:
+    """A dataset folder holds the crops of one stage and one set of options: the same command continues it, a
+    changed option is refused in one line naming it (as train does; a pipeline stage likewise) — never a folder of
+    crops of two sizes, margins or locators. Recorded in ``crop.json`` when the first run starts; a folder cropped
+    by a version that kept no record is compared with its last run's ``stats.json``."""
+    path, now = Path(ds.root) / CROP_JOB, _job(stage, opts)
+    try:
+        was = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        was = None
+    if not isinstance(was, dict):
+        last = ds.stats()
+        was = None
+        if len(ds) and isinstance(last.get("options"), dict) and last.get("stage") in ("crop anime-faces",
+                                                                                       "crop lego-faces"):
+            lego = last["stage"] == "crop lego-faces"
+            try:
+                was = _job(last["stage"], CropOptions(**{k: v for k, v in last["options"].items()
+                                                         if k in SAME_CROP}, lego=lego))
+            except (UserError, TypeError, ValueError):
+                was = None
+    if isinstance(was, dict):
+        if was.get("stage") != stage:
+            raise UserError(f"{out} holds the crops of {was.get('stage')!r}, not {stage}: give another "
+                            f"{named('out')}")
+        before, after = was.get("options") or {}, now["options"]
+        if after["edge"] != "pad" and before.get("edge") != "pad":
+            before, after = {**before, "pad_color": None}, {**after, "pad_color": None}  # nothing is padded
+        diff = [f"{named(k)} {_said(before.get(k))} (now {_said(after[k])})" for k in SAME_CROP
+                if k in before and before[k] != after[k]]
+        if diff:
+            raise UserError(f"{out} holds crops made with {', '.join(diff)}: give the options it was made with to "
+                            f"go on with it, or another {named('out')} for these")
+    if not path.exists():
+        atomic_write_json(path, now)
+
+
+def _said(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _refuse_changed(source: Input, done: dict[str, dict], out: str | os.PathLike) -> None:
+    """Refuse, in one line, to go on with a dataset folder whose source images changed since they were cropped (a
+    file replaced by other bytes keeps its key: its old crops would stay, the new image never cropped). A source
+    image is compared by its stamp, then — if the stamp moved — by its bytes' sha256; a dataset folder's images by
+    their manifest's sha256s (nothing read). Tars and objects in a store are not compared (their members have no
+    stamp, and reading every one again would cost a whole run)."""
+    if not done or source.kind not in ("dataset", "folder"):
+        return
+    listed = len(source.problems)
+    changed, n = None, 0
+    for sample in source:
+        was = done.get(sample.key)
+        if was is not None and _changed(sample, was):
+            changed, n = changed or sample.origin, n + 1
+    del source.problems[listed:]  # the run lists them, once
+    if changed:
+        were = f"s of {out} changed since they were" if n > 1 else f" of {out} changed since it was"
+        raise UserError(f"{n} source image{were} cropped (first: {shown(changed)}): crop into another "
+                        f"{named('out')}, or remove {out} to crop them all again")
+
+
+def _changed(sample: Sample, was: dict) -> bool:
+    """Whether a source image an earlier run finished has other bytes now (its journal line's sha256 and stamp)."""
+    if not isinstance(was.get("sha256"), str):
+        return False  # finished by a version that kept no digest
+    if sample.sha256:
+        return sample.sha256 != was["sha256"]
+    if storage.is_url(sample.origin):
+        return False
+    stamp = file_stamp(sample.origin)
+    if stamp is not None and stamp == was.get("stamp"):
+        return False
+    data, _ = sample.read_or_why()
+    return data is not None and hashlib.sha256(data).hexdigest() != was["sha256"]
 
 
 def _torch_threads(n: int | None) -> int | None:
@@ -394,9 +502,21 @@ class _CropWriter:
                        "min_size": opts.min_size, "equalize": opts.equalize, "min_face": opts.min_face,
                        "detect_size": opts.detect_size}
 
-    def done(self) -> set[str]:
-        """The source images an earlier run finished (crops written, or found without a face)."""
-        return {r["parent"] for r in self.ds.read_journal("parents") if "parent" in r}
+    def done(self) -> dict[str, dict]:
+        """The source images an earlier run finished — crops written, or found without a face — by key, with their
+        journal line (the source's sha256 and stamp, where recorded). One that was unreadable is not done: the next
+        run reads it again (a file still being copied, a disk that came back)."""
+        done: dict[str, dict] = {}
+        for r in self.ds.read_journal("parents"):
+            if isinstance(r.get("parent"), str):
+                if r.get("status") == "unreadable":
+                    done.pop(r["parent"], None)
+                else:
+                    done[r["parent"]] = r
+        # a parent whose crops the manifest no longer holds all of (a torn last row, a damaged one) is done again:
+        # the crops still there are kept (their keys are taken), the lost ones written anew
+        held = Counter(row.get("parent") for row in self.ds.rows())
+        return {k: r for k, r in done.items() if held[k] >= (r.get("faces") or 0)}
 
     def wants_preview(self) -> bool:
         return len(self.examples) < self.grid_n
@@ -405,6 +525,8 @@ class _CropWriter:
         """Write one source image's crops, its journal line and counts."""
         status = result["status"]
         self.counts[status] += 1
+        if status != "faces" and result.get("boxes"):
+            self.counts["off_edge"] += 1
         if status == "unreadable":
             self.bad.append({"origin": sample.origin, "reason": result["reason"]})
             self.ds.fail(sample.key, result["reason"], origin=sample.origin)
@@ -424,8 +546,11 @@ class _CropWriter:
             if self.ds.add(child_key(sample.key, f"_f{c['index']}"), c["data"], o.format, record) is not None:
                 self.counts["crops"] += 1
                 self.methods[c["method"]] += 1
+        stamp = file_stamp(sample.origin)
         self.journal.append({"parent": sample.key, "status": status, "faces": len(result["crops"]),
-                             **({"reason": result["reason"]} if result["reason"] else {})})
+                             **({"reason": result["reason"]} if result["reason"] else {}),
+                             **({"sha256": result["sha256"]} if result.get("sha256") else {}),
+                             **({"stamp": stamp} if stamp else {})})
         if result["preview"] is not None and self.wants_preview():
             self.examples.append((result["preview"], result["size"], result["boxes"], sample.key))
         self.prog.advance(1, faces=len(result["crops"]))
@@ -446,6 +571,7 @@ class _CropWriter:
             crops=counts["crops"], methods=dict(self.methods), skipped_done=counts["skipped_done"],
             total_crops=len(self.ds), bad=self.bad[:20], seconds=round(seconds, 3),
             rate=round(n_images / seconds, 1) if seconds > 0 else None, cascade=origin, options=asdict(self.opts),
+            off_edge=counts["off_edge"],
         )
 
 
@@ -535,7 +661,7 @@ def _crop_on_ray(source: Input, done: set[str], opts: CropOptions, cascade: str 
         source.problems.extend(Problem(o, reason, lost) for o, reason, lost in result["problems"])
 
 
-def _jobs(source: Input, done: set[str], opts: CropOptions, detector: Detector, pad: tuple, background: tuple,
+def _jobs(source: Input, done: dict[str, dict], opts: CropOptions, detector: Detector, pad: tuple, background: tuple,
           counts: Counter, prog: Progress, preview: Callable[[], bool], budget: MemoryBudget) -> Iterator[tuple]:
     """(sample, job) for every sample not done by an earlier run."""
     for sample in source:
@@ -552,15 +678,15 @@ def _jobs(source: Input, done: set[str], opts: CropOptions, detector: Detector, 
 
 def _debug_sheet(examples: list, path: str | os.PathLike, stage: str) -> None:
     cells = []
-    for shown, (width, _), boxes, key in examples:
-        d = ImageDraw.Draw(shown)
-        f = shown.width / width  # boxes are in the source image's pixels
-        lw = max(2, shown.width // 200)
+    for small, (width, _), boxes, key in examples:
+        d = ImageDraw.Draw(small)
+        f = small.width / width  # boxes are in the source image's pixels
+        lw = max(2, small.width // 200)
         for box, cb in boxes:
             x, y, w, h = box
             d.rectangle((x * f, y * f, (x + w) * f, (y + h) * f), outline=(255, 40, 40), width=lw)
             if cb is not None:
                 d.rectangle(tuple(v * f for v in cb), outline=(40, 220, 40), width=lw)
-        cells.append((shown, f"{len(boxes)} {key}"))
+        cells.append((small, f"{len(boxes)} {key}"))
     title = f"{stage}: red = detected, green = cropped ({len(examples)} images)"
     storage.put(path, images.encode(images.contact_sheet(cells or [(None, "no images")], cell=192, title=title)))

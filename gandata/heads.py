@@ -163,6 +163,7 @@ HEAD_OF_FIGURE = 0.29
 HEAD_ASPECT = 0.98  # height / width
 PROTRUSION = 0.35  # rows above the head narrower than this share of a head's width are plumes, antennae, crests
 LAYOUT_SIDE = 320  # the layout is read on the image scaled to this long side at most
+PLAIN_SHAPE = 0.9  # a figure fills at most 0.78 of its bounding box (the 200 catalogue fixtures); a block nearly all
 
 
 @dataclass
@@ -205,6 +206,9 @@ def layout_heads(rgb: np.ndarray, alpha: np.ndarray | None = None,
     fw = int(xs.max()) + 1 - int(xs.min())
     if mask.sum() < 0.01 * h * w or fy1 - fy0 < 24:
         return [], "figure too small"
+    fill = float(mask.sum()) / ((fy1 - fy0) * fw)
+    if fill > PLAIN_SHAPE:  # a block, a bar, a frame of one colour: nothing narrows at a neck or between the legs
+        return [], f"a plain shape, not a figure (it fills {fill:.0%} of its box)"
     expected = HEAD_OF_FIGURE * (fy1 - fy0) / HEAD_ASPECT
     first_legs = np.nonzero(_legs(mask, fy0, fy1))[1]
     if first_legs.size == 0:
@@ -262,14 +266,16 @@ def auto_heads(rgb: np.ndarray, alpha: np.ndarray | None, learned: LearnedHeads,
     ``threshold``; in a studio shot (a plain background, or transparency) one head, the largest figure's: the
     detector's most confident head on that figure (an inset or a second view is not it), grown to hold the layout's
     head where the two agree (each misses what the other holds: a tall hat, a wide brim); where the detector is not
-    sure of one, the layout's head when the layout is sure of it (:data:`LAYOUT_SURE`, its own scale)."""
+    sure of one, the layout's head when the layout is sure of it. Every head's confidence is on the detector's
+    scale (the layout's mapped onto it by :func:`layout_as_learned`), so ``threshold`` bounds them all."""
     found = learned(rgb, threshold)
     shot = read_shot(rgb, alpha)
     if shot.plain < PLAIN or shot.mask is None:
         return found, None if found else "no head found"
     on_figure = [h for h in found if _on_figure(shot, h)]
     laid, why = layout_heads(rgb, alpha, shot)
-    laid = [h for h in laid if h.confidence >= LAYOUT_SURE]
+    laid = [Head(h.box, layout_as_learned(h.confidence), h.method) for h in laid]
+    laid = [h for h in laid if h.confidence >= threshold]
     if not on_figure:
         return laid, why or (None if laid else "the figure does not look like a minifigure")
     best = max(on_figure, key=lambda h: h.confidence)
@@ -278,6 +284,16 @@ def auto_heads(rgb: np.ndarray, alpha: np.ndarray | None, learned: LearnedHeads,
     (bx, by, bw, bh), (lx, ly, lw, lh) = best.box, laid[0].box
     x0, y0, x1, y1 = min(bx, lx), min(by, ly), max(bx + bw, lx + lw), max(by + bh, ly + lh)
     return [Head((x0, y0, x1 - x0, y1 - y0), max(best.confidence, laid[0].confidence), "learned")], None
+
+
+def layout_as_learned(confidence: float) -> float:
+    """The layout's confidence on the detector's scale, for ``auto``: :data:`LAYOUT_SURE` is the detector's default
+    threshold (0.5), 0 and 1 stay where they are, linear between — so the default keeps the layout's heads it kept,
+    and a higher ``--threshold`` asks the layout for surer heads too (at 1, none: its confidence stops at 0.95)."""
+    sure, default = LAYOUT_SURE, SURE["learned"]
+    if confidence <= sure:
+        return round(confidence / sure * default, 3)
+    return round(default + (confidence - sure) / (1 - sure) * (1 - default), 3)
 
 
 AGREE = 0.3  # the detector's and the layout's heads overlap this much (IoU): one head, seen twice

@@ -398,6 +398,15 @@ def _ident(path: str) -> list | str:
     return _tag_of(path) if storage.is_url(path) else _stamp(path)
 
 
+def file_stamp(path: str) -> list | None:
+    """A local regular file's stamp (see :func:`_stamp`), or None where there is none to take (a URL, a tar's
+    member, a file that cannot be read)."""
+    if storage.is_url(path):
+        return None
+    st = _stamp(path)
+    return st if isinstance(st, list) else None
+
+
 def _stamp(path: str) -> list | str:
     """A local file's stamp: device, inode, size, modification and change time (ns) — it differs whenever the
     bytes found at ``path`` can differ — or why there is no file to read."""

@@ -4,6 +4,7 @@ minifigure renders drawn by tests/minifigs.py."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -141,8 +142,83 @@ def test_resume_and_unreadable_files(tmp_path, anime_copy, cascade):
     (anime_copy / "broken.jpg").write_bytes(b"<html>not found</html>")
     first = crop(anime_copy, tmp_path / "faces", cascade=cascade)
     assert first.unreadable == 1 and "HTML" in first.bad[0]["reason"] and first.crops == 11
-    again = crop(anime_copy, tmp_path / "faces", cascade=cascade)
-    assert again.crops == 0 and again.skipped_done == 13 and again.total_crops == 11
+    again = crop(anime_copy, tmp_path / "faces", cascade=cascade)  # the unreadable file is read again, and said
+    assert again.crops == 0 and again.skipped_done == 12 and again.unreadable == 1 and again.total_crops == 11
+    # the file was still being copied: once whole, the same command crops it
+    shutil.copy(anime_copy / "tadne_r1c0.jpg", anime_copy / "broken.jpg")
+    whole = crop(anime_copy, tmp_path / "faces", cascade=cascade)
+    assert whole.unreadable == 0 and whole.crops == 1 and whole.skipped_done == 12 and whole.total_crops == 12
+    assert {r["parent"] for r in Dataset.open(tmp_path / "faces").rows()} >= {"broken"}
+
+
+def test_the_same_crop_continues_and_changed_options_are_named(tmp_path, anime_copy, cascade):
+    """A dataset folder holds crops of one kind and one set of options: the same command continues it, a changed
+    option is one line naming it (never a folder of crops of two sizes), options that shape no crop are free."""
+    out = tmp_path / "faces"
+    crop(anime_copy, out, CropOptions(size=64, workers=1), cascade=cascade)
+    before = lines_in(out / "manifest.jsonl")
+    for changed, named_as in ((dict(size=96), "--size 64 (now 96)"), (dict(margin=0.5), "--margin 0.2 (now 0.5)"),
+                              (dict(edge="drop"), "--edge pad (now drop)"),
+                              (dict(background="black"), "--background 255,255,255 (now 0,0,0)")):
+        with pytest.raises(UserError, match=re.escape(named_as)):
+            crop(anime_copy, out, CropOptions(**{"size": 64, **changed}), cascade=cascade)
+    with pytest.raises(UserError, match="holds the crops of 'crop anime-faces'"):
+        crop(anime_copy, out, CropOptions(size=64, lego=True, locator="layout"))
+    assert lines_in(out / "manifest.jsonl") == before  # nothing written by a refused run
+    again = crop(anime_copy, out, CropOptions(size=64, workers=2, memory=512), cascade=cascade)
+    assert again.skipped_done == 12 and again.crops == 0  # how many workers and how much memory: no crop changes
+    with pytest.raises(UserError, match=re.escape("--pad-color 255,255,255 (now 255,0,0)")):
+        crop(anime_copy, out, CropOptions(size=64, pad_color="red"), cascade=cascade)
+    shifted = tmp_path / "shifted"  # where nothing is padded, the pad colour changes no crop
+    crop(anime_copy, shifted, CropOptions(size=64, edge="shift"), cascade=cascade)
+    assert crop(anime_copy, shifted, CropOptions(size=64, edge="shift", pad_color="red"),
+                cascade=cascade).skipped_done == 12
+
+
+def test_a_source_image_replaced_since_it_was_cropped_is_refused_a_touched_one_is_not(tmp_path, anime_copy,
+                                                                                      cascade):
+    out = tmp_path / "faces"
+    crop(anime_copy, out, CropOptions(size=64), cascade=cascade)
+    (anime_copy / "tadne_r0c0.jpg").touch()  # a new stamp, the same bytes: read again, found the same
+    assert crop(anime_copy, out, CropOptions(size=64), cascade=cascade).skipped_done == 12
+    shutil.copy(anime_copy / "tadne_r1c1.jpg", anime_copy / "tadne_r0c0.jpg")  # other bytes under the same name
+    with pytest.raises(UserError, match=r"1 source image of .* changed since it was cropped \(first: .*r0c0.jpg\)"):
+        crop(anime_copy, out, CropOptions(size=64), cascade=cascade)
+    # a dataset folder's images are compared by their manifest's sha256s
+    raw = tmp_path / "raw"
+    with Dataset.create(raw) as ds:
+        for f in sorted(anime_copy.glob("tadne_r1*.jpg")):
+            ds.add(f.stem, f.read_bytes(), "jpg", {"width": 512, "height": 512, "source": "anime"})
+    crop(raw, tmp_path / "faces2", CropOptions(size=64), cascade=cascade)
+    rows = [json.loads(line) for line in (raw / "manifest.jsonl").read_text().splitlines()]
+    rows[0]["sha256"] = "0" * 64  # the manifest says the image has other bytes now
+    (raw / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match="changed since"):
+        crop(raw, tmp_path / "faces2", CropOptions(size=64), cascade=cascade)
+
+
+def test_a_crop_row_the_manifest_lost_is_written_again(tmp_path, anime_dir, cascade):
+    """A torn last row (a kill between the file and its row, a disk that filled up) or a damaged row in the middle:
+    the same command writes those crops again, and the folder is the one a clean run makes."""
+    out = tmp_path / "faces"
+    crop(anime_dir, out, CropOptions(size=64), cascade=cascade)
+    whole = {r["key"]: r["sha256"] for r in Dataset.open(out).rows()}
+    text = (out / "manifest.jsonl").read_bytes()
+    lines = text.splitlines(keepends=True)
+    (out / "manifest.jsonl").write_bytes(b"".join(lines[:3]) + b"{damaged\n" + b"".join(lines[4:])[:-100])
+    again = crop(anime_dir, out, CropOptions(size=64), cascade=cascade)
+    assert again.crops == 2 and again.total_crops == len(whole)
+    assert {r["key"]: r["sha256"] for r in Dataset.open(out).rows()} == whole
+
+
+def test_heads_whose_crops_run_off_the_image_are_counted_with_the_reason(tmp_path, anime_dir, cascade):
+    drop = crop(anime_dir, tmp_path / "drop", CropOptions(size=32, margin=1.0, edge="drop"), cascade=cascade)
+    assert drop.off_edge >= 1 and drop.without >= drop.off_edge
+    assert any("run off the image" in line and "--edge shift" in line for line in drop.lines())
+    reasons = [r.get("reason", "") for r in Dataset.open(tmp_path / "drop").read_journal("parents")
+               if r["status"] == "no_face"]
+    assert len(reasons) == drop.without and all(reasons)  # every image without a crop says why
+    assert sum("off the image (--edge drop" in r for r in reasons) == drop.off_edge
 
 
 def test_cascade_download_is_verified_and_offline_gives_both_ways_out(tmp_path, anime_dir, cascade):

@@ -46,7 +46,8 @@ def test_the_layout_locator_says_why_there_is_no_head():
     blank = np.full((300, 200, 3), 255, np.uint8)
     assert heads.layout_heads(blank) == ([], "no figure on the background")
     wide = np.full((200, 400, 3), 255, np.uint8)
-    wide[80:120, 20:380] = 0  # a vehicle-like shape: much wider than high
+    wide[80:120, 20:380] = 0  # a vehicle-like shape: much wider than high, on wheels
+    wide[120:150, 60:100] = wide[120:150, 300:340] = 0
     found, why = heads.layout_heads(wide)
     assert found == [] and why.startswith("not a standing figure")
 
@@ -192,3 +193,39 @@ def test_the_shipped_weights_are_the_ones_their_checksum_names():
     assert hashlib.sha256(heads.WEIGHTS.read_bytes()).hexdigest() == heads.WEIGHTS_SHA256
     meta = json.loads(heads.WEIGHTS.with_suffix(".json").read_text())
     assert meta["sha256"] == heads.WEIGHTS_SHA256 and meta["photos"] > 0 and meta["catalogue_images"] > 0
+
+
+@pytest.mark.parametrize("shape", ["bar on white", "bar on transparency", "uniform, half transparent",
+                                   "near-white, alpha 200"])
+def test_a_plain_shape_is_not_a_figure(shape):
+    """A block of one colour (a bar, a frame that is all 'figure') has no head: nothing narrows at a neck or between
+    the legs, whatever its proportions (the layout gave such a bar its highest confidence)."""
+    if shape.startswith("bar"):
+        im = Image.new("RGBA" if "transparency" in shape else "RGB", (300, 400),
+                       (0, 0, 0, 0) if "transparency" in shape else (255, 255, 255))
+        im.paste((200, 30, 30, 255) if im.mode == "RGBA" else (200, 30, 30), (100, 50, 200, 380))
+    else:
+        im = Image.new("RGBA", (300, 400), (123, 45, 67, 128) if shape.startswith("uniform") else (255, 255, 255, 200))
+    for locator in ("layout", "auto"):
+        assert _crops(locator, png_bytes(im)) == [], (shape, locator)
+    rgb, alpha = images.decode_rgb_alpha(png_bytes(im))
+    found, why = heads.layout_heads(rgb, alpha)
+    assert not found and why
+
+
+def test_threshold_bounds_every_crop_auto_cuts(catalogue):
+    """``--threshold`` in auto bounds the layout's heads too (their confidence mapped onto the detector's scale):
+    every recorded confidence is at or above it, a higher one gives fewer, surer heads, and at 1 none."""
+    counts = {}
+    for t in (0.5, 0.7, 1.0):
+        detector = Detector(None, CropOptions(lego=True, threshold=t))
+        n = 0
+        for row, data in catalogue[:40]:
+            rgb, alpha = images.decode_rgb_alpha(data)
+            found, _ = detector.heads(rgb, alpha)
+            assert all(h.confidence >= t for h in found), (t, row["file"], found)
+            n += len(found)
+        counts[t] = n
+    assert counts[0.5] > counts[0.7] > counts[1.0] == 0
+    assert heads.layout_as_learned(heads.LAYOUT_SURE) == heads.SURE["auto"]  # the default keeps what it kept
+    assert heads.layout_as_learned(0.0) == 0.0 and heads.layout_as_learned(1.0) == 1.0
