@@ -123,6 +123,28 @@ def test_two_processes_end_with_the_command_and_the_same_command_continues(shard
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; the parent-death signal is Linux's")
+def test_the_ranks_end_when_torch_s_launcher_is_killed(shards, tmp_path):
+    """The launcher killed outright (SIGKILL: no time to stop its ranks): each rank gets SIGTERM from the kernel,
+    saves and ends; none trains on, orphaned; the command says the processes failed, and the same command goes on."""
+    out = tmp_path / "run"
+    cmd = _train_cmd(shards, out, "--gpus", "2")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for(proc, lambda: bool(_checkpoints(out)), timeout=240)
+    launcher = [pid for pid in _ranks_of(out) if b"--launcher" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(launcher) == 1
+    os.kill(launcher[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "training processes failed" in err, err[-3000:]
+    deadline = time.monotonic() + 60
+    while _ranks_of(out) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _ranks_of(out), "ranks outlived the launcher that was killed"
+    assert _continued(cmd, out)["world"] == 2
+
+
+@pytest.mark.slow
 def test_a_finished_run_is_already_trained_and_a_changed_option_is_named(shards, tmp_path, capsys):
     from gandata.trainers.options import TrainError, TrainOptions
     from gandata.trainers.train import RunChanged, train

@@ -322,12 +322,7 @@ class Loop:
 
     def _data(self) -> None:
         o = self.o
-        if not o.allow_commands:
-            shardset.refuse_commands([o.shards, o.eval_real or ""], f"{named('shards')} or {named('eval_real')}")
-        try:
-            self.urls, self.sset = shardset.resolve(o.shards)
-        except FileNotFoundError as e:
-            raise TrainError(f"{named('shards', o.shards)}: {e}") from None
+        self.urls, self.sset = _shards_of(o)
         sset = self.sset
         self.labels = sset.labels if sset else None
         self.resolution = o.resolution or (sset.resolution if sset else None)
@@ -834,6 +829,8 @@ def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
     :func:`continuation` has decided what the run folder gets (a finished run starts no process)."""
     if options.gpus <= 1 or "WORLD_SIZE" in os.environ:
         return train(options, progress)
+    _check_processes(options)
+    _shards_of(options)  # a mistake in them is one line before any process starts
     o = continuation(options)
     if isinstance(o, TrainSummary):
         return o
@@ -866,6 +863,28 @@ def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
     if code != 0:
         raise TrainError(f"the {o.gpus} training processes failed (exit {code}); see their output above")
     return TrainSummary.read(run)
+
+
+def _check_processes(o: TrainOptions) -> None:
+    """``--gpus N`` starts N processes: at most one a GPU torch sees, or on the CPU one a core (more only share
+    the cores, each with a copy of the models — 1024 of them held a 2-core machine for twenty minutes)."""
+    on_cpu = o.device == "cpu" or (o.device == "auto" and not torch.cuda.is_available())
+    have = (os.cpu_count() or 1) if on_cpu else torch.cuda.device_count()
+    if o.gpus > have:
+        what = f"{have} CPU core{'s' if have != 1 else ''} (on the CPU: one process a core at most)" if on_cpu \
+            else f"{have} GPU{'s' if have != 1 else ''} torch sees"
+        raise TrainError(f"{named('gpus', o.gpus)} asks for {o.gpus} training processes, but this machine has "
+                         f"{what}; give {hint('gpus', min(have, 1024) if have > 0 else 1)}")
+
+
+def _shards_of(o: TrainOptions) -> tuple[list[str], shardset.ShardSet | None]:
+    """The shards ``o`` trains on, as a run reads them (``pipe:`` refused unless allowed), or one line."""
+    if not o.allow_commands:
+        shardset.refuse_commands([o.shards, o.eval_real or ""], f"{named('shards')} or {named('eval_real')}")
+    try:
+        return shardset.resolve(o.shards)
+    except FileNotFoundError as e:
+        raise TrainError(f"{named('shards', o.shards)}: {e}") from None
 
 
 def _remove_stale_launches(run: Path) -> None:
@@ -919,7 +938,8 @@ def _run_ranks(cmd: list[str], env: dict) -> int:
 
 
 def _term_with_parent(parent: int) -> None:
-    """In the launcher's child, before it runs: SIGTERM when the parent dies (Linux's PR_SET_PDEATHSIG)."""
+    """In the launcher's child, before it runs, and in each rank: SIGTERM when the parent dies (Linux's
+    PR_SET_PDEATHSIG)."""
     import ctypes
 
     try:
@@ -939,6 +959,10 @@ def _main(argv: list[str]) -> None:
     if argv[:1] != ["--options"] or len(argv) != 2:
         sys.exit("usage: python -m gandata.trainers.train --options FILE (for your own torchrun command use "
                  "'-m gandata train KIND' and its options)")
+    if sys.platform.startswith("linux"):  # a rank never outlives the launcher (killed, or its stop cut short)
+        if os.getppid() == 1:
+            leave_now(1)
+        _term_with_parent(os.getppid())
     try:
         train(TrainOptions(**json.loads(Path(argv[1]).read_text())))
     except UserError as e:  # one line, said once: by the command that launched the ranks, from rank 0's file
