@@ -152,9 +152,8 @@ def test_the_suite_cleans_up_its_temporary_folder(pytestconfig):
     for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
         assert Path(os.environ[name]).parent == cache  # inherited by every command the tests start
     # the precompiled header inductor writes where its cache variables do not reach: the one the run removes
-    from torch._inductor.codecache import _HEADER_DIR
-
     from conftest import _precompiled_headers
+    from torch._inductor.codecache import _HEADER_DIR
 
     assert Path(_HEADER_DIR) == _precompiled_headers()
 
