@@ -325,18 +325,20 @@ class DemoResult(Summary):
     summary: str  # demo-summary.json
 
     def lines(self) -> list[str]:
-        out = [f"\ndemo done ({self.requests} HTTP requests to the local render server); everything is in "
-               f"{self.out}:"]
+        """One line per item (an empty one for a gap): each is shown on its own, its control characters escaped
+        (:func:`gandata.terminal.shown`), so none holds a line break."""
+        out = ["", f"demo done ({self.requests} HTTP requests to the local render server); everything is in "
+                   f"{self.out}:"]
         for part in ("avatars", "minifigs"):
             for s in getattr(self, part).stages:
-                out.append(f"  {part:<8} {s.stage:<6} {s.line}\n  {'':<16}→ {s.out}")
+                out += [f"  {part:<8} {s.stage:<6} {s.line}", f"  {'':<16}→ {s.out}"]
                 out += [f"  {'':<16}warning: {w}" for w in getattr(s.summary, "warnings", None) or []]
         files = [("sample grid from the trained generator", self.samples),
                  *[(f"contact sheet of the {name} shards", sheet) for name, sheet in self.sheets.items()],
                  ("minifig heads found (boxes drawn)", self.heads), ("this summary as JSON", self.summary)]
         width = max(len(what) for what, _ in files) + 1
         out += [f"  {what + ':':<{width}} {where}" for what, where in files]
-        out.append("\nNext: the real commands (docs/commands.md); pipelines/*.toml build the full-size datasets.")
+        out += ["", "Next: the real commands (docs/commands.md); pipelines/*.toml build the full-size datasets."]
         return out
 
     def brief(self) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +43,13 @@ class Naming:
     """Where a message that names an option will be shown. ``table`` None: the command line (``--maxcount 47``).
     Otherwise a pipeline whose stage ``table`` is running, with the stages ``tables``; ``form`` says how a value is
     given there: ``"set"`` (``gandata run … --set shard.maxcount=47``) or ``"file"`` (``[shard] maxcount = 47`` in
-    the pipeline file: where no command line follows, as in the demo)."""
+    the pipeline file: where no command line follows, as in the demo). ``only``: the stages this run is limited to
+    (``--only``); a value given to a stage left out does nothing until that stage runs, so the hint says to run it."""
 
     table: str | None = None
     tables: tuple[str, ...] = ()
     form: str = "set"
+    only: tuple[str, ...] = ()  # the stages ``--only`` runs (none: all): a value for another one says to run it
 
 
 COMMAND_LINE = Naming()
@@ -102,22 +104,37 @@ def _toml_value(value: Any) -> str:
     return text if text.isupper() and " " not in text else '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def hint(key: str, value: Any = None, command: str | None = None) -> str:
+def hint(key: str, value: Any = None, command: str | None = None, args: Sequence[str] = (),
+         given: dict[str, Any] | None = None) -> str:
     """What to type to give option ``key`` (with ``value``: a number, text, True/False, or a placeholder such as
     ``"FILE"``), in the form that works where the message is shown: ``--locator layout`` (``--no-draft`` for False)
     on the command line; in a pipeline ``--set crop.locator=layout`` (``gandata run``) or ``[crop] locator =
     "layout"`` (the file). ``command`` names another command to run (``"shard"``: ``gandata shard --size 64``; in a
-    pipeline with a ``[shard]`` stage, that stage's key); without it, ``key`` is an option of the stage running."""
+    pipeline with a ``[shard]`` stage, that stage's key); without it, ``key`` is an option of the stage running.
+
+    A command that must be given whole to do what the message means (the one that made a shard set, to make it
+    again at another size) has its arguments in ``args``, standing for its placeholders (``"shard SRC"``: the
+    sources), and its other options in ``given`` (``{"out": "data/x/shards"}``): on the command line they are
+    written out before ``key``; a pipeline's table holds them already. A stage that ``--only`` leaves out is named
+    to be run too (``--set shard.size=64 --only shard``)."""
     table = _table_of(command)
     if table is None:
         text = _flag(key, value, _cli_value)
-        return f"gandata {command} {text}" if command else text
+        if not command:
+            return text
+        words = command.split()
+        if args:
+            words = [*(w for w in words if not w.isupper()), *map(_cli_value, args)]
+        words += [_flag(k, v, _cli_value) for k, v in (given or {}).items() if k != key and v is not None]
+        return f"gandata {' '.join(words)} {text}"
     if value is None:
         return f"[{table}] {key}"
-    if _where().form == "file":
-        return f"[{table}] {key} = {_toml_value(value)}"
+    where = _where()
+    run_it = bool(where.only) and table not in where.only
+    if where.form == "file":
+        return f"[{table}] {key} = {_toml_value(value)}" + (f" (and run [{table}])" if run_it else "")
     setting = str(value).lower() if isinstance(value, bool) else str(value)
-    return "--set " + shlex.quote(f"{table}.{key}={setting}")
+    return "--set " + shlex.quote(f"{table}.{key}={setting}") + (f" --only {table}" if run_it else "")
 
 
 def named(key: str, value: Any = None) -> str:

@@ -238,14 +238,18 @@ def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", se
     stage. ``only`` limits the stages run (the others' outputs are still used as inputs). ``echo`` gets one line
     per stage as it ends. A stage's errors and warnings name options as this pipeline takes them: ``hints`` "set"
     (``--set shard.maxcount=47``: ``gandata run``, whose command line takes it) or "file" (``[shard] maxcount =
-    47``)."""
+    47``); one for a stage ``only`` leaves out says to run that stage too (``--set shard.size=64 --only shard``).
+    An ``only`` that names a stage the file does not have is refused: it would run nothing."""
     if not isinstance(spec, dict):
         spec = load(spec, sets)
     where = spec.get("pipeline", {}).get("source_file", "pipeline")
     head, steps = plan(spec, where, data_dir)
+    has = [s.table for s in steps]
     for bad in only or []:
         if bad not in TABLES:
             raise UserError(f"--only {bad}: the stages are {', '.join(TABLES)}")
+        if bad not in has:  # it would run nothing and say nothing
+            raise UserError(f"--only {bad}: {where} has no [{bad}] stage (its stages: {', '.join(has)})")
     name = str(head.get("name") or "pipeline")
     fetch = next((s for s in steps if s.table == "fetch"), None)
     source = fetch.stage.select[1] if fetch else None
@@ -258,7 +262,7 @@ def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", se
         summary = None
         if not only or step.table in only:
             t = time.monotonic()
-            with naming(Naming(step.table, tuple(s.table for s in steps), hints)):
+            with naming(Naming(step.table, tuple(has), hints, tuple(only or ()))):
                 summary = step.stage.run(dict(step.values), ctx)
             failure = summary.failure()
             if failure:

@@ -160,9 +160,11 @@ class ShardSummary(Summary):
             out.append(f"  labels from {self.labels['field']!r}: {len(self.labels['names'])} classes")
         # the set's folder, not its tars' pattern: dataset.json names the tars (a later run moves them to another
         # generation folder) and carries the labels and the resolution the trainers read
-        out.append(f"  train on it: {hint('shards', self.out, command='train KIND')}")
-        out.append(f"  its tars now: {self.patterns['train']}" + (f" and {self.patterns['val']}" if self.patterns["val"]
-                                                                    else ""))
+        if c["train"]:  # an empty train split: its warning says what to change, and no trainer could read it
+            out.append(f"  train on it: {hint('shards', self.out, command='train KIND')}")
+        patterns = [p for p in self.patterns.values() if p]
+        if patterns:
+            out.append(f"  its tars now: {' and '.join(patterns)}")
         out.append(f"  {self.seconds} s, {self.processed} images processed, {self.reused} reused from an earlier run")
         if self.tasks:
             m = self.tasks["map"]
@@ -693,14 +695,16 @@ def _publish(out: str, nxt: str, info: dict) -> None:
 def _summary(out: str, info: dict, first_rejected: list[dict]) -> ShardSummary:
     """The summary of the set ``info`` describes (``out`` as the user wrote it), with the set's warnings: those
     the reduce had, kept in ``dataset.json``, and too few shards for many readers."""
-    splits = info["splits"]
+    splits, options = info["splits"], info.get("options") or {}
     warnings = [_near_warning(info["near_duplicates"], out)] if info.get("near_duplicates") else []
     n_train, n_train_shards = info["counts"]["train"], len(splits["train"]["shards"])
-    if n_train_shards < 8:
+    if n_train == 0 and info["counts"]["val"]:
+        warnings.append(_empty_train_warning(info["counts"]["val"], options.get("val_fraction")))
+    elif n_train_shards < 8:
         warnings.append(
             f"only {n_train_shards} train shard(s): training with several GPUs × loader workers (8 readers is typical) "
             "needs at least that many shards to give every reader its own; "
-            + (f"use {hint('maxcount', n_train // 8)} to get 8" if n_train >= 8 else "add more images")
+            + (_more_shards(n_train, options.get("min_shards", 1)) if n_train >= 8 else "add more images")
         )
     return ShardSummary(
         name=info["name"],
@@ -717,6 +721,25 @@ def _summary(out: str, info: dict, first_rejected: list[dict]) -> ShardSummary:
         labels=info["labels"],
         warnings=warnings,
     )
+
+
+def _more_shards(n_train: int, min_shards: int) -> str:
+    """The ``--maxcount`` that splits ``n_train`` samples into 8 train shards or more, with as many samples in each
+    as that allows, and how many shards it really gives: ``ceil(n / maxcount) >= 8`` holds up to ``(n - 1) // 7``
+    (11 samples: 1, 11 shards; 46: 6, 8 shards)."""
+    maxcount = (n_train - 1) // 7
+    return f"use {hint('maxcount', maxcount)} to get {shard_count(n_train, maxcount, min_shards)}"
+
+
+def _empty_train_warning(n_val: int, val_fraction: float | None) -> str:
+    """A set whose every sample went to val: no trainer can read it (a trainer reads the train split), so the
+    warning names the option that did it and a value that leaves samples to train on — the default, or 0 (every
+    sample in train) where the default did it (a few samples, each in val by its key's hash)."""
+    default = _DEFAULT["val_fraction"]
+    lower = default if val_fraction is None or val_fraction > default else 0
+    given = f" at {named('val_fraction', val_fraction)}" if val_fraction is not None else ""
+    return (f"the train split is empty: all {n_val} samples went to val{given}, and training reads the train split; "
+            f"shard it again with {hint('val_fraction', lower)} to leave samples to train on")
 
 
 def _write_rejected(rejected: Rejected, dest: str) -> list[dict]:

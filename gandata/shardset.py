@@ -39,8 +39,10 @@ from urllib.parse import urlparse
 import braceexpand
 
 from . import storage
+from .declarations import SHARD
 from .errors import FormatError, UserError, hint
 from .fileio import atomic_file, json_bytes
+from .options import COLOR, Color
 
 INFO = "dataset.json"
 SPLITS = ("train", "val")
@@ -195,6 +197,31 @@ class ShardSet:
     @property
     def label_names(self) -> list[str] | None:
         return self.labels["names"] if self.labels else None
+
+    def how_made(self) -> tuple[list[str], dict[str, Any]]:
+        """What ``gandata shard`` is given to make this set again — ``(its sources, {"out": this folder, "name":
+        its name, each option it was made with that is not the default})``, from its description — for a hint that
+        makes it again with one option changed (:func:`gandata.errors.hint`'s ``args`` and ``given``): a bare
+        ``gandata shard --size 64`` shards every dataset under ./data into their own folders, not this set. No
+        sources when the description names none, or one is not where it was recorded (a relative path written from
+        another folder): the hint's SRC is then the reader's to fill in."""
+        sources = [s.get("path") for s in self.info.get("sources") or [] if isinstance(s, dict)]
+        if not all(isinstance(p, str) and (storage.is_url(p) or Path(p).exists()) for p in sources):
+            sources = []
+        recorded = self.info.get("options") or {}
+        given: dict[str, Any] = {"out": str(self.folder), "name": self.info.get("name")}
+        for o in SHARD.options:
+            value = recorded.get(o.key)
+            if not o.cli or o.argument or value is None:
+                continue
+            if o.type == COLOR:  # recorded as its RGB
+                if not isinstance(value, list) or value == list(Color.parse(o.default).rgb):
+                    continue
+                value = ",".join(str(v) for v in value)
+            elif value == o.default:
+                continue
+            given[o.key] = value
+        return sources, given
 
 
 class BadInfo(FormatError):
@@ -596,9 +623,43 @@ def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None
                 raise NoShards(f"{missing[0]} does not exist")
             urls += named
     if not urls:
+        if ss is not None and ss.total:  # a set whose every sample is in the other split
+            raise NoShards(_empty_split(spec, split, ss))
         raise NoShards(f"{spec} names no shards (for a folder: its {INFO} has no {split!r} split, or it holds no "
-                       ".tar files); make them with  gandata shard")
+                       ".tar files); make them with gandata shard")
     return urls, ss
+
+
+def _empty_split(spec: str, split: str, ss: ShardSet) -> str:
+    """Why a set with samples gives ``split`` none: every one of them is in the other split, as its ``val_fraction``
+    put them — and, for the train split, the shard command that makes it again with some to train on."""
+    counts = ", ".join(f"{ss.samples_in(sp)} in {sp}" for sp in ss.info["splits"] if sp != split)
+    fraction = (ss.info.get("options") or {}).get("val_fraction")
+    if split != "train" or not isinstance(fraction, (int, float)):
+        return f"{spec} has an empty {split} split (0 samples; {counts})"
+    lower = SHARD.defaults()["val_fraction"]
+    lower = lower if fraction > lower else 0  # the default, or every sample in train where the default did it
+    sources, given = ss.how_made()
+    return (f"{spec} has an empty {split} split (0 samples; {counts}: sharded with a val fraction of {fraction}); "
+            f"make it again with {hint('val_fraction', lower, command='shard SRC', args=sources, given=given)}")
+
+
+def set_of(tar: str) -> ShardSet | None:
+    """The shard set whose tar ``tar`` is (as :func:`resolve` names it: in a generation folder of the set's folder,
+    or at its top), read from its description; None for a tar its folder's description does not name, or a
+    description that cannot be read (what called this is saying something else)."""
+    if not storage.is_url(tar) and URL_RE.match(str(tar)):  # https://…, pipe:…: nothing to read a description from
+        return None
+    folder = str(tar).rpartition("/")[0]
+    if GENERATION_RE.match(folder.rpartition("/")[2]):
+        folder = folder.rpartition("/")[0]
+    try:
+        ss = read(folder or ".")
+    except (UserError, OSError):
+        return None
+    if ss is None or ss.samples_of(tar if storage.is_url(tar) else Path(tar)) is None:
+        return None  # a tar of no described set, or one its folder's description does not name
+    return ss
 
 
 def _read_exact(f: IO[bytes], n: int) -> bytes:

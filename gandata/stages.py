@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import declarations as D
-from .errors import UserError
+from .errors import UserError, hint
 from .options import PATH_TYPE, Declaration, Opt, checked_already
 from .storage import is_url
 from .summary import Summary
@@ -374,11 +374,15 @@ def _train(kind: str) -> Callable[[dict, Context], Summary]:
                                            "allow_commands": ctx.allow_commands})
         try:  # the same command again continues its run, finished or not (trainers.train.continuation)
             return launch(o, progress=ctx.progress)
-        except RunChanged as e:
+        except RunChanged as e:  # the command line's ways on, said as this pipeline takes them (errors.hint)
             if not ctx.pipeline:
                 raise
-            raise UserError(f"[train] {e.run} was trained with {e.changed}; give [train] out = a new folder to train "
-                            f"with these options, or delete {e.run} to train it again") from None
+            ways = ["give [train] the options it was trained with to continue it",
+                    f"{hint('out', 'DIR')} to start a new run with these"]
+            if e.resumable:  # the command line's rule (RunChanged): not for an option that reshapes the networks
+                ways.append(f"{hint('resume', 'auto')} to continue it with these")
+            raise UserError(f"[train] {e.run} was trained with {e.changed}: {', '.join(ways[:-1])}, or "
+                            f"{ways[-1]}") from None
 
     return run
 

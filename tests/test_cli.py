@@ -301,15 +301,54 @@ def test_a_hint_is_written_where_it_is_shown(tmp_path):
 
     write_drawn_folder(tmp_path / "imgs", 20, size=(40, 40))
     summary = shard([tmp_path / "imgs"], tmp_path / "a", "a", ShardOptions(size=32, val_fraction=0))
-    assert "use --maxcount 2 to get 8" in summary.warnings[0]  # the command line (and the library's default)
+    # the command line (and the library's default); 20 samples make 10 shards at --maxcount 2, 7 at 3: never 8
+    assert "use --maxcount 2 to get 10" in summary.warnings[0]
     pipe = {"pipeline": {"name": "p", "dataset": "p"}, "shard": {"src": str(tmp_path / "imgs"), "size": 32,
                                                                  "val_fraction": 0.0}}
     result = run(pipe, data_dir=tmp_path / "data", progress=False, hints="set")
-    assert "use --set shard.maxcount=2 to get 8" in result.stages[0].summary.warnings[0]  # gandata run … --set
+    assert "use --set shard.maxcount=2 to get 10" in result.stages[0].summary.warnings[0]  # gandata run … --set
     result = run(pipe, data_dir=tmp_path / "data2", progress=False, hints="file")
-    assert "use [shard] maxcount = 2 to get 8" in result.stages[0].summary.warnings[0]  # the file (the demo)
+    assert "use [shard] maxcount = 2 to get 10" in result.stages[0].summary.warnings[0]  # the file (the demo)
     summary = shard([tmp_path / "imgs"], tmp_path / "b", "b", ShardOptions(size=32, val_fraction=0))
     assert "use --maxcount 2" in summary.warnings[0]  # the pipeline's naming ended with it
+    followed = shard([tmp_path / "imgs"], tmp_path / "c", "c", ShardOptions(size=32, val_fraction=0, maxcount=2))
+    assert followed.shards["train"] == 10 and not followed.warnings  # what the hint said it gives
+
+
+def test_a_hint_for_a_stage_that_only_leaves_out_says_to_run_it_too(tmp_path):
+    """`gandata run P --only train` does not run [shard]: `--set shard.size=64` alone would change nothing, so the
+    hint adds `--only shard` — words the run command's parser takes, to be added to the line just run."""
+    from gandata.pipeline import load
+
+    both = ("shard", "train")
+    with naming(Naming("train", both, "set", ("train",))):
+        given = hint("size", 64, command="shard")
+        assert given == "--set shard.size=64 --only shard"
+        assert hint("lr", 0.001) == "--set train.lr=0.001"  # the stage running is run
+        assert named("resolution") == "[train] resolution"
+    words = shlex.split(given)
+    assert words[0] in _click_params(("run",)) and words[2] in _click_params(("run",))
+    (tmp_path / "p.toml").write_text("[shard]\n[train]\nkind = 'dcgan'\nshards = 'x'\n")
+    assert load(tmp_path / "p.toml", [words[1]])["shard"]["size"] == 64 and words[3] in both
+    with naming(Naming("train", both, "file", ("train",))):
+        assert hint("size", 64, command="shard") == "[shard] size = 64 (and run [shard])"
+    for only in ((), both):  # every stage runs: nothing to add
+        with naming(Naming("train", both, "set", only)):
+            assert hint("size", 64, command="shard") == "--set shard.size=64"
+
+
+def test_a_whole_command_in_a_hint_is_one_its_parser_takes():
+    """A hint that must name the command whole (the shard command that made a set, to make it again at another
+    size) writes its arguments and other options out on the command line; a pipeline's [shard] table holds them."""
+    given = {"out": "sets/a b", "name": "a", "label_field": "kind", "draft": False, "size": 32, "seed": None}
+    text = hint("size", 64, command="shard SRC", args=["raw one", "raw2"], given=given)
+    assert text == "gandata shard 'raw one' raw2 --out 'sets/a b' --name a --label-field kind --no-draft --size 64"
+    words = shlex.split(text)
+    flags = _click_params(("shard",))
+    assert words[1:4] == ["shard", "raw one", "raw2"] and all(w in flags for w in words[4:] if w.startswith("--"))
+    assert hint("size", 64, command="shard SRC", given={"out": "o"}) == "gandata shard SRC --out o --size 64"
+    with naming(Naming("train", ("shard", "train"), "set")):
+        assert hint("size", 64, command="shard SRC", args=["raw"], given=given) == "--set shard.size=64"
 
 
 @pytest.mark.slow

@@ -3,15 +3,17 @@ re-run as a no-op; bad pipeline files; ``gandata demo --small`` itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import kill_when, lines_in
+from conftest import kill_when, lines_in, write_drawn_folder
 
 from gandata.datasets import Dataset
 from gandata.demo import DemoServer, catalog_file
@@ -138,6 +140,74 @@ def test_bad_pipeline_files_are_one_line(tmp_path, text, message):
     assert len(lines) == 1 and message in lines[0], r.stderr
 
 
+def test_only_a_stage_the_file_does_not_have_is_one_line(tmp_path):
+    """`--only fetch` on a file without [fetch] would run nothing and say nothing: one line naming its stages."""
+    path = tmp_path / "p.toml"
+    path.write_text("[shard]\nsrc = 'imgs'\n[train]\nkind = 'dcgan'\n")
+    r = _run(path, tmp_path / "data", "--only", "shard", "--only", "fetch")
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr == f"gandata: error: --only fetch: {path} has no [fetch] stage (its stages: shard, train)\n"
+    r = _run(path, tmp_path / "data", "--only", "fetsh")
+    assert r.returncode == 1 and "--only fetsh: the stages are fetch, crop, shard, train, eval" in r.stderr
+
+
+TINY_TRAIN = """
+[shard]
+src = "imgs"
+size = 32
+val_fraction = 0.0
+min_shards = 1
+
+[train]
+kind = "dcgan"
+out = "runs/t"
+kimg = 0.016
+snap_kimg = 0.008
+log_kimg = 0.008
+batch = 8
+ngf = 8
+ndf = 8
+nz = 16
+workers = 0
+shuffle = 16
+device = "cpu"
+"""
+
+
+@pytest.mark.slow
+def test_a_train_stage_s_hints_are_ones_gandata_run_takes(tmp_path):
+    """What [train] says in `gandata run` works added to the line just run: a run trained with other options offers
+    a new out and, where the networks keep their shape, resume (as the command line offers --out and --resume
+    auto); a size the shards lack under `--only train` names [shard]'s size *and* running [shard]."""
+    write_drawn_folder(tmp_path / "imgs", 16, size=(40, 40))
+    path = tmp_path / "t.toml"
+    path.write_text(TINY_TRAIN)
+    data = tmp_path / "data"
+    _stages(_run(path, data))
+    r = _run(path, data, "--set", "train.lr=0.001")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "[train] runs/t was trained with lr 0.0002 (now 0.001): give [train] the options it was trained with to " \
+           "continue it, --set train.out=DIR to start a new run with these, or --set train.resume=auto to continue " \
+           "it with these" in r.stderr
+    assert "delete" not in r.stderr and "out = " not in r.stderr
+    _stages(_run(path, data, "--set", "train.lr=0.001", "--set", "train.resume=auto"))  # the way it offered is taken
+    s = _stages(_run(path, data, "--set", "train.lr=0.001", "--set", "train.resume=auto", "--set", "train.kimg=0.024"))
+    assert s["train"]["summary"]["resumed_from"] and s["train"]["summary"]["kimg"] >= 0.024  # and goes on
+    s = _stages(_run(path, data, "--set", "train.lr=0.001", "--set", "train.out=runs/t2"))
+    assert s["train"]["out"] == "runs/t2" and (tmp_path / "runs" / "t2" / "summary.json").is_file()
+    r = _run(path, data, "--set", "train.ngf=16")
+    assert r.returncode == 1 and "ngf 8 (now 16): give [train] the options it was trained with to continue it, or " \
+        "--set train.out=DIR to start a new run with these" in r.stderr and "resume" not in r.stderr, r.stderr
+
+    at64 = ["--set", "train.resolution=64", "--set", "train.out=runs/t64", "--only", "train"]
+    r = _run(path, data, *at64)
+    assert r.returncode == 1 and "the run trains at 64 px" in r.stderr, r.stderr
+    given = re.search(r"make the shards at that size \(([^)]*)\)", r.stderr)
+    assert given and given.group(1) == "--set shard.size=64 --only shard", r.stderr
+    s = _stages(_run(path, data, *at64, *shlex.split(given.group(1))))  # added to the line just run: it trains
+    assert s["shard"]["summary"]["resolution"] == 64 and s["train"]["summary"]["kimg"] >= 0.016
+
+
 def test_the_engine_is_a_pipeline_key_like_any_option(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text("[crop]\nkind = 'anime-faces'\nengine = 'ray'\ntask_size = 500\n"
@@ -175,7 +245,7 @@ def test_the_demo_runs_offline_in_its_small_size(tmp_path):
               "demo-summary.json", "minifigs-catalog.txt", "avatar-traits.json"):
         assert (out / f).stat().st_size > 0, f
     summary = json.loads((out / "demo-summary.json").read_text())
-    assert summary["requests"] >= 48 + 24 and "demo done" in r.stdout
+    assert summary["requests"] >= 48 + 24 and "demo done" in r.stdout and "\\n" not in r.stdout
     info = json.loads((out / "data" / "bricklink" / "shards" / "dataset.json").read_text())
     assert info["labels"]["names"] and set(info["labels"]["names"]) <= {"Castle", "Space", "Town", "Pirates"}
     assert "warning: only 1 train shard(s)" in r.stdout  # what a stage recorded is said
@@ -193,6 +263,39 @@ def test_the_demo_runs_offline_in_its_small_size(tmp_path):
                            capture_output=True, text=True, cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr
     assert cached() == first
+
+
+def test_the_demo_summary_is_printed_as_plain_lines(capsys):
+    """The demo's closing summary as the command line prints it (every line through the terminal's escaping): a
+    line per stage, its folder on the next, gaps as empty lines — no line break inside a line, which the escaping
+    would print as a literal backslash-n."""
+    from gandata.cli import finish
+    from gandata.demo import DemoResult
+    from gandata.pipeline import PipelineResult, StageResult
+    from gandata.summary import Summary
+
+    @dataclasses.dataclass
+    class Warned(Summary):
+        warnings: list[str]
+
+    def stages(*names: str) -> PipelineResult:
+        return PipelineResult("p", "d", [StageResult(n, f"demo/data/d/{n}", f"{n} done", 0.1,
+                                                     Warned([f"{n} warns"] if n == "shard" else []))
+                                         for n in names], 0.3)
+
+    result = DemoResult(out="demo", size="small", avatars=stages("fetch", "shard", "train"),
+                        minifigs=stages("fetch", "crop", "shard"), requests=72, samples="demo/s.png",
+                        sheets={"bitmoji": "demo/b.png", "bricklink": "demo/k.png"}, heads="demo/h.png",
+                        summary="demo/demo-summary.json")
+    finish(result, as_json=False)
+    printed = capsys.readouterr().out
+    assert "\\" not in printed and not re.search(r"[\x00-\x09\x0b-\x1f\x7f]", printed), printed
+    lines = printed.splitlines()
+    assert lines == result.lines() and all("\n" not in line for line in result.lines())
+    assert lines[0] == "" and lines[1].startswith("demo done (72 HTTP requests") and lines[-2] == ""
+    assert lines[-1].startswith("Next: ")
+    at = lines.index("  avatars  shard  shard done")
+    assert lines[at + 1].strip() == "→ demo/data/d/shard" and lines[at + 2].strip() == "warning: shard warns"
 
 
 def test_the_demo_catalog_file_is_a_bricklink_catalog(tmp_path):

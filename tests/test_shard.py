@@ -186,6 +186,47 @@ def test_shard_count_rules():
     assert shardset.brace_pattern(["a-train-000000.tar", "a-train-000001.tar"]) == "a-train-{000000..000001}.tar"
 
 
+@pytest.mark.parametrize("n, maxcount, shards", [(11, 1, 11), (46, 6, 8), (20, 2, 10)])
+def test_the_maxcount_hint_gives_the_shards_it_says(tmp_path, n, maxcount, shards):
+    """Too few train shards for 8 readers: the hint's --maxcount gives 8 or more, as many samples a shard as that
+    allows, and it says how many shards that really is (11 samples cannot make 8 — --maxcount 1 makes 11)."""
+    write_drawn_folder(tmp_path / "imgs", n, size=(40, 40))
+    first = shard([tmp_path / "imgs"], tmp_path / "a", "a", ShardOptions(size=32, val_fraction=0, min_shards=1))
+    said = re.search(r"use --maxcount (\d+) to get (\d+)$", first.warnings[-1])
+    assert said and (int(said.group(1)), int(said.group(2))) == (maxcount, shards), first.warnings
+    followed = shard([tmp_path / "imgs"], tmp_path / "b", "b",
+                     ShardOptions(size=32, val_fraction=0, min_shards=1, maxcount=maxcount))
+    assert followed.shards["train"] == shards >= 8 and not followed.warnings
+    fewer = shard([tmp_path / "imgs"], tmp_path / "c", "c",
+                  ShardOptions(size=32, val_fraction=0, min_shards=1, maxcount=maxcount + 1))
+    assert fewer.shards["train"] < 8  # the largest --maxcount that gives 8
+
+
+def test_an_empty_train_split_is_a_warning_that_names_the_option_not_a_train_hint(tmp_path):
+    """Every sample in val: nothing to train on, so no "train on it" line, no pattern printed as None, and a warning
+    that names --val-fraction as it was given and a value that leaves samples to train on — in the form that works
+    where it is shown."""
+    from gandata.pipeline import run
+
+    write_drawn_folder(tmp_path / "imgs", 11, size=(40, 40))
+    empty = shard([tmp_path / "imgs"], tmp_path / "a", "a", ShardOptions(size=32, val_fraction=0.999))
+    assert empty.counts == {"train": 0, "val": 11, "total": 11}
+    text = "\n".join(empty.lines())
+    assert "train on it" not in text and "None" not in text and "its tars now: " + empty.patterns["val"] in text
+    assert len(empty.warnings) == 1 and "only 0 train shard" not in text
+    assert "all 11 samples went to val at --val-fraction 0.999" in empty.warnings[0]
+    said = re.search(r"shard it again with --val-fraction ([\d.]+) ", empty.warnings[0])
+    assert said and float(said.group(1)) == 0.02
+    again = shard([tmp_path / "imgs"], tmp_path / "a", "a", ShardOptions(size=32, val_fraction=float(said.group(1))))
+    assert again.counts["train"] > 0 and "train on it" in "\n".join(again.lines())  # what it said works
+    pipe = {"pipeline": {"name": "p", "dataset": "p"},
+            "shard": {"src": str(tmp_path / "imgs"), "size": 32, "val_fraction": 0.999}}
+    warning = run(pipe, data_dir=tmp_path / "data", progress=False, hints="set").stages[0].summary.warnings[0]
+    assert "at [shard] val_fraction = 0.999" in warning and "with --set shard.val_fraction=0.02 " in warning
+    one = shard([tmp_path / "imgs"], tmp_path / "b", "b", ShardOptions(size=32, val_fraction=0.999))
+    assert "with --val-fraction 0.02 " in one.warnings[0]  # (the pipeline's naming ended with it)
+
+
 def test_exact_duplicates_and_corrupt_files_are_counted_and_listed(tmp_path, images12_copy):
     jpg = images12_copy / "tadne_r0c1.jpg"
     shutil.copy(jpg, images12_copy / "copy_same_bytes.jpg")

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shlex
 import shutil
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 import pytest
+from conftest import labelled_set, write_drawn_folder
 from test_train import labelled_shards, same_image_shards  # noqa: F401 (fixtures)
 
 from gandata import shardset
+from gandata.shard import ShardOptions, shard
 
 
 def test_tar_reader_matches_tarfile_on_every_format(tmp_path):
@@ -58,6 +65,67 @@ def test_a_dataset_folder_given_as_shards_says_to_shard_it(tmp_path):
         shardset.resolve(str(tmp_path))
     with pytest.raises(shardset.NoShards, match="does not exist"):
         shardset.resolve(str(tmp_path / "nothing.tar"))
+
+
+def _gandata(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """A command a message printed, run as the user would (its first word is ``gandata``)."""
+    assert words[0] == "gandata", words
+    return subprocess.run([sys.executable, "-m", "gandata.cli", *words[1:]], capture_output=True, text=True, cwd=cwd)
+
+
+def test_a_set_with_an_empty_train_split_says_so_and_how_to_make_it_again(tmp_path):
+    """Every sample in val: training is told that the train split is empty, how many are in val and why — and the
+    shard command that makes this set again with samples to train on (its sources, folder, name and options), not
+    "names no shards … make them with gandata shard", which is what just made it."""
+    write_drawn_folder(tmp_path / "imgs", 11, size=(40, 40))
+    out = tmp_path / "set"
+    shard([tmp_path / "imgs"], out, "s", ShardOptions(size=32, val_fraction=0.999, maxcount=4))
+    with pytest.raises(shardset.NoShards) as e:
+        shardset.resolve(str(out))
+    said = str(e.value)
+    assert said.startswith(f"{out} has an empty train split (0 samples; 11 in val: sharded with a val fraction of "
+                           "0.999); make it again with gandata shard "), said
+    assert "names no shards" not in said and "  " not in said
+    command = shlex.split(said.split("make it again with ", 1)[1])
+    assert command[-2:] == ["--val-fraction", "0.02"] and "--maxcount" in command
+    r = _gandata(command, tmp_path)
+    assert r.returncode == 0, r.stderr
+    urls, sset = shardset.resolve(str(out))  # the same set, made again: now with samples to train on
+    assert urls and sset.samples_in("train") > 0 and sset.info["options"]["maxcount"] == 4
+    with pytest.raises(shardset.NoShards, match=r"has an empty val split \(0 samples; 11 in train\)$"):
+        shardset.resolve(str(out), "val")  # (at 0.02, 11 samples' keys all hash into train)
+    with pytest.raises(shardset.NoShards, match=r"names no shards .*; make them with gandata shard$"):
+        shardset.resolve(str(tmp_path / "imgs"))  # a folder with no tars (one space: a command is no longer set apart)
+
+
+def test_a_size_the_run_does_not_train_at_names_the_shard_command_that_made_the_set(tmp_path):
+    """A 32 px set trained at 64 px: the line names the command that makes *this* set again at 64 px (a bare
+    ``gandata shard --size 64`` shards every dataset under ./data into their own folders instead), and that command
+    does it, keeping the set's other options (its labels, its split)."""
+    from gandata.trainers.data import DataError, Decode, tar_samples
+
+    out = labelled_set(tmp_path, 12, val_fraction=0.0, maxcount=5)
+    (tmp_path / "work" / "data" / "other" / "raw").mkdir(parents=True)  # what a bare `gandata shard` would take
+    urls, _ = shardset.resolve(str(out))
+    sample = next(tar_samples({"url": u} for u in urls))
+    with pytest.raises(DataError, match=r"is 32×32 px, the run trains at 64 px; make the shards at that size") as e:
+        Decode(False, 0, 64)(sample)
+    given = re.search(r"\((gandata shard .*)\), or leave --resolution out$", str(e.value))
+    assert given, str(e.value)
+    command = shlex.split(given.group(1))
+    assert command[2] == str(tmp_path / "raw") and command[-2:] == ["--size", "64"] and "--label-field" in command
+    r = _gandata(command, tmp_path / "work")
+    assert r.returncode == 0, r.stderr
+    made = shardset.read(out)
+    assert made.resolution == 64 and made.label_names == ["ant", "moth", "zebra"] and made.samples_in("val") == 0
+    assert made.info["options"]["maxcount"] == 5 and not list((tmp_path / "work").rglob("dataset.json"))
+    Decode(False, 0, 64)(next(tar_samples({"url": u} for u in shardset.resolve(str(out))[0])))  # it trains now
+    shutil.rmtree(tmp_path / "raw")  # its sources gone: the command with SRC for the reader to fill in
+    now = next(tar_samples({"url": u} for u in shardset.resolve(str(out))[0]))
+    with pytest.raises(DataError, match=rf"\(gandata shard SRC --out {re.escape(str(out))} --name set .*--size 32\)"):
+        Decode(False, 0, 32)(now)
+    with pytest.raises(DataError, match=r"\(gandata shard SRC --out OUT --size 64\)"):
+        Decode(False, 0, 64)(sample)  # a tar the set's description no longer names (it was made again since)
 
 
 def test_verify_finds_a_missing_a_cut_and_a_changed_shard(labelled_shards, tmp_path):  # noqa: F811

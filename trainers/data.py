@@ -61,8 +61,8 @@ class Decode:
             raise DataError(f"{where}: the image does not decode (not an image, or damaged)") from None
         if self.resolution and arr.shape[:2] != (self.resolution, self.resolution):
             raise DataError(f"{where} is {arr.shape[1]}×{arr.shape[0]} px, the run trains at {self.resolution} px; "
-                            f"make the shards at one size ({hint('size', self.resolution, command='shard')}), or "
-                            f"leave {named('resolution')} out")
+                            f"make the shards at that size ({_remade_at(sample.get('__url__'), self.resolution)}), "
+                            f"or leave {named('resolution')} out")
         return arr, self._label(sample, where) if self.conditional else -1
 
     def _label(self, sample: dict, where: str) -> int:
@@ -78,6 +78,15 @@ class Decode:
             raise DataError(f"{where}: its .cls label {label} is outside 0-{self.n_classes - 1} (the set has "
                             f"{self.n_classes} classes)")
         return label
+
+
+def _remade_at(url: str | None, size: int) -> str:
+    """The shard command that makes the set of the tar ``url`` again at ``size`` px: its sources, folder, name and
+    options, as its description records them — a bare ``gandata shard --size 64`` would shard every dataset under
+    ./data instead. For a tar of no described set: the command with SRC and OUT for the reader to fill."""
+    ss = shardset.set_of(url) if url else None
+    sources, given = ss.how_made() if ss else ([], {"out": "OUT"})
+    return hint("size", size, command="shard SRC", args=sources, given=given)
 
 
 def _collate(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -208,9 +208,11 @@ class RunChanged(TrainError):
 
     def __init__(self, run: Path, diff: dict[str, str]):
         self.run, self.changed = run, ", ".join(diff.values())
+        # a new rate, other shards…: the checkpoint goes on with them (an architecture's option reshapes the networks)
+        self.resumable = not set(diff) & set(ARCHITECTURE)
         ways = ["give the options it was trained with to continue it", f"another {named('out')} to start a run with "
                 "these"]
-        if not set(diff) & set(ARCHITECTURE):  # a new rate, other shards…: the checkpoint goes on with them
+        if self.resumable:
             ways.append(f"{hint('resume', 'auto')} to continue it with these")
         super().__init__(f"{run} holds a run trained with {self.changed}: {', '.join(ways[:-1])}, or {ways[-1]}")
 
