@@ -332,7 +332,7 @@ class DemoResult(Summary):
         for part in ("avatars", "minifigs"):
             for s in getattr(self, part).stages:
                 out += [f"  {part:<8} {s.stage:<6} {s.line}", f"  {'':<16}→ {s.out}"]
-                out += [f"  {'':<16}warning: {w}" for w in getattr(s.summary, "warnings", None) or []]
+                out += [f"  {'':<16}warning: {w}" for w in s.warnings]
         files = [("sample grid from the trained generator", self.samples),
                  *[(f"contact sheet of the {name} shards", sheet) for name, sheet in self.sheets.items()],
                  ("minifig heads found (boxes drawn)", self.heads), ("this summary as JSON", self.summary)]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,7 @@ class StageResult(Summary):
     line: str
     seconds: float
     summary: Summary
+    warnings: list[str] = field(default_factory=list)  # the stage's own (a shard that removed most of the set…)
 
 
 @dataclass
@@ -215,8 +216,11 @@ class PipelineResult(Summary):
     seconds: float
 
     def lines(self) -> list[str]:
-        return [f"pipeline {self.pipeline} ({self.dataset}) done in {self.seconds} s:"] + [
-            f"  {s.stage:<6} {s.line}  ({s.seconds} s) → {s.out}" for s in self.stages]
+        out = [f"pipeline {self.pipeline} ({self.dataset}) done in {self.seconds} s:"]
+        for s in self.stages:
+            out.append(f"  {s.stage:<6} {s.line}  ({s.seconds} s) → {s.out}")
+            out += [f"  {'':<6} warning: {w}" for w in s.warnings]
+        return out
 
 
 def _output(table: str, values: dict, ctx: Context, summary: Summary | None) -> str:
@@ -271,9 +275,12 @@ def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", se
                 raise UserError(f"[{step.table}] stopped: {failure[1]}")
         out = _output(step.table, step.values, ctx, summary)
         if summary is not None:
-            results.append(StageResult(step.table, out, summary.brief(), round(time.monotonic() - t, 1), summary))
+            results.append(StageResult(step.table, out, summary.brief(), round(time.monotonic() - t, 1), summary,
+                                       list(getattr(summary, "warnings", None) or [])))
             if echo:
                 echo(f"[{step.table}] {results[-1].line}  ({results[-1].seconds} s) → {out}")
+                for w in results[-1].warnings:
+                    echo(f"[{step.table}] warning: {w}")
         if step.table in ("fetch", "crop", "shard"):
             ctx.current = out
         if step.table == "shard":

@@ -151,6 +151,22 @@ def test_only_a_stage_the_file_does_not_have_is_one_line(tmp_path):
     assert r.returncode == 1 and "--only fetsh: the stages are fetch, crop, shard, train, eval" in r.stderr
 
 
+def test_a_stage_s_warnings_are_shown_in_gandata_run(tmp_path):
+    """A stage's warning (here shard's: the train split is empty) is printed by `gandata run` in its summary (and
+    as the stage ends, where stages are echoed), naming the option as --set takes it — not only in --json."""
+    write_drawn_folder(tmp_path / "imgs", 12, size=(40, 40))
+    path = tmp_path / "p.toml"
+    path.write_text("[shard]\nsrc = 'imgs'\nsize = 16\nval_fraction = 0.999\n")
+    r = subprocess.run([sys.executable, "-m", "gandata.cli", "run", str(path), "--data-dir", str(tmp_path / "data")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stdout.splitlines() if "warning:" in line]
+    assert warned and all("the train split is empty" in w and "--set shard.val_fraction=" in w for w in warned)
+    as_json = subprocess.run([sys.executable, "-m", "gandata.cli", "run", str(path), "--data-dir",
+                              str(tmp_path / "data"), "--json"], capture_output=True, text=True, cwd=tmp_path)
+    assert json.loads(as_json.stdout)["stages"][0]["warnings"] == [warned[-1].split("warning: ")[1]]
+
+
 TINY_TRAIN = """
 [shard]
 src = "imgs"
@@ -279,9 +295,9 @@ def test_the_demo_summary_is_printed_as_plain_lines(capsys):
         warnings: list[str]
 
     def stages(*names: str) -> PipelineResult:
-        return PipelineResult("p", "d", [StageResult(n, f"demo/data/d/{n}", f"{n} done", 0.1,
-                                                     Warned([f"{n} warns"] if n == "shard" else []))
-                                         for n in names], 0.3)
+        warned = {n: Warned([f"{n} warns"] if n == "shard" else []) for n in names}
+        return PipelineResult("p", "d", [StageResult(n, f"demo/data/d/{n}", f"{n} done", 0.1, warned[n],
+                                                     warned[n].warnings) for n in names], 0.3)
 
     result = DemoResult(out="demo", size="small", avatars=stages("fetch", "shard", "train"),
                         minifigs=stages("fetch", "crop", "shard"), requests=72, samples="demo/s.png",
