@@ -411,6 +411,9 @@ def _same_job(ds: Dataset, stage: str, opts: CropOptions, out: str | os.PathLike
     if not isinstance(was, dict):
         last = ds.stats()
         was = None
+        if len(ds) and last.get("stage") and last["stage"] not in ("crop anime-faces", "crop lego-faces"):
+            raise UserError(f"{out} holds the images of {shown(last['stage'])!r}, not crops: give another "
+                            f"{named('out')}")
         if len(ds) and isinstance(last.get("options"), dict) and last.get("stage") in ("crop anime-faces",
                                                                                        "crop lego-faces"):
             lego = last["stage"] == "crop lego-faces"

@@ -40,6 +40,7 @@ from .fileio import (
     read_jsonl,
     remove_stale_tmp,
 )
+from .paths import refuse_other_kind
 
 MANIFEST = "manifest.jsonl"
 FAILURES = "failures.jsonl"
@@ -169,7 +170,9 @@ class Dataset:
         """Open (creating if needed) a dataset folder to append to. Keys already in its manifest are done.
         ``durability``: ``batch`` (files fsynced in groups, off the writers' threads, before their rows are
         written), ``file`` (each file fsynced as it is written, then its row) or ``none`` (no fsync: the operating
-        system writes when it likes; after a power loss a row may name a damaged file)."""
+        system writes when it likes; after a power loss a row may name a damaged file). A folder that holds a
+        shard set or a training run is refused (:func:`gandata.paths.refuse_other_kind`)."""
+        refuse_other_kind(root, "dataset folder", named("out"))
         return cls(root, writable=True, durability=durability)
 
     @classmethod

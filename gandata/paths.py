@@ -86,3 +86,22 @@ def refuse_overlap(output: Any, output_name: str, inputs: Iterable[tuple[Any, st
                 which = f"{name} {spec}" if os.fspath(spec) == place else f"{name} {spec} ({place})"
                 raise UserError(f"{output_name} {output} {HOW[how]} the input {which}; a command never writes over "
                                 f"its own input: give {output_name} a place outside it")
+
+
+# what marks each kind of output folder: a dataset folder (fetch, crop), a shard set (shard), a training run (train)
+KINDS = {"dataset folder": ("manifest.jsonl",), "shard set": ("dataset.json",),
+         "training run": ("options.json", "summary.json")}
+
+
+def refuse_other_kind(output: Any, kind: str, output_name: str) -> None:
+    """One line when the local folder ``output`` already holds another kind of output than the ``kind`` the command
+    writes (:data:`KINDS`): crops written into a shard set, a shard set into a dataset folder, a run into either
+    would leave a folder that no reader takes for what it is, with the other's files mixed in."""
+    if output is None or is_url(output) or not os.path.isdir(output):
+        return
+    for other, marks in KINDS.items():
+        mark = next((m for m in marks if os.path.exists(os.path.join(output, m))), None)
+        if other != kind and mark:
+            raise UserError(f"{output_name} {output} holds a {other} ({mark}), not a {kind}: give {output_name} "
+                            "another folder")
+

@@ -49,7 +49,7 @@ from .errors import UserError, hint, named
 from .fileio import FolderLock, atomic_file, json_bytes, remove_stale_tmp
 from .inputs import Input, open_input
 from .options import Color, Declaration, Declared, check_call
-from .paths import refuse_overlap
+from .paths import refuse_other_kind, refuse_overlap
 from .progress import Progress
 from .records import Item, Items, Signatures, conform, plan_of, sample_json
 from .shard_map import CORRUPT, DUPLICATE, MAP_FORMAT, PROBLEM, Rejected, Runner, Spool, map_local, map_on_ray
@@ -254,6 +254,7 @@ def shard(
     out = str(out) if remote else Path(out)
     srcs = [open_input(p) for p in inputs]
     refuse_overlap(out, named("out"), [(p, "SRC") for p in inputs])
+    refuse_other_kind(out, "shard set", named("out"))
     if not remote:
         try:
             out.mkdir(parents=True, exist_ok=True)

@@ -402,3 +402,34 @@ def test_a_path_over_a_limit_says_which_limit(tmp_path, capsys, small_set):
     line = fails_in_one_line(capsys, "export", str(small_set), "--out", str(deep))
     assert f"this path is {len(os.fsencode(str(deep)))} bytes" in line and "4096" in line
     assert "255 bytes a name" not in line
+
+
+def test_no_command_writes_into_a_folder_of_another_kind(tmp_path, capsys, monkeypatch):
+    """A dataset folder, a shard set and a training run are three kinds of folder: crops, fetches, shards and runs
+    written into another kind would leave a folder no reader takes for what it is. One line; nothing written."""
+    monkeypatch.chdir(tmp_path)
+    _images(tmp_path / "imgs", 6)
+    assert gd(capsys, "shard", "imgs", "--out", "set", "--name", "s", "--size", "16")[0] == 0
+    assert gd(capsys, "shard", "imgs", "--out", "set2", "--name", "s", "--size", "16")[0] == 0
+    (tmp_path / "urls.txt").write_text("http://127.0.0.1:9/a.png\n")
+    before = sorted(p.name for p in (tmp_path / "set").iterdir())
+    for args, words in [
+        (("crop", "lego-faces", "--src", "imgs", "--out", "set", "--locator", "layout"), ("holds a shard set",)),
+        (("fetch", "urls", "urls.txt", "--name", "u", "--out", "set"), ("holds a shard set",)),
+        (("train", "dcgan", "--shards", "set2", "--out", "set", "--device", "cpu"), ("holds a shard set",)),
+    ]:
+        fails_in_one_line(capsys, *args, words=words)
+    assert sorted(p.name for p in (tmp_path / "set").iterdir()) == before
+    assert gd(capsys, "crop", "lego-faces", "--src", "imgs", "--out", "heads", "--locator", "layout",
+              "--size", "16")[0] == 0
+    fails_in_one_line(capsys, "shard", "imgs", "--out", "heads", "--name", "h", words=("holds a dataset folder",))
+    fails_in_one_line(capsys, "train", "dcgan", "--shards", "set", "--out", "heads", "--device", "cpu",
+                      words=("holds a dataset folder",))
+    # crops into a fetch's dataset folder would mix the originals with their crops
+    from gandata.datasets import Dataset
+
+    with Dataset.create(tmp_path / "raw") as ds:
+        ds.add("a", png_bytes(drawn_image(1)), "png", {"width": 64, "height": 64, "source": "urls"})
+        ds.write_stats({"stage": "fetch urls"})
+    fails_in_one_line(capsys, "crop", "lego-faces", "--src", "imgs", "--out", "raw", "--locator", "layout",
+                      words=("holds the images of 'fetch urls'",))

@@ -50,6 +50,7 @@ from torch import nn
 from .. import shardset
 from ..errors import UserError, hint, named
 from ..fileio import FolderLock, atomic_write, atomic_write_json, read_jsonl, remove_stale_tmp
+from ..paths import refuse_other_kind
 from ..summary import Summary
 from . import data as tdata
 from .augment import Augment
@@ -180,6 +181,7 @@ def train(options: TrainOptions, progress: bool = True) -> TrainSummary:
     for p in (run, *run.parents):
         if p.exists() and not p.is_dir():
             raise TrainError(f"{named('out', run)}: {p} is a file, not a folder")
+    refuse_other_kind(run, "training run", named("out"))
     created = [p for p in (run, *run.parents) if not p.exists()]  # the folders this call makes, deepest first
     try:
         run.mkdir(parents=True, exist_ok=True)
@@ -837,6 +839,7 @@ def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
     if isinstance(o, TrainSummary):
         return o
     run = Path(o.out)
+    refuse_other_kind(run, "training run", named("out"))
     created = [p for p in (run, *run.parents) if not p.exists()]
     run.mkdir(parents=True, exist_ok=True)
     _remove_stale_launches(run)
