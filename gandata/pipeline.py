@@ -26,7 +26,7 @@ from typing import Any
 
 from .declarations import check_name, clean_name
 from .errors import Naming, UserError, naming
-from .options import place_mistake
+from .options import PATH_TYPE, place_mistake
 from .paths import real
 from .shardset import refuse_commands
 from .stages import TABLES, Context, Stage, for_table
@@ -62,6 +62,7 @@ def load(path: str | os.PathLike, sets: list[str] | None = None) -> dict:
         raise UserError(f"{path} is not valid TOML ({e})") from None
     except RecursionError:
         raise UserError(f"{path} nests tables or lists too deeply to be a pipeline file") from None
+    texts: dict[str, dict[str, str]] = {}
     for item in sets or []:
         target, eq, raw = item.partition("=")
         stage, dot, key = target.partition(".")
@@ -74,6 +75,8 @@ def load(path: str | os.PathLike, sets: list[str] | None = None) -> dict:
         if not isinstance(spec.setdefault(stage, {}), dict):
             raise UserError(f"--set {item!r}: {stage} in {path} is not a table")
         spec[stage][key] = value
+        if not isinstance(value, str):  # a text option takes it as written: --set shard.name=2024 is "2024"
+            texts.setdefault(stage, {})[key] = raw
     for table in spec.values():
         if isinstance(table, dict):
             for k, v in table.items():
@@ -83,6 +86,8 @@ def load(path: str | os.PathLike, sets: list[str] | None = None) -> dict:
         raise UserError(f"{path}: [pipeline] must be a table (got pipeline = {spec['pipeline']!r:.40})")
     spec["pipeline"].setdefault("name", clean_name(path.stem, "pipeline"))
     spec["pipeline"].setdefault("source_file", str(path))
+    if texts:
+        spec["pipeline"]["set_texts"] = texts
     return spec
 
 
@@ -101,7 +106,7 @@ def plan(spec: dict, where: str = "pipeline", data_dir: str | os.PathLike = "dat
     if not isinstance(head, dict):
         raise UserError(f"{where}: [pipeline] must be a table")
     for key in head:
-        if key not in (*HEAD_KEYS, "source_file"):
+        if key not in (*HEAD_KEYS, "source_file", "set_texts"):
             raise UserError(f"{where}: [pipeline] has no key {key!r}; it takes {', '.join(HEAD_KEYS)}")
     for key in ("name", "dataset", "base_url", "data_dir"):
         if key in head and not isinstance(head[key], str):
@@ -130,6 +135,10 @@ def plan(spec: dict, where: str = "pipeline", data_dir: str | os.PathLike = "dat
             raise UserError(f"{where}: {table} must be a table ([{table}])")
         stage = for_table(table, spec[table], where)
         given = {k: v for k, v in spec[table].items() if stage.select is None or k != stage.select[0]}
+        for key, raw in (head.get("set_texts") or {}).get(table, {}).items():
+            opt = next((o for o in stage.declaration.options if o.key == key), None)
+            if opt is not None and opt.type in (str, PATH_TYPE) and key in given:
+                given[key] = raw
         steps.append(Step(table, stage, stage.declaration.check(given, table)))
     if not head.get("allow_commands"):
         for step in steps:

@@ -242,6 +242,22 @@ def test_set_overrides_parse_toml_values_and_fall_back_to_strings(tmp_path):
         load(path, ["count=5"])
 
 
+def test_a_text_option_set_to_what_looks_like_a_number_takes_it_as_written(tmp_path):
+    """`--set shard.name=2024` is the name "2024" (the command line's --name 2024), not a number refused as not
+    text; a number option still takes the number, and a file's own unquoted number is still refused."""
+    from gandata.pipeline import plan
+
+    path = tmp_path / "p.toml"
+    path.write_text("[shard]\nsrc = 'imgs'\n")
+    sets = ["shard.name=2024", "shard.label_field=true", "shard.out=007", "shard.size=48"]
+    _, steps = plan(load(path, sets), str(path), tmp_path / "data")
+    values = steps[0].values
+    assert (values["name"], values["label_field"], values["out"], values["size"]) == ("2024", "true", "007", 48)
+    path.write_text("[shard]\nsrc = 'imgs'\nname = 2024\n")
+    with pytest.raises(UserError, match="name"):
+        plan(load(path), str(path), tmp_path / "data")
+
+
 def test_ready_pipeline_files_load(tmp_path):
     files = sorted((Path(__file__).parents[1] / "pipelines").glob("*.toml"))
     assert {f.stem for f in files} >= {"bitmoji-64", "lego-faces-64", "lego-minifigs-128", "anime-faces-96"}
