@@ -216,6 +216,11 @@ def test_bad_options_are_one_line(tmp_path, labelled_shards):
                             "--gpus", "2", "--device", "cpu"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-3000:]
     assert r.stderr.startswith("gandata: error: --shards") and not (tmp_path / "two").exists()
+    # fewer classes than the set names: said against the set, with the value that works
+    r = subprocess.run(_cli("cdcgan", "--shards", str(labelled_shards), "--out", str(tmp_path / "few"), "--n-classes",
+                            "2", "--device", "cpu"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-3000:]
+    assert f"--n-classes 2, but {labelled_shards} has 3 classes" in r.stderr and "--n-classes 3" in r.stderr
     # more processes than the CPU has cores: refused before any starts (1024 of them held a 2-core machine)
     many = str((os.cpu_count() or 1) + 1)
     r = subprocess.run(_cli("dcgan", "--shards", str(labelled_shards), "--out", str(tmp_path / "many"), "--gpus",

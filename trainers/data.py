@@ -75,8 +75,8 @@ class Decode:
         except (ValueError, TypeError):
             raise DataError(f"{where}: its .cls label {raw[:20]!r} is not a whole number") from None
         if not 0 <= label < self.n_classes:
-            raise DataError(f"{where}: its .cls label {label} is outside 0-{self.n_classes - 1} (the set has "
-                            f"{self.n_classes} classes)")
+            raise DataError(f"{where}: its .cls label {label} is outside 0-{self.n_classes - 1} (the run has "
+                            f"{self.n_classes} classes); give {named('n_classes')} more than the largest label")
         return label
 
 

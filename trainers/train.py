@@ -331,6 +331,11 @@ class Loop:
         self.labels = sset.labels if sset else None
         self.resolution = o.resolution or (sset.resolution if sset else None)
         self.n_classes = o.n_classes or (len(self.labels["names"]) if self.labels else 0)
+        named_classes = len((self.labels or {}).get("names") or [])
+        if o.n_classes and named_classes > o.n_classes:
+            raise TrainError(f"{named('n_classes', o.n_classes)}, but {o.shards} has {named_classes} classes (its "
+                             f"{shardset.INFO}); leave {named('n_classes')} out (the set says how many) or give at "
+                             f"least {hint('n_classes', named_classes)}")
         if self.kind.conditional and self.n_classes < 2:
             names = (self.labels or {}).get("names") or []
             found = (f"it names {len(names)} class" if names else f"its {shardset.INFO} names no labels" if sset
