@@ -281,7 +281,8 @@ def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", se
             if failure:
                 if failure[0] == 130:
                     raise KeyboardInterrupt
-                raise UserError(f"[{step.table}] stopped: {failure[1]}")
+                reason = failure[1] if failure[1].startswith("stopped") else f"stopped: {failure[1]}"
+                raise UserError(f"[{step.table}] {reason}")
         out = _output(step.table, step.values, ctx, summary)
         if summary is not None:
             results.append(StageResult(step.table, out, summary.brief(), round(time.monotonic() - t, 1), summary,
