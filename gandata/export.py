@@ -15,26 +15,32 @@ first):
   kept, so a killed export resumes; nothing is written through a link.
 
 ``--out`` never overlaps the input (:func:`gandata.paths.refuse_overlap`): the replacement of an earlier export
-removes what it did not write, and must never reach the shards.
+removes what it did not write, and must never reach the shards. One export at a time writes an output: it is locked
+(``.NAME.lock`` beside it, while the export runs). What is exported is proven: every tar whose sha256 the set's
+``dataset.json`` records is checked in the pass that reads it (a tar changed since sharding is one line naming it),
+and an image from a tar without one is decoded before it is written, in both layouts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image
 
 from . import images, shardset, storage
 from .datasets import clean_key
 from .declarations import EXPORT
-from .errors import UserError
-from .fileio import atomic_file, atomic_write, atomic_write_json, remove_stale_tmp
+from .errors import UserError, named
+from .fileio import FolderLock, atomic_file, atomic_write, atomic_write_json, remove_stale_tmp
 from .options import check_call
 from .paths import refuse_overlap
 from .progress import Progress
@@ -62,14 +68,27 @@ class ExportSummary(Summary):
                 f"  {self.written} files written in {self.seconds} s"]
 
 
+class _Sample(NamedTuple):
+    key: str  # cleaned as shard cleans a foreign tar's (:func:`gandata.datasets.clean_key`)
+    ext: str  # the image's extension
+    data: bytes  # the image's bytes
+    cls: int | None  # its class id
+    url: str  # the tar it came from
+    proven: bool  # its tar's sha256 is recorded, and checked once the tar is read (else nothing vouches for it)
+
+
 def _samples(urls: list[str], commands: bool, names: list[str] | None, sset: shardset.ShardSet | None = None):
-    """(key, image extension, image bytes, class id or None) of every sample, in shard order; keys cleaned as shard
-    cleans a foreign tar's (:func:`gandata.datasets.clean_key`), so a member ``../../x.png`` is the key ``x-…``.
-    A class id must be a whole number from 0 (below the number of label names, when the set has them)."""
+    """Every sample (:class:`_Sample`), in shard order; keys cleaned, so a member ``../../x.png`` is the key
+    ``x-…``. A class id must be a whole number from 0 (below the number of label names, when the set has them).
+    A tar whose set's description records its sha256 is checked against it in the same pass
+    (:func:`gandata.shardset.checked`): once its last sample was handed on, a tar that changed after sharding
+    raises :class:`~gandata.shardset.ChangedShard`."""
     for url in urls:
-        with shardset.open_shard(url, commands) as f:
+        described = sset.shard_of(url) if sset else None
+        proven = bool(described and described.get("sha256"))
+        with shardset.open_shard(url, commands) as raw, shardset.checked(raw, url, described) as f:
             try:
-                for key, fields in shardset.samples(f, url, sset.samples_of(url) if sset else None):
+                for key, fields in shardset.samples(f, url, described.get("samples") if described else None):
                     ext = next((e for e in IMAGE_EXTS if e in fields), None)
                     if ext is None:
                         continue
@@ -85,7 +104,7 @@ def _samples(urls: list[str], commands: bool, names: list[str] | None, sset: sha
                         if cls < 0 or (names and cls >= len(names)):
                             raise UserError(f"{url}: sample {key} has the class label {cls}, outside 0-"
                                             f"{len(names) - 1 if names else 'N'}; shard the set again")
-                    yield clean_key(key), ext, fields[ext], cls
+                    yield _Sample(clean_key(key), ext, fields[ext], cls, url, proven)
             except (ValueError, EOFError) as e:
                 raise UserError(f"{url} is damaged ({e}); check it with gandata inspect, or shard again") from None
 
@@ -152,12 +171,19 @@ def export(spec: str, out: str | os.PathLike, format: str = _DEFAULT["format"], 
 # ------------------------------------------------------------------------------------------------ stylegan
 
 
-def _stylegan_png(data: bytes, ext: str, key: str) -> tuple[bytes, tuple[int, int, int]]:
-    """The image as dataset_tool stores it (PNG, RGB or grey) and its (width, height, channels)."""
+def _decoded(sample: _Sample) -> Image.Image:
+    """The sample's image decoded whole, or one line naming its tar and key: every image of a zip, and an image of
+    an ImageFolder export that nothing vouches for (its tar's sha256 is not recorded: a set made elsewhere)."""
     try:
-        im = images.decode(data)
+        return images.decode(sample.data)
     except images.ImageError as e:
-        raise UserError(f"sample {key}: {e}") from None
+        raise UserError(f"{sample.url}: sample {sample.key}: {e}; check the set with gandata inspect, or shard it "
+                        "again") from None
+
+
+def _stylegan_png(sample: _Sample) -> tuple[bytes, tuple[int, int, int]]:
+    """The image as dataset_tool stores it (PNG, RGB or grey) and its (width, height, channels)."""
+    im, data, ext = _decoded(sample), sample.data, sample.ext
     if ext == "png" and im.mode in ("RGB", "L"):
         return data, (im.width, im.height, 3 if im.mode == "RGB" else 1)
     rgb = images.to_rgb(im) if im.mode != "L" else im
@@ -172,6 +198,12 @@ def _stylegan(samples, out: Path, names: list[str] | None, prog: Progress) -> tu
     if out.parent.exists() and not out.parent.is_dir():
         raise UserError(f"--out {out}: {out.parent} is a file, not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out):
+        return _write_zip(samples, out, names, prog)
+
+
+def _write_zip(samples, out: Path, names: list[str] | None, prog: Progress) -> tuple[int, int, int | None]:
+    """The zip, written under a temporary name and renamed when whole and read back (under the output's lock)."""
     for stale in out.parent.glob(f".{out.name}.tmp-*"):  # a killed export's (only ours: the folder may be shared)
         stale.unlink(missing_ok=True)
     labels: list = []
@@ -180,8 +212,9 @@ def _stylegan(samples, out: Path, names: list[str] | None, prog: Progress) -> tu
     labelled = False
     with atomic_file(out, mode="w+b") as f:
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
-            for i, (key, ext, data, cls) in enumerate(samples):
-                png, shape = _stylegan_png(data, ext, key)
+            for i, sample in enumerate(samples):
+                key, cls = sample.key, sample.cls
+                png, shape = _stylegan_png(sample)
                 if attrs is None:
                     attrs = shape
                     w, h, _ = shape
@@ -248,6 +281,30 @@ def _own_folder(path: Path) -> None:
     path.mkdir(exist_ok=True)
 
 
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """The output of an export (a zip or a folder) locked for the block: ``.NAME.lock`` beside it, there only while
+    an export holds it, so that a second export into the same output is one line instead of each removing the
+    other's files (a folder's sweep, a zip's stale temporaries)."""
+    where = Path(os.path.abspath(out))
+    try:
+        lock = FolderLock(where.parent, f".{where.name}.lock", transient=True).acquire()
+    except UserError:
+        raise UserError(f"another gandata export is writing {out}; wait for it to finish, or give another "
+                        f"{named('out')}") from None
+    except OSError as e:
+        raise UserError(f"{named('out', out)}: cannot lock it ({e.strerror})") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _foreign(out: Path) -> bool:
+    """Whether ``out`` is a folder that holds files and is not an earlier export's (no :data:`MARK`)."""
+    return out.is_dir() and not (out / MARK).exists() and any(out.iterdir())
+
+
 def _imagefolder(samples, out: Path, names: list[str] | None, prog: Progress) -> tuple[int, int, int | None]:
     """Write the samples as ``OUT/<class>/<key>.<ext>``. The folder must be new, empty, or an earlier export (its
     :data:`MARK`); afterwards it holds exactly this export: a file already there with the same bytes is kept (a
@@ -255,46 +312,53 @@ def _imagefolder(samples, out: Path, names: list[str] | None, prog: Progress) ->
     did not write (other classes, other keys, links) is removed. A key that comes again gets ``-2``, ``-3``… so
     every sample counted is a file. Every class of the set has its folder, empty where this split lacks the class,
     so torchvision's class index (the folders' sorted order) is the class id in every split. Nothing is written
-    through a link inside OUT."""
+    through a link inside OUT. The folder is locked for the export (:func:`_locked`). What is written is proven:
+    a tar with a recorded sha256 is checked as it is read, and the files written from one that fails are removed
+    again before the line that names it; an image from a tar without one is decoded first, as the zip's are."""
     if out.suffix == ".zip" or (out.exists() and not out.is_dir()):
         raise UserError(f"--out {out}: an ImageFolder export is a folder")
-    if out.is_dir() and not (out / MARK).exists() and any(out.iterdir()):
-        raise UserError(f"--out {out} holds files that gandata export did not write; give a new or empty folder "
-                        "(an earlier export's folder is replaced)")
+    foreign = (f"--out {out} holds files that gandata export did not write; give a new or empty folder (an earlier "
+               "export's folder is replaced)")
+    if _foreign(out):
+        raise UserError(foreign)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise UserError(f"--out {out}: a part of this path is a file, not a folder") from None
+    with _locked(out):
+        if _foreign(out):  # decided again under the lock: what another command did meanwhile
+            raise UserError(foreign)
+        out.mkdir(exist_ok=True)
+        return _write_folder(samples, out, names, prog)
+
+
+def _write_folder(samples, out: Path, names: list[str] | None, prog: Progress) -> tuple[int, int, int | None]:
+    """:func:`_imagefolder`'s writing, under the folder's lock."""
     atomic_write(out / MARK, b"written by gandata export; the next export into this folder replaces it\n")
     width = _width(len(names)) if names else 4  # without names: widened at the end if the ids need it
     n = written = 0
     keep: set[str] = {MARK}
     seen: set[str] = set()
     classes: set[int] = set()
-    for key, ext, data, cls in samples:
-        if cls is not None and not names and cls >= MAX_UNNAMED_CLASSES:
-            raise UserError(f"sample {key} has the class label {cls}, and the set names no classes: an ImageFolder "
-                            f"export makes a folder for every class id up to the largest (at most "
-                            f"{MAX_UNNAMED_CLASSES}); shard the set with --label-field, or export --format stylegan")
-        folder = out / _folder_name(cls, names, width)
-        if folder.name not in seen:
-            _own_folder(folder)
-            remove_stale_tmp(folder)
-            seen.add(folder.name)
-        name, again = f"{folder.name}/{key}.{ext}", 1
-        while name in keep:
-            again += 1
-            name = f"{folder.name}/{key}-{again}.{ext}"
-        keep.add(name)
-        path = out / name
-        if path.is_symlink() or not (path.is_file() and path.stat().st_size == len(data)
-                                     and path.read_bytes() == data):
-            atomic_write(path, data, fsync=False)  # renamed over a link, never written through it
-            written += 1
-        if cls is not None:
-            classes.add(cls)
-        n += 1
-        prog.advance(1)
+    tar, from_tar = None, []  # the tar being read, and the files this export wrote from it
+    try:
+        for sample in samples:
+            if sample.url != tar:
+                tar, from_tar = sample.url, []
+            if not sample.proven:
+                _decoded(sample)
+            wrote = _write_sample(sample, out, names, width, keep, seen)
+            if wrote is not None:
+                from_tar.append(wrote)
+                written += 1
+            if sample.cls is not None:
+                classes.add(sample.cls)
+            n += 1
+            prog.advance(1)
+    except shardset.ChangedShard:  # what came from a tar that is not the one written: nothing vouches for it
+        for path in from_tar:
+            path.unlink(missing_ok=True)
+        raise
     _remove_all_but(out, keep)
     if not classes:
         return n, written, None
@@ -308,6 +372,33 @@ def _imagefolder(samples, out: Path, names: list[str] | None, prog: Progress) ->
         _own_folder(out / folder_name)
     atomic_write_json(out / "classes.json", {"classes": folders, "label_names": names})
     return n, written, n_classes
+
+
+def _write_sample(sample: _Sample, out: Path, names: list[str] | None, width: int, keep: set[str],
+                  seen: set[str]) -> Path | None:
+    """One sample as ``OUT/<class>/<key>.<ext>`` (``keep``: the names written so far, a key that comes again gets
+    ``-2``…; ``seen``: the class folders made so far). Returns the file when it was written, None when the same
+    bytes were there already."""
+    key, ext, data, cls = sample.key, sample.ext, sample.data, sample.cls
+    if cls is not None and not names and cls >= MAX_UNNAMED_CLASSES:
+        raise UserError(f"sample {key} has the class label {cls}, and the set names no classes: an ImageFolder "
+                        f"export makes a folder for every class id up to the largest (at most "
+                        f"{MAX_UNNAMED_CLASSES}); shard the set with --label-field, or export --format stylegan")
+    folder = out / _folder_name(cls, names, width)
+    if folder.name not in seen:
+        _own_folder(folder)
+        remove_stale_tmp(folder)
+        seen.add(folder.name)
+    name, again = f"{folder.name}/{key}.{ext}", 1
+    while name in keep:
+        again += 1
+        name = f"{folder.name}/{key}-{again}.{ext}"
+    keep.add(name)
+    path = out / name
+    if path.is_symlink() or not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
+        atomic_write(path, data, fsync=False)  # renamed over a link, never written through it
+        return path
+    return None
 
 
 def _remove_all_but(out: Path, keep: set[str]) -> None:

@@ -288,34 +288,44 @@ class JsonlLog:
 
 
 class FolderLock:
-    """An exclusive lock on a folder (``FOLDER/.lock``) so that two commands never write into it at once."""
+    """An exclusive lock on a folder (``FOLDER/.lock``) so that two commands never write into it at once. ``name``:
+    another lock file in the folder, for one output among others there (an export's ``.NAME.lock`` beside its zip
+    or its folder); ``transient``: the file is there only while the lock is held — its holder removes it as it lets
+    go, and a command that got the lock of a file so removed takes it again on the file now at the name — so that
+    nothing is left beside the output."""
 
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | os.PathLike, name: str = ".lock", transient: bool = False):
+        self.folder, self.name, self.transient = Path(folder), name, transient
         self._fd: int | None = None
 
     def acquire(self, wait: float = 3.0) -> FolderLock:
         """Take the lock, waiting up to ``wait`` seconds (the workers of a killed command take a moment to go)."""
-        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        path = self.folder / self.name
         deadline = time.monotonic() + wait
         while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
+                os.close(fd)
                 if time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
-            os.close(fd)
-            raise UserError(
-                f"another gandata command is writing to {self.folder}; wait for it to finish or use another "
-                f"{named('out')}"
-            ) from None
+                raise UserError(
+                    f"another gandata command is writing to {self.folder}; wait for it to finish or use another "
+                    f"{named('out')}"
+                ) from None
+            if not self.transient or _names(path, fd):
+                break
+            os.close(fd)  # its holder removed that file as it let go: the lock is the file at the name now
         self._fd = fd
         return self
 
     def release(self) -> None:
         if self._fd is not None:
+            if self.transient:  # removed while held: a command waiting on this file then tries the name again
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.folder / self.name)
             os.close(self._fd)
             self._fd = None
 
@@ -324,3 +334,13 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` names the file open as ``fd`` (not another, and not nothing)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)

@@ -15,7 +15,7 @@ Here: writing a reproducible tar (:func:`write_tar`) and the description (:func:
 (:func:`generation`, :func:`remove_leftovers`); reading the description (:class:`ShardSet`); resolving a user's
 shard spec to tar URLs (:func:`resolve`, :func:`local_tars`); reading tars as samples (:func:`tar_members`, which
 requires the end-of-archive marker, and :func:`samples`, which compares a shard's samples with its description);
-and checking a set against its description (:func:`verify`).
+and checking a set against its description (:func:`verify`; one shard as it is read, :func:`checked`).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ class ShardSet:
 
     folder: Path | str  # a local folder, or an object-store prefix (s3://bucket/shards)
     info: dict
-    _counts: dict[str, int] | None = field(default=None, repr=False, compare=False)
+    _by_url: dict[str, dict] | None = field(default=None, repr=False, compare=False)
 
     @property
     def resolution(self) -> int | None:
@@ -182,12 +182,18 @@ class ShardSet:
             return [storage.join(self.folder, s["name"]) for s in self.shards(split)]
         return [Path(self.folder) / s["name"] for s in self.shards(split)]
 
+    def shard_of(self, url: str | Path) -> dict | None:
+        """The description of the shard at ``url`` (as :meth:`tars` names it): ``{name, samples, bytes, sha256}``;
+        None for a tar that is not one of its shards."""
+        if self._by_url is None:
+            self._by_url = {str(t): s for t, s in zip(self.tars(), self.shards())}
+        return self._by_url.get(str(url))
+
     def samples_of(self, url: str | Path) -> int | None:
         """How many samples the description says the shard at ``url`` (as :meth:`tars` names it) holds; None for
         a tar that is not one of its shards."""
-        if self._counts is None:
-            self._counts = {str(t): s.get("samples") for t, s in zip(self.tars(), self.shards())}
-        return self._counts.get(str(url))
+        described = self.shard_of(url)
+        return described.get("samples") if described else None
 
     @property
     def labels(self) -> dict | None:
@@ -783,6 +789,50 @@ def samples(f: IO[bytes], url: str, expected: int | None = None) -> Iterator[tup
 # ---------------------------------------------------------------------------------------------- verifying
 
 
+class ChangedShard(UserError):
+    """A shard whose bytes are not the ones its set's description records: it changed after it was written (a
+    damaged copy or disk, an edit), so what it holds is not what shard wrote."""
+
+
+class _HashingReader:
+    """A stream's bytes counted and hashed (sha256) as they are read."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.h, self.n = f, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.h.update(data)
+        self.n += len(data)
+        return data
+
+    def drained(self) -> tuple[int, str]:
+        """Bytes and sha256 of the whole stream: what is left is read (a tar's padding after its end marker)."""
+        for _ in iter(lambda: self.read(1 << 20), b""):
+            pass
+        return self.n, self.h.hexdigest()
+
+
+@contextlib.contextmanager
+def checked(f: IO[bytes], url: str, described: dict | None) -> Iterator[IO[bytes]]:
+    """A shard's stream (``f``, as :func:`open_shard` opens it) checked against its description (``described``:
+    :meth:`ShardSet.shard_of`) in the same pass as it is read: once the block has read what it needs, the rest is
+    read, and a size or sha256 other than the recorded one raises :class:`ChangedShard` naming the tar and what to
+    do. A shard described without a sha256 (or not at all) is ``f`` itself, unchecked. A block that raises is not
+    checked."""
+    if not described or not described.get("sha256"):
+        yield f
+        return
+    hashing = _HashingReader(f)
+    yield hashing
+    size, digest = hashing.drained()
+    if size != described.get("bytes") or digest != described["sha256"]:
+        what = (f"it has {size} bytes, {INFO} says {described.get('bytes')}" if size != described.get("bytes")
+                else f"its sha256 is not the one {INFO} records")
+        raise ChangedShard(f"{url}: {what}: the tar changed after it was written (a damaged copy or disk); copy the "
+                           "set again from a whole copy, or make it again with gandata shard")
+
+
 def verify(folder: str | Path | ShardSet, checksums: bool = True) -> list[str]:
     """What is wrong with a shard set against its ``dataset.json`` (a folder, or a set already read): missing tars,
     other sizes, other sha256 (with ``checksums``), sample counts that do not add up. An empty list means it is
@@ -805,10 +855,8 @@ def verify(folder: str | Path | ShardSet, checksums: bool = True) -> list[str]:
         if size != s.get("bytes"):
             problems.append(f"{s['name']} has {size} bytes, {INFO} says {s.get('bytes')}")
         elif checksums:
-            h = hashlib.sha256()
             with open_shard(path) if remote else open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            if h.hexdigest() != s.get("sha256"):
+                digest = _HashingReader(f).drained()[1]
+            if digest != s.get("sha256"):
                 problems.append(f"{s['name']}: sha256 differs from {INFO}")
     return problems

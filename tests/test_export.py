@@ -6,8 +6,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tarfile
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -135,3 +140,83 @@ def test_split_all_of_a_set_whose_val_split_is_empty(tmp_path):
     assert z.images == f.images == 10
     with pytest.raises(UserError, match="no val images"):
         export(str(tmp_path / "set"), tmp_path / "val.zip", split="val")
+
+
+def _damage_a_member(tar: Path) -> str:
+    """40 bytes in the middle of the second image of ``tar`` changed in place, the tar's structure whole: what a bad
+    copy or disk leaves. Returns its key."""
+    with tarfile.open(tar) as t:
+        m = [x for x in t.getmembers() if x.name.endswith(".png")][1]
+    data = bytearray(tar.read_bytes())
+    for i in range(m.offset_data + m.size // 2, m.offset_data + m.size // 2 + 40):
+        data[i] ^= 0x5A
+    tar.write_bytes(bytes(data))
+    return m.name.split(".", 1)[0]
+
+
+def _keys(tar: Path) -> set[str]:
+    with tarfile.open(tar) as t:
+        return {x.name.split(".", 1)[0] for x in t.getmembers()}
+
+
+def test_a_tar_changed_after_sharding_is_one_line_naming_it(sets, tmp_path):
+    """A tar whose bytes changed after sharding: the ImageFolder export checks it against the sha256 dataset.json
+    records as it reads it and stops with one line naming it, none of its images left in the folder; the same tar
+    in a folder without dataset.json (nothing records its sha256) is decoded, as the zip decodes every image, and
+    refused naming the tar and the sample."""
+    copy = tmp_path / "set"
+    shutil.copytree(sets["labelled"], copy)
+    tar = sorted(copy.rglob("*-train-*.tar"))[1]
+    damaged = _damage_a_member(tar)
+    with pytest.raises(UserError) as e:
+        export(str(copy), tmp_path / "folder", format="imagefolder")
+    assert str(e.value).startswith(f"{tar}: its sha256 is not the one dataset.json records") and "gandata shard" in \
+        str(e.value) and len(str(e.value).splitlines()) == 1
+    exported = {f.stem for f in (tmp_path / "folder").rglob("*.png")}
+    assert exported and not exported & _keys(tar)  # the tars before it are there, none of its images
+    with pytest.raises(UserError, match=rf"^{re.escape(str(tar))}: sample \w+: corrupt"):  # the zip decodes it first
+        export(str(copy), tmp_path / "set.zip", split="all")
+    assert not (tmp_path / "set.zip").exists()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copy(tar, plain / tar.name)
+    with pytest.raises(UserError, match=rf"^{re.escape(str(plain / tar.name))}: sample {damaged}: .*gandata inspect"):
+        export(str(plain), tmp_path / "plain-folder", format="imagefolder")
+    assert {f.stem for f in (tmp_path / "plain-folder").rglob("*.png")} < _keys(tar) - {damaged}  # those before it
+
+
+@pytest.mark.parametrize("fmt, name", [("imagefolder", "folder"), ("stylegan", "x.zip")])
+def test_a_second_export_into_one_output_is_refused_while_the_first_writes_it(sets, tmp_path, fmt, name):
+    """Two exports into one output: while the first writes it (held in reading its tar, a named pipe the test fills
+    only once the second was refused), the second is one line, removing nothing; the first then finishes whole,
+    and nothing is left beside the output."""
+    tar = sorted(sets["labelled"].rglob("*-train-*.tar"))[0]
+    fifo = tmp_path / "slow.tar"
+    os.mkfifo(fifo)
+    out = tmp_path / "exports" / name
+    result: dict = {}
+
+    def first():
+        try:
+            result["summary"] = export(str(fifo), out, format=fmt)
+        except Exception as e:  # said by the assertions below
+            result["error"] = e
+
+    thread = threading.Thread(target=first, daemon=True)
+    thread.start()
+    while True:  # the pipe opens for writing once the first export opened it to read: it holds the output by then
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert thread.is_alive(), result
+            time.sleep(0.01)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "wb") as w:
+        with pytest.raises(UserError, match=rf"^another gandata export is writing {re.escape(str(out))}; wait"):
+            export(str(sets["labelled"]), out, format=fmt, split="all")
+        w.write(tar.read_bytes())
+    thread.join(timeout=300)
+    assert "error" not in result, result
+    assert result["summary"].images == len(_keys(tar))
+    assert [p.name for p in out.parent.iterdir()] == [name]  # no lock and no temporary left beside it

@@ -9,6 +9,8 @@ import json
 import math
 import os
 import pickle
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -188,6 +190,97 @@ def test_a_finished_run_is_already_trained_and_a_changed_option_is_named(shards,
         sys.argv = old
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("already trained: dcgan for 0.12") and lines[1] == f"  checkpoint: {longer.checkpoint}"
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_proven_by_its_final_checkpoint_in_its_own_folder(shards, tmp_path, capsys):
+    """Finished means the checkpoint of the summary's last step is in the run folder and loads: a copy of the folder
+    names its own files; the final checkpoint truncated, the same command trains that part again from the one
+    before (and says why); every checkpoint gone, it trains the run again, whole."""
+    from gandata.trainers.checkpoints import load_checkpoint
+    from gandata.trainers.options import TrainOptions
+    from gandata.trainers.train import train
+
+    out, copy = tmp_path / "run", tmp_path / "copy"
+    opts = dict(kind="dcgan", shards=str(shards), out=str(out), kimg=0.08, snap_kimg=0.04, log_kimg=0.04, **TINY)
+    done = train(TrainOptions(**opts), progress=False)
+    final = out / "checkpoint-000000080.pt"
+    assert done.checkpoint == str(final)
+    shutil.copytree(out, copy)
+    s = train(TrainOptions(**{**opts, "out": str(copy)}), progress=False)  # a moved run names its own files
+    assert s.already_trained and s.out == str(copy) and s.checkpoint == str(copy / final.name)
+    assert s.grid == str(copy / Path(done.grid).name) and s.lines()[1] == f"  checkpoint: {copy / final.name}"
+    with open(final, "r+b") as f:  # a truncated copy, a full disk
+        f.truncate(final.stat().st_size // 2)
+    capsys.readouterr()
+    s = train(TrainOptions(**opts), progress=True)
+    assert not s.already_trained and s.resumed_from == str(out / "checkpoint-000000040.pt") and s.kimg == 0.08
+    assert load_checkpoint(final)["cur_nimg"] == 80 and _kimgs(out) == [0.04, 0.08]
+    err = capsys.readouterr().err
+    assert f"skipping {final}: it does not load" in err
+    assert f"dcgan: {out} was trained to 0.08 kimg, but {final.name} does not load, so it continues from 0.04" in err
+    for ck in _checkpoints(copy):
+        ck.unlink()
+    s = train(TrainOptions(**{**opts, "out": str(copy)}), progress=True)
+    assert not s.already_trained and s.resumed_from is None and s.kimg == 0.08 and (copy / final.name).exists()
+    assert f"{final.name} is not in the folder, so it continues from 0 kimg" in capsys.readouterr().err
+    assert train(TrainOptions(**opts), progress=False).already_trained
+
+
+@pytest.mark.slow
+def test_a_finished_run_checks_the_command_before_it_says_already_trained(shards, tmp_path):
+    """A finished run is no way around the checks of a new one: shards that are not a shard set (a dataset
+    folder, a set whose train split is empty) and, with --resume auto, an option that reshapes the networks are
+    each one line, and nothing in the run changes."""
+    from gandata.trainers.options import TrainError, TrainOptions
+    from gandata.trainers.train import train
+
+    out = tmp_path / "run"
+    opts = dict(kind="dcgan", shards=str(shards), out=str(out), kimg=0.04, snap_kimg=0.04, log_kimg=0.04, **TINY)
+    train(TrainOptions(**opts), progress=False)
+    state = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    empty = labelled_set(tmp_path / "valonly", 3, val_fraction=0.99)
+    assert json.loads((empty / "dataset.json").read_text())["counts"]["train"] == 0
+    for resume in (None, "auto"):
+        with pytest.raises(TrainError, match="is a dataset folder, not shards"):
+            train(TrainOptions(**{**opts, "shards": str(shards.parent / "raw")}, resume=resume), progress=False)
+        with pytest.raises(TrainError, match="names no shards"):
+            train(TrainOptions(**{**opts, "shards": str(empty)}, resume=resume), progress=False)
+    with pytest.raises(TrainError, match=r"another architecture \(ngf 8 → 16\)"):
+        train(TrainOptions(**{**opts, "ngf": 16}, resume="auto"), progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == state
+    assert train(TrainOptions(**opts), progress=False).already_trained
+
+
+@pytest.mark.slow
+def test_resume_file_must_load_and_a_run_that_went_on_past_it_says_so(shards, tmp_path, capsys):
+    """--resume FILE in a run folder that went on past it: FILE must still be a checkpoint (a README, an empty
+    file: one line), and the run continues from its newest with a line saying that FILE was passed over and how to
+    go on from it instead."""
+    from gandata.trainers.checkpoints import BadCheckpoint
+    from gandata.trainers.options import TrainOptions
+    from gandata.trainers.train import train
+
+    out = tmp_path / "run"
+    opts = dict(kind="dcgan", shards=str(shards), out=str(out), kimg=0.08, snap_kimg=0.04, log_kimg=0.04, **TINY)
+    train(TrainOptions(**opts), progress=False)
+    readme, empty = tmp_path / "README.md", tmp_path / "empty.pt"
+    readme.write_text("# gandata\n")
+    empty.touch()
+    first, newest = out / "checkpoint-000000040.pt", out / "checkpoint-000000080.pt"
+    for given in (readme, empty, first):
+        os.utime(given, (0, 0))  # older than the run's newest checkpoint: the run went on past it
+    for given in (readme, empty):
+        with pytest.raises(BadCheckpoint, match=rf"^refusing to load {re.escape(str(given))}: it is not a plain"):
+            train(TrainOptions(**{**opts, "kimg": 0.12}, resume=str(given)), progress=False)
+    assert _checkpoints(out) == [first, newest]
+    capsys.readouterr()
+    s = train(TrainOptions(**{**opts, "kimg": 0.12}, resume=str(first)), progress=True)
+    assert s.resumed_from == str(newest) and s.kimg == 0.12
+    err = capsys.readouterr().err
+    assert f"--resume {first}: {out} went on past it (its newest checkpoint is {newest.name}), so the run continues " \
+        f"from its newest; to go on from {first.name} instead, give another --out" in err
+    assert f"dcgan: resuming from {newest} at 0.08 kimg" in err
 
 
 def test_cdcgan_on_labelled_tars_without_a_description_is_told_both_ways(tmp_path):

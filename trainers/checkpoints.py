@@ -179,14 +179,29 @@ def resolution_of(g_state: dict) -> int:
     return 2 ** (ups + 1)
 
 
+def architecture_changes(ck: dict, o: TrainOptions, resolution: int | None, n_classes: int) -> list[str]:
+    """Each option that shapes the networks (:data:`ARCHITECTURE`) and differs between a checkpoint and ``o`` at
+    ``resolution`` with ``n_classes``, in words (``ngf 8 → 16``); ``resolution`` None: not known yet (shards without
+    a description, whose first image tells), left out."""
+    was = architecture(ck)
+    now = {**{k: getattr(o, k) for k in ARCHITECTURE}, "resolution": resolution,
+           "n_classes": n_classes if o.spec.conditional else None}
+    unknown = {"resolution"} if resolution is None else set()
+    return [f"{k} {was[k]!r} → {now[k]!r}" for k in ARCHITECTURE
+            if k not in unknown and was[k] is not None and was[k] != now[k]]
+
+
+def other_architecture(path: str | os.PathLike, diff: list[str]) -> TrainError:
+    """The one line for a checkpoint that cannot be continued with these options (``diff``: what differs)."""
+    return TrainError(f"cannot resume from {path}: it was trained with another architecture ({', '.join(diff)}); use "
+                      f"the options it was trained with, or another {named('out')} for a new run")
+
+
 def load_networks(ck: dict, path: Path, o: TrainOptions, resolution: int, n_classes: int, G: nn.Module,
                   D: nn.Module, G_ema: nn.Module) -> None:
     """Load a checkpoint's networks, or say in one line that it was trained with another architecture, naming each
     option that shapes the networks and differs (the resolution and the classes included)."""
-    was = architecture(ck)
-    now = {**{k: getattr(o, k) for k in ARCHITECTURE}, "resolution": resolution,
-           "n_classes": n_classes if o.spec.conditional else None}
-    diff = [f"{k} {was[k]!r} → {now[k]!r}" for k in ARCHITECTURE if was[k] is not None and was[k] != now[k]]
+    diff = architecture_changes(ck, o, resolution, n_classes)
     if not diff:
         try:
             G.load_state_dict(ck["G"])
@@ -195,8 +210,7 @@ def load_networks(ck: dict, path: Path, o: TrainOptions, resolution: int, n_clas
             return
         except (RuntimeError, KeyError) as e:  # an option that shapes nothing above: a version's other layers
             diff = [f"the layers differ ({(str(e).splitlines() or [''])[0][:120]})"]
-    raise TrainError(f"cannot resume from {path}: it was trained with another architecture ({', '.join(diff)}); use "
-                     f"the options it was trained with, or another {named('out')} for a new run")
+    raise other_architecture(path, diff)
 
 
 def options_of(ck: dict, path: Path) -> TrainOptions:

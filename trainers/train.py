@@ -57,10 +57,12 @@ from .augment import Augment
 from .checkpoints import (
     ARCHITECTURE,
     BadCheckpoint,
+    architecture_changes,
     latest_checkpoint,
     load_checkpoint,
     load_networks,
     newest_loadable,
+    other_architecture,
     rng_state,
     save_atomic,
     set_rng_state,
@@ -167,6 +169,49 @@ def _dist() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
+@dataclass
+class Shards:
+    """What a run trains on, checked as every run checks it before it reads a tar (:meth:`of`): the shards' URLs,
+    their set's description, labels, the resolution (None: the first image tells) and the number of classes."""
+
+    urls: list[str]
+    sset: shardset.ShardSet | None
+    labels: dict | None
+    resolution: int | None
+    n_classes: int
+
+    @classmethod
+    def of(cls, o: TrainOptions) -> Shards:
+        """``o``'s shards, or one line: a command where none may run, a spec that names no shards (a dataset
+        folder, an empty split), a conditional kind without classes, a set of no samples, a size not built."""
+        if not o.allow_commands:
+            shardset.refuse_commands([o.shards, o.eval_real or ""], f"{named('shards')} or {named('eval_real')}")
+        try:
+            urls, sset = shardset.resolve(o.shards)
+        except FileNotFoundError as e:
+            raise TrainError(f"{named('shards', o.shards)}: {e}") from None
+        labels = sset.labels if sset else None
+        resolution = o.resolution or (sset.resolution if sset else None)
+        n_classes = o.n_classes or (len(labels["names"]) if labels else 0)
+        named_classes = len((labels or {}).get("names") or [])
+        if o.n_classes and named_classes > o.n_classes:
+            raise TrainError(f"{named('n_classes', o.n_classes)}, but {o.shards} has {named_classes} classes (its "
+                             f"{shardset.INFO}); leave {named('n_classes')} out (the set says how many) or give at "
+                             f"least {hint('n_classes', named_classes)}")
+        if o.spec.conditional and n_classes < 2:
+            names = (labels or {}).get("names") or []
+            found = (f"it names {len(names)} class" if names else f"its {shardset.INFO} names no labels" if sset
+                     else f"without a {shardset.INFO} nothing says how many classes it has")
+            raise TrainError(f"{o.kind} needs at least 2 classes and {named('shards', o.shards)}: {found}; give "
+                             f"{hint('n_classes', 'N')} for shards whose samples each have a .cls label (0 to N-1), "
+                             f"or make labelled shards with {hint('label_field', 'FIELD', command='shard')}")
+        if sset is not None and sset.total == 0:
+            raise TrainError(f"{named('shards', o.shards)}: the set holds no samples ({shardset.INFO} counts 0); "
+                             "shard a folder that has images")
+        _check_resolution(resolution, named("resolution") if o.resolution else f"the shards ({o.shards})")
+        return cls(urls, sset, labels, resolution, n_classes)
+
+
 # ------------------------------------------------------------------------------------------------ run
 
 
@@ -226,11 +271,13 @@ def continuation(o: TrainOptions) -> TrainOptions | TrainSummary:
     * a folder that holds no run (no checkpoint, no summary): ``o`` as it is (a new run, or ``--resume FILE``);
     * without ``resume`` (the same command again): the run's recorded options and shards must be these
       (:func:`~gandata.trainers.options.changed_since`; else :class:`RunChanged`, one line naming what changed); a
-      finished run (its summary at ``kimg`` or beyond) is the summary, ``already_trained``, nothing done; otherwise
-      ``o`` with ``resume="auto"``: it continues from its newest loadable checkpoint;
+      finished run (:func:`_finished`: its summary at ``kimg`` or beyond, and the checkpoint of that step in this
+      folder, loading) is the summary, ``already_trained``, nothing done; otherwise ``o`` with ``resume="auto"``:
+      it continues from its newest loadable checkpoint (and trains again what a lost final checkpoint held);
     * ``resume="auto"`` continues whatever options changed (a new ``--lr``, other shards), a finished run again
       being its summary; ``resume=FILE`` continues from that checkpoint — and, once the run folder holds a newer
-      one (the run went on from FILE), the same command continues from the newest, as ``auto``."""
+      one (the run went on from FILE), the same command continues from the newest, as ``auto``, with a line saying
+      so; FILE must be a checkpoint that loads either way."""
     run = Path(o.out)
     newest = latest_checkpoint(run)
     if o.resume not in (None, "auto"):
@@ -238,6 +285,11 @@ def continuation(o: TrainOptions) -> TrainOptions | TrainSummary:
         if newest is None or not given.is_file() or newest.resolve() == given.resolve() \
                 or newest.stat().st_mtime <= given.stat().st_mtime:
             return o
+        load_checkpoint(given)  # passed over or not, FILE is a checkpoint: a README or an empty file is one line
+        if _dist()[0] == 0:
+            print(f"{named('resume', o.resume)}: {run} went on past it (its newest checkpoint is {newest.name}), so "
+                  f"the run continues from its newest; to go on from {given.name} instead, give another "
+                  f"{named('out')}", file=sys.stderr, flush=True)
         o = replace(o, resume="auto")
     if newest is None and not (run / "summary.json").exists():
         return o
@@ -251,17 +303,33 @@ def continuation(o: TrainOptions) -> TrainOptions | TrainSummary:
 
 def _finished(o: TrainOptions, run: Path) -> TrainSummary | None:
     """The run's summary, ``already_trained``, when it was trained as this kind to ``o.kimg`` or beyond (the loop's
-    own test: images shown ≥ int(kimg × 1000)); None when it has further to go (or no summary)."""
+    own test: images shown ≥ int(kimg × 1000)) and that is proven: the checkpoint of its last step is in ``run`` and
+    loads. None when it has further to go (or no summary), or when that checkpoint is missing or damaged — the run
+    then continues from its newest checkpoint that loads and trains the rest again. Before a run is called finished
+    the command is checked as a new run would be — its shards (:meth:`Shards.of`, no tar read) and, against the
+    checkpoint, the options that shape the networks — so a finished run never lets bad input through. Its paths are
+    this folder's: a run folder copied or moved names its own files, not the ones its summary recorded."""
     if not (run / "summary.json").exists():
         return None
     done = TrainSummary.read(run)
     if done.kind != o.kind or round(done.kimg * 1000) < int(o.kimg * 1000):
         return None
+    shards = Shards.of(o)
+    nimg = round(done.kimg * 1000)
+    final = run / f"checkpoint-{nimg:09d}.pt"
+    try:
+        ck = load_checkpoint(final)
+    except TrainError:  # missing or damaged: not finished (the resume says which checkpoint it continues from)
+        return None
+    diff = architecture_changes(ck, o, shards.resolution, shards.n_classes)
+    if diff:
+        raise other_architecture(final, diff)
+    grid = run / f"fakes-{nimg:09d}.png"
+    if isinstance(done.resumed_from, str) and isinstance(done.out, str) \
+            and Path(done.resumed_from).parent == Path(done.out):
+        done.resumed_from = str(run / Path(done.resumed_from).name)
+    done.out, done.checkpoint, done.grid = str(run), str(final), str(grid) if grid.exists() else None
     done.already_trained = True
-    if done.checkpoint is None:  # a summary written by a version that left them out when nothing was trained
-        done.checkpoint = str(latest_checkpoint(run)) if latest_checkpoint(run) else None
-        grids = sorted(run.glob("fakes-*.png"))
-        done.grid = str(grids[-1]) if grids else None
     return done
 
 
@@ -326,27 +394,9 @@ class Loop:
 
     def _data(self) -> None:
         o = self.o
-        self.urls, self.sset = _shards_of(o)
-        sset = self.sset
-        self.labels = sset.labels if sset else None
-        self.resolution = o.resolution or (sset.resolution if sset else None)
-        self.n_classes = o.n_classes or (len(self.labels["names"]) if self.labels else 0)
-        named_classes = len((self.labels or {}).get("names") or [])
-        if o.n_classes and named_classes > o.n_classes:
-            raise TrainError(f"{named('n_classes', o.n_classes)}, but {o.shards} has {named_classes} classes (its "
-                             f"{shardset.INFO}); leave {named('n_classes')} out (the set says how many) or give at "
-                             f"least {hint('n_classes', named_classes)}")
-        if self.kind.conditional and self.n_classes < 2:
-            names = (self.labels or {}).get("names") or []
-            found = (f"it names {len(names)} class" if names else f"its {shardset.INFO} names no labels" if sset
-                     else f"without a {shardset.INFO} nothing says how many classes it has")
-            raise TrainError(f"{o.kind} needs at least 2 classes and {named('shards', o.shards)}: {found}; give "
-                             f"{hint('n_classes', 'N')} for shards whose samples each have a .cls label (0 to N-1), "
-                             f"or make labelled shards with {hint('label_field', 'FIELD', command='shard')}")
-        if sset is not None and sset.total == 0:
-            raise TrainError(f"{named('shards', o.shards)}: the set holds no samples ({shardset.INFO} counts 0); "
-                             "shard a folder that has images")
-        _check_resolution(self.resolution, named("resolution") if o.resolution else f"the shards ({o.shards})")
+        shards = Shards.of(o)
+        self.urls, self.sset, self.labels = shards.urls, shards.sset, shards.labels
+        self.resolution, self.n_classes = shards.resolution, shards.n_classes
         self.ckpt_path, self.ck = None, None
         if o.resume == "auto":
             self.ckpt_path, self.ck = newest_loadable(self.run, self.device, warn=self.rank == 0)
@@ -681,6 +731,9 @@ class Loop:
         if self.progress and self.resumed_from:
             print(f"{o.kind}: resuming from {self.resumed_from} at {self.cur_nimg / 1000:g} kimg (step {self.step})",
                   file=sys.stderr, flush=True)
+        lost = self._lost_steps() if self.progress else None
+        if lost:
+            print(lost, file=sys.stderr, flush=True)
         self.writer = _tensorboard(self.run)
         _forget_rows_after(self.run / "metrics.jsonl", self.cur_nimg)
         self.metrics = open(self.run / "metrics.jsonl", "a")
@@ -693,6 +746,23 @@ class Loop:
 
             self.evaluator = SnapshotEval(o, self.device, self.n_classes if self.kind.conditional else 0,
                                           self.progress, self.resolution)
+
+    def _lost_steps(self) -> str | None:
+        """Why a run that its summary calls trained further continues from an earlier step (``resume="auto"`` found
+        nothing newer that loads): the checkpoint of the summary's last step is missing or damaged — a line saying
+        so, else None."""
+        if self.o.resume != "auto":
+            return None
+        try:
+            said = round(TrainSummary.read(self.run).kimg * 1000) if (self.run / "summary.json").exists() else 0
+        except TrainError:
+            return None
+        if said <= self.cur_nimg:
+            return None
+        final = self.run / f"checkpoint-{said:09d}.pt"
+        return (f"{self.o.kind}: {self.run} was trained to {said / 1000:g} kimg, but {final.name} "
+                f"{'does not load' if final.exists() else 'is not in the folder'}, so it continues from "
+                f"{self.cur_nimg / 1000:g} kimg")
 
     def _close_outputs(self) -> None:
         for f in (self.metrics, self.writer):
@@ -839,7 +909,7 @@ def launch(options: TrainOptions, progress: bool = True) -> TrainSummary:
     if options.gpus <= 1 or "WORLD_SIZE" in os.environ:
         return train(options, progress)
     _check_processes(options)
-    _shards_of(options)  # a mistake in them is one line before any process starts
+    Shards.of(options)  # a mistake in them is one line before any process starts
     o = continuation(options)
     if isinstance(o, TrainSummary):
         return o
@@ -885,16 +955,6 @@ def _check_processes(o: TrainOptions) -> None:
             else f"{have} GPU{'s' if have != 1 else ''} torch sees"
         raise TrainError(f"{named('gpus', o.gpus)} asks for {o.gpus} training processes, but this machine has "
                          f"{what}; give {hint('gpus', min(have, 1024) if have > 0 else 1)}")
-
-
-def _shards_of(o: TrainOptions) -> tuple[list[str], shardset.ShardSet | None]:
-    """The shards ``o`` trains on, as a run reads them (``pipe:`` refused unless allowed), or one line."""
-    if not o.allow_commands:
-        shardset.refuse_commands([o.shards, o.eval_real or ""], f"{named('shards')} or {named('eval_real')}")
-    try:
-        return shardset.resolve(o.shards)
-    except FileNotFoundError as e:
-        raise TrainError(f"{named('shards', o.shards)}: {e}") from None
 
 
 def _remove_stale_launches(run: Path) -> None:
