@@ -616,8 +616,8 @@ def resolve(spec: str, split: str = "train") -> tuple[list[str], ShardSet | None
                 ss = found
                 urls += [str(t) for t in found.tars(split)]
             elif (path / "manifest.jsonl").exists():
-                raise NoShards(f"{part} is a dataset folder, not shards; shard it first (gandata shard {part} --out "
-                               "SHARDS) and give the folder it writes")
+                raise NoShards(f"{part} is a dataset folder, not shards; shard it first (gandata shard {part}) and "
+                               "give the folder it writes")
             else:
                 urls += [str(p) for p in _folder_tars(path)]
         elif URL_RE.match(part) and not path.exists():

@@ -459,7 +459,8 @@ def test_a_pipeline_re_run_with_changed_options_is_never_silently_skipped(tmp_pa
     assert r.returncode == 0, r.stderr
     again = _cli("run", str(path), "--json", cwd=tmp_path)
     assert again.returncode == 0 and "already trained" in again.stdout
-    one_line(_cli("run", str(path), "--set", "train.lr=0.1", cwd=tmp_path), "lr 0.0002 (now 0.1)", "new folder")
+    one_line(_cli("run", str(path), "--set", "train.lr=0.1", cwd=tmp_path), "lr 0.0002 (now 0.1)",
+             "--set train.out=DIR")
     other = tmp_path / "other"
     import shutil
 

@@ -61,7 +61,7 @@ def test_shard_specs_resolve(labelled_shards, same_image_shards):  # noqa: F811
 
 def test_a_dataset_folder_given_as_shards_says_to_shard_it(tmp_path):
     (tmp_path / "manifest.jsonl").write_text("")
-    with pytest.raises(shardset.NoShards, match=r"shard it first \(gandata shard .* --out SHARDS\)"):
+    with pytest.raises(shardset.NoShards, match=r"shard it first \(gandata shard [^ ]+\) and give the folder"):
         shardset.resolve(str(tmp_path))
     with pytest.raises(shardset.NoShards, match="does not exist"):
         shardset.resolve(str(tmp_path / "nothing.tar"))
