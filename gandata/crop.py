@@ -518,7 +518,7 @@ class _CropWriter:
                     done[r["parent"]] = r
         # a parent whose crops the manifest no longer holds all of (a torn last row, a damaged one) is done again:
         # the crops still there are kept (their keys are taken), the lost ones written anew
-        held = Counter(row.get("parent") for row in self.ds.rows())
+        held = Counter(row.get("parent") for row in self.ds.rows() if row["key"] in self.ds)
         return {k: r for k, r in done.items() if held[k] >= (r.get("faces") or 0)}
 
     def wants_preview(self) -> bool:

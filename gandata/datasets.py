@@ -194,9 +194,16 @@ class Dataset:
         for sub in os.scandir(self.root / IMAGES):
             if sub.is_dir():
                 remove_stale_tmp(sub.path)
+        # a row is done while its file is there (one it names that was deleted is fetched or cut again) or once it
+        # went to the store (a staged folder keeps only the rows of what it published)
+        published = KeySet()
+        for row in read_jsonl(self.root / PUBLISHED):
+            if isinstance(row.get("key"), str):
+                published.add(row["key"])
         self._keys = KeySet()
         for row in self.rows():
-            self._keys.add(row["key"])
+            if row["key"] in published or _stored(self, row):
+                self._keys.add(row["key"])
         self._manifest = JsonlLog(self.root / MANIFEST)
         self._failures = JsonlLog(self.root / FAILURES)
         if self.durability == "batch":
@@ -384,6 +391,13 @@ class Dataset:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _stored(ds: Dataset, row: dict) -> bool:
+    try:
+        return ds.image_path(row).is_file()
+    except (ValueError, OSError):
+        return False
 
 
 class _InOrder:

@@ -209,6 +209,11 @@ def test_a_crop_row_the_manifest_lost_is_written_again(tmp_path, anime_dir, casc
     again = crop(anime_dir, out, CropOptions(size=64), cascade=cascade)
     assert again.crops == 2 and again.total_crops == len(whole)
     assert {r["key"]: r["sha256"] for r in Dataset.open(out).rows()} == whole
+    ds = Dataset.open(out)  # a crop's file deleted: cut again
+    ds.image_path(next(iter(ds.rows()))).unlink()
+    assert crop(anime_dir, out, CropOptions(size=64), cascade=cascade).crops == 1
+    assert {r["key"]: r["sha256"] for r in Dataset.open(out).rows()} == whole
+    assert all(Dataset.open(out).image_path(r).is_file() for r in Dataset.open(out).rows())
 
 
 def test_heads_whose_crops_run_off_the_image_are_counted_with_the_reason(tmp_path, anime_dir, cascade):

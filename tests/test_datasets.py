@@ -225,3 +225,20 @@ def test_durability_none_and_file_store_the_same(tmp_path):
         assert [r["key"] for r in Dataset.open(tmp_path / mode).rows()] == ["a"]
     with pytest.raises(UserError, match="--durability"):
         Dataset.create(tmp_path / "x", "sometimes")
+
+
+def test_a_row_whose_file_was_deleted_is_not_done(tmp_path):
+    """An image deleted from a dataset folder after it was stored is not done: the next fetch (or crop) writes it
+    again; a staged folder's rows of what went to the store (published.jsonl) stay done without their files."""
+    root = tmp_path / "ds"
+    with Dataset.create(root) as ds:
+        for k in ("a", "b", "c"):
+            ds.add(k, png_bytes(drawn_image(ord(k))), "png", {"width": 96, "height": 80, "source": "t"})
+    gone = Dataset.open(root).image_path(next(r for r in Dataset.open(root).rows() if r["key"] == "b"))
+    gone.unlink()
+    (root / "published.jsonl").write_text('{"key": "c"}\n')
+    Dataset.open(root).image_path(next(r for r in Dataset.open(root).rows() if r["key"] == "c")).unlink()
+    with Dataset.create(root) as ds:
+        assert "a" in ds and "b" not in ds and "c" in ds and len(ds) == 2
+        assert ds.add("b", png_bytes(drawn_image(ord("b"))), "png", {"width": 96, "height": 80, "source": "t"})
+    assert gone.is_file() and sorted(r["key"] for r in Dataset.open(root).rows()) == ["a", "b", "c"]
