@@ -175,6 +175,20 @@ def test_the_same_crop_continues_and_changed_options_are_named(tmp_path, anime_c
                 cascade=cascade).skipped_done == 12
 
 
+def test_the_options_a_crop_is_compared_by_are_the_commands_own():
+    """crop.json's options (named in the refusal through named(key)) are declared by the crop commands, on the
+    command line and in a pipeline's [crop] — locator and threshold by lego-faces only (anime's never differ)."""
+    from gandata import crop as crop_module
+    from gandata.declarations import CROP_ANIME, CROP_LEGO
+
+    for declaration in (CROP_LEGO, CROP_ANIME):
+        for key in crop_module.SAME_CROP:
+            if declaration is CROP_ANIME and key in ("locator", "threshold"):
+                assert getattr(CropOptions(), key) == getattr(CropOptions(size=64), key)  # fixed for anime
+                continue
+            assert declaration.option(key).cli and declaration.option(key).pipeline, key
+
+
 def test_a_source_image_replaced_since_it_was_cropped_is_refused_a_touched_one_is_not(tmp_path, anime_copy,
                                                                                       cascade):
     out = tmp_path / "faces"

@@ -142,8 +142,9 @@ def test_the_trainers_depend_on_a_small_named_part_of_gandata():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert eval(r.stdout) == ["gandata", "gandata.assets", "gandata.declarations", "gandata.errors", "gandata.fileio",
-                              "gandata.images", "gandata.options", "gandata.shardset", "gandata.storage",
-                              "gandata.summary"]  # declarations and options: the run's defaults and checks
+                              "gandata.images", "gandata.options", "gandata.paths", "gandata.shardset",
+                              "gandata.storage", "gandata.summary"]  # declarations and options: the run's defaults
+    # and checks; paths: a run folder is never written into another kind of folder
 
 
 def test_the_command_line_starts_without_loading_the_heavy_libraries():

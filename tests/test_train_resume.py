@@ -244,7 +244,7 @@ def test_a_finished_run_checks_the_command_before_it_says_already_trained(shards
     for resume in (None, "auto"):
         with pytest.raises(TrainError, match="is a dataset folder, not shards"):
             train(TrainOptions(**{**opts, "shards": str(shards.parent / "raw")}, resume=resume), progress=False)
-        with pytest.raises(TrainError, match="names no shards"):
+        with pytest.raises(TrainError, match="has an empty train split"):
             train(TrainOptions(**{**opts, "shards": str(empty)}, resume=resume), progress=False)
     with pytest.raises(TrainError, match=r"another architecture \(ngf 8 → 16\)"):
         train(TrainOptions(**{**opts, "ngf": 16}, resume="auto"), progress=False)
