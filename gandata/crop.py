@@ -395,6 +395,8 @@ def _job(stage: str, opts: CropOptions) -> dict:
     """The stage and the options that shape its crops, as ``crop.json`` records them (colours by their RGB)."""
     options = {k: list(Color.parse(v).rgb) if k in ("pad_color", "background") else v
                for k, v in ((k, getattr(opts, k)) for k in SAME_CROP)}
+    if opts.lego and opts.threshold is None:  # the locator's own default, as given or not
+        options["threshold"] = heads.SURE[opts.locator]
     return {"stage": stage, "options": options}
 
 

@@ -165,6 +165,9 @@ def test_the_same_crop_continues_and_changed_options_are_named(tmp_path, anime_c
     with pytest.raises(UserError, match="holds the crops of 'crop anime-faces'"):
         crop(anime_copy, out, CropOptions(size=64, lego=True, locator="layout"))
     assert lines_in(out / "manifest.jsonl") == before  # nothing written by a refused run
+    lego = tmp_path / "heads"  # a threshold given as the locator's default is the same job as none given
+    crop(anime_copy, lego, CropOptions(size=64, lego=True, locator="layout"))
+    assert crop(anime_copy, lego, CropOptions(size=64, lego=True, locator="layout", threshold=0.25)).crops == 0
     again = crop(anime_copy, out, CropOptions(size=64, workers=2, memory=512), cascade=cascade)
     assert again.skipped_done == 12 and again.crops == 0  # how many workers and how much memory: no crop changes
     with pytest.raises(UserError, match=re.escape("--pad-color 255,255,255 (now 255,0,0)")):
