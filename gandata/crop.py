@@ -261,9 +261,9 @@ def _process(data: bytes, key: str, opts: CropOptions, detector: Detector, pad: 
     status = "faces" if crops else ("no_head" if opts.lego else "no_face")
     if boxes and not crops:  # found, but every crop ran off the image
         n = len(boxes)
+        them = "them" if n > 1 else "it"
         why = (f"{n} {'head' if opts.lego else 'face'}{'s' if n > 1 else ''} found, but "
-               f"{'their crops run' if n > 1 else 'its crop runs'} off the image ({hint('edge', 'drop')}; "
-               f"{hint('edge', 'shift')} or {hint('edge', 'pad')} would keep {'them' if n > 1 else 'it'})")
+               f"{'their crops run' if n > 1 else 'its crop runs'} off the image ({_other_edges(them)})")
     elif not boxes and not opts.lego:
         why = "no face found by the cascade"
     small = None
@@ -272,6 +272,11 @@ def _process(data: bytes, key: str, opts: CropOptions, detector: Detector, pad: 
         small.thumbnail((PREVIEW, PREVIEW), Image.Resampling.BOX)
     return {"status": status, "crops": crops, "boxes": boxes_shown, "scale": scale, "size": (width, height),
             "reason": why if status in ("no_head", "no_face") else None, "preview": small, "sha256": digest}
+
+
+def _other_edges(what: str) -> str:
+    """Why a found face or head gave no crop under ``--edge drop``, and the options that keep ``what``."""
+    return f"{hint('edge', 'drop')}; {hint('edge', 'shift')} or {hint('edge', 'pad')} would keep {what}"
 
 
 @dataclass
@@ -305,8 +310,7 @@ class CropSummary(Summary):
             out.append("  cut by: " + ", ".join(f"{k} {v}" for k, v in self.methods.items()))
         if self.off_edge:
             out.append(f"  {self.off_edge} of those without: {'heads' if lego else 'faces'} found, but their crops run "
-                       f"off the image ({hint('edge', 'drop')}; {hint('edge', 'shift')} or {hint('edge', 'pad')} "
-                       "would keep them)")
+                       f"off the image ({_other_edges('them')})")
         out += [f"  unreadable: {b['origin']}: {b['reason']}" for b in self.bad[:5]]
         out.append(f"  {self.seconds} s ({self.rate or 0} images/s); the dataset now holds {self.total_crops} crops")
         if self.debug_grid:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +214,11 @@ class StageResult(Summary):
     line: str
     seconds: float
     summary: Summary
-    warnings: list[str] = field(default_factory=list)  # the stage's own (a shard that removed most of the set…)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The stage's own warnings (a shard that removed most of the set…), as its summary has them."""
+        return list(getattr(self.summary, "warnings", None) or [])
 
 
 @dataclass
@@ -285,8 +289,7 @@ def run(spec: dict | str | os.PathLike, data_dir: str | os.PathLike = "data", se
                 raise UserError(f"[{step.table}] {reason}")
         out = _output(step.table, step.values, ctx, summary)
         if summary is not None:
-            results.append(StageResult(step.table, out, summary.brief(), round(time.monotonic() - t, 1), summary,
-                                       list(getattr(summary, "warnings", None) or [])))
+            results.append(StageResult(step.table, out, summary.brief(), round(time.monotonic() - t, 1), summary))
             if echo:
                 echo(f"[{step.table}] {results[-1].line}  ({results[-1].seconds} s) → {out}")
                 for w in results[-1].warnings:

@@ -187,7 +187,8 @@ def test_the_options_a_crop_is_compared_by_are_the_commands_own():
     for declaration in (CROP_LEGO, CROP_ANIME):
         for key in crop_module.SAME_CROP:
             if declaration is CROP_ANIME and key in ("locator", "threshold"):
-                assert getattr(CropOptions(), key) == getattr(CropOptions(size=64), key)  # fixed for anime
+                with pytest.raises(UserError, match="lego-faces only"):  # anime faces cannot be given one
+                    CropOptions(**{key: "layout" if key == "locator" else 0.7})
                 continue
             assert declaration.option(key).cli and declaration.option(key).pipeline, key
 

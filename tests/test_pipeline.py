@@ -164,7 +164,7 @@ def test_a_stage_s_warnings_are_shown_in_gandata_run(tmp_path):
     assert warned and all("the train split is empty" in w and "--set shard.val_fraction=" in w for w in warned)
     as_json = subprocess.run([sys.executable, "-m", "gandata.cli", "run", str(path), "--data-dir",
                               str(tmp_path / "data"), "--json"], capture_output=True, text=True, cwd=tmp_path)
-    assert json.loads(as_json.stdout)["stages"][0]["warnings"] == [warned[-1].split("warning: ")[1]]
+    assert json.loads(as_json.stdout)["stages"][0]["summary"]["warnings"] == [warned[-1].split("warning: ")[1]]
 
 
 TINY_TRAIN = """
@@ -311,9 +311,9 @@ def test_the_demo_summary_is_printed_as_plain_lines(capsys):
         warnings: list[str]
 
     def stages(*names: str) -> PipelineResult:
-        warned = {n: Warned([f"{n} warns"] if n == "shard" else []) for n in names}
-        return PipelineResult("p", "d", [StageResult(n, f"demo/data/d/{n}", f"{n} done", 0.1, warned[n],
-                                                     warned[n].warnings) for n in names], 0.3)
+        return PipelineResult("p", "d", [StageResult(n, f"demo/data/d/{n}", f"{n} done", 0.1,
+                                                     Warned([f"{n} warns"] if n == "shard" else []))
+                                         for n in names], 0.3)
 
     result = DemoResult(out="demo", size="small", avatars=stages("fetch", "shard", "train"),
                         minifigs=stages("fetch", "crop", "shard"), requests=72, samples="demo/s.png",
